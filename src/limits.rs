@@ -1,0 +1,158 @@
+//! Every size, count and wait Conclave bounds, by name, in one place.
+//!
+//! Two kinds live here. [`Replicated`] limits are part of the state machine's
+//! semantics: every replica must use the same values, so they are constants compiled
+//! into the binary and never read from a node's config. [`Limits`] bound what one node
+//! accepts and holds (request sizes, waits, batches); the config may lower them.
+
+use serde::Deserialize;
+
+/// Limits that are part of the replicated semantics (identical on every node).
+pub struct Replicated;
+
+impl Replicated {
+    /// How long a `request_id` is remembered after it was applied, in cluster time.
+    pub const REQUEST_ID_RETENTION_MS: u64 = 10 * 60 * 1000;
+    /// How many `request_id`s are remembered at most; the oldest is forgotten first.
+    pub const REQUEST_ID_CAPACITY: usize = 100_000;
+}
+
+/// Per-node limits; each may be lowered (never raised past its default) by the
+/// `[limits]` table of the config.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest HTTP request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest KV value (its JSON text), in bytes.
+    pub max_value_bytes: usize,
+    /// Longest `request_id`, in bytes.
+    pub max_request_id_bytes: usize,
+    /// Most entries a list request returns.
+    pub max_list_limit: usize,
+    /// Longest blocking wait a request may ask for (`wait_ms`).
+    pub max_wait_ms: u64,
+    /// Most commands coalesced into one Raft log entry.
+    pub max_batch_commands: usize,
+    /// Most encoded command bytes coalesced into one Raft log entry.
+    pub max_batch_bytes: usize,
+    /// Most batches proposed to Raft and not yet answered, per leader.
+    pub max_inflight_batches: usize,
+    /// Most commands waiting for a place in a batch before new writes get 429.
+    pub max_queued_commands: usize,
+    /// Most linearizable reads waiting for a read-index round before new ones get 429.
+    pub max_queued_reads: usize,
+    /// How long a proposed write may take before the caller gets 504 `indeterminate`.
+    pub write_timeout_ms: u64,
+    /// How long a forwarded request may take at the leader before the caller gets an
+    /// error (503 for a connection that never opened, else 504 for a write).
+    pub forward_timeout_ms: u64,
+    /// How long a linearizable read may wait for its read-index round.
+    pub read_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_key_bytes: 512,
+            max_value_bytes: 512 * 1024,
+            max_request_id_bytes: 128,
+            max_list_limit: 1000,
+            max_wait_ms: 60_000,
+            max_batch_commands: 1024,
+            max_batch_bytes: 2 * 1024 * 1024,
+            max_inflight_batches: 4,
+            max_queued_commands: 100_000,
+            max_queued_reads: 100_000,
+            write_timeout_ms: 5_000,
+            forward_timeout_ms: 6_000,
+            read_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks that no limit is zero or above its default; returns the offending name.
+    pub fn validate(&self) -> Result<(), String> {
+        let defaults = Limits::default();
+        let pairs: [(&str, u64, u64); 14] = [
+            (
+                "max_body_bytes",
+                self.max_body_bytes as u64,
+                defaults.max_body_bytes as u64,
+            ),
+            (
+                "max_key_bytes",
+                self.max_key_bytes as u64,
+                defaults.max_key_bytes as u64,
+            ),
+            (
+                "max_value_bytes",
+                self.max_value_bytes as u64,
+                defaults.max_value_bytes as u64,
+            ),
+            (
+                "max_request_id_bytes",
+                self.max_request_id_bytes as u64,
+                defaults.max_request_id_bytes as u64,
+            ),
+            (
+                "max_list_limit",
+                self.max_list_limit as u64,
+                defaults.max_list_limit as u64,
+            ),
+            ("max_wait_ms", self.max_wait_ms, defaults.max_wait_ms),
+            (
+                "max_batch_commands",
+                self.max_batch_commands as u64,
+                defaults.max_batch_commands as u64,
+            ),
+            (
+                "max_batch_bytes",
+                self.max_batch_bytes as u64,
+                defaults.max_batch_bytes as u64,
+            ),
+            (
+                "max_inflight_batches",
+                self.max_inflight_batches as u64,
+                defaults.max_inflight_batches as u64,
+            ),
+            (
+                "max_queued_commands",
+                self.max_queued_commands as u64,
+                defaults.max_queued_commands as u64,
+            ),
+            (
+                "max_queued_reads",
+                self.max_queued_reads as u64,
+                defaults.max_queued_reads as u64,
+            ),
+            (
+                "write_timeout_ms",
+                self.write_timeout_ms,
+                defaults.write_timeout_ms,
+            ),
+            (
+                "forward_timeout_ms",
+                self.forward_timeout_ms,
+                defaults.forward_timeout_ms,
+            ),
+            (
+                "read_timeout_ms",
+                self.read_timeout_ms,
+                defaults.read_timeout_ms,
+            ),
+        ];
+        for (name, value, max) in pairs {
+            if value == 0 || value > max {
+                return Err(format!(
+                    "limits.{name} must be between 1 and {max}, got {value}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}

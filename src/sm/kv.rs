@@ -1,0 +1,83 @@
+//! Key/value commands: put, delete, compare-and-set on versions.
+//!
+//! A key's `version` is the command index of its last write and `create_index` the
+//! command index that created it; both are identical on every replica.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::command::Outcome;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEntry {
+    /// The value as compact JSON text (bincode cannot carry `serde_json::Value`).
+    pub value_json: String,
+    pub version: u64,
+    pub create_index: u64,
+}
+
+pub type KvMap = BTreeMap<String, KvEntry>;
+
+fn version_of(kv: &KvMap, key: &str) -> u64 {
+    kv.get(key).map_or(0, |entry| entry.version)
+}
+
+fn precondition_holds(kv: &KvMap, key: &str, if_version: Option<u64>) -> Result<(), Outcome> {
+    match if_version {
+        Some(expected) if expected != version_of(kv, key) => Err(Outcome::CasMismatch {
+            current_version: version_of(kv, key),
+        }),
+        _ => Ok(()),
+    }
+}
+
+pub fn put(
+    kv: &mut KvMap,
+    key: &str,
+    value_json: &str,
+    if_version: Option<u64>,
+    index: u64,
+) -> Outcome {
+    if let Err(refusal) = precondition_holds(kv, key, if_version) {
+        return refusal;
+    }
+    let create_index = kv.get(key).map_or(index, |entry| entry.create_index);
+    kv.insert(
+        key.to_owned(),
+        KvEntry {
+            value_json: value_json.to_owned(),
+            version: index,
+            create_index,
+        },
+    );
+    Outcome::KvWritten { version: index }
+}
+
+pub fn delete(kv: &mut KvMap, key: &str, if_version: Option<u64>) -> Outcome {
+    if let Err(refusal) = precondition_holds(kv, key, if_version) {
+        return refusal;
+    }
+    Outcome::KvDeleted {
+        existed: kv.remove(key).is_some(),
+    }
+}
+
+/// Up to `limit` entries whose key starts with `prefix`, in key order, starting after
+/// `after` when given.
+pub fn list<'a>(
+    kv: &'a KvMap,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Vec<(&'a String, &'a KvEntry)> {
+    use std::ops::Bound;
+    let start = match after {
+        Some(after) if after >= prefix => Bound::Excluded(after.to_owned()),
+        _ => Bound::Included(prefix.to_owned()),
+    };
+    kv.range((start, Bound::Unbounded))
+        .take_while(|(key, _)| key.starts_with(prefix))
+        .take(limit)
+        .collect()
+}

@@ -1,0 +1,267 @@
+//! Unit tests of the pure state machine: no Raft, no IO.
+
+use super::*;
+use crate::codec;
+use crate::limits::Replicated;
+
+fn put(key: &str, value: &str, if_version: Option<u64>) -> Proposal {
+    Proposal {
+        request_id: None,
+        command: Command::KvPut {
+            key: key.into(),
+            value_json: value.into(),
+            if_version,
+        },
+    }
+}
+
+fn delete(key: &str, if_version: Option<u64>) -> Proposal {
+    Proposal {
+        request_id: None,
+        command: Command::KvDelete {
+            key: key.into(),
+            if_version,
+        },
+    }
+}
+
+fn with_id(mut proposal: Proposal, id: &str) -> Proposal {
+    proposal.request_id = Some(id.into());
+    proposal
+}
+
+fn batch(time: u64, proposals: Vec<Proposal>) -> Batch {
+    Batch {
+        leader_time_ms: time,
+        proposals,
+    }
+}
+
+fn outcomes(response: &BatchResponse) -> Vec<Outcome> {
+    response
+        .results
+        .iter()
+        .map(|applied| applied.outcome.clone())
+        .collect()
+}
+
+#[test]
+fn put_assigns_command_indexes_as_versions() {
+    let mut state = State::default();
+    let response = state.apply_batch(&batch(10, vec![put("a", "1", None), put("b", "2", None)]));
+    assert_eq!(
+        response.results,
+        vec![
+            Applied {
+                index: 1,
+                outcome: Outcome::KvWritten { version: 1 }
+            },
+            Applied {
+                index: 2,
+                outcome: Outcome::KvWritten { version: 2 }
+            },
+        ]
+    );
+    state.apply_batch(&batch(11, vec![put("a", "3", None)]));
+    let entry = &state.kv["a"];
+    assert_eq!(
+        (entry.value_json.as_str(), entry.version, entry.create_index),
+        ("3", 3, 1)
+    );
+    assert_eq!(state.last_command_index, 3);
+}
+
+#[test]
+fn compare_and_set_checks_the_version() {
+    let mut state = State::default();
+    state.apply_batch(&batch(1, vec![put("k", "1", Some(0))]));
+    let response = state.apply_batch(&batch(
+        2,
+        vec![
+            put("k", "2", Some(0)),
+            put("k", "3", Some(7)),
+            put("k", "4", Some(1)),
+        ],
+    ));
+    assert_eq!(
+        outcomes(&response),
+        vec![
+            Outcome::CasMismatch { current_version: 1 },
+            Outcome::CasMismatch { current_version: 1 },
+            Outcome::KvWritten { version: 4 },
+        ]
+    );
+    assert_eq!(state.kv["k"].value_json, "4");
+}
+
+#[test]
+fn create_only_put_on_absent_key_succeeds_and_cas_on_absent_reports_zero() {
+    let mut state = State::default();
+    let response = state.apply_batch(&batch(
+        1,
+        vec![put("x", "1", Some(5)), put("x", "1", Some(0))],
+    ));
+    assert_eq!(
+        outcomes(&response),
+        vec![
+            Outcome::CasMismatch { current_version: 0 },
+            Outcome::KvWritten { version: 2 }
+        ]
+    );
+}
+
+#[test]
+fn delete_removes_and_honours_if_version() {
+    let mut state = State::default();
+    state.apply_batch(&batch(1, vec![put("k", "1", None)]));
+    let response = state.apply_batch(&batch(
+        2,
+        vec![
+            delete("k", Some(9)),
+            delete("k", Some(1)),
+            delete("k", None),
+        ],
+    ));
+    assert_eq!(
+        outcomes(&response),
+        vec![
+            Outcome::CasMismatch { current_version: 1 },
+            Outcome::KvDeleted { existed: true },
+            Outcome::KvDeleted { existed: false },
+        ]
+    );
+    assert!(state.kv.is_empty());
+}
+
+#[test]
+fn a_retried_request_id_returns_the_first_result_and_applies_nothing() {
+    let mut state = State::default();
+    let first = state.apply_batch(&batch(1, vec![with_id(put("k", "1", None), "r1")]));
+    state.apply_batch(&batch(2, vec![put("k", "2", None)]));
+    let retry = state.apply_batch(&batch(3, vec![with_id(put("k", "1", None), "r1")]));
+    assert_eq!(retry.results, first.results);
+    assert_eq!(
+        state.kv["k"].value_json, "2",
+        "the retry must not apply again"
+    );
+    assert_eq!(
+        state.last_command_index, 2,
+        "a deduplicated retry takes no index"
+    );
+    // Duplicates within one batch are caught too.
+    let same_batch = state.apply_batch(&batch(
+        4,
+        vec![
+            with_id(put("z", "1", None), "r2"),
+            with_id(put("z", "1", None), "r2"),
+        ],
+    ));
+    assert_eq!(same_batch.results[0], same_batch.results[1]);
+}
+
+#[test]
+fn request_ids_expire_by_cluster_time() {
+    let mut state = State::default();
+    state.apply_batch(&batch(1_000, vec![with_id(put("k", "1", None), "r1")]));
+    assert!(state.requests.get("r1").is_some());
+    state.apply_batch(&batch(1_000 + Replicated::REQUEST_ID_RETENTION_MS, vec![]));
+    assert!(
+        state.requests.get("r1").is_some(),
+        "kept for exactly the retention period"
+    );
+    state.apply_batch(&batch(1_001 + Replicated::REQUEST_ID_RETENTION_MS, vec![]));
+    assert!(state.requests.get("r1").is_none());
+    // Forgotten, so a retry now applies again.
+    let again = state.apply_batch(&batch(
+        2_000 + Replicated::REQUEST_ID_RETENTION_MS,
+        vec![with_id(put("k", "1", None), "r1")],
+    ));
+    assert_eq!(again.results[0].index, 2);
+}
+
+#[test]
+fn request_table_is_bounded_and_forgets_the_oldest() {
+    let mut state = State::default();
+    let proposals: Vec<Proposal> = (0..Replicated::REQUEST_ID_CAPACITY + 3)
+        .map(|i| with_id(put("k", "1", None), &format!("r{i}")))
+        .collect();
+    state.apply_batch(&batch(1, proposals));
+    assert_eq!(state.requests.len(), Replicated::REQUEST_ID_CAPACITY);
+    assert!(state.requests.get("r0").is_none());
+    assert!(state.requests.get("r2").is_none());
+    assert!(state.requests.get("r3").is_some());
+}
+
+#[test]
+fn cluster_time_never_goes_backwards() {
+    let mut state = State::default();
+    state.apply_batch(&batch(500, vec![]));
+    state.apply_batch(&batch(400, vec![]));
+    assert_eq!(state.cluster_time_ms, 500);
+    state.apply_batch(&batch(600, vec![]));
+    assert_eq!(state.cluster_time_ms, 600);
+}
+
+#[test]
+fn list_returns_a_prefix_in_key_order_with_paging() {
+    let mut state = State::default();
+    state.apply_batch(&batch(
+        1,
+        ["a/2", "a/1", "b/1", "a/3", "a"]
+            .iter()
+            .map(|key| put(key, "0", None))
+            .collect(),
+    ));
+    let keys = |after: Option<&str>, limit| {
+        kv::list(&state.kv, "a/", after, limit)
+            .into_iter()
+            .map(|(key, _)| key.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(None, 10), vec!["a/1", "a/2", "a/3"]);
+    assert_eq!(keys(None, 2), vec!["a/1", "a/2"]);
+    assert_eq!(keys(Some("a/2"), 10), vec!["a/3"]);
+    assert_eq!(
+        keys(Some("0"), 10),
+        vec!["a/1", "a/2", "a/3"],
+        "a cursor before the prefix starts at it"
+    );
+}
+
+/// Same commands, same state bytes: the property replication relies on.
+#[test]
+fn applying_the_same_batches_gives_identical_state_bytes() {
+    let batches: Vec<Batch> = (0..50u64)
+        .map(|i| {
+            batch(
+                1_000 + i * 7 % 13,
+                vec![
+                    with_id(
+                        put(&format!("k{}", i % 7), &format!("{i}"), None),
+                        &format!("r{}", i % 11),
+                    ),
+                    put(&format!("k{}", i % 5), "\"x\"", Some(i % 3)),
+                    delete(
+                        &format!("k{}", i % 4),
+                        if i % 2 == 0 { None } else { Some(i) },
+                    ),
+                ],
+            )
+        })
+        .collect();
+    let run = || {
+        let mut state = State::default();
+        let responses: Vec<BatchResponse> = batches.iter().map(|b| state.apply_batch(b)).collect();
+        (codec::encode(&state).unwrap(), responses)
+    };
+    let (first_bytes, first_responses) = run();
+    let (second_bytes, second_responses) = run();
+    assert_eq!(first_bytes, second_bytes);
+    assert_eq!(first_responses, second_responses);
+    let decoded: State = codec::decode(&first_bytes).unwrap();
+    assert_eq!(
+        codec::encode(&decoded).unwrap(),
+        first_bytes,
+        "state survives a snapshot round trip"
+    );
+}

@@ -1,0 +1,263 @@
+//! The state machine as openraft sees it (`RaftStateMachine`): the in-memory
+//! [`State`] behind a lock, plus snapshots persisted in sled.
+//!
+//! Apply and install take the write lock; snapshot builds and HTTP reads take the
+//! read lock, so a snapshot is always the state at exactly its `last_log_id` (the
+//! builder runs concurrently with apply in openraft 0.9). `last_applied`, membership
+//! and state change together under that lock. Install *replaces* the state. A
+//! snapshot is durable (FSYNC) before openraft is told it exists, because openraft
+//! purges the log up to it right after.
+
+use std::io::Cursor;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::OpenError;
+use crate::codec;
+use crate::raft_types::{
+    Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
+use crate::sm::{BatchResponse, State};
+
+const CURRENT_SNAPSHOT_KEY: &[u8] = b"current";
+
+/// The applied state: what the log up to `last_applied` produced.
+#[derive(Debug, Default)]
+pub struct AppliedState {
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub state: State,
+}
+
+/// A snapshot as persisted: openraft's meta plus the encoded [`State`].
+#[derive(Serialize, Deserialize)]
+struct StoredSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+struct Shared {
+    applied: RwLock<AppliedState>,
+    snapshots: sled::Tree,
+    db: sled::Db,
+    /// Serializes snapshot persistence so an older build never overwrites a newer
+    /// install; holds the `last_log_id` of the stored snapshot.
+    persisted: tokio::sync::Mutex<Option<LogId>>,
+    /// The Raft log index applied so far; waiters (linearizable reads, blocking waits)
+    /// subscribe to it.
+    applied_index: watch::Sender<u64>,
+    builds: AtomicU64,
+}
+
+/// The state-machine store. Cloning shares it (openraft gets one clone, the HTTP
+/// layer another for reads).
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+fn read_error(e: impl std::error::Error + 'static) -> StorageError {
+    StorageIOError::read_state_machine(&e).into()
+}
+
+impl StateMachineStore {
+    /// Opens the store, restoring the latest persisted snapshot if any.
+    pub fn open(db: &sled::Db) -> Result<Self, OpenError> {
+        let sled_error = |source| OpenError::Sled {
+            path: String::new(),
+            source,
+        };
+        let snapshots = db.open_tree("snapshot").map_err(sled_error)?;
+        let mut applied = AppliedState::default();
+        let mut persisted = None;
+        if let Some(bytes) = snapshots.get(CURRENT_SNAPSHOT_KEY).map_err(sled_error)? {
+            let corrupt = |source| OpenError::Corrupt {
+                path: String::from("snapshot"),
+                source,
+            };
+            let stored: StoredSnapshot = codec::decode(&bytes).map_err(corrupt)?;
+            applied = AppliedState {
+                last_applied: stored.meta.last_log_id,
+                membership: stored.meta.last_membership.clone(),
+                state: codec::decode(&stored.data).map_err(corrupt)?,
+            };
+            persisted = stored.meta.last_log_id;
+        }
+        let applied_index = applied.last_applied.map_or(0, |log_id| log_id.index);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                applied: RwLock::new(applied),
+                snapshots,
+                db: db.clone(),
+                persisted: tokio::sync::Mutex::new(persisted),
+                applied_index: watch::channel(applied_index).0,
+                builds: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// Read access to the applied state (hold it briefly; apply waits for it).
+    pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
+        self.shared
+            .applied
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A receiver of the applied Raft log index, updated after every apply.
+    pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
+        self.shared.applied_index.subscribe()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, AppliedState> {
+        self.shared
+            .applied
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Persists `stored` as the current snapshot unless a newer one is already there.
+    async fn persist(&self, stored: &StoredSnapshot) -> Result<(), StorageError> {
+        let mut persisted = self.shared.persisted.lock().await;
+        if *persisted >= stored.meta.last_log_id && persisted.is_some() {
+            return Ok(());
+        }
+        let signature = Some(stored.meta.signature());
+        let write_error =
+            |e: openraft::AnyError| StorageIOError::write_snapshot(signature.clone(), e);
+        let bytes = codec::encode(stored).map_err(|e| write_error(openraft::AnyError::new(&e)))?;
+        self.shared
+            .snapshots
+            .insert(CURRENT_SNAPSHOT_KEY, bytes)
+            .map_err(|e| write_error(openraft::AnyError::new(&e)))?;
+        // FSYNC: the snapshot is durable before openraft may purge the log behind it.
+        self.shared
+            .db
+            .flush_async()
+            .await
+            .map_err(|e| write_error(openraft::AnyError::new(&e)))?;
+        *persisted = stored.meta.last_log_id;
+        Ok(())
+    }
+
+    fn load_current(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        match self
+            .shared
+            .snapshots
+            .get(CURRENT_SNAPSHOT_KEY)
+            .map_err(read_error)?
+        {
+            Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(read_error)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        let (meta, data) = {
+            let applied = self.read();
+            let data = codec::encode(&applied.state).map_err(read_error)?;
+            let build = self.shared.builds.fetch_add(1, Ordering::Relaxed);
+            let snapshot_id = match applied.last_applied {
+                Some(log_id) => format!("{}-{}-{}", log_id.leader_id.term, log_id.index, build),
+                None => format!("0-0-{build}"),
+            };
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.membership.clone(),
+                snapshot_id,
+            };
+            (meta, data)
+        };
+        let stored = StoredSnapshot { meta, data };
+        self.persist(&stored).await?;
+        Ok(Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let applied = self.read();
+        Ok((applied.last_applied, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResponse>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut responses = Vec::new();
+        let last_index = {
+            let mut applied = self.write();
+            for entry in entries {
+                applied.last_applied = Some(entry.log_id);
+                let response = match entry.payload {
+                    EntryPayload::Blank => BatchResponse::default(),
+                    EntryPayload::Normal(batch) => applied.state.apply_batch(&batch),
+                    EntryPayload::Membership(membership) => {
+                        applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        BatchResponse::default()
+                    }
+                };
+                responses.push(response);
+            }
+            applied.last_applied.map_or(0, |log_id| log_id.index)
+        };
+        self.shared.applied_index.send_replace(last_index);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let state: State = codec::decode(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        // Persist first: if we crash after this, the restart restores this snapshot;
+        // if before, the old state and the old snapshot are still consistent.
+        self.persist(&StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        })
+        .await?;
+        let last_index = {
+            let mut applied = self.write();
+            *applied = AppliedState {
+                last_applied: meta.last_log_id,
+                membership: meta.last_membership.clone(),
+                state,
+            };
+            meta.last_log_id.map_or(0, |log_id| log_id.index)
+        };
+        self.shared.applied_index.send_replace(last_index);
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
+        Ok(self.load_current()?.map(|stored| Snapshot {
+            meta: stored.meta,
+            snapshot: Box::new(Cursor::new(stored.data)),
+        }))
+    }
+}
