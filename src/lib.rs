@@ -1,6 +1,12 @@
 //! Conclave: a Raft-replicated coordination server.
 pub mod codec;
+pub mod config;
 pub mod limits;
+pub mod network;
+pub mod node;
+pub mod proposer;
 pub mod raft_types;
+pub mod read_index;
+pub mod server;
 pub mod sm;
 pub mod store;

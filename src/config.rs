@@ -1,0 +1,367 @@
+//! Node configuration: TOML file (or defaults) → [`Config`] → [`Config::resolve`] →
+//! [`NodeConfig`], the validated form every constructor takes.
+//!
+//! With no file at all, a node is a single-node cluster: node id 1 on
+//! `127.0.0.1:<base>` with its data in `./conclave-data`, where `<base>` is
+//! `CONCLAVE_BASE_PORT` (7000 by default). In a file, node `i` listens by default on
+//! `127.0.0.1:<base + i>`, and the members named in `initial_members` are found at
+//! `127.0.0.1:<base + id>` unless `member_addrs` says otherwise. Raft timings and
+//! snapshot policy are explicit here rather than left to openraft's defaults.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::limits::Limits;
+use crate::raft_types::{Member, NodeId};
+use crate::store::StoreOptions;
+
+/// Environment variable giving the base port (node `i` listens on base + i).
+pub const BASE_PORT_ENV: &str = "CONCLAVE_BASE_PORT";
+/// The base port when [`BASE_PORT_ENV`] is unset.
+pub const DEFAULT_BASE_PORT: u16 = 7000;
+
+/// The config file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This node's Raft id (stable for the life of its data directory).
+    #[serde(default = "default_node_id")]
+    pub node_id: NodeId,
+    /// `host:port` to listen on for the client API and `/raft/*`.
+    pub listen_addr: Option<String>,
+    /// `host:port` other nodes and forwarded clients use to reach this node; defaults
+    /// to `listen_addr`.
+    pub advertise_addr: Option<String>,
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Shared by every member; required on every `/raft/*` call. Required in a file
+    /// that names more than one member.
+    pub cluster_secret: Option<String>,
+    /// The voters a brand-new cluster starts with. A node whose storage is empty and
+    /// whose id is listed initializes the cluster (every listed node may; they agree).
+    /// Leave empty on a node that will be added later with `POST /v1/cluster/members`.
+    #[serde(default)]
+    pub initial_members: Vec<NodeId>,
+    /// Explicit addresses of initial members (by id as a string key).
+    #[serde(default)]
+    pub member_addrs: BTreeMap<String, String>,
+    /// Address this node dials to reach a peer, overriding the membership address
+    /// (used by the chaos harness to route each link through its own proxy).
+    #[serde(default)]
+    pub peer_dial_addrs: BTreeMap<String, String>,
+    #[serde(default)]
+    pub raft: RaftSettings,
+    #[serde(default)]
+    pub storage: StorageSettings,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+fn default_node_id() -> NodeId {
+    1
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("conclave-data")
+}
+
+/// Raft timing and log-compaction policy.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftSettings {
+    /// Leader heartbeat period; also openraft's timeout for each AppendEntries.
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    /// Timeout for sending one snapshot chunk (the last includes the install).
+    pub install_snapshot_timeout_ms: u64,
+    pub snapshot_max_chunk_bytes: u64,
+    /// Most log entries (each a batch of commands) per AppendEntries.
+    pub max_payload_entries: u64,
+    /// Build a snapshot after this many log entries since the last one.
+    pub snapshot_logs_since_last: u64,
+    /// Log entries kept behind a snapshot (so slightly lagging followers need no snapshot).
+    pub max_in_snapshot_log_to_keep: u64,
+    /// Purge the log only once this many entries are purgeable.
+    pub purge_batch_size: u64,
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            install_snapshot_timeout_ms: 5_000,
+            snapshot_max_chunk_bytes: 4 * 1024 * 1024,
+            max_payload_entries: 64,
+            snapshot_logs_since_last: 10_000,
+            max_in_snapshot_log_to_keep: 1_000,
+            purge_batch_size: 256,
+        }
+    }
+}
+
+/// Storage settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// sled's page cache, in MiB (sled's own default of 1 GiB is never used).
+    pub cache_capacity_mib: u64,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        Self {
+            cache_capacity_mib: 64,
+        }
+    }
+}
+
+/// A validated configuration, ready for the constructors.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub listen_addr: SocketAddr,
+    pub advertise_addr: String,
+    pub data_dir: PathBuf,
+    pub cluster_secret: String,
+    /// Empty when this node must not initialize a cluster.
+    pub initial_members: BTreeMap<NodeId, Member>,
+    pub peer_dial_addrs: BTreeMap<NodeId, String>,
+    pub raft: openraft::Config,
+    pub raft_settings: RaftSettings,
+    pub store: StoreOptions,
+    pub limits: Limits,
+}
+
+impl NodeConfig {
+    pub fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.limits.write_timeout_ms)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: default_node_id(),
+            listen_addr: None,
+            advertise_addr: None,
+            data_dir: default_data_dir(),
+            cluster_secret: None,
+            initial_members: Vec::new(),
+            member_addrs: BTreeMap::new(),
+            peer_dial_addrs: BTreeMap::new(),
+            raft: RaftSettings::default(),
+            storage: StorageSettings::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A config that cannot be used, with what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid config: {0}")]
+pub struct ConfigError(pub String);
+
+fn invalid(message: impl Into<String>) -> ConfigError {
+    ConfigError(message.into())
+}
+
+/// The base port from the environment.
+pub fn base_port() -> Result<u16, ConfigError> {
+    match std::env::var(BASE_PORT_ENV) {
+        Ok(text) => text
+            .parse()
+            .map_err(|_| invalid(format!("{BASE_PORT_ENV}={text} is not a port"))),
+        Err(_) => Ok(DEFAULT_BASE_PORT),
+    }
+}
+
+fn port_for(base: u16, id: NodeId) -> Result<u16, ConfigError> {
+    u16::try_from(u64::from(base) + id)
+        .map_err(|_| invalid(format!("base port {base} + node id {id} is not a port")))
+}
+
+fn parse_id_map(
+    name: &str,
+    map: &BTreeMap<String, String>,
+) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    map.iter()
+        .map(|(id, addr)| {
+            let id = id
+                .parse()
+                .map_err(|_| invalid(format!("{name}: key {id:?} is not a node id")))?;
+            Ok((id, addr.clone()))
+        })
+        .collect()
+}
+
+impl Config {
+    /// Reads a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// The single-node default used by `conclave serve` with no `--config`: listens
+    /// on the base port itself.
+    pub fn single_node(base: u16) -> Self {
+        Self {
+            initial_members: vec![1],
+            listen_addr: Some(format!("127.0.0.1:{base}")),
+            ..Self::default()
+        }
+    }
+
+    /// Validates everything and fills in derived values.
+    pub fn resolve(self, base: u16) -> Result<NodeConfig, ConfigError> {
+        if self.node_id == 0 {
+            return Err(invalid("node_id must be at least 1"));
+        }
+        let listen_text = match &self.listen_addr {
+            Some(addr) => addr.clone(),
+            None => format!("127.0.0.1:{}", port_for(base, self.node_id)?),
+        };
+        let listen_addr: SocketAddr = listen_text
+            .parse()
+            .map_err(|_| invalid(format!("listen_addr {listen_text:?} is not ip:port")))?;
+        let advertise_addr = self.advertise_addr.clone().unwrap_or(listen_text);
+
+        let explicit = parse_id_map("member_addrs", &self.member_addrs)?;
+        let mut initial_members = BTreeMap::new();
+        for &id in &self.initial_members {
+            let addr = match explicit.get(&id) {
+                Some(addr) => addr.clone(),
+                None if id == self.node_id => advertise_addr.clone(),
+                None => format!("127.0.0.1:{}", port_for(base, id)?),
+            };
+            initial_members.insert(id, Member { addr });
+        }
+        if !initial_members.is_empty() && !initial_members.contains_key(&self.node_id) {
+            return Err(invalid(format!(
+                "initial_members {:?} must include this node ({}) or be empty",
+                self.initial_members, self.node_id
+            )));
+        }
+        let cluster_secret = match self.cluster_secret.clone() {
+            Some(secret) if secret.len() >= 16 => secret,
+            Some(_) => return Err(invalid("cluster_secret must be at least 16 characters")),
+            None if initial_members.len() <= 1 => random_secret(),
+            None => {
+                return Err(invalid(
+                    "cluster_secret is required for a cluster of more than one node",
+                ))
+            }
+        };
+        let peer_dial_addrs = parse_id_map("peer_dial_addrs", &self.peer_dial_addrs)?;
+        self.limits.validate().map_err(invalid)?;
+        if self.storage.cache_capacity_mib == 0 {
+            return Err(invalid("storage.cache_capacity_mib must be at least 1"));
+        }
+        let raft = raft_config(&self.raft)?;
+        Ok(NodeConfig {
+            node_id: self.node_id,
+            listen_addr,
+            advertise_addr,
+            data_dir: self.data_dir,
+            cluster_secret,
+            initial_members,
+            peer_dial_addrs,
+            raft,
+            raft_settings: self.raft,
+            store: StoreOptions {
+                cache_capacity_bytes: self.storage.cache_capacity_mib * 1024 * 1024,
+            },
+            limits: self.limits,
+        })
+    }
+}
+
+/// A per-process secret for a node that has no peers yet (it can still be grown
+/// later only after restarting it with a configured secret).
+fn random_secret() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let state = std::collections::hash_map::RandomState::new();
+    (0..4)
+        .map(|i| {
+            let mut hasher = state.build_hasher();
+            hasher.write_u64(i);
+            format!("{:016x}", hasher.finish())
+        })
+        .collect()
+}
+
+fn raft_config(settings: &RaftSettings) -> Result<openraft::Config, ConfigError> {
+    if settings.snapshot_logs_since_last == 0 {
+        return Err(invalid("raft.snapshot_logs_since_last must be at least 1"));
+    }
+    let config = openraft::Config {
+        cluster_name: "conclave".into(),
+        heartbeat_interval: settings.heartbeat_interval_ms,
+        election_timeout_min: settings.election_timeout_min_ms,
+        election_timeout_max: settings.election_timeout_max_ms,
+        install_snapshot_timeout: settings.install_snapshot_timeout_ms,
+        snapshot_max_chunk_size: settings.snapshot_max_chunk_bytes,
+        max_payload_entries: settings.max_payload_entries,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(settings.snapshot_logs_since_last),
+        max_in_snapshot_log_to_keep: settings.max_in_snapshot_log_to_keep,
+        purge_batch_size: settings.purge_batch_size,
+        ..Default::default()
+    };
+    config.validate().map_err(|e| invalid(format!("raft: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_node_defaults_resolve() {
+        let node = Config::single_node(7000).resolve(7000).unwrap();
+        assert_eq!(node.listen_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(node.initial_members.len(), 1);
+        assert_eq!(node.initial_members[&1].addr, "127.0.0.1:7000");
+        assert_eq!(node.data_dir, PathBuf::from("conclave-data"));
+        assert_eq!(node.raft.heartbeat_interval, 100);
+    }
+
+    #[test]
+    fn cluster_file_derives_addresses_from_the_base_port() {
+        let config: Config = toml::from_str(
+            "node_id = 2\ncluster_secret = \"0123456789abcdef\"\ninitial_members = [1, 2, 3]\n[member_addrs]\n3 = \"10.0.0.3:9\"\n",
+        )
+        .unwrap();
+        let node = config.resolve(8000).unwrap();
+        assert_eq!(node.listen_addr.to_string(), "127.0.0.1:8002");
+        assert_eq!(node.initial_members[&1].addr, "127.0.0.1:8001");
+        assert_eq!(node.initial_members[&2].addr, "127.0.0.1:8002");
+        assert_eq!(node.initial_members[&3].addr, "10.0.0.3:9");
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_a_reason() {
+        let cases = [
+            ("node_id = 0", "node_id"),
+            ("initial_members = [1, 2]", "cluster_secret is required"),
+            ("initial_members = [2, 3]", "must include this node"),
+            ("cluster_secret = \"short\"", "at least 16"),
+            ("[raft]\nelection_timeout_min_ms = 50", "raft"),
+            ("[limits]\nmax_body_bytes = 0", "max_body_bytes"),
+            ("listen_addr = \"nowhere\"", "listen_addr"),
+        ];
+        for (text, expected) in cases {
+            let error = toml::from_str::<Config>(text)
+                .unwrap()
+                .resolve(7000)
+                .unwrap_err();
+            assert!(error.to_string().contains(expected), "{text}: {error}");
+        }
+        assert!(toml::from_str::<Config>("unknown_field = 1").is_err());
+    }
+}

@@ -1,0 +1,161 @@
+//! The Raft network client: openraft's RPCs to peers over HTTP with bincode bodies.
+//!
+//! Every call carries the cluster secret, the target node id and the codec format
+//! version as headers (checked by `server::raft_rpc`). One pooled `reqwest::Client`
+//! per node is shared by every peer client, so `new_client` (which openraft calls
+//! inline on every election and read-index round) is a cheap clone. A peer that
+//! cannot be connected to is `Unreachable` (openraft then backs off); any other
+//! failure is a `Network` error (openraft retries at once).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec;
+use crate::raft_types::{Member, NodeId, TypeConfig};
+
+/// Header carrying the cluster secret on `/raft/*`.
+pub const SECRET_HEADER: &str = "x-conclave-secret";
+/// Header carrying the node id the RPC is meant for.
+pub const TARGET_HEADER: &str = "x-conclave-target";
+/// Header carrying the sender's codec format version.
+pub const FORMAT_HEADER: &str = "x-conclave-format";
+
+/// How long openraft waits before retrying a peer it could not connect to.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Builds peer clients. One per node.
+#[derive(Clone)]
+pub struct Network {
+    http: reqwest::Client,
+    secret: Arc<str>,
+    dial_overrides: Arc<BTreeMap<NodeId, String>>,
+}
+
+impl Network {
+    pub fn new(
+        http: reqwest::Client,
+        secret: &str,
+        dial_overrides: BTreeMap<NodeId, String>,
+    ) -> Self {
+        Self {
+            http,
+            secret: secret.into(),
+            dial_overrides: Arc::new(dial_overrides),
+        }
+    }
+}
+
+/// A client for one peer.
+pub struct PeerClient {
+    http: reqwest::Client,
+    secret: Arc<str>,
+    target: NodeId,
+    base_url: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
+        let addr = self.dial_overrides.get(&target).unwrap_or(&node.addr);
+        PeerClient {
+            http: self.http.clone(),
+            secret: self.secret.clone(),
+            target,
+            base_url: format!("http://{addr}"),
+        }
+    }
+}
+
+type RpcResult<T, E> = Result<T, RPCError<NodeId, Member, RaftError<NodeId, E>>>;
+
+impl PeerClient {
+    async fn call<Req, Resp, E>(
+        &self,
+        path: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let body = codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base_url))
+            .header(SECRET_HEADER, &*self.secret)
+            .header(TARGET_HEADER, self.target.to_string())
+            .header(FORMAT_HEADER, codec::FORMAT_VERSION.to_string())
+            .timeout(option.hard_ttl())
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() {
+                    RPCError::Unreachable(Unreachable::new(&e))
+                } else {
+                    RPCError::Network(NetworkError::new(&e))
+                }
+            })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes);
+            let error = std::io::Error::other(format!(
+                "{path} to node {}: HTTP {status}: {text}",
+                self.target
+            ));
+            return Err(RPCError::Network(NetworkError::new(&error)));
+        }
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        request: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        self.call("/raft/append", &request, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        request: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.call("/raft/snapshot", &request, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        request: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
+        self.call("/raft/vote", &request, &option).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+}

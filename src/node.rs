@@ -1,0 +1,124 @@
+//! The composition root: builds storage, network, Raft, the proposer, the read-index
+//! batcher and the HTTP server from a [`NodeConfig`], and runs them until shutdown.
+//!
+//! IO edges are injected: the caller passes the bound listener and the shutdown
+//! future, so tests and the binary share this path.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+
+use crate::config::NodeConfig;
+use crate::network::Network;
+use crate::proposer::Proposer;
+use crate::raft_types::Raft;
+use crate::read_index::ReadIndex;
+use crate::server::{self, App};
+use crate::store;
+
+/// Starting or running a node failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("creating data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Open(#[from] store::OpenError),
+    #[error("building the HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+    #[error("starting raft: {0}")]
+    Raft(String),
+    #[error("serving HTTP: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Runs a node on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: NodeConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), NodeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let db = store::open_db(&config.data_dir, &config.store)?;
+    let (log_store, state_machine) = store::open(&db)?;
+
+    let http = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .connect_timeout(Duration::from_millis(config.raft.election_timeout_min))
+        .build()?;
+    let network = Network::new(
+        http.clone(),
+        &config.cluster_secret,
+        config.peer_dial_addrs.clone(),
+    );
+    let raft = Raft::new(
+        config.node_id,
+        Arc::new(config.raft.clone()),
+        network,
+        log_store,
+        state_machine.clone(),
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    initialize_if_new(&raft, &config).await?;
+
+    let app = Arc::new(App {
+        node_id: config.node_id,
+        proposer: Proposer::spawn(raft.clone(), &config.limits),
+        reads: ReadIndex::spawn(raft.clone(), &config.limits),
+        raft: raft.clone(),
+        state_machine,
+        http,
+        cluster_secret: config.cluster_secret.clone(),
+        peer_dial_addrs: config.peer_dial_addrs.clone(),
+        max_raft_body_bytes: max_raft_body_bytes(&config),
+        limits: config.limits.clone(),
+    });
+    tracing::info!(node_id = config.node_id, addr = %config.listen_addr, data_dir = %config.data_dir.display(), "serving");
+    let served = axum::serve(listener, server::router(app))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!("raft shutdown: {e}");
+    }
+    // FSYNC: everything acknowledged is already durable; this only shortens recovery.
+    let _ = db.flush_async().await;
+    served.map_err(NodeError::Serve)
+}
+
+/// A brand-new node listed in `initial_members` initializes the cluster; a node with
+/// existing storage (a restart) is simply reopened.
+async fn initialize_if_new(raft: &Raft, config: &NodeConfig) -> Result<(), NodeError> {
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    if initialized || config.initial_members.is_empty() {
+        return Ok(());
+    }
+    match raft.initialize(config.initial_members.clone()).await {
+        Ok(()) => {
+            tracing::info!(members = ?config.initial_members.keys().collect::<Vec<_>>(), "initialized a new cluster");
+            Ok(())
+        }
+        // Another member's initialization reached us first: the same membership.
+        Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+        Err(e) => Err(NodeError::Raft(e.to_string())),
+    }
+}
+
+/// Largest `/raft/*` body: a full AppendEntries of maximal batches, or a snapshot
+/// chunk, with room for framing.
+fn max_raft_body_bytes(config: &NodeConfig) -> usize {
+    let entries =
+        config.raft.max_payload_entries as usize * (config.limits.max_batch_bytes + 64 * 1024);
+    entries.max(config.raft.snapshot_max_chunk_size as usize) + 1024 * 1024
+}

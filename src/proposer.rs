@@ -1,0 +1,224 @@
+//! Write batching: the leader-side task that coalesces concurrent commands into one
+//! Raft log entry and hands each caller its own result.
+//!
+//! openraft 0.9 appends and fsyncs every `client_write` on its own, so one entry per
+//! request would cost one fsync per request. Instead callers queue [`Proposal`]s here;
+//! the task takes the first one as soon as it arrives (no delay when idle), drains
+//! whatever else is already queued (bounded by count and bytes), stamps the leader's
+//! clock, and proposes the [`Batch`]. Up to `max_inflight_batches` batches are in
+//! Raft at once; while they are, new arrivals accumulate into the next batch. Every
+//! `client_write` is wrapped in the write timeout: a timeout is *indeterminate* (the
+//! entry may still commit), a `ForwardToLeader` is definitely not applied.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::limits::Limits;
+use crate::raft_types::{NodeId, Raft};
+use crate::sm::{Applied, Batch, Proposal};
+
+/// Why a proposal has no result.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    /// This node is not the leader; nothing was applied. `leader` is a hint.
+    #[error("not the leader")]
+    NotLeader { leader: Option<NodeId> },
+    /// Too many commands are queued; nothing was applied.
+    #[error("too many queued writes")]
+    Overloaded,
+    /// The node is shutting down or Raft stopped before proposing; nothing was applied.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// Proposed, but the outcome is unknown (timeout, or Raft stopped mid-write).
+    #[error("outcome unknown: {0}")]
+    Indeterminate(String),
+}
+
+/// Counters exposed on `/metrics`.
+#[derive(Debug, Default)]
+pub struct ProposerStats {
+    pub batches: AtomicU64,
+    pub commands: AtomicU64,
+}
+
+struct Pending {
+    proposal: Proposal,
+    bytes: usize,
+    reply: oneshot::Sender<Result<Applied, ProposeError>>,
+}
+
+/// Handle to the batching task. Cheap to clone.
+#[derive(Clone)]
+pub struct Proposer {
+    queue: mpsc::Sender<Pending>,
+    write_timeout: Duration,
+    pub stats: Arc<ProposerStats>,
+}
+
+impl Proposer {
+    /// Starts the batching task for `raft`.
+    pub fn spawn(raft: Raft, limits: &Limits) -> Self {
+        let (queue, receiver) = mpsc::channel(limits.max_queued_commands);
+        let stats = Arc::new(ProposerStats::default());
+        let write_timeout = Duration::from_millis(limits.write_timeout_ms);
+        let task = BatchTask {
+            raft,
+            receiver,
+            inflight: Arc::new(Semaphore::new(limits.max_inflight_batches)),
+            max_commands: limits.max_batch_commands,
+            max_bytes: limits.max_batch_bytes,
+            write_timeout,
+            stats: stats.clone(),
+            last_stamp_ms: 0,
+        };
+        tokio::spawn(task.run());
+        Self {
+            queue,
+            write_timeout,
+            stats,
+        }
+    }
+
+    /// Proposes one command and waits for its applied result.
+    pub async fn propose(&self, proposal: Proposal) -> Result<Applied, ProposeError> {
+        let (reply, result) = oneshot::channel();
+        let bytes = approximate_size(&proposal);
+        self.queue
+            .try_send(Pending {
+                proposal,
+                bytes,
+                reply,
+            })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => ProposeError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => {
+                    ProposeError::Unavailable("proposer stopped".into())
+                }
+            })?;
+        // The batch task always answers (its own write timeout included); the outer
+        // timeout only guards against a bug there.
+        match tokio::time::timeout(self.write_timeout * 2, result).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ProposeError::Indeterminate(
+                "proposer dropped the write".into(),
+            )),
+            Err(_) => Err(ProposeError::Indeterminate("write timed out".into())),
+        }
+    }
+}
+
+fn approximate_size(proposal: &Proposal) -> usize {
+    use crate::sm::Command;
+    let command = match &proposal.command {
+        Command::KvPut {
+            key, value_json, ..
+        } => key.len() + value_json.len(),
+        Command::KvDelete { key, .. } => key.len(),
+    };
+    32 + command + proposal.request_id.as_ref().map_or(0, String::len)
+}
+
+struct BatchTask {
+    raft: Raft,
+    receiver: mpsc::Receiver<Pending>,
+    inflight: Arc<Semaphore>,
+    max_commands: usize,
+    max_bytes: usize,
+    write_timeout: Duration,
+    stats: Arc<ProposerStats>,
+    last_stamp_ms: u64,
+}
+
+impl BatchTask {
+    async fn run(mut self) {
+        loop {
+            let Ok(permit) = self.inflight.clone().acquire_owned().await else {
+                return;
+            };
+            let Some(first) = self.receiver.recv().await else {
+                return;
+            };
+            let mut bytes = first.bytes;
+            let mut pending = vec![first];
+            while pending.len() < self.max_commands && bytes < self.max_bytes {
+                match self.receiver.try_recv() {
+                    Ok(next) => {
+                        bytes += next.bytes;
+                        pending.push(next);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let leader_time_ms = self.stamp();
+            let (proposals, replies): (Vec<_>, Vec<_>) =
+                pending.into_iter().map(|p| (p.proposal, p.reply)).unzip();
+            self.stats.batches.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .commands
+                .fetch_add(proposals.len() as u64, Ordering::Relaxed);
+            let raft = self.raft.clone();
+            let write_timeout = self.write_timeout;
+            tokio::spawn(async move {
+                let batch = Batch {
+                    leader_time_ms,
+                    proposals,
+                };
+                let outcome = tokio::time::timeout(write_timeout, raft.client_write(batch)).await;
+                drop(permit);
+                deliver(outcome, replies);
+            });
+        }
+    }
+
+    /// The leader's clock in ms since the epoch, never going backwards locally (the
+    /// state machine also never lets cluster time go backwards).
+    fn stamp(&mut self) -> u64 {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_stamp_ms = self.last_stamp_ms.max(now);
+        self.last_stamp_ms
+    }
+}
+
+type WriteOutcome = Result<
+    Result<
+        openraft::raft::ClientWriteResponse<crate::raft_types::TypeConfig>,
+        RaftError<NodeId, ClientWriteError<NodeId, crate::raft_types::Member>>,
+    >,
+    tokio::time::error::Elapsed,
+>;
+
+fn deliver(outcome: WriteOutcome, replies: Vec<oneshot::Sender<Result<Applied, ProposeError>>>) {
+    let error = match outcome {
+        Ok(Ok(response)) => {
+            let mut results = response.data.results.into_iter();
+            for reply in replies {
+                let result = results.next().ok_or_else(|| {
+                    ProposeError::Indeterminate("state machine returned too few results".into())
+                });
+                let _ = reply.send(result);
+            }
+            return;
+        }
+        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+            ProposeError::NotLeader {
+                leader: forward.leader_id,
+            }
+        }
+        Ok(Err(RaftError::APIError(other))) => ProposeError::Unavailable(other.to_string()),
+        Ok(Err(RaftError::Fatal(fatal))) => {
+            ProposeError::Indeterminate(format!("raft stopped: {fatal}"))
+        }
+        Err(_) => {
+            ProposeError::Indeterminate("the write was proposed but not committed in time".into())
+        }
+    };
+    for reply in replies {
+        let _ = reply.send(Err(error.clone()));
+    }
+}

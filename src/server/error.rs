@@ -1,0 +1,151 @@
+//! The API's error model, mapped to HTTP in exactly one place.
+//!
+//! Every error body is `{"error": {"code": "snake_case", "message": "...", ...}}`
+//! with a stable `code`. 503 means definitely not applied (safe to retry); 504 means
+//! proposed with an unknown outcome (resolve with `request_id`). Handlers return
+//! [`ApiError`]; none of them builds an error response itself.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+
+use crate::proposer::ProposeError;
+use crate::raft_types::NodeId;
+use crate::read_index::ReadError;
+
+/// Marks a response as "this node is not the leader, nothing was done", so the
+/// forwarding layer may retry the request at the leader (see `forward`).
+#[derive(Debug, Clone, Copy)]
+pub struct NotLeaderMarker;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the body is not JSON at all.
+    #[error("malformed JSON: {0}")]
+    MalformedJson(String),
+    /// 400: well-formed input that breaks a rule; `code` says which.
+    #[error("{message}")]
+    Invalid { code: &'static str, message: String },
+    /// 401: missing or wrong credentials.
+    #[error("missing or invalid cluster secret")]
+    Unauthorized,
+    /// 404: no such route or resource.
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// 405.
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    /// 409: a compare-and-set precondition failed.
+    #[error("version mismatch: current version is {current_version}")]
+    CasMismatch { current_version: u64 },
+    /// 409: another conflict with current state.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    /// 413.
+    #[error("request body larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    /// 421: a Raft RPC meant for another node.
+    #[error("this is node {this}, not node {target}")]
+    WrongNode { this: NodeId, target: String },
+    /// 429: overloaded; retry after a moment.
+    #[error("{0}")]
+    Overloaded(String),
+    /// 503 `no_leader`: not applied; retry (at `leader` if given).
+    #[error("no leader available{}", leader.map(|l| format!(" (leader is node {l})")).unwrap_or_default())]
+    NoLeader { leader: Option<NodeId> },
+    /// 503 `unavailable`: not applied; retry.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// 504 `indeterminate`: the write may or may not have been applied.
+    #[error("outcome unknown: {0}")]
+    Indeterminate(String),
+}
+
+impl ApiError {
+    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
+            Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::CasMismatch { .. } => (StatusCode::CONFLICT, "cas_mismatch"),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::WrongNode { .. } => (StatusCode::MISDIRECTED_REQUEST, "wrong_node"),
+            Self::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
+            Self::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::Indeterminate(_) => (StatusCode::GATEWAY_TIMEOUT, "indeterminate"),
+        }
+    }
+
+    fn details(&self) -> Map<String, Value> {
+        let mut details = Map::new();
+        match self {
+            Self::CasMismatch { current_version } => {
+                details.insert("current_version".into(), json!(current_version));
+            }
+            Self::NoLeader {
+                leader: Some(leader),
+            } => {
+                details.insert("leader_id".into(), json!(leader));
+            }
+            Self::TooLarge { limit } => {
+                details.insert("limit_bytes".into(), json!(limit));
+            }
+            _ => {}
+        }
+        details
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let mut error = self.details();
+        error.insert("code".into(), json!(code));
+        error.insert("message".into(), json!(self.to_string()));
+        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
+        match self {
+            Self::Overloaded(_) => {
+                response
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from_static("1"));
+            }
+            Self::NoLeader { .. } => {
+                response.extensions_mut().insert(NotLeaderMarker);
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+impl From<ProposeError> for ApiError {
+    fn from(error: ProposeError) -> Self {
+        match error {
+            ProposeError::NotLeader { leader } => Self::NoLeader { leader },
+            ProposeError::Overloaded => Self::Overloaded("too many queued writes".into()),
+            ProposeError::Unavailable(message) => Self::Unavailable(message),
+            ProposeError::Indeterminate(message) => Self::Indeterminate(message),
+        }
+    }
+}
+
+impl From<ReadError> for ApiError {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::NotLeader { leader } => Self::NoLeader { leader },
+            ReadError::Overloaded => Self::Overloaded("too many queued reads".into()),
+            ReadError::Unavailable(message) => Self::Unavailable(message),
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Leader forwarding: the only module that decides where a request is served.
+//!
+//! Writes and linearizable reads must be served by the leader. [`leader_only`]
+//! serves them locally when this node believes it leads; otherwise it forwards the
+//! request to the leader itself (one hop: a forwarded request carries
+//! `X-Conclave-Forwarded` and is never forwarded again), or answers `307` with the
+//! leader's URL when the client asked `?redirect=true`. If a local attempt finds this
+//! node is no longer the leader (the handler answered `no_leader`, meaning nothing was
+//! done), the request is forwarded once to the new leader. `?consistency=stale`
+//! reads are always served locally. Forwarding has a bounded deadline: a connection
+//! that never opened is 503 (not applied); a write lost after sending is 504.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+
+use super::error::{ApiError, NotLeaderMarker};
+use super::AppState;
+use crate::raft_types::NodeId;
+
+/// Set on a request one node forwarded to another.
+pub const FORWARDED_HEADER: &str = "x-conclave-forwarded";
+/// The leader this node believes in, on every `/v1` response.
+pub const LEADER_HEADER: &str = "x-conclave-leader";
+/// The command index of a write, on write responses.
+pub const INDEX_HEADER: &str = "x-conclave-index";
+
+/// Response headers copied back from the leader.
+const RELAYED_HEADERS: [&str; 5] = [
+    "content-type",
+    LEADER_HEADER,
+    INDEX_HEADER,
+    "retry-after",
+    "location",
+];
+
+struct Routing {
+    stale_read: bool,
+    redirect: bool,
+}
+
+fn routing_of(method: &Method, uri: &Uri) -> Routing {
+    let mut routing = Routing {
+        stale_read: false,
+        redirect: false,
+    };
+    for pair in uri.query().unwrap_or_default().split('&') {
+        match pair {
+            "consistency=stale" => routing.stale_read = *method == Method::GET,
+            "redirect=true" => routing.redirect = true,
+            _ => {}
+        }
+    }
+    routing
+}
+
+/// Adds `X-Conclave-Leader` to every client API response that lacks it.
+pub async fn leader_header(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if !response.headers().contains_key(LEADER_HEADER) {
+        if let Some(leader) = app.current_leader() {
+            response
+                .headers_mut()
+                .insert(LEADER_HEADER, HeaderValue::from(leader));
+        }
+    }
+    response
+}
+
+/// Serves a request here if this node leads, else forwards or redirects it.
+pub async fn leader_only(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let routing = routing_of(request.method(), request.uri());
+    if routing.stale_read {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, app.limits.max_body_bytes).await {
+        Ok(body) => body,
+        Err(_) => {
+            return ApiError::TooLarge {
+                limit: app.limits.max_body_bytes,
+            }
+            .into_response()
+        }
+    };
+    let (method, uri, headers) = (
+        parts.method.clone(),
+        parts.uri.clone(),
+        parts.headers.clone(),
+    );
+    let forwarded = headers.contains_key(FORWARDED_HEADER);
+    let mut leader = app.current_leader();
+    if forwarded || leader == Some(app.node_id) {
+        let response = next
+            .run(Request::from_parts(parts, Body::from(body.clone())))
+            .await;
+        if forwarded || response.extensions().get::<NotLeaderMarker>().is_none() {
+            return response;
+        }
+        // Nothing was done here; try the leader we now know of, if it is another node.
+        leader = app.current_leader().filter(|&id| id != app.node_id);
+    }
+    let Some(leader) = leader else {
+        return ApiError::NoLeader { leader: None }.into_response();
+    };
+    let Some(addr) = app.dial_addr(leader) else {
+        return ApiError::NoLeader {
+            leader: Some(leader),
+        }
+        .into_response();
+    };
+    if routing.redirect {
+        return redirect(&addr, &uri, leader);
+    }
+    forward(&app, leader, &addr, method, &uri, &headers, body).await
+}
+
+fn redirect(addr: &str, uri: &Uri, leader: NodeId) -> Response {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("http://{addr}{path}");
+    let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert("location", value);
+    }
+    response
+        .headers_mut()
+        .insert(LEADER_HEADER, HeaderValue::from(leader));
+    response
+}
+
+async fn forward(
+    app: &AppState,
+    leader: NodeId,
+    addr: &str,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Response {
+    let is_write = method != Method::GET;
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut request = app
+        .http
+        .request(method, format!("http://{addr}{path}"))
+        .header(FORWARDED_HEADER, app.node_id.to_string())
+        .timeout(std::time::Duration::from_millis(
+            app.limits.forward_timeout_ms,
+        ))
+        .body(body);
+    if let Some(content_type) = headers.get("content-type") {
+        request = request.header("content-type", content_type);
+    }
+    let lost = |e: reqwest::Error| -> Response {
+        let message = format!("forwarding to leader {leader} at {addr}: {e}");
+        if e.is_connect() || !is_write {
+            ApiError::Unavailable(message).into_response()
+        } else {
+            ApiError::Indeterminate(message).into_response()
+        }
+    };
+    let upstream = match request.send().await {
+        Ok(upstream) => upstream,
+        Err(e) => return lost(e),
+    };
+    let status = upstream.status();
+    let mut relayed = HeaderMap::new();
+    for name in RELAYED_HEADERS {
+        if let Some(value) = upstream.headers().get(name) {
+            relayed.insert(HeaderName::from_static(name), value.clone());
+        }
+    }
+    match upstream.bytes().await {
+        Ok(bytes) => (status, relayed, bytes).into_response(),
+        Err(e) => lost(e),
+    }
+}

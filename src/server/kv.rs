@@ -1,0 +1,205 @@
+//! Key/value endpoints: `PUT|GET|DELETE /v1/kv/{key}` and `GET /v1/kv?prefix=`.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+use super::extract::{JsonBody, QueryParams};
+use super::forward::INDEX_HEADER;
+use super::{AppState, Consistency};
+use crate::sm::{kv::KvEntry, Applied, Command, Outcome, Proposal};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PutBody {
+    value: Box<RawValue>,
+    if_version: Option<u64>,
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteBody {
+    if_version: Option<u64>,
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ReadQuery {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+impl ReadQuery {
+    pub fn consistency(&self) -> Consistency {
+        self.consistency
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    prefix: String,
+    after: Option<String>,
+    limit: Option<usize>,
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+#[derive(Serialize)]
+struct KvView<'a> {
+    key: &'a str,
+    value: &'a RawValue,
+    version: u64,
+    create_index: u64,
+}
+
+fn view<'a>(key: &'a str, entry: &'a KvEntry) -> KvView<'a> {
+    let value = serde_json::from_str::<&RawValue>(&entry.value_json).unwrap_or_else(|_| null());
+    KvView {
+        key,
+        value,
+        version: entry.version,
+        create_index: entry.create_index,
+    }
+}
+
+fn null() -> &'static RawValue {
+    serde_json::from_str("null").expect("null is JSON")
+}
+
+fn check_key(app: &AppState, key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::invalid(
+            "invalid_key",
+            "the key must not be empty",
+        ));
+    }
+    if key.len() > app.limits.max_key_bytes {
+        return Err(ApiError::invalid(
+            "key_too_long",
+            format!(
+                "keys are at most {} bytes, this one is {}",
+                app.limits.max_key_bytes,
+                key.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The response to a write: the outcome as JSON (or its refusal) plus the index header.
+pub fn write_response(applied: Applied) -> Result<Response, ApiError> {
+    let body = match applied.outcome {
+        Outcome::KvWritten { version } => {
+            serde_json::json!({ "version": version, "index": applied.index })
+        }
+        Outcome::KvDeleted { existed } => {
+            serde_json::json!({ "deleted": existed, "index": applied.index })
+        }
+        Outcome::CasMismatch { current_version } => {
+            return Err(ApiError::CasMismatch { current_version })
+        }
+    };
+    let mut response = Json(body).into_response();
+    response
+        .headers_mut()
+        .insert(INDEX_HEADER, HeaderValue::from(applied.index));
+    Ok(response)
+}
+
+pub async fn put(
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+    JsonBody(body): JsonBody<PutBody>,
+) -> Result<Response, ApiError> {
+    check_key(&app, &key)?;
+    let value_json = body.value.get();
+    if value_json.len() > app.limits.max_value_bytes {
+        return Err(ApiError::TooLarge {
+            limit: app.limits.max_value_bytes,
+        });
+    }
+    let command = Command::KvPut {
+        key,
+        value_json: value_json.to_owned(),
+        if_version: body.if_version,
+    };
+    write_response(
+        app.propose(Proposal {
+            request_id: body.request_id,
+            command,
+        })
+        .await?,
+    )
+}
+
+pub async fn delete(
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+    JsonBody(body): JsonBody<DeleteBody>,
+) -> Result<Response, ApiError> {
+    check_key(&app, &key)?;
+    let command = Command::KvDelete {
+        key,
+        if_version: body.if_version,
+    };
+    write_response(
+        app.propose(Proposal {
+            request_id: body.request_id,
+            command,
+        })
+        .await?,
+    )
+}
+
+pub async fn get(
+    State(app): State<AppState>,
+    Path(key): Path<String>,
+    QueryParams(query): QueryParams<ReadQuery>,
+) -> Result<Response, ApiError> {
+    check_key(&app, &key)?;
+    app.read_barrier(query.consistency).await?;
+    let applied = app.state_machine.read();
+    match applied.state.kv.get(&key) {
+        Some(entry) => Ok(Json(view(&key, entry)).into_response()),
+        None => Err(ApiError::NotFound {
+            code: "key_not_found",
+            message: format!("no key {key:?}"),
+        }),
+    }
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = query.limit.unwrap_or(app.limits.max_list_limit);
+    if limit == 0 || limit > app.limits.max_list_limit {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit must be between 1 and {}", app.limits.max_list_limit),
+        ));
+    }
+    app.read_barrier(query.consistency).await?;
+    let applied = app.state_machine.read();
+    let mut page = crate::sm::kv::list(
+        &applied.state.kv,
+        &query.prefix,
+        query.after.as_deref(),
+        limit + 1,
+    );
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next = if more {
+        page.last().map(|(key, _)| key.as_str())
+    } else {
+        None
+    };
+    let items: Vec<KvView> = page.iter().map(|(key, entry)| view(key, entry)).collect();
+    Ok(Json(serde_json::json!({ "items": items, "next_after": next })).into_response())
+}

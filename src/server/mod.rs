@@ -1,0 +1,162 @@
+//! The HTTP front: the client API under `/v1`, operations endpoints, and `/raft/*`.
+//!
+//! Layout: `error` (the one error → status mapping), `extract` (input parsing),
+//! `forward` (the one module that sends requests to the leader), `raft_rpc`
+//! (node-to-node), `kv`, `requests`, `cluster` (handlers). Handlers never match on
+//! leadership themselves: they return `ApiError::NoLeader` and `forward` decides.
+
+pub mod cluster;
+pub mod error;
+pub mod extract;
+pub mod forward;
+pub mod kv;
+pub mod raft_rpc;
+pub mod requests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+
+use crate::limits::Limits;
+use crate::proposer::Proposer;
+use crate::raft_types::{NodeId, Raft};
+use crate::read_index::ReadIndex;
+use crate::sm::{Applied, Proposal};
+use crate::store::StateMachineStore;
+use error::ApiError;
+
+/// Everything a handler may use. Built once by `node::start`.
+pub struct App {
+    pub node_id: NodeId,
+    pub raft: Raft,
+    pub state_machine: StateMachineStore,
+    pub proposer: Proposer,
+    pub reads: ReadIndex,
+    pub limits: Limits,
+    /// Pooled client for forwarding to the leader.
+    pub http: reqwest::Client,
+    pub cluster_secret: String,
+    pub peer_dial_addrs: BTreeMap<NodeId, String>,
+    /// Largest `/raft/*` body accepted.
+    pub max_raft_body_bytes: usize,
+}
+
+pub type AppState = Arc<App>;
+
+/// `?consistency=` on reads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consistency {
+    #[default]
+    Linearizable,
+    Stale,
+}
+
+impl App {
+    /// Proposes one command through the batching proposer.
+    pub async fn propose(&self, proposal: Proposal) -> Result<Applied, ApiError> {
+        if let Some(request_id) = &proposal.request_id {
+            self.check_request_id(request_id)?;
+        }
+        Ok(self.proposer.propose(proposal).await?)
+    }
+
+    /// Waits until this node may serve a read at `consistency`.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ApiError> {
+        match consistency {
+            Consistency::Stale => Ok(()),
+            Consistency::Linearizable => Ok(self.reads.wait().await?),
+        }
+    }
+
+    pub fn check_request_id(&self, request_id: &str) -> Result<(), ApiError> {
+        if request_id.is_empty() || request_id.len() > self.limits.max_request_id_bytes {
+            return Err(ApiError::invalid(
+                "invalid_request_id",
+                format!(
+                    "request_id must be 1 to {} bytes",
+                    self.limits.max_request_id_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The leader this node currently believes in.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// The address this node dials to reach `node` (membership address unless
+    /// overridden by `peer_dial_addrs`).
+    pub fn dial_addr(&self, node: NodeId) -> Option<String> {
+        if let Some(addr) = self.peer_dial_addrs.get(&node) {
+            return Some(addr.clone());
+        }
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&node)
+            .map(|member| member.addr.clone())
+    }
+}
+
+/// Builds the whole router.
+pub fn router(app: AppState) -> Router {
+    let leader_routes = Router::new()
+        .route("/v1/kv", get(kv::list))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .route("/v1/requests/{request_id}", get(requests::get))
+        .route("/v1/cluster/members", post(cluster::add_member))
+        .route(
+            "/v1/cluster/members/{id}",
+            axum::routing::delete(cluster::remove_member),
+        )
+        .route_layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            forward::leader_only,
+        ));
+    let local_routes = Router::new()
+        .route("/v1/cluster", get(cluster::info))
+        .route("/v1/cluster/snapshot", post(cluster::snapshot))
+        .route("/health", get(cluster::health))
+        .route("/ready", get(cluster::ready))
+        .route("/metrics", get(cluster::metrics));
+    let raft_routes = Router::new()
+        .route("/raft/append", post(raft_rpc::append))
+        .route("/raft/vote", post(raft_rpc::vote))
+        .route("/raft/snapshot", post(raft_rpc::snapshot))
+        .layer(DefaultBodyLimit::max(app.max_raft_body_bytes));
+    let client_routes = leader_routes
+        .merge(local_routes)
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            forward::leader_header,
+        ))
+        .layer(DefaultBodyLimit::max(app.limits.max_body_bytes));
+    client_routes
+        .merge(raft_routes)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound {
+        code: "not_found",
+        message: "no such endpoint".into(),
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
