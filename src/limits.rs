@@ -51,6 +51,9 @@ pub struct Limits {
     pub forward_timeout_ms: u64,
     /// How long a linearizable read may wait for its read-index round.
     pub read_timeout_ms: u64,
+    /// How long a request that needs the leader waits for an election to produce
+    /// one before it is answered 503 `no_leader`.
+    pub leader_wait_ms: u64,
 }
 
 impl Default for Limits {
@@ -70,6 +73,7 @@ impl Default for Limits {
             write_timeout_ms: 5_000,
             forward_timeout_ms: 6_000,
             read_timeout_ms: 5_000,
+            leader_wait_ms: 3_000,
         }
     }
 }
@@ -78,81 +82,34 @@ impl Limits {
     /// Checks that no limit is zero or above its default; returns the offending name.
     pub fn validate(&self) -> Result<(), String> {
         let defaults = Limits::default();
-        let pairs: [(&str, u64, u64); 14] = [
-            (
-                "max_body_bytes",
-                self.max_body_bytes as u64,
-                defaults.max_body_bytes as u64,
-            ),
-            (
-                "max_key_bytes",
-                self.max_key_bytes as u64,
-                defaults.max_key_bytes as u64,
-            ),
-            (
-                "max_value_bytes",
-                self.max_value_bytes as u64,
-                defaults.max_value_bytes as u64,
-            ),
-            (
-                "max_request_id_bytes",
-                self.max_request_id_bytes as u64,
-                defaults.max_request_id_bytes as u64,
-            ),
-            (
-                "max_list_limit",
-                self.max_list_limit as u64,
-                defaults.max_list_limit as u64,
-            ),
-            ("max_wait_ms", self.max_wait_ms, defaults.max_wait_ms),
-            (
-                "max_batch_commands",
-                self.max_batch_commands as u64,
-                defaults.max_batch_commands as u64,
-            ),
-            (
-                "max_batch_bytes",
-                self.max_batch_bytes as u64,
-                defaults.max_batch_bytes as u64,
-            ),
-            (
-                "max_inflight_batches",
-                self.max_inflight_batches as u64,
-                defaults.max_inflight_batches as u64,
-            ),
-            (
-                "max_queued_commands",
-                self.max_queued_commands as u64,
-                defaults.max_queued_commands as u64,
-            ),
-            (
-                "max_queued_reads",
-                self.max_queued_reads as u64,
-                defaults.max_queued_reads as u64,
-            ),
-            (
-                "write_timeout_ms",
-                self.write_timeout_ms,
-                defaults.write_timeout_ms,
-            ),
-            (
-                "forward_timeout_ms",
-                self.forward_timeout_ms,
-                defaults.forward_timeout_ms,
-            ),
-            (
-                "read_timeout_ms",
-                self.read_timeout_ms,
-                defaults.read_timeout_ms,
-            ),
-        ];
-        for (name, value, max) in pairs {
-            if value == 0 || value > max {
+        let values = self.named();
+        for ((name, value), (_, max)) in values.iter().zip(defaults.named()) {
+            if *value == 0 || *value > max {
                 return Err(format!(
                     "limits.{name} must be between 1 and {max}, got {value}"
                 ));
             }
         }
         Ok(())
+    }
+
+    fn named(&self) -> [(&'static str, u64); 15] {
+        [
+            ("max_body_bytes", self.max_body_bytes as u64),
+            ("max_key_bytes", self.max_key_bytes as u64),
+            ("max_value_bytes", self.max_value_bytes as u64),
+            ("max_request_id_bytes", self.max_request_id_bytes as u64),
+            ("max_list_limit", self.max_list_limit as u64),
+            ("max_wait_ms", self.max_wait_ms),
+            ("max_batch_commands", self.max_batch_commands as u64),
+            ("max_batch_bytes", self.max_batch_bytes as u64),
+            ("max_inflight_batches", self.max_inflight_batches as u64),
+            ("max_queued_commands", self.max_queued_commands as u64),
+            ("max_queued_reads", self.max_queued_reads as u64),
+            ("write_timeout_ms", self.write_timeout_ms),
+            ("forward_timeout_ms", self.forward_timeout_ms),
+            ("read_timeout_ms", self.read_timeout_ms),
+            ("leader_wait_ms", self.leader_wait_ms),
+        ]
     }
 }

@@ -93,6 +93,9 @@ pub async fn leader_only(State(app): State<AppState>, request: Request, next: Ne
     );
     let forwarded = headers.contains_key(FORWARDED_HEADER);
     let mut leader = app.current_leader();
+    if leader.is_none() && !forwarded {
+        leader = wait_for_leader(&app).await;
+    }
     if forwarded || leader == Some(app.node_id) {
         let response = next
             .run(Request::from_parts(parts, Body::from(body.clone())))
@@ -116,6 +119,15 @@ pub async fn leader_only(State(app): State<AppState>, request: Request, next: Ne
         return redirect(&addr, &uri, leader);
     }
     forward(&app, leader, &addr, method, &uri, &headers, body).await
+}
+
+/// Waits (at most `leader_wait_ms`) for an election to produce a leader.
+async fn wait_for_leader(app: &AppState) -> Option<NodeId> {
+    let mut metrics = app.raft.metrics();
+    let wait = std::time::Duration::from_millis(app.limits.leader_wait_ms);
+    let found = tokio::time::timeout(wait, metrics.wait_for(|m| m.current_leader.is_some())).await;
+    let leader = found.ok()?.ok()?.current_leader;
+    leader
 }
 
 fn redirect(addr: &str, uri: &Uri, leader: NodeId) -> Response {

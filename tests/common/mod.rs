@@ -1,0 +1,288 @@
+//! Test harness: real `conclave` processes on free loopback ports, each with its own
+//! sled directory under a temp dir. Processes are stopped by the PID we started
+//! (`Child`), never by name, and killed when the harness is dropped. Waits poll HTTP
+//! state until a condition holds or a deadline passes; no test sleeps a fixed time
+//! to synchronize.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const SECRET: &str = "integration-test-cluster-secret";
+
+/// Cluster tests share two cores; running them one at a time keeps election timing
+/// honest. Every test that starts processes holds this.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_conclave")
+}
+
+pub struct Node {
+    pub id: u64,
+    pub port: u16,
+    pub config_path: PathBuf,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Node {
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    pub http: reqwest::Client,
+}
+
+/// Extra TOML appended to every node's config (e.g. a `[raft]` table).
+pub struct Options {
+    pub extra_toml: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            extra_toml: String::new(),
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts `size` nodes that form one cluster and waits until a leader serves.
+    pub async fn start(size: u64, options: Options) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let members: Vec<String> = (1..=size).map(|id| id.to_string()).collect();
+        let addrs: String = (1..=size)
+            .map(|id| format!("{id} = \"127.0.0.1:{}\"\n", ports[id as usize - 1]))
+            .collect();
+        let mut nodes = Vec::new();
+        for id in 1..=size {
+            let port = ports[id as usize - 1];
+            let data_dir = dir.path().join(format!("node{id}"));
+            let config = format!(
+                "node_id = {id}\nlisten_addr = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ncluster_secret = \"{SECRET}\"\n\
+                 initial_members = [{}]\n{}\n[member_addrs]\n{addrs}",
+                data_dir.display(),
+                members.join(", "),
+                options.extra_toml,
+            );
+            let config_path = dir.path().join(format!("node{id}.toml"));
+            std::fs::write(&config_path, config).unwrap();
+            let log_path = dir.path().join(format!("node{id}.log"));
+            nodes.push(Node {
+                id,
+                port,
+                config_path,
+                data_dir,
+                log_path,
+                child: None,
+            });
+        }
+        let mut cluster = Cluster {
+            dir,
+            nodes,
+            http: client(),
+        };
+        for id in 1..=size {
+            cluster.spawn(id);
+        }
+        cluster.wait_for_leader(Duration::from_secs(30)).await;
+        cluster
+    }
+
+    pub fn node(&self, id: u64) -> &Node {
+        &self.nodes[id as usize - 1]
+    }
+
+    pub fn url(&self, id: u64) -> String {
+        self.node(id).url()
+    }
+
+    pub fn running(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|node| node.child.is_some())
+            .map(|node| node.id)
+            .collect()
+    }
+
+    /// Starts (or restarts) node `id`'s process on its config and data directory.
+    pub fn spawn(&mut self, id: u64) {
+        let node = &mut self.nodes[id as usize - 1];
+        assert!(node.child.is_none(), "node {id} already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .unwrap();
+        let child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&node.config_path)
+            .env("CONCLAVE_LOG", "info,openraft=warn")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn conclave");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: the process gets no chance to flush anything.
+    pub fn kill(&mut self, id: u64) {
+        let node = &mut self.nodes[id as usize - 1];
+        if let Some(mut child) = node.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends a signal to node `id`'s process by its PID (SIGSTOP / SIGCONT / SIGTERM).
+    pub fn signal(&self, id: u64, signal: &str) {
+        let pid = self.node(id).pid().expect("node is running");
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(&self.node(id).log_path).unwrap_or_default()
+    }
+
+    /// `GET /v1/cluster` on node `id`, if it answers.
+    pub async fn status(&self, id: u64) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{}/v1/cluster", self.url(id)))
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
+    }
+
+    /// Waits until every running node names the same running leader; returns it.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> u64 {
+        let running = self.running();
+        let found = wait_until(timeout, || async {
+            let mut leaders = Vec::new();
+            for &id in &running {
+                leaders.push(self.status(id).await?["leader_id"].as_u64()?);
+            }
+            let leader = leaders[0];
+            (leaders.iter().all(|&l| l == leader) && running.contains(&leader)).then_some(leader)
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "no agreed leader among {running:?} within {timeout:?}\n{}",
+                self.logs()
+            )
+        })
+    }
+
+    /// Waits until node `id` has applied at least raft log index `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) {
+        let reached = wait_until(timeout, || async {
+            let applied = self.status(id).await?["last_applied_index"].as_u64()?;
+            (applied >= index).then_some(())
+        })
+        .await;
+        assert!(
+            reached.is_some(),
+            "node {id} did not apply index {index} within {timeout:?}"
+        );
+    }
+
+    pub fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| format!("--- node {} ---\n{}", node.id, tail(&self.log(node.id), 30)))
+            .collect()
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap()
+}
+
+/// Polls `check` until it yields `Some` or `timeout` passes.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A response's status and JSON body (Null when the body is not JSON).
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.expect("request failed to send");
+    let status = response.status().as_u16();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+pub async fn put(http: &reqwest::Client, base: &str, key: &str, body: Value) -> (u16, Value) {
+    send(http.put(format!("{base}/v1/kv/{key}")).json(&body)).await
+}
+
+pub async fn get(http: &reqwest::Client, base: &str, key: &str) -> (u16, Value) {
+    send(http.get(format!("{base}/v1/kv/{key}"))).await
+}
