@@ -23,7 +23,7 @@ fn followers(cluster: &Cluster, leader: u64) -> Vec<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_through_a_follower_is_read_linearizably_through_the_third_node() {
-    let _serial = common::serial();
+    let _serial = common::serial().await;
     let cluster = Cluster::start(3, Options::default()).await;
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
     let others = followers(&cluster, leader);
@@ -75,7 +75,7 @@ async fn write_through_a_follower_is_read_linearizably_through_the_third_node() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_read_works_on_a_node_cut_off_from_the_leader() {
-    let _serial = common::serial();
+    let _serial = common::serial().await;
     let mut cluster = Cluster::start(3, Options::default()).await;
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
     let isolated = followers(&cluster, leader)[0];
@@ -185,7 +185,7 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_write_ten_times() {
-    let _serial = common::serial();
+    let _serial = common::serial().await;
     let mut cluster = Cluster::start(3, Options::default()).await;
     let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
     let load = Load::start(urls, 8);
@@ -270,7 +270,7 @@ async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_write_ten_times(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
-    let _serial = common::serial();
+    let _serial = common::serial().await;
     let options = Options {
         extra_toml: "[raft]\nsnapshot_logs_since_last = 50\nmax_in_snapshot_log_to_keep = 0\npurge_batch_size = 1\n"
             .into(),
@@ -323,7 +323,7 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_wiped_and_re_added_node_catches_up() {
-    let _serial = common::serial();
+    let _serial = common::serial().await;
     let options = Options {
         extra_toml: "[raft]\nsnapshot_logs_since_last = 20\npurge_batch_size = 1\n".into(),
     };

@@ -122,10 +122,12 @@ pub async fn leader_only(State(app): State<AppState>, request: Request, next: Ne
 }
 
 /// Waits (at most `leader_wait_ms`) for an election to produce a leader.
+#[allow(clippy::let_and_return)]
 async fn wait_for_leader(app: &AppState) -> Option<NodeId> {
     let mut metrics = app.raft.metrics();
     let wait = std::time::Duration::from_millis(app.limits.leader_wait_ms);
     let found = tokio::time::timeout(wait, metrics.wait_for(|m| m.current_leader.is_some())).await;
+    // The guard borrows `metrics`; copy the id out before it is dropped.
     let leader = found.ok()?.ok()?.current_leader;
     leader
 }

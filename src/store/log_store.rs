@@ -169,15 +169,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| StorageIOError::write_logs(&e))?;
         // FSYNC: the entries are durable before openraft counts them (the leader
         // counts its own append toward the commit quorum; a follower acks after this).
-        let flushed = self.flush().await;
-        let failed = flushed
-            .as_ref()
-            .err()
-            .map(|e| StorageIOError::write_logs(e));
-        callback.log_io_completed(flushed);
-        match failed {
-            Some(error) => Err(error.into()),
-            None => Ok(()),
+        match self.flush().await {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                let error = StorageIOError::write_logs(&e);
+                callback.log_io_completed(Err(e));
+                Err(error.into())
+            }
         }
     }
 

@@ -11,7 +11,11 @@
 //! (`save_committed`). Durability: sled's `flush_async` flushes the whole `Db` (all
 //! trees), and every flush point is marked `FSYNC` in the code.
 
+// openraft's storage traits fix the error type (`StorageError`, ~224 bytes); the
+// helpers here return it as the traits do rather than boxing and unboxing it.
+#[allow(clippy::result_large_err)]
 pub mod log_store;
+#[allow(clippy::result_large_err)]
 pub mod state_machine;
 
 use std::path::Path;

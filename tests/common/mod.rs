@@ -8,7 +8,6 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -17,12 +16,11 @@ pub const SECRET: &str = "integration-test-cluster-secret";
 
 /// Cluster tests share two cores; running them one at a time keeps election timing
 /// honest. Every test that starts processes holds this.
-static SERIAL: Mutex<()> = Mutex::new(());
+/// (tokio's mutex works across the per-test runtimes and is held across awaits.)
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-pub fn serial() -> MutexGuard<'static, ()> {
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
 }
 
 pub fn free_port() -> u16 {
@@ -63,16 +61,9 @@ pub struct Cluster {
 }
 
 /// Extra TOML appended to every node's config (e.g. a `[raft]` table).
+#[derive(Default)]
 pub struct Options {
     pub extra_toml: String,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            extra_toml: String::new(),
-        }
-    }
 }
 
 impl Cluster {
