@@ -252,10 +252,10 @@ impl Config {
         let cluster_secret = match self.cluster_secret.clone() {
             Some(secret) if secret.len() >= 16 => secret,
             Some(_) => return Err(invalid("cluster_secret must be at least 16 characters")),
-            None if initial_members.len() <= 1 => random_secret(),
+            None if initial_members.len() == 1 => random_secret(),
             None => {
                 return Err(invalid(
-                    "cluster_secret is required for a cluster of more than one node",
+                    "cluster_secret is required unless initial_members is exactly this node",
                 ))
             }
         };
@@ -350,10 +350,20 @@ mod tests {
             ("node_id = 0", "node_id"),
             ("initial_members = [1, 2]", "cluster_secret is required"),
             ("initial_members = [2, 3]", "must include this node"),
+            ("initial_members = []", "cluster_secret is required"),
             ("cluster_secret = \"short\"", "at least 16"),
-            ("[raft]\nelection_timeout_min_ms = 50", "raft"),
-            ("[limits]\nmax_body_bytes = 0", "max_body_bytes"),
-            ("listen_addr = \"nowhere\"", "listen_addr"),
+            (
+                "initial_members = [1]\n[raft]\nelection_timeout_min_ms = 50",
+                "raft",
+            ),
+            (
+                "initial_members = [1]\n[limits]\nmax_body_bytes = 0",
+                "max_body_bytes",
+            ),
+            (
+                "initial_members = [1]\nlisten_addr = \"nowhere\"",
+                "listen_addr",
+            ),
         ];
         for (text, expected) in cases {
             let error = toml::from_str::<Config>(text)

@@ -54,6 +54,9 @@ pub struct Limits {
     /// How long a request that needs the leader waits for an election to produce
     /// one before it is answered 503 `no_leader`.
     pub leader_wait_ms: u64,
+    /// How long a member added as a voter may take to replicate the log (as a
+    /// learner) before it is promoted; past it the request is refused with 409.
+    pub learner_catch_up_ms: u64,
 }
 
 impl Default for Limits {
@@ -74,6 +77,7 @@ impl Default for Limits {
             forward_timeout_ms: 6_000,
             read_timeout_ms: 5_000,
             leader_wait_ms: 3_000,
+            learner_catch_up_ms: 30_000,
         }
     }
 }
@@ -93,7 +97,7 @@ impl Limits {
         Ok(())
     }
 
-    fn named(&self) -> [(&'static str, u64); 15] {
+    fn named(&self) -> [(&'static str, u64); 16] {
         [
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_key_bytes", self.max_key_bytes as u64),
@@ -110,6 +114,7 @@ impl Limits {
             ("forward_timeout_ms", self.forward_timeout_ms),
             ("read_timeout_ms", self.read_timeout_ms),
             ("leader_wait_ms", self.leader_wait_ms),
+            ("learner_catch_up_ms", self.learner_catch_up_ms),
         ]
     }
 }

@@ -4,8 +4,9 @@
 //! version as headers (checked by `server::raft_rpc`). One pooled `reqwest::Client`
 //! per node is shared by every peer client, so `new_client` (which openraft calls
 //! inline on every election and read-index round) is a cheap clone. A peer that
-//! cannot be connected to is `Unreachable` (openraft then backs off); any other
-//! failure is a `Network` error (openraft retries at once).
+//! that cannot be connected to, or that refuses the call with an HTTP error status,
+//! is `Unreachable` (openraft then backs off); any other failure is a `Network`
+//! error (openraft retries at once).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -122,7 +123,10 @@ impl PeerClient {
                 "{path} to node {}: HTTP {status}: {text}",
                 self.target
             ));
-            return Err(RPCError::Network(NetworkError::new(&error)));
+            // A peer that refuses us (wrong secret, wrong node, other format) will
+            // keep refusing: treat it as unreachable so openraft backs off instead of
+            // retrying at once (and flooding the log).
+            return Err(RPCError::Unreachable(Unreachable::new(&error)));
         }
         let result: Result<Resp, RaftError<NodeId, E>> =
             codec::decode(&bytes).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;

@@ -389,3 +389,62 @@ async fn a_removed_wiped_and_re_added_node_catches_up() {
     let (code, body) = send(cluster.http.get(url)).await;
     assert_eq!((code, body["value"].clone()), (200, json!(59)));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_cannot_replicate_is_never_promoted_to_voter() {
+    let _serial = common::serial().await;
+    let options = Options {
+        extra_toml: "[limits]\nlearner_catch_up_ms = 2000\n".into(),
+    };
+    let cluster = Cluster::start(3, options).await;
+    let leader = cluster.wait_for_leader(LEADER_WAIT).await;
+    // Node 4 "exists" at an address where nothing listens.
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let follower = followers(&cluster, leader)[0];
+    let request = cluster
+        .http
+        .post(format!("{}/v1/cluster/members", cluster.url(follower)))
+        .json(&json!({ "id": 4, "addr": addr, "voter": true }));
+    let (status, body) = send(request).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("learner_not_caught_up")),
+        "{body}"
+    );
+    let info = cluster.status(leader).await.unwrap();
+    let node4 = info["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == 4)
+        .cloned()
+        .unwrap();
+    assert_eq!(node4["role"], "learner", "{info}");
+    // The three voters still make progress, and the learner can be removed.
+    assert_eq!(
+        put(
+            &cluster.http,
+            &cluster.url(leader),
+            "after",
+            json!({ "value": 1 })
+        )
+        .await
+        .0,
+        200
+    );
+    let (status, body) = send(
+        cluster
+            .http
+            .delete(format!("{}/v1/cluster/members/4", cluster.url(follower))),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["id"] != 4),
+        "{body}"
+    );
+}

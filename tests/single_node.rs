@@ -133,12 +133,13 @@ async fn a_retried_request_id_returns_the_first_result_and_can_be_looked_up() {
     assert_eq!(first.0, 200);
     let other = put(&cluster.http, &url, "once", json!({ "value": 2 })).await;
     assert_eq!(other.0, 200);
-    // The retry carries a different value on purpose: it must not be applied.
+    // An identical retry after another write: it returns the first result and must
+    // not apply again (the key keeps the later value 2).
     let retry = put(
         &cluster.http,
         &url,
         "once",
-        json!({ "value": 3, "request_id": "req-1" }),
+        json!({ "value": 1, "request_id": "req-1" }),
     )
     .await;
     assert_eq!(retry, first);
@@ -159,6 +160,20 @@ async fn a_retried_request_id_returns_the_first_result_and_can_be_looked_up() {
     assert_eq!(refused.0, 409);
     assert_eq!(refused.1["error"]["code"], "cas_mismatch");
     assert_eq!(put(&cluster.http, &url, "once", cas).await, refused);
+
+    // Reusing an id for a different request is refused, not silently answered.
+    let reused = put(
+        &cluster.http,
+        &url,
+        "elsewhere",
+        json!({ "value": 1, "request_id": "req-1" }),
+    )
+    .await;
+    assert_eq!(
+        (reused.0, reused.1["error"]["code"].clone()),
+        (409, json!("request_id_conflict"))
+    );
+    assert_eq!(get(&cluster.http, &url, "elsewhere").await.0, 404);
 }
 
 async fn expect_error(request: reqwest::RequestBuilder, status: u16, code: &str) {
@@ -257,6 +272,13 @@ async fn bad_input_gets_a_documented_4xx_and_never_hurts_the_node() {
         "invalid_node_id",
     )
     .await;
+    expect_error(http.get(format!("{url}/v1/kv/%FF")), 400, "invalid_path").await;
+    expect_error(
+        http.get(format!("{url}/v1/requests/%FF%FE")),
+        400,
+        "invalid_path",
+    )
+    .await;
 
     // /raft/* requires the cluster secret, the right target and format, and a body
     // that decodes.
@@ -283,6 +305,8 @@ async fn bad_input_gets_a_documented_4xx_and_never_hurts_the_node() {
     expect_error(raft(SECRET, "2"), 421, "wrong_node").await;
     expect_error(raft(SECRET, "1"), 400, "invalid_body").await;
     expect_error(raft_with_format(SECRET, "1", "999"), 400, "format_mismatch").await;
+    let oversized_raft = raft(SECRET, "1").body(vec![0u8; 300 * 1024 * 1024]);
+    expect_error(oversized_raft, 413, "payload_too_large").await;
 
     // Still healthy and serving.
     let (status, _) = put(http, &url, "key", json!({ "value": "fine" })).await;

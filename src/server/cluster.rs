@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,12 +16,15 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, PathParam};
 use super::AppState;
 use crate::raft_types::{Member, NodeId, TypeConfig};
 
-/// How long a membership change may take (including a learner's catch-up).
-const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one membership change (a joint-consensus round) may take.
+const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// The most a membership request may take in all (forwarding allows this much):
+/// two changes plus the largest learner catch-up wait (`Limits::learner_catch_up_ms`).
+pub const MEMBERSHIP_REQUEST_TIMEOUT: Duration = Duration::from_secs(20 + 30 + 20 + 5);
 /// How long `POST /v1/cluster/snapshot` waits for the snapshot to be built.
 const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 
@@ -145,13 +148,20 @@ pub async fn add_member(
         return Err(ApiError::invalid("invalid_addr", "addr must be host:port"));
     }
     let member = Member { addr: body.addr };
+    // Not openraft's blocking add: its catch-up check compares the lag with
+    // `replication_lag_threshold`, which an unreachable node passes on a short log.
     let added = tokio::time::timeout(
         MEMBERSHIP_CHANGE_TIMEOUT,
-        app.raft.add_learner(body.id, member, true),
+        app.raft.add_learner(body.id, member, false),
     )
     .await;
+    let target = match &added {
+        Ok(Ok(response)) => response.log_id.index,
+        _ => 0,
+    };
     membership_error(added)?;
     if body.voter {
+        wait_for_learner(&app, body.id, target).await?;
         let change = ChangeMembers::AddVoterIds(BTreeSet::from([body.id]));
         let promoted = tokio::time::timeout(
             MEMBERSHIP_CHANGE_TIMEOUT,
@@ -163,9 +173,36 @@ pub async fn add_member(
     Ok(info(State(app)).await)
 }
 
+/// Waits until the leader has replicated to `id` up to `index` (the entry that added
+/// it), so only a node that really follows the log is ever promoted.
+async fn wait_for_learner(app: &AppState, id: NodeId, index: u64) -> Result<(), ApiError> {
+    let timeout = Duration::from_millis(app.limits.learner_catch_up_ms);
+    let caught_up = app
+        .raft
+        .wait(Some(timeout))
+        .metrics(
+            |metrics| {
+                let matched = metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten());
+                matched.is_some_and(|log_id| log_id.index >= index)
+            },
+            "learner caught up",
+        )
+        .await;
+    caught_up.map(|_| ()).map_err(|_| ApiError::Conflict {
+        code: "learner_not_caught_up",
+        message: format!(
+            "node {id} was added as a learner but did not replicate the log within {timeout:?}; \
+             it was not promoted (check its address and cluster_secret, then POST again or remove it)"
+        ),
+    })
+}
+
 pub async fn remove_member(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let id: NodeId = id
         .parse()
@@ -228,7 +265,19 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     let commit_index = commit_index(&app).await;
     let metrics = app.raft.metrics().borrow().clone();
     let applied_index = metrics.last_applied.map(|log_id| log_id.index);
-    let ready = metrics.current_leader.is_some() && applied_index >= commit_index;
+    let membership = metrics.membership_config.membership();
+    let is_member = membership.get_node(&app.node_id).is_some();
+    let lone_voter = membership.voter_ids().eq([app.node_id]);
+    // A leader is only ready while a quorum has answered it recently.
+    let leader_has_quorum = metrics.state != ServerState::Leader
+        || lone_voter
+        || metrics
+            .millis_since_quorum_ack
+            .is_some_and(|ms| ms <= app.raft.config().election_timeout_max);
+    let ready = metrics.current_leader.is_some()
+        && is_member
+        && leader_has_quorum
+        && applied_index >= commit_index;
     let body = json!({
         "ready": ready,
         "leader_id": metrics.current_leader,

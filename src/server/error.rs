@@ -42,7 +42,7 @@ pub enum ApiError {
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
     /// 413.
-    #[error("request body larger than {limit} bytes")]
+    #[error("too large: the limit is {limit} bytes")]
     TooLarge { limit: usize },
     /// 421: a Raft RPC meant for another node.
     #[error("this is node {this}, not node {target}")]

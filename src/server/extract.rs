@@ -57,3 +57,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
             .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
     }
 }
+
+/// A path parameter of type `T`; one that does not decode (e.g. not UTF-8) is a
+/// 400 `invalid_path`.
+pub struct PathParam<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParam<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| PathParam(value))
+            .map_err(|e| ApiError::invalid("invalid_path", e.body_text()))
+    }
+}
+
+/// A raw body within `limit` bytes, with JSON errors.
+pub async fn body_bytes(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::TooLarge { limit })
+}

@@ -109,15 +109,21 @@ pub async fn leader_only(State(app): State<AppState>, request: Request, next: Ne
     let Some(leader) = leader else {
         return ApiError::NoLeader { leader: None }.into_response();
     };
+    if routing.redirect {
+        return match app.member_addr(leader) {
+            Some(addr) => redirect(&addr, &uri, leader),
+            None => ApiError::NoLeader {
+                leader: Some(leader),
+            }
+            .into_response(),
+        };
+    }
     let Some(addr) = app.dial_addr(leader) else {
         return ApiError::NoLeader {
             leader: Some(leader),
         }
         .into_response();
     };
-    if routing.redirect {
-        return redirect(&addr, &uri, leader);
-    }
     forward(&app, leader, &addr, method, &uri, &headers, body).await
 }
 
@@ -130,6 +136,17 @@ async fn wait_for_leader(app: &AppState) -> Option<NodeId> {
     // The guard borrows `metrics`; copy the id out before it is dropped.
     let leader = found.ok()?.ok()?.current_leader;
     leader
+}
+
+/// How long the leader may take: membership changes wait for a learner to catch
+/// up; everything else is bounded by `forward_timeout_ms`.
+fn forward_deadline(app: &AppState, uri: &Uri) -> std::time::Duration {
+    let normal = std::time::Duration::from_millis(app.limits.forward_timeout_ms);
+    if uri.path().starts_with("/v1/cluster/members") {
+        normal.max(super::cluster::MEMBERSHIP_REQUEST_TIMEOUT)
+    } else {
+        normal
+    }
 }
 
 fn redirect(addr: &str, uri: &Uri, leader: NodeId) -> Response {
@@ -160,9 +177,7 @@ async fn forward(
         .http
         .request(method, format!("http://{addr}{path}"))
         .header(FORWARDED_HEADER, app.node_id.to_string())
-        .timeout(std::time::Duration::from_millis(
-            app.limits.forward_timeout_ms,
-        ))
+        .timeout(forward_deadline(app, uri))
         .body(body);
     if let Some(content_type) = headers.get("content-type") {
         request = request.header("content-type", content_type);

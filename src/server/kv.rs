@@ -1,6 +1,6 @@
 //! Key/value endpoints: `PUT|GET|DELETE /v1/kv/{key}` and `GET /v1/kv?prefix=`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
-use super::extract::{JsonBody, QueryParams};
+use super::extract::{JsonBody, PathParam, QueryParams};
 use super::forward::INDEX_HEADER;
 use super::{AppState, Consistency};
 use crate::sm::{kv::KvEntry, Applied, Command, Outcome, Proposal};
@@ -104,6 +104,13 @@ pub fn write_response(applied: Applied) -> Result<Response, ApiError> {
         Outcome::CasMismatch { current_version } => {
             return Err(ApiError::CasMismatch { current_version })
         }
+        Outcome::RequestIdConflict => return Err(ApiError::Conflict {
+            code: "request_id_conflict",
+            message: format!(
+                "this request_id was already used for a different request (applied at index {})",
+                applied.index
+            ),
+        }),
     };
     let mut response = Json(body).into_response();
     response
@@ -114,7 +121,7 @@ pub fn write_response(applied: Applied) -> Result<Response, ApiError> {
 
 pub async fn put(
     State(app): State<AppState>,
-    Path(key): Path<String>,
+    PathParam(key): PathParam<String>,
     JsonBody(body): JsonBody<PutBody>,
 ) -> Result<Response, ApiError> {
     check_key(&app, &key)?;
@@ -140,7 +147,7 @@ pub async fn put(
 
 pub async fn delete(
     State(app): State<AppState>,
-    Path(key): Path<String>,
+    PathParam(key): PathParam<String>,
     JsonBody(body): JsonBody<DeleteBody>,
 ) -> Result<Response, ApiError> {
     check_key(&app, &key)?;
@@ -159,7 +166,7 @@ pub async fn delete(
 
 pub async fn get(
     State(app): State<AppState>,
-    Path(key): Path<String>,
+    PathParam(key): PathParam<String>,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
     check_key(&app, &key)?;

@@ -94,9 +94,14 @@ impl App {
     /// The address this node dials to reach `node` (membership address unless
     /// overridden by `peer_dial_addrs`).
     pub fn dial_addr(&self, node: NodeId) -> Option<String> {
-        if let Some(addr) = self.peer_dial_addrs.get(&node) {
-            return Some(addr.clone());
+        match self.peer_dial_addrs.get(&node) {
+            Some(addr) => Some(addr.clone()),
+            None => self.member_addr(node),
         }
+    }
+
+    /// `node`'s address in the replicated membership (what clients should use).
+    pub fn member_addr(&self, node: NodeId) -> Option<String> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         metrics

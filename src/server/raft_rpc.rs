@@ -5,10 +5,8 @@
 //! caller (`network`) turns an `Err` into openraft's `RemoteError`. Refusals before
 //! Raft sees the request (secret, target, format, body) are JSON errors with 4xx.
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -27,11 +25,9 @@ fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-fn admit<T: DeserializeOwned>(
-    app: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<T, ApiError> {
+/// Checks the headers, then reads and decodes the body.
+async fn admit<T: DeserializeOwned>(app: &AppState, request: Request) -> Result<T, ApiError> {
+    let headers = request.headers();
     let secret = headers
         .get(SECRET_HEADER)
         .map(|value| value.as_bytes())
@@ -62,7 +58,8 @@ fn admit<T: DeserializeOwned>(
             ),
         ));
     }
-    codec::decode(body).map_err(|e| ApiError::invalid("invalid_body", e.to_string()))
+    let body = super::extract::body_bytes(request, app.max_raft_body_bytes).await?;
+    codec::decode(&body).map_err(|e| ApiError::invalid("invalid_body", e.to_string()))
 }
 
 fn reply<T: Serialize>(result: &T) -> Response {
@@ -72,29 +69,17 @@ fn reply<T: Serialize>(result: &T) -> Response {
     }
 }
 
-pub async fn append(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let request = admit(&app, &headers, &body)?;
+pub async fn append(State(app): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let request = admit(&app, request).await?;
     Ok(reply(&app.raft.append_entries(request).await))
 }
 
-pub async fn vote(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let request = admit(&app, &headers, &body)?;
+pub async fn vote(State(app): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let request = admit(&app, request).await?;
     Ok(reply(&app.raft.vote(request).await))
 }
 
-pub async fn snapshot(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let request = admit(&app, &headers, &body)?;
+pub async fn snapshot(State(app): State<AppState>, request: Request) -> Result<Response, ApiError> {
+    let request = admit(&app, request).await?;
     Ok(reply(&app.raft.install_snapshot(request).await))
 }

@@ -1,12 +1,12 @@
 //! `GET /v1/requests/{request_id}`: was a request applied, and with what result.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use super::error::ApiError;
-use super::extract::QueryParams;
+use super::extract::{PathParam, QueryParams};
 use super::kv::ReadQuery;
 use super::AppState;
 use crate::limits::Replicated;
@@ -16,6 +16,7 @@ fn outcome_json(outcome: &Outcome) -> serde_json::Value {
     match outcome {
         Outcome::KvWritten { version } => json!({ "type": "kv_written", "version": version }),
         Outcome::KvDeleted { existed } => json!({ "type": "kv_deleted", "deleted": existed }),
+        Outcome::RequestIdConflict => json!({ "type": "request_id_conflict" }),
         Outcome::CasMismatch { current_version } => {
             json!({ "type": "cas_mismatch", "current_version": current_version })
         }
@@ -24,7 +25,7 @@ fn outcome_json(outcome: &Outcome) -> serde_json::Value {
 
 pub async fn get(
     State(app): State<AppState>,
-    Path(request_id): Path<String>,
+    PathParam(request_id): PathParam<String>,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
     app.check_request_id(&request_id)?;

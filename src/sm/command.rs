@@ -27,7 +27,7 @@ pub struct Proposal {
 /// Every state-changing operation the state machine knows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Writes `value_json` (compact JSON text) at `key`. `if_version`: `Some(0)` means
+    /// Writes `value_json` (the JSON text as the client sent it) at `key`. `if_version`: `Some(0)` means
     /// the key must not exist, `Some(v)` that its version must be `v`.
     KvPut {
         key: String,
@@ -50,6 +50,9 @@ pub enum Outcome {
     KvDeleted { existed: bool },
     /// A compare-and-set precondition failed; `current_version` is 0 when absent.
     CasMismatch { current_version: u64 },
+    /// The `request_id` was already used for a *different* command (applied at
+    /// `Applied::index`); nothing was applied. Never recorded.
+    RequestIdConflict,
 }
 
 /// One command's result: its command index and outcome. A retried `request_id`

@@ -42,11 +42,21 @@ impl State {
     }
 
     fn apply_proposal(&mut self, proposal: &Proposal) -> Applied {
+        let fingerprint = proposal
+            .request_id
+            .as_ref()
+            .map(|_| requests::fingerprint(&proposal.command));
         if let Some(record) = proposal
             .request_id
             .as_deref()
             .and_then(|id| self.requests.get(id))
         {
+            if Some(record.fingerprint) != fingerprint {
+                return Applied {
+                    index: record.applied.index,
+                    outcome: Outcome::RequestIdConflict,
+                };
+            }
             return record.applied.clone();
         }
         self.last_command_index += 1;
@@ -55,9 +65,13 @@ impl State {
             index,
             outcome: self.apply_command(&proposal.command, index),
         };
-        if let Some(request_id) = &proposal.request_id {
-            self.requests
-                .insert(request_id.clone(), applied.clone(), self.cluster_time_ms);
+        if let (Some(request_id), Some(fingerprint)) = (&proposal.request_id, fingerprint) {
+            self.requests.insert(
+                request_id.clone(),
+                applied.clone(),
+                fingerprint,
+                self.cluster_time_ms,
+            );
         }
         applied
     }

@@ -16,6 +16,18 @@ use crate::limits::Replicated;
 pub struct RequestRecord {
     pub applied: Applied,
     pub applied_at_ms: u64,
+    /// [`fingerprint`] of the command, to tell a retry from a reuse of the id.
+    pub fingerprint: u64,
+}
+
+/// A stable 64-bit FNV-1a hash of a command's encoding. Stable across processes and
+/// builds of the same format version (unlike `std`'s hashers), so every replica
+/// computes the same value.
+pub fn fingerprint(command: &super::Command) -> u64 {
+    let bytes = crate::codec::encode(command).unwrap_or_default();
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,7 +51,7 @@ impl RequestTable {
     }
 
     /// Remembers a newly applied request, forgetting the oldest if over capacity.
-    pub fn insert(&mut self, request_id: String, applied: Applied, now_ms: u64) {
+    pub fn insert(&mut self, request_id: String, applied: Applied, fingerprint: u64, now_ms: u64) {
         self.by_age
             .insert((now_ms, applied.index), request_id.clone());
         self.by_id.insert(
@@ -47,6 +59,7 @@ impl RequestTable {
             RequestRecord {
                 applied,
                 applied_at_ms: now_ms,
+                fingerprint,
             },
         );
         while self.by_id.len() > Replicated::REQUEST_ID_CAPACITY {

@@ -160,6 +160,25 @@ fn a_retried_request_id_returns_the_first_result_and_applies_nothing() {
 }
 
 #[test]
+fn a_request_id_reused_for_another_command_is_refused_and_applies_nothing() {
+    let mut state = State::default();
+    let first = state.apply_batch(&batch(1, vec![with_id(put("k", "1", None), "r1")]));
+    let reused = state.apply_batch(&batch(2, vec![with_id(put("other", "1", None), "r1")]));
+    assert_eq!(
+        reused.results,
+        vec![Applied {
+            index: first.results[0].index,
+            outcome: Outcome::RequestIdConflict
+        }]
+    );
+    assert!(!state.kv.contains_key("other"));
+    assert_eq!(state.last_command_index, 1);
+    // The genuine retry still gets its first result.
+    let retry = state.apply_batch(&batch(3, vec![with_id(put("k", "1", None), "r1")]));
+    assert_eq!(retry.results, first.results);
+}
+
+#[test]
 fn request_ids_expire_by_cluster_time() {
     let mut state = State::default();
     state.apply_batch(&batch(1_000, vec![with_id(put("k", "1", None), "r1")]));
