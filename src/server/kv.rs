@@ -104,13 +104,15 @@ pub fn write_response(applied: Applied) -> Result<Response, ApiError> {
         Outcome::CasMismatch { current_version } => {
             return Err(ApiError::CasMismatch { current_version })
         }
-        Outcome::RequestIdConflict => return Err(ApiError::Conflict {
-            code: "request_id_conflict",
-            message: format!(
+        Outcome::RequestIdConflict => {
+            return Err(ApiError::Conflict {
+                code: "request_id_conflict",
+                message: format!(
                 "this request_id was already used for a different request (applied at index {})",
                 applied.index
             ),
-        }),
+            })
+        }
     };
     let mut response = Json(body).into_response();
     response
