@@ -10,3 +10,4 @@ pub mod read_index;
 pub mod server;
 pub mod sm;
 pub mod store;
+pub mod ticker;

@@ -15,6 +15,14 @@ impl Replicated {
     pub const REQUEST_ID_RETENTION_MS: u64 = 10 * 60 * 1000;
     /// How many `request_id`s are remembered at most; the oldest is forgotten first.
     pub const REQUEST_ID_CAPACITY: usize = 100_000;
+    /// Live sessions at most; a create beyond it is refused (429).
+    pub const MAX_SESSIONS: usize = 100_000;
+    /// Tasks stored at most (all states); a submit beyond it is refused (429).
+    pub const MAX_TASKS: usize = 1_000_000;
+    /// The first retry of a failed task waits this long; each next one twice as long.
+    pub const TASK_RETRY_BACKOFF_BASE_MS: u64 = 1_000;
+    /// The longest retry backoff.
+    pub const TASK_RETRY_BACKOFF_MAX_MS: u64 = 60_000;
 }
 
 /// Per-node limits; each may be lowered (never raised past its default) by the
@@ -57,7 +65,31 @@ pub struct Limits {
     /// How long a member added as a voter may take to replicate the log (as a
     /// learner) before it is promoted; past it the request is refused with 409.
     pub learner_catch_up_ms: u64,
+    /// Longest session name or task kind, in bytes.
+    pub max_name_bytes: usize,
+    /// Most capabilities a session offers or a task requires.
+    pub max_capabilities: usize,
+    /// Longest capability, in bytes.
+    pub max_capability_bytes: usize,
+    /// Largest session capacity (tasks at once).
+    pub max_session_capacity: u32,
+    /// Longest session TTL and task lease.
+    pub max_ttl_ms: u64,
+    /// Most attempts a task may be given.
+    pub max_task_attempts: u32,
+    /// Most dependencies one task may have.
+    pub max_depends_on: usize,
+    /// Longest submission delay (`not_before_ms`).
+    pub max_not_before_ms: u64,
+    /// How often the leader replicates the keepalives it accepted (one log entry
+    /// per flush, however many sessions). Also the most a session's replicated
+    /// expiry can trail what its last keepalive was told after a leader crash.
+    pub keepalive_flush_ms: u64,
 }
+
+/// The shortest session TTL or task lease accepted (shorter ones cannot be kept
+/// alive reliably across a network round trip).
+pub const MIN_TTL_MS: u64 = 100;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -78,6 +110,15 @@ impl Default for Limits {
             read_timeout_ms: 5_000,
             leader_wait_ms: 3_000,
             learner_catch_up_ms: 30_000,
+            max_name_bytes: 256,
+            max_capabilities: 64,
+            max_capability_bytes: 128,
+            max_session_capacity: 10_000,
+            max_ttl_ms: 24 * 60 * 60 * 1000,
+            max_task_attempts: 1_000,
+            max_depends_on: 1_000,
+            max_not_before_ms: 30 * 24 * 60 * 60 * 1000,
+            keepalive_flush_ms: 200,
         }
     }
 }
@@ -97,7 +138,7 @@ impl Limits {
         Ok(())
     }
 
-    fn named(&self) -> [(&'static str, u64); 16] {
+    fn named(&self) -> [(&'static str, u64); 25] {
         [
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_key_bytes", self.max_key_bytes as u64),
@@ -115,6 +156,15 @@ impl Limits {
             ("read_timeout_ms", self.read_timeout_ms),
             ("leader_wait_ms", self.leader_wait_ms),
             ("learner_catch_up_ms", self.learner_catch_up_ms),
+            ("max_name_bytes", self.max_name_bytes as u64),
+            ("max_capabilities", self.max_capabilities as u64),
+            ("max_capability_bytes", self.max_capability_bytes as u64),
+            ("max_session_capacity", u64::from(self.max_session_capacity)),
+            ("max_ttl_ms", self.max_ttl_ms),
+            ("max_task_attempts", u64::from(self.max_task_attempts)),
+            ("max_depends_on", self.max_depends_on as u64),
+            ("max_not_before_ms", self.max_not_before_ms),
+            ("keepalive_flush_ms", self.keepalive_flush_ms),
         ]
     }
 }

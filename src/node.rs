@@ -17,6 +17,7 @@ use crate::raft_types::Raft;
 use crate::read_index::ReadIndex;
 use crate::server::{self, App};
 use crate::store;
+use crate::ticker::{self, Keepalives};
 
 /// Starting or running a node failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +71,20 @@ pub async fn run(
     .map_err(|e| NodeError::Raft(e.to_string()))?;
     initialize_if_new(&raft, &config).await?;
 
+    let proposer = Proposer::spawn(raft.clone(), state_machine.clone(), &config.limits);
+    let keepalives = Keepalives::default();
+    ticker::spawn(
+        config.node_id,
+        raft.clone(),
+        proposer.clone(),
+        state_machine.clone(),
+        keepalives.clone(),
+        Duration::from_millis(config.limits.keepalive_flush_ms),
+    );
     let app = Arc::new(App {
         node_id: config.node_id,
-        proposer: Proposer::spawn(raft.clone(), &config.limits),
+        proposer,
+        keepalives,
         reads: ReadIndex::spawn(raft.clone(), &config.limits),
         raft: raft.clone(),
         state_machine,

@@ -20,6 +20,17 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::limits::Limits;
 use crate::raft_types::{NodeId, Raft};
 use crate::sm::{Applied, Batch, Proposal};
+use crate::store::StateMachineStore;
+
+/// The leader's notion of now: its wall clock, but never behind the cluster time it
+/// has applied (a new leader whose clock trails the old one's must not stall
+/// expiry). The state machine independently never lets cluster time go back.
+pub fn leader_now_ms(state_machine: &StateMachineStore) -> u64 {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    wall.max(state_machine.read().state.cluster_time_ms)
+}
 
 /// Why a proposal has no result.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -61,7 +72,7 @@ pub struct Proposer {
 
 impl Proposer {
     /// Starts the batching task for `raft`.
-    pub fn spawn(raft: Raft, limits: &Limits) -> Self {
+    pub fn spawn(raft: Raft, state_machine: StateMachineStore, limits: &Limits) -> Self {
         let (queue, receiver) = mpsc::channel(limits.max_queued_commands);
         let stats = Arc::new(ProposerStats::default());
         let write_timeout = Duration::from_millis(limits.write_timeout_ms);
@@ -73,7 +84,7 @@ impl Proposer {
             max_bytes: limits.max_batch_bytes,
             write_timeout,
             stats: stats.clone(),
-            last_stamp_ms: 0,
+            state_machine,
         };
         tokio::spawn(task.run());
         Self {
@@ -111,15 +122,42 @@ impl Proposer {
     }
 }
 
+/// A cheap estimate of a proposal's encoded size, for the batch byte bound.
 fn approximate_size(proposal: &Proposal) -> usize {
     use crate::sm::Command;
-    let command = match &proposal.command {
+    let payload = match &proposal.command {
         Command::KvPut {
             key, value_json, ..
         } => key.len() + value_json.len(),
         Command::KvDelete { key, .. } => key.len(),
+        Command::SessionCreate(new) => {
+            new.name.len()
+                + new.metadata_json.len()
+                + new.capabilities.iter().map(String::len).sum::<usize>()
+        }
+        Command::Tick { renewals } => renewals.len() * 16,
+        Command::TaskSubmit(new) => {
+            new.kind.len()
+                + new.payload_json.len()
+                + new
+                    .required_capabilities
+                    .iter()
+                    .map(String::len)
+                    .sum::<usize>()
+                + new.depends_on.len() * 8
+        }
+        Command::TaskHeartbeat { progress_json, .. } => {
+            progress_json.as_ref().map_or(0, String::len)
+        }
+        Command::TaskComplete { result_json, .. } => result_json.len(),
+        Command::TaskFail { error, .. } => error.len(),
+        Command::SessionKeepalive { .. }
+        | Command::SessionEnd { .. }
+        | Command::TaskClaim { .. }
+        | Command::TaskCancel { .. }
+        | Command::TaskRetry { .. } => 0,
     };
-    32 + command + proposal.request_id.as_ref().map_or(0, String::len)
+    32 + payload + proposal.request_id.as_ref().map_or(0, String::len)
 }
 
 struct BatchTask {
@@ -130,7 +168,7 @@ struct BatchTask {
     max_bytes: usize,
     write_timeout: Duration,
     stats: Arc<ProposerStats>,
-    last_stamp_ms: u64,
+    state_machine: StateMachineStore,
 }
 
 impl BatchTask {
@@ -174,14 +212,9 @@ impl BatchTask {
         }
     }
 
-    /// The leader's clock in ms since the epoch, never going backwards locally (the
-    /// state machine also never lets cluster time go backwards).
+    /// The leader's time for a batch (see [`leader_now_ms`]).
     fn stamp(&mut self) -> u64 {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
-        self.last_stamp_ms = self.last_stamp_ms.max(now);
-        self.last_stamp_ms
+        leader_now_ms(&self.state_machine)
     }
 }
 

@@ -107,13 +107,24 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
+    /// The `error` object of the body.
+    pub fn body(&self) -> Value {
+        let mut error = self.details();
+        error.insert("code".into(), json!(self.status_and_code().1));
+        error.insert("message".into(), json!(self.to_string()));
+        Value::Object(error)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code) = self.status_and_code();
-        let mut error = self.details();
-        error.insert("code".into(), json!(code));
-        error.insert("message".into(), json!(self.to_string()));
-        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
+        let status = self.status();
+        let mut response = (status, axum::Json(json!({ "error": self.body() }))).into_response();
         match self {
             Self::Overloaded(_) => {
                 response

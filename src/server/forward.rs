@@ -138,15 +138,23 @@ async fn wait_for_leader(app: &AppState) -> Option<NodeId> {
     leader
 }
 
-/// How long the leader may take: membership changes wait for a learner to catch
-/// up; everything else is bounded by `forward_timeout_ms`.
-fn forward_deadline(app: &AppState, uri: &Uri) -> std::time::Duration {
+/// How long the leader may take: `forward_timeout_ms`, plus the request's own
+/// blocking wait (`wait_ms`, capped) if it asks for one; membership changes may wait
+/// for a learner to catch up.
+fn forward_deadline(app: &AppState, uri: &Uri, body: &[u8]) -> std::time::Duration {
+    #[derive(serde::Deserialize)]
+    struct WaitHint {
+        wait_ms: Option<u64>,
+    }
     let normal = std::time::Duration::from_millis(app.limits.forward_timeout_ms);
     if uri.path().starts_with("/v1/cluster/members") {
-        normal.max(super::cluster::MEMBERSHIP_REQUEST_TIMEOUT)
-    } else {
-        normal
+        return normal.max(super::cluster::MEMBERSHIP_REQUEST_TIMEOUT);
     }
+    let wait_ms = serde_json::from_slice::<WaitHint>(body)
+        .ok()
+        .and_then(|hint| hint.wait_ms)
+        .unwrap_or(0);
+    normal + std::time::Duration::from_millis(wait_ms.min(app.limits.max_wait_ms))
 }
 
 fn redirect(addr: &str, uri: &Uri, leader: NodeId) -> Response {
@@ -177,7 +185,7 @@ async fn forward(
         .http
         .request(method, format!("http://{addr}{path}"))
         .header(FORWARDED_HEADER, app.node_id.to_string())
-        .timeout(forward_deadline(app, uri))
+        .timeout(forward_deadline(app, uri, &body))
         .body(body);
     if let Some(content_type) = headers.get("content-type") {
         request = request.header("content-type", content_type);

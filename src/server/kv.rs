@@ -1,7 +1,6 @@
 //! Key/value endpoints: `PUT|GET|DELETE /v1/kv/{key}` and `GET /v1/kv?prefix=`.
 
 use axum::extract::State;
-use axum::http::HeaderValue;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
@@ -9,15 +8,16 @@ use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam, QueryParams};
-use super::forward::INDEX_HEADER;
 use super::{AppState, Consistency};
-use crate::sm::{kv::KvEntry, Applied, Command, Outcome, Proposal};
+use crate::sm::{kv::KvEntry, Command, Proposal};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutBody {
     value: Box<RawValue>,
     if_version: Option<u64>,
+    /// Makes the key ephemeral: deleted when this session ends.
+    session_id: Option<u64>,
     request_id: Option<String>,
 }
 
@@ -92,35 +92,6 @@ fn check_key(app: &AppState, key: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The response to a write: the outcome as JSON (or its refusal) plus the index header.
-pub fn write_response(applied: Applied) -> Result<Response, ApiError> {
-    let body = match applied.outcome {
-        Outcome::KvWritten { version } => {
-            serde_json::json!({ "version": version, "index": applied.index })
-        }
-        Outcome::KvDeleted { existed } => {
-            serde_json::json!({ "deleted": existed, "index": applied.index })
-        }
-        Outcome::CasMismatch { current_version } => {
-            return Err(ApiError::CasMismatch { current_version })
-        }
-        Outcome::RequestIdConflict => {
-            return Err(ApiError::Conflict {
-                code: "request_id_conflict",
-                message: format!(
-                "this request_id was already used for a different request (applied at index {})",
-                applied.index
-            ),
-            })
-        }
-    };
-    let mut response = Json(body).into_response();
-    response
-        .headers_mut()
-        .insert(INDEX_HEADER, HeaderValue::from(applied.index));
-    Ok(response)
-}
-
 pub async fn put(
     State(app): State<AppState>,
     PathParam(key): PathParam<String>,
@@ -137,9 +108,10 @@ pub async fn put(
         key,
         value_json: value_json.to_owned(),
         if_version: body.if_version,
+        session_id: body.session_id,
     };
-    write_response(
-        app.propose(Proposal {
+    super::outcome::respond(
+        &app.propose(Proposal {
             request_id: body.request_id,
             command,
         })
@@ -157,8 +129,8 @@ pub async fn delete(
         key,
         if_version: body.if_version,
     };
-    write_response(
-        app.propose(Proposal {
+    super::outcome::respond(
+        &app.propose(Proposal {
             request_id: body.request_id,
             command,
         })
@@ -187,13 +159,7 @@ pub async fn list(
     State(app): State<AppState>,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = query.limit.unwrap_or(app.limits.max_list_limit);
-    if limit == 0 || limit > app.limits.max_list_limit {
-        return Err(ApiError::invalid(
-            "invalid_limit",
-            format!("limit must be between 1 and {}", app.limits.max_list_limit),
-        ));
-    }
+    let limit = check_limit(&app, query.limit)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let mut page = crate::sm::kv::list(
@@ -211,4 +177,16 @@ pub async fn list(
     };
     let items: Vec<KvView> = page.iter().map(|(key, entry)| view(key, entry)).collect();
     Ok(Json(serde_json::json!({ "items": items, "next_after": next })).into_response())
+}
+
+/// A list `limit`: 1 to `max_list_limit`, that limit when absent.
+pub fn check_limit(app: &AppState, limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(app.limits.max_list_limit);
+    if limit == 0 || limit > app.limits.max_list_limit {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit must be between 1 and {}", app.limits.max_list_limit),
+        ));
+    }
+    Ok(limit)
 }

@@ -10,8 +10,11 @@ pub mod error;
 pub mod extract;
 pub mod forward;
 pub mod kv;
+pub mod outcome;
 pub mod raft_rpc;
 pub mod requests;
+pub mod sessions;
+pub mod tasks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +46,8 @@ pub struct App {
     pub peer_dial_addrs: BTreeMap<NodeId, String>,
     /// Largest `/raft/*` body accepted.
     pub max_raft_body_bytes: usize,
+    /// Keepalives accepted here while leading, replicated by the ticker.
+    pub keepalives: crate::ticker::Keepalives,
 }
 
 pub type AppState = Arc<App>;
@@ -86,6 +91,36 @@ impl App {
         Ok(())
     }
 
+    /// Waits until `check` finds what it looks for in the applied state (re-checked
+    /// after every apply), or `deadline` passes.
+    pub async fn wait_for_state<T>(
+        &self,
+        deadline: tokio::time::Instant,
+        mut check: impl FnMut(&crate::sm::State) -> Option<T>,
+    ) -> Option<T> {
+        let mut applied = self.state_machine.subscribe_applied();
+        loop {
+            if let Some(found) = check(&self.state_machine.read().state) {
+                return Some(found);
+            }
+            match tokio::time::timeout_at(deadline, applied.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return None,
+            }
+        }
+    }
+
+    /// Checks a requested `wait_ms` against the limit.
+    pub fn check_wait(&self, wait_ms: u64) -> Result<std::time::Duration, ApiError> {
+        if wait_ms > self.limits.max_wait_ms {
+            return Err(ApiError::invalid(
+                "invalid_wait",
+                format!("wait_ms is at most {}", self.limits.max_wait_ms),
+            ));
+        }
+        Ok(std::time::Duration::from_millis(wait_ms))
+    }
+
     /// The leader this node currently believes in.
     pub fn current_leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
@@ -121,6 +156,19 @@ pub fn router(app: AppState) -> Router {
             get(kv::get).put(kv::put).delete(kv::delete),
         )
         .route("/v1/requests/{request_id}", get(requests::get))
+        .route("/v1/sessions", get(sessions::list).post(sessions::create))
+        .route(
+            "/v1/sessions/{id}",
+            get(sessions::get).delete(sessions::end),
+        )
+        .route("/v1/sessions/{id}/keepalive", post(sessions::keepalive))
+        .route("/v1/tasks", get(tasks::list).post(tasks::submit))
+        .route("/v1/tasks/claim", post(tasks::claim))
+        .route("/v1/tasks/{id}", get(tasks::get).delete(tasks::cancel))
+        .route("/v1/tasks/{id}/heartbeat", post(tasks::heartbeat))
+        .route("/v1/tasks/{id}/complete", post(tasks::complete))
+        .route("/v1/tasks/{id}/fail", post(tasks::fail))
+        .route("/v1/tasks/{id}/retry", post(tasks::retry))
         .route("/v1/cluster/members", post(cluster::add_member))
         .route(
             "/v1/cluster/members/{id}",

@@ -10,18 +10,6 @@ use super::extract::{PathParam, QueryParams};
 use super::kv::ReadQuery;
 use super::AppState;
 use crate::limits::Replicated;
-use crate::sm::Outcome;
-
-fn outcome_json(outcome: &Outcome) -> serde_json::Value {
-    match outcome {
-        Outcome::KvWritten { version } => json!({ "type": "kv_written", "version": version }),
-        Outcome::KvDeleted { existed } => json!({ "type": "kv_deleted", "deleted": existed }),
-        Outcome::RequestIdConflict => json!({ "type": "request_id_conflict" }),
-        Outcome::CasMismatch { current_version } => {
-            json!({ "type": "cas_mismatch", "current_version": current_version })
-        }
-    }
-}
 
 pub async fn get(
     State(app): State<AppState>,
@@ -37,7 +25,7 @@ pub async fn get(
             "applied": true,
             "index": record.applied.index,
             "applied_at_ms": record.applied_at_ms,
-            "result": outcome_json(&record.applied.outcome),
+            "result": lookup_result(&record.applied),
         }),
         None => json!({
             "request_id": request_id,
@@ -46,4 +34,12 @@ pub async fn get(
         }),
     };
     Ok(Json(body).into_response())
+}
+
+/// What the original request was answered: its status, and its body or error.
+fn lookup_result(applied: &crate::sm::Applied) -> serde_json::Value {
+    match super::outcome::describe(applied) {
+        Ok(body) => json!({ "status": 200, "body": body }),
+        Err(error) => json!({ "status": error.status().as_u16(), "error": error.body() }),
+    }
 }

@@ -8,6 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::sessions::{NewSession, SessionId};
+use super::tasks::{NewTask, TaskId, TaskState};
+
 /// One Raft log entry's payload: commands stamped with the proposing leader's time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Batch {
@@ -27,17 +30,59 @@ pub struct Proposal {
 /// Every state-changing operation the state machine knows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Writes `value_json` (the JSON text as the client sent it) at `key`. `if_version`: `Some(0)` means
-    /// the key must not exist, `Some(v)` that its version must be `v`.
+    /// Writes `value_json` (the JSON text as the client sent it) at `key`.
+    /// `if_version`: `Some(0)` means the key must not exist, `Some(v)` that its
+    /// version must be `v`. With `session_id` the key is ephemeral: deleted when
+    /// that session ends.
     KvPut {
         key: String,
         value_json: String,
         if_version: Option<u64>,
+        session_id: Option<SessionId>,
     },
     /// Deletes `key`, optionally only at version `if_version`.
     KvDelete {
         key: String,
         if_version: Option<u64>,
+    },
+    SessionCreate(NewSession),
+    SessionKeepalive {
+        session_id: SessionId,
+    },
+    SessionEnd {
+        session_id: SessionId,
+    },
+    /// Proposed by the leader's ticker: carries time forward (expiring what is due
+    /// at the batch's cluster time) and the keepalives the leader accepted since the
+    /// last tick, each with the cluster time it was accepted at.
+    Tick {
+        renewals: Vec<(SessionId, u64)>,
+    },
+    TaskSubmit(NewTask),
+    TaskClaim {
+        session_id: SessionId,
+    },
+    TaskHeartbeat {
+        task_id: TaskId,
+        fencing_token: u64,
+        progress_json: Option<String>,
+    },
+    TaskComplete {
+        task_id: TaskId,
+        fencing_token: u64,
+        result_json: String,
+    },
+    TaskFail {
+        task_id: TaskId,
+        fencing_token: u64,
+        error: String,
+        retryable: bool,
+    },
+    TaskCancel {
+        task_id: TaskId,
+    },
+    TaskRetry {
+        task_id: TaskId,
     },
 }
 
@@ -45,14 +90,69 @@ pub enum Command {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// The key now holds the value at `version` (the command index).
-    KvWritten { version: u64 },
+    KvWritten {
+        version: u64,
+    },
     /// The key was deleted (`existed: false` when there was nothing to delete).
-    KvDeleted { existed: bool },
+    KvDeleted {
+        existed: bool,
+    },
     /// A compare-and-set precondition failed; `current_version` is 0 when absent.
-    CasMismatch { current_version: u64 },
+    CasMismatch {
+        current_version: u64,
+    },
     /// The `request_id` was already used for a *different* command (applied at
     /// `Applied::index`); nothing was applied. Never recorded.
     RequestIdConflict,
+    SessionCreated {
+        session_id: SessionId,
+        expires_at_ms: u64,
+    },
+    SessionRenewed {
+        expires_at_ms: u64,
+    },
+    SessionEnded,
+    Ticked {
+        renewed: u32,
+    },
+    /// `existing`: an earlier submit with the same idempotency key.
+    TaskSubmitted {
+        task_id: TaskId,
+        state: TaskState,
+        existing: bool,
+    },
+    TaskClaimed {
+        task_id: TaskId,
+        fencing_token: u64,
+        lease_expires_at_ms: u64,
+    },
+    NoTaskAssigned,
+    TaskLeaseExtended {
+        lease_expires_at_ms: u64,
+        cancel_requested: bool,
+    },
+    TaskUpdated {
+        task_id: TaskId,
+        state: TaskState,
+    },
+    SessionNotFound {
+        session_id: SessionId,
+    },
+    TaskNotFound {
+        task_id: TaskId,
+    },
+    WrongState {
+        message: String,
+    },
+    StaleFencingToken {
+        current: u64,
+    },
+    LimitReached {
+        message: String,
+    },
+    InvalidCommand {
+        message: String,
+    },
 }
 
 /// One command's result: its command index and outcome. A retried `request_id`

@@ -15,6 +15,8 @@ pub struct KvEntry {
     pub value_json: String,
     pub version: u64,
     pub create_index: u64,
+    /// The session this key is bound to (deleted when it ends), if ephemeral.
+    pub session_id: Option<u64>,
 }
 
 pub type KvMap = BTreeMap<String, KvEntry>;
@@ -32,11 +34,14 @@ fn precondition_holds(kv: &KvMap, key: &str, if_version: Option<u64>) -> Result<
     }
 }
 
+/// Writes the key; the caller has checked `session_id` names a live session and
+/// keeps sessions' ephemeral-key sets in step (see `State::apply_command`).
 pub fn put(
     kv: &mut KvMap,
     key: &str,
     value_json: &str,
     if_version: Option<u64>,
+    session_id: Option<u64>,
     index: u64,
 ) -> Outcome {
     if let Err(refusal) = precondition_holds(kv, key, if_version) {
@@ -49,6 +54,7 @@ pub fn put(
             value_json: value_json.to_owned(),
             version: index,
             create_index,
+            session_id,
         },
     );
     Outcome::KvWritten { version: index }

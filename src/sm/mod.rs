@@ -1,21 +1,32 @@
-//! The deterministic state machine: a pure function of (state, batch, log index).
+//! The deterministic state machine: a pure function of (state, batch).
 //!
 //! Owns the coordination state and the rules that change it. It does no IO, reads no
 //! clock or RNG and iterates no `HashMap`: time arrives inside each [`Batch`], stamped
 //! by the leader, and cluster time never goes backwards. Applying the same batches to
-//! the same state yields the same bytes on every replica (tested below), which is what
-//! lets Raft replicate it. Refusals (a failed compare-and-set) are [`Outcome`]s, not
-//! errors. Storage and Raft live in `store`; this module must not depend on them.
+//! the same state yields the same bytes on every replica (tested), which is what
+//! lets Raft replicate it. Refusals (a failed compare-and-set, a stale fencing token)
+//! are [`Outcome`]s, not errors. Storage and Raft live in `store`; this module must
+//! not depend on them.
+//!
+//! Each batch first advances cluster time and applies everything that became due
+//! (session expiry, task leases, backoffs, `not_before`), then applies its commands
+//! in order; after any command that can free capacity or ready a task, queued tasks
+//! are assigned in the same step.
 
 pub mod command;
 pub mod kv;
 pub mod requests;
+pub mod scheduler;
+pub mod sessions;
+pub mod tasks;
 
 use serde::{Deserialize, Serialize};
 
 pub use command::{Applied, Batch, BatchResponse, Command, Outcome, Proposal};
 use kv::KvMap;
 use requests::RequestTable;
+use sessions::Sessions;
+use tasks::Tasks;
 
 /// All replicated coordination state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,6 +37,8 @@ pub struct State {
     pub last_command_index: u64,
     pub kv: KvMap,
     pub requests: RequestTable,
+    pub sessions: Sessions,
+    pub tasks: Tasks,
 }
 
 impl State {
@@ -33,6 +46,14 @@ impl State {
     pub fn apply_batch(&mut self, batch: &Batch) -> BatchResponse {
         self.cluster_time_ms = self.cluster_time_ms.max(batch.leader_time_ms);
         self.requests.expire(self.cluster_time_ms);
+        let due = self
+            .next_due_ms()
+            .is_some_and(|at| at <= self.cluster_time_ms);
+        if due {
+            self.advance_time();
+            // Time-driven changes take the index of the next command (or the last one).
+            self.assign_ready(self.last_command_index + 1);
+        }
         let results = batch
             .proposals
             .iter()
@@ -61,10 +82,11 @@ impl State {
         }
         self.last_command_index += 1;
         let index = self.last_command_index;
-        let applied = Applied {
-            index,
-            outcome: self.apply_command(&proposal.command, index),
-        };
+        let outcome = self.apply_command(&proposal.command, index);
+        if may_free_capacity_or_ready_work(&proposal.command) {
+            self.assign_ready(index);
+        }
+        let applied = Applied { index, outcome };
         if let (Some(request_id), Some(fingerprint)) = (&proposal.request_id, fingerprint) {
             self.requests.insert(
                 request_id.clone(),
@@ -82,10 +104,97 @@ impl State {
                 key,
                 value_json,
                 if_version,
-            } => kv::put(&mut self.kv, key, value_json, *if_version, index),
-            Command::KvDelete { key, if_version } => kv::delete(&mut self.kv, key, *if_version),
+                session_id,
+            } => self.put_key(key, value_json, *if_version, *session_id, index),
+            Command::KvDelete { key, if_version } => {
+                let owner = self.kv.get(key).and_then(|entry| entry.session_id);
+                let outcome = kv::delete(&mut self.kv, key, *if_version);
+                if matches!(outcome, Outcome::KvDeleted { existed: true }) {
+                    self.unbind_key(owner, key);
+                }
+                outcome
+            }
+            Command::SessionCreate(new) => self.create_session(new, index),
+            Command::SessionKeepalive { session_id } => {
+                self.renew_session(*session_id, self.cluster_time_ms)
+            }
+            Command::SessionEnd { session_id } => self.end_session(*session_id, "session_ended"),
+            Command::Tick { renewals } => {
+                let renewed = renewals
+                    .iter()
+                    .filter(|(id, at)| {
+                        matches!(self.renew_session(*id, *at), Outcome::SessionRenewed { .. })
+                    })
+                    .count();
+                Outcome::Ticked {
+                    renewed: renewed as u32,
+                }
+            }
+            Command::TaskSubmit(new) => self.submit_task(new, index),
+            Command::TaskClaim { session_id } => self.claim_task(*session_id),
+            Command::TaskHeartbeat {
+                task_id,
+                fencing_token,
+                progress_json,
+            } => self.heartbeat_task(*task_id, *fencing_token, progress_json),
+            Command::TaskComplete {
+                task_id,
+                fencing_token,
+                result_json,
+            } => self.complete_task(*task_id, *fencing_token, result_json),
+            Command::TaskFail {
+                task_id,
+                fencing_token,
+                error,
+                retryable,
+            } => self.fail_task(*task_id, *fencing_token, error, *retryable),
+            Command::TaskCancel { task_id } => self.cancel(*task_id),
+            Command::TaskRetry { task_id } => self.retry_task(*task_id),
         }
     }
+
+    fn put_key(
+        &mut self,
+        key: &str,
+        value_json: &str,
+        if_version: Option<u64>,
+        session_id: Option<u64>,
+        index: u64,
+    ) -> Outcome {
+        if let Some(id) = session_id {
+            if self.sessions.get(id).is_none() {
+                return Outcome::SessionNotFound { session_id: id };
+            }
+        }
+        let previous_owner = self.kv.get(key).and_then(|entry| entry.session_id);
+        let outcome = kv::put(&mut self.kv, key, value_json, if_version, session_id, index);
+        if matches!(outcome, Outcome::KvWritten { .. }) {
+            self.unbind_key(previous_owner, key);
+            if let Some(session) = session_id.and_then(|id| self.sessions.get_mut(id)) {
+                session.ephemeral_keys.insert(key.to_owned());
+            }
+        }
+        outcome
+    }
+
+    fn unbind_key(&mut self, owner: Option<u64>, key: &str) {
+        if let Some(session) = owner.and_then(|id| self.sessions.get_mut(id)) {
+            session.ephemeral_keys.remove(key);
+        }
+    }
+}
+
+fn may_free_capacity_or_ready_work(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::SessionCreate(_)
+            | Command::SessionEnd { .. }
+            | Command::TaskSubmit(_)
+            | Command::TaskComplete { .. }
+            | Command::TaskFail { .. }
+            | Command::TaskCancel { .. }
+            | Command::TaskRetry { .. }
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,107 @@
+//! How a replicated [`Outcome`] reads over HTTP: the one mapping used by every
+//! write handler and by `GET /v1/requests/{id}`, so a retried or looked-up request
+//! answers exactly as the first one did.
+
+use axum::http::HeaderValue;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::forward::INDEX_HEADER;
+use crate::sm::{Applied, Outcome};
+
+/// The JSON body of a successful outcome, or the refusal it stands for.
+pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
+    let index = applied.index;
+    Ok(match &applied.outcome {
+        Outcome::KvWritten { version } => json!({ "version": version, "index": index }),
+        Outcome::KvDeleted { existed } => json!({ "deleted": existed, "index": index }),
+        Outcome::SessionCreated {
+            session_id,
+            expires_at_ms,
+        } => {
+            json!({ "session_id": session_id, "expires_at_ms": expires_at_ms, "index": index })
+        }
+        Outcome::SessionRenewed { expires_at_ms } => {
+            json!({ "expires_at_ms": expires_at_ms, "index": index })
+        }
+        Outcome::SessionEnded => json!({ "ended": true, "index": index }),
+        Outcome::Ticked { renewed } => json!({ "renewed": renewed, "index": index }),
+        Outcome::TaskSubmitted {
+            task_id,
+            state,
+            existing,
+        } => {
+            json!({ "task_id": task_id, "state": state.name(), "existing": existing, "index": index })
+        }
+        Outcome::TaskClaimed {
+            task_id,
+            fencing_token,
+            lease_expires_at_ms,
+        } => json!({
+            "task_id": task_id, "fencing_token": fencing_token,
+            "lease_expires_at_ms": lease_expires_at_ms, "index": index,
+        }),
+        Outcome::NoTaskAssigned => json!({ "task": null, "index": index }),
+        Outcome::TaskLeaseExtended {
+            lease_expires_at_ms,
+            cancel_requested,
+        } => json!({
+            "lease_expires_at_ms": lease_expires_at_ms, "cancel_requested": cancel_requested, "index": index,
+        }),
+        Outcome::TaskUpdated { task_id, state } => {
+            json!({ "task_id": task_id, "state": state.name(), "index": index })
+        }
+        Outcome::CasMismatch { current_version } => {
+            return Err(ApiError::CasMismatch {
+                current_version: *current_version,
+            })
+        }
+        Outcome::RequestIdConflict => {
+            return Err(ApiError::Conflict {
+                code: "request_id_conflict",
+                message: format!(
+                    "this request_id was already used for a different request (index {index})"
+                ),
+            })
+        }
+        Outcome::SessionNotFound { session_id } => {
+            return Err(ApiError::NotFound {
+                code: "session_not_found",
+                message: format!("no live session {session_id}"),
+            })
+        }
+        Outcome::TaskNotFound { task_id } => {
+            return Err(ApiError::NotFound {
+                code: "task_not_found",
+                message: format!("no task {task_id}"),
+            })
+        }
+        Outcome::WrongState { message } => {
+            return Err(ApiError::Conflict {
+                code: "wrong_state",
+                message: message.clone(),
+            })
+        }
+        Outcome::StaleFencingToken { current } => {
+            return Err(ApiError::Conflict {
+                code: "stale_fencing_token",
+                message: format!("the fencing token is not current (current is {current})"),
+            })
+        }
+        Outcome::LimitReached { message } => return Err(ApiError::Overloaded(message.clone())),
+        Outcome::InvalidCommand { message } => {
+            return Err(ApiError::invalid("invalid_request", message.clone()))
+        }
+    })
+}
+
+/// The HTTP response for an applied write: its body plus `X-Conclave-Index`.
+pub fn respond(applied: &Applied) -> Result<Response, ApiError> {
+    let mut response = Json(describe(applied)?).into_response();
+    response
+        .headers_mut()
+        .insert(INDEX_HEADER, HeaderValue::from(applied.index));
+    Ok(response)
+}

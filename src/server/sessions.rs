@@ -1,0 +1,257 @@
+//! Session endpoints: create, keepalive (batched by the leader), end, discovery.
+
+use std::collections::BTreeSet;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::extract::{JsonBody, PathParam, QueryParams};
+use super::{AppState, Consistency};
+use crate::limits::MIN_TTL_MS;
+use crate::proposer::leader_now_ms;
+use crate::sm::sessions::{NewSession, Session, SessionId};
+use crate::sm::{Command, Proposal};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBody {
+    name: String,
+    #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default = "default_capacity")]
+    capacity: u32,
+    #[serde(default = "default_ttl_ms")]
+    ttl_ms: u64,
+    metadata: Option<Box<RawValue>>,
+    request_id: Option<String>,
+}
+
+fn default_capacity() -> u32 {
+    1
+}
+
+fn default_ttl_ms() -> u64 {
+    10_000
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    capability: Option<String>,
+    after: Option<SessionId>,
+    limit: Option<usize>,
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ReadQuery {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+/// Validates a list of capability names (sessions offer them, tasks require them).
+pub fn check_capabilities(
+    app: &AppState,
+    capabilities: Vec<String>,
+) -> Result<BTreeSet<String>, ApiError> {
+    if capabilities.len() > app.limits.max_capabilities {
+        return Err(ApiError::invalid(
+            "too_many_capabilities",
+            format!("at most {} capabilities", app.limits.max_capabilities),
+        ));
+    }
+    if let Some(bad) = capabilities
+        .iter()
+        .find(|c| c.is_empty() || c.len() > app.limits.max_capability_bytes)
+    {
+        return Err(ApiError::invalid(
+            "invalid_capability",
+            format!(
+                "capability {bad:?} must be 1 to {} bytes",
+                app.limits.max_capability_bytes
+            ),
+        ));
+    }
+    Ok(capabilities.into_iter().collect())
+}
+
+pub fn check_name(app: &AppState, field: &str, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > app.limits.max_name_bytes {
+        return Err(ApiError::invalid(
+            "invalid_name",
+            format!("{field} must be 1 to {} bytes", app.limits.max_name_bytes),
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_duration(app: &AppState, field: &str, value: u64) -> Result<(), ApiError> {
+    if !(MIN_TTL_MS..=app.limits.max_ttl_ms).contains(&value) {
+        return Err(ApiError::invalid(
+            "invalid_duration",
+            format!(
+                "{field} must be between {MIN_TTL_MS} and {} ms",
+                app.limits.max_ttl_ms
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A JSON value given as raw text, checked against the value size limit.
+pub fn json_text(
+    app: &AppState,
+    value: Option<Box<RawValue>>,
+    default: &str,
+) -> Result<String, ApiError> {
+    let text = value.map_or_else(|| default.to_owned(), |raw| raw.get().to_owned());
+    if text.len() > app.limits.max_value_bytes {
+        return Err(ApiError::TooLarge {
+            limit: app.limits.max_value_bytes,
+        });
+    }
+    Ok(text)
+}
+
+pub fn raw(text: &str) -> &RawValue {
+    serde_json::from_str(text)
+        .unwrap_or_else(|_| serde_json::from_str("null").expect("null is JSON"))
+}
+
+fn view(session: &Session) -> Value {
+    json!({
+        "session_id": session.id,
+        "name": session.name,
+        "capabilities": session.capabilities,
+        "capacity": session.capacity,
+        "load": session.load,
+        "ttl_ms": session.ttl_ms,
+        "metadata": raw(&session.metadata_json),
+        "created_at_ms": session.created_at_ms,
+        "expires_at_ms": session.expires_at_ms,
+        "ephemeral_keys": session.ephemeral_keys,
+    })
+}
+
+fn parse_id(text: &str) -> Result<SessionId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::invalid("invalid_session_id", "session ids are integers"))
+}
+
+pub async fn create(
+    State(app): State<AppState>,
+    JsonBody(body): JsonBody<CreateBody>,
+) -> Result<Response, ApiError> {
+    check_name(&app, "name", &body.name)?;
+    let capabilities = check_capabilities(&app, body.capabilities)?;
+    if body.capacity > app.limits.max_session_capacity {
+        return Err(ApiError::invalid(
+            "invalid_capacity",
+            format!("capacity is at most {}", app.limits.max_session_capacity),
+        ));
+    }
+    check_duration(&app, "ttl_ms", body.ttl_ms)?;
+    let new = NewSession {
+        name: body.name,
+        capabilities,
+        capacity: body.capacity,
+        ttl_ms: body.ttl_ms,
+        metadata_json: json_text(&app, body.metadata, "{}")?,
+    };
+    let applied = app
+        .propose(Proposal {
+            request_id: body.request_id,
+            command: Command::SessionCreate(new),
+        })
+        .await?;
+    super::outcome::respond(&applied)
+}
+
+/// Records the keepalive in the leader's memory; the ticker replicates it within
+/// one flush interval. Only the leader gets here (the route is forwarded).
+pub async fn keepalive(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<String>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let ttl_ms = app
+        .state_machine
+        .read()
+        .state
+        .sessions
+        .get(id)
+        .map(|session| session.ttl_ms);
+    let Some(ttl_ms) = ttl_ms else {
+        return Err(ApiError::NotFound {
+            code: "session_not_found",
+            message: format!("no live session {id}"),
+        });
+    };
+    let now = leader_now_ms(&app.state_machine);
+    app.keepalives.record(id, now);
+    Ok(Json(json!({ "session_id": id, "expires_at_ms": now + ttl_ms })).into_response())
+}
+
+pub async fn end(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<String>,
+) -> Result<Response, ApiError> {
+    let session_id = parse_id(&id)?;
+    let applied = app
+        .propose(Proposal {
+            request_id: None,
+            command: Command::SessionEnd { session_id },
+        })
+        .await?;
+    super::outcome::respond(&applied)
+}
+
+pub async fn get(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<String>,
+    QueryParams(query): QueryParams<ReadQuery>,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    app.read_barrier(query.consistency).await?;
+    let applied = app.state_machine.read();
+    match applied.state.sessions.get(id) {
+        Some(session) => Ok(Json(view(session)).into_response()),
+        None => Err(ApiError::NotFound {
+            code: "session_not_found",
+            message: format!("no live session {id}"),
+        }),
+    }
+}
+
+/// Agent discovery: live sessions, optionally only those offering `capability`.
+pub async fn list(
+    State(app): State<AppState>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = super::kv::check_limit(&app, query.limit)?;
+    app.read_barrier(query.consistency).await?;
+    let applied = app.state_machine.read();
+    let mut matching = applied
+        .state
+        .sessions
+        .iter()
+        .filter(|session| query.after.is_none_or(|after| session.id > after))
+        .filter(|session| {
+            query
+                .capability
+                .as_ref()
+                .is_none_or(|c| session.capabilities.contains(c))
+        });
+    let items: Vec<Value> = matching.by_ref().take(limit).map(view).collect();
+    let next_after = if matching.next().is_some() {
+        items.last().map(|item| item["session_id"].clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "items": items, "next_after": next_after })).into_response())
+}

@@ -1,0 +1,401 @@
+//! Task endpoints: submit, claim (a long poll woken on apply), heartbeat, complete,
+//! fail, cancel, retry, get, list.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+use super::error::ApiError;
+use super::extract::{JsonBody, PathParam, QueryParams};
+use super::sessions::{check_capabilities, check_duration, check_name, json_text, raw};
+use super::{AppState, Consistency};
+use crate::sm::sessions::SessionId;
+use crate::sm::tasks::{NewTask, Task, TaskId, TaskState};
+use crate::sm::{Command, Outcome, Proposal};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBody {
+    kind: String,
+    payload: Option<Box<RawValue>>,
+    #[serde(default)]
+    required_capabilities: Vec<String>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default = "default_max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "default_lease_ms")]
+    lease_ms: u64,
+    not_before_ms: Option<u64>,
+    #[serde(default)]
+    depends_on: Vec<TaskId>,
+    idempotency_key: Option<String>,
+    request_id: Option<String>,
+}
+
+fn default_max_attempts() -> u32 {
+    3
+}
+
+fn default_lease_ms() -> u64 {
+    30_000
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    session_id: SessionId,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    fencing_token: u64,
+    progress: Option<Box<RawValue>>,
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    fencing_token: u64,
+    result: Option<Box<RawValue>>,
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailBody {
+    fencing_token: u64,
+    error: String,
+    #[serde(default = "default_true")]
+    retryable: bool,
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PlainBody {
+    request_id: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    state: Option<String>,
+    kind: Option<String>,
+    after: Option<TaskId>,
+    limit: Option<usize>,
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ReadQuery {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+fn parse_id(text: &str) -> Result<TaskId, ApiError> {
+    text.parse()
+        .map_err(|_| ApiError::invalid("invalid_task_id", "task ids are integers"))
+}
+
+/// The full view of a task, with its dependencies' states and results (so a
+/// dependent can read what it joins on).
+pub fn view(task: &Task, all: &crate::sm::tasks::Tasks) -> Value {
+    let dependencies: Vec<Value> = task
+        .spec
+        .depends_on
+        .iter()
+        .map(|id| match all.get(*id) {
+            Some(dependency) => json!({
+                "task_id": id,
+                "state": dependency.state.name(),
+                "result": dependency.result_json.as_deref().map(raw),
+            }),
+            None => json!({ "task_id": id, "state": null }),
+        })
+        .collect();
+    let errors: Vec<Value> = task
+        .errors
+        .iter()
+        .map(|e| json!({ "attempt": e.attempt, "reason": e.reason, "error": e.error, "at_ms": e.at_ms }))
+        .collect();
+    json!({
+        "task_id": task.id,
+        "kind": task.spec.kind,
+        "payload": raw(&task.spec.payload_json),
+        "required_capabilities": task.spec.required_capabilities,
+        "priority": task.spec.priority,
+        "max_attempts": task.spec.max_attempts,
+        "lease_ms": task.spec.lease_ms,
+        "depends_on": task.spec.depends_on,
+        "idempotency_key": task.spec.idempotency_key,
+        "state": task.state.name(),
+        "attempts": task.attempts,
+        "not_before_at_ms": task.not_before_ms,
+        "session_id": task.session_id,
+        "fencing_token": if task.fencing_token == 0 { None } else { Some(task.fencing_token) },
+        "lease_expires_at_ms": (task.state == TaskState::Assigned).then_some(task.lease_expires_at_ms),
+        "claimed": task.claimed,
+        "progress": task.progress_json.as_deref().map(raw),
+        "cancel_requested": task.cancel_requested,
+        "result": task.result_json.as_deref().map(raw),
+        "errors": errors,
+        "dependencies": dependencies,
+        "created_at_ms": task.created_at_ms,
+        "updated_at_ms": task.updated_at_ms,
+    })
+}
+
+pub async fn submit(
+    State(app): State<AppState>,
+    JsonBody(body): JsonBody<SubmitBody>,
+) -> Result<Response, ApiError> {
+    check_name(&app, "kind", &body.kind)?;
+    let required_capabilities = check_capabilities(&app, body.required_capabilities)?;
+    if body.max_attempts == 0 || body.max_attempts > app.limits.max_task_attempts {
+        return Err(ApiError::invalid(
+            "invalid_max_attempts",
+            format!("max_attempts must be 1 to {}", app.limits.max_task_attempts),
+        ));
+    }
+    check_duration(&app, "lease_ms", body.lease_ms)?;
+    if body
+        .not_before_ms
+        .is_some_and(|delay| delay > app.limits.max_not_before_ms)
+    {
+        return Err(ApiError::invalid(
+            "invalid_duration",
+            format!("not_before_ms is at most {}", app.limits.max_not_before_ms),
+        ));
+    }
+    if body.depends_on.len() > app.limits.max_depends_on {
+        return Err(ApiError::invalid(
+            "too_many_dependencies",
+            format!(
+                "depends_on lists at most {} tasks",
+                app.limits.max_depends_on
+            ),
+        ));
+    }
+    if let Some(key) = &body.idempotency_key {
+        check_name(&app, "idempotency_key", key)?;
+    }
+    let new = NewTask {
+        kind: body.kind,
+        payload_json: json_text(&app, body.payload, "null")?,
+        required_capabilities,
+        priority: body.priority,
+        max_attempts: body.max_attempts,
+        lease_ms: body.lease_ms,
+        not_before_ms: body.not_before_ms,
+        depends_on: body.depends_on,
+        idempotency_key: body.idempotency_key,
+    };
+    let applied = app
+        .propose(Proposal {
+            request_id: body.request_id,
+            command: Command::TaskSubmit(new),
+        })
+        .await?;
+    super::outcome::respond(&applied)
+}
+
+/// Claims the session's next assigned task, waiting up to `wait_ms` for one. The
+/// wait is woken by applied state (an assignment to this session), not a poll loop.
+/// 204 when the wait ends with nothing.
+pub async fn claim(
+    State(app): State<AppState>,
+    JsonBody(body): JsonBody<ClaimBody>,
+) -> Result<Response, ApiError> {
+    let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
+    let session_id = body.session_id;
+    loop {
+        let applied = app
+            .propose(Proposal {
+                request_id: None,
+                command: Command::TaskClaim { session_id },
+            })
+            .await?;
+        match applied.outcome {
+            Outcome::TaskClaimed {
+                task_id,
+                fencing_token,
+                lease_expires_at_ms,
+            } => {
+                let applied_state = app.state_machine.read();
+                let tasks = &applied_state.state.tasks;
+                let task = tasks.get(task_id).map(|task| view(task, tasks));
+                let body = json!({
+                    "task": task,
+                    "fencing_token": fencing_token,
+                    "lease_expires_at_ms": lease_expires_at_ms,
+                    "index": applied.index,
+                });
+                return Ok(Json(body).into_response());
+            }
+            Outcome::NoTaskAssigned => {}
+            _ => return super::outcome::respond(&applied),
+        }
+        // Wake when an unclaimed task is assigned to this session (or it ends).
+        let ready = app
+            .wait_for_state(deadline, |state| {
+                let gone = state.sessions.get(session_id).is_none();
+                let waiting = state
+                    .tasks
+                    .assigned_to(session_id)
+                    .into_iter()
+                    .any(|id| state.tasks.get(id).is_some_and(|task| !task.claimed));
+                (gone || waiting).then_some(())
+            })
+            .await;
+        if ready.is_none() {
+            return Ok(StatusCode::NO_CONTENT.into_response());
+        }
+    }
+}
+
+async fn update(
+    app: &AppState,
+    request_id: Option<String>,
+    command: Command,
+) -> Result<Response, ApiError> {
+    let applied = app
+        .propose(Proposal {
+            request_id,
+            command,
+        })
+        .await?;
+    super::outcome::respond(&applied)
+}
+
+pub async fn heartbeat(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<String>,
+    JsonBody(body): JsonBody<HeartbeatBody>,
+) -> Result<Response, ApiError> {
+    let task_id = parse_id(&id)?;
+    let progress_json = match body.progress {
+        Some(progress) => Some(json_text(&app, Some(progress), "null")?),
+        None => None,
+    };
+    let command = Command::TaskHeartbeat {
+        task_id,
+        fencing_token: body.fencing_token,
+        progress_json,
+    };
+    update(&app, body.request_id, command).await
+}
+
+pub async fn complete(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<String>,
+    JsonBody(body): JsonBody<CompleteBody>,
+) -> Result<Response, ApiError> {
+    let task_id = parse_id(&id)?;
+    let result_json = json_text(&app, body.result, "null")?;
+    let command = Command::TaskComplete {
+        task_id,
+        fencing_token: body.fencing_token,
+        result_json,
+    };
+    update(&app, body.request_id, command).await
+}
+
+pub async fn fail(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<String>,
+    JsonBody(body): JsonBody<FailBody>,
+) -> Result<Response, ApiError> {
+    let task_id = parse_id(&id)?;
+    if body.error.len() > app.limits.max_value_bytes {
+        return Err(ApiError::TooLarge {
+            limit: app.limits.max_value_bytes,
+        });
+    }
+    let command = Command::TaskFail {
+        task_id,
+        fencing_token: body.fencing_token,
+        error: body.error,
+        retryable: body.retryable,
+    };
+    update(&app, body.request_id, command).await
+}
+
+pub async fn cancel(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<String>,
+    JsonBody(body): JsonBody<PlainBody>,
+) -> Result<Response, ApiError> {
+    let task_id = parse_id(&id)?;
+    update(&app, body.request_id, Command::TaskCancel { task_id }).await
+}
+
+pub async fn retry(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<String>,
+    JsonBody(body): JsonBody<PlainBody>,
+) -> Result<Response, ApiError> {
+    let task_id = parse_id(&id)?;
+    update(&app, body.request_id, Command::TaskRetry { task_id }).await
+}
+
+pub async fn get(
+    State(app): State<AppState>,
+    PathParam(id): PathParam<String>,
+    QueryParams(query): QueryParams<ReadQuery>,
+) -> Result<Response, ApiError> {
+    let task_id = parse_id(&id)?;
+    app.read_barrier(query.consistency).await?;
+    let applied = app.state_machine.read();
+    let tasks = &applied.state.tasks;
+    match tasks.get(task_id) {
+        Some(task) => Ok(Json(view(task, tasks)).into_response()),
+        None => Err(ApiError::NotFound {
+            code: "task_not_found",
+            message: format!("no task {task_id}"),
+        }),
+    }
+}
+
+pub async fn list(
+    State(app): State<AppState>,
+    QueryParams(query): QueryParams<ListQuery>,
+) -> Result<Response, ApiError> {
+    let limit = super::kv::check_limit(&app, query.limit)?;
+    let state = match query.state.as_deref() {
+        Some(name) => Some(TaskState::parse(name).ok_or_else(|| {
+            ApiError::invalid("invalid_query", format!("unknown task state {name:?}"))
+        })?),
+        None => None,
+    };
+    app.read_barrier(query.consistency).await?;
+    let applied = app.state_machine.read();
+    let tasks = &applied.state.tasks;
+    let mut matching = tasks
+        .range_from(query.after)
+        .filter(|task| state.is_none_or(|s| task.state == s))
+        .filter(|task| query.kind.as_ref().is_none_or(|k| &task.spec.kind == k));
+    let items: Vec<Value> = matching
+        .by_ref()
+        .take(limit)
+        .map(|task| view(task, tasks))
+        .collect();
+    let next_after = if matching.next().is_some() {
+        items.last().map(|item| item["task_id"].clone())
+    } else {
+        None
+    };
+    Ok(Json(json!({ "items": items, "next_after": next_after })).into_response())
+}

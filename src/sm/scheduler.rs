@@ -1,0 +1,549 @@
+//! The rules of sessions and tasks: assignment by capability and load, leases,
+//! retries with backoff, the dead-letter state, dependencies, and expiry.
+//!
+//! Everything here is a method on [`State`] so one command sees sessions and tasks
+//! together; every decision is a function of replicated state and the command's
+//! cluster time, so every replica makes the same one.
+
+use std::collections::BTreeSet;
+
+use super::command::Outcome;
+use super::sessions::{NewSession, SessionId};
+use super::tasks::{NewTask, Task, TaskError, TaskId, TaskState};
+use super::State;
+use crate::limits::Replicated;
+
+/// Retry backoff after the `attempts`-th attempt failed: doubling from the base, capped.
+pub fn retry_backoff_ms(attempts: u32) -> u64 {
+    let doublings = attempts.saturating_sub(1).min(20);
+    (Replicated::TASK_RETRY_BACKOFF_BASE_MS << doublings).min(Replicated::TASK_RETRY_BACKOFF_MAX_MS)
+}
+
+fn session_not_found(session_id: SessionId) -> Outcome {
+    Outcome::SessionNotFound { session_id }
+}
+
+fn task_not_found(task_id: TaskId) -> Outcome {
+    Outcome::TaskNotFound { task_id }
+}
+
+impl State {
+    // ----- sessions -------------------------------------------------------------
+
+    pub(super) fn create_session(&mut self, new: &NewSession, index: u64) -> Outcome {
+        if self.sessions.len() >= Replicated::MAX_SESSIONS {
+            return Outcome::LimitReached {
+                message: format!("at most {} sessions", Replicated::MAX_SESSIONS),
+            };
+        }
+        let session = self
+            .sessions
+            .create(index, new.clone(), self.cluster_time_ms);
+        Outcome::SessionCreated {
+            session_id: session.id,
+            expires_at_ms: session.expires_at_ms,
+        }
+    }
+
+    pub(super) fn renew_session(&mut self, id: SessionId, at_ms: u64) -> Outcome {
+        match self.sessions.renew(id, at_ms.min(self.cluster_time_ms)) {
+            Some(expires_at_ms) => Outcome::SessionRenewed { expires_at_ms },
+            None => session_not_found(id),
+        }
+    }
+
+    /// Ends a session: its ephemeral keys go, its assigned tasks are requeued
+    /// (the attempt counted), and queued work is reassigned.
+    pub(super) fn end_session(&mut self, id: SessionId, reason: &str) -> Outcome {
+        let Some(session) = self.sessions.remove(id) else {
+            return session_not_found(id);
+        };
+        for key in &session.ephemeral_keys {
+            if self
+                .kv
+                .get(key)
+                .is_some_and(|entry| entry.session_id == Some(id))
+            {
+                self.kv.remove(key);
+            }
+        }
+        for task_id in self.tasks.assigned_to(id) {
+            self.lose_lease(task_id, reason);
+        }
+        Outcome::SessionEnded
+    }
+
+    // ----- time -----------------------------------------------------------------
+
+    /// Expires sessions and fires task timers that are due at cluster time.
+    pub(super) fn advance_time(&mut self) {
+        let now = self.cluster_time_ms;
+        while let Some(id) = self.sessions.next_expired(now) {
+            self.end_session(id, "session_ended");
+        }
+        while let Some(id) = self.tasks.next_due(now) {
+            let state = self.tasks.get(id).map(|task| task.state);
+            match state {
+                Some(TaskState::Assigned) => self.lose_lease(id, "lease_expired"),
+                Some(TaskState::Pending | TaskState::Failed) => {
+                    self.tasks.update(id, |task| {
+                        task.timer_ms = None;
+                        task.state = TaskState::Queued;
+                    });
+                }
+                _ => {
+                    self.tasks.update(id, |task| task.timer_ms = None);
+                }
+            }
+        }
+    }
+
+    /// The earliest cluster time at which something expires or becomes ready.
+    pub fn next_due_ms(&self) -> Option<u64> {
+        match (self.sessions.next_expiry_ms(), self.tasks.next_timer_ms()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    // ----- tasks ----------------------------------------------------------------
+
+    pub(super) fn submit_task(&mut self, new: &NewTask, index: u64) -> Outcome {
+        if let Some(existing) = new
+            .idempotency_key
+            .as_deref()
+            .and_then(|key| self.tasks.by_idempotency_key(key))
+        {
+            let state = self
+                .tasks
+                .get(existing)
+                .map_or(TaskState::Cancelled, |task| task.state);
+            return Outcome::TaskSubmitted {
+                task_id: existing,
+                state,
+                existing: true,
+            };
+        }
+        if self.tasks.len() >= Replicated::MAX_TASKS {
+            return Outcome::LimitReached {
+                message: format!("at most {} tasks", Replicated::MAX_TASKS),
+            };
+        }
+        let unique: BTreeSet<TaskId> = new.depends_on.iter().copied().collect();
+        if unique.len() != new.depends_on.len() {
+            return Outcome::InvalidCommand {
+                message: "depends_on lists a task twice".into(),
+            };
+        }
+        // Dependencies must already exist, so a new task can never close a cycle.
+        if let Some(missing) = new
+            .depends_on
+            .iter()
+            .find(|id| self.tasks.get(**id).is_none())
+        {
+            return task_not_found(*missing);
+        }
+        let now = self.cluster_time_ms;
+        let task = Task {
+            id: index,
+            spec: new.clone(),
+            state: TaskState::Pending,
+            attempts: 0,
+            // `not_before_ms` is a delay from submission (a duration, per the API).
+            not_before_ms: now.saturating_add(new.not_before_ms.unwrap_or(0)),
+            session_id: None,
+            fencing_token: 0,
+            lease_expires_at_ms: 0,
+            claimed: false,
+            progress_json: None,
+            cancel_requested: false,
+            result_json: None,
+            errors: Vec::new(),
+            dependents: Vec::new(),
+            created_at_ms: now,
+            updated_at_ms: now,
+            timer_ms: None,
+        };
+        self.tasks.insert(task);
+        for dependency in &new.depends_on {
+            self.tasks
+                .update(*dependency, |task| task.dependents.push(index));
+        }
+        self.make_ready_or_wait(index);
+        let state = self
+            .tasks
+            .get(index)
+            .map_or(TaskState::Pending, |task| task.state);
+        Outcome::TaskSubmitted {
+            task_id: index,
+            state,
+            existing: false,
+        }
+    }
+
+    /// Moves a pending task on: cancelled if a dependency failed, queued if all
+    /// succeeded and `not_before` passed, else pending (with a timer for not_before).
+    fn make_ready_or_wait(&mut self, id: TaskId) {
+        let Some(task) = self.tasks.get(id) else {
+            return;
+        };
+        let dependency_states: Vec<TaskState> = task
+            .spec
+            .depends_on
+            .iter()
+            .filter_map(|d| self.tasks.get(*d))
+            .map(|d| d.state)
+            .collect();
+        if dependency_states
+            .iter()
+            .any(|s| matches!(s, TaskState::Dead | TaskState::Cancelled))
+        {
+            self.cancel_task(id);
+            return;
+        }
+        let waiting_on_dependencies = dependency_states.iter().any(|s| *s != TaskState::Succeeded);
+        let not_before = task.not_before_ms;
+        let now = self.cluster_time_ms;
+        self.tasks.update(id, |task| {
+            task.updated_at_ms = now;
+            if waiting_on_dependencies {
+                task.state = TaskState::Pending;
+                task.timer_ms = None;
+            } else if not_before > now {
+                task.state = TaskState::Pending;
+                task.timer_ms = Some(not_before);
+            } else {
+                task.state = TaskState::Queued;
+                task.timer_ms = None;
+            }
+        });
+    }
+
+    /// Assigns queued tasks, highest priority first and FIFO within a priority, each
+    /// to the least-loaded live session that has every required capability and room
+    /// (ties broken by session id).
+    pub(super) fn assign_ready(&mut self, index: u64) {
+        let mut unplaceable: BTreeSet<BTreeSet<String>> = BTreeSet::new();
+        let mut cursor = None;
+        while self.sessions.any_room() {
+            let Some(position) = self.tasks.next_queued(cursor) else {
+                return;
+            };
+            cursor = Some(position);
+            let task_id = position.1;
+            let Some(required) = self
+                .tasks
+                .get(task_id)
+                .map(|task| &task.spec.required_capabilities)
+            else {
+                continue;
+            };
+            if unplaceable.contains(required) {
+                continue;
+            }
+            let best = self
+                .sessions
+                .with_room_in_order()
+                .find(|session| session.has_capabilities(required))
+                .map(|session| session.id);
+            match best {
+                Some(session_id) => self.assign(task_id, session_id, index),
+                None => {
+                    unplaceable.insert(required.clone());
+                }
+            }
+        }
+    }
+
+    fn assign(&mut self, task_id: TaskId, session_id: SessionId, index: u64) {
+        let now = self.cluster_time_ms;
+        self.tasks.update(task_id, |task| {
+            task.state = TaskState::Assigned;
+            task.session_id = Some(session_id);
+            task.attempts += 1;
+            task.fencing_token = index;
+            task.claimed = false;
+            task.cancel_requested = false;
+            task.lease_expires_at_ms = now.saturating_add(task.spec.lease_ms);
+            task.timer_ms = Some(task.lease_expires_at_ms);
+            task.updated_at_ms = now;
+        });
+        self.sessions.change_load(session_id, 1);
+    }
+
+    /// Detaches an assigned task from its session, freeing the session's capacity.
+    fn release(&mut self, task_id: TaskId) {
+        let session_id = self.tasks.update(task_id, |task| {
+            task.timer_ms = None;
+            task.session_id.take()
+        });
+        if let Some(session_id) = session_id.flatten() {
+            self.sessions.change_load(session_id, -1);
+        }
+    }
+
+    /// A lease ended without success (expiry or session end): requeue, or dead-letter
+    /// once `max_attempts` assignments have been used.
+    fn lose_lease(&mut self, task_id: TaskId, reason: &str) {
+        let now = self.cluster_time_ms;
+        self.release(task_id);
+        let out_of_attempts = self.tasks.update(task_id, |task| {
+            task.errors.push(TaskError {
+                attempt: task.attempts,
+                reason: reason.into(),
+                error: String::new(),
+                at_ms: now,
+            });
+            task.updated_at_ms = now;
+            task.attempts >= task.spec.max_attempts
+        });
+        if out_of_attempts == Some(true) {
+            self.dead_letter(task_id);
+        } else {
+            self.tasks
+                .update(task_id, |task| task.state = TaskState::Queued);
+        }
+    }
+
+    fn dead_letter(&mut self, task_id: TaskId) {
+        self.tasks.update(task_id, |task| {
+            task.state = TaskState::Dead;
+            task.timer_ms = None;
+        });
+        self.cancel_dependents(task_id);
+    }
+
+    fn cancel_dependents(&mut self, task_id: TaskId) {
+        let dependents = self
+            .tasks
+            .get(task_id)
+            .map(|task| task.dependents.clone())
+            .unwrap_or_default();
+        for dependent in dependents {
+            if self
+                .tasks
+                .get(dependent)
+                .is_some_and(|task| !task.state.is_terminal())
+            {
+                self.cancel_task(dependent);
+            }
+        }
+    }
+
+    fn cancel_task(&mut self, task_id: TaskId) {
+        let now = self.cluster_time_ms;
+        if self
+            .tasks
+            .get(task_id)
+            .is_some_and(|task| task.state == TaskState::Assigned)
+        {
+            self.release(task_id);
+        }
+        self.tasks.update(task_id, |task| {
+            task.cancel_requested = true;
+            task.state = TaskState::Cancelled;
+            task.timer_ms = None;
+            task.updated_at_ms = now;
+        });
+        self.cancel_dependents(task_id);
+    }
+
+    /// Checks that `task_id` is assigned under `fencing_token`.
+    fn check_lease(&self, task_id: TaskId, fencing_token: u64) -> Result<&Task, Outcome> {
+        let task = self
+            .tasks
+            .get(task_id)
+            .ok_or_else(|| task_not_found(task_id))?;
+        if task.fencing_token != fencing_token {
+            return Err(Outcome::StaleFencingToken {
+                current: task.fencing_token,
+            });
+        }
+        if task.state != TaskState::Assigned {
+            return Err(Outcome::WrongState {
+                message: format!("task {task_id} is {}", task.state.name()),
+            });
+        }
+        Ok(task)
+    }
+
+    pub(super) fn claim_task(&mut self, session_id: SessionId) -> Outcome {
+        if self.sessions.get(session_id).is_none() {
+            return session_not_found(session_id);
+        }
+        let next = self
+            .tasks
+            .assigned_to(session_id)
+            .into_iter()
+            .find(|id| self.tasks.get(*id).is_some_and(|task| !task.claimed));
+        let Some(task_id) = next else {
+            return Outcome::NoTaskAssigned;
+        };
+        let now = self.cluster_time_ms;
+        let claimed = self.tasks.update(task_id, |task| {
+            task.claimed = true;
+            task.lease_expires_at_ms = now.saturating_add(task.spec.lease_ms);
+            task.timer_ms = Some(task.lease_expires_at_ms);
+            task.updated_at_ms = now;
+            (task.fencing_token, task.lease_expires_at_ms)
+        });
+        let (fencing_token, lease_expires_at_ms) = claimed.expect("task exists");
+        Outcome::TaskClaimed {
+            task_id,
+            fencing_token,
+            lease_expires_at_ms,
+        }
+    }
+
+    pub(super) fn heartbeat_task(
+        &mut self,
+        task_id: TaskId,
+        fencing_token: u64,
+        progress: &Option<String>,
+    ) -> Outcome {
+        // A cancelled task tells its last holder so, instead of a bare refusal.
+        if let Some(task) = self.tasks.get(task_id) {
+            if task.state == TaskState::Cancelled && task.fencing_token == fencing_token {
+                return Outcome::TaskLeaseExtended {
+                    lease_expires_at_ms: 0,
+                    cancel_requested: true,
+                };
+            }
+        }
+        if let Err(refusal) = self.check_lease(task_id, fencing_token) {
+            return refusal;
+        }
+        let now = self.cluster_time_ms;
+        let extended = self.tasks.update(task_id, |task| {
+            task.claimed = true;
+            task.lease_expires_at_ms = task
+                .lease_expires_at_ms
+                .max(now.saturating_add(task.spec.lease_ms));
+            task.timer_ms = Some(task.lease_expires_at_ms);
+            if progress.is_some() {
+                task.progress_json = progress.clone();
+            }
+            task.updated_at_ms = now;
+            (task.lease_expires_at_ms, task.cancel_requested)
+        });
+        let (lease_expires_at_ms, cancel_requested) = extended.expect("task exists");
+        Outcome::TaskLeaseExtended {
+            lease_expires_at_ms,
+            cancel_requested,
+        }
+    }
+
+    pub(super) fn complete_task(
+        &mut self,
+        task_id: TaskId,
+        fencing_token: u64,
+        result_json: &str,
+    ) -> Outcome {
+        if let Err(refusal) = self.check_lease(task_id, fencing_token) {
+            return refusal;
+        }
+        let now = self.cluster_time_ms;
+        self.release(task_id);
+        let dependents = self.tasks.update(task_id, |task| {
+            task.state = TaskState::Succeeded;
+            task.result_json = Some(result_json.to_owned());
+            task.updated_at_ms = now;
+            task.dependents.clone()
+        });
+        for dependent in dependents.unwrap_or_default() {
+            if self
+                .tasks
+                .get(dependent)
+                .is_some_and(|task| task.state == TaskState::Pending)
+            {
+                self.make_ready_or_wait(dependent);
+            }
+        }
+        Outcome::TaskUpdated {
+            task_id,
+            state: TaskState::Succeeded,
+        }
+    }
+
+    pub(super) fn fail_task(
+        &mut self,
+        task_id: TaskId,
+        fencing_token: u64,
+        error: &str,
+        retryable: bool,
+    ) -> Outcome {
+        if let Err(refusal) = self.check_lease(task_id, fencing_token) {
+            return refusal;
+        }
+        let now = self.cluster_time_ms;
+        self.release(task_id);
+        let retry_at = self.tasks.update(task_id, |task| {
+            task.errors.push(TaskError {
+                attempt: task.attempts,
+                reason: "failed".into(),
+                error: error.to_owned(),
+                at_ms: now,
+            });
+            task.updated_at_ms = now;
+            let retry = retryable && task.attempts < task.spec.max_attempts;
+            retry.then(|| now.saturating_add(retry_backoff_ms(task.attempts)))
+        });
+        match retry_at.flatten() {
+            Some(at) => {
+                self.tasks.update(task_id, |task| {
+                    task.state = TaskState::Failed;
+                    task.not_before_ms = at;
+                    task.timer_ms = Some(at);
+                });
+                Outcome::TaskUpdated {
+                    task_id,
+                    state: TaskState::Failed,
+                }
+            }
+            None => {
+                self.dead_letter(task_id);
+                Outcome::TaskUpdated {
+                    task_id,
+                    state: TaskState::Dead,
+                }
+            }
+        }
+    }
+
+    pub(super) fn cancel(&mut self, task_id: TaskId) -> Outcome {
+        match self.tasks.get(task_id) {
+            None => task_not_found(task_id),
+            Some(task) if task.state.is_terminal() => Outcome::WrongState {
+                message: format!("task {task_id} is already {}", task.state.name()),
+            },
+            Some(_) => {
+                self.cancel_task(task_id);
+                Outcome::TaskUpdated {
+                    task_id,
+                    state: TaskState::Cancelled,
+                }
+            }
+        }
+    }
+
+    pub(super) fn retry_task(&mut self, task_id: TaskId) -> Outcome {
+        match self.tasks.get(task_id).map(|task| task.state) {
+            None => task_not_found(task_id),
+            Some(TaskState::Dead) => {
+                self.tasks.update(task_id, |task| {
+                    task.attempts = 0;
+                    task.not_before_ms = 0;
+                });
+                self.make_ready_or_wait(task_id);
+                let state = self
+                    .tasks
+                    .get(task_id)
+                    .map_or(TaskState::Dead, |task| task.state);
+                Outcome::TaskUpdated { task_id, state }
+            }
+            Some(state) => Outcome::WrongState {
+                message: format!("only a dead task can be retried; it is {}", state.name()),
+            },
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Tasks: the records and the indexes that make scheduling cheap.
+//!
+//! This module keeps the indexes consistent (`queued` order, one timer per task,
+//! per-session assignments, idempotency keys); the rules that move tasks between
+//! states live in `scheduler`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::sessions::SessionId;
+
+pub type TaskId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Waiting for `not_before_ms` or for dependencies to succeed.
+    Pending,
+    /// Ready; waiting for a capable session with room.
+    Queued,
+    /// Leased to a session under a fencing token.
+    Assigned,
+    Succeeded,
+    /// A retryable failure, waiting out its backoff before it is queued again.
+    Failed,
+    /// Out of attempts (or failed for good): the dead-letter state.
+    Dead,
+    Cancelled,
+}
+
+impl TaskState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Assigned => "assigned",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Dead => "dead",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Self::Pending,
+            Self::Queued,
+            Self::Assigned,
+            Self::Succeeded,
+            Self::Failed,
+            Self::Dead,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|state| state.name() == name)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Dead | Self::Cancelled)
+    }
+}
+
+/// Why an attempt ended without success.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub attempt: u32,
+    /// `failed`, `lease_expired` or `session_ended`.
+    pub reason: String,
+    pub error: String,
+    pub at_ms: u64,
+}
+
+/// The fields a task is submitted with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTask {
+    pub kind: String,
+    pub payload_json: String,
+    pub required_capabilities: BTreeSet<String>,
+    pub priority: i32,
+    pub max_attempts: u32,
+    pub lease_ms: u64,
+    /// Delay from submission before the task may run.
+    pub not_before_ms: Option<u64>,
+    pub depends_on: Vec<TaskId>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    pub id: TaskId,
+    pub spec: NewTask,
+    pub state: TaskState,
+    /// Assignments so far (an attempt is counted when the task is assigned).
+    pub attempts: u32,
+    /// Cluster time before which the task does not run (submission delay or backoff).
+    pub not_before_ms: u64,
+    pub session_id: Option<SessionId>,
+    /// The command index of the current (or last) assignment.
+    pub fencing_token: u64,
+    pub lease_expires_at_ms: u64,
+    pub claimed: bool,
+    pub progress_json: Option<String>,
+    pub cancel_requested: bool,
+    pub result_json: Option<String>,
+    pub errors: Vec<TaskError>,
+    pub dependents: Vec<TaskId>,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+    /// When this task's timer fires (not_before, backoff or lease), if it has one.
+    pub timer_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tasks {
+    by_id: BTreeMap<TaskId, Task>,
+    /// (-priority, id) of queued tasks: highest priority first, FIFO within one.
+    queued: BTreeSet<(i64, TaskId)>,
+    /// (due_ms, id): the next timer first.
+    timers: BTreeSet<(u64, TaskId)>,
+    /// Assigned tasks per session.
+    by_session: BTreeMap<SessionId, BTreeSet<TaskId>>,
+    by_idempotency_key: BTreeMap<String, TaskId>,
+}
+
+impl Tasks {
+    pub fn get(&self, id: TaskId) -> Option<&Task> {
+        self.by_id.get(&id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    pub fn range_from(&self, after: Option<TaskId>) -> impl Iterator<Item = &Task> {
+        let start = after.map_or(0, |id| id.saturating_add(1));
+        self.by_id.range(start..).map(|(_, task)| task)
+    }
+
+    pub fn by_idempotency_key(&self, key: &str) -> Option<TaskId> {
+        self.by_idempotency_key.get(key).copied()
+    }
+
+    /// The next queued task after `cursor` in assignment order (priority, then id).
+    pub fn next_queued(&self, cursor: Option<(i64, TaskId)>) -> Option<(i64, TaskId)> {
+        use std::ops::Bound;
+        let start = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        self.queued.range((start, Bound::Unbounded)).next().copied()
+    }
+
+    pub fn assigned_to(&self, session: SessionId) -> Vec<TaskId> {
+        self.by_session
+            .get(&session)
+            .map(|ids| ids.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The earliest task timer due at or before `now_ms`.
+    pub fn next_due(&self, now_ms: u64) -> Option<TaskId> {
+        self.timers
+            .first()
+            .filter(|(at, _)| *at <= now_ms)
+            .map(|&(_, id)| id)
+    }
+
+    pub fn next_timer_ms(&self) -> Option<u64> {
+        self.timers.first().map(|&(at, _)| at)
+    }
+
+    pub fn insert(&mut self, task: Task) {
+        if let Some(key) = &task.spec.idempotency_key {
+            self.by_idempotency_key.insert(key.clone(), task.id);
+        }
+        self.index(task.id, &task);
+        self.by_id.insert(task.id, task);
+    }
+
+    fn index(&mut self, id: TaskId, task: &Task) {
+        if task.state == TaskState::Queued {
+            self.queued.insert((-i64::from(task.spec.priority), id));
+        }
+        if let Some(at) = task.timer_ms {
+            self.timers.insert((at, id));
+        }
+        if let (TaskState::Assigned, Some(session)) = (task.state, task.session_id) {
+            self.by_session.entry(session).or_default().insert(id);
+        }
+    }
+
+    fn unindex(&mut self, id: TaskId, task: &Task) {
+        self.queued.remove(&(-i64::from(task.spec.priority), id));
+        if let Some(at) = task.timer_ms {
+            self.timers.remove(&(at, id));
+        }
+        if let Some(session) = task.session_id {
+            if let Some(ids) = self.by_session.get_mut(&session) {
+                ids.remove(&id);
+                if ids.is_empty() {
+                    self.by_session.remove(&session);
+                }
+            }
+        }
+    }
+
+    /// Changes a task through `change`, keeping every index consistent.
+    pub fn update<R>(&mut self, id: TaskId, change: impl FnOnce(&mut Task) -> R) -> Option<R> {
+        let mut task = self.by_id.remove(&id)?;
+        self.unindex(id, &task);
+        let result = change(&mut task);
+        self.index(id, &task);
+        self.by_id.insert(id, task);
+        Some(result)
+    }
+}
