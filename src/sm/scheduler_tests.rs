@@ -1,0 +1,1 @@
+//! Unit and property tests of sessions and tasks (written next).
