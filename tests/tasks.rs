@@ -1,0 +1,473 @@
+//! Sessions and tasks on real `conclave` processes: capability routing, exactly-once
+//! completion, lease loss, keepalive batching, and a leader crash mid-run.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{send, wait_until, Cluster, Options};
+use serde_json::{json, Value};
+
+const LEADER_WAIT: Duration = Duration::from_secs(20);
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+    send(http.post(url).json(&body)).await
+}
+
+async fn create_session(
+    http: &reqwest::Client,
+    base: &str,
+    name: &str,
+    capabilities: &[&str],
+    capacity: u32,
+    ttl_ms: u64,
+) -> u64 {
+    let body = json!({ "name": name, "capabilities": capabilities, "capacity": capacity, "ttl_ms": ttl_ms });
+    let (status, body) = post(http, format!("{base}/v1/sessions"), body).await;
+    assert_eq!(status, 200, "{body}");
+    body["session_id"].as_u64().unwrap()
+}
+
+async fn submit(http: &reqwest::Client, base: &str, body: Value) -> u64 {
+    let (status, body) = post(http, format!("{base}/v1/tasks"), body).await;
+    assert_eq!(status, 200, "{body}");
+    body["task_id"].as_u64().unwrap()
+}
+
+/// What one agent did: the tasks whose completion the cluster accepted.
+#[derive(Default)]
+struct Record {
+    completed: Vec<u64>,
+    refused: u64,
+}
+
+/// A worker agent: keeps its session alive and claims → completes until told to stop.
+fn spawn_agent(
+    urls: Vec<String>,
+    session_id: u64,
+    stop: Arc<AtomicBool>,
+    record: Arc<Mutex<Record>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let mut turn = 0usize;
+        let mut last_keepalive = std::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            turn += 1;
+            let url = &urls[turn % urls.len()];
+            if last_keepalive.elapsed() > Duration::from_millis(300) {
+                let _ = http
+                    .post(format!("{url}/v1/sessions/{session_id}/keepalive"))
+                    .send()
+                    .await;
+                last_keepalive = std::time::Instant::now();
+            }
+            let claim = json!({ "session_id": session_id, "wait_ms": 200 });
+            let Ok(response) = http
+                .post(format!("{url}/v1/tasks/claim"))
+                .json(&claim)
+                .send()
+                .await
+            else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            if response.status() != 200 {
+                if response.status() != 204 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                continue;
+            }
+            let claimed: Value = response.json().await.unwrap();
+            let task_id = claimed["task"]["task_id"].as_u64().unwrap();
+            let token = claimed["fencing_token"].as_u64().unwrap();
+            // A request_id makes retrying a completion whose answer was lost safe: the
+            // retry returns the first result instead of a 409 for the finished task.
+            let request_id = format!("complete-{task_id}-{token}");
+            let body = json!({ "fencing_token": token, "result": { "by": session_id }, "request_id": request_id });
+            // Retry the completion until a definite answer (a failover takes seconds);
+            // a 409 means the lease was lost to someone else.
+            let give_up = std::time::Instant::now() + Duration::from_secs(30);
+            let mut attempt = 0;
+            while std::time::Instant::now() < give_up {
+                attempt += 1;
+                let url = &urls[(turn + attempt) % urls.len()];
+                match http
+                    .post(format!("{url}/v1/tasks/{task_id}/complete"))
+                    .json(&body)
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status() == 200 => {
+                        record.lock().unwrap().completed.push(task_id);
+                        break;
+                    }
+                    Ok(r) if r.status() == 409 => {
+                        record.lock().unwrap().refused += 1;
+                        break;
+                    }
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_consume_a_thousand_tasks_exactly_once_and_only_where_capable() {
+    let _serial = common::serial().await;
+    let cluster = Cluster::start(3, Options::default()).await;
+    let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
+    let http = &cluster.http;
+    let agents = [
+        ("alpha", vec!["cpu"]),
+        ("beta", vec!["cpu", "gpu"]),
+        ("gamma", vec!["cpu", "io"]),
+    ];
+    let mut sessions = BTreeMap::new();
+    for (i, (name, capabilities)) in agents.iter().enumerate() {
+        let id = create_session(http, &urls[i], name, capabilities, 4, 5_000).await;
+        sessions.insert(
+            id,
+            capabilities
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<BTreeSet<String>>(),
+        );
+    }
+    // 1000 tasks, submitted before anyone works: most need only "cpu", some "gpu" or "io".
+    let mut required = BTreeMap::new();
+    for i in 0..1000u64 {
+        let needs: Vec<&str> = match i % 10 {
+            0 => vec!["gpu"],
+            1 => vec!["io"],
+            _ => vec!["cpu"],
+        };
+        let task_id = submit(
+            http,
+            &urls[i as usize % 3],
+            json!({ "kind": "unit", "payload": i, "required_capabilities": needs }),
+        )
+        .await;
+        required.insert(
+            task_id,
+            needs
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<BTreeSet<String>>(),
+        );
+    }
+    // Assignment filled every agent to its capacity: equal loads.
+    let (_, listed) = send(http.get(format!("{}/v1/sessions", urls[1]))).await;
+    let loads: Vec<u64> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["load"].as_u64().unwrap())
+        .collect();
+    assert_eq!(loads, vec![4, 4, 4], "{listed}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let records: BTreeMap<u64, Arc<Mutex<Record>>> = sessions
+        .keys()
+        .map(|id| (*id, Arc::new(Mutex::new(Record::default()))))
+        .collect();
+    let workers: Vec<_> = records
+        .iter()
+        .map(|(id, record)| spawn_agent(urls.clone(), *id, stop.clone(), record.clone()))
+        .collect();
+    let done = wait_until(Duration::from_secs(120), || async {
+        let total: usize = records
+            .values()
+            .map(|r| r.lock().unwrap().completed.len())
+            .sum();
+        (total >= required.len()).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    assert!(
+        done.is_some(),
+        "not all tasks completed\n{}",
+        cluster.logs()
+    );
+
+    let mut completed_by: BTreeMap<u64, u64> = BTreeMap::new();
+    for (session, record) in &records {
+        for task in &record.lock().unwrap().completed {
+            assert!(
+                completed_by.insert(*task, *session).is_none(),
+                "task {task} was completed twice"
+            );
+        }
+    }
+    assert_eq!(completed_by.len(), required.len());
+    let mut unconstrained_share: BTreeMap<u64, usize> = BTreeMap::new();
+    for (task, session) in &completed_by {
+        let needs = &required[task];
+        assert!(
+            needs.is_subset(&sessions[session]),
+            "task {task} needing {needs:?} went to {session}"
+        );
+        if needs.len() == 1 && needs.contains("cpu") {
+            *unconstrained_share.entry(*session).or_default() += 1;
+        }
+    }
+    // With a backlog, each freed slot takes the next task: agents that work at the
+    // same pace share the work every one of them can do.
+    for session in sessions.keys() {
+        let share = unconstrained_share.get(session).copied().unwrap_or(0);
+        assert!(
+            share >= 150,
+            "agent {session} got only {share} of 800 cpu tasks: {unconstrained_share:?}"
+        );
+    }
+    // Every task is recorded as succeeded in the replicated state, with its result.
+    let (status, page) =
+        send(http.get(format!("{}/v1/tasks?state=succeeded&limit=1000", urls[0]))).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        page["items"].as_array().unwrap().len(),
+        1000,
+        "{}",
+        page["next_after"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_stops_heart_beating_has_its_task_reassigned_after_its_ttl() {
+    let _serial = common::serial().await;
+    let cluster = Cluster::start(3, Options::default()).await;
+    let (a, b) = (cluster.url(1), cluster.url(2));
+    let http = &cluster.http;
+    let silent = create_session(http, &a, "silent", &["x"], 1, 1_000).await;
+    let task = submit(
+        http,
+        &a,
+        json!({ "kind": "job", "required_capabilities": ["x"], "lease_ms": 60_000 }),
+    )
+    .await;
+    let (status, claimed) = post(
+        http,
+        format!("{a}/v1/tasks/claim"),
+        json!({ "session_id": silent, "wait_ms": 2000 }),
+    )
+    .await;
+    assert_eq!(status, 200, "{claimed}");
+    assert_eq!(claimed["task"]["task_id"], task);
+    let stale_token = claimed["fencing_token"].as_u64().unwrap();
+
+    // A healthy agent joins; the silent one never sends a keepalive.
+    let healthy = create_session(http, &b, "healthy", &["x"], 1, 30_000).await;
+    let (status, reclaimed) = post(
+        http,
+        format!("{b}/v1/tasks/claim"),
+        json!({ "session_id": healthy, "wait_ms": 15_000 }),
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "the task was not reassigned after the silent session's TTL: {reclaimed}"
+    );
+    assert_eq!(reclaimed["task"]["task_id"], task);
+    let token = reclaimed["fencing_token"].as_u64().unwrap();
+    assert!(token > stale_token);
+    assert_eq!(reclaimed["task"]["attempts"], 2);
+    assert_eq!(reclaimed["task"]["errors"][0]["reason"], "session_ended");
+
+    // The silent agent wakes up: its completion is refused; the new holder's works.
+    let late = json!({ "fencing_token": stale_token, "result": "late" });
+    let (status, body) = post(http, format!("{a}/v1/tasks/{task}/complete"), late).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("stale_fencing_token")),
+        "{body}"
+    );
+    let (status, _) = post(
+        http,
+        format!("{b}/v1/tasks/{task}/complete"),
+        json!({ "fencing_token": token, "result": 1 }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, view) = send(http.get(format!("{a}/v1/tasks/{task}"))).await;
+    assert_eq!(
+        (view["state"].clone(), view["result"].clone()),
+        (json!("succeeded"), json!(1))
+    );
+    // And its session is gone.
+    let (status, _) = send(http.get(format!("{a}/v1/sessions/{silent}"))).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalives_are_replicated_in_batches_and_extend_sessions() {
+    let _serial = common::serial().await;
+    let cluster = Cluster::start(1, Options::default()).await;
+    let url = cluster.url(1);
+    let http = &cluster.http;
+    let mut sessions = Vec::new();
+    for i in 0..100 {
+        sessions.push(create_session(http, &url, &format!("s{i}"), &[], 0, 5_000).await);
+    }
+    let (_, before) = send(http.get(format!("{url}/v1/sessions/{}", sessions[0]))).await;
+    let entries_before = cluster.status(1).await.unwrap()["last_log_index"]
+        .as_u64()
+        .unwrap();
+    let mut keepalives = 0;
+    for _round in 0..5 {
+        let calls = sessions.iter().map(|id| {
+            http.post(format!("{url}/v1/sessions/{id}/keepalive"))
+                .send()
+        });
+        for response in futures_join(calls).await {
+            assert_eq!(response.unwrap().status(), 200);
+            keepalives += 1;
+        }
+    }
+    // The renewal reaches the replicated state within a flush interval or so.
+    let renewed = wait_until(Duration::from_secs(5), || async {
+        let (_, now) = send(http.get(format!("{url}/v1/sessions/{}", sessions[0]))).await;
+        (now["expires_at_ms"].as_u64()? > before["expires_at_ms"].as_u64()?).then_some(())
+    })
+    .await;
+    assert!(
+        renewed.is_some(),
+        "keepalives never reached the replicated expiry"
+    );
+    let entries = cluster.status(1).await.unwrap()["last_log_index"]
+        .as_u64()
+        .unwrap()
+        - entries_before;
+    eprintln!("{keepalives} keepalives cost {entries} log entries");
+    assert!(
+        entries * 10 < keepalives,
+        "{entries} log entries for {keepalives} keepalives"
+    );
+}
+
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for future in handles {
+        out.push(future.await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_crash_mid_run_loses_no_task_and_ttls_continue_from_the_log() {
+    let _serial = common::serial().await;
+    let mut cluster = Cluster::start(3, Options::default()).await;
+    let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
+    let http = cluster.http.clone();
+    // A session nobody keeps alive: its expiry must survive the failover unchanged.
+    let doomed = create_session(&http, &urls[0], "doomed", &[], 0, 6_000).await;
+    let (_, doomed_view) = send(http.get(format!("{}/v1/sessions/{doomed}", urls[0]))).await;
+    let doomed_expiry = doomed_view["expires_at_ms"].as_u64().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut records = Vec::new();
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        let id = create_session(&http, &urls[i], &format!("worker{i}"), &["w"], 2, 3_000).await;
+        let record = Arc::new(Mutex::new(Record::default()));
+        workers.push(spawn_agent(urls.clone(), id, stop.clone(), record.clone()));
+        records.push(record);
+    }
+    let mut submitted = BTreeSet::new();
+    for i in 0..150u64 {
+        let body = json!({ "kind": "w", "payload": i, "required_capabilities": ["w"], "idempotency_key": format!("k{i}") });
+        // Submissions retry through the failover (idempotency keys make that safe).
+        let task = wait_until(Duration::from_secs(20), || async {
+            let (status, body) = post(
+                &http,
+                format!("{}/v1/tasks", urls[i as usize % 3]),
+                body.clone(),
+            )
+            .await;
+            (status == 200).then(|| body["task_id"].as_u64()).flatten()
+        })
+        .await
+        .expect("submit");
+        submitted.insert(task);
+        if i == 50 {
+            let leader = cluster.wait_for_leader(LEADER_WAIT).await;
+            cluster.kill(leader);
+            let next = cluster.wait_for_leader(LEADER_WAIT).await;
+            assert_ne!(next, leader);
+            // The cluster's view of the unkept session's expiry is the log's, not reset.
+            let (status, view) =
+                send(http.get(format!("{}/v1/sessions/{doomed}", cluster.url(next)))).await;
+            if status == 200 {
+                assert_eq!(
+                    view["expires_at_ms"].as_u64().unwrap(),
+                    doomed_expiry,
+                    "TTL reset by failover"
+                );
+            }
+            cluster.spawn(leader);
+        }
+    }
+    let all_done = wait_until(Duration::from_secs(90), || async {
+        let total: usize = records
+            .iter()
+            .map(|r| r.lock().unwrap().completed.len())
+            .sum();
+        (total >= submitted.len()).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    if all_done.is_none() {
+        let completed: BTreeSet<u64> = records
+            .iter()
+            .flat_map(|r| r.lock().unwrap().completed.clone())
+            .collect();
+        let mut stuck = Vec::new();
+        for task in submitted.difference(&completed) {
+            let (_, view) = send(http.get(format!("{}/v1/tasks/{task}", urls[0]))).await;
+            stuck.push(view);
+        }
+        panic!(
+            "{} tasks not completed: {stuck:#?}\n{}",
+            stuck.len(),
+            cluster.logs()
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for record in &records {
+        for task in &record.lock().unwrap().completed {
+            assert!(seen.insert(*task), "task {task} completion accepted twice");
+        }
+    }
+    assert_eq!(seen, submitted);
+    // The unkept session expires at its logged expiry, not after a reset by the
+    // failover: it is never seen alive once cluster time is well past that expiry
+    // (the slack covers the ticker's scheduling), and it does go.
+    let leader = cluster.wait_for_leader(LEADER_WAIT).await;
+    let leader_url = cluster.url(leader);
+    let gone = wait_until(Duration::from_secs(30), || async {
+        let cluster_time = cluster.status(leader).await?["cluster_time_ms"].as_u64()?;
+        let (status, _) = send(http.get(format!("{leader_url}/v1/sessions/{doomed}"))).await;
+        if status == 200 {
+            assert!(
+                cluster_time <= doomed_expiry + 2_000,
+                "session outlived its logged expiry: TTL was reset"
+            );
+        }
+        (status == 404).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "the unkept session never expired");
+}
