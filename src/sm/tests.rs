@@ -11,6 +11,7 @@ fn put(key: &str, value: &str, if_version: Option<u64>) -> Proposal {
             key: key.into(),
             value_json: value.into(),
             if_version,
+            session_id: None,
         },
     }
 }
