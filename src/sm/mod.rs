@@ -198,6 +198,6 @@ fn may_free_capacity_or_ready_work(command: &Command) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod scheduler_tests;
+#[cfg(test)]
+mod tests;

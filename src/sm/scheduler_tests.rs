@@ -1,1 +1,1840 @@
-//! Unit and property tests of sessions and tasks (written next).
+//! Unit and property tests of sessions and tasks, driven only through
+//! [`State::apply_batch`]: time enters through `leader_time_ms`, ids and fencing
+//! tokens are command indexes.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use proptest::prelude::*;
+use proptest::sample::Index;
+
+use super::sessions::{NewSession, Session, SessionId};
+use super::tasks::{NewTask, Task, TaskError, TaskId, TaskState};
+use super::*;
+use crate::codec;
+
+// ----- helpers --------------------------------------------------------------------
+
+/// A TTL or lease long enough never to run out in a test.
+const FOREVER_MS: u64 = 1_000_000_000;
+
+fn caps(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|name| (*name).to_owned()).collect()
+}
+
+fn batch(time_ms: u64, commands: Vec<Command>) -> Batch {
+    Batch {
+        leader_time_ms: time_ms,
+        proposals: commands
+            .into_iter()
+            .map(|command| Proposal {
+                request_id: None,
+                command,
+            })
+            .collect(),
+    }
+}
+
+fn create_session(capabilities: &[&str], capacity: u32, ttl_ms: u64) -> Command {
+    Command::SessionCreate(NewSession {
+        name: "worker".into(),
+        capabilities: caps(capabilities),
+        capacity,
+        ttl_ms,
+        metadata_json: "{}".into(),
+    })
+}
+
+fn keepalive(session_id: SessionId) -> Command {
+    Command::SessionKeepalive { session_id }
+}
+
+fn end_session(session_id: SessionId) -> Command {
+    Command::SessionEnd { session_id }
+}
+
+fn tick(renewals: &[(SessionId, u64)]) -> Command {
+    Command::Tick {
+        renewals: renewals.to_vec(),
+    }
+}
+
+fn put(key: &str, session_id: Option<SessionId>) -> Command {
+    Command::KvPut {
+        key: key.into(),
+        value_json: "1".into(),
+        if_version: None,
+        session_id,
+    }
+}
+
+fn delete(key: &str) -> Command {
+    Command::KvDelete {
+        key: key.into(),
+        if_version: None,
+    }
+}
+
+/// A task with defaults (priority 0, 3 attempts, a 1 s lease); tests override fields
+/// with `NewTask { field, ..task_spec(&[..]) }`.
+fn task_spec(required: &[&str]) -> NewTask {
+    NewTask {
+        kind: "job".into(),
+        payload_json: "{}".into(),
+        required_capabilities: caps(required),
+        priority: 0,
+        max_attempts: 3,
+        lease_ms: 1_000,
+        not_before_ms: None,
+        depends_on: Vec::new(),
+        idempotency_key: None,
+    }
+}
+
+fn submit(task: NewTask) -> Command {
+    Command::TaskSubmit(task)
+}
+
+fn claim(session_id: SessionId) -> Command {
+    Command::TaskClaim { session_id }
+}
+
+fn heartbeat(task_id: TaskId, fencing_token: u64, progress: Option<&str>) -> Command {
+    Command::TaskHeartbeat {
+        task_id,
+        fencing_token,
+        progress_json: progress.map(str::to_owned),
+    }
+}
+
+fn complete(task_id: TaskId, fencing_token: u64, result: &str) -> Command {
+    Command::TaskComplete {
+        task_id,
+        fencing_token,
+        result_json: result.into(),
+    }
+}
+
+fn fail(task_id: TaskId, fencing_token: u64, retryable: bool) -> Command {
+    Command::TaskFail {
+        task_id,
+        fencing_token,
+        error: "boom".into(),
+        retryable,
+    }
+}
+
+fn cancel(task_id: TaskId) -> Command {
+    Command::TaskCancel { task_id }
+}
+
+fn retry(task_id: TaskId) -> Command {
+    Command::TaskRetry { task_id }
+}
+
+fn updated(task_id: TaskId, state: TaskState) -> Outcome {
+    Outcome::TaskUpdated { task_id, state }
+}
+
+fn error(attempt: u32, reason: &str, error: &str, at_ms: u64) -> TaskError {
+    TaskError {
+        attempt,
+        reason: reason.into(),
+        error: error.into(),
+        at_ms,
+    }
+}
+
+/// A state machine driven the way the log drives it: one batch at a time.
+#[derive(Default)]
+struct Machine {
+    state: State,
+}
+
+impl Machine {
+    fn apply(&mut self, time_ms: u64, commands: Vec<Command>) -> Vec<Outcome> {
+        let response = self.state.apply_batch(&batch(time_ms, commands));
+        response
+            .results
+            .into_iter()
+            .map(|applied| applied.outcome)
+            .collect()
+    }
+
+    fn apply_one(&mut self, time_ms: u64, command: Command) -> Outcome {
+        self.apply(time_ms, vec![command]).remove(0)
+    }
+
+    fn session(
+        &mut self,
+        time_ms: u64,
+        capabilities: &[&str],
+        capacity: u32,
+        ttl_ms: u64,
+    ) -> SessionId {
+        match self.apply_one(time_ms, create_session(capabilities, capacity, ttl_ms)) {
+            Outcome::SessionCreated { session_id, .. } => session_id,
+            other => panic!("session not created: {other:?}"),
+        }
+    }
+
+    fn submit(&mut self, time_ms: u64, task: NewTask) -> TaskId {
+        match self.apply_one(time_ms, submit(task)) {
+            Outcome::TaskSubmitted { task_id, .. } => task_id,
+            other => panic!("task not submitted: {other:?}"),
+        }
+    }
+
+    /// Claims the session's next task and returns its fencing token.
+    fn claim(&mut self, time_ms: u64, session_id: SessionId) -> u64 {
+        match self.apply_one(time_ms, claim(session_id)) {
+            Outcome::TaskClaimed { fencing_token, .. } => fencing_token,
+            other => panic!("nothing claimed: {other:?}"),
+        }
+    }
+
+    fn task(&self, id: TaskId) -> &Task {
+        self.state.tasks.get(id).expect("task exists")
+    }
+
+    fn live_session(&self, id: SessionId) -> Option<&Session> {
+        self.state.sessions.get(id)
+    }
+
+    fn assigned(&self, session_id: SessionId) -> Vec<TaskId> {
+        self.state.tasks.assigned_to(session_id)
+    }
+}
+
+// ----- sessions -------------------------------------------------------------------
+
+#[test]
+fn session_create_returns_its_command_index_and_expiry_at_time_plus_ttl() {
+    let mut m = Machine::default();
+    let outcomes = m.apply(
+        1_000,
+        vec![put("k", None), create_session(&["a", "b"], 2, 500)],
+    );
+    assert_eq!(
+        outcomes[1],
+        Outcome::SessionCreated {
+            session_id: 2,
+            expires_at_ms: 1_500
+        }
+    );
+    let session = m.live_session(2).expect("live");
+    assert_eq!(
+        (
+            session.created_at_ms,
+            session.expires_at_ms,
+            session.capacity,
+            session.load
+        ),
+        (1_000, 1_500, 2, 0)
+    );
+    assert_eq!(session.capabilities, caps(&["a", "b"]));
+}
+
+#[test]
+fn keepalive_extends_to_now_plus_ttl_and_never_shortens() {
+    let mut m = Machine::default();
+    let id = m.session(0, &[], 1, 1_000);
+    assert_eq!(
+        m.apply_one(400, keepalive(id)),
+        Outcome::SessionRenewed {
+            expires_at_ms: 1_400
+        }
+    );
+    // A renewal accepted earlier (at 200) would end sooner; it must not shorten.
+    m.apply_one(500, tick(&[(id, 200)]));
+    assert_eq!(m.live_session(id).unwrap().expires_at_ms, 1_400);
+}
+
+#[test]
+fn tick_renews_from_the_accepted_time_and_ignores_unknown_sessions() {
+    let mut m = Machine::default();
+    let id = m.session(0, &[], 1, 1_000);
+    assert_eq!(
+        m.apply_one(900, tick(&[(id, 600), (999, 600)])),
+        Outcome::Ticked { renewed: 1 }
+    );
+    assert_eq!(
+        m.live_session(id).unwrap().expires_at_ms,
+        1_600,
+        "from the accepted time, not the tick's 900"
+    );
+    assert!(m.live_session(999).is_none());
+}
+
+#[test]
+fn a_session_expires_at_the_start_of_the_first_batch_whose_time_reaches_its_expiry() {
+    let mut m = Machine::default();
+    let id = m.session(0, &[], 1, 1_000);
+    m.apply(999, vec![]);
+    assert!(m.live_session(id).is_some(), "not before its expiry");
+    assert_eq!(
+        m.apply_one(1_000, keepalive(id)),
+        Outcome::SessionNotFound { session_id: id },
+        "expired before the batch's keepalive applied"
+    );
+    assert!(m.live_session(id).is_none());
+}
+
+#[test]
+#[ignore = "bug: a Tick renewal accepted before a session's expiry is dropped when its Tick's batch time reaches the expiry"]
+fn a_renewal_accepted_before_expiry_keeps_the_session_even_if_its_tick_applies_after() {
+    let mut m = Machine::default();
+    let id = m.session(0, &[], 1, 1_000);
+    // The leader accepted a keepalive at 990 and answered "expires at 1_990"; its
+    // ticker flushes it in the tick it proposes because the session is due at 1_000.
+    assert_eq!(
+        m.apply_one(1_000, tick(&[(id, 990)])),
+        Outcome::Ticked { renewed: 1 }
+    );
+    assert_eq!(
+        m.live_session(id).map(|session| session.expires_at_ms),
+        Some(1_990)
+    );
+}
+
+#[test]
+fn ending_an_unknown_session_is_session_not_found() {
+    let mut m = Machine::default();
+    let id = m.session(0, &[], 1, 1_000);
+    assert_eq!(
+        m.apply(1, vec![end_session(id), end_session(id), end_session(42)]),
+        vec![
+            Outcome::SessionEnded,
+            Outcome::SessionNotFound { session_id: id },
+            Outcome::SessionNotFound { session_id: 42 },
+        ]
+    );
+}
+
+// ----- ephemeral keys -------------------------------------------------------------
+
+#[test]
+fn a_put_with_a_session_binds_the_key_and_ending_the_session_deletes_it() {
+    let mut m = Machine::default();
+    let id = m.session(0, &[], 1, FOREVER_MS);
+    m.apply(1, vec![put("lock", Some(id)), put("plain", None)]);
+    assert_eq!(m.state.kv["lock"].session_id, Some(id));
+    assert_eq!(m.live_session(id).unwrap().ephemeral_keys, caps(&["lock"]));
+    m.apply_one(2, end_session(id));
+    assert!(!m.state.kv.contains_key("lock"));
+    assert!(m.state.kv.contains_key("plain"));
+}
+
+#[test]
+fn an_expiring_session_deletes_its_ephemeral_keys() {
+    let mut m = Machine::default();
+    let id = m.session(0, &[], 1, 1_000);
+    m.apply_one(1, put("lock", Some(id)));
+    m.apply(999, vec![]);
+    assert!(m.state.kv.contains_key("lock"));
+    m.apply(1_000, vec![]);
+    assert!(!m.state.kv.contains_key("lock"));
+}
+
+#[test]
+fn overwriting_an_ephemeral_key_without_a_session_unbinds_it_so_it_survives_the_session() {
+    let mut m = Machine::default();
+    let id = m.session(0, &[], 1, FOREVER_MS);
+    m.apply(1, vec![put("lock", Some(id)), put("lock", None)]);
+    assert_eq!(m.state.kv["lock"].session_id, None);
+    assert!(m.live_session(id).unwrap().ephemeral_keys.is_empty());
+    m.apply_one(2, end_session(id));
+    assert!(m.state.kv.contains_key("lock"));
+}
+
+#[test]
+fn rebinding_an_ephemeral_key_to_another_session_moves_it() {
+    let mut m = Machine::default();
+    let first = m.session(0, &[], 1, FOREVER_MS);
+    let second = m.session(0, &[], 1, FOREVER_MS);
+    m.apply(1, vec![put("lock", Some(first)), put("lock", Some(second))]);
+    assert!(m.live_session(first).unwrap().ephemeral_keys.is_empty());
+    assert_eq!(
+        m.live_session(second).unwrap().ephemeral_keys,
+        caps(&["lock"])
+    );
+    m.apply_one(2, end_session(first));
+    assert_eq!(m.state.kv["lock"].session_id, Some(second));
+    m.apply_one(3, end_session(second));
+    assert!(m.state.kv.is_empty());
+}
+
+#[test]
+fn a_put_for_an_unknown_session_is_refused_and_writes_nothing() {
+    let mut m = Machine::default();
+    assert_eq!(
+        m.apply_one(0, put("lock", Some(7))),
+        Outcome::SessionNotFound { session_id: 7 }
+    );
+    assert!(m.state.kv.is_empty());
+}
+
+#[test]
+fn deleting_an_ephemeral_key_removes_it_from_the_sessions_set() {
+    let mut m = Machine::default();
+    let id = m.session(0, &[], 1, FOREVER_MS);
+    m.apply(1, vec![put("lock", Some(id)), delete("lock")]);
+    assert!(m.live_session(id).unwrap().ephemeral_keys.is_empty());
+    // A later plain write of the same key is not the session's to delete.
+    m.apply(2, vec![put("lock", None), end_session(id)]);
+    assert!(m.state.kv.contains_key("lock"));
+}
+
+// ----- assignment -----------------------------------------------------------------
+
+#[test]
+fn a_task_goes_only_to_a_session_with_every_required_capability() {
+    let mut m = Machine::default();
+    let cpu = m.session(0, &["cpu"], 5, FOREVER_MS);
+    let both = m.session(0, &["cpu", "gpu"], 5, FOREVER_MS);
+    let gpu_task = m.submit(1, task_spec(&["gpu", "cpu"]));
+    assert_eq!(m.task(gpu_task).session_id, Some(both));
+    let tpu_task = m.submit(1, task_spec(&["tpu"]));
+    assert_eq!(m.task(tpu_task).state, TaskState::Queued);
+    assert_eq!(m.assigned(cpu), Vec::<TaskId>::new());
+}
+
+#[test]
+fn the_least_loaded_session_gets_the_task_and_ties_go_to_the_lower_id() {
+    let mut m = Machine::default();
+    let first = m.session(0, &[], 3, FOREVER_MS);
+    let second = m.session(0, &[], 3, FOREVER_MS);
+    let owners: Vec<Option<SessionId>> = (0..4)
+        .map(|_| {
+            let id = m.submit(1, task_spec(&[]));
+            m.task(id).session_id
+        })
+        .collect();
+    assert_eq!(
+        owners,
+        vec![Some(first), Some(second), Some(first), Some(second)]
+    );
+}
+
+#[test]
+fn a_session_never_holds_more_tasks_than_its_capacity() {
+    let mut m = Machine::default();
+    let id = m.session(0, &[], 2, FOREVER_MS);
+    let tasks: Vec<TaskId> = (0..5).map(|_| m.submit(1, task_spec(&[]))).collect();
+    assert_eq!(m.live_session(id).unwrap().load, 2);
+    assert_eq!(m.assigned(id), tasks[..2].to_vec());
+    assert!(tasks[2..]
+        .iter()
+        .all(|task| m.task(*task).state == TaskState::Queued));
+}
+
+#[test]
+fn higher_priority_is_assigned_first_and_fifo_within_a_priority() {
+    let mut m = Machine::default();
+    let mut submit_with = |priority| {
+        m.submit(
+            0,
+            NewTask {
+                priority,
+                ..task_spec(&[])
+            },
+        )
+    };
+    let low_first = submit_with(0);
+    let high_first = submit_with(2);
+    let low_second = submit_with(0);
+    let high_second = submit_with(2);
+    let middle = submit_with(1);
+    let worker = m.session(1, &[], 1, FOREVER_MS);
+    let mut order = Vec::new();
+    for time in 2..7 {
+        let [current] = m.assigned(worker)[..] else {
+            panic!("one task at a time");
+        };
+        order.push(current);
+        let token = m.task(current).fencing_token;
+        m.apply_one(time, complete(current, token, "null"));
+    }
+    assert_eq!(
+        order,
+        vec![high_first, high_second, middle, low_first, low_second]
+    );
+}
+
+#[test]
+fn a_queued_task_waits_for_a_capable_session_and_is_assigned_when_one_registers() {
+    let mut m = Machine::default();
+    m.session(0, &["cpu"], 1, FOREVER_MS);
+    let task = m.submit(1, task_spec(&["gpu"]));
+    m.apply(2, vec![]);
+    assert_eq!(m.task(task).state, TaskState::Queued);
+    let gpu = m.session(3, &["gpu"], 1, FOREVER_MS);
+    let assigned = m.task(task);
+    assert_eq!(
+        (assigned.state, assigned.session_id, assigned.fencing_token),
+        (TaskState::Assigned, Some(gpu), gpu),
+        "assigned during the session's own create command"
+    );
+}
+
+#[test]
+fn completing_a_task_frees_capacity_and_the_next_queued_task_is_assigned_in_the_same_apply() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 1, FOREVER_MS);
+    let first = m.submit(1, task_spec(&[]));
+    let second = m.submit(1, task_spec(&[]));
+    assert_eq!(m.task(second).state, TaskState::Queued);
+    let response = m
+        .state
+        .apply_batch(&batch(2, vec![complete(first, first, "null")]));
+    let next = m.task(second);
+    assert_eq!(
+        (next.state, next.session_id, next.fencing_token),
+        (
+            TaskState::Assigned,
+            Some(worker),
+            response.results[0].index
+        )
+    );
+}
+
+// ----- claim ----------------------------------------------------------------------
+
+#[test]
+fn claim_returns_the_assignment_token_and_a_lease_from_now() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(
+        1_000,
+        NewTask {
+            lease_ms: 5_000,
+            ..task_spec(&[])
+        },
+    );
+    assert_eq!(
+        m.apply_one(3_000, claim(worker)),
+        Outcome::TaskClaimed {
+            task_id: task,
+            // Assigned during its own submit command.
+            fencing_token: task,
+            lease_expires_at_ms: 8_000,
+        }
+    );
+    assert!(m.task(task).claimed);
+}
+
+#[test]
+fn claim_with_nothing_assigned_is_no_task_assigned() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 1, FOREVER_MS);
+    assert_eq!(m.apply_one(1, claim(worker)), Outcome::NoTaskAssigned);
+}
+
+#[test]
+fn claim_for_an_unknown_session_is_session_not_found() {
+    let mut m = Machine::default();
+    assert_eq!(
+        m.apply_one(1, claim(5)),
+        Outcome::SessionNotFound { session_id: 5 }
+    );
+}
+
+#[test]
+fn a_claimed_task_is_not_returned_by_the_next_claim() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 2, FOREVER_MS);
+    let first = m.submit(1, task_spec(&[]));
+    let second = m.submit(1, task_spec(&[]));
+    let claimed: Vec<Option<TaskId>> = m
+        .apply(2, vec![claim(worker), claim(worker), claim(worker)])
+        .into_iter()
+        .map(|outcome| match outcome {
+            Outcome::TaskClaimed { task_id, .. } => Some(task_id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(claimed, vec![Some(first), Some(second), None]);
+}
+
+// ----- heartbeat, complete, fail with fencing tokens -------------------------------
+
+#[test]
+fn heartbeat_extends_the_lease_and_stores_progress() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(0, task_spec(&[]));
+    let token = m.claim(0, worker);
+    assert_eq!(
+        m.apply_one(600, heartbeat(task, token, Some("{\"pct\":50}"))),
+        Outcome::TaskLeaseExtended {
+            lease_expires_at_ms: 1_600,
+            cancel_requested: false
+        }
+    );
+    assert_eq!(m.task(task).progress_json.as_deref(), Some("{\"pct\":50}"));
+    m.apply(1_000, vec![]);
+    assert_eq!(
+        (m.task(task).state, m.task(task).fencing_token),
+        (TaskState::Assigned, token),
+        "the first lease's end passed harmlessly"
+    );
+}
+
+#[test]
+fn heartbeat_with_a_wrong_token_is_stale_and_reports_the_current_token() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(0, task_spec(&[]));
+    let token = m.claim(0, worker);
+    assert_eq!(
+        m.apply_one(500, heartbeat(task, token + 100, Some("{}"))),
+        Outcome::StaleFencingToken { current: token }
+    );
+    assert_eq!(m.task(task).progress_json, None);
+    assert_eq!(m.task(task).lease_expires_at_ms, 1_000);
+}
+
+#[test]
+fn complete_with_the_current_token_succeeds_and_stores_the_result() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(0, task_spec(&[]));
+    let token = m.claim(0, worker);
+    assert_eq!(
+        m.apply_one(10, complete(task, token, "{\"ok\":true}")),
+        updated(task, TaskState::Succeeded)
+    );
+    assert_eq!(m.task(task).result_json.as_deref(), Some("{\"ok\":true}"));
+    assert_eq!(m.live_session(worker).unwrap().load, 0);
+    assert!(m.assigned(worker).is_empty());
+}
+
+#[test]
+fn after_a_lease_expires_and_the_task_moves_the_old_token_is_stale_and_the_new_one_works() {
+    let mut m = Machine::default();
+    let old_holder = m.session(0, &["x"], 1, FOREVER_MS);
+    let new_holder = m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(0, task_spec(&[]));
+    // Only the old holder can run this one; it waits, and goes first when room opens.
+    let urgent = m.submit(
+        0,
+        NewTask {
+            priority: 1,
+            ..task_spec(&["x"])
+        },
+    );
+    assert_eq!(m.task(task).session_id, Some(old_holder));
+    let old = m.task(task).fencing_token;
+    m.apply(1_000, vec![]);
+    assert_eq!(m.task(urgent).session_id, Some(old_holder));
+    assert_eq!(m.task(task).session_id, Some(new_holder));
+    let new = m.task(task).fencing_token;
+    assert!(new > old);
+    assert_eq!(
+        m.apply(
+            1_100,
+            vec![
+                fail(task, old, true),
+                complete(task, old, "null"),
+                complete(task, new, "null"),
+            ]
+        ),
+        vec![
+            Outcome::StaleFencingToken { current: new },
+            Outcome::StaleFencingToken { current: new },
+            updated(task, TaskState::Succeeded),
+        ]
+    );
+}
+
+#[test]
+#[ignore = "bug: reassignments by time alone (empty batches) reuse the fencing token last_command_index + 1"]
+fn every_assignment_gets_a_fresh_fencing_token_even_with_no_command_in_between() {
+    let mut m = Machine::default();
+    let first = m.session(0, &[], 1, 2_000);
+    let second = m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(0, task_spec(&[]));
+    m.apply(1_000, vec![]); // the lease ran out: assigned to `first` again (lower id)
+    assert_eq!(m.task(task).session_id, Some(first));
+    let first_token = m.task(task).fencing_token;
+    m.apply(2_000, vec![]); // `first` expired: the task moves to `second`
+    assert_eq!(m.task(task).session_id, Some(second));
+    assert_ne!(m.task(task).fencing_token, first_token);
+    assert_eq!(
+        m.apply_one(2_100, complete(task, first_token, "null")),
+        Outcome::StaleFencingToken {
+            current: m.task(task).fencing_token
+        },
+        "the expired session's token completed the new holder's task"
+    );
+}
+
+// ----- leases and session ends ----------------------------------------------------
+
+#[test]
+fn an_expired_lease_requeues_the_task_with_the_attempt_counted_and_a_lease_expired_error() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(0, task_spec(&[]));
+    // Waits for the worker's only slot, and outranks `task` when it frees.
+    let urgent = m.submit(
+        0,
+        NewTask {
+            priority: 1,
+            ..task_spec(&[])
+        },
+    );
+    m.apply(999, vec![]);
+    assert_eq!(m.task(task).state, TaskState::Assigned);
+    m.apply(1_000, vec![]);
+    let expired = m.task(task);
+    assert_eq!(
+        (expired.state, expired.attempts, expired.session_id),
+        (TaskState::Queued, 1, None)
+    );
+    assert_eq!(expired.errors, vec![error(1, "lease_expired", "", 1_000)]);
+    assert_eq!(m.assigned(worker), vec![urgent]);
+}
+
+#[test]
+fn an_expired_lease_is_reassigned_at_once_when_a_capable_session_has_room() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(0, task_spec(&[]));
+    let first_token = m.task(task).fencing_token;
+    m.apply(1_000, vec![]);
+    let again = m.task(task);
+    assert_eq!(
+        (again.state, again.session_id, again.attempts),
+        (TaskState::Assigned, Some(worker), 2)
+    );
+    assert!(again.fencing_token > first_token);
+    assert_eq!(again.lease_expires_at_ms, 2_000);
+    assert_eq!(again.errors, vec![error(1, "lease_expired", "", 1_000)]);
+}
+
+#[test]
+fn ending_a_session_requeues_its_tasks_with_reason_session_ended() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 2, FOREVER_MS);
+    let tasks = [m.submit(0, task_spec(&[])), m.submit(0, task_spec(&[]))];
+    m.apply_one(500, end_session(worker));
+    for id in tasks {
+        let task = m.task(id);
+        assert_eq!(
+            (task.state, task.attempts, task.session_id),
+            (TaskState::Queued, 1, None)
+        );
+        assert_eq!(task.errors, vec![error(1, "session_ended", "", 500)]);
+    }
+}
+
+#[test]
+fn an_expiring_session_requeues_its_tasks_with_reason_session_ended() {
+    let mut m = Machine::default();
+    m.session(0, &[], 1, 1_000);
+    let task = m.submit(
+        0,
+        NewTask {
+            lease_ms: FOREVER_MS,
+            ..task_spec(&[])
+        },
+    );
+    m.apply(1_000, vec![]);
+    assert_eq!(m.task(task).state, TaskState::Queued);
+    assert_eq!(
+        m.task(task).errors,
+        vec![error(1, "session_ended", "", 1_000)]
+    );
+}
+
+// ----- attempts and the dead-letter state -----------------------------------------
+
+#[test]
+fn after_max_attempts_unsuccessful_assignments_the_task_is_dead_with_every_error() {
+    let mut m = Machine::default();
+    let first = m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(0, task_spec(&[]));
+    m.apply(1_000, vec![]); // attempt 1: the lease ran out; attempt 2 starts
+    assert_eq!(m.task(task).attempts, 2);
+    // Attempt 2 ends with its session; attempt 3 starts on the new one.
+    m.apply(
+        1_500,
+        vec![end_session(first), create_session(&[], 1, FOREVER_MS)],
+    );
+    assert_eq!(m.task(task).attempts, 3);
+    let token = m.task(task).fencing_token;
+    assert_eq!(
+        m.apply_one(1_600, fail(task, token, true)),
+        updated(task, TaskState::Dead),
+        "retryable, but no attempt is left"
+    );
+    let dead = m.task(task);
+    assert_eq!((dead.state, dead.attempts), (TaskState::Dead, 3));
+    assert_eq!(
+        dead.errors,
+        vec![
+            error(1, "lease_expired", "", 1_000),
+            error(2, "session_ended", "", 1_500),
+            error(3, "failed", "boom", 1_600),
+        ]
+    );
+}
+
+#[test]
+fn retry_of_a_dead_task_resets_attempts_and_runs_it_again() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(0, task_spec(&[]));
+    m.apply_one(1, fail(task, task, false));
+    assert_eq!(m.task(task).state, TaskState::Dead);
+    let response = m.state.apply_batch(&batch(2, vec![retry(task)]));
+    assert!(matches!(
+        response.results[0].outcome,
+        Outcome::TaskUpdated { task_id, .. } if task_id == task
+    ));
+    let again = m.task(task);
+    assert_eq!(
+        (
+            again.state,
+            again.session_id,
+            again.attempts,
+            again.fencing_token
+        ),
+        (
+            TaskState::Assigned,
+            Some(worker),
+            1,
+            response.results[0].index
+        )
+    );
+    assert_eq!(again.errors.len(), 1, "the history is kept");
+}
+
+#[test]
+fn retry_of_a_task_that_is_not_dead_is_wrong_state() {
+    let mut m = Machine::default();
+    let task = m.submit(0, task_spec(&[]));
+    assert!(matches!(
+        m.apply_one(1, retry(task)),
+        Outcome::WrongState { .. }
+    ));
+    assert_eq!(
+        m.apply_one(1, retry(99)),
+        Outcome::TaskNotFound { task_id: 99 }
+    );
+    assert_eq!(m.task(task).state, TaskState::Queued);
+}
+
+// ----- failure and backoff --------------------------------------------------------
+
+#[test]
+fn a_retryable_failure_backs_off_doubling_from_one_second_up_to_sixty() {
+    let mut m = Machine::default();
+    m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(
+        0,
+        NewTask {
+            max_attempts: 10,
+            lease_ms: FOREVER_MS,
+            ..task_spec(&[])
+        },
+    );
+    let mut now = 10_000;
+    let mut backoffs = Vec::new();
+    for _ in 0..8 {
+        let token = m.task(task).fencing_token;
+        assert_eq!(
+            m.apply_one(now, fail(task, token, true)),
+            updated(task, TaskState::Failed)
+        );
+        let backoff = m.task(task).not_before_ms - now;
+        backoffs.push(backoff);
+        now += backoff;
+        m.apply(now, vec![]);
+        assert_eq!(m.task(task).state, TaskState::Assigned);
+    }
+    assert_eq!(
+        backoffs,
+        vec![1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000]
+    );
+}
+
+#[test]
+fn a_failed_task_is_queued_again_only_when_its_backoff_has_passed() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(0, task_spec(&[]));
+    // The worker goes too, so nothing takes the task once it is queued.
+    m.apply(500, vec![fail(task, task, true), end_session(worker)]);
+    assert_eq!(
+        (m.task(task).state, m.task(task).not_before_ms),
+        (TaskState::Failed, 1_500)
+    );
+    m.apply(1_499, vec![]);
+    assert_eq!(m.task(task).state, TaskState::Failed);
+    m.apply(1_500, vec![]);
+    assert_eq!(m.task(task).state, TaskState::Queued);
+}
+
+#[test]
+fn a_non_retryable_failure_is_dead_at_once() {
+    let mut m = Machine::default();
+    m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(0, task_spec(&[]));
+    assert_eq!(
+        m.apply_one(1, fail(task, task, false)),
+        updated(task, TaskState::Dead)
+    );
+    let dead = m.task(task);
+    assert_eq!((dead.attempts, dead.spec.max_attempts), (1, 3));
+    assert_eq!(dead.errors, vec![error(1, "failed", "boom", 1)]);
+}
+
+// ----- dependencies and delays ----------------------------------------------------
+
+#[test]
+fn a_task_is_pending_until_every_dependency_succeeded() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 2, FOREVER_MS);
+    let first = m.submit(0, task_spec(&[]));
+    let second = m.submit(0, task_spec(&[]));
+    let outcome = m.apply_one(
+        0,
+        submit(NewTask {
+            depends_on: vec![first, second],
+            ..task_spec(&[])
+        }),
+    );
+    let Outcome::TaskSubmitted {
+        task_id: dependent,
+        state: TaskState::Pending,
+        existing: false,
+    } = outcome
+    else {
+        panic!("not pending: {outcome:?}");
+    };
+    m.apply_one(1, complete(first, first, "null"));
+    assert_eq!(m.task(dependent).state, TaskState::Pending);
+    m.apply_one(2, complete(second, second, "null"));
+    assert_eq!(m.task(dependent).session_id, Some(worker));
+}
+
+#[test]
+fn a_dead_dependency_cancels_its_dependents_transitively() {
+    let mut m = Machine::default();
+    m.session(0, &[], 1, FOREVER_MS);
+    let root = m.submit(0, task_spec(&[]));
+    let child = m.submit(
+        0,
+        NewTask {
+            depends_on: vec![root],
+            ..task_spec(&[])
+        },
+    );
+    let grandchild = m.submit(
+        0,
+        NewTask {
+            depends_on: vec![child],
+            ..task_spec(&[])
+        },
+    );
+    m.apply_one(1, fail(root, root, false));
+    assert_eq!(m.task(child).state, TaskState::Cancelled);
+    assert_eq!(m.task(grandchild).state, TaskState::Cancelled);
+}
+
+#[test]
+fn a_cancelled_dependency_cancels_its_dependents() {
+    let mut m = Machine::default();
+    let root = m.submit(0, task_spec(&[]));
+    let child = m.submit(
+        0,
+        NewTask {
+            depends_on: vec![root],
+            ..task_spec(&[])
+        },
+    );
+    let grandchild = m.submit(
+        0,
+        NewTask {
+            depends_on: vec![child],
+            ..task_spec(&[])
+        },
+    );
+    m.apply_one(1, cancel(root));
+    assert_eq!(m.task(child).state, TaskState::Cancelled);
+    assert_eq!(m.task(grandchild).state, TaskState::Cancelled);
+}
+
+#[test]
+fn submit_with_an_unknown_dependency_is_task_not_found_and_stores_nothing() {
+    let mut m = Machine::default();
+    let orphan = NewTask {
+        depends_on: vec![77],
+        idempotency_key: Some("once".into()),
+        ..task_spec(&[])
+    };
+    assert_eq!(
+        m.apply_one(0, submit(orphan)),
+        Outcome::TaskNotFound { task_id: 77 }
+    );
+    assert!(m.state.tasks.is_empty());
+    assert_eq!(m.state.tasks.by_idempotency_key("once"), None);
+}
+
+#[test]
+fn submit_with_a_dependency_listed_twice_is_invalid() {
+    let mut m = Machine::default();
+    let root = m.submit(0, task_spec(&[]));
+    let outcome = m.apply_one(
+        0,
+        submit(NewTask {
+            depends_on: vec![root, root],
+            ..task_spec(&[])
+        }),
+    );
+    assert!(matches!(outcome, Outcome::InvalidCommand { .. }), "{outcome:?}");
+    assert_eq!(m.state.tasks.len(), 1);
+    assert!(m.task(root).dependents.is_empty());
+}
+
+#[test]
+fn a_task_submitted_after_its_dependency_died_is_cancelled_at_once() {
+    let mut m = Machine::default();
+    m.session(0, &[], 1, FOREVER_MS);
+    let root = m.submit(0, task_spec(&[]));
+    m.apply_one(1, fail(root, root, false));
+    let outcome = m.apply_one(
+        2,
+        submit(NewTask {
+            depends_on: vec![root],
+            ..task_spec(&[])
+        }),
+    );
+    assert!(matches!(
+        outcome,
+        Outcome::TaskSubmitted {
+            state: TaskState::Cancelled,
+            existing: false,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn not_before_is_a_delay_from_submission() {
+    let mut m = Machine::default();
+    let task = m.submit(
+        5_000,
+        NewTask {
+            not_before_ms: Some(2_000),
+            ..task_spec(&[])
+        },
+    );
+    assert_eq!(
+        (m.task(task).state, m.task(task).not_before_ms),
+        (TaskState::Pending, 7_000)
+    );
+    m.apply(6_999, vec![]);
+    assert_eq!(m.task(task).state, TaskState::Pending);
+    m.apply(7_000, vec![]);
+    assert_eq!(m.task(task).state, TaskState::Queued);
+}
+
+// ----- cancel and idempotency -----------------------------------------------------
+
+#[test]
+fn cancelling_a_queued_task_makes_it_cancelled() {
+    let mut m = Machine::default();
+    let task = m.submit(0, task_spec(&[]));
+    assert_eq!(
+        m.apply_one(1, cancel(task)),
+        updated(task, TaskState::Cancelled)
+    );
+    assert_eq!(m.task(task).state, TaskState::Cancelled);
+    assert_eq!(m.state.next_due_ms(), None);
+}
+
+#[test]
+fn cancelling_an_assigned_task_frees_the_session_and_tells_the_holder_on_heartbeat() {
+    let mut m = Machine::default();
+    let worker = m.session(0, &[], 1, FOREVER_MS);
+    let task = m.submit(0, task_spec(&[]));
+    let token = m.claim(0, worker);
+    assert_eq!(
+        m.apply_one(1, cancel(task)),
+        updated(task, TaskState::Cancelled)
+    );
+    assert_eq!(m.live_session(worker).unwrap().load, 0);
+    assert!(m.assigned(worker).is_empty());
+    assert_eq!(
+        m.apply_one(2, heartbeat(task, token, None)),
+        Outcome::TaskLeaseExtended {
+            lease_expires_at_ms: 0,
+            cancel_requested: true
+        }
+    );
+}
+
+#[test]
+fn cancelling_a_terminal_task_is_wrong_state() {
+    let mut m = Machine::default();
+    m.session(0, &[], 1, FOREVER_MS);
+    let done = m.submit(0, task_spec(&[]));
+    m.apply_one(1, complete(done, done, "null"));
+    let dropped = m.submit(1, task_spec(&[]));
+    m.apply_one(2, cancel(dropped));
+    for task in [done, dropped] {
+        let outcome = m.apply_one(3, cancel(task));
+        assert!(matches!(outcome, Outcome::WrongState { .. }), "{outcome:?}");
+    }
+    assert_eq!(m.task(done).state, TaskState::Succeeded);
+}
+
+#[test]
+fn a_second_submit_with_the_same_idempotency_key_returns_the_first_task() {
+    let mut m = Machine::default();
+    let keyed = |kind: &str| {
+        submit(NewTask {
+            kind: kind.into(),
+            idempotency_key: Some("nightly".into()),
+            ..task_spec(&[])
+        })
+    };
+    let outcomes = m.apply(0, vec![keyed("first"), keyed("second")]);
+    assert_eq!(
+        outcomes,
+        vec![
+            Outcome::TaskSubmitted {
+                task_id: 1,
+                state: TaskState::Queued,
+                existing: false
+            },
+            Outcome::TaskSubmitted {
+                task_id: 1,
+                state: TaskState::Queued,
+                existing: true
+            },
+        ]
+    );
+    assert_eq!(m.state.tasks.len(), 1);
+    assert_eq!(m.task(1).spec.kind, "first");
+}
+
+#[test]
+fn next_due_reports_the_earliest_session_expiry_or_task_timer() {
+    let mut m = Machine::default();
+    assert_eq!(m.state.next_due_ms(), None);
+    m.session(0, &[], 1, 10_000);
+    assert_eq!(m.state.next_due_ms(), Some(10_000), "session expiry");
+    m.submit(
+        0,
+        NewTask {
+            lease_ms: 3_000,
+            ..task_spec(&[])
+        },
+    );
+    assert_eq!(m.state.next_due_ms(), Some(3_000), "lease");
+    m.submit(
+        0,
+        NewTask {
+            not_before_ms: Some(1_500),
+            ..task_spec(&["gpu"])
+        },
+    );
+    assert_eq!(m.state.next_due_ms(), Some(1_500), "not_before");
+    m.apply(1_500, vec![]);
+    assert_eq!(m.state.next_due_ms(), Some(3_000));
+}
+
+// ----- golden scenario ------------------------------------------------------------
+
+/// `sessions: id load/capacity | tasks: id state[@session#token] | kv: key[@session]`.
+fn summary(state: &State) -> String {
+    let sessions: Vec<String> = state
+        .sessions
+        .iter()
+        .map(|s| format!("{} {}/{}", s.id, s.load, s.capacity))
+        .collect();
+    let tasks: Vec<String> = state
+        .tasks
+        .range_from(None)
+        .map(|t| match t.session_id {
+            Some(s) if t.state == TaskState::Assigned => {
+                format!("{} assigned@{s}#{}", t.id, t.fencing_token)
+            }
+            _ => format!("{} {}", t.id, t.state.name()),
+        })
+        .collect();
+    let kv: Vec<String> = state
+        .kv
+        .iter()
+        .map(|(key, entry)| match entry.session_id {
+            Some(s) => format!("{key}@{s}"),
+            None => key.clone(),
+        })
+        .collect();
+    format!(
+        "sessions: {} | tasks: {} | kv: {}",
+        sessions.join(", "),
+        tasks.join(", "),
+        kv.join(", ")
+    )
+}
+
+#[test]
+fn golden_scenario_outcomes_match_the_table() {
+    use Outcome::*;
+    use TaskState::*;
+    let job = |required: &[&str], lease_ms, depends_on: Vec<TaskId>| {
+        submit(NewTask {
+            lease_ms,
+            depends_on,
+            ..task_spec(required)
+        })
+    };
+    let nightly = |kind: &str| {
+        submit(NewTask {
+            kind: kind.into(),
+            lease_ms: 10_000,
+            idempotency_key: Some("nightly".into()),
+            ..task_spec(&[])
+        })
+    };
+    let submitted = |task_id, state, existing| TaskSubmitted {
+        task_id,
+        state,
+        existing,
+    };
+    let claimed = |task_id, fencing_token, lease_expires_at_ms| TaskClaimed {
+        task_id,
+        fencing_token,
+        lease_expires_at_ms,
+    };
+    let wrong = |message: &str| WrongState {
+        message: message.into(),
+    };
+    // (time, commands, outcomes, summary after the batch); command indexes in comments.
+    let table: Vec<(u64, Vec<Command>, Vec<Outcome>, &str)> = vec![
+        (
+            1_000,
+            // 1, 2
+            vec![
+                create_session(&["cpu"], 1, 5_000),
+                create_session(&["cpu", "gpu"], 2, 5_000),
+            ],
+            vec![
+                SessionCreated {
+                    session_id: 1,
+                    expires_at_ms: 6_000,
+                },
+                SessionCreated {
+                    session_id: 2,
+                    expires_at_ms: 6_000,
+                },
+            ],
+            "sessions: 1 0/1, 2 0/2 | tasks:  | kv: ",
+        ),
+        (
+            1_100,
+            // 3 render (gpu, 2 attempts), 4 build (cpu), 5 report after both
+            vec![
+                submit(NewTask {
+                    kind: "render".into(),
+                    lease_ms: 2_000,
+                    max_attempts: 2,
+                    ..task_spec(&["gpu"])
+                }),
+                job(&["cpu"], 2_000, vec![]),
+                job(&[], 10_000, vec![3, 4]),
+            ],
+            vec![
+                submitted(3, Queued, false),
+                submitted(4, Queued, false),
+                submitted(5, Pending, false),
+            ],
+            "sessions: 1 1/1, 2 1/2 | tasks: 3 assigned@2#3, 4 assigned@1#4, 5 pending | kv: ",
+        ),
+        (
+            1_200,
+            // 6, 7
+            vec![claim(1), claim(2)],
+            vec![claimed(4, 4, 3_200), claimed(3, 3, 3_200)],
+            "sessions: 1 1/1, 2 1/2 | tasks: 3 assigned@2#3, 4 assigned@1#4, 5 pending | kv: ",
+        ),
+        (
+            1_500,
+            // 8, 9
+            vec![
+                heartbeat(3, 3, Some("{\"frame\":10}")),
+                complete(4, 4, "\"built\""),
+            ],
+            vec![
+                TaskLeaseExtended {
+                    lease_expires_at_ms: 3_500,
+                    cancel_requested: false,
+                },
+                updated(4, Succeeded),
+            ],
+            "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#3, 4 succeeded, 5 pending | kv: ",
+        ),
+        (
+            1_600,
+            // 10, 11
+            vec![put("leader", Some(1)), complete(4, 4, "\"again\"")],
+            vec![KvWritten { version: 10 }, wrong("task 4 is succeeded")],
+            "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#3, 4 succeeded, 5 pending | kv: leader@1",
+        ),
+        (
+            2_000,
+            // 12: session 1 now expires at 6_900, session 2 still at 6_000
+            vec![tick(&[(1, 1_900)])],
+            vec![Ticked { renewed: 1 }],
+            "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#3, 4 succeeded, 5 pending | kv: leader@1",
+        ),
+        (
+            3_500,
+            // render's lease ran out; it is reassigned under 13 before command 13 runs
+            vec![fail(3, 3, true)],
+            vec![StaleFencingToken { current: 13 }],
+            "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#13, 4 succeeded, 5 pending | kv: leader@1",
+        ),
+        (
+            3_600,
+            // 14, 15: the second attempt was the last; report is cancelled with it
+            vec![claim(2), fail(3, 13, true)],
+            vec![claimed(3, 13, 5_600), updated(3, Dead)],
+            "sessions: 1 0/1, 2 0/2 | tasks: 3 dead, 4 succeeded, 5 cancelled | kv: leader@1",
+        ),
+        (
+            3_700,
+            // 16, 17
+            vec![retry(3), job(&[], 10_000, vec![3])],
+            vec![updated(3, Queued), submitted(17, Pending, false)],
+            "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#16, 4 succeeded, 5 cancelled, 17 pending | kv: leader@1",
+        ),
+        (
+            3_800,
+            // 18, 19: 17 is ready and goes to session 1 (tie on load, lower id)
+            vec![claim(2), complete(3, 16, "\"rendered\"")],
+            vec![claimed(3, 16, 5_800), updated(3, Succeeded)],
+            "sessions: 1 1/1, 2 0/2 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 assigned@1#19 | kv: leader@1",
+        ),
+        (
+            4_000,
+            // 20, 21
+            vec![cancel(5), nightly("nightly")],
+            vec![
+                wrong("task 5 is already cancelled"),
+                submitted(21, Queued, false),
+            ],
+            "sessions: 1 1/1, 2 1/2 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 assigned@1#19, 21 assigned@2#21 | kv: leader@1",
+        ),
+        (
+            4_100,
+            // 22
+            vec![nightly("nightly-again")],
+            vec![submitted(21, Assigned, true)],
+            "sessions: 1 1/1, 2 1/2 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 assigned@1#19, 21 assigned@2#21 | kv: leader@1",
+        ),
+        (
+            6_000,
+            // session 2 expired first; 21 waits (session 1 is full). 23
+            vec![keepalive(2)],
+            vec![SessionNotFound { session_id: 2 }],
+            "sessions: 1 1/1 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 assigned@1#19, 21 queued | kv: leader@1",
+        ),
+        (
+            6_500,
+            // 24, 25
+            vec![complete(17, 19, "\"published\""), keepalive(1)],
+            vec![
+                updated(17, Succeeded),
+                SessionRenewed {
+                    expires_at_ms: 11_500,
+                },
+            ],
+            "sessions: 1 1/1 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 succeeded, 21 assigned@1#24 | kv: leader@1",
+        ),
+        (
+            7_000,
+            // 26, 27
+            vec![end_session(1), put("leader", Some(1))],
+            vec![SessionEnded, SessionNotFound { session_id: 1 }],
+            "sessions:  | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 succeeded, 21 queued | kv: ",
+        ),
+        (
+            7_100,
+            // 28, 29
+            vec![nightly("nightly-3"), cancel(21)],
+            vec![submitted(21, Queued, true), updated(21, Cancelled)],
+            "sessions:  | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 succeeded, 21 cancelled | kv: ",
+        ),
+    ];
+    let mut m = Machine::default();
+    for (step, (time, commands, expected, after)) in table.into_iter().enumerate() {
+        let step = step + 1;
+        assert_eq!(
+            m.apply(time, commands),
+            expected,
+            "step {step} at {time}: outcomes"
+        );
+        assert_eq!(summary(&m.state), after, "step {step} at {time}: state");
+    }
+    assert_eq!(m.state.last_command_index, 29);
+    assert_eq!(
+        m.task(21).errors,
+        vec![
+            error(1, "session_ended", "", 6_000),
+            error(2, "session_ended", "", 7_000),
+        ]
+    );
+}
+
+// ----- property test --------------------------------------------------------------
+
+const CAPABILITIES: [&str; 3] = ["a", "b", "c"];
+
+fn capability_subset(mask: u8) -> Vec<&'static str> {
+    CAPABILITIES
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1 << bit) != 0)
+        .map(|(_, name)| *name)
+        .collect()
+}
+
+/// A session or task: one created so far, or an id that never existed.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Known(Index),
+    Unknown(u64),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Token {
+    /// The task's token when the batch is built.
+    Current,
+    /// One the task had before (or the current one if it never had another).
+    Old(Index),
+    Any(u64),
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    CreateSession {
+        capabilities: u8,
+        capacity: u32,
+        ttl_ms: u64,
+    },
+    Submit {
+        required: u8,
+        priority: i32,
+        max_attempts: u32,
+        lease_ms: u64,
+        depends_on: Option<Index>,
+    },
+    Claim(Target),
+    Heartbeat(Target, Token),
+    Complete(Target, Token),
+    Fail(Target, Token, bool),
+    Cancel(Target),
+    Retry(Target),
+    EndSession(Target),
+    /// An empty batch this much later.
+    Advance(u64),
+}
+
+fn target() -> impl Strategy<Value = Target> {
+    prop_oneof![
+        5 => any::<Index>().prop_map(Target::Known),
+        1 => (900_000u64..900_004).prop_map(Target::Unknown),
+    ]
+}
+
+fn token() -> impl Strategy<Value = Token> {
+    prop_oneof![
+        3 => Just(Token::Current),
+        2 => any::<Index>().prop_map(Token::Old),
+        1 => (0u64..200).prop_map(Token::Any),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0u8..8, 0u32..=3, 500u64..=3_000).prop_map(|(capabilities, capacity, ttl_ms)| {
+            Op::CreateSession { capabilities, capacity, ttl_ms }
+        }),
+        3 => (0u8..8, -1i32..=2, 1u32..=3, 200u64..=2_000, proptest::option::of(any::<Index>()))
+            .prop_map(|(required, priority, max_attempts, lease_ms, depends_on)| Op::Submit {
+                required,
+                priority,
+                max_attempts,
+                lease_ms,
+                depends_on,
+            }),
+        2 => target().prop_map(Op::Claim),
+        1 => (target(), token()).prop_map(|(task, token)| Op::Heartbeat(task, token)),
+        2 => (target(), token()).prop_map(|(task, token)| Op::Complete(task, token)),
+        1 => (target(), token(), any::<bool>())
+            .prop_map(|(task, token, retryable)| Op::Fail(task, token, retryable)),
+        1 => target().prop_map(Op::Cancel),
+        1 => target().prop_map(Op::Retry),
+        1 => target().prop_map(Op::EndSession),
+        2 => (0u64..=2_000).prop_map(Op::Advance),
+    ]
+}
+
+/// Runs generated operations against the state machine, checking the invariants after
+/// every command. `whole` applies each batch as the log does; `stepwise` applies the
+/// same batch as its time step and then one proposal at a time, which is equivalent
+/// here (no command makes anything due at once) and lets each command be observed.
+struct Run {
+    whole: State,
+    stepwise: State,
+    time_ms: u64,
+    pending: Vec<Proposal>,
+    batches: Vec<Batch>,
+    /// Every session id ever created, live or not.
+    sessions: Vec<SessionId>,
+    /// Every task id accepted by a submit.
+    tasks: Vec<TaskId>,
+    /// Every fencing token each task has had.
+    tokens: BTreeMap<TaskId, BTreeSet<u64>>,
+    /// (task, token) of each successful complete.
+    completed: BTreeMap<TaskId, u64>,
+}
+
+impl Run {
+    fn new() -> Self {
+        Self {
+            whole: State::default(),
+            stepwise: State::default(),
+            time_ms: 1_000,
+            pending: Vec::new(),
+            batches: Vec::new(),
+            sessions: Vec::new(),
+            tasks: Vec::new(),
+            tokens: BTreeMap::new(),
+            completed: BTreeMap::new(),
+        }
+    }
+
+    fn execute(ops: &[(Op, bool)]) {
+        let mut run = Self::new();
+        for (op, ends_batch) in ops {
+            if let Op::Advance(ms) = op {
+                run.flush();
+                run.time_ms += ms;
+                run.apply(Vec::new());
+                continue;
+            }
+            let command = run.resolve(op);
+            run.pending.push(Proposal {
+                request_id: None,
+                command,
+            });
+            if *ends_batch || run.pending.len() == 4 {
+                run.flush();
+            }
+        }
+        run.flush();
+        run.check_determinism();
+    }
+
+    fn pick(list: &[u64], target: Target) -> u64 {
+        match target {
+            Target::Known(index) if !list.is_empty() => list[index.index(list.len())],
+            Target::Known(_) => 900_000,
+            Target::Unknown(id) => id,
+        }
+    }
+
+    fn token_for(&self, task_id: TaskId, choice: Token) -> u64 {
+        let current = self.whole.tasks.get(task_id).map_or(0, |t| t.fencing_token);
+        match choice {
+            Token::Current => current,
+            Token::Old(index) => {
+                let old: Vec<u64> = self
+                    .tokens
+                    .get(&task_id)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|token| *token != current)
+                    .collect();
+                if old.is_empty() {
+                    current
+                } else {
+                    old[index.index(old.len())]
+                }
+            }
+            Token::Any(token) => token,
+        }
+    }
+
+    fn resolve(&self, op: &Op) -> Command {
+        let task = |target| Self::pick(&self.tasks, target);
+        let session = |target| Self::pick(&self.sessions, target);
+        match *op {
+            Op::CreateSession {
+                capabilities,
+                capacity,
+                ttl_ms,
+            } => create_session(&capability_subset(capabilities), capacity, ttl_ms),
+            Op::Submit {
+                required,
+                priority,
+                max_attempts,
+                lease_ms,
+                depends_on,
+            } => submit(NewTask {
+                priority,
+                max_attempts,
+                lease_ms,
+                depends_on: depends_on
+                    .filter(|_| !self.tasks.is_empty())
+                    .map(|index| task(Target::Known(index)))
+                    .into_iter()
+                    .collect(),
+                ..task_spec(&capability_subset(required))
+            }),
+            Op::Claim(target) => claim(session(target)),
+            Op::Heartbeat(target, choice) => {
+                let id = task(target);
+                heartbeat(id, self.token_for(id, choice), Some("{}"))
+            }
+            Op::Complete(target, choice) => {
+                let id = task(target);
+                complete(id, self.token_for(id, choice), "null")
+            }
+            Op::Fail(target, choice, retryable) => {
+                let id = task(target);
+                fail(id, self.token_for(id, choice), retryable)
+            }
+            Op::Cancel(target) => cancel(task(target)),
+            Op::Retry(target) => retry(task(target)),
+            Op::EndSession(target) => end_session(session(target)),
+            Op::Advance(_) => unreachable!("advancing time is an empty batch"),
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            let proposals = std::mem::take(&mut self.pending);
+            self.apply(proposals);
+        }
+    }
+
+    fn apply(&mut self, proposals: Vec<Proposal>) {
+        let time_ms = self.time_ms;
+        let single = |proposals| Batch {
+            leader_time_ms: time_ms,
+            proposals,
+        };
+        let batch = single(proposals);
+        let response = self.whole.apply_batch(&batch);
+
+        let before = self.stepwise.clone();
+        self.stepwise.apply_batch(&single(Vec::new()));
+        self.check(&before, None);
+        for (proposal, expected) in batch.proposals.iter().zip(&response.results) {
+            let before = self.stepwise.clone();
+            let applied = self
+                .stepwise
+                .apply_batch(&single(vec![proposal.clone()]))
+                .results
+                .remove(0);
+            assert_eq!(&applied, expected, "one at a time, {proposal:?}");
+            self.record(&applied.outcome);
+            self.check(&before, Some((&proposal.command, &applied.outcome)));
+        }
+        assert!(
+            self.whole == self.stepwise,
+            "a batch applies as its proposals one at a time"
+        );
+        self.batches.push(batch);
+    }
+
+    fn record(&mut self, outcome: &Outcome) {
+        match *outcome {
+            Outcome::SessionCreated { session_id, .. } => self.sessions.push(session_id),
+            Outcome::TaskSubmitted {
+                task_id,
+                existing: false,
+                ..
+            } => self.tasks.push(task_id),
+            _ => {}
+        }
+    }
+
+    /// Checks every invariant across one step (a time step when `command` is `None`).
+    fn check(&mut self, before: &State, command: Option<(&Command, &Outcome)>) {
+        let after = &self.stepwise;
+        // (1) No task is lost.
+        assert_eq!(after.tasks.len(), self.tasks.len(), "(1) task count");
+        let mut holders: BTreeMap<TaskId, Vec<SessionId>> = BTreeMap::new();
+        for &session in &self.sessions {
+            for task in after.tasks.assigned_to(session) {
+                holders.entry(task).or_default().push(session);
+            }
+        }
+        for &id in &self.tasks {
+            let task = after.tasks.get(id).expect("(1) an accepted task exists");
+            assert!(task.attempts <= task.spec.max_attempts, "attempts {task:?}");
+            if task.state == TaskState::Assigned {
+                // (2) Held by one live session that lists it; (6) which can run it.
+                let session_id = task.session_id.expect("(2) an assigned task has a session");
+                let session = after
+                    .sessions
+                    .get(session_id)
+                    .expect("(2) its session is live");
+                assert_eq!(holders.get(&id), Some(&vec![session_id]), "(2) {task:?}");
+                assert!(
+                    session.has_capabilities(&task.spec.required_capabilities),
+                    "(6) {task:?} on {session:?}"
+                );
+            } else {
+                assert_eq!(holders.get(&id), None, "(2) unassigned but held: {task:?}");
+            }
+            if task.state == TaskState::Queued {
+                // Work is never left queued while a capable session has room.
+                assert!(
+                    !after.sessions.iter().any(|s| s.has_room()
+                        && s.has_capabilities(&task.spec.required_capabilities)),
+                    "queued while a session could run it: {task:?}"
+                );
+            }
+        }
+        // (3) Load is the number of assigned tasks and within capacity.
+        for session in after.sessions.iter() {
+            let held = after.tasks.assigned_to(session.id).len();
+            assert_eq!(session.load as usize, held, "(3) {session:?}");
+            assert!(session.load <= session.capacity, "(3) {session:?}");
+        }
+        for old in before.tasks.range_from(None) {
+            let new = after.tasks.get(old.id).expect("(1) a task stays");
+            // (5) Fencing tokens never decrease.
+            assert!(new.fencing_token >= old.fencing_token, "(5) {old:?} → {new:?}");
+            // (7) Terminal states stay, except a dead task that is retried.
+            if old.state.is_terminal() && new.state != old.state {
+                let retried =
+                    matches!(command, Some((Command::TaskRetry { task_id }, _)) if *task_id == old.id);
+                assert!(
+                    old.state == TaskState::Dead
+                        && retried
+                        && matches!(
+                            new.state,
+                            TaskState::Queued | TaskState::Pending | TaskState::Assigned
+                        ),
+                    "(7) {:?} → {:?} by {command:?}",
+                    old.state,
+                    new.state
+                );
+            }
+            // (4) Success only through a complete with the current token, once.
+            if new.state == TaskState::Succeeded && old.state != TaskState::Succeeded {
+                let Some((
+                    Command::TaskComplete {
+                        task_id,
+                        fencing_token,
+                        ..
+                    },
+                    outcome,
+                )) = command
+                else {
+                    panic!("(4) {} succeeded without a complete: {command:?}", old.id);
+                };
+                assert_eq!(
+                    (*task_id, *fencing_token, old.state),
+                    (old.id, old.fencing_token, TaskState::Assigned),
+                    "(4)"
+                );
+                assert_eq!(*outcome, updated(old.id, TaskState::Succeeded), "(4)");
+                assert_eq!(
+                    self.completed.insert(old.id, *fencing_token),
+                    None,
+                    "(4) succeeded twice"
+                );
+            }
+        }
+        if let Some((command, outcome)) = command {
+            // A stale token is refused, whatever the command.
+            if let Command::TaskHeartbeat {
+                task_id,
+                fencing_token,
+                ..
+            }
+            | Command::TaskComplete {
+                task_id,
+                fencing_token,
+                ..
+            }
+            | Command::TaskFail {
+                task_id,
+                fencing_token,
+                ..
+            } = command
+            {
+                if let Some(task) = before.tasks.get(*task_id) {
+                    if task.fencing_token != *fencing_token {
+                        assert_eq!(
+                            *outcome,
+                            Outcome::StaleFencingToken {
+                                current: task.fencing_token
+                            },
+                            "{command:?}"
+                        );
+                    }
+                }
+            }
+            // A refusal changes nothing but the command index.
+            let refused = matches!(
+                outcome,
+                Outcome::StaleFencingToken { .. }
+                    | Outcome::WrongState { .. }
+                    | Outcome::TaskNotFound { .. }
+                    | Outcome::SessionNotFound { .. }
+                    | Outcome::InvalidCommand { .. }
+                    | Outcome::LimitReached { .. }
+                    | Outcome::NoTaskAssigned
+                    | Outcome::TaskSubmitted { existing: true, .. }
+            );
+            if refused {
+                let mut unchanged = before.clone();
+                unchanged.last_command_index += 1;
+                assert!(*after == unchanged, "{command:?} → {outcome:?} changed state");
+            }
+        }
+        for task in after.tasks.range_from(None) {
+            self.tokens
+                .entry(task.id)
+                .or_default()
+                .insert(task.fencing_token);
+        }
+    }
+
+    fn check_determinism(&self) {
+        let replay = || {
+            let mut state = State::default();
+            for batch in &self.batches {
+                state.apply_batch(batch);
+            }
+            codec::encode(&state).expect("encodes")
+        };
+        let first = replay();
+        assert_eq!(first, replay(), "same batches, same bytes");
+        assert_eq!(first, codec::encode(&self.whole).expect("encodes"));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn random_operations_keep_the_scheduler_invariants(
+        ops in proptest::collection::vec((op(), proptest::bool::weighted(0.4)), 1..60)
+    ) {
+        Run::execute(&ops);
+    }
+}
