@@ -489,11 +489,7 @@ fn completing_a_task_frees_capacity_and_the_next_queued_task_is_assigned_in_the_
     let next = m.task(second);
     assert_eq!(
         (next.state, next.session_id, next.fencing_token),
-        (
-            TaskState::Assigned,
-            Some(worker),
-            response.results[0].index
-        )
+        (TaskState::Assigned, Some(worker), response.results[0].index)
     );
 }
 
@@ -658,13 +654,13 @@ fn every_assignment_gets_a_fresh_fencing_token_even_with_no_command_in_between()
     let first_token = m.task(task).fencing_token;
     m.apply(2_000, vec![]); // `first` expired: the task moves to `second`
     assert_eq!(m.task(task).session_id, Some(second));
-    assert_ne!(m.task(task).fencing_token, first_token);
+    let second_token = m.task(task).fencing_token;
     assert_eq!(
         m.apply_one(2_100, complete(task, first_token, "null")),
         Outcome::StaleFencingToken {
-            current: m.task(task).fencing_token
+            current: second_token
         },
-        "the expired session's token completed the new holder's task"
+        "the ended session's token {first_token} must not complete the new holder's {second_token}"
     );
 }
 
@@ -993,7 +989,10 @@ fn submit_with_a_dependency_listed_twice_is_invalid() {
             ..task_spec(&[])
         }),
     );
-    assert!(matches!(outcome, Outcome::InvalidCommand { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, Outcome::InvalidCommand { .. }),
+        "{outcome:?}"
+    );
     assert_eq!(m.state.tasks.len(), 1);
     assert!(m.task(root).dependents.is_empty());
 }
@@ -1404,9 +1403,11 @@ fn capability_subset(mask: u8) -> Vec<&'static str> {
         .collect()
 }
 
-/// A session or task: one created so far, or an id that never existed.
+/// A session or task: a live session or assigned task, any one created so far, or
+/// an id that never existed.
 #[derive(Debug, Clone, Copy)]
 enum Target {
+    Active(Index),
     Known(Index),
     Unknown(u64),
 }
@@ -1447,7 +1448,8 @@ enum Op {
 
 fn target() -> impl Strategy<Value = Target> {
     prop_oneof![
-        5 => any::<Index>().prop_map(Target::Known),
+        4 => any::<Index>().prop_map(Target::Active),
+        2 => any::<Index>().prop_map(Target::Known),
         1 => (900_000u64..900_004).prop_map(Target::Unknown),
     ]
 }
@@ -1476,7 +1478,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => target().prop_map(Op::Claim),
         1 => (target(), token()).prop_map(|(task, token)| Op::Heartbeat(task, token)),
         2 => (target(), token()).prop_map(|(task, token)| Op::Complete(task, token)),
-        1 => (target(), token(), any::<bool>())
+        2 => (target(), token(), any::<bool>())
             .prop_map(|(task, token, retryable)| Op::Fail(task, token, retryable)),
         1 => target().prop_map(Op::Cancel),
         1 => target().prop_map(Op::Retry),
@@ -1542,10 +1544,14 @@ impl Run {
         run.check_determinism();
     }
 
-    fn pick(list: &[u64], target: Target) -> u64 {
+    /// Resolves `target` among `known` ids, of which `active` are live or assigned.
+    fn pick(known: &[u64], active: &[u64], target: Target) -> u64 {
         match target {
-            Target::Known(index) if !list.is_empty() => list[index.index(list.len())],
-            Target::Known(_) => 900_000,
+            Target::Active(index) if !active.is_empty() => active[index.index(active.len())],
+            Target::Active(index) | Target::Known(index) if !known.is_empty() => {
+                known[index.index(known.len())]
+            }
+            Target::Active(_) | Target::Known(_) => 900_000,
             Target::Unknown(id) => id,
         }
     }
@@ -1574,8 +1580,20 @@ impl Run {
     }
 
     fn resolve(&self, op: &Op) -> Command {
-        let task = |target| Self::pick(&self.tasks, target);
-        let session = |target| Self::pick(&self.sessions, target);
+        // An active task is one the command can act on.
+        let task = |target, active: fn(TaskState) -> bool| {
+            let ids: Vec<TaskId> = self
+                .whole
+                .tasks
+                .range_from(None)
+                .filter(|t| active(t.state))
+                .map(|t| t.id)
+                .collect();
+            Self::pick(&self.tasks, &ids, target)
+        };
+        let assigned = |target| task(target, |s| s == TaskState::Assigned);
+        let live: Vec<SessionId> = self.whole.sessions.iter().map(|s| s.id).collect();
+        let session = |target| Self::pick(&self.sessions, &live, target);
         match *op {
             Op::CreateSession {
                 capabilities,
@@ -1594,26 +1612,26 @@ impl Run {
                 lease_ms,
                 depends_on: depends_on
                     .filter(|_| !self.tasks.is_empty())
-                    .map(|index| task(Target::Known(index)))
+                    .map(|index| Self::pick(&self.tasks, &[], Target::Known(index)))
                     .into_iter()
                     .collect(),
                 ..task_spec(&capability_subset(required))
             }),
             Op::Claim(target) => claim(session(target)),
             Op::Heartbeat(target, choice) => {
-                let id = task(target);
+                let id = assigned(target);
                 heartbeat(id, self.token_for(id, choice), Some("{}"))
             }
             Op::Complete(target, choice) => {
-                let id = task(target);
+                let id = assigned(target);
                 complete(id, self.token_for(id, choice), "null")
             }
             Op::Fail(target, choice, retryable) => {
-                let id = task(target);
+                let id = assigned(target);
                 fail(id, self.token_for(id, choice), retryable)
             }
-            Op::Cancel(target) => cancel(task(target)),
-            Op::Retry(target) => retry(task(target)),
+            Op::Cancel(target) => cancel(task(target, |s| !s.is_terminal())),
+            Op::Retry(target) => retry(task(target, |s| s == TaskState::Dead)),
             Op::EndSession(target) => end_session(session(target)),
             Op::Advance(_) => unreachable!("advancing time is an empty batch"),
         }
@@ -1697,11 +1715,44 @@ impl Run {
             } else {
                 assert_eq!(holders.get(&id), None, "(2) unassigned but held: {task:?}");
             }
+            // Dependencies: a task runs only after all succeeded, and one that died or
+            // was cancelled cancels it.
+            let dependencies: Vec<TaskState> = task
+                .spec
+                .depends_on
+                .iter()
+                .map(|d| after.tasks.get(*d).expect("(1) a dependency exists").state)
+                .collect();
+            if dependencies
+                .iter()
+                .any(|s| matches!(s, TaskState::Dead | TaskState::Cancelled))
+            {
+                assert_eq!(
+                    task.state,
+                    TaskState::Cancelled,
+                    "dependency gone: {task:?}"
+                );
+            }
+            if !matches!(task.state, TaskState::Pending | TaskState::Cancelled) {
+                assert!(
+                    dependencies.iter().all(|s| *s == TaskState::Succeeded),
+                    "ran before its dependencies: {task:?}"
+                );
+            }
+            if task.state == TaskState::Failed {
+                assert!(
+                    task.attempts < task.spec.max_attempts,
+                    "failed (to retry) with no attempt left: {task:?}"
+                );
+            }
             if task.state == TaskState::Queued {
                 // Work is never left queued while a capable session has room.
                 assert!(
-                    !after.sessions.iter().any(|s| s.has_room()
-                        && s.has_capabilities(&task.spec.required_capabilities)),
+                    !after
+                        .sessions
+                        .iter()
+                        .any(|s| s.has_room()
+                            && s.has_capabilities(&task.spec.required_capabilities)),
                     "queued while a session could run it: {task:?}"
                 );
             }
@@ -1715,11 +1766,13 @@ impl Run {
         for old in before.tasks.range_from(None) {
             let new = after.tasks.get(old.id).expect("(1) a task stays");
             // (5) Fencing tokens never decrease.
-            assert!(new.fencing_token >= old.fencing_token, "(5) {old:?} → {new:?}");
+            assert!(
+                new.fencing_token >= old.fencing_token,
+                "(5) {old:?} → {new:?}"
+            );
             // (7) Terminal states stay, except a dead task that is retried.
             if old.state.is_terminal() && new.state != old.state {
-                let retried =
-                    matches!(command, Some((Command::TaskRetry { task_id }, _)) if *task_id == old.id);
+                let retried = matches!(command, Some((Command::TaskRetry { task_id }, _)) if *task_id == old.id);
                 assert!(
                     old.state == TaskState::Dead
                         && retried
@@ -1803,7 +1856,10 @@ impl Run {
             if refused {
                 let mut unchanged = before.clone();
                 unchanged.last_command_index += 1;
-                assert!(*after == unchanged, "{command:?} → {outcome:?} changed state");
+                assert!(
+                    *after == unchanged,
+                    "{command:?} → {outcome:?} changed state"
+                );
             }
         }
         for task in after.tasks.range_from(None) {
