@@ -151,6 +151,9 @@ fn approximate_size(proposal: &Proposal) -> usize {
         }
         Command::TaskComplete { result_json, .. } => result_json.len(),
         Command::TaskFail { error, .. } => error.len(),
+        Command::LockAcquire { name, .. }
+        | Command::LockRelease { name, .. }
+        | Command::LockWithdraw { name, .. } => name.len(),
         Command::SessionKeepalive { .. }
         | Command::SessionEnd { .. }
         | Command::TaskClaim { .. }

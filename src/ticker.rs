@@ -149,6 +149,7 @@ impl Ticker {
     async fn tick(&self) {
         let renewals = self.keepalives.take();
         let proposal = Proposal {
+            guard: None,
             request_id: None,
             command: Command::Tick { renewals },
         };

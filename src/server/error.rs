@@ -38,6 +38,9 @@ pub enum ApiError {
     /// 409: a compare-and-set precondition failed.
     #[error("version mismatch: current version is {current_version}")]
     CasMismatch { current_version: u64 },
+    /// 409 `deadlock`: waiting would close this cycle of sessions.
+    #[error("waiting would deadlock: sessions {cycle:?} would wait for each other")]
+    Deadlock { cycle: Vec<u64> },
     /// 409: another conflict with current state.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
@@ -77,6 +80,7 @@ impl ApiError {
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::CasMismatch { .. } => (StatusCode::CONFLICT, "cas_mismatch"),
+            Self::Deadlock { .. } => (StatusCode::CONFLICT, "deadlock"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::WrongNode { .. } => (StatusCode::MISDIRECTED_REQUEST, "wrong_node"),
@@ -92,6 +96,9 @@ impl ApiError {
         match self {
             Self::CasMismatch { current_version } => {
                 details.insert("current_version".into(), json!(current_version));
+            }
+            Self::Deadlock { cycle } => {
+                details.insert("cycle".into(), json!(cycle));
             }
             Self::NoLeader {
                 leader: Some(leader),

@@ -18,6 +18,7 @@ pub struct PutBody {
     if_version: Option<u64>,
     /// Makes the key ephemeral: deleted when this session ends.
     session_id: Option<u64>,
+    guard: Option<super::locks::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -25,6 +26,7 @@ pub struct PutBody {
 #[serde(deny_unknown_fields)]
 pub struct DeleteBody {
     if_version: Option<u64>,
+    guard: Option<super::locks::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -112,6 +114,7 @@ pub async fn put(
     };
     super::outcome::respond(
         &app.propose(Proposal {
+            guard: super::locks::guard(body.guard)?,
             request_id: body.request_id,
             command,
         })
@@ -131,6 +134,7 @@ pub async fn delete(
     };
     super::outcome::respond(
         &app.propose(Proposal {
+            guard: super::locks::guard(body.guard)?,
             request_id: body.request_id,
             command,
         })

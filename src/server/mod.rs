@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod forward;
 pub mod kv;
+pub mod locks;
 pub mod outcome;
 pub mod raft_rpc;
 pub mod requests;
@@ -169,6 +170,9 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/tasks/{id}/complete", post(tasks::complete))
         .route("/v1/tasks/{id}/fail", post(tasks::fail))
         .route("/v1/tasks/{id}/retry", post(tasks::retry))
+        .route("/v1/locks/{name}", get(locks::get))
+        .route("/v1/locks/{name}/acquire", post(locks::acquire))
+        .route("/v1/locks/{name}/release", post(locks::release))
         .route("/v1/cluster/members", post(cluster::add_member))
         .route(
             "/v1/cluster/members/{id}",

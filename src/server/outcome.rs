@@ -53,6 +53,22 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
         Outcome::TaskUpdated { task_id, state } => {
             json!({ "task_id": task_id, "state": state.name(), "index": index })
         }
+        Outcome::LockGranted { fencing_token } => {
+            json!({ "fencing_token": fencing_token, "index": index })
+        }
+        Outcome::LockQueued { waiter_id } => json!({ "waiter_id": waiter_id, "index": index }),
+        Outcome::LockReleased => json!({ "released": true, "index": index }),
+        Outcome::LockHeld => {
+            return Err(ApiError::Conflict {
+                code: "lock_held",
+                message: "the lock is held by another session".into(),
+            })
+        }
+        Outcome::Deadlock { cycle } => {
+            return Err(ApiError::Deadlock {
+                cycle: cycle.clone(),
+            })
+        }
         Outcome::CasMismatch { current_version } => {
             return Err(ApiError::CasMismatch {
                 current_version: *current_version,

@@ -165,6 +165,7 @@ pub async fn create(
     };
     let applied = app
         .propose(Proposal {
+            guard: None,
             request_id: body.request_id,
             command: Command::SessionCreate(new),
         })
@@ -204,6 +205,7 @@ pub async fn end(
     let session_id = parse_id(&id)?;
     let applied = app
         .propose(Proposal {
+            guard: None,
             request_id: None,
             command: Command::SessionEnd { session_id },
         })

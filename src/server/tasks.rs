@@ -205,6 +205,7 @@ pub async fn submit(
     };
     let applied = app
         .propose(Proposal {
+            guard: None,
             request_id: body.request_id,
             command: Command::TaskSubmit(new),
         })
@@ -224,6 +225,7 @@ pub async fn claim(
     loop {
         let applied = app
             .propose(Proposal {
+                guard: None,
                 request_id: None,
                 command: Command::TaskClaim { session_id },
             })
@@ -273,6 +275,7 @@ async fn update(
 ) -> Result<Response, ApiError> {
     let applied = app
         .propose(Proposal {
+            guard: None,
             request_id,
             command,
         })

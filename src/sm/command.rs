@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::locks::LockMode;
 use super::sessions::{NewSession, SessionId};
 use super::tasks::{NewTask, TaskId, TaskState};
 
@@ -20,11 +21,21 @@ pub struct Batch {
     pub proposals: Vec<Proposal>,
 }
 
-/// A command with its optional client-chosen idempotency key.
+/// A command with its optional client-chosen idempotency key and fencing guard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
     pub request_id: Option<String>,
+    /// Apply the command only while this fencing token is current (checked in the
+    /// same step as the command, so a paused ex-holder's late write is refused).
+    pub guard: Option<Guard>,
     pub command: Command,
+}
+
+/// A fencing condition: `fencing_token` must be a current hold of the lock `name`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Guard {
+    pub lock: String,
+    pub fencing_token: u64,
 }
 
 /// Every state-changing operation the state machine knows.
@@ -83,6 +94,24 @@ pub enum Command {
     },
     TaskRetry {
         task_id: TaskId,
+    },
+    /// Acquires `name` for the session; if it cannot be granted now and `wait`,
+    /// queues a waiter (refused if waiting would close a cycle of sessions).
+    LockAcquire {
+        name: String,
+        session_id: SessionId,
+        mode: LockMode,
+        wait: bool,
+    },
+    LockRelease {
+        name: String,
+        session_id: SessionId,
+        fencing_token: u64,
+    },
+    /// Withdraws a waiter whose wait ended (or whose client left).
+    LockWithdraw {
+        name: String,
+        waiter_id: u64,
     },
 }
 
@@ -153,6 +182,20 @@ pub enum Outcome {
     InvalidCommand {
         message: String,
     },
+    LockGranted {
+        fencing_token: u64,
+    },
+    /// Queued; the waiter id is this command's index.
+    LockQueued {
+        waiter_id: u64,
+    },
+    /// Held by others and the request did not wait (or its waiter was withdrawn).
+    LockHeld,
+    /// Waiting would close this cycle of sessions (first = last = the requester).
+    Deadlock {
+        cycle: Vec<SessionId>,
+    },
+    LockReleased,
 }
 
 /// One command's result: its command index and outcome. A retried `request_id`

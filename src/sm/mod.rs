@@ -15,6 +15,8 @@
 
 pub mod command;
 pub mod kv;
+pub mod lock_rules;
+pub mod locks;
 pub mod requests;
 pub mod scheduler;
 pub mod sessions;
@@ -22,7 +24,7 @@ pub mod tasks;
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{Applied, Batch, BatchResponse, Command, Outcome, Proposal};
+pub use command::{Applied, Batch, BatchResponse, Command, Guard, Outcome, Proposal};
 use kv::KvMap;
 use requests::RequestTable;
 use sessions::Sessions;
@@ -39,6 +41,7 @@ pub struct State {
     pub requests: RequestTable,
     pub sessions: Sessions,
     pub tasks: Tasks,
+    pub locks: locks::Locks,
 }
 
 impl State {
@@ -82,7 +85,10 @@ impl State {
         }
         self.last_command_index += 1;
         let index = self.last_command_index;
-        let outcome = self.apply_command(&proposal.command, index);
+        let outcome = match self.guard_refusal(proposal.guard.as_ref()) {
+            Some(refusal) => refusal,
+            None => self.apply_command(&proposal.command, index),
+        };
         if may_free_capacity_or_ready_work(&proposal.command) {
             self.assign_ready(index);
         }
@@ -150,7 +156,35 @@ impl State {
             } => self.fail_task(*task_id, *fencing_token, error, *retryable),
             Command::TaskCancel { task_id } => self.cancel(*task_id),
             Command::TaskRetry { task_id } => self.retry_task(*task_id),
+            Command::LockAcquire {
+                name,
+                session_id,
+                mode,
+                wait,
+            } => self.acquire_lock(name, *session_id, *mode, *wait, index),
+            Command::LockRelease {
+                name,
+                session_id,
+                fencing_token,
+            } => self.release_lock(name, *session_id, *fencing_token, index),
+            Command::LockWithdraw { name, waiter_id } => self.withdraw_waiter(name, *waiter_id),
         }
+    }
+
+    /// `Some(refusal)` unless the guard's token is a current hold of its lock.
+    fn guard_refusal(&self, guard: Option<&Guard>) -> Option<Outcome> {
+        let guard = guard?;
+        let lock = self.locks.get(&guard.lock);
+        let current = lock.is_some_and(|lock| {
+            lock.holders
+                .iter()
+                .any(|h| h.fencing_token == guard.fencing_token)
+        });
+        (!current).then(|| Outcome::StaleFencingToken {
+            current: lock
+                .and_then(|lock| lock.holders.last())
+                .map_or(0, |hold| hold.fencing_token),
+        })
     }
 
     fn put_key(

@@ -70,6 +70,7 @@ impl State {
         for task_id in self.tasks.assigned_to(id) {
             self.lose_lease(task_id, reason);
         }
+        self.release_session_locks(id);
         Outcome::SessionEnded
     }
 

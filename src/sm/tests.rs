@@ -6,6 +6,7 @@ use crate::limits::Replicated;
 
 fn put(key: &str, value: &str, if_version: Option<u64>) -> Proposal {
     Proposal {
+        guard: None,
         request_id: None,
         command: Command::KvPut {
             key: key.into(),
@@ -18,6 +19,7 @@ fn put(key: &str, value: &str, if_version: Option<u64>) -> Proposal {
 
 fn delete(key: &str, if_version: Option<u64>) -> Proposal {
     Proposal {
+        guard: None,
         request_id: None,
         command: Command::KvDelete {
             key: key.into(),

@@ -1,0 +1,253 @@
+//! Lock endpoints: acquire (optionally waiting, woken on apply), release, get; and
+//! the `guard` object any mutating request may carry.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::error::ApiError;
+use super::extract::{JsonBody, PathParam, QueryParams};
+use super::{AppState, Consistency};
+use crate::sm::locks::LockMode;
+use crate::sm::sessions::SessionId;
+use crate::sm::{Command, Guard, Outcome, Proposal};
+
+/// `"guard": {"lock": name, "fencing_token": n}` on a mutating request.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardBody {
+    lock: Option<String>,
+    election: Option<String>,
+    semaphore: Option<String>,
+    fencing_token: u64,
+}
+
+/// Turns a request's guard into the replicated one.
+pub fn guard(body: Option<GuardBody>) -> Result<Option<Guard>, ApiError> {
+    let Some(body) = body else { return Ok(None) };
+    match (body.lock, body.election, body.semaphore) {
+        (Some(lock), None, None) => Ok(Some(Guard {
+            lock,
+            fencing_token: body.fencing_token,
+        })),
+        (None, None, None) => Err(ApiError::invalid("invalid_guard", "a guard names a lock")),
+        (None, _, _) => Err(ApiError::invalid(
+            "unsupported_guard",
+            "only lock guards exist so far (election and semaphore guards are not built yet)",
+        )),
+        _ => Err(ApiError::invalid(
+            "invalid_guard",
+            "a guard names exactly one resource",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireBody {
+    session_id: SessionId,
+    #[serde(default = "default_mode")]
+    mode: String,
+    #[serde(default)]
+    wait_ms: u64,
+    request_id: Option<String>,
+}
+
+fn default_mode() -> String {
+    "exclusive".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    session_id: SessionId,
+    fencing_token: u64,
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct ReadQuery {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+fn check_name(app: &AppState, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > app.limits.max_key_bytes {
+        return Err(ApiError::invalid(
+            "invalid_name",
+            format!("lock names are 1 to {} bytes", app.limits.max_key_bytes),
+        ));
+    }
+    Ok(())
+}
+
+/// Proposes a waiter's withdrawal if dropped armed: a client that disconnects
+/// mid-wait leaves no ghost waiter behind.
+struct WithdrawOnDrop {
+    app: Option<AppState>,
+    name: String,
+    waiter_id: u64,
+}
+
+impl WithdrawOnDrop {
+    fn proposal(&self) -> Proposal {
+        let command = Command::LockWithdraw {
+            name: self.name.clone(),
+            waiter_id: self.waiter_id,
+        };
+        Proposal {
+            request_id: None,
+            guard: None,
+            command,
+        }
+    }
+
+    /// Withdraws now and returns the outcome (a grant may have won the race).
+    async fn withdraw(mut self) -> Result<Outcome, ApiError> {
+        let app = self.app.take().expect("armed");
+        Ok(app.propose(self.proposal()).await?.outcome)
+    }
+
+    fn disarm(mut self) {
+        self.app = None;
+    }
+}
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        if let Some(app) = self.app.take() {
+            let proposal = self.proposal();
+            tokio::spawn(async move {
+                if let Err(error) = app.propose(proposal).await {
+                    tracing::warn!("withdrawing an abandoned lock waiter: {error}");
+                }
+            });
+        }
+    }
+}
+
+pub async fn acquire(
+    State(app): State<AppState>,
+    PathParam(name): PathParam<String>,
+    JsonBody(body): JsonBody<AcquireBody>,
+) -> Result<Response, ApiError> {
+    check_name(&app, &name)?;
+    let mode = match body.mode.as_str() {
+        "exclusive" => LockMode::Exclusive,
+        "shared" => LockMode::Shared,
+        other => {
+            return Err(ApiError::invalid(
+                "invalid_mode",
+                format!("mode {other:?} is not exclusive or shared"),
+            ))
+        }
+    };
+    let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
+    let command = Command::LockAcquire {
+        name: name.clone(),
+        session_id: body.session_id,
+        mode,
+        wait: body.wait_ms > 0,
+    };
+    let applied = app
+        .propose(Proposal {
+            request_id: body.request_id,
+            guard: None,
+            command,
+        })
+        .await?;
+    let Outcome::LockQueued { waiter_id } = applied.outcome else {
+        return super::outcome::respond(&applied);
+    };
+    let pending = WithdrawOnDrop {
+        app: Some(app.clone()),
+        name: name.clone(),
+        waiter_id,
+    };
+    // Woken by the apply loop: granted, or the waiter vanished (its session ended).
+    let settled = app
+        .wait_for_state(deadline, |state| {
+            let lock = state.locks.get(&name);
+            if let Some(hold) =
+                lock.and_then(|l| l.holders.iter().find(|h| h.waiter_id == waiter_id))
+            {
+                return Some(Some(hold.fencing_token));
+            }
+            let waiting = lock.is_some_and(|l| l.waiters.iter().any(|w| w.waiter_id == waiter_id));
+            (!waiting).then_some(None)
+        })
+        .await;
+    let fencing_token = match settled {
+        Some(Some(token)) => {
+            pending.disarm();
+            token
+        }
+        Some(None) => {
+            pending.disarm();
+            return Err(ApiError::NotFound {
+                code: "session_not_found",
+                message: format!("session {} ended while waiting", body.session_id),
+            });
+        }
+        None => match pending.withdraw().await? {
+            Outcome::LockGranted { fencing_token } => fencing_token,
+            _ => {
+                return Err(ApiError::Conflict {
+                    code: "lock_held",
+                    message: format!(
+                        "{name:?} was not granted within wait_ms; the waiter was withdrawn"
+                    ),
+                })
+            }
+        },
+    };
+    let index = app.state_machine.read().state.last_command_index;
+    Ok(Json(json!({ "fencing_token": fencing_token, "index": index })).into_response())
+}
+
+pub async fn release(
+    State(app): State<AppState>,
+    PathParam(name): PathParam<String>,
+    JsonBody(body): JsonBody<ReleaseBody>,
+) -> Result<Response, ApiError> {
+    check_name(&app, &name)?;
+    let command = Command::LockRelease {
+        name,
+        session_id: body.session_id,
+        fencing_token: body.fencing_token,
+    };
+    let applied = app
+        .propose(Proposal {
+            request_id: body.request_id,
+            guard: None,
+            command,
+        })
+        .await?;
+    super::outcome::respond(&applied)
+}
+
+/// Holders with their tokens and waiters in order; a lock nobody holds or awaits
+/// is shown empty.
+pub async fn get(
+    State(app): State<AppState>,
+    PathParam(name): PathParam<String>,
+    QueryParams(query): QueryParams<ReadQuery>,
+) -> Result<Response, ApiError> {
+    check_name(&app, &name)?;
+    app.read_barrier(query.consistency).await?;
+    let applied = app.state_machine.read();
+    let lock = applied.state.locks.get(&name).cloned().unwrap_or_default();
+    let holders: Vec<_> = lock
+        .holders
+        .iter()
+        .map(|h| json!({ "session_id": h.session_id, "mode": h.mode.name(), "fencing_token": h.fencing_token, "acquired_at_ms": h.acquired_at_ms }))
+        .collect();
+    let waiters: Vec<_> = lock
+        .waiters
+        .iter()
+        .map(|w| json!({ "session_id": w.session_id, "mode": w.mode.name(), "waiter_id": w.waiter_id, "since_ms": w.since_ms }))
+        .collect();
+    Ok(Json(json!({ "name": name, "holders": holders, "waiters": waiters })).into_response())
+}
