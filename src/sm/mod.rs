@@ -49,13 +49,26 @@ impl State {
     pub fn apply_batch(&mut self, batch: &Batch) -> BatchResponse {
         self.cluster_time_ms = self.cluster_time_ms.max(batch.leader_time_ms);
         self.requests.expire(self.cluster_time_ms);
+        // Keepalives the leader accepted before this entry's time count before
+        // anything expires at it (a renewal is never lost to its own tick's time).
+        for proposal in &batch.proposals {
+            if let Command::Tick { renewals } = &proposal.command {
+                for (session, at_ms) in renewals {
+                    self.sessions
+                        .renew(*session, (*at_ms).min(self.cluster_time_ms));
+                }
+            }
+        }
         let due = self
             .next_due_ms()
             .is_some_and(|at| at <= self.cluster_time_ms);
         if due {
+            // Time-driven changes take an index of their own, so every grant or
+            // assignment they make has a fresh fencing token.
+            self.last_command_index += 1;
+            let index = self.last_command_index;
             self.advance_time();
-            // Time-driven changes take the index of the next command (or the last one).
-            self.assign_ready(self.last_command_index + 1);
+            self.assign_ready(index);
         }
         let results = batch
             .proposals

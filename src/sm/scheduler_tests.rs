@@ -27,6 +27,7 @@ fn batch(time_ms: u64, commands: Vec<Command>) -> Batch {
         proposals: commands
             .into_iter()
             .map(|command| Proposal {
+                guard: None,
                 request_id: None,
                 command,
             })
@@ -280,7 +281,6 @@ fn a_session_expires_at_the_start_of_the_first_batch_whose_time_reaches_its_expi
 }
 
 #[test]
-#[ignore = "bug: a Tick renewal accepted before a session's expiry is dropped when its Tick's batch time reaches the expiry"]
 fn a_renewal_accepted_before_expiry_keeps_the_session_even_if_its_tick_applies_after() {
     let mut m = Machine::default();
     let id = m.session(0, &[], 1, 1_000);
@@ -643,7 +643,6 @@ fn after_a_lease_expires_and_the_task_moves_the_old_token_is_stale_and_the_new_o
 }
 
 #[test]
-#[ignore = "bug: reassignments by time alone (empty batches) reuse the fencing token last_command_index + 1"]
 fn every_assignment_gets_a_fresh_fencing_token_even_with_no_command_in_between() {
     let mut m = Machine::default();
     let first = m.session(0, &[], 1, 2_000);
@@ -1293,81 +1292,82 @@ fn golden_scenario_outcomes_match_the_table() {
         ),
         (
             3_500,
-            // render's lease ran out; it is reassigned under 13 before command 13 runs
+            // render's lease ran out: the time step takes index 13 of its own and
+            // reassigns under it, before the fail (14) runs
             vec![fail(3, 3, true)],
             vec![StaleFencingToken { current: 13 }],
             "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#13, 4 succeeded, 5 pending | kv: leader@1",
         ),
         (
             3_600,
-            // 14, 15: the second attempt was the last; report is cancelled with it
+            // 15, 16: the second attempt was the last; report is cancelled with it
             vec![claim(2), fail(3, 13, true)],
             vec![claimed(3, 13, 5_600), updated(3, Dead)],
             "sessions: 1 0/1, 2 0/2 | tasks: 3 dead, 4 succeeded, 5 cancelled | kv: leader@1",
         ),
         (
             3_700,
-            // 16, 17
+            // 17, 18
             vec![retry(3), job(&[], 10_000, vec![3])],
-            vec![updated(3, Queued), submitted(17, Pending, false)],
-            "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#16, 4 succeeded, 5 cancelled, 17 pending | kv: leader@1",
+            vec![updated(3, Queued), submitted(18, Pending, false)],
+            "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#17, 4 succeeded, 5 cancelled, 18 pending | kv: leader@1",
         ),
         (
             3_800,
-            // 18, 19: 17 is ready and goes to session 1 (tie on load, lower id)
-            vec![claim(2), complete(3, 16, "\"rendered\"")],
-            vec![claimed(3, 16, 5_800), updated(3, Succeeded)],
-            "sessions: 1 1/1, 2 0/2 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 assigned@1#19 | kv: leader@1",
+            // 19, 20: 18 is ready and goes to session 1 (tie on load, lower id)
+            vec![claim(2), complete(3, 17, "\"rendered\"")],
+            vec![claimed(3, 17, 5_800), updated(3, Succeeded)],
+            "sessions: 1 1/1, 2 0/2 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 18 assigned@1#20 | kv: leader@1",
         ),
         (
             4_000,
-            // 20, 21
+            // 21, 22
             vec![cancel(5), nightly("nightly")],
             vec![
                 wrong("task 5 is already cancelled"),
-                submitted(21, Queued, false),
+                submitted(22, Queued, false),
             ],
-            "sessions: 1 1/1, 2 1/2 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 assigned@1#19, 21 assigned@2#21 | kv: leader@1",
+            "sessions: 1 1/1, 2 1/2 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 18 assigned@1#20, 22 assigned@2#22 | kv: leader@1",
         ),
         (
             4_100,
-            // 22
+            // 23
             vec![nightly("nightly-again")],
-            vec![submitted(21, Assigned, true)],
-            "sessions: 1 1/1, 2 1/2 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 assigned@1#19, 21 assigned@2#21 | kv: leader@1",
+            vec![submitted(22, Assigned, true)],
+            "sessions: 1 1/1, 2 1/2 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 18 assigned@1#20, 22 assigned@2#22 | kv: leader@1",
         ),
         (
             6_000,
-            // session 2 expired first; 21 waits (session 1 is full). 23
+            // session 2 expired first (time step 24); 22 waits (session 1 is full). 25
             vec![keepalive(2)],
             vec![SessionNotFound { session_id: 2 }],
-            "sessions: 1 1/1 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 assigned@1#19, 21 queued | kv: leader@1",
+            "sessions: 1 1/1 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 18 assigned@1#20, 22 queued | kv: leader@1",
         ),
         (
             6_500,
-            // 24, 25
-            vec![complete(17, 19, "\"published\""), keepalive(1)],
+            // 26, 27
+            vec![complete(18, 20, "\"published\""), keepalive(1)],
             vec![
-                updated(17, Succeeded),
+                updated(18, Succeeded),
                 SessionRenewed {
                     expires_at_ms: 11_500,
                 },
             ],
-            "sessions: 1 1/1 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 succeeded, 21 assigned@1#24 | kv: leader@1",
+            "sessions: 1 1/1 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 18 succeeded, 22 assigned@1#26 | kv: leader@1",
         ),
         (
             7_000,
-            // 26, 27
+            // 28, 29
             vec![end_session(1), put("leader", Some(1))],
             vec![SessionEnded, SessionNotFound { session_id: 1 }],
-            "sessions:  | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 succeeded, 21 queued | kv: ",
+            "sessions:  | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 18 succeeded, 22 queued | kv: ",
         ),
         (
             7_100,
-            // 28, 29
-            vec![nightly("nightly-3"), cancel(21)],
-            vec![submitted(21, Queued, true), updated(21, Cancelled)],
-            "sessions:  | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 17 succeeded, 21 cancelled | kv: ",
+            // 30, 31
+            vec![nightly("nightly-3"), cancel(22)],
+            vec![submitted(22, Queued, true), updated(22, Cancelled)],
+            "sessions:  | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 18 succeeded, 22 cancelled | kv: ",
         ),
     ];
     let mut m = Machine::default();
@@ -1380,9 +1380,9 @@ fn golden_scenario_outcomes_match_the_table() {
         );
         assert_eq!(summary(&m.state), after, "step {step} at {time}: state");
     }
-    assert_eq!(m.state.last_command_index, 29);
+    assert_eq!(m.state.last_command_index, 31);
     assert_eq!(
-        m.task(21).errors,
+        m.task(22).errors,
         vec![
             error(1, "session_ended", "", 6_000),
             error(2, "session_ended", "", 7_000),
@@ -1533,6 +1533,7 @@ impl Run {
             }
             let command = run.resolve(op);
             run.pending.push(Proposal {
+                guard: None,
                 request_id: None,
                 command,
             });

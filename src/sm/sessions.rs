@@ -100,9 +100,13 @@ impl Sessions {
         self.by_id.entry(id).or_insert(session)
     }
 
-    /// Extends a live session to `at_ms + ttl` (never shortens it). `None` if unknown.
+    /// Extends a live session to `at_ms + ttl` (never shortens it). `None` if unknown
+    /// or if it had already expired at `at_ms`.
     pub fn renew(&mut self, id: SessionId, at_ms: u64) -> Option<u64> {
         let session = self.by_id.get_mut(&id)?;
+        if at_ms >= session.expires_at_ms {
+            return None;
+        }
         let expires_at_ms = session
             .expires_at_ms
             .max(at_ms.saturating_add(session.ttl_ms));
