@@ -245,6 +245,8 @@ fn may_free_capacity_or_ready_work(command: &Command) -> bool {
 }
 
 #[cfg(test)]
+mod lock_tests;
+#[cfg(test)]
 mod scheduler_tests;
 #[cfg(test)]
 mod tests;
