@@ -17,6 +17,10 @@ enum Workload {
     StaleGet,
     TaskCycle,
     Keepalive,
+    /// Acquire + release of a lock per client (distinct locks).
+    Lock,
+    /// Acquire (waiting) + release of one lock shared by all clients.
+    ContendedLock,
 }
 
 #[derive(Parser)]
@@ -51,6 +55,7 @@ async fn main() -> anyhow::Result<()> {
     match args.workload {
         Workload::TaskCycle => return task_cycle(&args, &http).await,
         Workload::Keepalive => return keepalive(&args, &http).await,
+        Workload::Lock | Workload::ContendedLock => return lock_cycle(&args, &http).await,
         _ => {}
     }
     let value = serde_json::json!({ "value": "x".repeat(64) }).to_string();
@@ -83,7 +88,10 @@ async fn main() -> anyhow::Result<()> {
                         Workload::StaleGet => {
                             http.get(format!("{url}/v1/kv/bench/{client}?consistency=stale"))
                         }
-                        Workload::TaskCycle | Workload::Keepalive => unreachable!("handled above"),
+                        Workload::TaskCycle
+                        | Workload::Keepalive
+                        | Workload::Lock
+                        | Workload::ContendedLock => unreachable!("handled above"),
                     };
                     let sent = Instant::now();
                     match request.send().await {
@@ -269,6 +277,66 @@ async fn keepalive(args: &Args, http: &reqwest::Client) -> anyhow::Result<()> {
         "keepalive sessions={} log_entries={entries} entries/s={:.1} over {elapsed:.1}s",
         args.sessions,
         entries as f64 / elapsed
+    );
+    Ok(())
+}
+
+/// Each client has a session and loops acquire → release, on its own lock or (with
+/// `contended-lock`) on one lock for all. One op = one acquire + release.
+async fn lock_cycle(args: &Args, http: &reqwest::Client) -> anyhow::Result<()> {
+    let contended = matches!(args.workload, Workload::ContendedLock);
+    let mut clients = Vec::new();
+    for client in 0..args.clients {
+        let url = args.urls[client % args.urls.len()].clone();
+        let body = serde_json::json!({ "name": format!("locker-{client}"), "capacity": 0, "ttl_ms": 60_000 });
+        let session = json_post(http, format!("{url}/v1/sessions"), body)
+            .await
+            .ok_or_else(|| anyhow::anyhow!("session"))?;
+        clients.push((url, session["session_id"].as_u64().unwrap_or(0), client));
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|(url, session, client)| {
+            let http = http.clone();
+            let lock = if contended {
+                "bench-lock".to_string()
+            } else {
+                format!("bench-lock-{client}")
+            };
+            tokio::spawn(async move {
+                let mut result = ClientResult::default();
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let acquire = serde_json::json!({ "session_id": session, "wait_ms": 5000 });
+                    let cycle = async {
+                        let granted =
+                            json_post(&http, format!("{url}/v1/locks/{lock}/acquire"), acquire)
+                                .await?;
+                        let token = granted["fencing_token"].as_u64()?;
+                        let release =
+                            serde_json::json!({ "session_id": session, "fencing_token": token });
+                        json_post(&http, format!("{url}/v1/locks/{lock}/release"), release).await
+                    };
+                    match cycle.await {
+                        Some(_) => result.latencies_us.push(sent.elapsed().as_micros() as u64),
+                        None => result.errors += 1,
+                    }
+                }
+                result
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await?);
+    }
+    report(
+        if contended { "ContendedLock" } else { "Lock" },
+        args.clients,
+        started,
+        results,
     );
     Ok(())
 }
