@@ -150,7 +150,11 @@ async fn a_retried_request_id_returns_the_first_result_and_can_be_looked_up() {
     assert_eq!(status, 200);
     assert_eq!(body["applied"], true);
     assert_eq!(body["index"], first.1["index"]);
-    assert_eq!(body["result"]["version"], first.1["version"]);
+    assert_eq!(body["result"]["status"], 200);
+    assert_eq!(
+        body["result"]["body"], first.1,
+        "the lookup repeats the first answer"
+    );
     let (status, body) = send(cluster.http.get(format!("{url}/v1/requests/never-sent"))).await;
     assert_eq!((status, body["applied"].clone()), (200, json!(false)));
 

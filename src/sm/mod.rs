@@ -105,6 +105,24 @@ impl State {
         if may_free_capacity_or_ready_work(&proposal.command) {
             self.assign_ready(index);
         }
+        // Report a task's state as the command left it (after any assignment it caused).
+        let outcome = match outcome {
+            Outcome::TaskSubmitted {
+                task_id, existing, ..
+            } => Outcome::TaskSubmitted {
+                task_id,
+                existing,
+                state: self
+                    .tasks
+                    .get(task_id)
+                    .map_or(tasks::TaskState::Cancelled, |task| task.state),
+            },
+            Outcome::TaskUpdated { task_id, state } => Outcome::TaskUpdated {
+                task_id,
+                state: self.tasks.get(task_id).map_or(state, |task| task.state),
+            },
+            other => other,
+        };
         let applied = Applied { index, outcome };
         if let (Some(request_id), Some(fingerprint)) = (&proposal.request_id, fingerprint) {
             self.requests.insert(

@@ -1247,8 +1247,8 @@ fn golden_scenario_outcomes_match_the_table() {
                 job(&[], 10_000, vec![3, 4]),
             ],
             vec![
-                submitted(3, Queued, false),
-                submitted(4, Queued, false),
+                submitted(3, Assigned, false),
+                submitted(4, Assigned, false),
                 submitted(5, Pending, false),
             ],
             "sessions: 1 1/1, 2 1/2 | tasks: 3 assigned@2#3, 4 assigned@1#4, 5 pending | kv: ",
@@ -1309,7 +1309,7 @@ fn golden_scenario_outcomes_match_the_table() {
             3_700,
             // 17, 18
             vec![retry(3), job(&[], 10_000, vec![3])],
-            vec![updated(3, Queued), submitted(18, Pending, false)],
+            vec![updated(3, Assigned), submitted(18, Pending, false)],
             "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#17, 4 succeeded, 5 cancelled, 18 pending | kv: leader@1",
         ),
         (
@@ -1325,7 +1325,7 @@ fn golden_scenario_outcomes_match_the_table() {
             vec![cancel(5), nightly("nightly")],
             vec![
                 wrong("task 5 is already cancelled"),
-                submitted(22, Queued, false),
+                submitted(22, Assigned, false),
             ],
             "sessions: 1 1/1, 2 1/2 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 18 assigned@1#20, 22 assigned@2#22 | kv: leader@1",
         ),
