@@ -154,6 +154,16 @@ fn approximate_size(proposal: &Proposal) -> usize {
         Command::LockAcquire { name, .. }
         | Command::LockRelease { name, .. }
         | Command::LockWithdraw { name, .. } => name.len(),
+        Command::Campaign {
+            name, value_json, ..
+        } => name.len() + value_json.len(),
+        Command::SemaphoreAcquire { name, .. }
+        | Command::SemaphoreRelease { name, .. }
+        | Command::SemaphoreWithdraw { name, .. }
+        | Command::BarrierWait { name, .. }
+        | Command::BarrierLeave { name, .. }
+        | Command::Resign { name, .. }
+        | Command::CampaignWithdraw { name, .. } => name.len(),
         Command::SessionKeepalive { .. }
         | Command::SessionEnd { .. }
         | Command::TaskClaim { .. }

@@ -9,10 +9,11 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam, QueryParams};
+use super::wait::{wait_or_withdraw, Waited};
 use super::{AppState, Consistency};
 use crate::sm::locks::LockMode;
 use crate::sm::sessions::SessionId;
-use crate::sm::{Command, Guard, Outcome, Proposal};
+use crate::sm::{Command, Guard, GuardKind, Outcome, Proposal};
 
 /// `"guard": {"lock": name, "fencing_token": n}` on a mutating request.
 #[derive(Debug, Deserialize)]
@@ -27,21 +28,22 @@ pub struct GuardBody {
 /// Turns a request's guard into the replicated one.
 pub fn guard(body: Option<GuardBody>) -> Result<Option<Guard>, ApiError> {
     let Some(body) = body else { return Ok(None) };
-    match (body.lock, body.election, body.semaphore) {
-        (Some(lock), None, None) => Ok(Some(Guard {
-            lock,
-            fencing_token: body.fencing_token,
-        })),
-        (None, None, None) => Err(ApiError::invalid("invalid_guard", "a guard names a lock")),
-        (None, _, _) => Err(ApiError::invalid(
-            "unsupported_guard",
-            "only lock guards exist so far (election and semaphore guards are not built yet)",
-        )),
-        _ => Err(ApiError::invalid(
-            "invalid_guard",
-            "a guard names exactly one resource",
-        )),
-    }
+    let (kind, name) = match (body.lock, body.election, body.semaphore) {
+        (Some(name), None, None) => (GuardKind::Lock, name),
+        (None, Some(name), None) => (GuardKind::Election, name),
+        (None, None, Some(name)) => (GuardKind::Semaphore, name),
+        _ => {
+            return Err(ApiError::invalid(
+                "invalid_guard",
+                "a guard names exactly one lock, election or semaphore",
+            ))
+        }
+    };
+    Ok(Some(Guard {
+        kind,
+        name,
+        fencing_token: body.fencing_token,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -83,51 +85,6 @@ fn check_name(app: &AppState, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Proposes a waiter's withdrawal if dropped armed: a client that disconnects
-/// mid-wait leaves no ghost waiter behind.
-struct WithdrawOnDrop {
-    app: Option<AppState>,
-    name: String,
-    waiter_id: u64,
-}
-
-impl WithdrawOnDrop {
-    fn proposal(&self) -> Proposal {
-        let command = Command::LockWithdraw {
-            name: self.name.clone(),
-            waiter_id: self.waiter_id,
-        };
-        Proposal {
-            request_id: None,
-            guard: None,
-            command,
-        }
-    }
-
-    /// Withdraws now and returns the outcome (a grant may have won the race).
-    async fn withdraw(mut self) -> Result<Outcome, ApiError> {
-        let app = self.app.take().expect("armed");
-        Ok(app.propose(self.proposal()).await?.outcome)
-    }
-
-    fn disarm(mut self) {
-        self.app = None;
-    }
-}
-
-impl Drop for WithdrawOnDrop {
-    fn drop(&mut self) {
-        if let Some(app) = self.app.take() {
-            let proposal = self.proposal();
-            tokio::spawn(async move {
-                if let Err(error) = app.propose(proposal).await {
-                    tracing::warn!("withdrawing an abandoned lock waiter: {error}");
-                }
-            });
-        }
-    }
-}
-
 pub async fn acquire(
     State(app): State<AppState>,
     PathParam(name): PathParam<String>,
@@ -161,47 +118,39 @@ pub async fn acquire(
     let Outcome::LockQueued { waiter_id } = applied.outcome else {
         return super::outcome::respond(&applied);
     };
-    let pending = WithdrawOnDrop {
-        app: Some(app.clone()),
+    // Woken by the apply loop: granted, or the waiter vanished (its session ended).
+    let withdraw = Command::LockWithdraw {
         name: name.clone(),
         waiter_id,
     };
-    // Woken by the apply loop: granted, or the waiter vanished (its session ended).
-    let settled = app
-        .wait_for_state(deadline, |state| {
-            let lock = state.locks.get(&name);
-            if let Some(hold) =
-                lock.and_then(|l| l.holders.iter().find(|h| h.waiter_id == waiter_id))
-            {
-                return Some(Some(hold.fencing_token));
-            }
-            let waiting = lock.is_some_and(|l| l.waiters.iter().any(|w| w.waiter_id == waiter_id));
-            (!waiting).then_some(None)
-        })
-        .await;
-    let fencing_token = match settled {
-        Some(Some(token)) => {
-            pending.disarm();
-            token
+    let waited = wait_or_withdraw(&app, deadline, withdraw, |state| {
+        let lock = state.locks.get(&name);
+        if let Some(hold) = lock.and_then(|l| l.holders.iter().find(|h| h.waiter_id == waiter_id)) {
+            return Some(Some(hold.fencing_token));
         }
-        Some(None) => {
-            pending.disarm();
+        let waiting = lock.is_some_and(|l| l.waiters.iter().any(|w| w.waiter_id == waiter_id));
+        (!waiting).then_some(None)
+    })
+    .await?;
+    let fencing_token = match waited {
+        Waited::Found(Some(token))
+        | Waited::Withdrawn(Outcome::LockGranted {
+            fencing_token: token,
+        }) => token,
+        Waited::Found(None) => {
             return Err(ApiError::NotFound {
                 code: "session_not_found",
                 message: format!("session {} ended while waiting", body.session_id),
-            });
+            })
         }
-        None => match pending.withdraw().await? {
-            Outcome::LockGranted { fencing_token } => fencing_token,
-            _ => {
-                return Err(ApiError::Conflict {
-                    code: "lock_held",
-                    message: format!(
-                        "{name:?} was not granted within wait_ms; the waiter was withdrawn"
-                    ),
-                })
-            }
-        },
+        Waited::Withdrawn(_) => {
+            return Err(ApiError::Conflict {
+                code: "lock_held",
+                message: format!(
+                    "{name:?} was not granted within wait_ms; the waiter was withdrawn"
+                ),
+            })
+        }
     };
     let index = app.state_machine.read().state.last_command_index;
     Ok(Json(json!({ "fencing_token": fencing_token, "index": index })).into_response())

@@ -12,10 +12,12 @@ pub mod forward;
 pub mod kv;
 pub mod locks;
 pub mod outcome;
+pub mod primitives;
 pub mod raft_rpc;
 pub mod requests;
 pub mod sessions;
 pub mod tasks;
+pub mod wait;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -173,6 +175,20 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/locks/{name}", get(locks::get))
         .route("/v1/locks/{name}/acquire", post(locks::acquire))
         .route("/v1/locks/{name}/release", post(locks::release))
+        .route("/v1/semaphores/{name}", get(primitives::semaphore_get))
+        .route(
+            "/v1/semaphores/{name}/acquire",
+            post(primitives::semaphore_acquire),
+        )
+        .route(
+            "/v1/semaphores/{name}/release",
+            post(primitives::semaphore_release),
+        )
+        .route("/v1/barriers/{name}", get(primitives::barrier_get))
+        .route("/v1/barriers/{name}/wait", post(primitives::barrier_wait))
+        .route("/v1/elections/{name}", get(primitives::election_get))
+        .route("/v1/elections/{name}/campaign", post(primitives::campaign))
+        .route("/v1/elections/{name}/resign", post(primitives::resign))
         .route("/v1/cluster/members", post(cluster::add_member))
         .route(
             "/v1/cluster/members/{id}",

@@ -69,6 +69,43 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
                 cycle: cycle.clone(),
             })
         }
+        Outcome::PermitsGranted { fencing_token } => {
+            json!({ "fencing_token": fencing_token, "index": index })
+        }
+        Outcome::PermitsQueued { waiter_id } => json!({ "waiter_id": waiter_id, "index": index }),
+        Outcome::PermitsReleased | Outcome::Resigned => json!({ "released": true, "index": index }),
+        Outcome::BarrierReleased { generation } => {
+            json!({ "generation": generation, "released": true, "broken": false, "index": index })
+        }
+        Outcome::BarrierWaiting { generation } => {
+            json!({ "generation": generation, "released": false, "broken": false, "index": index })
+        }
+        Outcome::BarrierBroken { generation } => {
+            json!({ "generation": generation, "released": false, "broken": true, "index": index })
+        }
+        Outcome::Elected { term } => json!({ "leader": true, "term": term, "index": index }),
+        Outcome::CampaignQueued { waiter_id } => {
+            json!({ "leader": false, "waiter_id": waiter_id, "index": index })
+        }
+        Outcome::NotElected {
+            leader_session_id,
+            term,
+        } => {
+            json!({ "leader": false, "leader_session_id": leader_session_id, "term": term, "index": index })
+        }
+        Outcome::Withdrawn => json!({ "withdrawn": true, "index": index }),
+        Outcome::PermitsUnavailable => {
+            return Err(ApiError::Conflict {
+                code: "permits_unavailable",
+                message: "not enough free permits".into(),
+            })
+        }
+        Outcome::LimitMismatch { limit } => {
+            return Err(ApiError::Conflict {
+                code: "limit_mismatch",
+                message: format!("this semaphore's limit is {limit}, fixed by its first acquirer"),
+            })
+        }
         Outcome::CasMismatch { current_version } => {
             return Err(ApiError::CasMismatch {
                 current_version: *current_version,

@@ -31,11 +31,20 @@ pub struct Proposal {
     pub command: Command,
 }
 
-/// A fencing condition: `fencing_token` must be a current hold of the lock `name`.
+/// A fencing condition: `fencing_token` must be current for the resource: a hold of
+/// the lock, a permit of the semaphore, or the election's leader term.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Guard {
-    pub lock: String,
+    pub kind: GuardKind,
+    pub name: String,
     pub fencing_token: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuardKind {
+    Lock,
+    Semaphore,
+    Election,
 }
 
 /// Every state-changing operation the state machine knows.
@@ -110,6 +119,52 @@ pub enum Command {
     },
     /// Withdraws a waiter whose wait ended (or whose client left).
     LockWithdraw {
+        name: String,
+        waiter_id: u64,
+    },
+    /// Takes `permits` of semaphore `name`, whose limit is `limit` (fixed by the
+    /// first acquirer); queues if they are not free and `wait`.
+    SemaphoreAcquire {
+        name: String,
+        session_id: SessionId,
+        permits: u32,
+        limit: u32,
+        wait: bool,
+    },
+    SemaphoreRelease {
+        name: String,
+        session_id: SessionId,
+        fencing_token: u64,
+    },
+    SemaphoreWithdraw {
+        name: String,
+        waiter_id: u64,
+    },
+    /// Arrives at barrier `name` of `parties` sessions.
+    BarrierWait {
+        name: String,
+        session_id: SessionId,
+        parties: u32,
+    },
+    /// Leaves a barrier generation that has not been released (the wait ended).
+    BarrierLeave {
+        name: String,
+        session_id: SessionId,
+        generation: u64,
+    },
+    Campaign {
+        name: String,
+        session_id: SessionId,
+        value_json: String,
+        priority: i32,
+        wait: bool,
+    },
+    Resign {
+        name: String,
+        session_id: SessionId,
+        term: u64,
+    },
+    CampaignWithdraw {
         name: String,
         waiter_id: u64,
     },
@@ -196,6 +251,43 @@ pub enum Outcome {
         cycle: Vec<SessionId>,
     },
     LockReleased,
+    PermitsGranted {
+        fencing_token: u64,
+    },
+    PermitsQueued {
+        waiter_id: u64,
+    },
+    /// Not enough free permits and the request did not wait (or was withdrawn).
+    PermitsUnavailable,
+    /// The semaphore exists with another limit.
+    LimitMismatch {
+        limit: u32,
+    },
+    PermitsReleased,
+    BarrierReleased {
+        generation: u64,
+    },
+    BarrierWaiting {
+        generation: u64,
+    },
+    /// The generation ended without release (a participant's session ended).
+    BarrierBroken {
+        generation: u64,
+    },
+    /// This session leads `name` with term (fencing token) `term`.
+    Elected {
+        term: u64,
+    },
+    CampaignQueued {
+        waiter_id: u64,
+    },
+    /// Someone else leads and the request did not wait (or was withdrawn).
+    NotElected {
+        leader_session_id: Option<SessionId>,
+        term: u64,
+    },
+    Resigned,
+    Withdrawn,
 }
 
 /// One command's result: its command index and outcome. A retried `request_id`

@@ -17,6 +17,8 @@ pub mod command;
 pub mod kv;
 pub mod lock_rules;
 pub mod locks;
+pub mod primitive_rules;
+pub mod primitives;
 pub mod requests;
 pub mod scheduler;
 pub mod sessions;
@@ -24,7 +26,7 @@ pub mod tasks;
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{Applied, Batch, BatchResponse, Command, Guard, Outcome, Proposal};
+pub use command::{Applied, Batch, BatchResponse, Command, Guard, GuardKind, Outcome, Proposal};
 use kv::KvMap;
 use requests::RequestTable;
 use sessions::Sessions;
@@ -42,6 +44,9 @@ pub struct State {
     pub sessions: Sessions,
     pub tasks: Tasks,
     pub locks: locks::Locks,
+    pub semaphores: primitives::Semaphores,
+    pub barriers: primitives::Barriers,
+    pub elections: primitives::Elections,
 }
 
 impl State {
@@ -199,22 +204,70 @@ impl State {
                 fencing_token,
             } => self.release_lock(name, *session_id, *fencing_token, index),
             Command::LockWithdraw { name, waiter_id } => self.withdraw_waiter(name, *waiter_id),
+            Command::SemaphoreAcquire {
+                name,
+                session_id,
+                permits,
+                limit,
+                wait,
+            } => self.acquire_permits(name, *session_id, *permits, *limit, *wait, index),
+            Command::SemaphoreRelease {
+                name,
+                session_id,
+                fencing_token,
+            } => self.release_permits(name, *session_id, *fencing_token, index),
+            Command::SemaphoreWithdraw { name, waiter_id } => {
+                self.withdraw_permits(name, *waiter_id, index)
+            }
+            Command::BarrierWait {
+                name,
+                session_id,
+                parties,
+            } => self.arrive(name, *session_id, *parties),
+            Command::BarrierLeave {
+                name,
+                session_id,
+                generation,
+            } => self.leave(name, *session_id, *generation),
+            Command::Campaign {
+                name,
+                session_id,
+                value_json,
+                priority,
+                wait,
+            } => self.campaign(name, *session_id, value_json, *priority, *wait, index),
+            Command::Resign {
+                name,
+                session_id,
+                term,
+            } => self.resign(name, *session_id, *term, index),
+            Command::CampaignWithdraw { name, waiter_id } => {
+                self.withdraw_candidate(name, *waiter_id)
+            }
         }
     }
 
-    /// `Some(refusal)` unless the guard's token is a current hold of its lock.
+    /// `Some(refusal)` unless the guard's token is current for its resource.
     fn guard_refusal(&self, guard: Option<&Guard>) -> Option<Outcome> {
         let guard = guard?;
-        let lock = self.locks.get(&guard.lock);
-        let current = lock.is_some_and(|lock| {
-            lock.holders
-                .iter()
-                .any(|h| h.fencing_token == guard.fencing_token)
-        });
-        (!current).then(|| Outcome::StaleFencingToken {
-            current: lock
-                .and_then(|lock| lock.holders.last())
-                .map_or(0, |hold| hold.fencing_token),
+        let current: Vec<u64> = match guard.kind {
+            GuardKind::Lock => self
+                .locks
+                .get(&guard.name)
+                .map(|l| l.holders.iter().map(|h| h.fencing_token).collect()),
+            GuardKind::Semaphore => self
+                .semaphores
+                .get(&guard.name)
+                .map(|s| s.holders.iter().map(|p| p.fencing_token).collect()),
+            GuardKind::Election => self
+                .elections
+                .get(&guard.name)
+                .and_then(|e| e.leader.as_ref())
+                .map(|leader| vec![leader.term]),
+        }
+        .unwrap_or_default();
+        (!current.contains(&guard.fencing_token)).then(|| Outcome::StaleFencingToken {
+            current: current.iter().copied().max().unwrap_or(0),
         })
     }
 

@@ -71,6 +71,7 @@ impl State {
             self.lose_lease(task_id, reason);
         }
         self.release_session_locks(id);
+        self.release_session_primitives(id);
         Outcome::SessionEnded
     }
 

@@ -1,0 +1,390 @@
+//! Semaphore, barrier and election endpoints. Waits go through `wait`.
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+use super::extract::{JsonBody, PathParam, QueryParams};
+use super::sessions::{json_text, raw};
+use super::wait::{wait_or_withdraw, Waited};
+use super::{AppState, Consistency};
+use crate::sm::sessions::SessionId;
+use crate::sm::{Command, Outcome, Proposal};
+
+#[derive(Deserialize, Default)]
+pub struct ReadQuery {
+    #[serde(default)]
+    consistency: Consistency,
+}
+
+fn check_name(app: &AppState, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > app.limits.max_key_bytes {
+        return Err(ApiError::invalid(
+            "invalid_name",
+            format!("names are 1 to {} bytes", app.limits.max_key_bytes),
+        ));
+    }
+    Ok(())
+}
+
+async fn propose(
+    app: &AppState,
+    request_id: Option<String>,
+    command: Command,
+) -> Result<crate::sm::Applied, ApiError> {
+    app.propose(Proposal {
+        request_id,
+        guard: None,
+        command,
+    })
+    .await
+}
+
+fn session_ended(session_id: SessionId) -> ApiError {
+    ApiError::NotFound {
+        code: "session_not_found",
+        message: format!("session {session_id} ended while waiting"),
+    }
+}
+
+// ----- semaphores ---------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcquireBody {
+    session_id: SessionId,
+    #[serde(default = "one")]
+    permits: u32,
+    limit: u32,
+    #[serde(default)]
+    wait_ms: u64,
+    request_id: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    session_id: SessionId,
+    fencing_token: u64,
+    request_id: Option<String>,
+}
+
+pub async fn semaphore_acquire(
+    State(app): State<AppState>,
+    PathParam(name): PathParam<String>,
+    JsonBody(body): JsonBody<AcquireBody>,
+) -> Result<Response, ApiError> {
+    check_name(&app, &name)?;
+    if body.limit == 0 || body.limit > app.limits.max_session_capacity {
+        return Err(ApiError::invalid(
+            "invalid_limit",
+            format!("limit must be 1 to {}", app.limits.max_session_capacity),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
+    let command = Command::SemaphoreAcquire {
+        name: name.clone(),
+        session_id: body.session_id,
+        permits: body.permits,
+        limit: body.limit,
+        wait: body.wait_ms > 0,
+    };
+    let applied = propose(&app, body.request_id, command).await?;
+    let Outcome::PermitsQueued { waiter_id } = applied.outcome else {
+        return super::outcome::respond(&applied);
+    };
+    let withdraw = Command::SemaphoreWithdraw {
+        name: name.clone(),
+        waiter_id,
+    };
+    let waited = wait_or_withdraw(&app, deadline, withdraw, |state| {
+        let semaphore = state.semaphores.get(&name);
+        if let Some(held) =
+            semaphore.and_then(|s| s.holders.iter().find(|p| p.waiter_id == waiter_id))
+        {
+            return Some(Some(held.fencing_token));
+        }
+        let waiting = semaphore.is_some_and(|s| s.waiters.iter().any(|w| w.waiter_id == waiter_id));
+        (!waiting).then_some(None)
+    })
+    .await?;
+    match waited {
+        Waited::Found(Some(token))
+        | Waited::Withdrawn(Outcome::PermitsGranted {
+            fencing_token: token,
+        }) => Ok(Json(json!({ "fencing_token": token })).into_response()),
+        Waited::Found(None) => Err(session_ended(body.session_id)),
+        Waited::Withdrawn(_) => Err(ApiError::Conflict {
+            code: "permits_unavailable",
+            message: format!(
+                "{name:?} had no free permits within wait_ms; the waiter was withdrawn"
+            ),
+        }),
+    }
+}
+
+pub async fn semaphore_release(
+    State(app): State<AppState>,
+    PathParam(name): PathParam<String>,
+    JsonBody(body): JsonBody<ReleaseBody>,
+) -> Result<Response, ApiError> {
+    check_name(&app, &name)?;
+    let command = Command::SemaphoreRelease {
+        name,
+        session_id: body.session_id,
+        fencing_token: body.fencing_token,
+    };
+    super::outcome::respond(&propose(&app, body.request_id, command).await?)
+}
+
+pub async fn semaphore_get(
+    State(app): State<AppState>,
+    PathParam(name): PathParam<String>,
+    QueryParams(query): QueryParams<ReadQuery>,
+) -> Result<Response, ApiError> {
+    check_name(&app, &name)?;
+    app.read_barrier(query.consistency).await?;
+    let applied = app.state_machine.read();
+    let semaphore = applied
+        .state
+        .semaphores
+        .get(&name)
+        .cloned()
+        .unwrap_or_default();
+    let holders: Vec<_> = semaphore
+        .holders
+        .iter()
+        .map(|p| json!({ "session_id": p.session_id, "permits": p.permits, "fencing_token": p.fencing_token, "acquired_at_ms": p.acquired_at_ms }))
+        .collect();
+    let waiters: Vec<_> = semaphore
+        .waiters
+        .iter()
+        .map(|w| json!({ "session_id": w.session_id, "permits": w.permits, "waiter_id": w.waiter_id, "since_ms": w.since_ms }))
+        .collect();
+    let body = json!({ "name": name, "limit": semaphore.limit, "used": semaphore.used(), "holders": holders, "waiters": waiters });
+    Ok(Json(body).into_response())
+}
+
+// ----- barriers -----------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BarrierBody {
+    session_id: SessionId,
+    parties: u32,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// Arrives and waits for the generation to be released (or broken).
+pub async fn barrier_wait(
+    State(app): State<AppState>,
+    PathParam(name): PathParam<String>,
+    JsonBody(body): JsonBody<BarrierBody>,
+) -> Result<Response, ApiError> {
+    check_name(&app, &name)?;
+    if body.parties == 0 || body.parties > app.limits.max_session_capacity {
+        return Err(ApiError::invalid(
+            "invalid_parties",
+            format!("parties must be 1 to {}", app.limits.max_session_capacity),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
+    let command = Command::BarrierWait {
+        name: name.clone(),
+        session_id: body.session_id,
+        parties: body.parties,
+    };
+    let applied = propose(&app, None, command).await?;
+    let Outcome::BarrierWaiting { generation } = applied.outcome else {
+        return super::outcome::respond(&applied);
+    };
+    let withdraw = Command::BarrierLeave {
+        name: name.clone(),
+        session_id: body.session_id,
+        generation,
+    };
+    let waited = wait_or_withdraw(&app, deadline, withdraw, |state| {
+        let barrier = state.barriers.get(&name)?;
+        (barrier.generation != generation)
+            .then(|| barrier.ended.get(&generation).copied().unwrap_or(true))
+    })
+    .await?;
+    let (released, broken) = match waited {
+        Waited::Found(broken) => (!broken, broken),
+        Waited::Withdrawn(Outcome::BarrierReleased { .. }) => (true, false),
+        Waited::Withdrawn(Outcome::BarrierBroken { .. }) => (false, true),
+        Waited::Withdrawn(_) => (false, false),
+    };
+    Ok(
+        Json(json!({ "generation": generation, "released": released, "broken": broken }))
+            .into_response(),
+    )
+}
+
+pub async fn barrier_get(
+    State(app): State<AppState>,
+    PathParam(name): PathParam<String>,
+    QueryParams(query): QueryParams<ReadQuery>,
+) -> Result<Response, ApiError> {
+    check_name(&app, &name)?;
+    app.read_barrier(query.consistency).await?;
+    let applied = app.state_machine.read();
+    let barrier = applied
+        .state
+        .barriers
+        .get(&name)
+        .cloned()
+        .unwrap_or_default();
+    let body = json!({
+        "name": name,
+        "parties": barrier.parties,
+        "generation": barrier.generation,
+        "arrived": barrier.arrived,
+        "ended": barrier.ended.iter().map(|(g, broken)| json!({ "generation": g, "broken": broken })).collect::<Vec<_>>(),
+    });
+    Ok(Json(body).into_response())
+}
+
+// ----- elections ----------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignBody {
+    session_id: SessionId,
+    value: Option<Box<RawValue>>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    wait_ms: u64,
+    request_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResignBody {
+    session_id: SessionId,
+    term: u64,
+    request_id: Option<String>,
+}
+
+fn leader_view(app: &AppState, name: &str, session_id: SessionId) -> Response {
+    let applied = app.state_machine.read();
+    let leader = applied
+        .state
+        .elections
+        .get(name)
+        .and_then(|e| e.leader.clone());
+    let body = match leader {
+        Some(leader) => json!({
+            "leader": leader.session_id == session_id,
+            "term": leader.term,
+            "leader_session_id": leader.session_id,
+            "value": raw(&leader.value_json),
+        }),
+        None => json!({ "leader": false, "term": null, "leader_session_id": null, "value": null }),
+    };
+    Json(body).into_response()
+}
+
+/// Campaigns; with `wait_ms`, waits to become leader (higher priority first, then FIFO).
+pub async fn campaign(
+    State(app): State<AppState>,
+    PathParam(name): PathParam<String>,
+    JsonBody(body): JsonBody<CampaignBody>,
+) -> Result<Response, ApiError> {
+    check_name(&app, &name)?;
+    let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
+    let value_json = json_text(&app, body.value, "null")?;
+    let command = Command::Campaign {
+        name: name.clone(),
+        session_id: body.session_id,
+        value_json,
+        priority: body.priority,
+        wait: body.wait_ms > 0,
+    };
+    let applied = propose(&app, body.request_id, command).await?;
+    match applied.outcome {
+        Outcome::Elected { .. } | Outcome::NotElected { .. } => {
+            return Ok(leader_view(&app, &name, body.session_id))
+        }
+        Outcome::CampaignQueued { .. } => {}
+        _ => return super::outcome::respond(&applied),
+    }
+    let Outcome::CampaignQueued { waiter_id } = applied.outcome else {
+        unreachable!()
+    };
+    let withdraw = Command::CampaignWithdraw {
+        name: name.clone(),
+        waiter_id,
+    };
+    let waited = wait_or_withdraw(&app, deadline, withdraw, |state| {
+        let election = state.elections.get(&name);
+        if election
+            .and_then(|e| e.leader.as_ref())
+            .is_some_and(|l| l.waiter_id == waiter_id)
+        {
+            return Some(true);
+        }
+        let candidate =
+            election.is_some_and(|e| e.candidates.iter().any(|c| c.waiter_id == waiter_id));
+        (!candidate).then_some(false)
+    })
+    .await?;
+    if matches!(waited, Waited::Found(false)) {
+        return Err(session_ended(body.session_id));
+    }
+    Ok(leader_view(&app, &name, body.session_id))
+}
+
+pub async fn resign(
+    State(app): State<AppState>,
+    PathParam(name): PathParam<String>,
+    JsonBody(body): JsonBody<ResignBody>,
+) -> Result<Response, ApiError> {
+    check_name(&app, &name)?;
+    let command = Command::Resign {
+        name,
+        session_id: body.session_id,
+        term: body.term,
+    };
+    super::outcome::respond(&propose(&app, body.request_id, command).await?)
+}
+
+pub async fn election_get(
+    State(app): State<AppState>,
+    PathParam(name): PathParam<String>,
+    QueryParams(query): QueryParams<ReadQuery>,
+) -> Result<Response, ApiError> {
+    check_name(&app, &name)?;
+    app.read_barrier(query.consistency).await?;
+    let applied = app.state_machine.read();
+    let election = applied
+        .state
+        .elections
+        .get(&name)
+        .cloned()
+        .unwrap_or_default();
+    let candidates: Vec<_> = election
+        .candidates
+        .iter()
+        .map(|c| json!({ "session_id": c.session_id, "priority": c.priority, "waiter_id": c.waiter_id, "value": raw(&c.value_json) }))
+        .collect();
+    let body = json!({
+        "name": name,
+        "leader_session_id": election.leader.as_ref().map(|l| l.session_id),
+        "term": election.leader.as_ref().map(|l| l.term),
+        "value": election.leader.as_ref().map(|l| raw(&l.value_json)),
+        "since_ms": election.leader.as_ref().map(|l| l.since_ms),
+        "candidates": candidates,
+    });
+    Ok(Json(body).into_response())
+}
