@@ -344,7 +344,8 @@ fn a_guard_applies_a_command_only_while_its_token_is_current() {
     let guarded = |token: u64, value: &str| Proposal {
         request_id: None,
         guard: Some(Guard {
-            lock: "L".into(),
+            kind: GuardKind::Lock,
+            name: "L".into(),
             fencing_token: token,
         }),
         command: Command::KvPut {

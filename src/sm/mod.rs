@@ -318,6 +318,8 @@ fn may_free_capacity_or_ready_work(command: &Command) -> bool {
 #[cfg(test)]
 mod lock_tests;
 #[cfg(test)]
+mod primitive_tests;
+#[cfg(test)]
 mod scheduler_tests;
 #[cfg(test)]
 mod tests;
