@@ -54,8 +54,17 @@ pub struct AcquireBody {
     mode: String,
     #[serde(default)]
     wait_ms: u64,
+    /// Lock-delay for a lock this request creates (see docs/locks.md).
+    #[serde(default)]
+    lock_delay_ms: u64,
+    /// The token of a hold lost to session expiry, to take the lock back during its
+    /// lock-delay.
+    previous_token: Option<u64>,
     request_id: Option<String>,
 }
+
+/// The longest lock-delay a lock may have.
+pub const MAX_LOCK_DELAY_MS: u64 = 60_000;
 
 fn default_mode() -> String {
     "exclusive".into()
@@ -102,11 +111,19 @@ pub async fn acquire(
         }
     };
     let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
+    if body.lock_delay_ms > MAX_LOCK_DELAY_MS {
+        return Err(ApiError::invalid(
+            "invalid_duration",
+            format!("lock_delay_ms is at most {MAX_LOCK_DELAY_MS}"),
+        ));
+    }
     let command = Command::LockAcquire {
         name: name.clone(),
         session_id: body.session_id,
         mode,
         wait: body.wait_ms > 0,
+        lock_delay_ms: body.lock_delay_ms,
+        previous_token: body.previous_token,
     };
     let applied = app
         .propose(Proposal {

@@ -106,11 +106,15 @@ pub enum Command {
     },
     /// Acquires `name` for the session; if it cannot be granted now and `wait`,
     /// queues a waiter (refused if waiting would close a cycle of sessions).
+    /// `lock_delay_ms` is taken from the acquire that creates the lock;
+    /// `previous_token` lets an expired holder re-acquire during its lock-delay.
     LockAcquire {
         name: String,
         session_id: SessionId,
         mode: LockMode,
         wait: bool,
+        lock_delay_ms: u64,
+        previous_token: Option<u64>,
     },
     LockRelease {
         name: String,

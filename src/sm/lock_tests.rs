@@ -55,7 +55,106 @@ fn acquire(name: &str, session_id: SessionId, mode: LockMode, wait: bool) -> Com
         session_id,
         mode,
         wait,
+        lock_delay_ms: 0,
+        previous_token: None,
     }
+}
+
+/// An acquire that creates the lock with a lock-delay, or presents a lost token.
+fn acquire_delayed(
+    name: &str,
+    session_id: SessionId,
+    lock_delay_ms: u64,
+    previous_token: Option<u64>,
+) -> Command {
+    Command::LockAcquire {
+        name: name.into(),
+        session_id,
+        mode: Exclusive,
+        wait: true,
+        lock_delay_ms,
+        previous_token,
+    }
+}
+
+fn create_session(state: &mut State, time_ms: u64, ttl_ms: u64) -> SessionId {
+    match one(state, time_ms, session(ttl_ms)) {
+        Outcome::SessionCreated { session_id, .. } => session_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn after_a_holders_session_expires_the_lock_is_held_back_for_its_lock_delay() {
+    let mut state = with_sessions(1);
+    let short = create_session(&mut state, 0, 1_000);
+    token(&one(&mut state, 1, acquire_delayed("L", short, 500, None)));
+    assert!(matches!(
+        one(&mut state, 2, acquire("L", 1, Exclusive, true)),
+        Outcome::LockQueued { .. }
+    ));
+    run(&mut state, 1_000, vec![]); // the holder expires
+    assert_eq!(holders(&state, "L"), vec![], "held back, not granted");
+    assert_eq!(
+        state.next_due_ms(),
+        Some(1_500),
+        "the delay's end is a deadline"
+    );
+    run(&mut state, 1_499, vec![]);
+    assert_eq!(holders(&state, "L"), vec![]);
+    run(&mut state, 1_500, vec![]);
+    assert_eq!(
+        holders(&state, "L"),
+        vec![(1, Exclusive)],
+        "granted when the delay ends"
+    );
+}
+
+#[test]
+fn a_clean_release_or_an_explicit_end_has_no_lock_delay() {
+    let mut state = with_sessions(3);
+    let first = token(&one(&mut state, 1, acquire_delayed("L", 1, 5_000, None)));
+    one(&mut state, 2, acquire("L", 2, Exclusive, true));
+    one(&mut state, 3, release("L", 1, first));
+    assert_eq!(holders(&state, "L"), vec![(2, Exclusive)]);
+    one(&mut state, 4, acquire("L", 3, Exclusive, true));
+    one(&mut state, 5, Command::SessionEnd { session_id: 2 });
+    assert_eq!(holders(&state, "L"), vec![(3, Exclusive)]);
+}
+
+#[test]
+fn the_expired_holder_presenting_its_token_may_take_the_lock_back_during_the_delay() {
+    let mut state = with_sessions(1);
+    let short = create_session(&mut state, 0, 1_000);
+    let lost = token(&one(
+        &mut state,
+        1,
+        acquire_delayed("L", short, 5_000, None),
+    ));
+    run(&mut state, 1_000, vec![]);
+    assert_eq!(
+        one(&mut state, 1_100, acquire("L", 1, Exclusive, false)),
+        Outcome::LockHeld
+    );
+    let back = create_session(&mut state, 1_200, 10_000);
+    assert_eq!(
+        one(
+            &mut state,
+            1_300,
+            acquire_delayed("L", back, 0, Some(lost + 1))
+        ),
+        one_queued()
+    );
+    let regained = one(&mut state, 1_400, acquire_delayed("L", back, 0, Some(lost)));
+    assert!(
+        matches!(regained, Outcome::LockGranted { .. }),
+        "{regained:?}"
+    );
+}
+
+/// A wrong token does not bypass the delay: the request just queues.
+fn one_queued() -> Outcome {
+    Outcome::LockQueued { waiter_id: 7 }
 }
 
 fn release(name: &str, session_id: SessionId, fencing_token: u64) -> Command {

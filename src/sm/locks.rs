@@ -53,11 +53,22 @@ pub struct Lock {
     pub waiters: VecDeque<Waiter>,
     /// The last token granted (tokens only grow).
     pub last_token: u64,
+    /// After a holder's session *expires*, the lock stays unavailable this long
+    /// (set by the acquire that created the lock; 0 = none).
+    pub lock_delay_ms: u64,
+    /// Cluster time until which the lock is held back, and the expired holder's
+    /// token, which may still re-acquire it meanwhile.
+    pub delayed_until_ms: u64,
+    pub delayed_token: u64,
 }
 
 impl Lock {
     pub fn is_idle(&self) -> bool {
-        self.holders.is_empty() && self.waiters.is_empty()
+        self.holders.is_empty() && self.waiters.is_empty() && self.delayed_until_ms == 0
+    }
+
+    fn delayed(&self) -> bool {
+        self.delayed_until_ms != 0
     }
 
     fn grantable(&self, mode: LockMode) -> bool {
@@ -72,7 +83,7 @@ impl Lock {
 
     /// Whether a new request could be granted now (nobody waits ahead of it).
     pub fn grantable_now(&self, mode: LockMode) -> bool {
-        self.waiters.is_empty() && self.grantable(mode)
+        !self.delayed() && self.waiters.is_empty() && self.grantable(mode)
     }
 
     pub fn hold_of(&self, session: SessionId) -> Option<&Hold> {
@@ -102,7 +113,7 @@ impl Lock {
     /// Grants waiters from the head of the queue while the rule allows.
     pub fn grant_waiters(&mut self, index: u64, now_ms: u64) {
         while let Some(head) = self.waiters.front() {
-            if !self.grantable(head.mode) {
+            if self.delayed() || !self.grantable(head.mode) {
                 return;
             }
             let waiter = self.waiters.pop_front().expect("head exists");

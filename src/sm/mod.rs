@@ -44,6 +44,8 @@ pub struct State {
     pub sessions: Sessions,
     pub tasks: Tasks,
     pub locks: locks::Locks,
+    /// (until_ms, lock name) of locks held back by lock-delay.
+    pub lock_delays: std::collections::BTreeSet<(u64, String)>,
     pub semaphores: primitives::Semaphores,
     pub barriers: primitives::Barriers,
     pub elections: primitives::Elections,
@@ -160,7 +162,9 @@ impl State {
             Command::SessionKeepalive { session_id } => {
                 self.renew_session(*session_id, self.cluster_time_ms)
             }
-            Command::SessionEnd { session_id } => self.end_session(*session_id, "session_ended"),
+            Command::SessionEnd { session_id } => {
+                self.end_session(*session_id, "session_ended", false)
+            }
             Command::Tick { renewals } => {
                 let renewed = renewals
                     .iter()
@@ -197,7 +201,16 @@ impl State {
                 session_id,
                 mode,
                 wait,
-            } => self.acquire_lock(name, *session_id, *mode, *wait, index),
+                lock_delay_ms,
+                previous_token,
+            } => self.acquire_lock(
+                name,
+                *session_id,
+                *mode,
+                *wait,
+                (*lock_delay_ms, *previous_token),
+                index,
+            ),
             Command::LockRelease {
                 name,
                 session_id,

@@ -54,7 +54,9 @@ impl State {
 
     /// Ends a session: its ephemeral keys go, its assigned tasks are requeued
     /// (the attempt counted), and queued work is reassigned.
-    pub(super) fn end_session(&mut self, id: SessionId, reason: &str) -> Outcome {
+    /// `expired` distinguishes expiry from an explicit end (lock-delay applies only
+    /// to expiry).
+    pub(super) fn end_session(&mut self, id: SessionId, reason: &str, expired: bool) -> Outcome {
         let Some(session) = self.sessions.remove(id) else {
             return session_not_found(id);
         };
@@ -70,7 +72,7 @@ impl State {
         for task_id in self.tasks.assigned_to(id) {
             self.lose_lease(task_id, reason);
         }
-        self.release_session_locks(id);
+        self.release_session_locks(id, expired);
         self.release_session_primitives(id);
         Outcome::SessionEnded
     }
@@ -81,8 +83,9 @@ impl State {
     pub(super) fn advance_time(&mut self) {
         let now = self.cluster_time_ms;
         while let Some(id) = self.sessions.next_expired(now) {
-            self.end_session(id, "session_ended");
+            self.end_session(id, "session_ended", true);
         }
+        self.end_lock_delays();
         while let Some(id) = self.tasks.next_due(now) {
             let state = self.tasks.get(id).map(|task| task.state);
             match state {
@@ -102,10 +105,14 @@ impl State {
 
     /// The earliest cluster time at which something expires or becomes ready.
     pub fn next_due_ms(&self) -> Option<u64> {
-        match (self.sessions.next_expiry_ms(), self.tasks.next_timer_ms()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.sessions.next_expiry_ms(),
+            self.tasks.next_timer_ms(),
+            self.lock_delays.first().map(|(until, _)| *until),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     // ----- tasks ----------------------------------------------------------------
