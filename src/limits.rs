@@ -82,8 +82,8 @@ pub struct Limits {
     /// Longest submission delay (`not_before_ms`).
     pub max_not_before_ms: u64,
     /// How often the leader replicates the keepalives it accepted (one log entry
-    /// per flush, however many sessions). Also the most a session's replicated
-    /// expiry can trail what its last keepalive was told after a leader crash.
+    /// per flush, however many sessions). A leader crash loses at most the
+    /// keepalives of its last flush interval.
     pub keepalive_flush_ms: u64,
 }
 

@@ -11,8 +11,9 @@
 //! 10,000 sessions beating every second cost a handful of log entries per second.
 //! Each renewal counts from the moment the leader accepted it. If the leader dies
 //! before flushing, the renewals since its last flush are lost: the log's expiry
-//! stands (at most one flush interval earlier than the client was told), never a
-//! reset to a full TTL.
+//! (from the last replicated renewal) stands, never a reset to a full TTL. That
+//! can be earlier than the client was told by up to its keepalive interval plus
+//! one flush interval.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

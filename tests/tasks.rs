@@ -303,9 +303,30 @@ async fn an_agent_that_stops_heart_beating_has_its_task_reassigned_after_its_ttl
         (view["state"].clone(), view["result"].clone()),
         (json!("succeeded"), json!(1))
     );
-    // And its session is gone.
+    // And its session is gone: keepalives for it are refused.
     let (status, _) = send(http.get(format!("{a}/v1/sessions/{silent}"))).await;
     assert_eq!(status, 404);
+    let (status, body) = send(http.post(format!("{a}/v1/sessions/{silent}/keepalive"))).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("session_not_found"))
+    );
+    // Only the leader accepts keepalives: a follower that is asked directly (as if
+    // already forwarded) refuses instead of recording a renewal nobody replicates.
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let direct = http
+        .post(format!(
+            "{}/v1/sessions/{healthy}/keepalive",
+            cluster.url(follower)
+        ))
+        .header("x-conclave-forwarded", "0");
+    let (status, body) = send(direct).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (503, json!("no_leader")),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

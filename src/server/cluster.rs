@@ -370,3 +370,22 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     }
     ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
+
+/// `GET /v1/debug/state`: this replica's applied position and a hash of its whole
+/// state-machine contents, so replicas can be compared (equal applied index must
+/// mean equal hash). Served locally; costs one encoding of the state.
+pub async fn state_digest(State(app): State<AppState>) -> Response {
+    let applied = app.state_machine.read();
+    let hash = match crate::codec::encode(&applied.state) {
+        Ok(bytes) => format!("{:016x}", crate::sm::requests::fnv1a(&bytes)),
+        Err(e) => return ApiError::Unavailable(format!("encoding the state: {e}")).into_response(),
+    };
+    Json(json!({
+        "node_id": app.node_id,
+        "last_applied_index": applied.last_applied.map(|log_id| log_id.index),
+        "last_command_index": applied.state.last_command_index,
+        "cluster_time_ms": applied.state.cluster_time_ms,
+        "state_hash": hash,
+    }))
+    .into_response()
+}

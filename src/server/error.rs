@@ -38,6 +38,9 @@ pub enum ApiError {
     /// 409: a compare-and-set precondition failed.
     #[error("version mismatch: current version is {current_version}")]
     CasMismatch { current_version: u64 },
+    /// 409 `stale_fencing_token`: the token is not current; `current` is (0 if none).
+    #[error("the fencing token is not current (current is {current})")]
+    StaleToken { current: u64 },
     /// 409 `deadlock`: waiting would close this cycle of sessions.
     #[error("waiting would deadlock: sessions {cycle:?} would wait for each other")]
     Deadlock { cycle: Vec<u64> },
@@ -81,6 +84,7 @@ impl ApiError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::CasMismatch { .. } => (StatusCode::CONFLICT, "cas_mismatch"),
             Self::Deadlock { .. } => (StatusCode::CONFLICT, "deadlock"),
+            Self::StaleToken { .. } => (StatusCode::CONFLICT, "stale_fencing_token"),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::WrongNode { .. } => (StatusCode::MISDIRECTED_REQUEST, "wrong_node"),
@@ -99,6 +103,9 @@ impl ApiError {
             }
             Self::Deadlock { cycle } => {
                 details.insert("cycle".into(), json!(cycle));
+            }
+            Self::StaleToken { current } => {
+                details.insert("current_token".into(), json!(current));
             }
             Self::NoLeader {
                 leader: Some(leader),

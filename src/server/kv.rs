@@ -58,6 +58,9 @@ struct KvView<'a> {
     value: &'a RawValue,
     version: u64,
     create_index: u64,
+    /// The session an ephemeral key is bound to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    session_id: Option<u64>,
 }
 
 fn view<'a>(key: &'a str, entry: &'a KvEntry) -> KvView<'a> {
@@ -67,6 +70,7 @@ fn view<'a>(key: &'a str, entry: &'a KvEntry) -> KvView<'a> {
         value,
         version: entry.version,
         create_index: entry.create_index,
+        session_id: entry.session_id,
     }
 }
 

@@ -200,6 +200,7 @@ pub fn router(app: AppState) -> Router {
         ));
     let local_routes = Router::new()
         .route("/v1/cluster", get(cluster::info))
+        .route("/v1/debug/state", get(cluster::state_digest))
         .route("/v1/cluster/snapshot", post(cluster::snapshot))
         .route("/health", get(cluster::health))
         .route("/ready", get(cluster::ready))

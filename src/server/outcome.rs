@@ -138,10 +138,7 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
             })
         }
         Outcome::StaleFencingToken { current } => {
-            return Err(ApiError::Conflict {
-                code: "stale_fencing_token",
-                message: format!("the fencing token is not current (current is {current})"),
-            })
+            return Err(ApiError::StaleToken { current: *current })
         }
         Outcome::LimitReached { message } => return Err(ApiError::Overloaded(message.clone())),
         Outcome::InvalidCommand { message } => {

@@ -180,20 +180,39 @@ pub async fn keepalive(
     PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let ttl_ms = app
-        .state_machine
-        .read()
-        .state
-        .sessions
-        .get(id)
-        .map(|session| session.ttl_ms);
+    // Only a leader's record is ever replicated: anywhere else, nothing was done
+    // (and `forward` retries at the leader).
+    let leading = {
+        let metrics = app.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.state == openraft::ServerState::Leader
+            && metrics.current_leader == Some(app.node_id)
+    };
+    if !leading {
+        return Err(ApiError::NoLeader {
+            leader: app.current_leader(),
+        });
+    }
+    let live = |app: &AppState, now: u64| {
+        let applied = app.state_machine.read();
+        let session = applied.state.sessions.get(id)?;
+        // A session whose expiry has passed is gone, even before the tick says so.
+        (now < session.expires_at_ms).then_some(session.ttl_ms)
+    };
+    let mut now = leader_now_ms(&app.state_machine);
+    let mut ttl_ms = live(&app, now);
+    if ttl_ms.is_none() {
+        // A new leader may not have applied everything yet: look again, linearizably.
+        app.read_barrier(Consistency::Linearizable).await?;
+        now = leader_now_ms(&app.state_machine);
+        ttl_ms = live(&app, now);
+    }
     let Some(ttl_ms) = ttl_ms else {
         return Err(ApiError::NotFound {
             code: "session_not_found",
             message: format!("no live session {id}"),
         });
     };
-    let now = leader_now_ms(&app.state_machine);
     app.keepalives.record(id, now);
     Ok(Json(json!({ "session_id": id, "expires_at_ms": now + ttl_ms })).into_response())
 }

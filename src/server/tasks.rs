@@ -245,7 +245,11 @@ pub async fn claim(
                     "lease_expires_at_ms": lease_expires_at_ms,
                     "index": applied.index,
                 });
-                return Ok(Json(body).into_response());
+                let mut response = Json(body).into_response();
+                response
+                    .headers_mut()
+                    .insert(super::forward::INDEX_HEADER, applied.index.into());
+                return Ok(response);
             }
             Outcome::NoTaskAssigned => {}
             _ => return super::outcome::respond(&applied),

@@ -131,7 +131,11 @@ impl State {
             other => other,
         };
         let applied = Applied { index, outcome };
-        if let (Some(request_id), Some(fingerprint)) = (&proposal.request_id, fingerprint) {
+        // A capacity refusal is transient: a retry with the same id must try again.
+        let transient = matches!(applied.outcome, Outcome::LimitReached { .. });
+        if let (Some(request_id), Some(fingerprint), false) =
+            (&proposal.request_id, fingerprint, transient)
+        {
             self.requests.insert(
                 request_id.clone(),
                 applied.clone(),

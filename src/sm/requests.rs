@@ -24,7 +24,11 @@ pub struct RequestRecord {
 /// builds of the same format version (unlike `std`'s hashers), so every replica
 /// computes the same value.
 pub fn fingerprint(command: &super::Command) -> u64 {
-    let bytes = crate::codec::encode(command).unwrap_or_default();
+    fnv1a(&crate::codec::encode(command).unwrap_or_default())
+}
+
+/// 64-bit FNV-1a: small, stable, and the same on every platform and build.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -284,6 +284,7 @@ impl State {
     fn release(&mut self, task_id: TaskId) {
         let session_id = self.tasks.update(task_id, |task| {
             task.timer_ms = None;
+            task.claimed = false;
             task.session_id.take()
         });
         if let Some(session_id) = session_id.flatten() {
@@ -380,11 +381,15 @@ impl State {
         if self.sessions.get(session_id).is_none() {
             return session_not_found(session_id);
         }
+        // The session's highest-priority unclaimed task, oldest first among equals.
         let next = self
             .tasks
             .assigned_to(session_id)
             .into_iter()
-            .find(|id| self.tasks.get(*id).is_some_and(|task| !task.claimed));
+            .filter_map(|id| self.tasks.get(id))
+            .filter(|task| !task.claimed)
+            .min_by_key(|task| (-i64::from(task.spec.priority), task.id))
+            .map(|task| task.id);
         let Some(task_id) = next else {
             return Outcome::NoTaskAssigned;
         };
