@@ -59,6 +59,18 @@ pub struct Config {
     pub storage: StorageSettings,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub debug: DebugSettings,
+}
+
+/// Test-only switches. Never set them in production.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DebugSettings {
+    /// Plants a known bug so the chaos harness can prove it catches it:
+    /// `"stale-reads"` serves linearizable reads from the local replica on any node,
+    /// without forwarding or a read-index round.
+    pub inject_bug: Option<String>,
 }
 
 fn default_node_id() -> NodeId {
@@ -137,6 +149,8 @@ pub struct NodeConfig {
     pub raft_settings: RaftSettings,
     pub store: StoreOptions,
     pub limits: Limits,
+    /// `[debug] inject_bug = "stale-reads"` (test-only).
+    pub stale_reads_bug: bool,
 }
 
 impl NodeConfig {
@@ -159,6 +173,7 @@ impl Default for Config {
             raft: RaftSettings::default(),
             storage: StorageSettings::default(),
             limits: Limits::default(),
+            debug: DebugSettings::default(),
         }
     }
 }
@@ -265,6 +280,15 @@ impl Config {
             return Err(invalid("storage.cache_capacity_mib must be at least 1"));
         }
         let raft = raft_config(&self.raft)?;
+        let stale_reads_bug = match self.debug.inject_bug.as_deref() {
+            None => false,
+            Some("stale-reads") => true,
+            Some(other) => {
+                return Err(invalid(format!(
+                    "debug.inject_bug {other:?} is unknown (only \"stale-reads\")"
+                )))
+            }
+        };
         Ok(NodeConfig {
             node_id: self.node_id,
             listen_addr,
@@ -279,6 +303,7 @@ impl Config {
                 cache_capacity_bytes: self.storage.cache_capacity_mib * 1024 * 1024,
             },
             limits: self.limits,
+            stale_reads_bug,
         })
     }
 }

@@ -85,6 +85,7 @@ pub async fn run(
         node_id: config.node_id,
         proposer,
         keepalives,
+        stale_reads_bug: config.stale_reads_bug,
         reads: ReadIndex::spawn(raft.clone(), &config.limits),
         raft: raft.clone(),
         state_machine,

@@ -73,7 +73,8 @@ pub async fn leader_header(State(app): State<AppState>, request: Request, next: 
 /// Serves a request here if this node leads, else forwards or redirects it.
 pub async fn leader_only(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let routing = routing_of(request.method(), request.uri());
-    if routing.stale_read {
+    let planted_bug = app.stale_reads_bug && request.method() == Method::GET;
+    if routing.stale_read || planted_bug {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();

@@ -51,6 +51,8 @@ pub struct App {
     pub max_raft_body_bytes: usize,
     /// Keepalives accepted here while leading, replicated by the ticker.
     pub keepalives: crate::ticker::Keepalives,
+    /// Test-only planted bug: linearizable reads served locally (see `config`).
+    pub stale_reads_bug: bool,
 }
 
 pub type AppState = Arc<App>;
@@ -77,6 +79,7 @@ impl App {
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ApiError> {
         match consistency {
             Consistency::Stale => Ok(()),
+            Consistency::Linearizable if self.stale_reads_bug => Ok(()),
             Consistency::Linearizable => Ok(self.reads.wait().await?),
         }
     }

@@ -1,0 +1,2 @@
+//! Checkers. `wgl`: linearizability of register histories (per key).
+pub mod wgl;

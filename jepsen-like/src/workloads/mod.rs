@@ -1,0 +1,2 @@
+//! Workloads: sequential clients that record every operation's outcome.
+pub mod register;
