@@ -154,10 +154,18 @@ pub async fn acquire(
         | Waited::Withdrawn(Outcome::LockGranted {
             fencing_token: token,
         }) => token,
-        Waited::Found(None) => {
+        // The waiter is gone: its session ended, or (a retried request) an earlier
+        // wait already ended and withdrew it.
+        Waited::Found(None) if !app.session_alive(body.session_id) => {
             return Err(ApiError::NotFound {
                 code: "session_not_found",
                 message: format!("session {} ended while waiting", body.session_id),
+            })
+        }
+        Waited::Found(None) => {
+            return Err(ApiError::Conflict {
+                code: "lock_held",
+                message: format!("{name:?} was not granted; this request's waiter was withdrawn"),
             })
         }
         Waited::Withdrawn(_) => {

@@ -116,6 +116,16 @@ impl App {
         }
     }
 
+    /// Whether `session_id` is live in this node's applied state.
+    pub fn session_alive(&self, session_id: u64) -> bool {
+        self.state_machine
+            .read()
+            .state
+            .sessions
+            .get(session_id)
+            .is_some()
+    }
+
     /// Checks a requested `wait_ms` against the limit.
     pub fn check_wait(&self, wait_ms: u64) -> Result<std::time::Duration, ApiError> {
         if wait_ms > self.limits.max_wait_ms {

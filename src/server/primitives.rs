@@ -121,7 +121,13 @@ pub async fn semaphore_acquire(
         | Waited::Withdrawn(Outcome::PermitsGranted {
             fencing_token: token,
         }) => Ok(Json(json!({ "fencing_token": token })).into_response()),
-        Waited::Found(None) => Err(session_ended(body.session_id)),
+        Waited::Found(None) if !app.session_alive(body.session_id) => {
+            Err(session_ended(body.session_id))
+        }
+        Waited::Found(None) => Err(ApiError::Conflict {
+            code: "permits_unavailable",
+            message: format!("{name:?}: this request's waiter was withdrawn"),
+        }),
         Waited::Withdrawn(_) => Err(ApiError::Conflict {
             code: "permits_unavailable",
             message: format!(
@@ -339,7 +345,7 @@ pub async fn campaign(
         (!candidate).then_some(false)
     })
     .await?;
-    if matches!(waited, Waited::Found(false)) {
+    if matches!(waited, Waited::Found(false)) && !app.session_alive(body.session_id) {
         return Err(session_ended(body.session_id));
     }
     Ok(leader_view(&app, &name, body.session_id))

@@ -30,12 +30,20 @@ impl State {
         // lock-delay (as in Chubby), ahead of any waiter; that ends the delay.
         if lock.delayed_until_ms != 0
             && previous_token.is_some_and(|token| token == lock.delayed_token)
+            && lock.compatible(mode)
         {
             let until = lock.delayed_until_ms;
             lock.delayed_until_ms = 0;
             lock.waiters
                 .retain(|waiter| waiter.session_id != session_id);
-            let fencing_token = lock.grant(session_id, mode, 0, index, now);
+            let fencing_token = lock.grant(
+                session_id,
+                mode,
+                0,
+                index,
+                now,
+                &mut self.last_fencing_token,
+            );
             self.lock_delays.remove(&(until, name.to_owned()));
             return Outcome::LockGranted { fencing_token };
         }
@@ -66,7 +74,14 @@ impl State {
             };
         }
         if lock.grantable_now(mode) {
-            let fencing_token = lock.grant(session_id, mode, 0, index, now);
+            let fencing_token = lock.grant(
+                session_id,
+                mode,
+                0,
+                index,
+                now,
+                &mut self.last_fencing_token,
+            );
             return Outcome::LockGranted { fencing_token };
         }
         if !wait {
@@ -116,7 +131,7 @@ impl State {
             };
         }
         lock.holders.remove(position);
-        lock.grant_waiters(index, now);
+        lock.grant_waiters(index, now, &mut self.last_fencing_token);
         self.drop_if_idle(name);
         Outcome::LockReleased
     }
@@ -139,7 +154,7 @@ impl State {
         // Removing a waiter can unblock readers queued behind a writer.
         let (index, now) = (self.last_command_index, self.cluster_time_ms);
         if let Some(lock) = self.locks.get_mut(name) {
-            lock.grant_waiters(index, now);
+            lock.grant_waiters(index, now, &mut self.last_fencing_token);
         }
         self.drop_if_idle(name);
         Outcome::LockHeld
@@ -175,7 +190,7 @@ impl State {
                 lock.holders.retain(|hold| hold.session_id != session_id);
                 lock.waiters
                     .retain(|waiter| waiter.session_id != session_id);
-                lock.grant_waiters(index.max(lock.last_token + 1), now);
+                lock.grant_waiters(index, now, &mut self.last_fencing_token);
             }
             self.drop_if_idle(&name);
         }
@@ -192,7 +207,7 @@ impl State {
             if let Some(lock) = self.locks.get_mut(&name) {
                 if lock.delayed_until_ms == until {
                     lock.delayed_until_ms = 0;
-                    lock.grant_waiters(index.max(lock.last_token + 1), now);
+                    lock.grant_waiters(index, now, &mut self.last_fencing_token);
                 }
             }
             self.drop_if_idle(&name);

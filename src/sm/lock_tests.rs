@@ -582,6 +582,8 @@ proptest! {
         run(&mut state, 0, (0..4).map(|_| session(2_000)).collect());
         let mut time = 0u64;
         let mut last_tokens: BTreeMap<String, u64> = BTreeMap::new();
+        // Every token ever granted belongs to exactly one (lock, session) grant.
+        let mut owners: BTreeMap<u64, (String, SessionId)> = BTreeMap::new();
         for op in &ops {
             if let Op::Advance { ms } = op {
                 time += u64::from(*ms);
@@ -606,8 +608,147 @@ proptest! {
                 }
                 for hold in &lock.holders {
                     prop_assert!(state.sessions.get(hold.session_id).is_some(), "a dead session holds {name}");
+                    let owner = owners.entry(hold.fencing_token).or_insert((name.clone(), hold.session_id));
+                    prop_assert_eq!(owner, &(name.clone(), hold.session_id), "token {} granted twice", hold.fencing_token);
                 }
             }
         }
     }
+}
+
+// ----- regressions ------------------------------------------------------------------
+
+/// Regression: several grants in one command took tokens index, index+1, …; when the
+/// lock was then forgotten as idle, a later grant reused one of those tokens, and an
+/// expired holder's guarded write was accepted.
+#[test]
+fn fencing_tokens_are_never_reused_after_a_lock_is_forgotten() {
+    let mut state = State::default();
+    let writer = create_session(&mut state, 0, 60_000);
+    let readers: Vec<SessionId> = (0..4)
+        .map(|_| create_session(&mut state, 0, 1_000))
+        .collect();
+    let held = token(&one(&mut state, 1, acquire("L", writer, Exclusive, false)));
+    for reader in &readers {
+        one(&mut state, 2, acquire("L", *reader, Shared, true));
+    }
+    one(&mut state, 3, release("L", writer, held));
+    let granted: Vec<u64> = state.locks["L"]
+        .holders
+        .iter()
+        .map(|h| h.fencing_token)
+        .collect();
+    assert_eq!(granted.len(), 4);
+    run(&mut state, 1_000, vec![]); // every reader expires; the lock is forgotten
+    assert!(!state.locks.contains_key("L"));
+    let next = token(&one(
+        &mut state,
+        1_001,
+        acquire("L", writer, Exclusive, false),
+    ));
+    assert!(
+        next > *granted.iter().max().unwrap(),
+        "token {next} reused one of {granted:?}"
+    );
+    let late = Proposal {
+        request_id: None,
+        guard: Some(Guard {
+            kind: GuardKind::Lock,
+            name: "L".into(),
+            fencing_token: *granted.last().unwrap(),
+        }),
+        command: Command::KvPut {
+            key: "k".into(),
+            value_json: "1".into(),
+            if_version: None,
+            session_id: None,
+        },
+    };
+    let refused = state.apply_batch(&Batch {
+        leader_time_ms: 1_002,
+        proposals: vec![late],
+    });
+    assert!(matches!(
+        refused.results[0].outcome,
+        Outcome::StaleFencingToken { .. }
+    ));
+}
+
+#[test]
+fn tokens_are_unique_across_locks() {
+    let mut state = with_sessions(3);
+    let held = token(&one(&mut state, 1, acquire("S", 1, Exclusive, false)));
+    one(&mut state, 2, acquire("S", 2, Shared, true));
+    one(&mut state, 2, acquire("S", 3, Shared, true));
+    let outcomes = run(
+        &mut state,
+        3,
+        vec![release("S", 1, held), acquire("other", 1, Exclusive, false)],
+    );
+    let shared: Vec<u64> = state.locks["S"]
+        .holders
+        .iter()
+        .map(|h| h.fencing_token)
+        .collect();
+    let other = token(&outcomes[1]);
+    assert!(shared.iter().all(|t| *t < other), "{shared:?} vs {other}");
+}
+
+/// Regression: `previous_token` took a lock back during its lock-delay even when a
+/// shared holder made an exclusive hold impossible.
+#[test]
+fn previous_token_does_not_bypass_mode_compatibility() {
+    let mut state = with_sessions(1);
+    let short = create_session(&mut state, 0, 1_000);
+    let lost = token(&one(
+        &mut state,
+        1,
+        Command::LockAcquire {
+            name: "L".into(),
+            session_id: short,
+            mode: Shared,
+            wait: false,
+            lock_delay_ms: 5_000,
+            previous_token: None,
+        },
+    ));
+    token(&one(&mut state, 2, acquire("L", 1, Shared, false)));
+    run(&mut state, 1_000, vec![]);
+    let back = create_session(&mut state, 1_100, 10_000);
+    let attempt = one(&mut state, 1_200, acquire_delayed("L", back, 0, Some(lost)));
+    assert!(
+        !matches!(attempt, Outcome::LockGranted { .. }),
+        "exclusive beside a reader: {attempt:?}"
+    );
+    assert_eq!(holders(&state, "L"), vec![(1, Shared)]);
+}
+
+#[test]
+fn a_request_id_reused_with_a_different_guard_is_a_conflict() {
+    let mut state = with_sessions(1);
+    let held = token(&one(&mut state, 1, acquire("L", 1, Exclusive, false)));
+    let put = |guard: Option<Guard>| Proposal {
+        request_id: Some("r".into()),
+        guard,
+        command: Command::KvPut {
+            key: "k".into(),
+            value_json: "1".into(),
+            if_version: None,
+            session_id: None,
+        },
+    };
+    state.apply_batch(&Batch {
+        leader_time_ms: 2,
+        proposals: vec![put(None)],
+    });
+    let guarded = Some(Guard {
+        kind: GuardKind::Lock,
+        name: "L".into(),
+        fencing_token: held,
+    });
+    let again = state.apply_batch(&Batch {
+        leader_time_ms: 3,
+        proposals: vec![put(guarded)],
+    });
+    assert_eq!(again.results[0].outcome, Outcome::RequestIdConflict);
 }

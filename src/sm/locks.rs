@@ -90,6 +90,8 @@ impl Lock {
         self.holders.iter().find(|hold| hold.session_id == session)
     }
 
+    /// Grants a hold. Tokens come from the cluster-wide allocator `tokens`, so they
+    /// strictly increase and are never reused, even after this lock is forgotten.
     pub fn grant(
         &mut self,
         session_id: SessionId,
@@ -97,8 +99,9 @@ impl Lock {
         waiter_id: u64,
         index: u64,
         now_ms: u64,
+        tokens: &mut u64,
     ) -> u64 {
-        let fencing_token = index.max(self.last_token + 1);
+        let fencing_token = super::next_token(tokens, index);
         self.last_token = fencing_token;
         self.holders.push(Hold {
             session_id,
@@ -111,7 +114,7 @@ impl Lock {
     }
 
     /// Grants waiters from the head of the queue while the rule allows.
-    pub fn grant_waiters(&mut self, index: u64, now_ms: u64) {
+    pub fn grant_waiters(&mut self, index: u64, now_ms: u64, tokens: &mut u64) {
         while let Some(head) = self.waiters.front() {
             if self.delayed() || !self.grantable(head.mode) {
                 return;
@@ -123,8 +126,14 @@ impl Lock {
                 waiter.waiter_id,
                 index,
                 now_ms,
+                tokens,
             );
         }
+    }
+
+    /// Whether a hold in `mode` is compatible with the current holders.
+    pub fn compatible(&self, mode: LockMode) -> bool {
+        self.grantable(mode)
     }
 
     /// Sessions `session` would wait for if queued now: every holder and every

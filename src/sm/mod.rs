@@ -44,6 +44,10 @@ pub struct State {
     pub sessions: Sessions,
     pub tasks: Tasks,
     pub locks: locks::Locks,
+    /// The last fencing token granted by any lock, semaphore or election: tokens are
+    /// allocated from this one counter, so they strictly increase cluster-wide and a
+    /// token is never handed out twice.
+    pub last_fencing_token: u64,
     /// (until_ms, lock name) of locks held back by lock-delay.
     pub lock_delays: std::collections::BTreeSet<(u64, String)>,
     pub semaphores: primitives::Semaphores,
@@ -89,7 +93,7 @@ impl State {
         let fingerprint = proposal
             .request_id
             .as_ref()
-            .map(|_| requests::fingerprint(&proposal.command));
+            .map(|_| requests::fingerprint(&proposal.command, &proposal.guard));
         if let Some(record) = proposal
             .request_id
             .as_deref()
@@ -317,6 +321,13 @@ impl State {
             session.ephemeral_keys.remove(key);
         }
     }
+}
+
+/// The next fencing token: the granting command's index, or one past the last
+/// token if several grants share a command.
+pub(crate) fn next_token(last: &mut u64, index: u64) -> u64 {
+    *last = index.max(*last + 1);
+    *last
 }
 
 fn may_free_capacity_or_ready_work(command: &Command) -> bool {

@@ -62,7 +62,14 @@ impl State {
             };
         }
         if semaphore.waiters.is_empty() && semaphore.used() + permits <= semaphore.limit {
-            let fencing_token = semaphore.grant(session_id, permits, 0, index, now);
+            let fencing_token = semaphore.grant(
+                session_id,
+                permits,
+                0,
+                index,
+                now,
+                &mut self.last_fencing_token,
+            );
             return Outcome::PermitsGranted { fencing_token };
         }
         if !wait {
@@ -106,7 +113,7 @@ impl State {
             };
         }
         semaphore.holders.remove(position);
-        semaphore.grant_waiters(index, now);
+        semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
         self.drop_idle_semaphore(name);
         Outcome::PermitsReleased
     }
@@ -126,7 +133,7 @@ impl State {
             };
         }
         semaphore.waiters.retain(|w| w.waiter_id != waiter_id);
-        semaphore.grant_waiters(index, now);
+        semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
         self.drop_idle_semaphore(name);
         Outcome::PermitsUnavailable
     }
@@ -225,7 +232,7 @@ impl State {
         };
         if election.leader.is_none() {
             election.enqueue(candidate);
-            election.promote(index, now);
+            election.promote(index, now, &mut self.last_fencing_token);
             let term = election.leader.as_ref().map_or(0, |l| l.term);
             return Outcome::Elected { term };
         }
@@ -267,7 +274,7 @@ impl State {
             }
         }
         election.leader = None;
-        election.promote(index, now);
+        election.promote(index, now, &mut self.last_fencing_token);
         self.drop_idle_election(name);
         Outcome::Resigned
     }
@@ -312,7 +319,7 @@ impl State {
                 semaphore.holders.retain(|p| p.session_id != session_id);
                 semaphore.waiters.retain(|w| w.session_id != session_id);
                 if before != (semaphore.holders.len(), semaphore.waiters.len()) {
-                    semaphore.grant_waiters(index, now);
+                    semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
                 }
             }
             self.drop_idle_semaphore(&name);
@@ -332,7 +339,7 @@ impl State {
                     .is_some_and(|l| l.session_id == session_id)
                 {
                     election.leader = None;
-                    election.promote(index, now);
+                    election.promote(index, now, &mut self.last_fencing_token);
                 }
             }
             self.drop_idle_election(&name);

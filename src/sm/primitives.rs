@@ -49,6 +49,7 @@ impl Semaphore {
         self.holders.is_empty() && self.waiters.is_empty()
     }
 
+    /// Grants permits; tokens come from the cluster-wide allocator `tokens`.
     pub fn grant(
         &mut self,
         session_id: SessionId,
@@ -56,8 +57,9 @@ impl Semaphore {
         waiter_id: u64,
         index: u64,
         now_ms: u64,
+        tokens: &mut u64,
     ) -> u64 {
-        let fencing_token = index.max(self.last_token + 1);
+        let fencing_token = super::next_token(tokens, index);
         self.last_token = fencing_token;
         self.holders.push(Permit {
             session_id,
@@ -70,7 +72,7 @@ impl Semaphore {
     }
 
     /// Grants waiters from the head of the queue while their permits fit.
-    pub fn grant_waiters(&mut self, index: u64, now_ms: u64) {
+    pub fn grant_waiters(&mut self, index: u64, now_ms: u64, tokens: &mut u64) {
         while let Some(head) = self.waiters.front() {
             if self.used() + head.permits > self.limit {
                 return;
@@ -82,6 +84,7 @@ impl Semaphore {
                 waiter.waiter_id,
                 index,
                 now_ms,
+                tokens,
             );
         }
     }
@@ -152,13 +155,14 @@ impl Election {
         self.candidates.insert(position, candidate);
     }
 
-    /// Makes the first candidate leader if there is no leader.
-    pub fn promote(&mut self, index: u64, now_ms: u64) {
+    /// Makes the first candidate leader if there is no leader; the term comes from
+    /// the cluster-wide token allocator `tokens`.
+    pub fn promote(&mut self, index: u64, now_ms: u64, tokens: &mut u64) {
         if self.leader.is_some() || self.candidates.is_empty() {
             return;
         }
         let next = self.candidates.remove(0);
-        let term = index.max(self.last_term + 1);
+        let term = super::next_token(tokens, index);
         self.last_term = term;
         self.leader = Some(Leadership {
             session_id: next.session_id,

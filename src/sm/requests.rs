@@ -23,8 +23,8 @@ pub struct RequestRecord {
 /// A stable 64-bit FNV-1a hash of a command's encoding. Stable across processes and
 /// builds of the same format version (unlike `std`'s hashers), so every replica
 /// computes the same value.
-pub fn fingerprint(command: &super::Command) -> u64 {
-    fnv1a(&crate::codec::encode(command).unwrap_or_default())
+pub fn fingerprint(command: &super::Command, guard: &Option<super::Guard>) -> u64 {
+    fnv1a(&crate::codec::encode(&(command, guard)).unwrap_or_default())
 }
 
 /// 64-bit FNV-1a: small, stable, and the same on every platform and build.
