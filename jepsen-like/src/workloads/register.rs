@@ -42,7 +42,7 @@ pub struct Settings {
 enum Sent {
     Answer(u16, Value),
     /// Never reached the server.
-    NotSent,
+    NeverArrived,
     /// Sent, but no answer came back.
     Lost,
 }
@@ -57,7 +57,7 @@ async fn send(request: reqwest::RequestBuilder) -> Sent {
                 Err(_) => Sent::Lost,
             }
         }
-        Err(e) if e.is_connect() => Sent::NotSent,
+        Err(e) if e.is_connect() => Sent::NeverArrived,
         Err(_) => Sent::Lost,
     }
 }
@@ -173,7 +173,9 @@ async fn client(
                 seen.remove(&key);
                 (op, Outcome::Fail)
             }
-            (RegisterOp::Read { .. }, _) | (_, Sent::NotSent) | (_, Sent::Answer(503 | 429, _)) => {
+            (RegisterOp::Read { .. }, _)
+            | (_, Sent::NeverArrived)
+            | (_, Sent::Answer(503 | 429, _)) => {
                 counts.unavailable += 1;
                 tokio::time::sleep(Duration::from_millis(20)).await;
                 continue;
