@@ -408,14 +408,14 @@ async fn a_leader_crash_mid_run_loses_no_task_and_ttls_continue_from_the_log() {
     for i in 0..150u64 {
         let body = json!({ "kind": "w", "payload": i, "required_capabilities": ["w"], "idempotency_key": format!("k{i}") });
         // Submissions retry through the failover (idempotency keys make that safe).
+        // A node just restarted may not listen yet: a refused connection is retried too.
         let task = wait_until(Duration::from_secs(20), || async {
-            let (status, body) = post(
-                &http,
-                format!("{}/v1/tasks", urls[i as usize % 3]),
-                body.clone(),
-            )
-            .await;
-            (status == 200).then(|| body["task_id"].as_u64()).flatten()
+            let url = format!("{}/v1/tasks", urls[i as usize % 3]);
+            let response = http.post(url).json(&body).send().await.ok()?;
+            if response.status() != 200 {
+                return None;
+            }
+            response.json::<Value>().await.ok()?["task_id"].as_u64()
         })
         .await
         .expect("submit");

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam, QueryParams};
-use super::{AppState, Consistency};
+use super::{AppState, Consistency, ReadQuery};
 use crate::sm::{kv::KvEntry, Command, Proposal};
 
 #[derive(Deserialize)]
@@ -28,18 +28,6 @@ pub struct DeleteBody {
     if_version: Option<u64>,
     guard: Option<super::locks::GuardBody>,
     request_id: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-pub struct ReadQuery {
-    #[serde(default)]
-    consistency: Consistency,
-}
-
-impl ReadQuery {
-    pub fn consistency(&self) -> Consistency {
-        self.consistency
-    }
 }
 
 #[derive(Deserialize)]

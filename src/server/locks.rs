@@ -10,7 +10,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::wait::{wait_or_withdraw, Waited};
-use super::{AppState, Consistency};
+use super::{AppState, ReadQuery};
 use crate::sm::locks::LockMode;
 use crate::sm::sessions::SessionId;
 use crate::sm::{Command, Guard, GuardKind, Outcome, Proposal};
@@ -78,28 +78,12 @@ pub struct ReleaseBody {
     request_id: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
-pub struct ReadQuery {
-    #[serde(default)]
-    consistency: Consistency,
-}
-
-fn check_name(app: &AppState, name: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.len() > app.limits.max_key_bytes {
-        return Err(ApiError::invalid(
-            "invalid_name",
-            format!("lock names are 1 to {} bytes", app.limits.max_key_bytes),
-        ));
-    }
-    Ok(())
-}
-
 pub async fn acquire(
     State(app): State<AppState>,
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, &name)?;
+    app.check_resource_name(&name)?;
     let mode = match body.mode.as_str() {
         "exclusive" => LockMode::Exclusive,
         "shared" => LockMode::Shared,
@@ -186,7 +170,7 @@ pub async fn release(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<ReleaseBody>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, &name)?;
+    app.check_resource_name(&name)?;
     let command = Command::LockRelease {
         name,
         session_id: body.session_id,
@@ -209,7 +193,7 @@ pub async fn get(
     PathParam(name): PathParam<String>,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, &name)?;
+    app.check_resource_name(&name)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let lock = applied.state.locks.get(&name).cloned().unwrap_or_default();

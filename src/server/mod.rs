@@ -57,6 +57,13 @@ pub struct App {
 
 pub type AppState = Arc<App>;
 
+/// The query of a read endpoint: `?consistency=linearizable|stale`.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct ReadQuery {
+    #[serde(default)]
+    pub consistency: Consistency,
+}
+
 /// `?consistency=` on reads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -114,6 +121,17 @@ impl App {
                 _ => return None,
             }
         }
+    }
+
+    /// Checks the name of a lock, semaphore, barrier or election.
+    pub fn check_resource_name(&self, name: &str) -> Result<(), ApiError> {
+        if name.is_empty() || name.len() > self.limits.max_key_bytes {
+            return Err(ApiError::invalid(
+                "invalid_name",
+                format!("names are 1 to {} bytes", self.limits.max_key_bytes),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether `session_id` is live in this node's applied state.

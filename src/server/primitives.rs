@@ -11,25 +11,9 @@ use super::error::ApiError;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::sessions::{json_text, raw};
 use super::wait::{wait_or_withdraw, Waited};
-use super::{AppState, Consistency};
+use super::{AppState, ReadQuery};
 use crate::sm::sessions::SessionId;
 use crate::sm::{Command, Outcome, Proposal};
-
-#[derive(Deserialize, Default)]
-pub struct ReadQuery {
-    #[serde(default)]
-    consistency: Consistency,
-}
-
-fn check_name(app: &AppState, name: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.len() > app.limits.max_key_bytes {
-        return Err(ApiError::invalid(
-            "invalid_name",
-            format!("names are 1 to {} bytes", app.limits.max_key_bytes),
-        ));
-    }
-    Ok(())
-}
 
 async fn propose(
     app: &AppState,
@@ -82,7 +66,7 @@ pub async fn semaphore_acquire(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, &name)?;
+    app.check_resource_name(&name)?;
     if body.limit == 0 || body.limit > app.limits.max_session_capacity {
         return Err(ApiError::invalid(
             "invalid_limit",
@@ -142,7 +126,7 @@ pub async fn semaphore_release(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<ReleaseBody>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, &name)?;
+    app.check_resource_name(&name)?;
     let command = Command::SemaphoreRelease {
         name,
         session_id: body.session_id,
@@ -156,7 +140,7 @@ pub async fn semaphore_get(
     PathParam(name): PathParam<String>,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, &name)?;
+    app.check_resource_name(&name)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let semaphore = applied
@@ -196,7 +180,7 @@ pub async fn barrier_wait(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<BarrierBody>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, &name)?;
+    app.check_resource_name(&name)?;
     if body.parties == 0 || body.parties > app.limits.max_session_capacity {
         return Err(ApiError::invalid(
             "invalid_parties",
@@ -241,7 +225,7 @@ pub async fn barrier_get(
     PathParam(name): PathParam<String>,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, &name)?;
+    app.check_resource_name(&name)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let barrier = applied
@@ -307,7 +291,7 @@ pub async fn campaign(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<CampaignBody>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, &name)?;
+    app.check_resource_name(&name)?;
     let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
     let value_json = json_text(&app, body.value, "null")?;
     let command = Command::Campaign {
@@ -356,7 +340,7 @@ pub async fn resign(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<ResignBody>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, &name)?;
+    app.check_resource_name(&name)?;
     let command = Command::Resign {
         name,
         session_id: body.session_id,
@@ -370,7 +354,7 @@ pub async fn election_get(
     PathParam(name): PathParam<String>,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, &name)?;
+    app.check_resource_name(&name)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let election = applied

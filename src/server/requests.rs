@@ -7,8 +7,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::extract::{PathParam, QueryParams};
-use super::kv::ReadQuery;
-use super::AppState;
+use super::{AppState, ReadQuery};
 use crate::limits::Replicated;
 
 pub async fn get(
@@ -17,7 +16,7 @@ pub async fn get(
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
     app.check_request_id(&request_id)?;
-    app.read_barrier(query.consistency()).await?;
+    app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let body = match applied.state.requests.get(&request_id) {
         Some(record) => json!({

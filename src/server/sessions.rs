@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam, QueryParams};
-use super::{AppState, Consistency};
+use super::{AppState, Consistency, ReadQuery};
 use crate::limits::MIN_TTL_MS;
 use crate::proposer::leader_now_ms;
 use crate::sm::sessions::{NewSession, Session, SessionId};
@@ -44,12 +44,6 @@ pub struct ListQuery {
     capability: Option<String>,
     after: Option<SessionId>,
     limit: Option<usize>,
-    #[serde(default)]
-    consistency: Consistency,
-}
-
-#[derive(Deserialize, Default)]
-pub struct ReadQuery {
     #[serde(default)]
     consistency: Consistency,
 }

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::sessions::{check_capabilities, check_duration, check_name, json_text, raw};
-use super::{AppState, Consistency};
+use super::{AppState, Consistency, ReadQuery};
 use crate::sm::sessions::SessionId;
 use crate::sm::tasks::{NewTask, Task, TaskId, TaskState};
 use crate::sm::{Command, Outcome, Proposal};
@@ -95,12 +95,6 @@ pub struct ListQuery {
     kind: Option<String>,
     after: Option<TaskId>,
     limit: Option<usize>,
-    #[serde(default)]
-    consistency: Consistency,
-}
-
-#[derive(Deserialize, Default)]
-pub struct ReadQuery {
     #[serde(default)]
     consistency: Consistency,
 }
