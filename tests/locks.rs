@@ -199,6 +199,19 @@ async fn a_paused_holders_late_guarded_write_is_refused() {
     );
     let (_, value) = send(http.get(format!("{a}/v1/kv/resource"))).await;
     assert_eq!(value["value"], "after");
+    // Any mutating request can be fenced, not only KV: a task submission here.
+    let task = |token: u64| json!({ "kind": "k", "guard": { "lock": "resource", "fencing_token": token } });
+    let (status, body) = post(http, format!("{a}/v1/tasks"), task(old_token)).await;
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (409, json!("stale_fencing_token")),
+        "{body}"
+    );
+    assert_eq!(body["error"]["current_token"], new_token);
+    assert_eq!(
+        post(http, format!("{b}/v1/tasks"), task(new_token)).await.0,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

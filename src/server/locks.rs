@@ -75,6 +75,7 @@ fn default_mode() -> String {
 pub struct ReleaseBody {
     session_id: SessionId,
     fencing_token: u64,
+    guard: Option<GuardBody>,
     request_id: Option<String>,
 }
 
@@ -179,7 +180,7 @@ pub async fn release(
     let applied = app
         .propose(Proposal {
             request_id: body.request_id,
-            guard: None,
+            guard: guard(body.guard)?,
             command,
         })
         .await?;

@@ -18,11 +18,13 @@ use crate::sm::{Command, Outcome, Proposal};
 async fn propose(
     app: &AppState,
     request_id: Option<String>,
+    guard: Option<super::locks::GuardBody>,
     command: Command,
 ) -> Result<crate::sm::Applied, ApiError> {
+    let guard = super::locks::guard(guard)?;
     app.propose(Proposal {
         request_id,
-        guard: None,
+        guard,
         command,
     })
     .await
@@ -58,6 +60,7 @@ fn one() -> u32 {
 pub struct ReleaseBody {
     session_id: SessionId,
     fencing_token: u64,
+    guard: Option<super::locks::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -81,7 +84,7 @@ pub async fn semaphore_acquire(
         limit: body.limit,
         wait: body.wait_ms > 0,
     };
-    let applied = propose(&app, body.request_id, command).await?;
+    let applied = propose(&app, body.request_id, None, command).await?;
     let Outcome::PermitsQueued { waiter_id } = applied.outcome else {
         return super::outcome::respond(&applied);
     };
@@ -132,7 +135,7 @@ pub async fn semaphore_release(
         session_id: body.session_id,
         fencing_token: body.fencing_token,
     };
-    super::outcome::respond(&propose(&app, body.request_id, command).await?)
+    super::outcome::respond(&propose(&app, body.request_id, body.guard, command).await?)
 }
 
 pub async fn semaphore_get(
@@ -193,7 +196,7 @@ pub async fn barrier_wait(
         session_id: body.session_id,
         parties: body.parties,
     };
-    let applied = propose(&app, None, command).await?;
+    let applied = propose(&app, None, None, command).await?;
     let Outcome::BarrierWaiting { generation } = applied.outcome else {
         return super::outcome::respond(&applied);
     };
@@ -263,6 +266,7 @@ pub struct CampaignBody {
 pub struct ResignBody {
     session_id: SessionId,
     term: u64,
+    guard: Option<super::locks::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -301,7 +305,7 @@ pub async fn campaign(
         priority: body.priority,
         wait: body.wait_ms > 0,
     };
-    let applied = propose(&app, body.request_id, command).await?;
+    let applied = propose(&app, body.request_id, None, command).await?;
     match applied.outcome {
         Outcome::Elected { .. } | Outcome::NotElected { .. } => {
             return Ok(leader_view(&app, &name, body.session_id))
@@ -346,7 +350,7 @@ pub async fn resign(
         session_id: body.session_id,
         term: body.term,
     };
-    super::outcome::respond(&propose(&app, body.request_id, command).await?)
+    super::outcome::respond(&propose(&app, body.request_id, body.guard, command).await?)
 }
 
 pub async fn election_get(

@@ -34,6 +34,7 @@ pub struct SubmitBody {
     #[serde(default)]
     depends_on: Vec<TaskId>,
     idempotency_key: Option<String>,
+    guard: Option<super::locks::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -58,6 +59,7 @@ pub struct ClaimBody {
 pub struct HeartbeatBody {
     fencing_token: u64,
     progress: Option<Box<RawValue>>,
+    guard: Option<super::locks::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -66,6 +68,7 @@ pub struct HeartbeatBody {
 pub struct CompleteBody {
     fencing_token: u64,
     result: Option<Box<RawValue>>,
+    guard: Option<super::locks::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -76,12 +79,14 @@ pub struct FailBody {
     error: String,
     #[serde(default = "default_true")]
     retryable: bool,
+    guard: Option<super::locks::GuardBody>,
     request_id: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PlainBody {
+    guard: Option<super::locks::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -199,7 +204,7 @@ pub async fn submit(
     };
     let applied = app
         .propose(Proposal {
-            guard: None,
+            guard: super::locks::guard(body.guard)?,
             request_id: body.request_id,
             command: Command::TaskSubmit(new),
         })
@@ -269,11 +274,13 @@ pub async fn claim(
 async fn update(
     app: &AppState,
     request_id: Option<String>,
+    guard: Option<super::locks::GuardBody>,
     command: Command,
 ) -> Result<Response, ApiError> {
+    let guard = super::locks::guard(guard)?;
     let applied = app
         .propose(Proposal {
-            guard: None,
+            guard,
             request_id,
             command,
         })
@@ -296,7 +303,7 @@ pub async fn heartbeat(
         fencing_token: body.fencing_token,
         progress_json,
     };
-    update(&app, body.request_id, command).await
+    update(&app, body.request_id, body.guard, command).await
 }
 
 pub async fn complete(
@@ -311,7 +318,7 @@ pub async fn complete(
         fencing_token: body.fencing_token,
         result_json,
     };
-    update(&app, body.request_id, command).await
+    update(&app, body.request_id, body.guard, command).await
 }
 
 pub async fn fail(
@@ -331,7 +338,7 @@ pub async fn fail(
         error: body.error,
         retryable: body.retryable,
     };
-    update(&app, body.request_id, command).await
+    update(&app, body.request_id, body.guard, command).await
 }
 
 pub async fn cancel(
@@ -340,7 +347,13 @@ pub async fn cancel(
     JsonBody(body): JsonBody<PlainBody>,
 ) -> Result<Response, ApiError> {
     let task_id = parse_id(&id)?;
-    update(&app, body.request_id, Command::TaskCancel { task_id }).await
+    update(
+        &app,
+        body.request_id,
+        body.guard,
+        Command::TaskCancel { task_id },
+    )
+    .await
 }
 
 pub async fn retry(
@@ -349,7 +362,13 @@ pub async fn retry(
     JsonBody(body): JsonBody<PlainBody>,
 ) -> Result<Response, ApiError> {
     let task_id = parse_id(&id)?;
-    update(&app, body.request_id, Command::TaskRetry { task_id }).await
+    update(
+        &app,
+        body.request_id,
+        body.guard,
+        Command::TaskRetry { task_id },
+    )
+    .await
 }
 
 pub async fn get(
