@@ -354,6 +354,27 @@ async fn list_pages_through_a_prefix_and_delete_honours_if_version() {
     assert_eq!(keys(&rest), vec!["app/c"]);
     assert_eq!(rest["next_after"], Value::Null);
 
+    // Regression: list views re-encode values; numbers must keep every digit.
+    let big = "{\"value\": {\"n\": 123456789012345678901234567890}}";
+    assert_eq!(
+        send(cluster.http.put(format!("{url}/v1/kv/big/one")).body(big))
+            .await
+            .0,
+        200
+    );
+    let listed = cluster
+        .http
+        .get(format!("{url}/v1/kv?prefix=big/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        listed.contains("123456789012345678901234567890"),
+        "{listed}"
+    );
     let (_, current) = get(&cluster.http, &url, "app/a").await;
     let version = current["version"].as_u64().unwrap();
     let stale = json!({ "if_version": version + 100 });
