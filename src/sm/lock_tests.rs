@@ -5,48 +5,13 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use super::locks::{LockMode, LockMode::Exclusive, LockMode::Shared};
-use super::sessions::{NewSession, SessionId};
+use super::sessions::SessionId;
+use super::test_support::{one, run, session, with_sessions_ttl};
 use super::*;
-
-fn run(state: &mut State, time_ms: u64, commands: Vec<Command>) -> Vec<Outcome> {
-    let proposals = commands
-        .into_iter()
-        .map(|command| Proposal {
-            request_id: None,
-            guard: None,
-            command,
-        })
-        .collect();
-    state
-        .apply_batch(&Batch {
-            leader_time_ms: time_ms,
-            proposals,
-        })
-        .results
-        .into_iter()
-        .map(|a| a.outcome)
-        .collect()
-}
-
-fn one(state: &mut State, time_ms: u64, command: Command) -> Outcome {
-    run(state, time_ms, vec![command]).remove(0)
-}
-
-fn session(ttl_ms: u64) -> Command {
-    Command::SessionCreate(NewSession {
-        name: "s".into(),
-        capabilities: Default::default(),
-        capacity: 0,
-        ttl_ms,
-        metadata_json: "{}".into(),
-    })
-}
 
 /// A state with `n` sessions (ids 1..=n) living 10 s from time 0.
 fn with_sessions(n: u64) -> State {
-    let mut state = State::default();
-    run(&mut state, 0, (0..n).map(|_| session(10_000)).collect());
-    state
+    with_sessions_ttl(n, 10_000)
 }
 
 fn acquire(name: &str, session_id: SessionId, mode: LockMode, wait: bool) -> Command {

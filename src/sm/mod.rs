@@ -350,4 +350,6 @@ mod primitive_tests;
 #[cfg(test)]
 mod scheduler_tests;
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;

@@ -2,47 +2,9 @@
 
 use proptest::prelude::*;
 
-use super::sessions::{NewSession, SessionId};
+use super::sessions::SessionId;
+use super::test_support::{one, run, with_sessions_ttl as with_sessions};
 use super::*;
-
-fn run(state: &mut State, time_ms: u64, commands: Vec<Command>) -> Vec<Outcome> {
-    let proposals = commands
-        .into_iter()
-        .map(|command| Proposal {
-            request_id: None,
-            guard: None,
-            command,
-        })
-        .collect();
-    state
-        .apply_batch(&Batch {
-            leader_time_ms: time_ms,
-            proposals,
-        })
-        .results
-        .into_iter()
-        .map(|a| a.outcome)
-        .collect()
-}
-
-fn one(state: &mut State, time_ms: u64, command: Command) -> Outcome {
-    run(state, time_ms, vec![command]).remove(0)
-}
-
-fn with_sessions(n: u64, ttl_ms: u64) -> State {
-    let mut state = State::default();
-    let create = |_| {
-        Command::SessionCreate(NewSession {
-            name: "s".into(),
-            capabilities: Default::default(),
-            capacity: 0,
-            ttl_ms,
-            metadata_json: "{}".into(),
-        })
-    };
-    run(&mut state, 0, (0..n).map(create).collect());
-    state
-}
 
 fn acquire(session_id: SessionId, permits: u32, limit: u32, wait: bool) -> Command {
     Command::SemaphoreAcquire {
