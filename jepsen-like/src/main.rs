@@ -7,16 +7,21 @@ use std::time::Duration;
 use clap::Parser;
 use jepsen_like::nemesis::Nemesis;
 use jepsen_like::run::{execute, RunConfig};
+use jepsen_like::workloads::Workload;
+
+/// The smoke tier: every cell of these workloads × nemeses, this long each.
+const SMOKE_WORKLOADS: [Workload; 1] = [Workload::Register];
+const SMOKE_NEMESES: [Nemesis; 2] = [Nemesis::Kill, Nemesis::Pause];
+const SMOKE_SECONDS: u64 = 30;
 
 #[derive(Parser)]
 #[command(about = "Chaos harness for Conclave")]
 struct Args {
-    /// Run the smoke tier (register × kill, pause) instead of one cell.
+    /// Run the smoke tier (see SMOKE_*) instead of one cell.
     #[arg(long)]
     smoke: bool,
-    /// The workload (only `register` so far).
-    #[arg(long, default_value = "register")]
-    workload: String,
+    #[arg(long, value_enum, default_value = "register")]
+    workload: Workload,
     #[arg(long, value_enum, default_value = "kill")]
     nemesis: Nemesis,
     /// Seconds of workload under faults.
@@ -45,28 +50,34 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if args.workload != "register" {
-        anyhow::bail!(
-            "workload {:?} is not built yet (only register)",
-            args.workload
-        );
-    }
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
     });
-    let cells: Vec<(Nemesis, u64)> = if args.smoke {
-        vec![(Nemesis::Kill, 30), (Nemesis::Pause, 30)]
+    let cells: Vec<(Workload, Nemesis, u64)> = if args.smoke {
+        let mut cells = Vec::new();
+        for workload in SMOKE_WORKLOADS {
+            for nemesis in SMOKE_NEMESES {
+                cells.push((workload, nemesis, SMOKE_SECONDS));
+            }
+        }
+        cells
     } else {
-        vec![(args.nemesis, args.duration)]
+        vec![(args.workload, args.nemesis, args.duration)]
     };
     let mut all_passed = true;
-    for (nemesis, duration) in cells {
-        let name = format!("{}-register-{nemesis:?}-{seed}", std::process::id()).to_lowercase();
+    for (workload, nemesis, duration) in cells {
+        let name = format!(
+            "{}-{}-{}-{seed}",
+            std::process::id(),
+            workload.name(),
+            nemesis.name()
+        );
         let mut command = format!(
-            "jepsen-like/run.sh --workload register --nemesis {} --duration {duration} --seed {seed} --nodes {}",
-            format!("{nemesis:?}").to_lowercase(),
+            "jepsen-like/run.sh --workload {} --nemesis {} --duration {duration} --seed {seed} --nodes {}",
+            workload.name(),
+            nemesis.name(),
             args.nodes
         );
         if let Some(bug) = &args.inject_bug {
@@ -75,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         let config = RunConfig {
             binary: args.binary.clone(),
             out: args.out.join(&name),
+            workload,
             nemesis,
             duration: Duration::from_secs(duration),
             seed,
@@ -86,7 +98,7 @@ async fn main() -> anyhow::Result<()> {
         };
         let out = config.out.clone();
         let report = execute(config).await?;
-        let c = &report.counts;
+        let c = report.total();
         println!(
             "{name}: {} | ops attempted {} ok {} fail {} unknown {} unavailable {} | faults {} | recovery {:?} ms | converged {} | report {}",
             report.verdict.to_uppercase(),
@@ -100,6 +112,9 @@ async fn main() -> anyhow::Result<()> {
             report.convergence.converged,
             out.join("report.json").display()
         );
+        for check in &report.checks {
+            println!("  {:?} {}: {}", check.verdict, check.name, check.summary);
+        }
         if report.verdict != "pass" {
             println!("  reproduce: {command}");
             all_passed = false;

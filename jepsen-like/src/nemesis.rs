@@ -22,6 +22,16 @@ pub enum Nemesis {
     Pause,
 }
 
+impl Nemesis {
+    pub fn name(self) -> &'static str {
+        match self {
+            Nemesis::None => "none",
+            Nemesis::Kill => "kill",
+            Nemesis::Pause => "pause",
+        }
+    }
+}
+
 /// One fault, as installed and healed.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultEvent {

@@ -1,6 +1,7 @@
 //! One run: start the cluster, run the workload with a nemesis, heal, check that the
 //! replicas converge, check the history, and write the report folder.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,14 +10,14 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 use tokio::sync::Mutex;
 
-use crate::checker::wgl::{self, KeyResult, Verdict};
 use crate::cluster::Cluster;
 use crate::nemesis::{self, FaultEvent, Nemesis};
-use crate::workloads::register::{self, Counts};
+use crate::workloads::{self, Check, CheckVerdict, Op, Status, Workload};
 
 pub struct RunConfig {
     pub binary: PathBuf,
     pub out: PathBuf,
+    pub workload: Workload,
     pub nemesis: Nemesis,
     pub duration: Duration,
     pub seed: u64,
@@ -40,16 +41,73 @@ pub struct Report {
     pub verdict: String,
     pub seed: u64,
     pub reproduce: String,
-    pub workload: &'static str,
+    pub workload: Workload,
     pub nemesis: Nemesis,
     pub nodes: u64,
     pub duration_s: u64,
     pub inject_bug: Option<String>,
-    pub counts: Counts,
+    /// Operations per phase: `quiet` (no fault active), `faulted` (invoked while a
+    /// fault was active), `final` (after healing: final reads and resolutions), and
+    /// `total`.
+    pub counts: BTreeMap<String, Counts>,
     pub faults: Vec<FaultEvent>,
     pub recovery_ms: Option<u64>,
     pub convergence: Convergence,
-    pub checker: Vec<KeyResult>,
+    pub checks: Vec<Check>,
+}
+
+/// Operations of one phase by outcome.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Counts {
+    pub attempted: u64,
+    pub ok: u64,
+    pub fail: u64,
+    pub unknown: u64,
+    /// Never reached the state machine (503 / 429 / refused connection).
+    pub unavailable: u64,
+}
+
+impl Report {
+    pub fn total(&self) -> Counts {
+        self.counts.get("total").cloned().unwrap_or_default()
+    }
+
+    /// The verdict of the check named `name`, if it ran.
+    pub fn check(&self, name: &str) -> Option<CheckVerdict> {
+        self.checks
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.verdict)
+    }
+}
+
+/// Counts `ops` per phase (see [`Report::counts`]).
+pub fn count_phases(ops: &[Op], faults: &[FaultEvent], until_ns: u64) -> BTreeMap<String, Counts> {
+    let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
+    for op in ops {
+        let invoke_ms = op.invoke_ns / 1_000_000;
+        let phase = if op.invoke_ns >= until_ns {
+            "final"
+        } else if faults
+            .iter()
+            .any(|f| f.start_ms <= invoke_ms && invoke_ms <= f.end_ms)
+        {
+            "faulted"
+        } else {
+            "quiet"
+        };
+        for phase in [phase, "total"] {
+            let c = counts.entry(phase.into()).or_default();
+            c.attempted += 1;
+            match op.status {
+                Status::Ok => c.ok += 1,
+                Status::Fail => c.fail += 1,
+                Status::Unknown => c.unknown += 1,
+                Status::Unavailable => c.unavailable += 1,
+            }
+        }
+    }
+    counts
 }
 
 /// Runs one cell; `Ok(report)` whatever the verdict, `Err` only for a harness failure.
@@ -82,17 +140,19 @@ pub async fn execute(config: RunConfig) -> anyhow::Result<Report> {
 
     let started = Instant::now();
     let until = started + config.duration;
-    let settings = register::Settings {
+    let (healed_tx, healed_rx) = tokio::sync::watch::channel(false);
+    let context = workloads::Context {
         urls,
         processes: config.processes,
         keys: config.keys,
         seed: config.seed,
         started,
         until,
+        healed: healed_rx,
     };
-    let workload = tokio::spawn(register::run(settings));
+    let workload = tokio::spawn(workloads::run(config.workload, context));
     let faults = nemesis::run(config.nemesis, cluster.clone(), config.seed, started, until).await;
-    let (history, counts) = workload.await.context("workload task")?;
+    let until_ns = started.elapsed().as_nanos() as u64;
 
     let mut cluster = Arc::try_unwrap(cluster)
         .map_err(|_| anyhow::anyhow!("cluster still shared"))?
@@ -102,29 +162,53 @@ pub async fn execute(config: RunConfig) -> anyhow::Result<Report> {
     let recovery_ms = recover(&cluster)
         .await
         .then(|| healed.elapsed().as_millis() as u64);
+    // Final reads go ahead even if recovery failed (they then record unavailability).
+    let _ = healed_tx.send(true);
+    let result = workload.await.context("workload task")??;
     let convergence = converge(&cluster, Duration::from_secs(30)).await;
 
-    let checker = wgl::check(&history, Duration::from_secs(60));
-    let anomalous = checker
-        .iter()
-        .any(|r| matches!(r.verdict, Verdict::NotLinearizable { .. }));
-    let unknown = checker
-        .iter()
-        .any(|r| matches!(r.verdict, Verdict::Unknown { .. }));
-    let verdict = if anomalous || !convergence.converged || recovery_ms.is_none() {
+    let mut checks = result.checks;
+    checks.push(Check::new(
+        "recovery",
+        if recovery_ms.is_some() {
+            CheckVerdict::Pass
+        } else {
+            CheckVerdict::Fail
+        },
+        match recovery_ms {
+            Some(ms) => format!("a leader acknowledged a write {ms} ms after healing"),
+            None => "no leader acknowledged a write within 30 s of healing".into(),
+        },
+        serde_json::Value::Null,
+    ));
+    checks.push(Check::new(
+        "convergence",
+        if convergence.converged {
+            CheckVerdict::Pass
+        } else {
+            CheckVerdict::Fail
+        },
+        format!(
+            "applied index {:?}, same state hash: {}",
+            convergence.applied_index, convergence.converged
+        ),
+        serde_json::Value::Null,
+    ));
+    let verdict = if checks.iter().any(|c| c.verdict == CheckVerdict::Fail) {
         "fail"
-    } else if unknown {
+    } else if checks.iter().any(|c| c.verdict == CheckVerdict::Unknown) {
         "unknown"
     } else {
         "pass"
     };
-    write_lines(&config.out.join("history.jsonl"), &history)?;
+    let counts = count_phases(&result.ops, &faults, until_ns);
+    write_lines(&config.out.join("history.jsonl"), &result.ops)?;
     write_lines(&config.out.join("faults.jsonl"), &faults)?;
     let report = Report {
         verdict: verdict.into(),
         seed: config.seed,
         reproduce: config.command,
-        workload: "register",
+        workload: config.workload,
         nemesis: config.nemesis,
         nodes: config.nodes,
         duration_s: config.duration.as_secs(),
@@ -133,7 +217,7 @@ pub async fn execute(config: RunConfig) -> anyhow::Result<Report> {
         faults,
         recovery_ms,
         convergence,
-        checker,
+        checks,
     };
     std::fs::write(
         config.out.join("report.json"),

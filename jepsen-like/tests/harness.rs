@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use jepsen_like::checker::wgl::Verdict;
 use jepsen_like::nemesis::Nemesis;
 use jepsen_like::run::{execute, RunConfig};
+use jepsen_like::workloads::{CheckVerdict, Workload};
 
 /// Runs share two cores: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -30,6 +30,7 @@ fn config(
     RunConfig {
         binary: binary(),
         out: out.to_owned(),
+        workload: Workload::Register,
         nemesis,
         duration: Duration::from_secs(seconds),
         seed,
@@ -50,12 +51,12 @@ async fn a_correct_cluster_passes_register_under_kills_and_pauses() {
             .await
             .expect("harness");
         assert!(
-            report.counts.ok > 50,
+            report.total().ok > 50,
             "too few operations: {:?}",
             report.counts
         );
         assert!(!report.faults.is_empty(), "the nemesis never fired");
-        assert_eq!(report.verdict, "pass", "{nemesis:?}: {:#?}", report.checker);
+        assert_eq!(report.verdict, "pass", "{nemesis:?}: {:#?}", report.checks);
     }
 }
 
@@ -69,13 +70,11 @@ async fn the_planted_stale_reads_bug_is_caught() {
         .await
         .expect("harness");
     assert_eq!(report.verdict, "fail");
-    assert!(
-        report
-            .checker
-            .iter()
-            .any(|r| matches!(r.verdict, Verdict::NotLinearizable { .. })),
+    assert_eq!(
+        report.check("linearizable"),
+        Some(CheckVerdict::Fail),
         "the checker missed the planted bug: {:#?}",
-        report.checker
+        report.checks
     );
 }
 

@@ -3,98 +3,143 @@
 //!
 //! Outcomes follow the server's contract: 200 is `ok`; a refused CAS (409
 //! `cas_mismatch`) is a checkable `fail`; 503 and connection failures before sending
-//! are "not applied" (recorded in the counts, left out of the history: they had no
-//! effect); 504, timeouts and lost connections are `unknown`, and the client then
+//! are "not applied" (`unavailable`: kept in the generic history, left out of the
+//! checked one); 504, timeouts and lost connections are `unknown`, and the client then
 //! retires its process id (Jepsen's discipline) and continues under a new one. CAS
 //! goes through versions: a client CASes from the (value, version) it last saw, and
 //! since every value is written once, "version matches" is "value matches".
+//!
+//! After healing, every `unknown` write or CAS is **resolved** by retrying the same
+//! request with the same `request_id` (the server's documented way): the answer is
+//! the original result if it was applied, or the request applies now. Either way the
+//! operation took effect (or was refused) somewhere between its invocation and the
+//! retry's answer, so it becomes `ok` / `fail` with that completion time — a tighter
+//! history for the checker. Retries that get no answer leave it `unknown`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::{send, Check, CheckVerdict, Context, Op, Sent, Status, WorkloadResult};
+use crate::checker::wgl::{self, Verdict};
 use crate::history::{Operation, Outcome, RegisterOp};
 
-#[derive(Debug, Default, Clone, Serialize)]
-pub struct Counts {
-    pub attempted: u64,
-    pub ok: u64,
-    pub fail: u64,
-    pub unknown: u64,
-    /// Definitely not applied because the cluster was unavailable (503, refused
-    /// connection): no effect, so not in the history.
-    pub unavailable: u64,
+/// How long the WGL search may spend on one key before answering `unknown`.
+const PER_KEY_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Attempts to resolve one indeterminate operation after healing.
+const RESOLVE_ATTEMPTS: usize = 20;
+
+/// An indeterminate write or CAS, with what is needed to retry it.
+struct Pending {
+    /// Index in the client's typed history.
+    index: usize,
+    url: String,
+    body: Value,
 }
 
-pub struct Settings {
-    pub urls: Vec<String>,
-    pub processes: usize,
-    pub keys: usize,
-    pub seed: u64,
-    pub started: Instant,
-    pub until: Instant,
+/// One client's record.
+#[derive(Default)]
+struct ClientRecord {
+    typed: Vec<Operation>,
+    generic: Vec<Op>,
+    pending: Vec<Pending>,
 }
 
-enum Sent {
-    Answer(u16, Value),
-    /// Never reached the server.
-    NeverArrived,
-    /// Sent, but no answer came back.
-    Lost,
-}
-
-async fn send(request: reqwest::RequestBuilder) -> Sent {
-    match request.send().await {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            match response.json::<Value>().await {
-                Ok(body) => Sent::Answer(status, body),
-                Err(_) if status == 204 => Sent::Answer(status, Value::Null),
-                Err(_) => Sent::Lost,
-            }
-        }
-        Err(e) if e.is_connect() => Sent::NeverArrived,
-        Err(_) => Sent::Lost,
-    }
-}
-
-/// Runs the clients until `until`; returns the history (checkable operations) and
-/// the counts of everything attempted.
-pub async fn run(settings: Settings) -> (Vec<Operation>, Counts) {
-    let tasks: Vec<_> = (0..settings.processes)
+/// Runs the clients, resolves indeterminate operations after healing, and checks
+/// linearizability per key.
+pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
+    let tasks: Vec<_> = (0..context.processes)
         .map(|index| {
-            let urls = settings.urls.clone();
-            let (keys, seed, started, until, processes) = (
-                settings.keys,
-                settings.seed,
-                settings.started,
-                settings.until,
-                settings.processes,
+            let (urls, keys, seed, started, until, processes) = (
+                context.urls.clone(),
+                context.keys,
+                context.seed,
+                context.started,
+                context.until,
+                context.processes,
             );
-            tokio::spawn(
-                async move { client(index, processes, urls, keys, seed, started, until).await },
-            )
+            let http = context.http();
+            tokio::spawn(async move {
+                client(index, processes, urls, keys, seed, started, until, http).await
+            })
         })
         .collect();
-    let mut history = Vec::new();
-    let mut counts = Counts::default();
+    let mut records = Vec::new();
     for task in tasks {
-        let (ops, c) = task.await.expect("client task");
-        history.extend(ops);
-        counts.attempted += c.attempted;
-        counts.ok += c.ok;
-        counts.fail += c.fail;
-        counts.unknown += c.unknown;
-        counts.unavailable += c.unavailable;
+        records.push(task.await?);
     }
-    history.sort_by_key(|op| op.invoke_ns);
-    (history, counts)
+    context.wait_healed().await;
+    let http = context.http();
+    let mut typed = Vec::new();
+    let mut generic = Vec::new();
+    let (mut resolved, mut unresolved) = (0u64, 0u64);
+    for mut record in records {
+        for pending in &record.pending {
+            let mut answer = None;
+            for _ in 0..RESOLVE_ATTEMPTS {
+                let sent = send(http.put(&pending.url).json(&pending.body)).await;
+                match sent {
+                    Sent::Answer(200, _) => answer = Some(Outcome::Ok),
+                    Sent::Answer(409, ref body) if body["error"]["code"] == "cas_mismatch" => {
+                        answer = Some(Outcome::Fail)
+                    }
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                }
+                break;
+            }
+            let op = &mut record.typed[pending.index];
+            match answer {
+                Some(outcome) => {
+                    resolved += 1;
+                    op.outcome = outcome;
+                    op.complete_ns = Some(context.now_ns());
+                }
+                None => unresolved += 1,
+            }
+        }
+        typed.extend(record.typed);
+        generic.extend(record.generic);
+    }
+    typed.sort_by_key(|op| op.invoke_ns);
+    generic.sort_by_key(|op| op.invoke_ns);
+    let results = wgl::check(&typed, PER_KEY_CHECK_TIMEOUT);
+    let verdict = if results
+        .iter()
+        .any(|r| matches!(r.verdict, Verdict::NotLinearizable { .. }))
+    {
+        CheckVerdict::Fail
+    } else if results
+        .iter()
+        .any(|r| matches!(r.verdict, Verdict::Unknown { .. }))
+    {
+        CheckVerdict::Unknown
+    } else {
+        CheckVerdict::Pass
+    };
+    let summary = format!(
+        "{} keys, {} checked operations; {resolved} indeterminate operations resolved by same-id retry, {unresolved} left unknown",
+        results.len(),
+        typed.len()
+    );
+    let checks = vec![Check::new(
+        "linearizable",
+        verdict,
+        summary,
+        serde_json::to_value(&results)?,
+    )];
+    Ok(WorkloadResult {
+        ops: generic,
+        checks,
+    })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn client(
     index: usize,
     processes: usize,
@@ -103,17 +148,14 @@ async fn client(
     seed: u64,
     started: Instant,
     until: Instant,
-) -> (Vec<Operation>, Counts) {
+    http: reqwest::Client,
+) -> ClientRecord {
     let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(index as u64 * 7919));
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .expect("client");
     let mut process = index as u64;
     let mut sequence = 0i64;
     // What this client last saw of each key: (value, version), None = absent.
     let mut seen: BTreeMap<usize, Option<(i64, u64)>> = BTreeMap::new();
-    let (mut history, mut counts) = (Vec::new(), Counts::default());
+    let mut record = ClientRecord::default();
     let now_ns = || started.elapsed().as_nanos() as u64;
     while Instant::now() < until {
         let key = rng.gen_range(0..keys);
@@ -123,83 +165,115 @@ async fn client(
         let value = (index as i64 + 1) * 1_000_000_000 + sequence;
         let request_id = format!("p{process}-{sequence}");
         let choice = rng.gen_range(0..4);
-        let (op, request) = match choice {
-            0 | 1 => (RegisterOp::Read { value: None }, http.get(&url)),
+        let (op, body) = match choice {
+            0 | 1 => (RegisterOp::Read { value: None }, None),
             2 => (
                 RegisterOp::Write { value },
-                http.put(&url)
-                    .json(&json!({ "value": value, "request_id": request_id })),
+                Some(json!({ "value": value, "request_id": request_id })),
             ),
             _ => {
                 let last = seen.get(&key).copied().flatten();
                 let if_version = last.map_or(0, |(_, version)| version);
-                let body =
-                    json!({ "value": value, "if_version": if_version, "request_id": request_id });
                 (
                     RegisterOp::Cas {
                         expected: last.map(|(v, _)| v),
                         value,
                     },
-                    http.put(&url).json(&body),
+                    Some(
+                        json!({ "value": value, "if_version": if_version, "request_id": request_id }),
+                    ),
                 )
             }
         };
-        counts.attempted += 1;
+        let request = match &body {
+            None => http.get(&url),
+            Some(body) => http.put(&url).json(body),
+        };
         let invoke_ns = now_ns();
         let sent = send(request).await;
         let complete_ns = now_ns();
+        let status = sent.status();
         let (op, outcome) = match (op, sent) {
             (RegisterOp::Read { .. }, Sent::Answer(200, body)) => {
                 let read = body["value"].as_i64();
                 seen.insert(key, read.zip(body["version"].as_u64()));
-                (RegisterOp::Read { value: read }, Outcome::Ok)
+                (RegisterOp::Read { value: read }, Some(Outcome::Ok))
             }
             (RegisterOp::Read { .. }, Sent::Answer(404, body))
                 if body["error"]["code"] == "key_not_found" =>
             {
                 seen.insert(key, None);
-                (RegisterOp::Read { value: None }, Outcome::Ok)
+                (RegisterOp::Read { value: None }, Some(Outcome::Ok))
             }
             (op @ (RegisterOp::Write { .. } | RegisterOp::Cas { .. }), Sent::Answer(200, body)) => {
                 seen.insert(
                     key,
                     body["version"].as_u64().map(|version| (value, version)),
                 );
-                (op, Outcome::Ok)
+                (op, Some(Outcome::Ok))
             }
             (op @ RegisterOp::Cas { .. }, Sent::Answer(409, body))
                 if body["error"]["code"] == "cas_mismatch" =>
             {
                 seen.remove(&key);
-                (op, Outcome::Fail)
+                (op, Some(Outcome::Fail))
             }
-            (RegisterOp::Read { .. }, _)
-            | (_, Sent::NeverArrived)
-            | (_, Sent::Answer(503 | 429, _)) => {
-                counts.unavailable += 1;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-            (op, Sent::Answer(504, _) | Sent::Lost) => (op, Outcome::Unknown),
+            // A read that did not answer had no effect and tells nothing.
+            (op @ RegisterOp::Read { .. }, _) => (op, None),
+            (op, Sent::NeverArrived | Sent::Answer(503 | 429, _)) => (op, None),
+            (op, Sent::Answer(504, _) | Sent::Lost) => (op, Some(Outcome::Unknown)),
             (op, Sent::Answer(status, body)) => {
                 // Any other answer is a harness or server bug worth seeing in the report.
                 eprintln!("process {process}: unexpected {status} for {op:?}: {body}");
-                (op, Outcome::Unknown)
+                (op, Some(Outcome::Unknown))
             }
         };
-        match outcome {
-            Outcome::Ok => counts.ok += 1,
-            Outcome::Fail => counts.fail += 1,
-            Outcome::Unknown => counts.unknown += 1,
+        let (f, args) = match &op {
+            RegisterOp::Read { value } => ("read", json!({ "read": value })),
+            RegisterOp::Write { value } => ("write", json!({ "value": value })),
+            RegisterOp::Cas { expected, value } => {
+                ("cas", json!({ "expected": expected, "value": value }))
+            }
+        };
+        let generic_status = match outcome {
+            Some(Outcome::Ok) => Status::Ok,
+            Some(Outcome::Fail) => Status::Fail,
+            Some(Outcome::Unknown) => Status::Unknown,
+            None if status == Status::Unavailable => Status::Unavailable,
+            None => Status::Fail,
+        };
+        record.generic.push(Op {
+            process,
+            f: f.into(),
+            key: format!("register-{key}"),
+            value: args,
+            status: generic_status,
+            invoke_ns,
+            complete_ns: (generic_status != Status::Unknown).then_some(complete_ns),
+            node: node as u64 + 1,
+        });
+        let Some(outcome) = outcome else {
+            if generic_status == Status::Unavailable {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            continue;
+        };
+        if outcome == Outcome::Unknown {
+            if let Some(body) = body {
+                record.pending.push(Pending {
+                    index: record.typed.len(),
+                    url: url.clone(),
+                    body,
+                });
+            }
         }
-        let complete_ns = (outcome != Outcome::Unknown).then_some(complete_ns);
-        history.push(Operation {
+        record.typed.push(Operation {
             process,
             key: format!("register-{key}"),
             op,
             outcome,
             invoke_ns,
-            complete_ns,
+            complete_ns: (outcome != Outcome::Unknown).then_some(complete_ns),
             node: node as u64 + 1,
         });
         if outcome == Outcome::Unknown {
@@ -208,5 +282,5 @@ async fn client(
             seen.clear();
         }
     }
-    (history, counts)
+    record
 }
