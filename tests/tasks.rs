@@ -132,7 +132,9 @@ async fn three_agents_consume_a_thousand_tasks_exactly_once_and_only_where_capab
     ];
     let mut sessions = BTreeMap::new();
     for (i, (name, capabilities)) in agents.iter().enumerate() {
-        let id = create_session(http, &urls[i], name, capabilities, 4, 5_000).await;
+        // No keepalives in this test: the TTL outlasts the whole run even on a loaded
+        // machine (1,000 sequential submissions took over 5 s under CI-like load).
+        let id = create_session(http, &urls[i], name, capabilities, 4, 120_000).await;
         sessions.insert(
             id,
             capabilities
