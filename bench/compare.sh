@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Conclave and etcd side by side on this machine (issue 6).
+#
+# Builds the release binaries, starts a 3-node Conclave cluster and a 3-member etcd
+# cluster on loopback (data in a temporary folder), and runs the same closed-loop
+# generator (bench/, `conclave-bench`) against both: for each workload and client
+# count, ROUNDS rounds of "Conclave, then etcd". Then Conclave-only rows (task cycle,
+# 10,000 keepalive sessions) and a leader-kill failover on both. Results go to
+# bench/results/<UTC timestamp>/: results.jsonl (one line per run), runs.log,
+# progress.log, machine.md, table.md (medians) and chart.svg.
+# Everything it starts is stopped by PID on exit.
+#
+# Settings (environment):
+#   ROUNDS=3            rounds per (workload, clients, system)
+#   DURATION=5          seconds per run
+#   CLIENTS="1 16 64 256"
+#   WORKLOADS="put get lock"        side-by-side workloads
+#   PLACEMENT=spread    spread: clients round-robin over all 3 nodes (followers
+#                       forward to the leader), both systems; leader: all to the leader
+#   ETCD_CLIENTS_PER_CONNECTION=8  etcd clients sharing one HTTP/2 connection
+#   ONLY_CONCLAVE_ROWS=1  0 skips task-cycle/keepalive
+#   FAILOVER_ROUNDS=$ROUNDS  0 skips the failover measurement
+#   CONCLAVE_BENCH_PORT=17100  Conclave node i on 127.0.0.1:(port + i)
+#   ETCD_BENCH_PORT=17200      etcd member i: client port + i, peer port + 10 + i
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-5}
+CLIENTS=${CLIENTS-"1 16 64 256"}
+WORKLOADS=${WORKLOADS-"put get lock"}
+PLACEMENT=${PLACEMENT:-spread}
+ETCD_CLIENTS_PER_CONNECTION=${ETCD_CLIENTS_PER_CONNECTION:-8}
+ONLY_CONCLAVE_ROWS=${ONLY_CONCLAVE_ROWS:-1}
+FAILOVER_ROUNDS=${FAILOVER_ROUNDS:-$ROUNDS}
+conclave_port=${CONCLAVE_BENCH_PORT:-17100}
+etcd_port=${ETCD_BENCH_PORT:-17200}
+
+started_at=$(date +%s)
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+out="bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$out"
+work=$(mktemp -d "${TMPDIR:-/tmp}/conclave-bench.XXXXXX")
+declare -A pid_of=()
+
+stop_pid() {
+  local pid=$1
+  kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  return 0
+}
+
+cleanup() {
+  local name
+  for name in "${!pid_of[@]}"; do stop_pid "${pid_of[$name]}"; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+log() { echo "== $*" | tee -a "$out/runs.log" >&2; }
+
+ensure_etcd() {
+  command -v etcd > /dev/null && return 0
+  log "etcd is not installed: installing Debian's etcd-server"
+  local sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  # policy-rc.d in containers (or systemd) may start a packaged etcd; ours use other ports.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq etcd-server > /dev/null
+  command -v etcd > /dev/null || { echo "could not install etcd" >&2; exit 1; }
+}
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start_conclave() {
+  local i=$1
+  local config="$work/conclave-node$i.toml"
+  sed -e "s|^data_dir = .*|data_dir = \"$work/conclave-node$i\"|" "config/node$i.toml" > "$config"
+  CONCLAVE_BASE_PORT=$conclave_port "$bin/conclave" serve --config "$config" \
+    >> "$work/conclave-node$i.log" 2>&1 &
+  pid_of[conclave$i]=$!
+  disown
+}
+
+etcd_cluster() {
+  local i list=""
+  for i in 1 2 3; do list+="${list:+,}m$i=http://127.0.0.1:$((etcd_port + 10 + i))"; done
+  echo "$list"
+}
+
+# etcd: election timeout 300 ms (it randomizes in [300, 600) ms), heartbeat 60 ms
+# (it requires at most a fifth of the election timeout). Conclave's
+# config/node*.toml: heartbeat 100 ms, election [150, 300) ms plus openraft's
+# leader lease (= the 300 ms maximum), i.e. a follower campaigns 450–600 ms after
+# the last heartbeat — the same window as etcd's.
+start_etcd() {
+  local i=$1
+  etcd --name "m$i" --data-dir "$work/etcd-m$i" \
+    --listen-client-urls "http://127.0.0.1:$((etcd_port + i))" \
+    --advertise-client-urls "http://127.0.0.1:$((etcd_port + i))" \
+    --listen-peer-urls "http://127.0.0.1:$((etcd_port + 10 + i))" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$((etcd_port + 10 + i))" \
+    --initial-cluster "$(etcd_cluster)" --initial-cluster-state new \
+    --initial-cluster-token conclave-bench \
+    --heartbeat-interval 60 --election-timeout 300 \
+    --logger zap --log-outputs stderr \
+    >> "$work/etcd-m$i.log" 2>&1 &
+  pid_of[etcd$i]=$!
+  disown
+}
+
+# Waits (60 s at most) until a write through node/member $2 of system $1 succeeds.
+wait_writable() {
+  local system=$1 i=$2
+  for _ in $(seq 1 600); do
+    kill -0 "${pid_of[$system$i]}" 2>/dev/null || break
+    if [ "$system" = conclave ]; then
+      curl -sf -X PUT "http://127.0.0.1:$((conclave_port + i))/v1/kv/_bench_up" \
+        -d '{"value": true}' > /dev/null 2>&1 && return 0
+    else
+      # etcd's JSON gateway: key "_up", value "1", base64.
+      curl -sf "http://127.0.0.1:$((etcd_port + i))/v3/kv/put" \
+        -d '{"key": "X3Vw", "value": "MQ=="}' > /dev/null 2>&1 && return 0
+    fi
+    sleep 0.1
+  done
+  echo "$system node $i exited or never accepted a write; the end of its log:" >&2
+  tail -20 "$work/$system"*"$i.log" >&2 || true
+  exit 1
+}
+
+pids_of() { echo "${pid_of[${1}1]},${pid_of[${1}2]},${pid_of[${1}3]}"; }
+
+bench() {
+  local system=$1; shift
+  local nodes
+  if [ "$system" = conclave ]; then
+    nodes=(--urls "http://127.0.0.1:$((conclave_port + 1)),http://127.0.0.1:$((conclave_port + 2)),http://127.0.0.1:$((conclave_port + 3))")
+  else
+    nodes=(--endpoints "http://127.0.0.1:$((etcd_port + 1)),http://127.0.0.1:$((etcd_port + 2)),http://127.0.0.1:$((etcd_port + 3))"
+      --clients-per-connection "$ETCD_CLIENTS_PER_CONNECTION")
+  fi
+  "$bin/conclave-bench" --target "$system" "${nodes[@]}" --pids "$(pids_of "$system")" \
+    --json "$out/results.jsonl" "$@" 2>> "$out/progress.log" | tee -a "$out/runs.log"
+}
+
+ensure_etcd
+for port in $((conclave_port + 1)) $((conclave_port + 2)) $((conclave_port + 3)) \
+            $((etcd_port + 1)) $((etcd_port + 2)) $((etcd_port + 3)) \
+            $((etcd_port + 11)) $((etcd_port + 12)) $((etcd_port + 13)); do
+  port_free "$port" || { echo "port $port is in use; set CONCLAVE_BENCH_PORT / ETCD_BENCH_PORT" >&2; exit 1; }
+done
+
+log "building release binaries"
+cargo build --release --quiet -p conclave -p conclave-bench
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+
+for i in 1 2 3; do start_conclave "$i"; start_etcd "$i"; done
+for i in 1 2 3; do wait_writable conclave "$i"; wait_writable etcd "$i"; done
+log "clusters up: conclave pids $(pids_of conclave), etcd pids $(pids_of etcd)"
+
+{
+  echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+  echo "- CPU: $(nproc) × $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)"
+  echo "- memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+  echo "- disk (data dirs): $(df -hT "$work" | awk 'NR == 2 {print $1, $2, $3}')"
+  echo "- kernel: $(uname -r)"
+  echo "- etcd: $(etcd --version | head -1 | sed 's/etcd Version: //') (Debian etcd-server), gRPC API"
+  echo "- conclave: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'), release build"
+  echo "- load average before the run (1/5/15 min): $load_before"
+  echo "- settings: ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" PLACEMENT=$PLACEMENT ETCD_CLIENTS_PER_CONNECTION=$ETCD_CLIENTS_PER_CONNECTION"
+} > "$out/machine.md"
+
+for workload in $WORKLOADS; do
+  for clients in $CLIENTS; do
+    for round in $(seq 1 "$ROUNDS"); do
+      for system in conclave etcd; do
+        log "$workload clients=$clients round $round/$ROUNDS: $system"
+        bench "$system" --workload "$workload" --clients "$clients" --duration "$DURATION" \
+          --placement "$PLACEMENT"
+      done
+    done
+  done
+done
+
+if [ "$ONLY_CONCLAVE_ROWS" = 1 ]; then
+  for clients in $CLIENTS; do
+    for round in $(seq 1 "$ROUNDS"); do
+      log "task-cycle clients=$clients round $round/$ROUNDS: conclave"
+      bench conclave --workload task-cycle --clients "$clients" --duration "$DURATION" \
+        --placement "$PLACEMENT"
+    done
+  done
+  for round in $(seq 1 "$ROUNDS"); do
+    log "keepalive 10000 sessions round $round/$ROUNDS: conclave"
+    bench conclave --workload keepalive --sessions 10000 --clients 32 --duration "$DURATION" \
+      --placement leader
+  done
+fi
+
+for round in $(seq 1 "$FAILOVER_ROUNDS"); do
+  for system in conclave etcd; do
+    log "failover round $round/$FAILOVER_ROUNDS: $system"
+    bench "$system" --workload failover
+    killed=$(tail -1 "$out/results.jsonl" | sed -n 's/.*"killed_node":\([0-9]*\).*/\1/p')
+    [ -n "$killed" ] || { echo "failover run did not say which node it killed" >&2; exit 1; }
+    for _ in $(seq 1 100); do kill -0 "${pid_of[$system$killed]}" 2>/dev/null || break; sleep 0.05; done
+    if [ "$system" = conclave ]; then start_conclave "$killed"; else start_etcd "$killed"; fi
+    wait_writable "$system" "$killed"
+    # The restarted node must be caught up and see a leader before the next kill.
+    sleep 2
+  done
+done
+
+"$bin/conclave-bench" summary --input "$out/results.jsonl" > "$out/table.md"
+"$bin/conclave-bench" chart --input "$out/results.jsonl" --out "$out/chart.svg" \
+  --title "Conclave vs etcd 3.4, 3 nodes each on one $(nproc)-core machine, $PLACEMENT, median of $ROUNDS × ${DURATION} s ($(date -u +%Y-%m-%d))" 2> /dev/null
+elapsed=$(( $(date +%s) - started_at ))
+echo "- wall time of compare.sh: ${elapsed} s" >> "$out/machine.md"
+echo
+cat "$out/machine.md"
+echo
+cat "$out/table.md"
+echo
+echo "results: $out (table.md, chart.svg, results.jsonl, runs.log)"

@@ -1,0 +1,197 @@
+//! End-to-end checks of the `conclave-bench` binary: a short put run against one
+//! real `conclave` node (the debug binary `cargo test --workspace` builds; override
+//! with `CONCLAVE_BINARY`), and the `summary` / `chart` subcommands on synthetic
+//! JSON lines. Nothing here measures performance.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn conclave_binary() -> PathBuf {
+    std::env::var_os("CONCLAVE_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/conclave")
+        })
+}
+
+fn bench() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_conclave-bench"))
+}
+
+/// A single-node cluster on a free loopback port; killed (by its pid) on drop, so
+/// also when an assertion fails.
+struct Node {
+    child: Child,
+    port: u16,
+    _data: tempfile::TempDir,
+}
+
+impl Node {
+    fn start() -> Self {
+        let binary = conclave_binary();
+        assert!(
+            binary.exists(),
+            "{} is missing: build it with `cargo build -p conclave` (`cargo test --workspace` does)",
+            binary.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let data = tempfile::tempdir().expect("temp dir");
+        let child = Command::new(binary)
+            .args(["serve", "--data-dir"])
+            .arg(data.path().join("node"))
+            .env("CONCLAVE_BASE_PORT", port.to_string())
+            .env("CONCLAVE_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting conclave");
+        let mut node = Self {
+            child,
+            port,
+            _data: data,
+        };
+        node.wait_ready(Duration::from_secs(20));
+        node
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Polls `GET /ready` until it answers 200 (a leader is known and applied).
+    fn wait_ready(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("polling conclave") {
+                panic!("conclave exited before it was ready: {status}");
+            }
+            if http_status(self.port, "/ready") == Some(200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "conclave on port {} was not ready within {limit:?}",
+            self.port
+        );
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The status code of a plain HTTP/1.1 GET, or `None` if the node does not answer.
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn a_short_put_run_against_one_node_succeeds_and_records_a_json_line() {
+    let node = Node::start();
+    let out = tempfile::tempdir().expect("temp dir");
+    let json = out.path().join("results.jsonl");
+    let run = bench()
+        .args(["--urls", &node.url(), "--workload", "put", "--clients", "4"])
+        .args(["--duration", "2", "--pids", &node.child.id().to_string()])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("running conclave-bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success(),
+        "exit {}: {stdout}\n{stderr}",
+        run.status
+    );
+    assert!(
+        stdout.contains("system=conclave workload=put clients=4"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("ops="),
+        "no progress line on stderr: {stderr}"
+    );
+
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&json).expect("json file").trim())
+            .expect("one JSON line");
+    assert_eq!(line["system"], "conclave");
+    assert_eq!(line["workload"], "put");
+    assert_eq!(line["errors"], 0, "{line}");
+    assert!(line["ops"].as_u64().unwrap_or(0) > 0, "{line}");
+    assert!(line["ops_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{line}");
+    assert!(line["rss_kib"][0].as_u64().unwrap_or(0) > 0, "{line}");
+}
+
+#[test]
+fn summary_and_chart_show_both_systems() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let input = dir.path().join("results.jsonl");
+    let mut lines = String::new();
+    for (system, scale) in [("conclave", 1.0), ("etcd", 1.5)] {
+        for clients in [1, 16, 64, 256] {
+            for round in 0..3 {
+                let ops = scale * 100.0 * clients as f64 + round as f64;
+                lines.push_str(&format!(
+                    "{{\"system\":\"{system}\",\"workload\":\"put\",\"clients\":{clients},\"ops_per_sec\":{ops},\"p50_us\":900,\"p99_us\":{},\"max_us\":9000,\"errors\":0}}\n",
+                    1000 * clients
+                ));
+            }
+        }
+    }
+    std::fs::write(&input, lines).expect("writing input");
+
+    let summary = bench()
+        .args(["summary", "--input"])
+        .arg(&input)
+        .output()
+        .expect("running summary");
+    let table = String::from_utf8_lossy(&summary.stdout);
+    assert!(summary.status.success(), "{table}");
+    assert!(
+        table.contains("| put | 16 | 1601 | 2401 | 0.67 | 16.00 ms | 16.00 ms |"),
+        "{table}"
+    );
+
+    let svg_path = dir.path().join("chart.svg");
+    let chart = bench()
+        .args(["chart", "--input"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&svg_path)
+        .output()
+        .expect("running chart");
+    assert!(
+        chart.status.success(),
+        "{}",
+        String::from_utf8_lossy(&chart.stderr)
+    );
+    let svg = std::fs::read_to_string(&svg_path).expect("the SVG");
+    assert!(svg.starts_with("<svg"), "{svg}");
+    assert!(svg.trim_end().ends_with("</svg>"));
+    for series in ["class=\"series conclave\"", "class=\"series etcd\""] {
+        // One line per panel: throughput and p99.
+        assert_eq!(svg.matches(series).count(), 2, "{series} in {svg}");
+    }
+    assert!(
+        svg.contains("256 clients"),
+        "points carry their client count"
+    );
+}
