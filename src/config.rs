@@ -105,9 +105,9 @@ pub struct RaftSettings {
 impl Default for RaftSettings {
     fn default() -> Self {
         Self {
-            heartbeat_interval_ms: 50,
-            election_timeout_min_ms: 200,
-            election_timeout_max_ms: 400,
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 150,
+            election_timeout_max_ms: 300,
             install_snapshot_timeout_ms: 5_000,
             snapshot_max_chunk_bytes: 4 * 1024 * 1024,
             max_payload_entries: 64,
@@ -353,7 +353,7 @@ mod tests {
         assert_eq!(node.initial_members.len(), 1);
         assert_eq!(node.initial_members[&1].addr, "127.0.0.1:7000");
         assert_eq!(node.data_dir, PathBuf::from("conclave-data"));
-        assert_eq!(node.raft.heartbeat_interval, 50);
+        assert_eq!(node.raft.heartbeat_interval, 100);
     }
 
     #[test]

@@ -65,19 +65,40 @@ async fn run(raft: Raft, mut receiver: mpsc::Receiver<Waiter>, timeout: Duration
         while let Ok(next) = receiver.try_recv() {
             waiters.push(next);
         }
-        let result = match tokio::time::timeout(timeout, raft.ensure_linearizable()).await {
+        let result = confirm(&raft, timeout).await;
+        for waiter in waiters {
+            let _ = waiter.send(result.clone());
+        }
+    }
+}
+
+/// One confirmation for a batch of waiters. A round that misses a quorum (a follower
+/// slower than one heartbeat interval, which is openraft's timeout for the round) is
+/// repeated while `timeout` lasts: nothing was read yet, so repeating is safe, and
+/// on a loaded host it turns spurious 503s into a slightly slower read.
+async fn confirm(raft: &Raft, timeout: Duration) -> Result<(), ReadError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let result = match tokio::time::timeout_at(deadline, raft.ensure_linearizable()).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)))) => {
                 Err(ReadError::NotLeader {
                     leader: forward.leader_id,
                 })
             }
-            Ok(Err(RaftError::APIError(error))) => Err(ReadError::Unavailable(error.to_string())),
+            Ok(Err(RaftError::APIError(error @ CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                if tokio::time::Instant::now() + RETRY_PAUSE < deadline {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+                Err(ReadError::Unavailable(error.to_string()))
+            }
             Ok(Err(RaftError::Fatal(fatal))) => Err(ReadError::Unavailable(fatal.to_string())),
             Err(_) => Err(ReadError::Unavailable("read-index round timed out".into())),
         };
-        for waiter in waiters {
-            let _ = waiter.send(result.clone());
-        }
+        return result;
     }
 }
+
+/// Pause between confirmation rounds that missed a quorum.
+const RETRY_PAUSE: Duration = Duration::from_millis(5);
