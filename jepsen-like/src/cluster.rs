@@ -1,6 +1,16 @@
 //! Cluster control: real `conclave` processes with their own data directories,
-//! stopped, paused and resumed by the PID this harness started (never by name).
+//! stopped, paused and resumed by the PID this harness started (never by name), and
+//! the [`Proxy`] their peer links run through.
+//!
+//! Every node dials every peer through its own directed proxy link (the node
+//! config's `[peer_dial_addrs]`), while the membership keeps the real addresses and
+//! clients talk to the nodes directly. The proxy ports are fixed for the cluster's
+//! life, so a restarted node keeps its links. A node can also be wiped (data
+//! directory removed, config rewritten with `initial_members = []`) so that it can
+//! rejoin through `POST /v1/cluster/members` as a fresh node.
 
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -8,11 +18,14 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde_json::Value;
 
+use crate::proxy::Proxy;
+
 pub const SECRET: &str = "jepsen-like-cluster-secret";
 
 pub struct Node {
     pub id: u64,
     pub port: u16,
+    pub data_dir: PathBuf,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
     pub child: Option<Child>,
@@ -23,16 +36,29 @@ pub struct Cluster {
     pub binary: PathBuf,
     pub nodes: Vec<Node>,
     pub http: reqwest::Client,
+    /// Every directed peer link (`from → to`).
+    pub proxy: Proxy,
+    extra_toml: String,
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `count` distinct free loopback ports, with their listeners still open: the
+/// caller keeps them until nothing else will bind port 0 (then drops them just
+/// before the nodes bind), so no two nodes and no proxy link get the same port.
+fn free_ports(count: u64) -> anyhow::Result<(Vec<u16>, Vec<std::net::TcpListener>)> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()?;
+    let ports = listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?;
+    Ok((ports, listeners))
 }
 
 impl Cluster {
-    /// Writes configs under `dir` and starts `size` nodes.
+    /// Starts one proxy link per ordered pair of nodes, writes configs under `dir`
+    /// (each node dialing its peers through its links) and starts `size` nodes.
+    /// Must be called inside a tokio runtime (the proxy runs on it).
     pub fn start(
         binary: &Path,
         dir: &Path,
@@ -40,34 +66,27 @@ impl Cluster {
         extra_toml: &str,
     ) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(dir)?;
-        let ports: Vec<u16> = (0..size).map(|_| free_port()).collect::<Result<_, _>>()?;
-        let addrs: String = ports
-            .iter()
-            .enumerate()
-            .map(|(i, port)| format!("{} = \"127.0.0.1:{port}\"\n", i + 1))
+        let (ports, reserved) = free_ports(size)?;
+        let targets: BTreeMap<u64, SocketAddr> = (1..=size)
+            .map(|id| {
+                (
+                    id,
+                    SocketAddr::from(([127, 0, 0, 1], ports[id as usize - 1])),
+                )
+            })
             .collect();
-        let members: Vec<String> = (1..=size).map(|id| id.to_string()).collect();
-        let mut nodes = Vec::new();
-        for id in 1..=size {
-            let port = ports[id as usize - 1];
-            let config = format!(
-                "node_id = {id}\nlisten_addr = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ncluster_secret = \"{SECRET}\"\n\
-                 initial_members = [{}]\n{extra_toml}\n[member_addrs]\n{addrs}",
-                dir.join(format!("node{id}")).display(),
-                members.join(", "),
-            );
-            let config_path = dir.join(format!("node{id}.toml"));
-            std::fs::write(&config_path, config)?;
-            let log_path = dir.join(format!("node{id}.log"));
-            nodes.push(Node {
+        let proxy = Proxy::start(&targets).context("starting the link proxies")?;
+        let nodes = (1..=size)
+            .map(|id| Node {
                 id,
-                port,
-                config_path,
-                log_path,
+                port: ports[id as usize - 1],
+                data_dir: dir.join(format!("node{id}")),
+                config_path: dir.join(format!("node{id}.toml")),
+                log_path: dir.join(format!("node{id}.log")),
                 child: None,
                 paused: false,
-            });
-        }
+            })
+            .collect();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()?;
@@ -75,11 +94,79 @@ impl Cluster {
             binary: binary.to_owned(),
             nodes,
             http,
+            proxy,
+            extra_toml: extra_toml.to_owned(),
         };
+        drop(reserved);
         for id in 1..=size {
+            cluster.write_config(id, true)?;
             cluster.spawn(id)?;
         }
         Ok(cluster)
+    }
+
+    /// Writes node `id`'s config: the original members as `initial_members` when
+    /// `initial` (a founding node), else `[]` (a node that joins by being added).
+    fn write_config(&self, id: u64, initial: bool) -> anyhow::Result<()> {
+        let node = self.node(id);
+        let members: Vec<String> = if initial {
+            self.ids().iter().map(u64::to_string).collect()
+        } else {
+            Vec::new()
+        };
+        let member_addrs: String = self
+            .nodes
+            .iter()
+            .map(|n| format!("{} = \"127.0.0.1:{}\"\n", n.id, n.port))
+            .collect();
+        let dial_addrs: String = self
+            .proxy
+            .dial_addrs(id)
+            .iter()
+            .map(|(peer, addr)| format!("{peer} = \"{addr}\"\n"))
+            .collect();
+        let config = format!(
+            "node_id = {id}\nlisten_addr = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ncluster_secret = \"{SECRET}\"\n\
+             initial_members = [{}]\n{}\n[member_addrs]\n{member_addrs}\n[peer_dial_addrs]\n{dial_addrs}",
+            node.port,
+            node.data_dir.display(),
+            members.join(", "),
+            self.extra_toml,
+        );
+        std::fs::write(&node.config_path, config)?;
+        Ok(())
+    }
+
+    /// Removes stopped node `id`'s data directory and rewrites its config with
+    /// `initial_members = []`, so that its next start is a fresh node waiting to be
+    /// added (`docs/operations.md`, re-adding a wiped node).
+    pub fn wipe(&mut self, id: u64) -> anyhow::Result<()> {
+        if self.node(id).child.is_some() {
+            bail!("node {id} is running; stop it before wiping it");
+        }
+        let data_dir = self.node(id).data_dir.clone();
+        if data_dir.exists() {
+            std::fs::remove_dir_all(&data_dir)
+                .with_context(|| format!("wiping {}", data_dir.display()))?;
+        }
+        self.write_config(id, false)
+    }
+
+    /// `host:port` of node `id` as the membership records it.
+    pub fn addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.node(id).port)
+    }
+
+    /// The HTTP client and every node's base URL, to probe nodes without holding
+    /// the cluster.
+    pub fn probe(&self) -> (reqwest::Client, Vec<(u64, String)>) {
+        (
+            self.http.clone(),
+            self.ids()
+                .into_iter()
+                .map(|id| (id, self.url(id)))
+                .collect(),
+        )
     }
 
     pub fn node(&self, id: u64) -> &Node {
@@ -143,8 +230,10 @@ impl Cluster {
         Some(pid)
     }
 
-    /// Resumes paused nodes and restarts dead ones.
+    /// Opens every proxy link, resumes paused nodes and restarts dead ones.
+    /// (Membership is restored by the nemesis before it returns: that needs the API.)
     pub fn heal(&mut self) -> anyhow::Result<()> {
+        self.proxy.heal();
         for id in self.ids() {
             self.pause(id, false);
             if self.node(id).child.is_none() {

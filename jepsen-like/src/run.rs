@@ -12,6 +12,7 @@ use tokio::sync::Mutex;
 
 use crate::cluster::Cluster;
 use crate::nemesis::{self, FaultEvent, Nemesis};
+use crate::timeline;
 use crate::workloads::{self, Check, CheckVerdict, Op, Status, Workload};
 
 pub struct RunConfig {
@@ -204,6 +205,17 @@ pub async fn execute(config: RunConfig) -> anyhow::Result<Report> {
     let counts = count_phases(&result.ops, &faults, until_ns);
     write_lines(&config.out.join("history.jsonl"), &result.ops)?;
     write_lines(&config.out.join("faults.jsonl"), &faults)?;
+    let title = format!(
+        "{} × {} — seed {}, {} nodes",
+        config.workload.name(),
+        config.nemesis.name(),
+        config.seed,
+        config.nodes
+    );
+    std::fs::write(
+        config.out.join("timeline.svg"),
+        timeline::svg(&title, &result.ops, &faults, until_ns / 1_000_000),
+    )?;
     let report = Report {
         verdict: verdict.into(),
         seed: config.seed,

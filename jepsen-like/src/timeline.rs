@@ -117,7 +117,7 @@ pub fn svg(title: &str, ops: &[Op], faults: &[FaultEvent], healed_ms: u64) -> St
     for op in ops {
         if op.status == Status::Ok {
             ok_seen += 1;
-            if ok_seen % stride != 0 {
+            if !ok_seen.is_multiple_of(stride) {
                 continue;
             }
         }
@@ -216,6 +216,8 @@ mod tests {
             was_leader: true,
             start_ms: 150,
             end_ms: 350,
+            nodes: vec![2],
+            detail: Value::Null,
         }];
         let picture = svg("register × kill <seed 1>", &ops, &faults, 500);
         assert_eq!(picture.matches("<circle").count(), 4);

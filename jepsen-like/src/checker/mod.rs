@@ -1,2 +1,3 @@
 //! Checkers. `wgl`: linearizability of register histories (per key).
+pub mod lease;
 pub mod wgl;

@@ -1,7 +1,997 @@
-//! PLACEHOLDER: the lock workload is being built (replace this whole file).
+//! The lock workloads, `lock` and `lock-unfenced`: Kleppmann's "lock with a fenced
+//! resource". Also the session machinery the semaphore workload shares ([`Client`],
+//! [`Session`], [`observe`], [`await_idle`]).
+//!
+//! **Clients.** Each of `processes` sequential clients owns a session (TTL
+//! [`TTL_MS`], `capacity: 0`) kept alive by a background task: a keepalive every
+//! [`KEEPALIVE_EVERY`] and, [`CONFIRM_AFTER`] later (past the leader's 200 ms flush),
+//! a linearizable read of the session that confirms which renewals reached the log
+//! (see `checker::lease`); the read goes on during a stall (it is the harness
+//! observing, and renews nothing). The client loops: acquire one of at most two
+//! locks with a bounded `wait_ms`; on a grant, run a read-modify-write of that
+//! lock's [`FencedResource`] (read the counter, sleep a little, write counter + 1,
+//! both carrying the fencing token); release with the token. One section in
+//! [`STALL_ONE_IN`] stalls for [`STALL`] between its read and its write, longer than
+//! the TTL, with its keepalives stopped too (a GC pause of the whole client): the
+//! server expires the session and grants the lock to a waiter while the stalled
+//! client still believes it holds it. Its release afterwards is refused (a `fail`,
+//! expected).
+//!
+//! **The fenced resource** stands for an external storage service, one per lock,
+//! in this process. In `lock` it refuses any read or write whose token is lower than
+//! the highest it has seen; in `lock-unfenced` it accepts everything. Reads are
+//! fenced too, not only writes: with a write-only fence a stalled holder (token 10)
+//! that read the counter, then wrote after the next holder (token 20) had *read* but
+//! not yet written, would be accepted, and the next holder's write would then
+//! overwrite it (a lost update through a correct server). Registering the token at
+//! the read closes that window, as a conditional write would.
+//!
+//! **Outcomes** follow `workloads/mod.rs`. An acquire that ended `unknown` (504,
+//! timeout, lost answer) may have been granted: the client does not count itself a
+//! holder, ends that session (best effort) and continues under a new process id and
+//! a new session; the same for a release that ended unknown. A `503` on a waiting
+//! acquire may leave the waiter queued (docs/api.md, blocking waits), so the client
+//! retries the *same* lock with the same session, which resumes that waiter.
+//!
+//! **Checkers** (`checker::lease`):
+//! - `fenced-resource`: the writes each resource accepted, in acceptance order, carry
+//!   non-decreasing tokens and never lose an update. Must pass in `lock`; in
+//!   `lock-unfenced` a stalled section that was overtaken writes a stale counter, so
+//!   it must fail (proof the checker sees overlapping sections).
+//! - `token-order`: tokens of acknowledged grants of one lock are unique, and
+//!   increase in real-time order: a grant acknowledged before another's *first*
+//!   attempt was invoked has the smaller token (the first attempt of a chain of 503
+//!   retries, since the retry can be answered with a grant made for an earlier
+//!   attempt's waiter).
+//! - `mutual-exclusion`: holds counted only while surely valid (grant ack to the
+//!   earliest of release invocation and the session's confirmed lifetime) never
+//!   overlap on one lock. This is the server's own promise, judged through leases;
+//!   it holds in both modes.
+//! - `server-view`: a sampler reads each lock a few times a second; at most one
+//!   exclusive holder.
+//! - `no-leak`: after healing, once every session has ended or expired, the locks
+//!   show no holders and no waiters.
 
-use super::{Context, WorkloadResult};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-pub async fn run(_context: Context, _fenced: bool) -> anyhow::Result<WorkloadResult> {
-    anyhow::bail!("the lock workload is not built yet")
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use super::{send, Context, Op, Sent, Status, WorkloadResult};
+use crate::checker::lease::{self, Grant, Hold, ResourceWrite, SessionEvidence};
+
+/// Session TTL.
+pub(crate) const TTL_MS: u64 = 2_000;
+/// Keepalive period (TTL/4), split between the keepalive and its confirming read.
+const KEEPALIVE_EVERY: Duration = Duration::from_millis(TTL_MS / 4);
+/// Delay between a keepalive and the session read that confirms it reached the log
+/// (the leader flushes renewals every 200 ms).
+const CONFIRM_AFTER: Duration = Duration::from_millis(250);
+/// `wait_ms` of an acquire (well under the 2 s client timeout).
+pub(crate) const WAIT_MS: u64 = 800;
+/// One critical section (or semaphore hold) in this many stalls.
+pub(crate) const STALL_ONE_IN: u32 = 8;
+/// A stall: longer than the TTL, with time for the server to expire the session and
+/// for a waiter to be granted and run its own section.
+pub(crate) const STALL: Duration = Duration::from_millis(TTL_MS + 1_000);
+/// Attempts at a release answered 503 before giving the session up.
+const RELEASE_ATTEMPTS: usize = 5;
+/// Pause after an `unavailable` answer.
+pub(crate) const BACKOFF: Duration = Duration::from_millis(50);
+/// Process ids of keepalive streams: this plus the client's process id.
+const KEEPALIVE_PROCESS: u64 = 1_000_000;
+/// Process id of the sampler and of the final idle checks.
+const OBSERVER_PROCESS: u64 = 2_000_000;
+/// How often the sampler reads every primitive.
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// After healing, how long every primitive has to become idle.
+const IDLE_DEADLINE: Duration = Duration::from_millis(TTL_MS + 10_000);
+
+/// How to reach the cluster; shared by a client and its keepalive tasks.
+#[derive(Clone)]
+pub(crate) struct Net {
+    urls: Arc<Vec<String>>,
+    http: reqwest::Client,
+    started: Instant,
+}
+
+/// One request's answer and timing.
+pub(crate) struct Reply {
+    pub sent: Sent,
+    /// 0-based node index.
+    pub node: usize,
+    pub invoke_ns: u64,
+    pub complete_ns: u64,
+}
+
+impl Reply {
+    pub fn code(&self) -> Option<&str> {
+        self.sent.error_code()
+    }
+
+    pub fn session_not_found(&self) -> bool {
+        matches!(self.sent, Sent::Answer(404, _)) && self.code() == Some("session_not_found")
+    }
+}
+
+impl Net {
+    pub fn new(context: &Context) -> Net {
+        Net {
+            urls: Arc::new(context.urls.clone()),
+            http: context.http(),
+            started: context.started,
+        }
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.started.elapsed().as_nanos() as u64
+    }
+
+    pub fn nodes(&self) -> usize {
+        self.urls.len()
+    }
+
+    pub async fn call(
+        &self,
+        node: usize,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.urls[node]));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let invoke_ns = self.now_ns();
+        let sent = send(request).await;
+        Reply {
+            sent,
+            node,
+            invoke_ns,
+            complete_ns: self.now_ns(),
+        }
+    }
+}
+
+/// The generic record of one request.
+pub(crate) fn op(process: u64, f: &str, key: &str, value: Value, reply: &Reply) -> Op {
+    let status = reply.sent.status();
+    Op {
+        process,
+        f: f.into(),
+        key: key.into(),
+        value,
+        status,
+        invoke_ns: reply.invoke_ns,
+        complete_ns: (status != Status::Unknown).then_some(reply.complete_ns),
+        node: reply.node as u64 + 1,
+    }
+}
+
+/// The record of something done in the harness itself (resource access, a stall).
+pub(crate) fn local_op(
+    process: u64,
+    f: &str,
+    key: &str,
+    value: Value,
+    ok: bool,
+    invoke_ns: u64,
+    complete_ns: u64,
+) -> Op {
+    Op {
+        process,
+        f: f.into(),
+        key: key.into(),
+        value,
+        status: if ok { Status::Ok } else { Status::Fail },
+        invoke_ns,
+        complete_ns: Some(complete_ns),
+        node: 0,
+    }
+}
+
+struct SessionShared {
+    /// A simulated pause of the client: no keepalives.
+    paused: AtomicBool,
+    /// The client gave the session up: the keepalive task ends.
+    stopped: AtomicBool,
+    /// Known (or assumed) ended.
+    gone: AtomicBool,
+    log: Mutex<SessionLog>,
+}
+
+struct SessionLog {
+    evidence: SessionEvidence,
+    ops: Vec<Op>,
+}
+
+/// A live session and its keepalive task.
+pub(crate) struct Session {
+    pub id: u64,
+    shared: Arc<SessionShared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Session {
+    fn gone(&self) -> bool {
+        self.shared.gone.load(Ordering::SeqCst)
+    }
+
+    fn mark_gone(&self, at_ns: u64) {
+        self.shared.log.lock().unwrap().evidence.gone(at_ns);
+        self.shared.gone.store(true, Ordering::SeqCst);
+        self.shared.stopped.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for the keepalive task and returns what was learned.
+    async fn finish(self) -> (SessionEvidence, Vec<Op>) {
+        self.shared.stopped.store(true, Ordering::SeqCst);
+        let _ = self.task.await;
+        let log = std::mem::replace(
+            &mut *self.shared.log.lock().unwrap(),
+            SessionLog {
+                evidence: SessionEvidence::new(self.id, TTL_MS, 0),
+                ops: Vec::new(),
+            },
+        );
+        (log.evidence, log.ops)
+    }
+}
+
+/// Keeps a session alive until stopped: keepalive, then a confirming read.
+async fn keep_alive(net: Net, shared: Arc<SessionShared>, id: u64, process: u64, seed: u64) {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let key = format!("session-{id}");
+    let stopped = || shared.stopped.load(Ordering::SeqCst);
+    let paused = || shared.paused.load(Ordering::SeqCst);
+    loop {
+        tokio::time::sleep(KEEPALIVE_EVERY - CONFIRM_AFTER).await;
+        if stopped() {
+            return;
+        }
+        if !paused() {
+            renew(&net, &shared, id, process, &mut rng).await;
+        }
+        if shared.gone.load(Ordering::SeqCst) {
+            return;
+        }
+        tokio::time::sleep(CONFIRM_AFTER).await;
+        if stopped() {
+            return;
+        }
+        // The confirming read is the harness observing, not the client acting: it
+        // goes on during a stall (it renews nothing), so the last renewal before
+        // the stall gets confirmed.
+        let node = rng.gen_range(0..net.nodes());
+        let reply = net
+            .call(node, Method::GET, &format!("/v1/sessions/{id}"), None)
+            .await;
+        let expires = match &reply.sent {
+            Sent::Answer(200, body) => body["expires_at_ms"].as_u64(),
+            _ => None,
+        };
+        {
+            let mut log = shared.log.lock().unwrap();
+            if let Some(expires) = expires {
+                log.evidence.read_expiry(expires);
+            }
+            let value = json!({ "session": id, "expires_at_ms": expires });
+            log.ops
+                .push(op(process, "session-read", &key, value, &reply));
+            if reply.session_not_found() {
+                log.evidence.gone(reply.invoke_ns);
+            }
+        }
+        if reply.session_not_found() {
+            shared.gone.store(true, Ordering::SeqCst);
+            return;
+        }
+    }
+}
+
+/// One keepalive; a `session_not_found` answer marks the session gone.
+async fn renew(net: &Net, shared: &SessionShared, id: u64, process: u64, rng: &mut SmallRng) {
+    let key = format!("session-{id}");
+    let node = rng.gen_range(0..net.nodes());
+    let reply = net
+        .call(
+            node,
+            Method::POST,
+            &format!("/v1/sessions/{id}/keepalive"),
+            None,
+        )
+        .await;
+    let expires = match &reply.sent {
+        Sent::Answer(200, body) => body["expires_at_ms"].as_u64(),
+        _ => None,
+    };
+    {
+        let mut log = shared.log.lock().unwrap();
+        if let Some(expires) = expires {
+            log.evidence.renewals.push((reply.invoke_ns, expires));
+        }
+        let value = json!({ "session": id, "expires_at_ms": expires });
+        log.ops.push(op(process, "keepalive", &key, value, &reply));
+        if reply.session_not_found() {
+            log.evidence.gone(reply.invoke_ns);
+        }
+    }
+    if reply.session_not_found() {
+        shared.gone.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What a client leaves behind: its operations and what it learned of its sessions.
+pub(crate) struct ClientEnd {
+    pub ops: Vec<Op>,
+    pub sessions: Vec<SessionEvidence>,
+}
+
+/// One sequential client with a session (recreated when gone).
+pub(crate) struct Client {
+    pub net: Net,
+    pub process: u64,
+    processes: u64,
+    pub rng: SmallRng,
+    pub ops: Vec<Op>,
+    sessions: Vec<Session>,
+    label: &'static str,
+    pub until: Instant,
+    seed: u64,
+}
+
+impl Client {
+    pub fn new(context: &Context, index: usize, label: &'static str) -> Client {
+        let seed = context
+            .seed
+            .wrapping_add(index as u64 * 7919)
+            .wrapping_mul(31)
+            ^ label.len() as u64;
+        Client {
+            net: Net::new(context),
+            process: index as u64,
+            processes: context.processes as u64,
+            rng: SmallRng::seed_from_u64(seed),
+            ops: Vec::new(),
+            sessions: Vec::new(),
+            label,
+            until: context.until,
+            seed,
+        }
+    }
+
+    pub fn node(&mut self) -> usize {
+        self.rng.gen_range(0..self.net.nodes())
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.net.now_ns()
+    }
+
+    /// Sends one request to a random node.
+    pub async fn call(&mut self, method: Method, path: &str, body: Option<&Value>) -> Reply {
+        let node = self.node();
+        self.net.call(node, method, path, body).await
+    }
+
+    pub fn record(&mut self, f: &str, key: &str, value: Value, reply: &Reply) {
+        self.ops.push(op(self.process, f, key, value, reply));
+    }
+
+    /// Retires the process id after an indeterminate operation (Jepsen's discipline).
+    pub fn retire(&mut self) {
+        self.process += self.processes;
+    }
+
+    /// Pauses (or resumes) the current session's keepalives.
+    pub fn pause_keepalives(&self, paused: bool) {
+        if let Some(session) = self.sessions.last() {
+            session.shared.paused.store(paused, Ordering::SeqCst);
+        }
+    }
+
+    /// The current session was answered `session_not_found` by a request invoked at
+    /// `at_ns`.
+    pub fn session_gone(&mut self, at_ns: u64) {
+        if let Some(session) = self.sessions.last() {
+            session.mark_gone(at_ns);
+        }
+    }
+
+    /// A live session, created if needed; `None` once the run's time is up.
+    pub async fn session(&mut self) -> Option<u64> {
+        if let Some(session) = self.sessions.last().filter(|s| !s.gone()) {
+            return Some(session.id);
+        }
+        let name = format!("jepsen-{}-p{}", self.label, self.process);
+        let body = json!({ "name": name, "ttl_ms": TTL_MS, "capacity": 0 });
+        while Instant::now() < self.until {
+            let reply = self.call(Method::POST, "/v1/sessions", Some(&body)).await;
+            let id = match &reply.sent {
+                Sent::Answer(200, body) => body["session_id"].as_u64(),
+                _ => None,
+            };
+            self.record(
+                "session-create",
+                "sessions",
+                json!({ "session": id, "ttl_ms": TTL_MS, "error": reply.code() }),
+                &reply,
+            );
+            match (id, reply.sent.status()) {
+                (Some(id), _) => {
+                    let shared = Arc::new(SessionShared {
+                        paused: AtomicBool::new(false),
+                        stopped: AtomicBool::new(false),
+                        gone: AtomicBool::new(false),
+                        log: Mutex::new(SessionLog {
+                            evidence: SessionEvidence::new(id, TTL_MS, reply.invoke_ns),
+                            ops: Vec::new(),
+                        }),
+                    });
+                    let task = tokio::spawn(keep_alive(
+                        self.net.clone(),
+                        shared.clone(),
+                        id,
+                        KEEPALIVE_PROCESS + self.process,
+                        self.seed ^ id,
+                    ));
+                    self.sessions.push(Session { id, shared, task });
+                    return Some(id);
+                }
+                // Maybe created: that session holds nothing and expires on its own.
+                (None, Status::Unknown) => {
+                    self.retire();
+                    tokio::time::sleep(BACKOFF).await;
+                }
+                (None, Status::Unavailable) => tokio::time::sleep(BACKOFF).await,
+                (None, _) => {
+                    eprintln!(
+                        "{}: unexpected session create answer {:?}",
+                        self.label, reply.sent
+                    );
+                    tokio::time::sleep(BACKOFF).await;
+                }
+            }
+        }
+        None
+    }
+
+    /// Gives the current session up: stops its keepalives and ends it (best effort;
+    /// if the end is not applied, it expires within its TTL).
+    pub async fn abandon(&mut self) {
+        let Some(session) = self.sessions.last() else {
+            return;
+        };
+        if session.gone() {
+            return;
+        }
+        let id = session.id;
+        session.shared.stopped.store(true, Ordering::SeqCst);
+        let reply = self
+            .call(Method::DELETE, &format!("/v1/sessions/{id}"), None)
+            .await;
+        self.record(
+            "session-end",
+            &format!("session-{id}"),
+            json!({ "session": id }),
+            &reply,
+        );
+        // Whether or not the end applies, holds counted before it are over by now.
+        if let Some(session) = self.sessions.last() {
+            session.mark_gone(reply.invoke_ns);
+        }
+    }
+
+    /// Releases `name` (a lock or a semaphore), retrying `503`s. Returns the first
+    /// attempt's invocation (the hold surely lasted until then) and the outcome; an
+    /// outcome other than `ok` / `fail` gives the session up.
+    pub async fn release(
+        &mut self,
+        kind: &str,
+        name: &str,
+        session: u64,
+        token: u64,
+    ) -> (u64, Status) {
+        let body = json!({ "session_id": session, "fencing_token": token });
+        let path = format!("/v1/{kind}/{name}/release");
+        let mut first = None;
+        let mut status = Status::Unavailable;
+        for _ in 0..RELEASE_ATTEMPTS {
+            let reply = self.call(Method::POST, &path, Some(&body)).await;
+            let value = json!({ "session": session, "token": token, "error": reply.code() });
+            self.record("release", name, value, &reply);
+            first.get_or_insert(reply.invoke_ns);
+            status = reply.sent.status();
+            if status != Status::Unavailable {
+                break;
+            }
+            tokio::time::sleep(BACKOFF).await;
+        }
+        if matches!(status, Status::Unknown | Status::Unavailable) {
+            self.abandon().await;
+            if status == Status::Unknown {
+                self.retire();
+            }
+        }
+        (first.unwrap_or_else(|| self.now_ns()), status)
+    }
+
+    /// Ends the current session and collects every session's record.
+    pub async fn finish(mut self) -> ClientEnd {
+        self.abandon().await;
+        let mut ops = std::mem::take(&mut self.ops);
+        let mut sessions = Vec::new();
+        for session in self.sessions {
+            let (evidence, session_ops) = session.finish().await;
+            ops.extend(session_ops);
+            sessions.push(evidence);
+        }
+        ClientEnd { ops, sessions }
+    }
+}
+
+/// Reads every primitive of `kind` (`locks`, `semaphores`) a few times a second
+/// until `until`: the operations and the `200` answers `(invoke_ns, name, view)`.
+pub(crate) async fn observe(
+    net: Net,
+    kind: &'static str,
+    names: Vec<String>,
+    until: Instant,
+    seed: u64,
+) -> (Vec<Op>, Vec<(u64, String, Value)>) {
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x5eed);
+    let (mut ops, mut views) = (Vec::new(), Vec::new());
+    while Instant::now() < until {
+        for name in &names {
+            let node = rng.gen_range(0..net.nodes());
+            let reply = net
+                .call(node, Method::GET, &format!("/v1/{kind}/{name}"), None)
+                .await;
+            ops.push(op(OBSERVER_PROCESS, "inspect", name, Value::Null, &reply));
+            if let Sent::Answer(200, view) = reply.sent {
+                views.push((reply.invoke_ns, name.clone(), view));
+            }
+        }
+        tokio::time::sleep(SAMPLE_EVERY).await;
+    }
+    (ops, views)
+}
+
+/// After healing: every primitive must become idle (no holders, no waiters) once
+/// every session has ended or expired. Returns the operations and the leaks.
+pub(crate) async fn await_idle(net: &Net, kind: &str, names: &[String]) -> (Vec<Op>, Vec<Value>) {
+    let (mut ops, mut leaks) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + IDLE_DEADLINE;
+    for (i, name) in names.iter().enumerate() {
+        let mut last = Value::Null;
+        loop {
+            let reply = net
+                .call(
+                    i % net.nodes(),
+                    Method::GET,
+                    &format!("/v1/{kind}/{name}"),
+                    None,
+                )
+                .await;
+            ops.push(op(
+                OBSERVER_PROCESS,
+                "final-inspect",
+                name,
+                Value::Null,
+                &reply,
+            ));
+            if let Sent::Answer(200, view) = reply.sent {
+                let empty = |field: &str| view[field].as_array().is_some_and(|a| a.is_empty());
+                if empty("holders") && empty("waiters") {
+                    break;
+                }
+                last = view;
+            }
+            if Instant::now() >= deadline {
+                leaks.push(json!({ "resource": name, "last_view": last }));
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    (ops, leaks)
+}
+
+/// A grant as the client saw it, and when it stopped counting itself the holder.
+pub(crate) struct PendingHold {
+    pub resource: String,
+    pub process: u64,
+    pub session: u64,
+    pub token: u64,
+    pub weight: u64,
+    pub ack_ns: u64,
+    pub release_invoke_ns: Option<u64>,
+}
+
+/// Holds cut to their surely valid part (see `checker::lease`).
+pub(crate) fn valid_holds(pending: &[PendingHold], sessions: &[SessionEvidence]) -> Vec<Hold> {
+    let live: std::collections::BTreeMap<u64, u64> = sessions
+        .iter()
+        .map(|s| (s.session, s.live_until_ns()))
+        .collect();
+    pending
+        .iter()
+        .map(|p| {
+            let release = p.release_invoke_ns.unwrap_or(u64::MAX);
+            let lease = live.get(&p.session).copied().unwrap_or(0);
+            Hold {
+                resource: p.resource.clone(),
+                process: p.process,
+                session: p.session,
+                token: p.token,
+                weight: p.weight,
+                start_ns: p.ack_ns,
+                end_ns: release.min(lease),
+                ended_by_lease: lease < release,
+            }
+        })
+        .collect()
+}
+
+/// Coverage of a set of holds: how many, how many non-empty, total valid time.
+pub(crate) fn hold_counts(holds: &[Hold]) -> Value {
+    let valid: Vec<&Hold> = holds.iter().filter(|h| h.start_ns < h.end_ns).collect();
+    let held_ms: u64 = valid
+        .iter()
+        .map(|h| (h.end_ns - h.start_ns) / 1_000_000)
+        .sum();
+    json!({ "holds": holds.len(), "valid_holds": valid.len(), "valid_held_ms": held_ms })
+}
+
+/// A resource behind a lock, standing for an external storage service.
+pub struct FencedResource {
+    fenced: bool,
+    counter: u64,
+    /// The highest token seen (enforced only when `fenced`).
+    highest: u64,
+    accepted: Vec<ResourceWrite>,
+    refused_reads: u64,
+    refused_writes: u64,
+}
+
+impl FencedResource {
+    pub fn new(fenced: bool) -> FencedResource {
+        FencedResource {
+            fenced,
+            counter: 0,
+            highest: 0,
+            accepted: Vec::new(),
+            refused_reads: 0,
+            refused_writes: 0,
+        }
+    }
+
+    /// Reads the counter under `token`; `None` when refused.
+    pub fn read(&mut self, token: u64) -> Option<u64> {
+        if self.fenced && token < self.highest {
+            self.refused_reads += 1;
+            return None;
+        }
+        self.highest = self.highest.max(token);
+        Some(self.counter)
+    }
+
+    /// Writes `read + 1` under `token`; `false` when refused.
+    pub fn write(&mut self, process: u64, token: u64, read: u64, at_ns: u64) -> bool {
+        if self.fenced && token < self.highest {
+            self.refused_writes += 1;
+            return false;
+        }
+        self.highest = self.highest.max(token);
+        self.counter = read + 1;
+        self.accepted.push(ResourceWrite {
+            process,
+            token,
+            read,
+            wrote: read + 1,
+            at_ns,
+        });
+        true
+    }
+}
+
+/// What one lock client did.
+struct LockEnd {
+    client: ClientEnd,
+    grants: Vec<Grant>,
+    holds: Vec<PendingHold>,
+    sections: u64,
+    stalls: u64,
+    /// Stalls after which the resource had seen a higher token (another holder ran).
+    overtaken: u64,
+}
+
+/// Runs the lock clients, then checks (see the module documentation).
+pub async fn run(mut context: Context, fenced: bool) -> anyhow::Result<WorkloadResult> {
+    let names: Vec<String> = (0..context.keys.clamp(1, 2))
+        .map(|i| format!("jepsen-lock-{i}"))
+        .collect();
+    let resources: Vec<Arc<Mutex<FencedResource>>> = names
+        .iter()
+        .map(|_| Arc::new(Mutex::new(FencedResource::new(fenced))))
+        .collect();
+    let net = Net::new(&context);
+    let observer = tokio::spawn(observe(
+        net.clone(),
+        "locks",
+        names.clone(),
+        context.until,
+        context.seed,
+    ));
+    let tasks: Vec<_> = (0..context.processes)
+        .map(|index| {
+            let client = Client::new(&context, index, "lock");
+            tokio::spawn(lock_client(client, names.clone(), resources.clone()))
+        })
+        .collect();
+    let mut ends = Vec::new();
+    for task in tasks {
+        ends.push(task.await?);
+    }
+    context.wait_healed().await;
+    let (mut ops, views) = observer.await?;
+    let (idle_ops, leaks) = await_idle(&net, "locks", &names).await;
+    ops.extend(idle_ops);
+
+    let (mut grants, mut pending, mut sessions) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sections, mut stalls, mut overtaken) = (0, 0, 0);
+    for end in ends {
+        ops.extend(end.client.ops);
+        sessions.extend(end.client.sessions);
+        grants.extend(end.grants);
+        pending.extend(end.holds);
+        sections += end.sections;
+        stalls += end.stalls;
+        overtaken += end.overtaken;
+    }
+    ops.sort_by_key(|op| op.invoke_ns);
+
+    let mut resource_violations = Vec::new();
+    let (mut accepted, mut refused_reads, mut refused_writes) = (0, 0, 0);
+    for (name, resource) in names.iter().zip(&resources) {
+        let resource = resource.lock().unwrap();
+        resource_violations.extend(lease::fenced_log_violations(
+            name,
+            &resource.accepted,
+            resource.counter,
+        ));
+        accepted += resource.accepted.len();
+        refused_reads += resource.refused_reads;
+        refused_writes += resource.refused_writes;
+    }
+    let holds = valid_holds(&pending, &sessions);
+    let view_violations: Vec<Value> = views
+        .iter()
+        .filter_map(|(at, name, view)| lease::lock_view_violations(name, *at, view))
+        .collect();
+    let checks = vec![
+        lease::check(
+            "fenced-resource",
+            "lost updates or token regressions at the resource",
+            resource_violations,
+            json!({
+                "fenced": fenced, "grants": grants.len(), "sections": sections, "stalls": stalls,
+                "stalls_overtaken": overtaken, "accepted_writes": accepted,
+                "refused_reads": refused_reads, "refused_writes": refused_writes,
+            }),
+        ),
+        lease::check(
+            "token-order",
+            "duplicate or out-of-order fencing tokens",
+            lease::token_violations(&grants),
+            json!({ "grants": grants.len() }),
+        ),
+        lease::check(
+            "mutual-exclusion",
+            "overlapping valid holds",
+            lease::overlap_violations(&holds, 1),
+            json!({ "holds": hold_counts(&holds), "handovers": lease::handover_gaps(&holds) }),
+        ),
+        lease::check(
+            "server-view",
+            "inconsistent lock views",
+            view_violations,
+            json!({ "samples": views.len() }),
+        ),
+        lease::check(
+            "no-leak",
+            "locks still held or awaited after every session ended",
+            leaks,
+            json!({ "locks": names.len(), "sessions": sessions.len() }),
+        ),
+    ];
+    Ok(WorkloadResult { ops, checks })
+}
+
+async fn lock_client(
+    mut client: Client,
+    names: Vec<String>,
+    resources: Vec<Arc<Mutex<FencedResource>>>,
+) -> LockEnd {
+    let (mut grants, mut holds) = (Vec::new(), Vec::new());
+    let (mut sections, mut stalls, mut overtaken) = (0, 0, 0);
+    // After a 503 the same lock is retried by the same session: a waiting acquire
+    // answered 503 may have left its waiter queued, and the retry resumes it (or gets
+    // the grant it already received). `(session, lock, first invocation)`.
+    let mut sticky: Option<(u64, usize, u64)> = None;
+    while Instant::now() < client.until {
+        let Some(session) = client.session().await else {
+            break;
+        };
+        let (which, chain_invoke_ns) = match sticky.take() {
+            Some((s, which, first)) if s == session => (which, Some(first)),
+            _ => (client.rng.gen_range(0..names.len()), None),
+        };
+        let name = names[which].clone();
+        let body = json!({ "session_id": session, "wait_ms": WAIT_MS });
+        let reply = client
+            .call(
+                Method::POST,
+                &format!("/v1/locks/{name}/acquire"),
+                Some(&body),
+            )
+            .await;
+        let token = match &reply.sent {
+            Sent::Answer(200, body) => body["fencing_token"].as_u64(),
+            _ => None,
+        };
+        let value = json!({ "session": session, "wait_ms": WAIT_MS, "token": token, "error": reply.code() });
+        client.record("acquire", &name, value, &reply);
+        let token = match (reply.sent.status(), token) {
+            (Status::Ok, Some(token)) => token,
+            (Status::Fail, _) => {
+                if reply.session_not_found() {
+                    client.session_gone(reply.invoke_ns);
+                } else if reply.code() != Some("lock_held") {
+                    eprintln!("lock: unexpected acquire answer {:?}", reply.sent);
+                }
+                continue;
+            }
+            (Status::Unavailable, _) => {
+                sticky = Some((session, which, chain_invoke_ns.unwrap_or(reply.invoke_ns)));
+                tokio::time::sleep(BACKOFF).await;
+                continue;
+            }
+            // Unknown, or a 200 without a token: maybe holding, never counted.
+            _ => {
+                client.abandon().await;
+                client.retire();
+                continue;
+            }
+        };
+        grants.push(Grant {
+            resource: name.clone(),
+            process: client.process,
+            session,
+            token,
+            // The grant may have been made for an earlier attempt of this chain.
+            invoke_ns: chain_invoke_ns.unwrap_or(reply.invoke_ns),
+            ack_ns: reply.complete_ns,
+        });
+        holds.push(PendingHold {
+            resource: name.clone(),
+            process: client.process,
+            session,
+            token,
+            weight: 1,
+            ack_ns: reply.complete_ns,
+            release_invoke_ns: None,
+        });
+        sections += 1;
+
+        // The critical section: read, (stall,) write counter + 1, under the token.
+        let resource = &resources[which];
+        let at = client.now_ns();
+        let read = resource.lock().unwrap().read(token);
+        let op = local_op(
+            client.process,
+            "resource-read",
+            &name,
+            json!({ "token": token, "read": read }),
+            read.is_some(),
+            at,
+            client.now_ns(),
+        );
+        client.ops.push(op);
+        if let Some(read) = read {
+            if client.rng.gen_ratio(1, STALL_ONE_IN) {
+                let at = client.now_ns();
+                client.pause_keepalives(true);
+                tokio::time::sleep(STALL).await;
+                client.pause_keepalives(false);
+                stalls += 1;
+                let overtaken_now = resource.lock().unwrap().highest > token;
+                overtaken += u64::from(overtaken_now);
+                let value = json!({ "token": token, "ms": STALL.as_millis() as u64, "overtaken": overtaken_now });
+                client.ops.push(local_op(
+                    client.process,
+                    "stall",
+                    &name,
+                    value,
+                    true,
+                    at,
+                    client.now_ns(),
+                ));
+            } else {
+                let ms = client.rng.gen_range(5..40);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            let at = client.now_ns();
+            let accepted = resource
+                .lock()
+                .unwrap()
+                .write(client.process, token, read, at);
+            let value = json!({ "token": token, "value": read + 1 });
+            client.ops.push(local_op(
+                client.process,
+                "resource-write",
+                &name,
+                value,
+                accepted,
+                at,
+                client.now_ns(),
+            ));
+        }
+
+        let (release_invoke, _) = client.release("locks", &name, session, token).await;
+        if let Some(hold) = holds.last_mut() {
+            hold.release_invoke_ns = Some(release_invoke);
+        }
+    }
+    LockEnd {
+        client: client.finish().await,
+        grants,
+        holds,
+        sections,
+        stalls,
+        overtaken,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two overlapping sections: token 10 reads, token 20 reads, writes, then token
+    /// 10 writes its stale counter.
+    fn overlap(resource: &mut FencedResource) -> (Option<u64>, Option<u64>, bool, bool) {
+        let a = resource.read(10);
+        let b = resource.read(20);
+        let b_wrote = resource.write(2, 20, b.unwrap(), 2);
+        let a_wrote = resource.write(1, 10, a.unwrap(), 3);
+        (a, b, b_wrote, a_wrote)
+    }
+
+    #[test]
+    fn the_fence_refuses_the_overtaken_section_and_the_log_stays_clean() {
+        let mut resource = FencedResource::new(true);
+        let (a, b, b_wrote, a_wrote) = overlap(&mut resource);
+        assert_eq!((a, b), (Some(0), Some(0)));
+        assert!(b_wrote && !a_wrote);
+        // A lower token is refused at the read as well.
+        assert_eq!(resource.read(15), None);
+        assert_eq!(resource.refused_reads + resource.refused_writes, 2);
+        let v = lease::fenced_log_violations("r", &resource.accepted, resource.counter);
+        assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn without_the_fence_the_overlap_is_a_lost_update() {
+        let mut resource = FencedResource::new(false);
+        let (_, _, b_wrote, a_wrote) = overlap(&mut resource);
+        assert!(b_wrote && a_wrote);
+        let v = lease::fenced_log_violations("r", &resource.accepted, resource.counter);
+        assert!(v.iter().any(|v| v["kind"] == "lost update"), "{v:?}");
+    }
 }

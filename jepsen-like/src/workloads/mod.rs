@@ -44,7 +44,20 @@ pub enum Workload {
     Barrier,
     /// Task queue: no acknowledged task lost, no double completion.
     Tasks,
+    /// Every workload above except `lock-unfenced`, at once on one cluster, each
+    /// with its own clients; checks are prefixed with the workload's name.
+    All,
 }
+
+/// The workloads `All` runs together.
+pub const ALL: [Workload; 6] = [
+    Workload::Register,
+    Workload::Set,
+    Workload::Lock,
+    Workload::Semaphore,
+    Workload::Barrier,
+    Workload::Tasks,
+];
 
 impl Workload {
     pub fn name(self) -> &'static str {
@@ -56,6 +69,7 @@ impl Workload {
             Workload::Semaphore => "semaphore",
             Workload::Barrier => "barrier",
             Workload::Tasks => "tasks",
+            Workload::All => "all",
         }
     }
 }
@@ -186,6 +200,14 @@ pub struct WorkloadResult {
 /// Runs `workload` to completion (clients, final reads, checks).
 pub async fn run(workload: Workload, context: Context) -> anyhow::Result<WorkloadResult> {
     match workload {
+        Workload::All => run_all(context).await,
+        single => run_one(single, context).await,
+    }
+}
+
+/// One workload other than `All` (which is not recursive).
+async fn run_one(workload: Workload, context: Context) -> anyhow::Result<WorkloadResult> {
+    match workload {
         Workload::Register => register::run(context).await,
         Workload::Set => set::run(context).await,
         Workload::Lock => lock::run(context, true).await,
@@ -193,7 +215,42 @@ pub async fn run(workload: Workload, context: Context) -> anyhow::Result<Workloa
         Workload::Semaphore => semaphore::run(context).await,
         Workload::Barrier => barrier::run(context).await,
         Workload::Tasks => tasks::run(context).await,
+        Workload::All => anyhow::bail!("`all` cannot contain itself"),
     }
+}
+
+/// Runs every workload of [`ALL`] concurrently, each with `processes` clients and a
+/// seed of its own, and merges their operations and checks.
+async fn run_all(context: Context) -> anyhow::Result<WorkloadResult> {
+    let mut handles = Vec::new();
+    for (i, workload) in ALL.into_iter().enumerate() {
+        let sub = Context {
+            urls: context.urls.clone(),
+            processes: context.processes,
+            keys: context.keys,
+            seed: context.seed.wrapping_add(i as u64 * 1_000_003),
+            started: context.started,
+            until: context.until,
+            healed: context.healed.clone(),
+        };
+        handles.push((workload, tokio::spawn(run_one(workload, sub))));
+    }
+    let mut merged = WorkloadResult::default();
+    for (workload, handle) in handles {
+        let result = handle.await??;
+        merged.ops.extend(result.ops.into_iter().map(|mut op| {
+            op.key = format!("{}:{}", workload.name(), op.key);
+            op
+        }));
+        merged
+            .checks
+            .extend(result.checks.into_iter().map(|mut check| {
+                check.name = format!("{}/{}", workload.name(), check.name);
+                check
+            }));
+    }
+    merged.ops.sort_by_key(|op| op.invoke_ns);
+    Ok(merged)
 }
 
 /// What came back for one request.

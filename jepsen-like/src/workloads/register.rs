@@ -36,6 +36,8 @@ const RESOLVE_ATTEMPTS: usize = 20;
 struct Pending {
     /// Index in the client's typed history.
     index: usize,
+    /// Index in the client's generic history.
+    generic: usize,
     url: String,
     body: Value,
 }
@@ -99,6 +101,14 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
                     resolved += 1;
                     op.outcome = outcome;
                     op.complete_ns = Some(context.now_ns());
+                    let generic = &mut record.generic[pending.generic];
+                    generic.status = if outcome == Outcome::Ok {
+                        Status::Ok
+                    } else {
+                        Status::Fail
+                    };
+                    generic.complete_ns = op.complete_ns;
+                    generic.value["resolved_by_retry"] = Value::Bool(true);
                 }
                 None => unresolved += 1,
             }
@@ -239,8 +249,7 @@ async fn client(
             Some(Outcome::Ok) => Status::Ok,
             Some(Outcome::Fail) => Status::Fail,
             Some(Outcome::Unknown) => Status::Unknown,
-            None if status == Status::Unavailable => Status::Unavailable,
-            None => Status::Fail,
+            None => status,
         };
         record.generic.push(Op {
             process,
@@ -262,6 +271,7 @@ async fn client(
             if let Some(body) = body {
                 record.pending.push(Pending {
                     index: record.typed.len(),
+                    generic: record.generic.len() - 1,
                     url: url.clone(),
                     body,
                 });
