@@ -165,3 +165,77 @@ async fn semaphore_holders_never_exceed_the_limit_under_contention() {
     assert_eq!((now, total), (0, 80));
     assert!(max <= 3, "{max} clients held permits at once");
 }
+
+/// Regression (found by the jepsen-like barrier workload): a wait whose deadline
+/// passed on a leader that had lost leadership meanwhile failed to withdraw its
+/// waiter and answered `503 no_leader` ("not applied") although its arrival had
+/// been applied and counted in a release; through the forwarding layer the same
+/// failure could even re-run the arrival at the new leader (counted twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_whose_withdrawal_fails_after_a_leader_change_is_indeterminate_not_unavailable() {
+    let _serial = common::serial().await;
+    let mut cluster = Cluster::start(3, Options::default()).await;
+    let old = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let other = old % 3 + 1;
+    let (old_url, other_url) = (cluster.url(old), cluster.url(other));
+    let a = session(&cluster.http, &old_url, 60_000).await;
+    let b = session(&cluster.http, &old_url, 60_000).await;
+    const WAIT_MS: u64 = 3_000;
+    let sent = std::time::Instant::now();
+    let waiting = tokio::spawn({
+        let url = format!("{old_url}/v1/barriers/x/wait");
+        async move {
+            let http = common::client();
+            send(
+                http.post(url)
+                    .json(&json!({ "session_id": a, "parties": 2, "wait_ms": WAIT_MS })),
+            )
+            .await
+        }
+    });
+    // A's arrival is applied (seen on another node), then its leader freezes.
+    common::wait_until(Duration::from_secs(10), || async {
+        let (_, view) = send(
+            cluster
+                .http
+                .get(format!("{other_url}/v1/barriers/x?consistency=stale")),
+        )
+        .await;
+        (view["arrived"].as_array()?.len() == 1).then_some(())
+    })
+    .await
+    .expect("A arrived");
+    cluster.signal(old, "STOP");
+    // B meets A at the new leader: generation 0 is released with A's arrival.
+    let (status, body) = common::wait_until(Duration::from_secs(20), || async {
+        let (status, body) = post(
+            &cluster.http,
+            format!("{other_url}/v1/barriers/x/wait"),
+            json!({ "session_id": b, "parties": 2, "wait_ms": 5_000 }),
+        )
+        .await;
+        (status == 200).then_some((status, body))
+    })
+    .await
+    .expect("B's wait answered");
+    assert_eq!(
+        (status, body["released"].clone(), body["generation"].clone()),
+        (200, json!(true), json!(0)),
+        "{body}"
+    );
+    // Resume the old leader only after A's deadline: its withdrawal now fails.
+    common::wait_until(Duration::from_secs(10), || async {
+        (sent.elapsed() > Duration::from_millis(WAIT_MS + 300)).then_some(())
+    })
+    .await;
+    cluster.signal(old, "CONT");
+    let (status, body) = waiting.await.unwrap();
+    assert!(
+        status == 504 || (status == 200 && body["released"] == json!(true)),
+        "A's arrival was applied, so its answer must be indeterminate or the release, got {status} {body}"
+    );
+    // And A did not arrive a second time in the next generation.
+    let (_, view) = send(cluster.http.get(format!("{other_url}/v1/barriers/x"))).await;
+    assert_eq!(view["arrived"], json!([]), "{view}");
+    cluster.kill(old);
+}

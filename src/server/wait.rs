@@ -62,5 +62,16 @@ pub async fn wait_or_withdraw<T>(
         guard: None,
         command: guard.command.clone(),
     };
-    Ok(Waited::Withdrawn(app.propose(proposal).await?.outcome))
+    // The waiter was registered by an applied command, so a withdrawal that fails
+    // (lost leadership, no quorum, timeout) leaves its fate unknown: it may have been
+    // granted or released meanwhile. Answer 504 `indeterminate`, never a "not
+    // applied" error — in particular never the not-leader marker, which would make
+    // the forwarding layer run the whole request again at the new leader (a barrier
+    // arrival counted twice). Found by the jepsen-like barrier workload.
+    match app.propose(proposal).await {
+        Ok(applied) => Ok(Waited::Withdrawn(applied.outcome)),
+        Err(error) => Err(ApiError::Indeterminate(format!(
+            "the wait ended but withdrawing the waiter failed ({error}); it may have been granted: retry with the same request_id, or read the resource"
+        ))),
+    }
 }
