@@ -10,9 +10,9 @@ use jepsen_like::run::{execute, RunConfig};
 use jepsen_like::workloads::Workload;
 
 /// The smoke tier: every cell of these workloads × nemeses, this long each.
-const SMOKE_WORKLOADS: [Workload; 1] = [Workload::Register];
-const SMOKE_NEMESES: [Nemesis; 2] = [Nemesis::Kill, Nemesis::Pause];
-const SMOKE_SECONDS: u64 = 30;
+const SMOKE_WORKLOADS: [Workload; 3] = [Workload::Register, Workload::Lock, Workload::Tasks];
+const SMOKE_NEMESES: [Nemesis; 3] = [Nemesis::Kill, Nemesis::Pause, Nemesis::PartitionMajority];
+const SMOKE_SECONDS: u64 = 25;
 
 #[derive(Parser)]
 #[command(about = "Chaos harness for Conclave")]
