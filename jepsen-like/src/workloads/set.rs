@@ -42,8 +42,14 @@ use super::{send, Check, CheckVerdict, Context, Op, Sent, Status, WorkloadResult
 const PREFIX: &str = "set/";
 /// Page size of a set read (the server's maximum).
 const PAGE: usize = 1000;
-/// About one operation in this many is a read of the whole set.
+/// About one operation in this many is a read of the whole set while the set is
+/// small (see [`ELEMENTS_READ_PER_OP`]).
 const READ_ONE_IN: u32 = 12;
+/// Reads keep every element they returned for the checkers, so their cost grows with
+/// the set: beyond this many elements, reads become rarer in proportion, keeping the
+/// elements read (and held in memory) per operation bounded. Without it a 30-minute
+/// run held tens of GiB of read results (the harness was OOM-killed at 24 GiB).
+const ELEMENTS_READ_PER_OP: usize = 40;
 /// Attempts to resolve one indeterminate add after healing.
 const RESOLVE_ATTEMPTS: usize = 20;
 /// Attempts at each final read after healing.
@@ -268,14 +274,21 @@ impl Client {
         let (mut adds, mut reads, mut ops) = (Vec::new(), Vec::new(), Vec::new());
         let now_ns = || self.started.elapsed().as_nanos() as u64;
         let mut sequence = 0u64;
+        // Size of the set at this client's last successful read.
+        let mut last_size = 0usize;
         while Instant::now() < self.until {
             let node = rng.gen_range(0..self.urls.len());
-            if rng.gen_ratio(1, READ_ONE_IN) {
+            let read_probability = (1.0 / f64::from(READ_ONE_IN))
+                .min(ELEMENTS_READ_PER_OP as f64 / last_size.max(1) as f64);
+            if rng.gen_bool(read_probability) {
                 let invoke_ns = now_ns();
                 let result = read_set(&self.http, &self.urls[node]).await;
                 let complete_ns = now_ns();
                 let (status, size) = match &result {
-                    Ok(elements) => (Status::Ok, Some(elements.len())),
+                    Ok(elements) => {
+                        last_size = elements.len();
+                        (Status::Ok, Some(elements.len()))
+                    }
                     Err(ReadFailed(status)) => (*status, None),
                 };
                 ops.push(Op {
