@@ -56,13 +56,17 @@ for pid in "${perf_pids[@]}"; do wait "$pid" || true; done
   for i in 1 2 3; do
     role=follower; [ "$i" = "$leader" ] && role=leader
     echo; echo "== node $i ($role): samples by thread kind and by code"
-    perf report -i "$work/node$i.data" --no-children --sort comm,dso --stdio 2> /dev/null \
-      | grep -v '^#' | grep -v '^$' | head -8
+    perf report -i "$work/node$i.data" --no-children --sort comm,dso -g none --stdio 2> /dev/null \
+      | grep -v '^#' | grep -v '^$' | head -8 || true
     echo "-- top symbols (self)"
     perf report -i "$work/node$i.data" --no-children --sort sym --stdio -g none 2> /dev/null \
-      | grep -v '^#' | grep -v '^$' | head -15
+      | grep -v '^#' | grep -v '^$' | head -15 || true
+    echo "-- inclusive (children) for the main subsystems"
+    perf report -i "$work/node$i.data" --children --sort sym --stdio -g none 2> /dev/null \
+      | grep -E 'sync_file_range|fdatasync|fsync|tcp_sendmsg|tcp_recvmsg|futex|schedule$|hyper::|axum::|serde_json|bincode|sled::|openraft::' \
+      | head -25 || true
     perf script -i "$work/node$i.data" 2> /dev/null | inferno-collapse-perf \
-      | inferno-flamegraph --title "node $i ($role), $workload, $clients clients" > "$out/node$i.svg"
+      | inferno-flamegraph --title "node $i ($role), $workload, $clients clients" > "$out/node$i.svg" || true
   done
 } > "$out/summary.txt"
 echo "flamegraphs and summary in $out"
