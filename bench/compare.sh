@@ -5,7 +5,9 @@
 # cluster on loopback (data in a temporary folder), and runs the same closed-loop
 # generator (bench/, `conclave-bench`) against both: for each workload and client
 # count, ROUNDS rounds of "Conclave, then etcd". Then Conclave-only rows (task cycle,
-# 10,000 keepalive sessions) and a leader-kill failover on both. Results go to
+# the mixed agent workload, 10,000 keepalive sessions), a leader-kill failover on
+# both, and last, on a fresh Conclave cluster (etcd stopped), the memory footprint
+# of 100,000 queued tasks and 10,000 sessions (it leaves that data behind). Results go to
 # bench/results/<UTC timestamp>/: results.jsonl (one line per run), runs.log,
 # progress.log, machine.md, table.md (medians) and chart.svg.
 # Everything it starts is stopped by PID on exit.
@@ -18,7 +20,12 @@
 #   PLACEMENT=spread    spread: clients round-robin over all 3 nodes (followers
 #                       forward to the leader), both systems; leader: all to the leader
 #   ETCD_CLIENTS_PER_CONNECTION=8  etcd clients sharing one HTTP/2 connection
-#   ONLY_CONCLAVE_ROWS=1  0 skips task-cycle/keepalive
+#   ONLY_CONCLAVE_ROWS=1  0 skips task-cycle/mixed/keepalive
+#   FOOTPRINT=0          1 adds the footprint run (off by default: with 10,000 sessions
+#                       alive, task submission slows to ~100–250/s, see docs/performance.md;
+#                       64 clients, on a fresh
+#                       Conclave cluster, once)
+#   FOOTPRINT_SESSIONS=10000 FOOTPRINT_TASKS=100000  what the footprint run stores
 #   FAILOVER_ROUNDS=$ROUNDS  0 skips the failover measurement
 #   CONCLAVE_BENCH_PORT=17100  Conclave node i on 127.0.0.1:(port + i)
 #   ETCD_BENCH_PORT=17200      etcd member i: client port + i, peer port + 10 + i
@@ -34,6 +41,9 @@ WORKLOADS=${WORKLOADS-"put get lock"}
 PLACEMENT=${PLACEMENT:-spread}
 ETCD_CLIENTS_PER_CONNECTION=${ETCD_CLIENTS_PER_CONNECTION:-8}
 ONLY_CONCLAVE_ROWS=${ONLY_CONCLAVE_ROWS:-1}
+FOOTPRINT=${FOOTPRINT:-0}
+FOOTPRINT_SESSIONS=${FOOTPRINT_SESSIONS:-10000}
+FOOTPRINT_TASKS=${FOOTPRINT_TASKS:-100000}
 FAILOVER_ROUNDS=${FAILOVER_ROUNDS:-$ROUNDS}
 conclave_port=${CONCLAVE_BENCH_PORT:-17100}
 etcd_port=${ETCD_BENCH_PORT:-17200}
@@ -173,7 +183,7 @@ log "clusters up: conclave pids $(pids_of conclave), etcd pids $(pids_of etcd)"
   echo "- etcd: $(etcd --version | head -1 | sed 's/etcd Version: //') (Debian etcd-server), gRPC API"
   echo "- conclave: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'), release build"
   echo "- load average before the run (1/5/15 min): $load_before"
-  echo "- settings: ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" PLACEMENT=$PLACEMENT ETCD_CLIENTS_PER_CONNECTION=$ETCD_CLIENTS_PER_CONNECTION"
+  echo "- settings: ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" PLACEMENT=$PLACEMENT ETCD_CLIENTS_PER_CONNECTION=$ETCD_CLIENTS_PER_CONNECTION ONLY_CONCLAVE_ROWS=$ONLY_CONCLAVE_ROWS FOOTPRINT=$FOOTPRINT FOOTPRINT_SESSIONS=$FOOTPRINT_SESSIONS FOOTPRINT_TASKS=$FOOTPRINT_TASKS"
 } > "$out/machine.md"
 
 for workload in $WORKLOADS; do
@@ -193,6 +203,13 @@ if [ "$ONLY_CONCLAVE_ROWS" = 1 ]; then
     for round in $(seq 1 "$ROUNDS"); do
       log "task-cycle clients=$clients round $round/$ROUNDS: conclave"
       bench conclave --workload task-cycle --clients "$clients" --duration "$DURATION" \
+        --placement "$PLACEMENT"
+    done
+  done
+  for clients in $CLIENTS; do
+    for round in $(seq 1 "$ROUNDS"); do
+      log "mixed clients=$clients round $round/$ROUNDS: conclave"
+      bench conclave --workload mixed --clients "$clients" --duration "$DURATION" \
         --placement "$PLACEMENT"
     done
   done
@@ -216,6 +233,20 @@ for round in $(seq 1 "$FAILOVER_ROUNDS"); do
     sleep 2
   done
 done
+
+# Last, as it leaves its data behind: a fresh Conclave cluster (empty data dirs), etcd
+# stopped, then (by default) 100,000 queued tasks and 10,000 sessions stored; RSS per
+# node after.
+if [ "$FOOTPRINT" = 1 ]; then
+  log "footprint: fresh conclave cluster, etcd stopped"
+  for i in 1 2 3; do stop_pid "${pid_of[etcd$i]}"; stop_pid "${pid_of[conclave$i]}"; done
+  for i in 1 2 3; do rm -rf "$work/conclave-node$i"; start_conclave "$i"; done
+  for i in 1 2 3; do wait_writable conclave "$i"; done
+  sleep 2
+  log "footprint $FOOTPRINT_SESSIONS sessions + $FOOTPRINT_TASKS tasks, 64 clients: conclave pids $(pids_of conclave)"
+  bench conclave --workload footprint --sessions "$FOOTPRINT_SESSIONS" --tasks "$FOOTPRINT_TASKS" --clients 64 \
+    --placement "$PLACEMENT"
+fi
 
 "$bin/conclave-bench" summary --input "$out/results.jsonl" > "$out/table.md"
 "$bin/conclave-bench" chart --input "$out/results.jsonl" --out "$out/chart.svg" \

@@ -67,6 +67,12 @@ pub enum Workload {
     TaskCycle,
     /// Conclave only: `--sessions` sessions renewed once a second.
     Keepalive,
+    /// Conclave only: agents with sessions mixing tasks, locks and key/value
+    /// (every HTTP request is one op).
+    Mixed,
+    /// Conclave only: store `--sessions` sessions and `--tasks` queued tasks, then
+    /// report each node's RSS (`--pids`) and the time taken.
+    Footprint,
     /// Acquire + release of a lock per client (distinct locks).
     Lock,
     /// Acquire (waiting) + release of one lock shared by all clients.
@@ -122,9 +128,12 @@ pub struct RunArgs {
     pub duration: u64,
     #[arg(long, value_enum, default_value = "put")]
     pub workload: Workload,
-    /// Sessions kept alive by the `keepalive` workload.
+    /// Sessions kept alive by the `keepalive` workload, or stored by `footprint`.
     #[arg(long, default_value_t = 10_000)]
     pub sessions: usize,
+    /// Tasks stored (and left queued) by the `footprint` workload.
+    #[arg(long, default_value_t = 100_000)]
+    pub tasks: usize,
     /// etcd: clients sharing one HTTP/2 connection (gRPC multiplexes; Conclave's
     /// HTTP/1.1 clients each hold their own connection).
     #[arg(long, default_value_t = 8)]

@@ -9,6 +9,8 @@
 //! - `driver.rs`: the closed loop and the per-second progress line;
 //! - `conclave.rs`, `etcd.rs` (+ `etcd_proto.rs`, hand-written protobuf): the
 //!   workloads of each system;
+//! - `mixed.rs`, `footprint.rs`: the Conclave-only agent mix and the memory held
+//!   by 100,000 stored tasks and 10,000 sessions;
 //! - `failover.rs`: kill the leader, time the first acknowledged write after it;
 //! - `report.rs`: the result line, the JSON line and per-node RSS;
 //! - `summary.rs`, `chart.rs`: medians over rounds → markdown and SVG.
@@ -20,6 +22,8 @@ mod driver;
 mod etcd;
 mod etcd_proto;
 mod failover;
+mod footprint;
+mod mixed;
 mod report;
 mod summary;
 

@@ -21,6 +21,11 @@ pub struct Point {
     pub entries_per_sec: Option<f64>,
     pub failover_ms: Option<f64>,
     pub election_ms: Option<f64>,
+    /// `footprint`: tasks stored, and seconds storing them and the sessions took.
+    pub tasks: Option<f64>,
+    pub stored_s: Option<f64>,
+    /// `keepalive` / `footprint`: sessions kept alive or stored.
+    pub sessions: Option<f64>,
 }
 
 /// (system, workload) → clients → medians.
@@ -83,6 +88,9 @@ pub fn summarize(lines: &[Value]) -> Summary {
             entries_per_sec: field("entries_per_sec"),
             failover_ms: field("failover_ms"),
             election_ms: field("election_ms"),
+            tasks: field("tasks"),
+            stored_s: field("stored_s"),
+            sessions: field("sessions"),
         };
         summary
             .entry((system, workload))
@@ -191,13 +199,20 @@ pub fn render(summary: &Summary) -> String {
         }
         for (clients, point) in by_clients {
             errors += point.errors;
-            let result = match point.entries_per_sec {
-                Some(entries) => format!(
+            let result = match (point.entries_per_sec, point.stored_s) {
+                (Some(entries), _) => format!(
                     "**{entries:.1} log entries/s**, {:.0} keepalives/s, p99 {}",
                     point.ops_per_sec,
                     ms(point.p99_us)
                 ),
-                None => format!(
+                (None, Some(stored_s)) => format!(
+                    "**{:.0} sessions + {:.0} queued tasks stored** in {stored_s:.1} s ({:.0} requests/s, p99 {}); RSS = largest node's after",
+                    point.sessions.unwrap_or(0.0),
+                    point.tasks.unwrap_or(0.0),
+                    point.ops_per_sec,
+                    ms(point.p99_us)
+                ),
+                (None, None) => format!(
                     "{:.0} ops/s, p50 {}, p99 {}",
                     point.ops_per_sec,
                     ms(point.p50_us),
@@ -263,6 +278,29 @@ mod tests {
         );
         assert!(
             table.contains("Failed operations over all runs: 1 (failover retries not counted: 3)."),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn a_footprint_row_says_what_was_stored() {
+        let lines = vec![
+            json!({"system":"conclave","workload":"footprint","clients":64,"ops_per_sec":2000.0,"p50_us":1000,"p99_us":5000,"errors":0,"sessions":10000,"tasks":100000,"stored_s":55.0,"rss_kib":[102400, 153600, 112640]}),
+            json!({"system":"conclave","workload":"mixed","clients":16,"ops_per_sec":3000.0,"p50_us":2000,"p99_us":9000,"errors":2}),
+        ];
+        let table = render(&summarize(&lines));
+        assert!(
+            table.contains("| conclave | footprint | 64 | **10000 sessions + 100000 queued tasks stored** in 55.0 s (2000 requests/s, p99 5.00 ms); RSS = largest node's after | 150 | 1 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains(
+                "| conclave | mixed | 16 | 3000 ops/s, p50 2.00 ms, p99 9.00 ms | – | 1 |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("Failed operations over all runs: 2 "),
             "{table}"
         );
     }

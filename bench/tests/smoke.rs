@@ -1,5 +1,5 @@
-//! End-to-end checks of the `conclave-bench` binary: a short put run against one
-//! real `conclave` node (the debug binary `cargo test --workspace` builds; override
+//! End-to-end checks of the `conclave-bench` binary: short put and `mixed` runs
+//! against one real `conclave` node (the debug binary `cargo test --workspace` builds; override
 //! with `CONCLAVE_BINARY`), and the `summary` / `chart` subcommands on synthetic
 //! JSON lines. Nothing here measures performance.
 
@@ -138,6 +138,44 @@ fn a_short_put_run_against_one_node_succeeds_and_records_a_json_line() {
     assert!(line["ops"].as_u64().unwrap_or(0) > 0, "{line}");
     assert!(line["ops_per_sec"].as_f64().unwrap_or(0.0) > 0.0, "{line}");
     assert!(line["rss_kib"][0].as_u64().unwrap_or(0) > 0, "{line}");
+}
+
+#[test]
+fn a_short_mixed_run_against_one_node_has_no_errors() {
+    let node = Node::start();
+    let out = tempfile::tempdir().expect("temp dir");
+    let json = out.path().join("results.jsonl");
+    let run = bench()
+        .args([
+            "--urls",
+            &node.url(),
+            "--workload",
+            "mixed",
+            "--clients",
+            "2",
+        ])
+        .args(["--duration", "2", "--json"])
+        .arg(&json)
+        .output()
+        .expect("running conclave-bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "exit {}: {stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&json).expect("json file").trim())
+            .expect("one JSON line");
+    assert_eq!(line["workload"], "mixed");
+    assert_eq!(line["errors"], 0, "{line}");
+    for kind in [
+        "submit", "claim", "complete", "acquire", "release", "put", "get",
+    ] {
+        let ops = line["ops_by_kind"][kind]["ops"].as_u64().unwrap_or(0);
+        assert!(ops > 0, "no {kind} in {line}");
+    }
 }
 
 #[test]
