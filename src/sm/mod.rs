@@ -348,6 +348,8 @@ mod lock_tests;
 #[cfg(test)]
 mod primitive_tests;
 #[cfg(test)]
+mod scheduler_scale_tests;
+#[cfg(test)]
 mod scheduler_tests;
 #[cfg(test)]
 mod test_support;

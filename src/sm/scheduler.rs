@@ -230,8 +230,52 @@ impl State {
 
     /// Assigns queued tasks, highest priority first and FIFO within a priority, each
     /// to the least-loaded live session that has every required capability and room
-    /// (ties broken by session id).
+    /// (ties broken by session id). A task that cannot be placed does not hold up the
+    /// tasks behind it that can.
+    ///
+    /// Only the first queued task of each required-capability set is ever looked at:
+    /// the tasks behind it need the same capabilities, so while it cannot be placed
+    /// neither can they, and once it is assigned the next one becomes that set's head.
+    /// Walking the heads in assignment order therefore visits exactly the tasks the
+    /// full queue walk would try, in the same order, and skips only tasks whose set
+    /// was already found unplaceable in this call (room only shrinks while assigning,
+    /// so such a set stays unplaceable). The cost is O((capability sets found
+    /// unplaceable + assignments made) × log), whatever the queue length, plus a
+    /// session search per head that looks at capability profiles, not sessions.
     pub(super) fn assign_ready(&mut self, index: u64) {
+        #[cfg(test)]
+        if reference::enabled() {
+            return self.assign_ready_by_full_scan(index);
+        }
+        #[cfg(test)]
+        let _call = work::Call::start();
+        // Heads before the cursor all belong to sets found unplaceable in this call.
+        let mut cursor = None;
+        while self.sessions.any_room() {
+            let Some(position) = self.tasks.next_queue_head(cursor) else {
+                return;
+            };
+            cursor = Some(position);
+            #[cfg(test)]
+            count_assignment_work(1);
+            let task_id = position.1;
+            let Some(required) = self
+                .tasks
+                .get(task_id)
+                .map(|task| &task.spec.required_capabilities)
+            else {
+                continue;
+            };
+            if let Some(session_id) = self.sessions.best_with_room(required) {
+                self.assign(task_id, session_id, index);
+            }
+        }
+    }
+
+    /// The original assignment walk, kept as the reference the indexed one is tested
+    /// against: every queued task in order, every session with room for each.
+    #[cfg(test)]
+    fn assign_ready_by_full_scan(&mut self, index: u64) {
         let mut unplaceable: BTreeSet<BTreeSet<String>> = BTreeSet::new();
         let mut cursor = None;
         while self.sessions.any_room() {
@@ -560,4 +604,71 @@ impl State {
             },
         }
     }
+}
+
+/// Test-only switch to the full-scan reference assignment, per test thread.
+#[cfg(test)]
+pub(super) mod reference {
+    use std::cell::Cell;
+
+    thread_local! {
+        static ENABLED: Cell<bool> = const { Cell::new(false) };
+    }
+
+    pub fn enabled() -> bool {
+        ENABLED.with(Cell::get)
+    }
+
+    /// Runs `f` with `assign_ready` replaced by the full-scan reference.
+    pub fn with<R>(f: impl FnOnce() -> R) -> R {
+        let before = ENABLED.with(|enabled| enabled.replace(true));
+        let result = f();
+        ENABLED.with(|enabled| enabled.set(before));
+        result
+    }
+}
+
+/// Test-only count of the steps one `assign_ready` call takes (queue heads visited
+/// plus capability profiles examined), per test thread.
+#[cfg(test)]
+pub(super) mod work {
+    use std::cell::Cell;
+
+    thread_local! {
+        static CURRENT: Cell<usize> = const { Cell::new(0) };
+        static MAX: Cell<usize> = const { Cell::new(0) };
+        static CALLS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Counts one call from its start to its drop.
+    pub struct Call;
+
+    impl Call {
+        pub fn start() -> Self {
+            CURRENT.with(|current| current.set(0));
+            Call
+        }
+    }
+
+    impl Drop for Call {
+        fn drop(&mut self) {
+            let steps = CURRENT.with(Cell::get);
+            MAX.with(|max| max.set(max.get().max(steps)));
+            CALLS.with(|calls| calls.set(calls.get() + 1));
+        }
+    }
+
+    pub fn add(steps: usize) {
+        CURRENT.with(|current| current.set(current.get() + steps));
+    }
+
+    /// (calls, most steps in one call) since the last take; resets both.
+    pub fn take() -> (usize, usize) {
+        (CALLS.with(|c| c.replace(0)), MAX.with(|m| m.replace(0)))
+    }
+}
+
+#[cfg(test)]
+pub(super) fn count_assignment_work(steps: usize) {
+    work::add(steps);
 }

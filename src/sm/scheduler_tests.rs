@@ -1392,7 +1392,7 @@ fn golden_scenario_outcomes_match_the_table() {
 
 // ----- property test --------------------------------------------------------------
 
-const CAPABILITIES: [&str; 3] = ["a", "b", "c"];
+const CAPABILITIES: [&str; 4] = ["a", "b", "c", "d"];
 
 fn capability_subset(mask: u8) -> Vec<&'static str> {
     CAPABILITIES
@@ -1494,6 +1494,8 @@ fn op() -> impl Strategy<Value = Op> {
 struct Run {
     whole: State,
     stepwise: State,
+    /// The same batches applied with the full-scan reference assignment.
+    reference: State,
     time_ms: u64,
     pending: Vec<Proposal>,
     batches: Vec<Batch>,
@@ -1512,6 +1514,7 @@ impl Run {
         Self {
             whole: State::default(),
             stepwise: State::default(),
+            reference: State::default(),
             time_ms: 1_000,
             pending: Vec::new(),
             batches: Vec::new(),
@@ -1653,6 +1656,15 @@ impl Run {
         };
         let batch = single(proposals);
         let response = self.whole.apply_batch(&batch);
+        let expected = scheduler::reference::with(|| self.reference.apply_batch(&batch));
+        assert_eq!(
+            response, expected,
+            "indexed assignment = full-scan reference"
+        );
+        assert!(
+            self.whole == self.reference,
+            "indexed assignment leaves the state the full scan does"
+        );
 
         let before = self.stepwise.clone();
         self.stepwise.apply_batch(&single(Vec::new()));
@@ -1690,6 +1702,8 @@ impl Run {
     /// Checks every invariant across one step (a time step when `command` is `None`).
     fn check(&mut self, before: &State, command: Option<(&Command, &Outcome)>) {
         let after = &self.stepwise;
+        after.tasks.assert_indexes_consistent();
+        after.sessions.assert_indexes_consistent();
         // (1) No task is lost.
         assert_eq!(after.tasks.len(), self.tasks.len(), "(1) task count");
         let mut holders: BTreeMap<TaskId, Vec<SessionId>> = BTreeMap::new();
@@ -1882,6 +1896,14 @@ impl Run {
         let first = replay();
         assert_eq!(first, replay(), "same batches, same bytes");
         assert_eq!(first, codec::encode(&self.whole).expect("encodes"));
+        // A decoded state rebuilds its derived indexes: equal, and consistent.
+        let decoded: State = codec::decode(&first).expect("decodes");
+        decoded.tasks.assert_indexes_consistent();
+        decoded.sessions.assert_indexes_consistent();
+        assert!(
+            decoded == self.whole,
+            "a snapshot round trip keeps every index"
+        );
     }
 }
 
@@ -1894,6 +1916,153 @@ proptest! {
     ) {
         Run::execute(&ops);
     }
+}
+
+/// Operations weighted towards a long mixed queue: many submissions over 16
+/// capability sets and a wide priority range, sessions coming and going, and
+/// completions and failures that free room.
+fn busy_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (0u8..16, 0u32..=3, 500u64..=5_000).prop_map(|(capabilities, capacity, ttl_ms)| {
+            Op::CreateSession { capabilities, capacity, ttl_ms }
+        }),
+        6 => (0u8..16, -3i32..=3, 1u32..=3, 200u64..=2_000, proptest::option::of(any::<Index>()))
+            .prop_map(|(required, priority, max_attempts, lease_ms, depends_on)| Op::Submit {
+                required,
+                priority,
+                max_attempts,
+                lease_ms,
+                // Mostly independent tasks, so most of them queue at once.
+                depends_on: depends_on.filter(|index| index.index(4) == 0),
+            }),
+        2 => (target(), token()).prop_map(|(task, token)| Op::Complete(task, token)),
+        1 => (target(), token(), any::<bool>())
+            .prop_map(|(task, token, retryable)| Op::Fail(task, token, retryable)),
+        1 => target().prop_map(Op::Cancel),
+        1 => target().prop_map(Op::EndSession),
+        1 => (0u64..=2_000).prop_map(Op::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Every batch gives the same outcomes and the same state (assignments, loads,
+    /// fencing tokens) as the original full-scan assignment, and the capability-set
+    /// queues and room indexes stay consistent with the records.
+    #[test]
+    fn indexed_assignment_matches_the_full_scan_reference(
+        ops in proptest::collection::vec((busy_op(), proptest::bool::weighted(0.3)), 1..150)
+    ) {
+        Run::execute(&ops);
+    }
+}
+
+// ----- assignment through the capability-set queues -------------------------------
+
+#[test]
+fn an_unplaceable_capability_set_does_not_block_later_sets_or_its_own_successors() {
+    let mut m = Machine::default();
+    let gpu = m.submit(
+        0,
+        NewTask {
+            priority: 9,
+            ..task_spec(&["gpu"])
+        },
+    );
+    let first = m.submit(0, task_spec(&["cpu"]));
+    let second = m.submit(0, task_spec(&["cpu"]));
+    let third = m.submit(0, task_spec(&["cpu"]));
+    let any = m.submit(0, task_spec(&[]));
+    // Room for three: the gpu task cannot go, the first two cpu tasks and the
+    // capability-free one (all priority 0, so by id) fill it in one assignment.
+    let worker = m.session(1, &["cpu"], 3, FOREVER_MS);
+    assert_eq!(m.assigned(worker), vec![first, second, third]);
+    assert_eq!(m.task(gpu).state, TaskState::Queued);
+    assert_eq!(m.task(any).state, TaskState::Queued);
+    assert_eq!(m.state.tasks.queued_capability_sets(), 2);
+    m.state.tasks.assert_indexes_consistent();
+    m.state.sessions.assert_indexes_consistent();
+}
+
+#[test]
+fn the_best_session_is_found_among_capability_profiles_by_load_then_id() {
+    let mut m = Machine::default();
+    let ab = m.session(0, &["a", "b"], 2, FOREVER_MS);
+    let abc = m.session(0, &["a", "b", "c"], 2, FOREVER_MS);
+    let b = m.session(0, &["b"], 5, FOREVER_MS);
+    let first = m.submit(1, task_spec(&["a"]));
+    let second = m.submit(1, task_spec(&["a"]));
+    let third = m.submit(1, task_spec(&["a", "b"]));
+    let on_b = m.submit(1, task_spec(&["b"]));
+    let fifth = m.submit(1, task_spec(&["b", "a"]));
+    // Loads 0/0: the lower id; then the other; then the tie again by id.
+    assert_eq!(m.task(first).session_id, Some(ab));
+    assert_eq!(m.task(second).session_id, Some(abc));
+    assert_eq!(m.task(third).session_id, Some(ab));
+    assert_eq!(m.task(on_b).session_id, Some(b));
+    assert_eq!(m.task(fifth).session_id, Some(abc));
+    // Both full now: another "a" task waits, and "c" only fits the full abc session.
+    let waits = m.submit(2, task_spec(&["c"]));
+    assert_eq!(m.task(waits).state, TaskState::Queued);
+    let token = m.task(second).fencing_token;
+    m.apply_one(3, complete(second, token, "null"));
+    assert_eq!(m.task(waits).session_id, Some(abc));
+    m.state.sessions.assert_indexes_consistent();
+}
+
+#[test]
+fn a_decoded_snapshot_rebuilds_the_queues_and_assigns_exactly_as_the_original() {
+    let mut original = Machine::default();
+    original.session(0, &["a"], 1, FOREVER_MS);
+    original.session(0, &["a", "b"], 1, FOREVER_MS);
+    for (priority, required) in [(0, &["a"][..]), (2, &["b"]), (1, &["c"]), (1, &["a"])] {
+        original.submit(
+            1,
+            NewTask {
+                priority,
+                ..task_spec(required)
+            },
+        );
+    }
+    original.submit(1, task_spec(&["a", "b"]));
+    let bytes = codec::encode(&original.state).expect("encodes");
+    let mut restored = Machine {
+        state: codec::decode(&bytes).expect("decodes"),
+    };
+    assert!(
+        restored.state == original.state,
+        "indexes rebuilt on decode"
+    );
+    restored.state.tasks.assert_indexes_consistent();
+    restored.state.sessions.assert_indexes_consistent();
+    assert!(restored.state.tasks.queued_capability_sets() > 0);
+    // The same commands afterwards: same outcomes, same state, same bytes.
+    let more = |m: &mut Machine| {
+        let mut outcomes = Vec::new();
+        for id in m
+            .state
+            .tasks
+            .range_from(None)
+            .map(|t| t.id)
+            .collect::<Vec<_>>()
+        {
+            let task = m.task(id).clone();
+            if task.state == TaskState::Assigned {
+                outcomes.push(m.apply_one(2, complete(id, task.fencing_token, "null")));
+            }
+        }
+        outcomes.push(m.apply_one(3, create_session(&["c", "a"], 2, FOREVER_MS)));
+        outcomes.push(m.apply_one(4, submit(task_spec(&["a"]))));
+        outcomes
+    };
+    assert_eq!(more(&mut original), more(&mut restored));
+    assert!(restored.state == original.state);
+    assert_eq!(
+        codec::encode(&restored.state).expect("encodes"),
+        codec::encode(&original.state).expect("encodes")
+    );
+    restored.state.tasks.assert_indexes_consistent();
 }
 
 // ----- regressions ------------------------------------------------------------------

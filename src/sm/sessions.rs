@@ -5,6 +5,13 @@
 //! Keepalives arrive either one per command or, from the leader's keepalive batcher,
 //! many per `Tick` as `(session_id, at_ms)` pairs: the renewal counts from `at_ms`,
 //! the moment the leader accepted it, so batching adds no grace.
+//!
+//! Sessions with room are indexed twice: all of them by (load, id), the assignment
+//! order, and the same entries grouped by the session's capability set ("profile")
+//! with, per capability, the profiles that have it. Finding the best session for a
+//! task then looks at the profiles holding its rarest required capability, never at
+//! sessions one by one. The grouping is derived (not serialized) and rebuilt when a
+//! `Sessions` is decoded.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,13 +56,108 @@ pub struct NewSession {
     pub metadata_json: String,
 }
 
+/// Sessions with room grouped by capability set. Holds no empty group, so equal
+/// sessions always give equal indexes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct RoomByProfile {
+    /// (load, id) of the sessions with room, per capability set.
+    by_profile: BTreeMap<BTreeSet<String>, BTreeSet<(u32, SessionId)>>,
+    /// The capability sets in `by_profile` that have each capability.
+    profiles_by_capability: BTreeMap<String, BTreeSet<BTreeSet<String>>>,
+}
+
+impl RoomByProfile {
+    fn insert(&mut self, profile: &BTreeSet<String>, entry: (u32, SessionId)) {
+        if let Some(sessions) = self.by_profile.get_mut(profile) {
+            sessions.insert(entry);
+            return;
+        }
+        self.by_profile
+            .insert(profile.clone(), BTreeSet::from([entry]));
+        for capability in profile {
+            self.profiles_by_capability
+                .entry(capability.clone())
+                .or_default()
+                .insert(profile.clone());
+        }
+    }
+
+    fn remove(&mut self, profile: &BTreeSet<String>, entry: (u32, SessionId)) {
+        let Some(sessions) = self.by_profile.get_mut(profile) else {
+            return;
+        };
+        sessions.remove(&entry);
+        if !sessions.is_empty() {
+            return;
+        }
+        self.by_profile.remove(profile);
+        for capability in profile {
+            if let Some(profiles) = self.profiles_by_capability.get_mut(capability) {
+                profiles.remove(profile);
+                if profiles.is_empty() {
+                    self.profiles_by_capability.remove(capability);
+                }
+            }
+        }
+    }
+
+    /// The least (load, id) among sessions with room whose capabilities include
+    /// `required` (not empty): a look at each profile that has the rarest of them.
+    fn best(&self, required: &BTreeSet<String>) -> Option<(u32, SessionId)> {
+        let mut rarest: Option<&BTreeSet<BTreeSet<String>>> = None;
+        for capability in required {
+            let profiles = self.profiles_by_capability.get(capability)?;
+            if rarest.is_none_or(|fewest| profiles.len() < fewest.len()) {
+                rarest = Some(profiles);
+            }
+        }
+        #[cfg(test)]
+        super::scheduler::count_assignment_work(rarest.map_or(0, BTreeSet::len));
+        rarest?
+            .iter()
+            .filter(|profile| required.is_subset(profile))
+            .filter_map(|profile| self.by_profile.get(profile)?.first().copied())
+            .min()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredSessions")]
 pub struct Sessions {
     by_id: BTreeMap<SessionId, Session>,
     /// (expires_at_ms, id): the expiry order.
     by_expiry: BTreeSet<(u64, SessionId)>,
     /// (load, id) of sessions with room: the assignment order.
     with_room: BTreeSet<(u32, SessionId)>,
+    /// The entries of `with_room` grouped by capability set (derived).
+    #[serde(skip)]
+    room_by_profile: RoomByProfile,
+}
+
+/// [`Sessions`] as serialized: every field but the derived `room_by_profile`, in
+/// the same order, so decoding rebuilds that index.
+#[derive(Deserialize)]
+struct StoredSessions {
+    by_id: BTreeMap<SessionId, Session>,
+    by_expiry: BTreeSet<(u64, SessionId)>,
+    with_room: BTreeSet<(u32, SessionId)>,
+}
+
+impl From<StoredSessions> for Sessions {
+    fn from(stored: StoredSessions) -> Self {
+        let mut room_by_profile = RoomByProfile::default();
+        for &(load, id) in &stored.with_room {
+            if let Some(session) = stored.by_id.get(&id) {
+                room_by_profile.insert(&session.capabilities, (load, id));
+            }
+        }
+        Self {
+            by_id: stored.by_id,
+            by_expiry: stored.by_expiry,
+            with_room: stored.with_room,
+            room_by_profile,
+        }
+    }
 }
 
 impl Sessions {
@@ -84,6 +186,7 @@ impl Sessions {
         self.by_expiry.insert((expires_at_ms, id));
         if new.capacity > 0 {
             self.with_room.insert((0, id));
+            self.room_by_profile.insert(&new.capabilities, (0, id));
         }
         let session = Session {
             id,
@@ -122,6 +225,8 @@ impl Sessions {
         let session = self.by_id.remove(&id)?;
         self.by_expiry.remove(&(session.expires_at_ms, id));
         self.with_room.remove(&(session.load, id));
+        self.room_by_profile
+            .remove(&session.capabilities, (session.load, id));
         Some(session)
     }
 
@@ -131,9 +236,13 @@ impl Sessions {
             return;
         };
         self.with_room.remove(&(session.load, id));
+        self.room_by_profile
+            .remove(&session.capabilities, (session.load, id));
         session.load = session.load.saturating_add_signed(delta);
         if session.has_room() {
             self.with_room.insert((session.load, id));
+            self.room_by_profile
+                .insert(&session.capabilities, (session.load, id));
         }
     }
 
@@ -148,6 +257,16 @@ impl Sessions {
             .filter_map(|(_, id)| self.by_id.get(id))
     }
 
+    /// The first session of [`Self::with_room_in_order`] that has every capability in
+    /// `required`, without walking sessions: O(profiles having the rarest required
+    /// capability), and O(log) if no session with room has one of them.
+    pub fn best_with_room(&self, required: &BTreeSet<String>) -> Option<SessionId> {
+        if required.is_empty() {
+            return self.with_room_in_order().next().map(|session| session.id);
+        }
+        self.room_by_profile.best(required).map(|(_, id)| id)
+    }
+
     /// The earliest session due to expire at or before `now_ms`, if any.
     pub fn next_expired(&self, now_ms: u64) -> Option<SessionId> {
         self.by_expiry
@@ -159,5 +278,26 @@ impl Sessions {
     /// When the next session expires.
     pub fn next_expiry_ms(&self) -> Option<u64> {
         self.by_expiry.first().map(|&(at, _)| at)
+    }
+
+    /// Panics unless the room indexes match what the session records alone give.
+    #[cfg(test)]
+    pub fn assert_indexes_consistent(&self) {
+        let with_room: BTreeSet<(u32, SessionId)> = self
+            .by_id
+            .values()
+            .filter(|session| session.has_room())
+            .map(|session| (session.load, session.id))
+            .collect();
+        assert_eq!(with_room, self.with_room, "sessions with room");
+        let rebuilt = Sessions::from(StoredSessions {
+            by_id: self.by_id.clone(),
+            by_expiry: self.by_expiry.clone(),
+            with_room,
+        });
+        assert_eq!(
+            rebuilt.room_by_profile, self.room_by_profile,
+            "room by capability set"
+        );
     }
 }

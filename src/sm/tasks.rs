@@ -1,8 +1,15 @@
 //! Tasks: the records and the indexes that make scheduling cheap.
 //!
-//! This module keeps the indexes consistent (`queued` order, one timer per task,
+//! This module keeps the indexes consistent (`queued` order, the queued tasks of each
+//! required-capability set and the head of each such queue, one timer per task,
 //! per-session assignments, idempotency keys); the rules that move tasks between
 //! states live in `scheduler`.
+//!
+//! The per-capability-set queues let assignment look only at the first queued task of
+//! each capability set instead of walking the whole queue: every task behind a head
+//! needs exactly what the head needs, so it cannot be placed while the head cannot.
+//! They are derived from the records, not serialized: a decoded `Tasks` rebuilds
+//! them, so the snapshot format is unchanged.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -110,16 +117,104 @@ pub struct Task {
     pub timer_ms: Option<u64>,
 }
 
+/// A queued task's place in assignment order: (-priority, id), so highest priority
+/// first and FIFO within a priority.
+pub type QueuePosition = (i64, TaskId);
+
+/// Queued tasks grouped by required-capability set, and the first of each group.
+/// Derived from the task records (never serialized); holds no empty queue, so two
+/// equal sets of records always give equal indexes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct CapabilityQueues {
+    by_capabilities: BTreeMap<BTreeSet<String>, BTreeSet<QueuePosition>>,
+    /// The first position of every queue in `by_capabilities`.
+    heads: BTreeSet<QueuePosition>,
+}
+
+impl CapabilityQueues {
+    fn insert(&mut self, required: &BTreeSet<String>, position: QueuePosition) {
+        if !self.by_capabilities.contains_key(required) {
+            self.by_capabilities
+                .insert(required.clone(), BTreeSet::new());
+        }
+        let queue = self
+            .by_capabilities
+            .get_mut(required)
+            .expect("inserted above");
+        let old_head = queue.first().copied();
+        queue.insert(position);
+        if old_head.is_none_or(|head| position < head) {
+            if let Some(head) = old_head {
+                self.heads.remove(&head);
+            }
+            self.heads.insert(position);
+        }
+    }
+
+    fn remove(&mut self, required: &BTreeSet<String>, position: QueuePosition) {
+        let Some(queue) = self.by_capabilities.get_mut(required) else {
+            return;
+        };
+        let was_head = queue.first() == Some(&position);
+        if !queue.remove(&position) {
+            return;
+        }
+        if was_head {
+            self.heads.remove(&position);
+            if let Some(&next) = queue.first() {
+                self.heads.insert(next);
+            }
+        }
+        if queue.is_empty() {
+            self.by_capabilities.remove(required);
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StoredTasks")]
 pub struct Tasks {
     by_id: BTreeMap<TaskId, Task>,
     /// (-priority, id) of queued tasks: highest priority first, FIFO within one.
-    queued: BTreeSet<(i64, TaskId)>,
+    queued: BTreeSet<QueuePosition>,
     /// (due_ms, id): the next timer first.
     timers: BTreeSet<(u64, TaskId)>,
     /// Assigned tasks per session.
     by_session: BTreeMap<SessionId, BTreeSet<TaskId>>,
     by_idempotency_key: BTreeMap<String, TaskId>,
+    /// The same queued tasks as `queued`, per required-capability set (derived).
+    #[serde(skip)]
+    capability_queues: CapabilityQueues,
+}
+
+/// [`Tasks`] as serialized: every field but the derived `capability_queues`, in the
+/// same order, so decoding rebuilds that index from the records.
+#[derive(Deserialize)]
+struct StoredTasks {
+    by_id: BTreeMap<TaskId, Task>,
+    queued: BTreeSet<QueuePosition>,
+    timers: BTreeSet<(u64, TaskId)>,
+    by_session: BTreeMap<SessionId, BTreeSet<TaskId>>,
+    by_idempotency_key: BTreeMap<String, TaskId>,
+}
+
+impl From<StoredTasks> for Tasks {
+    fn from(stored: StoredTasks) -> Self {
+        let mut capability_queues = CapabilityQueues::default();
+        for &position in &stored.queued {
+            if let Some(task) = stored.by_id.get(&position.1) {
+                capability_queues.insert(&task.spec.required_capabilities, position);
+            }
+        }
+        Self {
+            by_id: stored.by_id,
+            queued: stored.queued,
+            timers: stored.timers,
+            by_session: stored.by_session,
+            by_idempotency_key: stored.by_idempotency_key,
+            capability_queues,
+        }
+    }
 }
 
 impl Tasks {
@@ -145,10 +240,27 @@ impl Tasks {
     }
 
     /// The next queued task after `cursor` in assignment order (priority, then id).
-    pub fn next_queued(&self, cursor: Option<(i64, TaskId)>) -> Option<(i64, TaskId)> {
+    pub fn next_queued(&self, cursor: Option<QueuePosition>) -> Option<QueuePosition> {
         use std::ops::Bound;
         let start = cursor.map_or(Bound::Unbounded, Bound::Excluded);
         self.queued.range((start, Bound::Unbounded)).next().copied()
+    }
+
+    /// The next queued task after `cursor` in assignment order that is first in the
+    /// queue of its required-capability set. Costs O(log) whatever the queue length.
+    pub fn next_queue_head(&self, cursor: Option<QueuePosition>) -> Option<QueuePosition> {
+        use std::ops::Bound;
+        let start = cursor.map_or(Bound::Unbounded, Bound::Excluded);
+        self.capability_queues
+            .heads
+            .range((start, Bound::Unbounded))
+            .next()
+            .copied()
+    }
+
+    /// How many distinct required-capability sets the queued tasks have.
+    pub fn queued_capability_sets(&self) -> usize {
+        self.capability_queues.by_capabilities.len()
     }
 
     pub fn assigned_to(&self, session: SessionId) -> Vec<TaskId> {
@@ -180,7 +292,10 @@ impl Tasks {
 
     fn index(&mut self, id: TaskId, task: &Task) {
         if task.state == TaskState::Queued {
-            self.queued.insert((-i64::from(task.spec.priority), id));
+            let position = (-i64::from(task.spec.priority), id);
+            self.queued.insert(position);
+            self.capability_queues
+                .insert(&task.spec.required_capabilities, position);
         }
         if let Some(at) = task.timer_ms {
             self.timers.insert((at, id));
@@ -191,7 +306,11 @@ impl Tasks {
     }
 
     fn unindex(&mut self, id: TaskId, task: &Task) {
-        self.queued.remove(&(-i64::from(task.spec.priority), id));
+        let position = (-i64::from(task.spec.priority), id);
+        if self.queued.remove(&position) {
+            self.capability_queues
+                .remove(&task.spec.required_capabilities, position);
+        }
         if let Some(at) = task.timer_ms {
             self.timers.remove(&(at, id));
         }
@@ -213,5 +332,40 @@ impl Tasks {
         self.index(id, &task);
         self.by_id.insert(id, task);
         Some(result)
+    }
+
+    /// Panics unless every index matches what the task records alone would give:
+    /// each queued task in `queued` and in exactly one capability-set queue (its own),
+    /// the heads exactly the first of each non-empty queue, timers and assignments.
+    #[cfg(test)]
+    pub fn assert_indexes_consistent(&self) {
+        let mut rebuilt = Tasks::default();
+        for task in self.by_id.values() {
+            rebuilt.insert(task.clone());
+        }
+        // Idempotency keys are never removed, so they are not derivable: copy them.
+        rebuilt.by_idempotency_key = self.by_idempotency_key.clone();
+        assert_eq!(self, &rebuilt, "task indexes match the records");
+        let queues = &self.capability_queues;
+        let mut seen = BTreeSet::new();
+        for (required, queue) in &queues.by_capabilities {
+            assert!(!queue.is_empty(), "no empty queue is kept");
+            for position in queue {
+                assert!(seen.insert(*position), "{position:?} in two queues");
+                let task = &self.by_id[&position.1];
+                assert_eq!(&task.spec.required_capabilities, required);
+                assert_eq!(task.state, TaskState::Queued);
+            }
+        }
+        assert_eq!(
+            seen, self.queued,
+            "the queues hold exactly the queued tasks"
+        );
+        let heads: BTreeSet<QueuePosition> = queues
+            .by_capabilities
+            .values()
+            .filter_map(|queue| queue.first().copied())
+            .collect();
+        assert_eq!(heads, queues.heads, "heads are the first of each queue");
     }
 }
