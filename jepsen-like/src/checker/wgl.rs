@@ -40,8 +40,12 @@
 //!    existed, so no extension was skipped as a cache hit: every candidate, including
 //!    that operation, was *illegal* after the prefix. A failed check reports the
 //!    longest such prefix and that operation ([`Witness`]).
-//! 6. **Deadline.** The clock is read every 1024 iterations (and on the first); a
-//!    search past its deadline yields [`Verdict::Unknown`], never a pass.
+//! 6. **Budgets.** The clock is read every 1024 iterations (and on the first); a
+//!    search past its deadline yields [`Verdict::Unknown`], never a pass. So does a
+//!    search whose cache outgrows [`MAX_CACHE_BYTES`] (estimated from its entry
+//!    count), so one pathological key cannot take the machine's memory; and [`check`]
+//!    has a deadline for the whole history, after which the keys not yet checked are
+//!    `unknown` too.
 //!
 //! # Model and outcomes
 //!
@@ -118,16 +122,37 @@ pub struct KeyResult {
 }
 
 /// Checks a whole history: partitions it by key (in key order) and checks each key
-/// with its own deadline of `per_key_timeout` from the moment its check starts.
-pub fn check(history: &[Operation], per_key_timeout: Duration) -> Vec<KeyResult> {
+/// with its own deadline of `per_key_timeout` from the moment its check starts, all
+/// within `total_timeout` from the call: keys not reached by then are `unknown`.
+pub fn check(
+    history: &[Operation],
+    per_key_timeout: Duration,
+    total_timeout: Duration,
+) -> Vec<KeyResult> {
     let mut by_key: BTreeMap<&str, Vec<&Operation>> = BTreeMap::new();
     for op in history {
         by_key.entry(op.key.as_str()).or_default().push(op);
     }
+    let total_deadline = Instant::now().checked_add(total_timeout);
     by_key
         .into_iter()
         .map(|(key, ops)| {
-            let deadline = Instant::now().checked_add(per_key_timeout);
+            let now = Instant::now();
+            if total_deadline.is_some_and(|d| now >= d) {
+                return KeyResult {
+                    key: key.to_string(),
+                    verdict: Verdict::Unknown {
+                        key: key.to_string(),
+                        reason: "not checked: the whole history's time budget was used".to_string(),
+                    },
+                    operations: ops.len(),
+                    states_explored: 0,
+                };
+            }
+            let deadline = match (now.checked_add(per_key_timeout), total_deadline) {
+                (Some(key), Some(total)) => Some(key.min(total)),
+                (key, total) => key.or(total),
+            };
             check_partition(key, &ops, deadline)
         })
         .collect()
@@ -351,11 +376,31 @@ impl Cache {
     }
 }
 
-/// How often (in loop iterations) the deadline is checked.
+/// How often (in loop iterations) the deadline and the memory budget are checked.
 const DEADLINE_CHECK_EVERY: u32 = 1024;
 
-/// The WGL search over the operations of one key.
+/// The most memory the cache of one key's search may take (estimated) before the key
+/// is reported `unknown`.
+pub const MAX_CACHE_BYTES: u64 = 1 << 30;
+
+/// Estimated bytes per cache entry for `ops` operations: the bitset's words and
+/// allocation, the `(Bitset, State)` slot, and the hash map's share.
+fn cache_entry_bytes(ops: usize) -> u64 {
+    8 * ops.div_ceil(64) as u64 + 96
+}
+
+/// The WGL search over the operations of one key, within [`MAX_CACHE_BYTES`].
 fn check_partition(key: &str, ops: &[&Operation], deadline: Option<Instant>) -> KeyResult {
+    check_partition_within(key, ops, deadline, MAX_CACHE_BYTES)
+}
+
+/// The WGL search over the operations of one key, within `max_cache_bytes`.
+fn check_partition_within(
+    key: &str,
+    ops: &[&Operation],
+    deadline: Option<Instant>,
+    max_cache_bytes: u64,
+) -> KeyResult {
     let kept: Vec<(&Operation, Effect)> = ops
         .iter()
         .filter_map(|op| Effect::of(op).map(|effect| (*op, effect)))
@@ -388,6 +433,20 @@ fn check_partition(key: &str, ops: &[&Operation], deadline: Option<Instant>) -> 
         }
         if until_clock == 0 {
             until_clock = DEADLINE_CHECK_EVERY;
+            if cache.len.saturating_mul(cache_entry_bytes(n)) > max_cache_bytes {
+                let reason = format!(
+                    "memory budget of {} KiB reached after exploring {} states ({} of {} operations linearized)",
+                    max_cache_bytes >> 10,
+                    cache.len,
+                    stack.len(),
+                    n
+                );
+                let verdict = Verdict::Unknown {
+                    key: key.to_string(),
+                    reason,
+                };
+                return result(verdict, &cache);
+            }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 let reason = format!(
                     "deadline reached after exploring {} states ({} of {} operations linearized)",
@@ -512,7 +571,7 @@ mod tests {
     #[test]
     fn an_empty_history_is_linearizable() {
         assert_eq!(verdict(&[]), Verdict::Linearizable);
-        assert!(check(&[], NO_DEADLINE).is_empty());
+        assert!(check(&[], NO_DEADLINE, NO_DEADLINE).is_empty());
     }
 
     #[test]
@@ -735,7 +794,7 @@ mod tests {
                 (20, 30),
             ),
         ];
-        let results = check(&history, NO_DEADLINE);
+        let results = check(&history, NO_DEADLINE, NO_DEADLINE);
         assert_eq!(results.len(), 2);
         assert_eq!(results[0].key, "a");
         assert_eq!(results[0].verdict, Verdict::Linearizable);
@@ -759,9 +818,49 @@ mod tests {
             result.verdict
         );
         assert!(matches!(
-            check(&history, Duration::ZERO)[0].verdict,
+            check(&history, Duration::ZERO, NO_DEADLINE)[0].verdict,
             Verdict::Unknown { .. }
         ));
+    }
+
+    #[test]
+    fn a_spent_total_budget_leaves_every_key_unknown() {
+        let history = concurrent_history(7, 200, 3, 5);
+        let results = check(&history, NO_DEADLINE, Duration::ZERO);
+        assert_eq!(results.len(), 3);
+        for result in &results {
+            match &result.verdict {
+                Verdict::Unknown { reason, .. } => assert!(reason.contains("budget"), "{reason}"),
+                other => panic!("expected unknown, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_search_past_its_memory_budget_yields_unknown_and_never_a_pass() {
+        // `writes` indeterminate writes no read ever sees, each concurrent with the
+        // rest, then reads of the absent key: the search tries every subset of the
+        // writes before it finds that none may come first (2^writes states).
+        let history = |writes: u64| -> Vec<Operation> {
+            let mut history: Vec<Operation> = (0..writes)
+                .map(|i| write(i, 100 + i as i64, Outcome::Unknown, (i, 0)))
+                .collect();
+            history
+                .extend((0..writes).map(|i| read(100 + i, None, (1_000 + 10 * i, 1_005 + 10 * i))));
+            history
+        };
+        let big = history(40);
+        let refs: Vec<&Operation> = big.iter().collect();
+        let result = check_partition_within("k", &refs, None, 1 << 20);
+        match &result.verdict {
+            Verdict::Unknown { reason, .. } => assert!(reason.contains("memory"), "{reason}"),
+            other => panic!("expected unknown, got {other:?}"),
+        }
+        // A small one of the same shape is decided within the same budget.
+        let small = history(6);
+        let refs: Vec<&Operation> = small.iter().collect();
+        let result = check_partition_within("k", &refs, None, 1 << 20);
+        assert_eq!(result.verdict, Verdict::Linearizable);
     }
 
     #[test]
@@ -778,7 +877,7 @@ mod tests {
     #[test]
     fn a_concurrent_history_of_two_thousand_operations_checks_quickly() {
         let history = concurrent_history(42, 2_000, 5, 10);
-        let results = check(&history, Duration::from_secs(30));
+        let results = check(&history, Duration::from_secs(30), NO_DEADLINE);
         assert_eq!(results.len(), 5);
         for result in &results {
             assert_eq!(result.verdict, Verdict::Linearizable, "key {}", result.key);
@@ -1169,7 +1268,7 @@ mod tests {
         #[test]
         fn a_concurrent_execution_is_linearizable(seed in any::<u64>(), keys in 1u64..3, processes in 2usize..6) {
             let history = concurrent_history(seed, 60, keys, processes);
-            for result in check(&history, NO_DEADLINE) {
+            for result in check(&history, NO_DEADLINE, NO_DEADLINE) {
                 prop_assert_eq!(result.verdict, Verdict::Linearizable);
             }
         }

@@ -9,14 +9,27 @@
 //! goes through versions: a client CASes from the (value, version) it last saw, and
 //! since every value is written once, "version matches" is "value matches".
 //!
-//! After healing, every `unknown` write or CAS is **resolved** by retrying the same
-//! request with the same `request_id` (the server's documented way): the answer is
-//! the original result if it was applied, or the request applies now. Either way the
-//! operation took effect (or was refused) somewhere between its invocation and the
-//! retry's answer, so it becomes `ok` / `fail` with that completion time — a tighter
-//! history for the checker. Retries that get no answer leave it `unknown`.
+//! A write or CAS that gets no definite answer is first **retried in place** with the
+//! same `request_id` (the server's documented way to resolve it), on the other nodes
+//! in turn, for up to [`RETRY_WINDOW`]: the answer is the original result if the first
+//! attempt was applied, or the request applies now. Either way the operation took
+//! effect (or was refused) exactly once between its invocation and the retry's
+//! answer, so it is recorded as `ok` / `fail` with that completion time. This is what
+//! a careful client does, and it keeps intervals short: an operation left `unknown`
+//! stays concurrent with everything after it on its key, and every one of them can
+//! double the states the checker must visit. A server whose request-id table forgot
+//! or double-applied a request would show up as a linearizability violation (values
+//! are unique), so retrying does not hide bugs. Only when the window passes without
+//! an answer is the operation `unknown` and the process retired; after healing, those
+//! are retried once more the same way ([`RESOLVE_ATTEMPTS`]).
+//!
+//! Keys are **independent** (Jepsen's `independent` keys): every [`OPS_PER_KEY`]
+//! operations per key in use, all clients move to a fresh generation of keys, so each
+//! key's history — and the checker's search on it — stays small however long the run.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
@@ -29,16 +42,23 @@ use crate::history::{Operation, Outcome, RegisterOp};
 
 /// How long the WGL search may spend on one key before answering `unknown`.
 const PER_KEY_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the whole check may take; keys not reached by then are `unknown`.
+const TOTAL_CHECK_TIMEOUT: Duration = Duration::from_secs(600);
 /// Attempts to resolve one indeterminate operation after healing.
 const RESOLVE_ATTEMPTS: usize = 20;
-/// Clients move to fresh keys every this often (Jepsen's "independent keys"): an
-/// indeterminate write stays concurrent with everything after it on its key, and
-/// each one doubles the states the WGL search may have to visit, so long histories
-/// on one key blow up (a 30-minute run on 16 keys grew the checker past 11 GiB).
-/// Bounding each key's history by time helps but is not enough under the mixed
-/// nemesis (an 8-minute run still grew the search to 3.9 GiB): the next step is a
-/// bound by operation count and a memory budget in the checker (docs/testing.md).
-const KEY_EPOCH: Duration = Duration::from_secs(20);
+/// How long a client keeps retrying a write or CAS without a definite answer (same
+/// `request_id`, next node each time) before recording it `unknown`.
+const RETRY_WINDOW: Duration = Duration::from_secs(10);
+/// Pause between in-place retries (doubling up to [`RETRY_BACKOFF_MAX`]).
+const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(25);
+const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(400);
+/// Operations (attempted, of every kind) per key before all clients move to a fresh
+/// generation of keys. Each key's history is then a few hundred operations whatever
+/// the run's length: long per-key histories were what blew up the checker (a
+/// 30-minute run on 16 keys grew the WGL search past 11 GiB; keys rotated every 20 s
+/// still reached 3.9 GiB under the mixed nemesis, and a CI smoke run on a faster
+/// machine got 1,600 operations per key and hit the per-key deadline).
+const OPS_PER_KEY: u64 = 200;
 
 /// An indeterminate write or CAS, with what is needed to retry it.
 struct Pending {
@@ -61,8 +81,10 @@ struct ClientRecord {
 /// Runs the clients, resolves indeterminate operations after healing, and checks
 /// linearizability per key.
 pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
+    let attempted = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..context.processes)
         .map(|index| {
+            let attempted = attempted.clone();
             let (urls, keys, seed, started, until, processes) = (
                 context.urls.clone(),
                 context.keys,
@@ -73,7 +95,10 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
             );
             let http = context.http();
             tokio::spawn(async move {
-                client(index, processes, urls, keys, seed, started, until, http).await
+                client(
+                    index, processes, urls, keys, seed, started, until, http, attempted,
+                )
+                .await
             })
         })
         .collect();
@@ -126,7 +151,7 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
     }
     typed.sort_by_key(|op| op.invoke_ns);
     generic.sort_by_key(|op| op.invoke_ns);
-    let results = wgl::check(&typed, PER_KEY_CHECK_TIMEOUT);
+    let results = wgl::check(&typed, PER_KEY_CHECK_TIMEOUT, TOTAL_CHECK_TIMEOUT);
     let verdict = if results
         .iter()
         .any(|r| matches!(r.verdict, Verdict::NotLinearizable { .. }))
@@ -167,6 +192,7 @@ async fn client(
     started: Instant,
     until: Instant,
     http: reqwest::Client,
+    attempted: Arc<AtomicU64>,
 ) -> ClientRecord {
     let mut rng = SmallRng::seed_from_u64(seed.wrapping_add(index as u64 * 7919));
     let mut process = index as u64;
@@ -176,7 +202,7 @@ async fn client(
     let mut record = ClientRecord::default();
     let now_ns = || started.elapsed().as_nanos() as u64;
     while Instant::now() < until {
-        let epoch = started.elapsed().as_secs() / KEY_EPOCH.as_secs();
+        let epoch = attempted.fetch_add(1, Ordering::Relaxed) / (OPS_PER_KEY * keys as u64);
         let key_index = rng.gen_range(0..keys);
         let key = (epoch, key_index);
         let key_name = format!("register-{epoch}-{key_index}");
@@ -211,7 +237,10 @@ async fn client(
             Some(body) => http.put(&url).json(body),
         };
         let invoke_ns = now_ns();
-        let sent = send(request).await;
+        let mut sent = send(request).await;
+        if let (Some(body), Sent::Answer(504, _) | Sent::Lost) = (&body, &sent) {
+            sent = retry_in_place(&http, &urls, node, &key_name, body).await;
+        }
         let complete_ns = now_ns();
         let status = sent.status();
         let (op, outcome) = match (op, sent) {
@@ -304,4 +333,40 @@ async fn client(
         }
     }
     record
+}
+
+/// Retries a write or CAS that got no definite answer with the same body (so the
+/// same `request_id`) on the next node each time, until it is answered `200` or
+/// `409 cas_mismatch` (the outcome of the one application) or [`RETRY_WINDOW`] passes.
+/// Returns the definite answer, or `Sent::Lost` if there was none.
+async fn retry_in_place(
+    http: &reqwest::Client,
+    urls: &[String],
+    first_node: usize,
+    key_name: &str,
+    body: &Value,
+) -> Sent {
+    let deadline = Instant::now() + RETRY_WINDOW;
+    let mut backoff = RETRY_BACKOFF_MIN;
+    let mut node = first_node;
+    while Instant::now() + backoff < deadline {
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RETRY_BACKOFF_MAX);
+        node = (node + 1) % urls.len();
+        let url = format!("{}/v1/kv/{key_name}", urls[node]);
+        match send(http.put(&url).json(body)).await {
+            sent @ Sent::Answer(200, _) => return sent,
+            Sent::Answer(409, body) if body["error"]["code"] == "cas_mismatch" => {
+                return Sent::Answer(409, body)
+            }
+            // Not applied by this attempt (503, 429, never sent) or still unknown
+            // (504, lost): the first attempt may yet be applied; ask again.
+            Sent::NeverArrived | Sent::Lost | Sent::Answer(503 | 504 | 429, _) => {}
+            Sent::Answer(status, body) => {
+                eprintln!("register retry: unexpected {status}: {body}");
+                return Sent::Lost;
+            }
+        }
+    }
+    Sent::Lost
 }
