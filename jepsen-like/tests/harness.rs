@@ -2,24 +2,15 @@
 //! kills and pauses, and a planted stale-reads bug is caught (proof the checker can
 //! fail).
 
-use std::path::PathBuf;
-use std::time::Duration;
+mod common;
 
 use jepsen_like::nemesis::Nemesis;
 use jepsen_like::run::{execute, RunConfig};
 use jepsen_like::workloads::{CheckVerdict, Workload};
 
-/// Runs share two cores: one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use common::{out_dir, SERIAL};
 
-fn binary() -> PathBuf {
-    std::env::var_os("CONCLAVE_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/conclave")
-        })
-}
-
+/// A register cell.
 fn config(
     nemesis: Nemesis,
     seconds: u64,
@@ -28,17 +19,8 @@ fn config(
     out: &std::path::Path,
 ) -> RunConfig {
     RunConfig {
-        binary: binary(),
-        out: out.to_owned(),
-        workload: Workload::Register,
-        nemesis,
-        duration: Duration::from_secs(seconds),
-        seed,
-        nodes: 3,
-        processes: 6,
-        keys: 3,
         inject_bug: inject_bug.map(str::to_owned),
-        command: format!("test seed {seed}"),
+        ..common::config(Workload::Register, nemesis, seconds, seed, out)
     }
 }
 
@@ -46,7 +28,7 @@ fn config(
 async fn a_correct_cluster_passes_register_under_kills_and_pauses() {
     let _serial = SERIAL.lock().await;
     for (nemesis, seed) in [(Nemesis::Kill, 11), (Nemesis::Pause, 12)] {
-        let dir = tempfile_dir();
+        let dir = out_dir("test");
         let report = execute(config(nemesis, 15, seed, None, &dir))
             .await
             .expect("harness");
@@ -63,7 +45,7 @@ async fn a_correct_cluster_passes_register_under_kills_and_pauses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_planted_stale_reads_bug_is_caught() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile_dir();
+    let dir = out_dir("test");
     // Pausing nodes makes their replicas fall behind; with the bug they answer
     // linearizable reads from that stale state as soon as they resume.
     let report = execute(config(Nemesis::Pause, 20, 7, Some("stale-reads"), &dir))
@@ -76,14 +58,4 @@ async fn the_planted_stale_reads_bug_is_caught() {
         "the checker missed the planted bug: {:#?}",
         report.checks
     );
-}
-
-fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "jepsen-like-test-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }

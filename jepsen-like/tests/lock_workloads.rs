@@ -6,45 +6,23 @@
 //!
 //! Uses the debug server binary (`cargo build -p conclave`), or `CONCLAVE_BINARY`.
 
+mod common;
+
 use std::path::PathBuf;
-use std::time::Duration;
 
 use jepsen_like::nemesis::Nemesis;
 use jepsen_like::run::{execute, Report, RunConfig};
 use jepsen_like::workloads::{CheckVerdict, Workload};
 
-/// Runs share two cores: one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn binary() -> PathBuf {
-    std::env::var_os("CONCLAVE_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/conclave")
-        })
-}
+use common::{config, out_dir, SERIAL};
 
 /// Runs one 15 s cell; the report folder is removed by [`done`] once the test passed
 /// (a failing test leaves it for inspection).
 async fn run(workload: Workload, nemesis: Nemesis, seed: u64) -> (Report, PathBuf) {
-    let out = std::env::temp_dir().join(format!(
-        "jepsen-like-test-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&out).unwrap();
+    let out = out_dir("test");
     let report = execute(RunConfig {
-        binary: binary(),
-        out: out.clone(),
-        workload,
-        nemesis,
-        duration: Duration::from_secs(15),
-        seed,
-        nodes: 3,
-        processes: 6,
         keys: 2,
-        inject_bug: None,
-        command: format!("test seed {seed}"),
+        ..config(workload, nemesis, 15, seed, &out)
     })
     .await
     .expect("harness");

@@ -4,18 +4,18 @@
 //! side while the register history stays linearizable; a voter removed through the
 //! API and added back leaves a full, converged cluster.
 
-use std::path::PathBuf;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use jepsen_like::nemesis::{FaultEvent, Nemesis};
 use jepsen_like::proxy::{Link, LinkMode};
-use jepsen_like::run::{execute, RunConfig};
+use jepsen_like::run::execute;
 use jepsen_like::workloads::Workload;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Runs share two cores: one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+use common::{config, out_dir, SERIAL};
 
 /// An echo server on a free loopback port.
 async fn echo_server() -> std::net::SocketAddr {
@@ -169,40 +169,6 @@ async fn a_link_forwards_cuts_delays_and_resets() {
     );
 }
 
-fn binary() -> PathBuf {
-    std::env::var_os("CONCLAVE_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/conclave")
-        })
-}
-
-fn config(nemesis: Nemesis, seconds: u64, seed: u64, out: &std::path::Path) -> RunConfig {
-    RunConfig {
-        binary: binary(),
-        out: out.to_owned(),
-        workload: Workload::Register,
-        nemesis,
-        duration: Duration::from_secs(seconds),
-        seed,
-        nodes: 3,
-        processes: 6,
-        keys: 3,
-        inject_bug: None,
-        command: format!("test seed {seed}"),
-    }
-}
-
-fn tempfile_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "jepsen-like-partitions-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn of_kind<'a>(faults: &'a [FaultEvent], kind: &str) -> Vec<&'a FaultEvent> {
     faults.iter().filter(|f| f.kind == kind).collect()
 }
@@ -210,10 +176,16 @@ fn of_kind<'a>(faults: &'a [FaultEvent], kind: &str) -> Vec<&'a FaultEvent> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_isolated_leader_is_replaced_on_the_majority_side() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile_dir();
-    let report = execute(config(Nemesis::PartitionLeader, 15, 21, &dir))
-        .await
-        .expect("harness");
+    let dir = out_dir("partitions");
+    let report = execute(config(
+        Workload::Register,
+        Nemesis::PartitionLeader,
+        15,
+        21,
+        &dir,
+    ))
+    .await
+    .expect("harness");
     let partitions = of_kind(&report.faults, "partition-leader");
     assert!(!partitions.is_empty(), "the nemesis never fired");
     for fault in &partitions {
@@ -256,8 +228,8 @@ async fn an_isolated_leader_is_replaced_on_the_majority_side() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_voter_is_added_back_and_the_cluster_converges() {
     let _serial = SERIAL.lock().await;
-    let dir = tempfile_dir();
-    let report = execute(config(Nemesis::Membership, 12, 5, &dir))
+    let dir = out_dir("partitions");
+    let report = execute(config(Workload::Register, Nemesis::Membership, 12, 5, &dir))
         .await
         .expect("harness");
     let changes = of_kind(&report.faults, "membership");

@@ -6,23 +6,13 @@
 //! Uses the debug server binary (`cargo build -p conclave` first), or
 //! `CONCLAVE_BINARY`.
 
-use std::path::PathBuf;
-use std::time::Duration;
+mod common;
 
 use jepsen_like::nemesis::Nemesis;
 use jepsen_like::run::{execute, Report, RunConfig};
 use jepsen_like::workloads::{CheckVerdict, Workload};
 
-/// Runs share two cores: one at a time.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn binary() -> PathBuf {
-    std::env::var_os("CONCLAVE_BINARY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/conclave")
-        })
-}
+use common::{config, out_dir, SERIAL};
 
 async fn cell(
     workload: Workload,
@@ -31,27 +21,13 @@ async fn cell(
     seed: u64,
     inject_bug: Option<&str>,
 ) -> Report {
-    let out = std::env::temp_dir().join(format!(
-        "jepsen-like-test-{}-{}-{}",
-        workload.name(),
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&out).unwrap();
-    let config = RunConfig {
-        binary: binary(),
-        out,
-        workload,
-        nemesis,
-        duration: Duration::from_secs(seconds),
-        seed,
-        nodes: 3,
-        processes: 6,
-        keys: 3,
+    let out = out_dir(&format!("test-{}", workload.name()));
+    execute(RunConfig {
         inject_bug: inject_bug.map(str::to_owned),
-        command: format!("test seed {seed}"),
-    };
-    execute(config).await.expect("harness")
+        ..config(workload, nemesis, seconds, seed, &out)
+    })
+    .await
+    .expect("harness")
 }
 
 /// A correct cluster passes `workload` under kills, with real work and real faults.

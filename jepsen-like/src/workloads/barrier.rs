@@ -1,10 +1,10 @@
 //! The barrier workload: groups of clients, each with its own session, meet at a
 //! named barrier (one per group, `parties` = the group's size) generation after
-//! generation, while the nemesis kills or pauses nodes. It also owns the small
-//! session helper ([`ensure_session`], [`LiveSession`]) the tasks workload reuses:
-//! create with a `request_id` (retried with the same id until a definite answer, so
-//! an indeterminate create never leaves a second live session behind), then a
-//! background keepalive at an eighth of the TTL that rotates over the nodes.
+//! generation, while the nemesis kills or pauses nodes. Sessions come from
+//! `session.rs`, as the tasks workload's do: created with a `request_id` (retried
+//! with the same id until a definite answer, so an indeterminate create never leaves
+//! a second live session behind), then a background keepalive at an eighth of the
+//! TTL that rotates over the nodes (`Create::Idempotent`, `Keepalive::Rotating`).
 //!
 //! Each client loops: `POST /v1/barriers/{name}/wait` with `wait_ms` 1 s, through a
 //! random node; about one wait in 80 also ends its own session
@@ -47,14 +47,13 @@
 //!   generation the server still calls current, nor name a later one).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
+use super::session::{self, op, Create, Keepalive, Net, Session, Spec};
 use super::{http_client, send, Check, CheckVerdict, Context, Op, Sent, Status, WorkloadResult};
 
 /// Largest group (and so `parties`) of one barrier.
@@ -67,133 +66,6 @@ const END_SESSION_ONE_IN: u32 = 80;
 const END_SESSION_AFTER_MS: u64 = 10;
 /// Attempts to read each barrier after healing.
 const FINAL_READ_ATTEMPTS: usize = 30;
-
-// ----- sessions (shared with the tasks workload) -----------------------------------
-
-/// A live session with a background keepalive; dropping it stops the keepalive (the
-/// session then expires on its own).
-pub(super) struct LiveSession {
-    pub id: u64,
-    alive: Arc<AtomicBool>,
-    paused: Arc<AtomicBool>,
-    keeper: tokio::task::JoinHandle<()>,
-}
-
-impl LiveSession {
-    /// False once a keepalive was answered `404 session_not_found`.
-    pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Relaxed)
-    }
-
-    /// Marks the session gone (e.g. a request naming it got `session_not_found`).
-    pub fn mark_gone(&self) {
-        self.alive.store(false, Ordering::Relaxed);
-    }
-
-    /// Stops (or restarts) renewing it, to let it expire on purpose.
-    pub fn pause_keepalive(&self, paused: bool) {
-        self.paused.store(paused, Ordering::Relaxed);
-    }
-}
-
-impl Drop for LiveSession {
-    fn drop(&mut self) {
-        self.keeper.abort();
-    }
-}
-
-/// Who is creating a session, for [`ensure_session`].
-pub(super) struct SessionRequest<'a> {
-    pub urls: &'a [String],
-    pub http: &'a reqwest::Client,
-    pub started: Instant,
-    pub process: u64,
-    /// `POST /v1/sessions` body without `request_id`.
-    pub body: Value,
-    /// Unique per creation (the same id is reused for every retry of it).
-    pub request_id: String,
-    pub ttl_ms: u64,
-}
-
-/// Creates a session, retrying the same `request_id` until a definite answer or
-/// until `keep_going` says stop; records each attempt in `ops`.
-pub(super) async fn ensure_session(
-    request: SessionRequest<'_>,
-    rng: &mut SmallRng,
-    keep_going: impl Fn() -> bool,
-    ops: &mut Vec<Op>,
-) -> Option<LiveSession> {
-    let mut body = request.body.clone();
-    body["request_id"] = json!(request.request_id);
-    let now_ns = || request.started.elapsed().as_nanos() as u64;
-    while keep_going() {
-        let node = rng.gen_range(0..request.urls.len());
-        let url = format!("{}/v1/sessions", request.urls[node]);
-        let invoke_ns = now_ns();
-        let sent = send(request.http.post(&url).json(&body)).await;
-        let status = sent.status();
-        let session_id = match &sent {
-            Sent::Answer(200, answer) => answer["session_id"].as_u64(),
-            _ => None,
-        };
-        ops.push(Op {
-            process: request.process,
-            f: "session".into(),
-            key: "sessions".into(),
-            value: json!({ "request_id": request.request_id, "session_id": session_id }),
-            status,
-            invoke_ns,
-            complete_ns: (status != Status::Unknown).then(now_ns),
-            node: node as u64 + 1,
-        });
-        if let Some(id) = session_id {
-            return Some(keep_alive(request.urls.to_vec(), id, request.ttl_ms));
-        }
-        if status == Status::Fail {
-            eprintln!("session create refused: {sent:?}");
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    None
-}
-
-/// Starts renewing session `id` every `ttl_ms / 8`, rotating over the nodes.
-fn keep_alive(urls: Vec<String>, id: u64, ttl_ms: u64) -> LiveSession {
-    let alive = Arc::new(AtomicBool::new(true));
-    let paused = Arc::new(AtomicBool::new(false));
-    let (alive_, paused_) = (alive.clone(), paused.clone());
-    let keeper = tokio::spawn(async move {
-        let http = http_client(Duration::from_millis(1_000));
-        let period = Duration::from_millis(ttl_ms / 8);
-        let mut node = id as usize;
-        loop {
-            tokio::time::sleep(period).await;
-            if paused_.load(Ordering::Relaxed) {
-                continue;
-            }
-            // Try each node at most once per period until one renews it.
-            for _ in 0..urls.len() {
-                node = (node + 1) % urls.len();
-                let url = format!("{}/v1/sessions/{id}/keepalive", urls[node]);
-                match send(http.post(&url)).await {
-                    Sent::Answer(200, _) => break,
-                    ref sent if sent.error_code() == Some("session_not_found") => {
-                        alive_.store(false, Ordering::Relaxed);
-                        return;
-                    }
-                    _ => continue,
-                }
-            }
-        }
-    });
-    LiveSession {
-        id,
-        alive,
-        paused,
-        keeper,
-    }
-}
 
 // ----- the workload ----------------------------------------------------------------
 
@@ -345,7 +217,8 @@ impl Client {
         let mut process = self.index as u64;
         let mut enters = Vec::new();
         let mut ops = Vec::new();
-        let mut session: Option<LiveSession> = None;
+        let net = Net::with(self.urls.clone(), http, self.started);
+        let mut session: Option<Session> = None;
         let mut created = 0u64;
         let now_ns = || self.started.elapsed().as_nanos() as u64;
         while Instant::now() < self.until {
@@ -353,23 +226,23 @@ impl Client {
                 Some(live) if live.is_alive() => live,
                 _ => {
                     created += 1;
-                    let request = SessionRequest {
-                        urls: &self.urls,
-                        http: &http,
-                        started: self.started,
-                        process,
+                    let spec = Spec {
                         body: json!({
                             "name": format!("barrier-client-{}", self.index),
                             "capacity": 0,
                             "ttl_ms": SESSION_TTL_MS,
                         }),
-                        request_id: format!("barrier-session-{}-{created}", self.index),
                         ttl_ms: SESSION_TTL_MS,
+                        create: Create::Idempotent {
+                            request_id: format!("barrier-session-{}-{created}", self.index),
+                        },
+                        keepalive: Keepalive::Rotating,
                     };
                     let until = self.until;
-                    match ensure_session(request, &mut rng, || Instant::now() < until, &mut ops)
-                        .await
-                    {
+                    let keep_going = || Instant::now() < until;
+                    let creating =
+                        session::create(&net, &mut rng, &mut process, &spec, keep_going, &mut ops);
+                    match creating.await {
                         Some(live) => live,
                         None => continue,
                     }
@@ -383,32 +256,22 @@ impl Client {
             // breaks (unless it was released first), exercising `broken` answers.
             let end_session = rng.gen_range(0..END_SESSION_ONE_IN) == 0;
             let end_node = rng.gen_range(0..self.urls.len());
-            let end_url = format!("{}/v1/sessions/{}", self.urls[end_node], live.id);
             let invoke_ns = now_ns();
             let (sent, ended) = tokio::join!(send(waiting.post(&url).json(&body)), async {
                 if !end_session {
                     return None;
                 }
                 tokio::time::sleep(Duration::from_millis(END_SESSION_AFTER_MS)).await;
-                let invoke_ns = now_ns();
-                Some((invoke_ns, send(http.delete(&end_url)).await, now_ns()))
+                Some(session::end(&net, end_node, live.id).await)
             });
             let complete_ns = now_ns();
-            if let Some((end_invoke_ns, end_sent, end_complete_ns)) = ended {
-                let status = end_sent.status();
-                ops.push(Op {
-                    // Concurrent with the wait: its own process id.
-                    process: (1 << 40) + self.index as u64,
-                    f: "end-session".into(),
-                    key: "sessions".into(),
-                    value: json!({ "session": live.id, "answer": end_sent.body() }),
-                    status,
-                    invoke_ns: end_invoke_ns,
-                    complete_ns: (status != Status::Unknown).then_some(end_complete_ns),
-                    node: end_node as u64 + 1,
-                });
+            if let Some(end) = ended {
+                // Concurrent with the wait: its own process id.
+                let process = (1 << 40) + self.index as u64;
+                let value = json!({ "session": live.id, "answer": end.sent.body() });
+                ops.push(op(process, "end-session", "sessions", value, &end));
                 // Gone or maybe gone: use a new one either way.
-                live.mark_gone();
+                live.mark_gone(end.invoke_ns);
             }
             let answer = match &sent {
                 Sent::Answer(200, body) => match (
@@ -476,7 +339,7 @@ impl Client {
                 answer,
             });
             if sent.error_code() == Some("session_not_found") {
-                live.mark_gone();
+                live.mark_gone(invoke_ns);
             }
             match status {
                 Status::Unknown => process += self.processes as u64,

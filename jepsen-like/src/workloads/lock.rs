@@ -1,16 +1,18 @@
 //! The lock workloads, `lock` and `lock-unfenced`: Kleppmann's "lock with a fenced
-//! resource". Also the session machinery the semaphore workload shares ([`Client`],
-//! [`Session`], [`observe`], [`await_idle`]).
+//! resource". Also what the semaphore workload shares with it: [`release`],
+//! [`observe`], [`await_idle`], [`PendingHold`], [`valid_holds`], [`local_op`]. The
+//! session client itself ([`Client`]) is `session.rs`'s.
 //!
 //! **Clients.** Each of `processes` sequential clients owns a session (TTL
-//! [`TTL_MS`], `capacity: 0`) kept alive by a background task: a keepalive every
-//! [`KEEPALIVE_EVERY`] and, [`CONFIRM_AFTER`] later (past the leader's 200 ms flush),
-//! a linearizable read of the session that confirms which renewals reached the log
-//! (see `checker::lease`); the read goes on during a stall (it is the harness
-//! observing, and renews nothing). The client loops: acquire one of at most two
-//! locks with a bounded `wait_ms`; on a grant, run a read-modify-write of that
-//! lock's [`FencedResource`] (read the counter, sleep a little, write counter + 1,
-//! both carrying the fencing token); release with the token. One section in
+//! [`TTL_MS`], `capacity: 0`) kept alive by a background task (`session.rs`,
+//! `Keepalive::Confirmed`): a keepalive every TTL/4 and, 250 ms later (past the
+//! leader's 200 ms flush), a linearizable read of the session that confirms which
+//! renewals reached the log (see `checker::lease`); the read goes on during a stall
+//! (it is the harness observing, and renews nothing). The client loops: acquire
+//! one of at most two locks with a bounded `wait_ms`; on a grant, run a
+//! read-modify-write of that lock's [`FencedResource`] (read the counter, sleep a
+//! little, write counter + 1, both carrying the fencing token); release with the
+//! token. One section in
 //! [`STALL_ONE_IN`] stalls for [`STALL`] between its read and its write, longer than
 //! the TTL, with its keepalives stopped too (a GC pause of the whole client): the
 //! server expires the session and grants the lock to a waiter while the stalled
@@ -52,7 +54,6 @@
 //! - `no-leak`: after healing, once every session has ended or expired, the locks
 //!   show no holders and no waiters.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -61,16 +62,10 @@ use rand::{Rng, SeedableRng};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::{send, Context, Op, Sent, Status, WorkloadResult};
+use super::session::{op, Client, ClientEnd, Net, BACKOFF, TTL_MS};
+use super::{Context, Op, Sent, Status, WorkloadResult};
 use crate::checker::lease::{self, Grant, Hold, ResourceWrite, SessionEvidence};
 
-/// Session TTL.
-pub(crate) const TTL_MS: u64 = 2_000;
-/// Keepalive period (TTL/4), split between the keepalive and its confirming read.
-const KEEPALIVE_EVERY: Duration = Duration::from_millis(TTL_MS / 4);
-/// Delay between a keepalive and the session read that confirms it reached the log
-/// (the leader flushes renewals every 200 ms).
-const CONFIRM_AFTER: Duration = Duration::from_millis(250);
 /// `wait_ms` of an acquire (well under the 2 s client timeout).
 pub(crate) const WAIT_MS: u64 = 800;
 /// One critical section (or semaphore hold) in this many stalls.
@@ -80,99 +75,12 @@ pub(crate) const STALL_ONE_IN: u32 = 8;
 pub(crate) const STALL: Duration = Duration::from_millis(TTL_MS + 1_000);
 /// Attempts at a release answered 503 before giving the session up.
 const RELEASE_ATTEMPTS: usize = 5;
-/// Pause after an `unavailable` answer.
-pub(crate) const BACKOFF: Duration = Duration::from_millis(50);
-/// Process ids of keepalive streams: this plus the client's process id.
-const KEEPALIVE_PROCESS: u64 = 1_000_000;
 /// Process id of the sampler and of the final idle checks.
 const OBSERVER_PROCESS: u64 = 2_000_000;
 /// How often the sampler reads every primitive.
 const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// After healing, how long every primitive has to become idle.
 const IDLE_DEADLINE: Duration = Duration::from_millis(TTL_MS + 10_000);
-
-/// How to reach the cluster; shared by a client and its keepalive tasks.
-#[derive(Clone)]
-pub(crate) struct Net {
-    urls: Arc<Vec<String>>,
-    http: reqwest::Client,
-    started: Instant,
-}
-
-/// One request's answer and timing.
-pub(crate) struct Reply {
-    pub sent: Sent,
-    /// 0-based node index.
-    pub node: usize,
-    pub invoke_ns: u64,
-    pub complete_ns: u64,
-}
-
-impl Reply {
-    pub fn code(&self) -> Option<&str> {
-        self.sent.error_code()
-    }
-
-    pub fn session_not_found(&self) -> bool {
-        matches!(self.sent, Sent::Answer(404, _)) && self.code() == Some("session_not_found")
-    }
-}
-
-impl Net {
-    pub fn new(context: &Context) -> Net {
-        Net {
-            urls: Arc::new(context.urls.clone()),
-            http: context.http(),
-            started: context.started,
-        }
-    }
-
-    pub fn now_ns(&self) -> u64 {
-        self.started.elapsed().as_nanos() as u64
-    }
-
-    pub fn nodes(&self) -> usize {
-        self.urls.len()
-    }
-
-    pub async fn call(
-        &self,
-        node: usize,
-        method: Method,
-        path: &str,
-        body: Option<&Value>,
-    ) -> Reply {
-        let mut request = self
-            .http
-            .request(method, format!("{}{path}", self.urls[node]));
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        let invoke_ns = self.now_ns();
-        let sent = send(request).await;
-        Reply {
-            sent,
-            node,
-            invoke_ns,
-            complete_ns: self.now_ns(),
-        }
-    }
-}
-
-/// The generic record of one request.
-pub(crate) fn op(process: u64, f: &str, key: &str, value: Value, reply: &Reply) -> Op {
-    let status = reply.sent.status();
-    Op {
-        process,
-        f: f.into(),
-        key: key.into(),
-        value,
-        status,
-        invoke_ns: reply.invoke_ns,
-        complete_ns: (status != Status::Unknown).then_some(reply.complete_ns),
-        node: reply.node as u64 + 1,
-    }
-}
 
 /// The record of something done in the harness itself (resource access, a stall).
 pub(crate) fn local_op(
@@ -196,344 +104,38 @@ pub(crate) fn local_op(
     }
 }
 
-struct SessionShared {
-    /// A simulated pause of the client: no keepalives.
-    paused: AtomicBool,
-    /// The client gave the session up: the keepalive task ends.
-    stopped: AtomicBool,
-    /// Known (or assumed) ended.
-    gone: AtomicBool,
-    log: Mutex<SessionLog>,
-}
-
-struct SessionLog {
-    evidence: SessionEvidence,
-    ops: Vec<Op>,
-}
-
-/// A live session and its keepalive task.
-pub(crate) struct Session {
-    pub id: u64,
-    shared: Arc<SessionShared>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Session {
-    fn gone(&self) -> bool {
-        self.shared.gone.load(Ordering::SeqCst)
+/// Releases `name` (a lock or a semaphore) for `client`, retrying `503`s. Returns
+/// the first attempt's invocation (the hold surely lasted until then) and the
+/// outcome; an outcome other than `ok` / `fail` gives the session up.
+pub(crate) async fn release(
+    client: &mut Client,
+    kind: &str,
+    name: &str,
+    session: u64,
+    token: u64,
+) -> (u64, Status) {
+    let body = json!({ "session_id": session, "fencing_token": token });
+    let path = format!("/v1/{kind}/{name}/release");
+    let mut first = None;
+    let mut status = Status::Unavailable;
+    for _ in 0..RELEASE_ATTEMPTS {
+        let reply = client.call(Method::POST, &path, Some(&body)).await;
+        let value = json!({ "session": session, "token": token, "error": reply.code() });
+        client.record("release", name, value, &reply);
+        first.get_or_insert(reply.invoke_ns);
+        status = reply.sent.status();
+        if status != Status::Unavailable {
+            break;
+        }
+        tokio::time::sleep(BACKOFF).await;
     }
-
-    fn mark_gone(&self, at_ns: u64) {
-        self.shared.log.lock().unwrap().evidence.gone(at_ns);
-        self.shared.gone.store(true, Ordering::SeqCst);
-        self.shared.stopped.store(true, Ordering::SeqCst);
-    }
-
-    /// Waits for the keepalive task and returns what was learned.
-    async fn finish(self) -> (SessionEvidence, Vec<Op>) {
-        self.shared.stopped.store(true, Ordering::SeqCst);
-        let _ = self.task.await;
-        let log = std::mem::replace(
-            &mut *self.shared.log.lock().unwrap(),
-            SessionLog {
-                evidence: SessionEvidence::new(self.id, TTL_MS, 0),
-                ops: Vec::new(),
-            },
-        );
-        (log.evidence, log.ops)
-    }
-}
-
-/// Keeps a session alive until stopped: keepalive, then a confirming read.
-async fn keep_alive(net: Net, shared: Arc<SessionShared>, id: u64, process: u64, seed: u64) {
-    let mut rng = SmallRng::seed_from_u64(seed);
-    let key = format!("session-{id}");
-    let stopped = || shared.stopped.load(Ordering::SeqCst);
-    let paused = || shared.paused.load(Ordering::SeqCst);
-    loop {
-        tokio::time::sleep(KEEPALIVE_EVERY - CONFIRM_AFTER).await;
-        if stopped() {
-            return;
-        }
-        if !paused() {
-            renew(&net, &shared, id, process, &mut rng).await;
-        }
-        if shared.gone.load(Ordering::SeqCst) {
-            return;
-        }
-        tokio::time::sleep(CONFIRM_AFTER).await;
-        if stopped() {
-            return;
-        }
-        // The confirming read is the harness observing, not the client acting: it
-        // goes on during a stall (it renews nothing), so the last renewal before
-        // the stall gets confirmed.
-        let node = rng.gen_range(0..net.nodes());
-        let reply = net
-            .call(node, Method::GET, &format!("/v1/sessions/{id}"), None)
-            .await;
-        let expires = match &reply.sent {
-            Sent::Answer(200, body) => body["expires_at_ms"].as_u64(),
-            _ => None,
-        };
-        {
-            let mut log = shared.log.lock().unwrap();
-            if let Some(expires) = expires {
-                log.evidence.read_expiry(expires);
-            }
-            let value = json!({ "session": id, "expires_at_ms": expires });
-            log.ops
-                .push(op(process, "session-read", &key, value, &reply));
-            if reply.session_not_found() {
-                log.evidence.gone(reply.invoke_ns);
-            }
-        }
-        if reply.session_not_found() {
-            shared.gone.store(true, Ordering::SeqCst);
-            return;
+    if matches!(status, Status::Unknown | Status::Unavailable) {
+        client.abandon().await;
+        if status == Status::Unknown {
+            client.retire();
         }
     }
-}
-
-/// One keepalive; a `session_not_found` answer marks the session gone.
-async fn renew(net: &Net, shared: &SessionShared, id: u64, process: u64, rng: &mut SmallRng) {
-    let key = format!("session-{id}");
-    let node = rng.gen_range(0..net.nodes());
-    let reply = net
-        .call(
-            node,
-            Method::POST,
-            &format!("/v1/sessions/{id}/keepalive"),
-            None,
-        )
-        .await;
-    let expires = match &reply.sent {
-        Sent::Answer(200, body) => body["expires_at_ms"].as_u64(),
-        _ => None,
-    };
-    {
-        let mut log = shared.log.lock().unwrap();
-        if let Some(expires) = expires {
-            log.evidence.renewals.push((reply.invoke_ns, expires));
-        }
-        let value = json!({ "session": id, "expires_at_ms": expires });
-        log.ops.push(op(process, "keepalive", &key, value, &reply));
-        if reply.session_not_found() {
-            log.evidence.gone(reply.invoke_ns);
-        }
-    }
-    if reply.session_not_found() {
-        shared.gone.store(true, Ordering::SeqCst);
-    }
-}
-
-/// What a client leaves behind: its operations and what it learned of its sessions.
-pub(crate) struct ClientEnd {
-    pub ops: Vec<Op>,
-    pub sessions: Vec<SessionEvidence>,
-}
-
-/// One sequential client with a session (recreated when gone).
-pub(crate) struct Client {
-    pub net: Net,
-    pub process: u64,
-    processes: u64,
-    pub rng: SmallRng,
-    pub ops: Vec<Op>,
-    sessions: Vec<Session>,
-    label: &'static str,
-    pub until: Instant,
-    seed: u64,
-}
-
-impl Client {
-    pub fn new(context: &Context, index: usize, label: &'static str) -> Client {
-        let seed = context
-            .seed
-            .wrapping_add(index as u64 * 7919)
-            .wrapping_mul(31)
-            ^ label.len() as u64;
-        Client {
-            net: Net::new(context),
-            process: index as u64,
-            processes: context.processes as u64,
-            rng: SmallRng::seed_from_u64(seed),
-            ops: Vec::new(),
-            sessions: Vec::new(),
-            label,
-            until: context.until,
-            seed,
-        }
-    }
-
-    pub fn node(&mut self) -> usize {
-        self.rng.gen_range(0..self.net.nodes())
-    }
-
-    pub fn now_ns(&self) -> u64 {
-        self.net.now_ns()
-    }
-
-    /// Sends one request to a random node.
-    pub async fn call(&mut self, method: Method, path: &str, body: Option<&Value>) -> Reply {
-        let node = self.node();
-        self.net.call(node, method, path, body).await
-    }
-
-    pub fn record(&mut self, f: &str, key: &str, value: Value, reply: &Reply) {
-        self.ops.push(op(self.process, f, key, value, reply));
-    }
-
-    /// Retires the process id after an indeterminate operation (Jepsen's discipline).
-    pub fn retire(&mut self) {
-        self.process += self.processes;
-    }
-
-    /// Pauses (or resumes) the current session's keepalives.
-    pub fn pause_keepalives(&self, paused: bool) {
-        if let Some(session) = self.sessions.last() {
-            session.shared.paused.store(paused, Ordering::SeqCst);
-        }
-    }
-
-    /// The current session was answered `session_not_found` by a request invoked at
-    /// `at_ns`.
-    pub fn session_gone(&mut self, at_ns: u64) {
-        if let Some(session) = self.sessions.last() {
-            session.mark_gone(at_ns);
-        }
-    }
-
-    /// A live session, created if needed; `None` once the run's time is up.
-    pub async fn session(&mut self) -> Option<u64> {
-        if let Some(session) = self.sessions.last().filter(|s| !s.gone()) {
-            return Some(session.id);
-        }
-        let name = format!("jepsen-{}-p{}", self.label, self.process);
-        let body = json!({ "name": name, "ttl_ms": TTL_MS, "capacity": 0 });
-        while Instant::now() < self.until {
-            let reply = self.call(Method::POST, "/v1/sessions", Some(&body)).await;
-            let id = match &reply.sent {
-                Sent::Answer(200, body) => body["session_id"].as_u64(),
-                _ => None,
-            };
-            self.record(
-                "session-create",
-                "sessions",
-                json!({ "session": id, "ttl_ms": TTL_MS, "error": reply.code() }),
-                &reply,
-            );
-            match (id, reply.sent.status()) {
-                (Some(id), _) => {
-                    let shared = Arc::new(SessionShared {
-                        paused: AtomicBool::new(false),
-                        stopped: AtomicBool::new(false),
-                        gone: AtomicBool::new(false),
-                        log: Mutex::new(SessionLog {
-                            evidence: SessionEvidence::new(id, TTL_MS, reply.invoke_ns),
-                            ops: Vec::new(),
-                        }),
-                    });
-                    let task = tokio::spawn(keep_alive(
-                        self.net.clone(),
-                        shared.clone(),
-                        id,
-                        KEEPALIVE_PROCESS + self.process,
-                        self.seed ^ id,
-                    ));
-                    self.sessions.push(Session { id, shared, task });
-                    return Some(id);
-                }
-                // Maybe created: that session holds nothing and expires on its own.
-                (None, Status::Unknown) => {
-                    self.retire();
-                    tokio::time::sleep(BACKOFF).await;
-                }
-                (None, Status::Unavailable) => tokio::time::sleep(BACKOFF).await,
-                (None, _) => {
-                    eprintln!(
-                        "{}: unexpected session create answer {:?}",
-                        self.label, reply.sent
-                    );
-                    tokio::time::sleep(BACKOFF).await;
-                }
-            }
-        }
-        None
-    }
-
-    /// Gives the current session up: stops its keepalives and ends it (best effort;
-    /// if the end is not applied, it expires within its TTL).
-    pub async fn abandon(&mut self) {
-        let Some(session) = self.sessions.last() else {
-            return;
-        };
-        if session.gone() {
-            return;
-        }
-        let id = session.id;
-        session.shared.stopped.store(true, Ordering::SeqCst);
-        let reply = self
-            .call(Method::DELETE, &format!("/v1/sessions/{id}"), None)
-            .await;
-        self.record(
-            "session-end",
-            &format!("session-{id}"),
-            json!({ "session": id }),
-            &reply,
-        );
-        // Whether or not the end applies, holds counted before it are over by now.
-        if let Some(session) = self.sessions.last() {
-            session.mark_gone(reply.invoke_ns);
-        }
-    }
-
-    /// Releases `name` (a lock or a semaphore), retrying `503`s. Returns the first
-    /// attempt's invocation (the hold surely lasted until then) and the outcome; an
-    /// outcome other than `ok` / `fail` gives the session up.
-    pub async fn release(
-        &mut self,
-        kind: &str,
-        name: &str,
-        session: u64,
-        token: u64,
-    ) -> (u64, Status) {
-        let body = json!({ "session_id": session, "fencing_token": token });
-        let path = format!("/v1/{kind}/{name}/release");
-        let mut first = None;
-        let mut status = Status::Unavailable;
-        for _ in 0..RELEASE_ATTEMPTS {
-            let reply = self.call(Method::POST, &path, Some(&body)).await;
-            let value = json!({ "session": session, "token": token, "error": reply.code() });
-            self.record("release", name, value, &reply);
-            first.get_or_insert(reply.invoke_ns);
-            status = reply.sent.status();
-            if status != Status::Unavailable {
-                break;
-            }
-            tokio::time::sleep(BACKOFF).await;
-        }
-        if matches!(status, Status::Unknown | Status::Unavailable) {
-            self.abandon().await;
-            if status == Status::Unknown {
-                self.retire();
-            }
-        }
-        (first.unwrap_or_else(|| self.now_ns()), status)
-    }
-
-    /// Ends the current session and collects every session's record.
-    pub async fn finish(mut self) -> ClientEnd {
-        self.abandon().await;
-        let mut ops = std::mem::take(&mut self.ops);
-        let mut sessions = Vec::new();
-        for session in self.sessions {
-            let (evidence, session_ops) = session.finish().await;
-            ops.extend(session_ops);
-            sessions.push(evidence);
-        }
-        ClientEnd { ops, sessions }
-    }
+    (first.unwrap_or_else(|| client.now_ns()), status)
 }
 
 /// Reads every primitive of `kind` (`locks`, `semaphores`) a few times a second
@@ -944,7 +546,7 @@ async fn lock_client(
             ));
         }
 
-        let (release_invoke, _) = client.release("locks", &name, session, token).await;
+        let (release_invoke, _) = release(&mut client, "locks", &name, session, token).await;
         if let Some(hold) = holds.last_mut() {
             hold.release_invoke_ns = Some(release_invoke);
         }

@@ -18,6 +18,7 @@ pub mod barrier;
 pub mod lock;
 pub mod register;
 pub mod semaphore;
+pub mod session;
 pub mod set;
 pub mod tasks;
 

@@ -1,7 +1,8 @@
 //! The semaphore workload: weighted permits under leases.
 //!
 //! **Clients.** Each of `processes` sequential clients owns a session kept alive
-//! (and its renewals confirmed) exactly as in the lock workload (`lock.rs`: [`Client`]).
+//! (and its renewals confirmed) exactly as in the lock workload (`session.rs`:
+//! [`Client`]).
 //! It loops: acquire 1 or 2 permits of one of at most two semaphores of limit
 //! [`LIMIT`] with a bounded `wait_ms`; on a grant hold for a short random time, or,
 //! one hold in [`STALL_ONE_IN`], stall past the TTL with keepalives stopped (the
@@ -30,9 +31,10 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::lock::{
-    await_idle, hold_counts, local_op, observe, valid_holds, Client, ClientEnd, Net, PendingHold,
-    BACKOFF, STALL, STALL_ONE_IN, WAIT_MS,
+    await_idle, hold_counts, local_op, observe, release, valid_holds, PendingHold, STALL,
+    STALL_ONE_IN, WAIT_MS,
 };
+use super::session::{Client, ClientEnd, Net, BACKOFF};
 use super::{Context, Sent, Status, WorkloadResult};
 use crate::checker::lease::{self, Grant};
 
@@ -224,7 +226,7 @@ async fn semaphore_client(mut client: Client, names: Vec<String>) -> SemaphoreEn
             let ms = client.rng.gen_range(10..150);
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
-        let (release_invoke, _) = client.release("semaphores", &name, session, token).await;
+        let (release_invoke, _) = release(&mut client, "semaphores", &name, session, token).await;
         if let Some(hold) = holds.last_mut() {
             hold.release_invoke_ns = Some(release_invoke);
         }

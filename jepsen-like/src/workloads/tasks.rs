@@ -1,5 +1,6 @@
 //! The tasks workload: submitters put tasks with unique payloads on the queue, agents
-//! (sessions with the `jepsen` capability, kept alive in the background) claim,
+//! (sessions with the `jepsen` capability, kept alive in the background: `session.rs`,
+//! `Create::Idempotent`, `Keepalive::Rotating`) claim,
 //! heartbeat, complete or fail them under fencing tokens, while the nemesis injects
 //! faults; some agents stall on purpose so that their work is taken from them.
 //!
@@ -53,7 +54,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use super::barrier::{ensure_session, LiveSession, SessionRequest};
+use super::session::{self, Create, Keepalive, Net, Session, Spec};
 use super::{http_client, send, Check, CheckVerdict, Context, Op, Sent, Status, WorkloadResult};
 
 const KIND: &str = "jepsen";
@@ -505,7 +506,8 @@ impl Client {
         let polling = http_client(Duration::from_millis(CLAIM_WAIT_MS + 2_000));
         let mut process = self.index as u64;
         let mut record = Record::default();
-        let mut session: Option<LiveSession> = None;
+        let net = Net::with(self.urls.clone(), http.clone(), self.started);
+        let mut session: Option<Session> = None;
         let mut created = 0u64;
         let stop = || self.shared.stop.load(Ordering::Relaxed);
         while !stop() {
@@ -513,21 +515,23 @@ impl Client {
                 Some(live) if live.is_alive() => live,
                 _ => {
                     created += 1;
-                    let request = SessionRequest {
-                        urls: &self.urls,
-                        http: &http,
-                        started: self.started,
-                        process,
+                    let spec = Spec {
                         body: json!({
                             "name": format!("agent-{}", self.index),
                             "capabilities": [CAPABILITY],
                             "capacity": 1,
                             "ttl_ms": SESSION_TTL_MS,
                         }),
-                        request_id: format!("agent-session-{}-{created}", self.index),
                         ttl_ms: SESSION_TTL_MS,
+                        create: Create::Idempotent {
+                            request_id: format!("agent-session-{}-{created}", self.index),
+                        },
+                        keepalive: Keepalive::Rotating,
                     };
-                    match ensure_session(request, &mut rng, || !stop(), &mut record.ops).await {
+                    let ops = &mut record.ops;
+                    let creating =
+                        session::create(&net, &mut rng, &mut process, &spec, || !stop(), ops);
+                    match creating.await {
                         Some(live) => live,
                         None => continue,
                     }
@@ -566,7 +570,7 @@ impl Client {
                 node: node as u64 + 1,
             });
             if sent.error_code() == Some("session_not_found") {
-                live.mark_gone();
+                live.mark_gone(invoke_ns);
             }
             match status {
                 Status::Unknown => process += self.processes as u64,
@@ -609,7 +613,7 @@ impl Client {
         &self,
         rng: &mut SmallRng,
         http: &reqwest::Client,
-        live: &LiveSession,
+        live: &Session,
         (task_id, token, attempts): (u64, u64, u64),
         process: &mut u64,
         record: &mut Record,
