@@ -21,10 +21,8 @@
 #                       forward to the leader), both systems; leader: all to the leader
 #   ETCD_CLIENTS_PER_CONNECTION=8  etcd clients sharing one HTTP/2 connection
 #   ONLY_CONCLAVE_ROWS=1  0 skips task-cycle/mixed/keepalive
-#   FOOTPRINT=0          1 adds the footprint run (off by default: with 10,000 sessions
-#                       alive, task submission slows to ~100–250/s, see docs/performance.md;
-#                       64 clients, on a fresh
-#                       Conclave cluster, once)
+#   FOOTPRINT=1          0 skips the footprint run (64 clients, on a fresh Conclave
+#                       cluster, once; about 30 s)
 #   FOOTPRINT_SESSIONS=10000 FOOTPRINT_TASKS=100000  what the footprint run stores
 #   FAILOVER_ROUNDS=$ROUNDS  0 skips the failover measurement
 #   CONCLAVE_BENCH_PORT=17100  Conclave node i on 127.0.0.1:(port + i)
@@ -41,7 +39,7 @@ WORKLOADS=${WORKLOADS-"put get lock"}
 PLACEMENT=${PLACEMENT:-spread}
 ETCD_CLIENTS_PER_CONNECTION=${ETCD_CLIENTS_PER_CONNECTION:-8}
 ONLY_CONCLAVE_ROWS=${ONLY_CONCLAVE_ROWS:-1}
-FOOTPRINT=${FOOTPRINT:-0}
+FOOTPRINT=${FOOTPRINT:-1}
 FOOTPRINT_SESSIONS=${FOOTPRINT_SESSIONS:-10000}
 FOOTPRINT_TASKS=${FOOTPRINT_TASKS:-100000}
 FAILOVER_ROUNDS=${FAILOVER_ROUNDS:-$ROUNDS}
