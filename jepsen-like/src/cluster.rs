@@ -20,7 +20,18 @@ use serde_json::Value;
 
 use crate::proxy::Proxy;
 
-pub const SECRET: &str = "jepsen-like-cluster-secret";
+/// A cluster secret of its own for every cluster the harness starts: nodes refuse
+/// Raft RPCs with another secret, so a node left running by an earlier run (an
+/// orphan after the harness was killed) can never join a new cluster that happens
+/// to reuse its ports. With one fixed secret this happened once, and the old node's
+/// log contaminated the new cluster's Raft.
+fn fresh_secret() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..32)
+        .map(|_| char::from(b"0123456789abcdef"[rng.gen_range(0..16)]))
+        .collect()
+}
 
 pub struct Node {
     pub id: u64,
@@ -39,6 +50,8 @@ pub struct Cluster {
     /// Every directed peer link (`from → to`).
     pub proxy: Proxy,
     extra_toml: String,
+    /// This cluster's secret ([`fresh_secret`]), the same across node restarts.
+    secret: String,
 }
 
 /// `count` distinct free loopback ports, with their listeners still open: the
@@ -96,6 +109,7 @@ impl Cluster {
             http,
             proxy,
             extra_toml: extra_toml.to_owned(),
+            secret: fresh_secret(),
         };
         drop(reserved);
         for id in 1..=size {
@@ -126,10 +140,11 @@ impl Cluster {
             .map(|(peer, addr)| format!("{peer} = \"{addr}\"\n"))
             .collect();
         let config = format!(
-            "node_id = {id}\nlisten_addr = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ncluster_secret = \"{SECRET}\"\n\
+            "node_id = {id}\nlisten_addr = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ncluster_secret = \"{}\"\n\
              initial_members = [{}]\n{}\n[member_addrs]\n{member_addrs}\n[peer_dial_addrs]\n{dial_addrs}",
             node.port,
             node.data_dir.display(),
+            self.secret,
             members.join(", "),
             self.extra_toml,
         );
