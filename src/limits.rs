@@ -17,8 +17,16 @@ impl Replicated {
     pub const REQUEST_ID_CAPACITY: usize = 100_000;
     /// Live sessions at most; a create beyond it is refused (429).
     pub const MAX_SESSIONS: usize = 100_000;
-    /// Tasks stored at most (all states); a submit beyond it is refused (429).
+    /// Tasks stored at most (all states). A submit that would exceed it evicts the
+    /// oldest terminal task (by the time it became terminal, then id) instead; only
+    /// when every stored task is live is it refused (429).
     pub const MAX_TASKS: usize = 1_000_000;
+    /// How long a terminal task (succeeded, dead or cancelled) is kept after it
+    /// became terminal, in cluster time; then it is removed.
+    pub const TASK_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+    /// Most expired terminal tasks removed when cluster time advances once; the rest
+    /// go on the next advance, so one batch never stalls the apply loop.
+    pub const TASK_GC_BATCH: usize = 10_000;
     /// The first retry of a failed task waits this long; each next one twice as long.
     pub const TASK_RETRY_BACKOFF_BASE_MS: u64 = 1_000;
     /// The longest retry backoff.

@@ -4,6 +4,13 @@
 //! Everything here is a method on [`State`] so one command sees sessions and tasks
 //! together; every decision is a function of replicated state and the command's
 //! cluster time, so every replica makes the same one.
+//!
+//! Terminal tasks are not kept forever: each is removed
+//! [`Replicated::TASK_RETENTION_MS`] of cluster time after it became terminal (at most
+//! [`Replicated::TASK_GC_BATCH`] per advance of time), and a submit that would exceed
+//! [`Replicated::MAX_TASKS`] evicts the oldest terminal task first. Removing a terminal
+//! task strands nothing: its dependents were resolved when it became terminal (see
+//! `remove_expired_tasks`).
 
 use std::collections::BTreeSet;
 
@@ -25,6 +32,32 @@ fn session_not_found(session_id: SessionId) -> Outcome {
 
 fn task_not_found(task_id: TaskId) -> Outcome {
     Outcome::TaskNotFound { task_id }
+}
+
+/// The replicated task limits in force: [`Replicated`]'s, or in tests the ones a test
+/// set for its thread with `task_limits::with` (so a test can fill the store or
+/// outlive retention without a million tasks or a day of cluster time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct TaskLimits {
+    pub max_tasks: usize,
+    pub retention_ms: u64,
+    pub gc_batch: usize,
+}
+
+impl TaskLimits {
+    pub const REPLICATED: Self = Self {
+        max_tasks: Replicated::MAX_TASKS,
+        retention_ms: Replicated::TASK_RETENTION_MS,
+        gc_batch: Replicated::TASK_GC_BATCH,
+    };
+
+    pub(super) fn current() -> Self {
+        #[cfg(test)]
+        if let Some(limits) = task_limits::get() {
+            return limits;
+        }
+        Self::REPLICATED
+    }
 }
 
 impl State {
@@ -79,7 +112,8 @@ impl State {
 
     // ----- time -----------------------------------------------------------------
 
-    /// Expires sessions and fires task timers that are due at cluster time.
+    /// Expires sessions, fires task timers that are due at cluster time and removes
+    /// terminal tasks whose retention has passed.
     pub(super) fn advance_time(&mut self) {
         let now = self.cluster_time_ms;
         while let Some(id) = self.sessions.next_expired(now) {
@@ -101,6 +135,32 @@ impl State {
                 }
             }
         }
+        self.remove_expired_tasks(now);
+    }
+
+    /// Removes terminal tasks that became terminal at least the retention period
+    /// before `now_ms`, oldest first (then by id), at most the GC batch per call. While
+    /// expired ones remain, [`Self::next_due_ms`] stays due, so the next batch goes on.
+    ///
+    /// Removal strands no other task. A task's dependents were all resolved when it
+    /// became terminal: `complete_task` readies each pending one (`make_ready_or_wait`),
+    /// `dead_letter` and `cancel_task` cancel each non-terminal one
+    /// (`cancel_dependents`), and a task submitted later naming a terminal dependency
+    /// is readied or cancelled in its own submit. A dependent still pending on other
+    /// dependencies may outlive a removed (succeeded) one: `make_ready_or_wait` skips
+    /// missing dependencies, and the only ones that can be missing succeeded (a dead or
+    /// cancelled one would have cancelled it). Remaining tasks' `dependents` lists may
+    /// name removed ids; every reader looks them up and skips a missing one.
+    fn remove_expired_tasks(&mut self, now_ms: u64) {
+        let limits = TaskLimits::current();
+        for _ in 0..limits.gc_batch {
+            match self.tasks.oldest_terminal() {
+                Some((at, id)) if at.saturating_add(limits.retention_ms) <= now_ms => {
+                    self.tasks.remove(id);
+                }
+                _ => return,
+            }
+        }
     }
 
     /// The earliest cluster time at which something expires or becomes ready.
@@ -108,6 +168,9 @@ impl State {
         [
             self.sessions.next_expiry_ms(),
             self.tasks.next_timer_ms(),
+            self.tasks
+                .oldest_terminal()
+                .map(|(at, _)| at.saturating_add(TaskLimits::current().retention_ms)),
             self.lock_delays.first().map(|(until, _)| *until),
         ]
         .into_iter()
@@ -133,24 +196,38 @@ impl State {
                 existing: true,
             };
         }
-        if self.tasks.len() >= Replicated::MAX_TASKS {
-            return Outcome::LimitReached {
-                message: format!("at most {} tasks", Replicated::MAX_TASKS),
-            };
-        }
         let unique: BTreeSet<TaskId> = new.depends_on.iter().copied().collect();
         if unique.len() != new.depends_on.len() {
             return Outcome::InvalidCommand {
                 message: "depends_on lists a task twice".into(),
             };
         }
-        // Dependencies must already exist, so a new task can never close a cycle.
+        // Dependencies must already exist, so a new task can never close a cycle. A
+        // removed (expired or evicted) task is as unknown as one that never existed.
         if let Some(missing) = new
             .depends_on
             .iter()
             .find(|id| self.tasks.get(**id).is_none())
         {
             return task_not_found(*missing);
+        }
+        let max_tasks = TaskLimits::current().max_tasks;
+        if self.tasks.len() >= max_tasks {
+            // Make room by evicting the oldest terminal task, but not one this task
+            // depends on (its state decides below whether this task runs). Refuse only
+            // when there is none: all stored tasks are live.
+            match self.tasks.oldest_terminal_except(&unique) {
+                Some(oldest) => {
+                    self.tasks.remove(oldest);
+                }
+                None => {
+                    return Outcome::LimitReached {
+                        message: format!(
+                            "at most {max_tasks} tasks, and none is terminal (to evict)"
+                        ),
+                    };
+                }
+            }
         }
         let now = self.cluster_time_ms;
         let task = Task {
@@ -192,6 +269,8 @@ impl State {
 
     /// Moves a pending task on: cancelled if a dependency failed, queued if all
     /// succeeded and `not_before` passed, else pending (with a timer for not_before).
+    /// A dependency that was removed is skipped: it can only have succeeded (a dead or
+    /// cancelled one cancelled this task when it became terminal, or in its submit).
     fn make_ready_or_wait(&mut self, id: TaskId) {
         let Some(task) = self.tasks.get(id) else {
             return;
@@ -367,6 +446,8 @@ impl State {
         self.cancel_dependents(task_id);
     }
 
+    /// Cancels every dependent not yet terminal. A dependent may have been removed
+    /// (only a terminal one can be): it is skipped.
     fn cancel_dependents(&mut self, task_id: TaskId) {
         let dependents = self
             .tasks
@@ -508,6 +589,7 @@ impl State {
             task.updated_at_ms = now;
             task.dependents.clone()
         });
+        // A removed dependent (only a terminal one can be) is skipped.
         for dependent in dependents.unwrap_or_default() {
             if self
                 .tasks
@@ -603,6 +685,30 @@ impl State {
                 message: format!("only a dead task can be retried; it is {}", state.name()),
             },
         }
+    }
+}
+
+/// Test-only override of the replicated task limits, per test thread.
+#[cfg(test)]
+pub(super) mod task_limits {
+    use std::cell::Cell;
+
+    use super::TaskLimits;
+
+    thread_local! {
+        static OVERRIDE: Cell<Option<TaskLimits>> = const { Cell::new(None) };
+    }
+
+    pub fn get() -> Option<TaskLimits> {
+        OVERRIDE.with(Cell::get)
+    }
+
+    /// Runs `f` with `limits` in place of [`TaskLimits::REPLICATED`].
+    pub fn with<R>(limits: TaskLimits, f: impl FnOnce() -> R) -> R {
+        let before = OVERRIDE.with(|current| current.replace(Some(limits)));
+        let result = f();
+        OVERRIDE.with(|current| current.set(before));
+        result
     }
 }
 

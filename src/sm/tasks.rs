@@ -2,14 +2,24 @@
 //!
 //! This module keeps the indexes consistent (`queued` order, the queued tasks of each
 //! required-capability set and the head of each such queue, one timer per task,
-//! per-session assignments, idempotency keys); the rules that move tasks between
-//! states live in `scheduler`.
+//! per-session assignments, idempotency keys, terminal tasks by the time they became
+//! terminal); the rules that move tasks between states, and when terminal tasks are
+//! removed, live in `scheduler`.
 //!
 //! The per-capability-set queues let assignment look only at the first queued task of
 //! each capability set instead of walking the whole queue: every task behind a head
 //! needs exactly what the head needs, so it cannot be placed while the head cannot.
 //! They are derived from the records, not serialized: a decoded `Tasks` rebuilds
-//! them, so the snapshot format is unchanged.
+//! them, so the snapshot format is unchanged. The terminal-task index is derived the
+//! same way.
+//!
+//! A terminal task's `updated_at_ms` is the cluster time it became terminal: every
+//! transition into `succeeded`, `dead` or `cancelled` sets it (dead through the
+//! failure or lost lease that set it in the same command), and nothing changes it
+//! while the task stays terminal (the later updates of a terminal task, appending to
+//! its `dependents` and resetting a dead task's attempts as `retry` moves it out of
+//! the terminal states with a new time, leave it alone). So the index needs no new
+//! field.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -112,6 +122,8 @@ pub struct Task {
     pub errors: Vec<TaskError>,
     pub dependents: Vec<TaskId>,
     pub created_at_ms: u64,
+    /// When the task last changed state or lease; for a terminal task, when it became
+    /// terminal (never changed afterwards), which is what retention counts from.
     pub updated_at_ms: u64,
     /// When this task's timer fires (not_before, backoff or lease), if it has one.
     pub timer_ms: Option<u64>,
@@ -185,10 +197,14 @@ pub struct Tasks {
     /// The same queued tasks as `queued`, per required-capability set (derived).
     #[serde(skip)]
     capability_queues: CapabilityQueues,
+    /// (became terminal at = `updated_at_ms`, id) of every terminal task: the oldest
+    /// first (derived).
+    #[serde(skip)]
+    terminal: BTreeSet<(u64, TaskId)>,
 }
 
-/// [`Tasks`] as serialized: every field but the derived `capability_queues`, in the
-/// same order, so decoding rebuilds that index from the records.
+/// [`Tasks`] as serialized: every field but the derived `capability_queues` and
+/// `terminal`, in the same order, so decoding rebuilds those indexes from the records.
 #[derive(Deserialize)]
 struct StoredTasks {
     by_id: BTreeMap<TaskId, Task>,
@@ -206,6 +222,12 @@ impl From<StoredTasks> for Tasks {
                 capability_queues.insert(&task.spec.required_capabilities, position);
             }
         }
+        let terminal = stored
+            .by_id
+            .values()
+            .filter(|task| task.state.is_terminal())
+            .map(|task| (task.updated_at_ms, task.id))
+            .collect();
         Self {
             by_id: stored.by_id,
             queued: stored.queued,
@@ -213,6 +235,7 @@ impl From<StoredTasks> for Tasks {
             by_session: stored.by_session,
             by_idempotency_key: stored.by_idempotency_key,
             capability_queues,
+            terminal,
         }
     }
 }
@@ -282,6 +305,26 @@ impl Tasks {
         self.timers.first().map(|&(at, _)| at)
     }
 
+    /// (when it became terminal, id) of the terminal task that became terminal first
+    /// (the lower id among equals).
+    pub fn oldest_terminal(&self) -> Option<(u64, TaskId)> {
+        self.terminal.first().copied()
+    }
+
+    /// The oldest terminal task (as [`Self::oldest_terminal`]) not in `except`.
+    /// Looks at most `except.len() + 1` entries.
+    pub fn oldest_terminal_except(&self, except: &BTreeSet<TaskId>) -> Option<TaskId> {
+        self.terminal
+            .iter()
+            .map(|&(_, id)| id)
+            .find(|id| !except.contains(id))
+    }
+
+    /// How many stored tasks are terminal.
+    pub fn terminal_len(&self) -> usize {
+        self.terminal.len()
+    }
+
     pub fn insert(&mut self, task: Task) {
         if let Some(key) = &task.spec.idempotency_key {
             self.by_idempotency_key.insert(key.clone(), task.id);
@@ -303,6 +346,9 @@ impl Tasks {
         if let (TaskState::Assigned, Some(session)) = (task.state, task.session_id) {
             self.by_session.entry(session).or_default().insert(id);
         }
+        if task.state.is_terminal() {
+            self.terminal.insert((task.updated_at_ms, id));
+        }
     }
 
     fn unindex(&mut self, id: TaskId, task: &Task) {
@@ -322,6 +368,9 @@ impl Tasks {
                 }
             }
         }
+        if task.state.is_terminal() {
+            self.terminal.remove(&(task.updated_at_ms, id));
+        }
     }
 
     /// Changes a task through `change`, keeping every index consistent.
@@ -334,18 +383,41 @@ impl Tasks {
         Some(result)
     }
 
+    /// Removes a task and every index entry of it, its idempotency key included (a
+    /// later submit with that key creates a new task). Other tasks' `dependents` and
+    /// `depends_on` may still name it: every reader of those lists treats a missing
+    /// id as nothing to do (see `scheduler`).
+    pub fn remove(&mut self, id: TaskId) -> Option<Task> {
+        let task = self.by_id.remove(&id)?;
+        self.unindex(id, &task);
+        if let Some(key) = &task.spec.idempotency_key {
+            if self.by_idempotency_key.get(key) == Some(&id) {
+                self.by_idempotency_key.remove(key);
+            }
+        }
+        Some(task)
+    }
+
     /// Panics unless every index matches what the task records alone would give:
     /// each queued task in `queued` and in exactly one capability-set queue (its own),
-    /// the heads exactly the first of each non-empty queue, timers and assignments.
+    /// the heads exactly the first of each non-empty queue, timers, assignments,
+    /// idempotency keys, and exactly the terminal tasks in `terminal`.
     #[cfg(test)]
     pub fn assert_indexes_consistent(&self) {
         let mut rebuilt = Tasks::default();
         for task in self.by_id.values() {
             rebuilt.insert(task.clone());
         }
-        // Idempotency keys are never removed, so they are not derivable: copy them.
-        rebuilt.by_idempotency_key = self.by_idempotency_key.clone();
+        // A key maps to the one stored task submitted with it (a key is forgotten
+        // only with its task), so the key map is derivable too.
         assert_eq!(self, &rebuilt, "task indexes match the records");
+        let terminal: BTreeSet<(u64, TaskId)> = self
+            .by_id
+            .values()
+            .filter(|task| task.state.is_terminal())
+            .map(|task| (task.updated_at_ms, task.id))
+            .collect();
+        assert_eq!(terminal, self.terminal, "terminal holds the terminal tasks");
         let queues = &self.capability_queues;
         let mut seen = BTreeSet::new();
         for (required, queue) in &queues.by_capabilities {
