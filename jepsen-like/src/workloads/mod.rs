@@ -92,9 +92,26 @@ pub struct Context {
     pub healed: tokio::sync::watch::Receiver<bool>,
 }
 
+/// How long after an indeterminate operation's invocation a same-`request_id` retry
+/// still proves its outcome. The server remembers an id for 10 minutes of cluster
+/// time and keeps at most the newest 100,000 (docs/api.md, "Idempotency"); a retry
+/// after the id is forgotten is evaluated afresh, and its answer (e.g. `409
+/// wrong_state` for completing a task the original attempt already completed) says
+/// nothing about the original. Well inside both bounds at the harness's write rates
+/// (a few hundred ids per second); older operations are left `unknown`. A 30-minute
+/// run that resolved everything after healing reported 28 false "completion refused"
+/// anomalies this way.
+pub const RESOLVE_TRUST: Duration = Duration::from_secs(120);
+
 impl Context {
     pub fn now_ns(&self) -> u64 {
         self.started.elapsed().as_nanos() as u64
+    }
+
+    /// Whether an operation invoked at `invoke_ns` may still be resolved by a
+    /// same-`request_id` retry ([`RESOLVE_TRUST`]).
+    pub fn resolvable(&self, invoke_ns: u64) -> bool {
+        self.now_ns().saturating_sub(invoke_ns) < RESOLVE_TRUST.as_nanos() as u64
     }
 
     /// Waits until the run says the cluster is healed (or the run gave up on it).

@@ -167,6 +167,11 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
 
     let (mut resolved, mut unresolved) = (0u64, 0u64);
     for add in adds.iter_mut().filter(|a| a.status == Status::Unknown) {
+        // Too old: the server may have forgotten the id, so a retry proves nothing.
+        if !context.resolvable(add.invoke_ns) {
+            unresolved += 1;
+            continue;
+        }
         let mut answer = None;
         for attempt in 0..RESOLVE_ATTEMPTS {
             let node = (add.node + attempt + 1) % context.urls.len();

@@ -120,6 +120,8 @@ struct Finish {
     /// Why the agent was late, if it stalled on purpose.
     stalled: Option<&'static str>,
     node: usize,
+    /// When the first attempt was sent (run clock).
+    invoke_ns: u64,
 }
 
 /// A task as the final read shows it.
@@ -209,6 +211,11 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
         .iter_mut()
         .filter(|s| s.status == Status::Unknown)
     {
+        // Too old: the server may have forgotten the id, so a retry proves nothing.
+        if !context.resolvable(submit.invoke_ns) {
+            unresolved_submits += 1;
+            continue;
+        }
         let url = |node: usize| format!("{}/v1/tasks", context.urls[node]);
         let sent = resolve(
             &context,
@@ -264,6 +271,11 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
         .iter_mut()
         .filter(|f| f.status == Status::Unknown)
     {
+        // Too old: the server may have forgotten the id, so a retry proves nothing.
+        if !context.resolvable(finish.invoke_ns) {
+            unresolved_finishes += 1;
+            continue;
+        }
         let verb = match finish.kind {
             FinishKind::Complete => "complete",
             FinishKind::Fail => "fail",
@@ -682,6 +694,7 @@ impl Client {
                 }),
             ),
         };
+        let invoke_ns = self.now_ns();
         let (sent, node) = self
             .finish_request(http, rng, task_id, verb, &body, process, record)
             .await;
@@ -704,6 +717,7 @@ impl Client {
             code: sent.error_code().map(str::to_owned),
             stalled,
             node,
+            invoke_ns,
         });
         stalled != Some("past its session's TTL")
     }
@@ -1008,6 +1022,7 @@ mod tests {
             code: (status == Status::Fail).then(|| "stale_fencing_token".into()),
             stalled: None,
             node: 0,
+            invoke_ns: 0,
         }
     }
 
