@@ -2,7 +2,8 @@
 # Starts an N-node Conclave cluster on loopback (default 3) in the background and
 # returns once a leader serves writes. Data, logs and pid files go to cluster/run/.
 # Node i listens on 127.0.0.1:(CONCLAVE_BASE_PORT + i), base 7000 by default.
-# Stop it with cluster/down.sh.
+# Stop it with cluster/down.sh. The nodes share this host's cores, so each runs one
+# tokio worker thread (TOKIO_WORKER_THREADS, default 1 here; docs/operations.md).
 set -euo pipefail
 nodes=${1:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +31,7 @@ for i in $(seq 1 "$nodes"); do
         -e "s/^initial_members = .*/initial_members = [$members]/" \
         config/node1.toml > "$config"
   fi
-  CONCLAVE_BASE_PORT=$base nohup "$binary" serve --config "$config" > "$run/node$i.log" 2>&1 &
+  CONCLAVE_BASE_PORT=$base TOKIO_WORKER_THREADS=${TOKIO_WORKER_THREADS:-1} nohup "$binary" serve --config "$config" > "$run/node$i.log" 2>&1 &
   echo $! > "$pidfile"
   echo "node $i: pid $(cat "$pidfile"), http://127.0.0.1:$((base + i)), log $run/node$i.log"
 done

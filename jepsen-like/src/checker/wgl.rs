@@ -433,23 +433,16 @@ fn check_partition_within(
         }
         if until_clock == 0 {
             until_clock = DEADLINE_CHECK_EVERY;
-            if cache.len.saturating_mul(cache_entry_bytes(n)) > max_cache_bytes {
+            let over = if cache.len.saturating_mul(cache_entry_bytes(n)) > max_cache_bytes {
+                Some(format!("memory budget of {} KiB", max_cache_bytes >> 10))
+            } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                Some("deadline".to_string())
+            } else {
+                None
+            };
+            if let Some(limit) = over {
                 let reason = format!(
-                    "memory budget of {} KiB reached after exploring {} states ({} of {} operations linearized)",
-                    max_cache_bytes >> 10,
-                    cache.len,
-                    stack.len(),
-                    n
-                );
-                let verdict = Verdict::Unknown {
-                    key: key.to_string(),
-                    reason,
-                };
-                return result(verdict, &cache);
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                let reason = format!(
-                    "deadline reached after exploring {} states ({} of {} operations linearized)",
+                    "{limit} reached after exploring {} states ({} of {} operations linearized)",
                     cache.len,
                     stack.len(),
                     n
