@@ -178,9 +178,25 @@ pub async fn succeeded(request: reqwest::RequestBuilder) -> Result<reqwest::Resp
     }
 }
 
-async fn json_post(http: &reqwest::Client, url: String, body: Value) -> Result<Value, String> {
+/// POSTs `body`; the answer's JSON (`Null` for `204`), or the failure's kind.
+pub async fn json_post(http: &reqwest::Client, url: String, body: Value) -> Result<Value, String> {
     let response = succeeded(http.post(url).json(&body)).await?;
-    Ok(response.json().await.unwrap_or(Value::Null))
+    if response.status() == reqwest::StatusCode::NO_CONTENT {
+        return Ok(Value::Null);
+    }
+    response.json().await.map_err(|_| "bad json".to_owned())
+}
+
+/// The task id and fencing token of a claim's answer; `claimed nothing` when its
+/// wait ended without a task.
+pub fn claimed_task(claimed: &Value) -> Result<(u64, u64), String> {
+    let task_id = claimed["task"]["task_id"]
+        .as_u64()
+        .ok_or("claimed nothing")?;
+    let token = claimed["fencing_token"]
+        .as_u64()
+        .ok_or("no fencing token")?;
+    Ok((task_id, token))
 }
 
 /// Opens one session per client (`capacity` task slots).
@@ -219,12 +235,7 @@ async fn task_cycle(
         let claim = json!({ "session_id": agent.session, "wait_ms": 1000 });
         json_post(http, format!("{url}/v1/tasks"), task).await?;
         let claimed = json_post(http, format!("{url}/v1/tasks/claim"), claim).await?;
-        let task_id = claimed["task"]["task_id"]
-            .as_u64()
-            .ok_or("claimed nothing")?;
-        let token = claimed["fencing_token"]
-            .as_u64()
-            .ok_or("no fencing token")?;
+        let (task_id, token) = claimed_task(&claimed)?;
         let done = json!({ "fencing_token": token, "result": 1 });
         json_post(http, format!("{url}/v1/tasks/{task_id}/complete"), done)
             .await

@@ -19,7 +19,7 @@ use anyhow::Context;
 use serde_json::{json, Map, Value};
 
 use crate::cli::RunArgs;
-use crate::conclave::succeeded;
+use crate::conclave::{claimed_task, json_post, succeeded};
 use crate::driver::{Measured, Outcome, Progress, Tally};
 
 /// One in this many iterations also takes the lock shared by all agents.
@@ -73,14 +73,6 @@ impl Recorder {
     }
 }
 
-async fn post(http: &reqwest::Client, url: String, body: Value) -> Result<Value, String> {
-    let response = succeeded(http.post(url).json(&body)).await?;
-    if response.status() == reqwest::StatusCode::NO_CONTENT {
-        return Ok(Value::Null);
-    }
-    response.json().await.map_err(|_| "bad json".to_owned())
-}
-
 pub async fn run(
     args: &RunArgs,
     http: &reqwest::Client,
@@ -93,7 +85,7 @@ pub async fn run(
         let body = json!({ "name": format!("mixed-{index}"),
             "capabilities": ["bench", format!("mixed-{index}")], "capacity": 1,
             "ttl_ms": TTL_MS, "metadata": { "bench": "mixed" } });
-        let session = post(http, format!("{url}/v1/sessions"), body)
+        let session = json_post(http, format!("{url}/v1/sessions"), body)
             .await
             .map_err(|kind| anyhow::anyhow!("opening a session: {kind}"))?;
         let session = session["session_id"].as_u64().context("session_id")?;
@@ -196,29 +188,20 @@ async fn agent_loop(agent: &Agent, recorder: &mut Recorder) {
         // Task: submit (assigned to this session in the same apply), claim, complete.
         let task = json!({ "kind": "mixed", "payload": payload,
             "required_capabilities": [format!("mixed-{index}")] });
-        let submit = post(http, format!("{url}/v1/tasks"), task);
+        let submit = json_post(http, format!("{url}/v1/tasks"), task);
         let Some(submitted) = recorder.op("submit", submit).await else {
             return;
         };
         if submitted.is_ok() {
             let claim = json!({ "session_id": session, "wait_ms": CLAIM_WAIT_MS });
-            let claimed = post(http, format!("{url}/v1/tasks/claim"), claim);
-            let claimed = async {
-                let claimed = claimed.await?;
-                let task_id = claimed["task"]["task_id"]
-                    .as_u64()
-                    .ok_or("claimed nothing")?;
-                let token = claimed["fencing_token"]
-                    .as_u64()
-                    .ok_or("no fencing token")?;
-                Ok((task_id, token))
-            };
+            let claimed = json_post(http, format!("{url}/v1/tasks/claim"), claim);
+            let claimed = async { claimed_task(&claimed.await?) };
             let Some(claimed) = recorder.op("claim", claimed).await else {
                 return;
             };
             if let Ok((task_id, token)) = claimed {
                 let done = json!({ "fencing_token": token, "result": { "ok": true } });
-                let complete = post(http, format!("{url}/v1/tasks/{task_id}/complete"), done);
+                let complete = json_post(http, format!("{url}/v1/tasks/{task_id}/complete"), done);
                 if recorder.op("complete", complete).await.is_none() {
                     return;
                 }
@@ -237,7 +220,7 @@ async fn agent_loop(agent: &Agent, recorder: &mut Recorder) {
         }
         for (lock, wait_ms, acquire_kind, release_kind) in locks {
             let acquire = json!({ "session_id": session, "wait_ms": wait_ms });
-            let granted = post(http, format!("{url}/v1/locks/{lock}/acquire"), acquire);
+            let granted = json_post(http, format!("{url}/v1/locks/{lock}/acquire"), acquire);
             let granted = async {
                 granted.await?["fencing_token"]
                     .as_u64()
@@ -248,7 +231,7 @@ async fn agent_loop(agent: &Agent, recorder: &mut Recorder) {
             };
             if let Ok(token) = granted {
                 let release = json!({ "session_id": session, "fencing_token": token });
-                let released = post(http, format!("{url}/v1/locks/{lock}/release"), release);
+                let released = json_post(http, format!("{url}/v1/locks/{lock}/release"), release);
                 if recorder.op(release_kind, released).await.is_none() {
                     return;
                 }

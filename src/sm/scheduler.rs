@@ -688,6 +688,20 @@ impl State {
     }
 }
 
+/// Runs `f` with the thread-local `key` set to `value`, then restores it: the one
+/// mechanism behind the test-only switches below.
+#[cfg(test)]
+fn with_thread_local<T: Copy + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    let before = key.with(|current| current.replace(value));
+    let result = f();
+    key.with(|current| current.set(before));
+    result
+}
+
 /// Test-only override of the replicated task limits, per test thread.
 #[cfg(test)]
 pub(super) mod task_limits {
@@ -705,10 +719,7 @@ pub(super) mod task_limits {
 
     /// Runs `f` with `limits` in place of [`TaskLimits::REPLICATED`].
     pub fn with<R>(limits: TaskLimits, f: impl FnOnce() -> R) -> R {
-        let before = OVERRIDE.with(|current| current.replace(Some(limits)));
-        let result = f();
-        OVERRIDE.with(|current| current.set(before));
-        result
+        super::with_thread_local(&OVERRIDE, Some(limits), f)
     }
 }
 
@@ -727,10 +738,7 @@ pub(super) mod reference {
 
     /// Runs `f` with `assign_ready` replaced by the full-scan reference.
     pub fn with<R>(f: impl FnOnce() -> R) -> R {
-        let before = ENABLED.with(|enabled| enabled.replace(true));
-        let result = f();
-        ENABLED.with(|enabled| enabled.set(before));
-        result
+        super::with_thread_local(&ENABLED, true, f)
     }
 }
 
