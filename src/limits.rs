@@ -93,7 +93,16 @@ pub struct Limits {
     /// per flush, however many sessions). A leader crash loses at most the
     /// keepalives of its last flush interval.
     pub keepalive_flush_ms: u64,
+    /// Largest snapshot a node receives over `/raft/snapshot` (all chunks of one
+    /// snapshot together, held in memory until installed), in bytes.
+    pub max_snapshot_bytes: usize,
 }
+
+/// How deeply a client-supplied JSON value (KV value, metadata, payload, result,
+/// election value) may nest. serde_json refuses to build values deeper than 128
+/// levels, and a response wraps a stored value in a few levels of its own, so a
+/// value near that bound would be stored but could not be listed.
+pub const MAX_JSON_DEPTH: usize = 64;
 
 /// The shortest session TTL or task lease accepted (shorter ones cannot be kept
 /// alive reliably across a network round trip).
@@ -127,6 +136,7 @@ impl Default for Limits {
             max_depends_on: 1_000,
             max_not_before_ms: 30 * 24 * 60 * 60 * 1000,
             keepalive_flush_ms: 200,
+            max_snapshot_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -146,7 +156,7 @@ impl Limits {
         Ok(())
     }
 
-    fn named(&self) -> [(&'static str, u64); 25] {
+    fn named(&self) -> [(&'static str, u64); 26] {
         [
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_key_bytes", self.max_key_bytes as u64),
@@ -173,6 +183,7 @@ impl Limits {
             ("max_depends_on", self.max_depends_on as u64),
             ("max_not_before_ms", self.max_not_before_ms),
             ("keepalive_flush_ms", self.keepalive_flush_ms),
+            ("max_snapshot_bytes", self.max_snapshot_bytes as u64),
         ]
     }
 }

@@ -93,6 +93,7 @@ pub async fn run(
         cluster_secret: config.cluster_secret.clone(),
         peer_dial_addrs: config.peer_dial_addrs.clone(),
         max_raft_body_bytes: max_raft_body_bytes(&config),
+        snapshot_receipt: Default::default(),
         limits: config.limits.clone(),
     });
     tracing::info!(node_id = config.node_id, addr = %config.listen_addr, data_dir = %config.data_dir.display(), "serving");

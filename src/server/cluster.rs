@@ -204,9 +204,7 @@ pub async fn remove_member(
     State(app): State<AppState>,
     PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
-    let id: NodeId = id
-        .parse()
-        .map_err(|_| ApiError::invalid("invalid_node_id", "not a node id"))?;
+    let id: NodeId = super::input::path_id(&id, "invalid_node_id", "node")?;
     let (is_voter, is_member) = {
         let metrics = app.raft.metrics();
         let metrics = metrics.borrow();

@@ -65,6 +65,10 @@ pub enum ApiError {
     /// 504 `indeterminate`: the write may or may not have been applied.
     #[error("outcome unknown: {0}")]
     Indeterminate(String),
+    /// 500 `internal`: a bug in this node (a handler panicked). The connection is
+    /// kept and the panic logged; a write's outcome is unknown, as with 504.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl ApiError {
@@ -92,6 +96,7 @@ impl ApiError {
             Self::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Indeterminate(_) => (StatusCode::GATEWAY_TIMEOUT, "indeterminate"),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
 
@@ -152,6 +157,23 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The response to a handler that panicked (installed by `server::router` as a
+/// catch-panic layer): logs the panic and answers 500 `internal` in the usual
+/// error shape instead of dropping the connection.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a handler panicked");
+    tracing::error!("handler panicked: {message}");
+    ApiError::Internal(format!(
+        "the request hit a bug in this node ({message}); a write's outcome is unknown: \
+         resolve it with its request_id"
+    ))
+    .into_response()
 }
 
 impl From<ProposeError> for ApiError {

@@ -78,14 +78,9 @@ pub async fn leader_only(State(app): State<AppState>, request: Request, next: Ne
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();
-    let body = match axum::body::to_bytes(body, app.limits.max_body_bytes).await {
+    let body = match super::extract::read_body(body, app.limits.max_body_bytes).await {
         Ok(body) => body,
-        Err(_) => {
-            return ApiError::TooLarge {
-                limit: app.limits.max_body_bytes,
-            }
-            .into_response()
-        }
+        Err(error) => return error.into_response(),
     };
     let (method, uri, headers) = (
         parts.method.clone(),

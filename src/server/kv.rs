@@ -14,7 +14,7 @@ use crate::sm::{kv::KvEntry, Command, Proposal};
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PutBody {
-    value: Box<RawValue>,
+    value: super::input::JsonValue,
     if_version: Option<u64>,
     /// Makes the key ephemeral: deleted when this session ends.
     session_id: Option<u64>,

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod forward;
+pub mod input;
 pub mod kv;
 pub mod locks;
 pub mod outcome;
@@ -49,6 +50,8 @@ pub struct App {
     pub peer_dial_addrs: BTreeMap<NodeId, String>,
     /// Largest `/raft/*` body accepted.
     pub max_raft_body_bytes: usize,
+    /// Which chunks of an incoming snapshot may be handed to Raft next.
+    pub snapshot_receipt: tokio::sync::Mutex<raft_rpc::SnapshotReceipt>,
     /// Keepalives accepted here while leading, replicated by the ticker.
     pub keepalives: crate::ticker::Keepalives,
     /// Test-only planted bug: linearizable reads served locally (see `config`).
@@ -248,11 +251,20 @@ pub fn router(app: AppState) -> Router {
             forward::leader_header,
         ))
         .layer(DefaultBodyLimit::max(app.limits.max_body_bytes));
-    client_routes
+    let router = client_routes
         .merge(raft_routes)
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .with_state(app)
+        .method_not_allowed_fallback(method_not_allowed);
+    catch_panics(router).with_state(app)
+}
+
+/// A handler that panics answers a logged JSON 500 `internal` instead of dropping
+/// the connection (bug: a poisoned stored value made every list answer an empty
+/// reply).
+pub fn catch_panics<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router.layer(tower_http::catch_panic::CatchPanicLayer::custom(
+        error::panic_response,
+    ))
 }
 
 async fn not_found() -> ApiError {
@@ -264,4 +276,43 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_handler_panic_answers_a_json_500_and_keeps_serving() {
+        async fn boom() -> &'static str {
+            panic!("boom in a handler")
+        }
+        let router = catch_panics(
+            Router::new()
+                .route("/boom", get(boom))
+                .route("/fine", get(|| async { "fine" })),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        let http = reqwest::Client::new();
+        let response = http
+            .get(format!("http://{addr}/boom"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 500);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "internal", "{body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("boom in a handler"));
+        let response = http
+            .get(format!("http://{addr}/fine"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.text().await.unwrap(), "fine");
+    }
 }

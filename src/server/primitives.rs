@@ -5,7 +5,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
-use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam, QueryParams};
@@ -253,7 +252,7 @@ pub async fn barrier_get(
 #[serde(deny_unknown_fields)]
 pub struct CampaignBody {
     session_id: SessionId,
-    value: Option<Box<RawValue>>,
+    value: Option<super::input::JsonValue>,
     #[serde(default)]
     priority: i32,
     #[serde(default)]

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::extract::{JsonBody, PathParam, QueryParams};
+use super::input::JsonValue;
 use super::{AppState, Consistency, ReadQuery};
 use crate::limits::MIN_TTL_MS;
 use crate::proposer::leader_now_ms;
@@ -27,7 +28,7 @@ pub struct CreateBody {
     capacity: u32,
     #[serde(default = "default_ttl_ms")]
     ttl_ms: u64,
-    metadata: Option<Box<RawValue>>,
+    metadata: Option<JsonValue>,
     request_id: Option<String>,
 }
 
@@ -100,10 +101,10 @@ pub fn check_duration(app: &AppState, field: &str, value: u64) -> Result<(), Api
 /// A JSON value given as raw text, checked against the value size limit.
 pub fn json_text(
     app: &AppState,
-    value: Option<Box<RawValue>>,
+    value: Option<JsonValue>,
     default: &str,
 ) -> Result<String, ApiError> {
-    let text = value.map_or_else(|| default.to_owned(), |raw| raw.get().to_owned());
+    let text = value.map_or_else(|| default.to_owned(), |value| value.get().to_owned());
     if text.len() > app.limits.max_value_bytes {
         return Err(ApiError::TooLarge {
             limit: app.limits.max_value_bytes,
@@ -133,8 +134,7 @@ fn view(session: &Session) -> Value {
 }
 
 fn parse_id(text: &str) -> Result<SessionId, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::invalid("invalid_session_id", "session ids are integers"))
+    super::input::path_id(text, "invalid_session_id", "session")
 }
 
 pub async fn create(

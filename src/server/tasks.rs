@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
@@ -21,7 +20,7 @@ use crate::sm::{Command, Outcome, Proposal};
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     kind: String,
-    payload: Option<Box<RawValue>>,
+    payload: Option<super::input::JsonValue>,
     #[serde(default)]
     required_capabilities: Vec<String>,
     #[serde(default)]
@@ -58,7 +57,7 @@ pub struct ClaimBody {
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatBody {
     fencing_token: u64,
-    progress: Option<Box<RawValue>>,
+    progress: Option<super::input::JsonValue>,
     guard: Option<super::locks::GuardBody>,
     request_id: Option<String>,
 }
@@ -67,7 +66,7 @@ pub struct HeartbeatBody {
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
     fencing_token: u64,
-    result: Option<Box<RawValue>>,
+    result: Option<super::input::JsonValue>,
     guard: Option<super::locks::GuardBody>,
     request_id: Option<String>,
 }
@@ -105,8 +104,7 @@ pub struct ListQuery {
 }
 
 fn parse_id(text: &str) -> Result<TaskId, ApiError> {
-    text.parse()
-        .map_err(|_| ApiError::invalid("invalid_task_id", "task ids are integers"))
+    super::input::path_id(text, "invalid_task_id", "task")
 }
 
 /// The full view of a task, with its dependencies' states and results (so a

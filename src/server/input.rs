@@ -1,0 +1,154 @@
+//! Validated input types: a value of one of these has passed its checks, so a
+//! handler never re-checks it and nothing stored from it can break a later read.
+//!
+//! Owns the rules for client-supplied JSON values and numeric path ids. Must not
+//! depend on handlers, the state machine or Raft: only on `limits` and the error
+//! model.
+
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use super::error::ApiError;
+use crate::limits::MAX_JSON_DEPTH;
+
+/// A client-supplied JSON value (a KV value, session metadata, a task payload,
+/// progress or result, an election value), kept as the client's text.
+///
+/// Deserializing checks that the text is a value serde_json can parse *and
+/// re-encode* inside a response: no lone UTF-16 surrogate escapes (`"\ud800"`),
+/// no nesting deeper than [`MAX_JSON_DEPTH`]. serde_json accepts both as raw text
+/// but refuses them when building the response that lists them, which made every
+/// list covering such a value fail (bug: "a stored value can poison every read
+/// that lists it").
+#[derive(Debug)]
+pub struct JsonValue(Box<RawValue>);
+
+impl JsonValue {
+    /// The value's JSON text, exactly as the client sent it.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Checks a value's text; the error says what is wrong with it.
+    pub fn check(text: &str) -> Result<(), String> {
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| format!("not a storable JSON value: {e}"))?;
+        let depth = depth_of(&value);
+        if depth > MAX_JSON_DEPTH {
+            return Err(format!(
+                "JSON values may nest at most {MAX_JSON_DEPTH} levels deep, this one nests {depth}"
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> Deserialize<'de> for JsonValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = Box::<RawValue>::deserialize(deserializer)?;
+        Self::check(raw.get()).map_err(serde::de::Error::custom)?;
+        Ok(Self(raw))
+    }
+}
+
+/// How deeply `value` nests (a scalar is 0, `[]` is 1, `[[1]]` is 2). Iterative,
+/// so it cannot overflow the stack whatever the parser let through.
+fn depth_of(value: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match value {
+            serde_json::Value::Array(items) => Box::new(items.iter()),
+            serde_json::Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth + 1);
+        stack.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
+}
+
+/// A numeric id in a path (`/v1/sessions/{id}`, `/v1/tasks/{id}`,
+/// `/v1/cluster/members/{id}`): canonical decimal only — no sign, no leading
+/// zeros, no spaces — so one resource has exactly one path (bug: `+1` and `00001`
+/// were read as node 1).
+pub fn path_id(text: &str, code: &'static str, what: &str) -> Result<u64, ApiError> {
+    let canonical = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    let refused = || {
+        ApiError::invalid(
+            code,
+            format!("{what} ids are unsigned decimal integers without leading zeros, got {text:?}"),
+        )
+    };
+    if !canonical {
+        return Err(refused());
+    }
+    text.parse().map_err(|_| refused())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<JsonValue, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    fn nested(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn a_stored_value_can_poison_every_read_that_lists_it() {
+        // Both were accepted as raw text and then broke every response listing them.
+        assert!(parse(r#""\ud800""#).is_err(), "lone surrogate escape");
+        assert!(parse(&nested(128)).is_err(), "nested 128 deep");
+        assert!(parse(&nested(MAX_JSON_DEPTH + 1)).is_err());
+        // What is accepted re-encodes inside a response that wraps it a few levels deep.
+        for text in [nested(MAX_JSON_DEPTH), r#""\ud83d\ude00""#.to_owned()] {
+            let value = parse(&text).expect("accepted");
+            let response = serde_json::json!({"items": [{"value": value.0}]});
+            assert!(serde_json::to_string(&response).is_ok());
+        }
+    }
+
+    #[test]
+    fn values_keep_the_clients_text() {
+        let value = parse(r#"{"b": 1.50, "a": [true, null]}"#).unwrap();
+        assert_eq!(value.get(), r#"{"b": 1.50, "a": [true, null]}"#);
+        assert!(JsonValue::check("12345678901234567890123456789").is_ok());
+    }
+
+    #[test]
+    fn depth_counts_levels() {
+        assert_eq!(depth_of(&serde_json::json!(1)), 0);
+        assert_eq!(depth_of(&serde_json::json!([])), 1);
+        assert_eq!(depth_of(&serde_json::json!({"a": [1, {"b": []}]})), 4);
+    }
+
+    #[test]
+    fn path_ids_accept_canonical_decimal_only() {
+        assert_eq!(path_id("1", "invalid_id", "node").unwrap(), 1);
+        assert_eq!(path_id("0", "invalid_id", "node").unwrap(), 0);
+        assert_eq!(
+            path_id("18446744073709551615", "invalid_id", "node").unwrap(),
+            u64::MAX
+        );
+        for text in [
+            "+1",
+            "00001",
+            "01",
+            "-1",
+            " 1",
+            "1 ",
+            "",
+            "1e3",
+            "0x1",
+            "18446744073709551616",
+        ] {
+            assert!(path_id(text, "invalid_id", "node").is_err(), "{text:?}");
+        }
+    }
+}
