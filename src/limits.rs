@@ -93,6 +93,10 @@ pub struct Limits {
     /// per flush, however many sessions). A leader crash loses at most the
     /// keepalives of its last flush interval.
     pub keepalive_flush_ms: u64,
+    /// Largest semaphore `limit` (permits in all).
+    pub max_semaphore_limit: u32,
+    /// Largest barrier `parties`.
+    pub max_barrier_parties: u32,
     /// Largest snapshot a node receives over `/raft/snapshot` (all chunks of one
     /// snapshot together, held in memory until installed), in bytes.
     pub max_snapshot_bytes: usize,
@@ -103,6 +107,20 @@ pub struct Limits {
 /// levels, and a response wraps a stored value in a few levels of its own, so a
 /// value near that bound would be stored but could not be listed.
 pub const MAX_JSON_DEPTH: usize = 64;
+
+/// The longest lock-delay a lock may have (`lock_delay_ms` of an acquire).
+pub const MAX_LOCK_DELAY_MS: u64 = 60_000;
+
+/// How long one membership change (a joint-consensus round) may take.
+pub const MEMBERSHIP_CHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// The most a membership request may take in all (forwarding allows this much):
+/// two changes plus the largest learner catch-up wait (`Limits::learner_catch_up_ms`).
+pub const MEMBERSHIP_REQUEST_TIMEOUT: std::time::Duration =
+    std::time::Duration::from_secs(20 + 30 + 20 + 5);
+
+/// How long `POST /v1/cluster/snapshot` waits for the snapshot to be built.
+pub const SNAPSHOT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The shortest session TTL or task lease accepted (shorter ones cannot be kept
 /// alive reliably across a network round trip).
@@ -136,6 +154,8 @@ impl Default for Limits {
             max_depends_on: 1_000,
             max_not_before_ms: 30 * 24 * 60 * 60 * 1000,
             keepalive_flush_ms: 200,
+            max_semaphore_limit: 10_000,
+            max_barrier_parties: 10_000,
             max_snapshot_bytes: 4 * 1024 * 1024 * 1024,
         }
     }
@@ -156,7 +176,7 @@ impl Limits {
         Ok(())
     }
 
-    fn named(&self) -> [(&'static str, u64); 26] {
+    fn named(&self) -> [(&'static str, u64); 28] {
         [
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_key_bytes", self.max_key_bytes as u64),
@@ -183,6 +203,8 @@ impl Limits {
             ("max_depends_on", self.max_depends_on as u64),
             ("max_not_before_ms", self.max_not_before_ms),
             ("keepalive_flush_ms", self.keepalive_flush_ms),
+            ("max_semaphore_limit", u64::from(self.max_semaphore_limit)),
+            ("max_barrier_parties", u64::from(self.max_barrier_parties)),
             ("max_snapshot_bytes", self.max_snapshot_bytes as u64),
         ]
     }

@@ -16,17 +16,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam};
 use super::AppState;
+use crate::limits::{MEMBERSHIP_CHANGE_TIMEOUT, SNAPSHOT_WAIT};
 use crate::raft_types::{Member, NodeId, TypeConfig};
-
-/// How long one membership change (a joint-consensus round) may take.
-const MEMBERSHIP_CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
-/// The most a membership request may take in all (forwarding allows this much):
-/// two changes plus the largest learner catch-up wait (`Limits::learner_catch_up_ms`).
-pub const MEMBERSHIP_REQUEST_TIMEOUT: Duration = Duration::from_secs(20 + 30 + 20 + 5);
-/// How long `POST /v1/cluster/snapshot` waits for the snapshot to be built.
-const SNAPSHOT_WAIT: Duration = Duration::from_secs(60);
 
 fn role_name(state: ServerState) -> &'static str {
     match state {
@@ -121,9 +115,9 @@ fn membership_error(
         }
         Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error)))) => {
             let code = match error {
-                ChangeMembershipError::InProgress(_) => "membership_change_in_progress",
-                ChangeMembershipError::EmptyMembership(_) => "empty_membership",
-                ChangeMembershipError::LearnerNotFound(_) => "learner_not_found",
+                ChangeMembershipError::InProgress(_) => ErrorCode::MembershipChangeInProgress,
+                ChangeMembershipError::EmptyMembership(_) => ErrorCode::EmptyMembership,
+                ChangeMembershipError::LearnerNotFound(_) => ErrorCode::LearnerNotFound,
             };
             Err(ApiError::Conflict {
                 code,
@@ -142,10 +136,16 @@ pub async fn add_member(
     JsonBody(body): JsonBody<AddMember>,
 ) -> Result<Response, ApiError> {
     if body.id == 0 {
-        return Err(ApiError::invalid("invalid_node_id", "node ids start at 1"));
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidNodeId,
+            "node ids start at 1",
+        ));
     }
     if body.addr.parse::<std::net::SocketAddr>().is_err() && !body.addr.contains(':') {
-        return Err(ApiError::invalid("invalid_addr", "addr must be host:port"));
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidAddr,
+            "addr must be host:port",
+        ));
     }
     let member = Member { addr: body.addr };
     // Not openraft's blocking add: its catch-up check compares the lag with
@@ -192,7 +192,7 @@ async fn wait_for_learner(app: &AppState, id: NodeId, index: u64) -> Result<(), 
         )
         .await;
     caught_up.map(|_| ()).map_err(|_| ApiError::Conflict {
-        code: "learner_not_caught_up",
+        code: ErrorCode::LearnerNotCaughtUp,
         message: format!(
             "node {id} was added as a learner but did not replicate the log within {timeout:?}; \
              it was not promoted (check its address and cluster_secret, then POST again or remove it)"
@@ -204,7 +204,7 @@ pub async fn remove_member(
     State(app): State<AppState>,
     PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
-    let id: NodeId = super::input::path_id(&id, "invalid_node_id", "node")?;
+    let id: NodeId = super::input::path_id(&id, ErrorCode::InvalidNodeId, "node")?;
     let (is_voter, is_member) = {
         let metrics = app.raft.metrics();
         let metrics = metrics.borrow();
@@ -216,7 +216,7 @@ pub async fn remove_member(
     };
     if !is_member {
         return Err(ApiError::NotFound {
-            code: "member_not_found",
+            code: ErrorCode::MemberNotFound,
             message: format!("node {id} is not a member"),
         });
     }

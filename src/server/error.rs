@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
+pub use super::error_code::ErrorCode;
 use crate::proposer::ProposeError;
 use crate::raft_types::NodeId;
 use crate::read_index::ReadError;
@@ -25,13 +26,13 @@ pub enum ApiError {
     MalformedJson(String),
     /// 400: well-formed input that breaks a rule; `code` says which.
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Invalid { code: ErrorCode, message: String },
     /// 401: missing or wrong credentials.
     #[error("missing or invalid cluster secret")]
     Unauthorized,
     /// 404: no such route or resource.
     #[error("{message}")]
-    NotFound { code: &'static str, message: String },
+    NotFound { code: ErrorCode, message: String },
     /// 405.
     #[error("method not allowed on this path")]
     MethodNotAllowed,
@@ -46,7 +47,7 @@ pub enum ApiError {
     Deadlock { cycle: Vec<u64> },
     /// 409: another conflict with current state.
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     /// 413.
     #[error("too large: the limit is {limit} bytes")]
     TooLarge { limit: usize },
@@ -72,31 +73,31 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Invalid {
             code,
             message: message.into(),
         }
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
-            Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json"),
-            Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, code),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, code),
-            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            Self::CasMismatch { .. } => (StatusCode::CONFLICT, "cas_mismatch"),
-            Self::Deadlock { .. } => (StatusCode::CONFLICT, "deadlock"),
-            Self::StaleToken { .. } => (StatusCode::CONFLICT, "stale_fencing_token"),
-            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code),
-            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-            Self::WrongNode { .. } => (StatusCode::MISDIRECTED_REQUEST, "wrong_node"),
-            Self::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, "overloaded"),
-            Self::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, "no_leader"),
-            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            Self::Indeterminate(_) => (StatusCode::GATEWAY_TIMEOUT, "indeterminate"),
-            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedJson),
+            Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            Self::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
+            Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
+            Self::CasMismatch { .. } => (StatusCode::CONFLICT, ErrorCode::CasMismatch),
+            Self::Deadlock { .. } => (StatusCode::CONFLICT, ErrorCode::Deadlock),
+            Self::StaleToken { .. } => (StatusCode::CONFLICT, ErrorCode::StaleFencingToken),
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
+            Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
+            Self::WrongNode { .. } => (StatusCode::MISDIRECTED_REQUEST, ErrorCode::WrongNode),
+            Self::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::Overloaded),
+            Self::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoLeader),
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
+            Self::Indeterminate(_) => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::Indeterminate),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal),
         }
     }
 
@@ -134,7 +135,7 @@ impl ApiError {
     /// The `error` object of the body.
     pub fn body(&self) -> Value {
         let mut error = self.details();
-        error.insert("code".into(), json!(self.status_and_code().1));
+        error.insert("code".into(), json!(self.status_and_code().1.as_str()));
         error.insert("message".into(), json!(self.to_string()));
         Value::Object(error)
     }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use super::error_code::ErrorCode;
 use super::AppState;
 
 /// A JSON body of type `T`. An empty body is treated as `{}` when `T` allows it.
@@ -24,7 +25,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::TooLarge { limit }
                 } else {
-                    ApiError::invalid("invalid_body", rejection.body_text())
+                    ApiError::invalid(ErrorCode::InvalidBody, rejection.body_text())
                 }
             })?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -40,7 +41,9 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 /// (`invalid_request`).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::invalid("invalid_request", e.to_string()),
+        serde_json::error::Category::Data => {
+            ApiError::invalid(ErrorCode::InvalidRequest, e.to_string())
+        }
         _ => ApiError::MalformedJson(e.to_string()),
     })
 }
@@ -54,7 +57,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for QueryParams<T>
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         axum::extract::Query::try_from_uri(&parts.uri)
             .map(|axum::extract::Query(value)| QueryParams(value))
-            .map_err(|e| ApiError::invalid("invalid_query", e.body_text()))
+            .map_err(|e| ApiError::invalid(ErrorCode::InvalidQuery, e.body_text()))
     }
 }
 
@@ -69,7 +72,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| PathParam(value))
-            .map_err(|e| ApiError::invalid("invalid_path", e.body_text()))
+            .map_err(|e| ApiError::invalid(ErrorCode::InvalidPath, e.body_text()))
     }
 }
 
@@ -87,7 +90,7 @@ pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Ap
             ApiError::TooLarge { limit }
         } else {
             ApiError::invalid(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 format!("the request body could not be read: {error}"),
             )
         }

@@ -144,7 +144,7 @@ fn forward_deadline(app: &AppState, uri: &Uri, body: &[u8]) -> std::time::Durati
     }
     let normal = std::time::Duration::from_millis(app.limits.forward_timeout_ms);
     if uri.path().starts_with("/v1/cluster/members") {
-        return normal.max(super::cluster::MEMBERSHIP_REQUEST_TIMEOUT);
+        return normal.max(crate::limits::MEMBERSHIP_REQUEST_TIMEOUT);
     }
     let wait_ms = serde_json::from_slice::<WaitHint>(body)
         .ok()

@@ -1,14 +1,16 @@
 //! Validated input types: a value of one of these has passed its checks, so a
 //! handler never re-checks it and nothing stored from it can break a later read.
 //!
-//! Owns the rules for client-supplied JSON values and numeric path ids. Must not
-//! depend on handlers, the state machine or Raft: only on `limits` and the error
-//! model.
+//! Owns the rules for client-supplied JSON values, numeric path ids and fencing
+//! guards. Must not depend on handlers or Raft: only on `limits`, the error model
+//! and the state machine's command types it produces.
 
 use serde::{Deserialize, Deserializer};
+
+use crate::sm::{Guard, GuardKind};
 use serde_json::value::RawValue;
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use crate::limits::MAX_JSON_DEPTH;
 
 /// A client-supplied JSON value (a KV value, session metadata, a task payload,
@@ -72,7 +74,7 @@ fn depth_of(value: &serde_json::Value) -> usize {
 /// `/v1/cluster/members/{id}`): canonical decimal only — no sign, no leading
 /// zeros, no spaces — so one resource has exactly one path (bug: `+1` and `00001`
 /// were read as node 1).
-pub fn path_id(text: &str, code: &'static str, what: &str) -> Result<u64, ApiError> {
+pub fn path_id(text: &str, code: ErrorCode, what: &str) -> Result<u64, ApiError> {
     let canonical = !text.is_empty()
         && text.bytes().all(|b| b.is_ascii_digit())
         && (text == "0" || !text.starts_with('0'));
@@ -86,6 +88,38 @@ pub fn path_id(text: &str, code: &'static str, what: &str) -> Result<u64, ApiErr
         return Err(refused());
     }
     text.parse().map_err(|_| refused())
+}
+
+/// A fencing guard in a request body: `{"lock" | "semaphore" | "election": name,
+/// "fencing_token": n}` (see docs/api.md, Guards).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardBody {
+    lock: Option<String>,
+    election: Option<String>,
+    semaphore: Option<String>,
+    fencing_token: u64,
+}
+
+/// Turns a request's guard into the replicated one: exactly one resource named.
+pub fn guard(body: Option<GuardBody>) -> Result<Option<Guard>, ApiError> {
+    let Some(body) = body else { return Ok(None) };
+    let (kind, name) = match (body.lock, body.election, body.semaphore) {
+        (Some(name), None, None) => (GuardKind::Lock, name),
+        (None, Some(name), None) => (GuardKind::Election, name),
+        (None, None, Some(name)) => (GuardKind::Semaphore, name),
+        _ => {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidGuard,
+                "a guard names exactly one lock, election or semaphore",
+            ))
+        }
+    };
+    Ok(Some(Guard {
+        kind,
+        name,
+        fencing_token: body.fencing_token,
+    }))
 }
 
 #[cfg(test)]
@@ -130,10 +164,10 @@ mod tests {
 
     #[test]
     fn path_ids_accept_canonical_decimal_only() {
-        assert_eq!(path_id("1", "invalid_id", "node").unwrap(), 1);
-        assert_eq!(path_id("0", "invalid_id", "node").unwrap(), 0);
+        assert_eq!(path_id("1", ErrorCode::InvalidNodeId, "node").unwrap(), 1);
+        assert_eq!(path_id("0", ErrorCode::InvalidNodeId, "node").unwrap(), 0);
         assert_eq!(
-            path_id("18446744073709551615", "invalid_id", "node").unwrap(),
+            path_id("18446744073709551615", ErrorCode::InvalidNodeId, "node").unwrap(),
             u64::MAX
         );
         for text in [
@@ -148,7 +182,10 @@ mod tests {
             "0x1",
             "18446744073709551616",
         ] {
-            assert!(path_id(text, "invalid_id", "node").is_err(), "{text:?}");
+            assert!(
+                path_id(text, ErrorCode::InvalidNodeId, "node").is_err(),
+                "{text:?}"
+            );
         }
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::error::ApiError;
+use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::{AppState, Consistency, ReadQuery};
 use crate::sm::{kv::KvEntry, Command, Proposal};
@@ -18,7 +19,7 @@ pub struct PutBody {
     if_version: Option<u64>,
     /// Makes the key ephemeral: deleted when this session ends.
     session_id: Option<u64>,
-    guard: Option<super::locks::GuardBody>,
+    guard: Option<super::input::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -26,7 +27,7 @@ pub struct PutBody {
 #[serde(deny_unknown_fields)]
 pub struct DeleteBody {
     if_version: Option<u64>,
-    guard: Option<super::locks::GuardBody>,
+    guard: Option<super::input::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -69,13 +70,13 @@ fn null() -> &'static RawValue {
 fn check_key(app: &AppState, key: &str) -> Result<(), ApiError> {
     if key.is_empty() {
         return Err(ApiError::invalid(
-            "invalid_key",
+            ErrorCode::InvalidKey,
             "the key must not be empty",
         ));
     }
     if key.len() > app.limits.max_key_bytes {
         return Err(ApiError::invalid(
-            "key_too_long",
+            ErrorCode::KeyTooLong,
             format!(
                 "keys are at most {} bytes, this one is {}",
                 app.limits.max_key_bytes,
@@ -106,7 +107,7 @@ pub async fn put(
     };
     super::outcome::respond(
         &app.propose(Proposal {
-            guard: super::locks::guard(body.guard)?,
+            guard: super::input::guard(body.guard)?,
             request_id: body.request_id,
             command,
         })
@@ -126,7 +127,7 @@ pub async fn delete(
     };
     super::outcome::respond(
         &app.propose(Proposal {
-            guard: super::locks::guard(body.guard)?,
+            guard: super::input::guard(body.guard)?,
             request_id: body.request_id,
             command,
         })
@@ -145,7 +146,7 @@ pub async fn get(
     match applied.state.kv.get(&key) {
         Some(entry) => Ok(Json(view(&key, entry)).into_response()),
         None => Err(ApiError::NotFound {
-            code: "key_not_found",
+            code: ErrorCode::KeyNotFound,
             message: format!("no key {key:?}"),
         }),
     }
@@ -180,7 +181,7 @@ pub fn check_limit(app: &AppState, limit: Option<usize>) -> Result<usize, ApiErr
     let limit = limit.unwrap_or(app.limits.max_list_limit);
     if limit == 0 || limit > app.limits.max_list_limit {
         return Err(ApiError::invalid(
-            "invalid_limit",
+            ErrorCode::InvalidLimit,
             format!("limit must be between 1 and {}", app.limits.max_list_limit),
         ));
     }

@@ -1,5 +1,5 @@
-//! Lock endpoints: acquire (optionally waiting, woken on apply), release, get; and
-//! the `guard` object any mutating request may carry.
+//! Lock endpoints: acquire (optionally waiting, woken on apply), release, get.
+//! (The `guard` a mutating request may carry is parsed in `input`.)
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -8,44 +8,17 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
+use super::input::{guard, GuardBody};
 use super::wait::{wait_or_withdraw, Waited};
 use super::{AppState, ReadQuery};
+use crate::limits::MAX_LOCK_DELAY_MS;
 use crate::sm::locks::LockMode;
 use crate::sm::sessions::SessionId;
-use crate::sm::{Command, Guard, GuardKind, Outcome, Proposal};
+use crate::sm::{Command, Outcome, Proposal};
 
 /// `"guard": {"lock": name, "fencing_token": n}` on a mutating request.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GuardBody {
-    lock: Option<String>,
-    election: Option<String>,
-    semaphore: Option<String>,
-    fencing_token: u64,
-}
-
-/// Turns a request's guard into the replicated one.
-pub fn guard(body: Option<GuardBody>) -> Result<Option<Guard>, ApiError> {
-    let Some(body) = body else { return Ok(None) };
-    let (kind, name) = match (body.lock, body.election, body.semaphore) {
-        (Some(name), None, None) => (GuardKind::Lock, name),
-        (None, Some(name), None) => (GuardKind::Election, name),
-        (None, None, Some(name)) => (GuardKind::Semaphore, name),
-        _ => {
-            return Err(ApiError::invalid(
-                "invalid_guard",
-                "a guard names exactly one lock, election or semaphore",
-            ))
-        }
-    };
-    Ok(Some(Guard {
-        kind,
-        name,
-        fencing_token: body.fencing_token,
-    }))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireBody {
@@ -62,9 +35,6 @@ pub struct AcquireBody {
     previous_token: Option<u64>,
     request_id: Option<String>,
 }
-
-/// The longest lock-delay a lock may have.
-pub const MAX_LOCK_DELAY_MS: u64 = 60_000;
 
 fn default_mode() -> String {
     "exclusive".into()
@@ -90,7 +60,7 @@ pub async fn acquire(
         "shared" => LockMode::Shared,
         other => {
             return Err(ApiError::invalid(
-                "invalid_mode",
+                ErrorCode::InvalidMode,
                 format!("mode {other:?} is not exclusive or shared"),
             ))
         }
@@ -98,7 +68,7 @@ pub async fn acquire(
     let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
     if body.lock_delay_ms > MAX_LOCK_DELAY_MS {
         return Err(ApiError::invalid(
-            "invalid_duration",
+            ErrorCode::InvalidDuration,
             format!("lock_delay_ms is at most {MAX_LOCK_DELAY_MS}"),
         ));
     }
@@ -143,19 +113,19 @@ pub async fn acquire(
         // wait already ended and withdrew it.
         Waited::Found(None) if !app.session_alive(body.session_id) => {
             return Err(ApiError::NotFound {
-                code: "session_not_found",
+                code: ErrorCode::SessionNotFound,
                 message: format!("session {} ended while waiting", body.session_id),
             })
         }
         Waited::Found(None) => {
             return Err(ApiError::Conflict {
-                code: "lock_held",
+                code: ErrorCode::LockHeld,
                 message: format!("{name:?} was not granted; this request's waiter was withdrawn"),
             })
         }
         Waited::Withdrawn(_) => {
             return Err(ApiError::Conflict {
-                code: "lock_held",
+                code: ErrorCode::LockHeld,
                 message: format!(
                     "{name:?} was not granted within wait_ms; the waiter was withdrawn"
                 ),

@@ -7,6 +7,7 @@
 
 pub mod cluster;
 pub mod error;
+pub mod error_code;
 pub mod extract;
 pub mod forward;
 pub mod input;
@@ -35,6 +36,7 @@ use crate::read_index::ReadIndex;
 use crate::sm::{Applied, Proposal};
 use crate::store::StateMachineStore;
 use error::ApiError;
+use error_code::ErrorCode;
 
 /// Everything a handler may use. Built once by `node::start`.
 pub struct App {
@@ -97,7 +99,7 @@ impl App {
     pub fn check_request_id(&self, request_id: &str) -> Result<(), ApiError> {
         if request_id.is_empty() || request_id.len() > self.limits.max_request_id_bytes {
             return Err(ApiError::invalid(
-                "invalid_request_id",
+                ErrorCode::InvalidRequestId,
                 format!(
                     "request_id must be 1 to {} bytes",
                     self.limits.max_request_id_bytes
@@ -130,7 +132,7 @@ impl App {
     pub fn check_resource_name(&self, name: &str) -> Result<(), ApiError> {
         if name.is_empty() || name.len() > self.limits.max_key_bytes {
             return Err(ApiError::invalid(
-                "invalid_name",
+                ErrorCode::InvalidName,
                 format!("names are 1 to {} bytes", self.limits.max_key_bytes),
             ));
         }
@@ -151,7 +153,7 @@ impl App {
     pub fn check_wait(&self, wait_ms: u64) -> Result<std::time::Duration, ApiError> {
         if wait_ms > self.limits.max_wait_ms {
             return Err(ApiError::invalid(
-                "invalid_wait",
+                ErrorCode::InvalidWait,
                 format!("wait_ms is at most {}", self.limits.max_wait_ms),
             ));
         }
@@ -269,7 +271,7 @@ pub fn catch_panics<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Rout
 
 async fn not_found() -> ApiError {
     ApiError::NotFound {
-        code: "not_found",
+        code: ErrorCode::NotFound,
         message: "no such endpoint".into(),
     }
 }

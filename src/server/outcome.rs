@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::error_code::ErrorCode;
 use super::forward::INDEX_HEADER;
 use crate::sm::{Applied, Outcome};
 
@@ -60,7 +61,7 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
         Outcome::LockReleased => json!({ "released": true, "index": index }),
         Outcome::LockHeld => {
             return Err(ApiError::Conflict {
-                code: "lock_held",
+                code: ErrorCode::LockHeld,
                 message: "the lock is held by another session".into(),
             })
         }
@@ -96,13 +97,13 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
         Outcome::Withdrawn => json!({ "withdrawn": true, "index": index }),
         Outcome::PermitsUnavailable => {
             return Err(ApiError::Conflict {
-                code: "permits_unavailable",
+                code: ErrorCode::PermitsUnavailable,
                 message: "not enough free permits".into(),
             })
         }
         Outcome::LimitMismatch { limit } => {
             return Err(ApiError::Conflict {
-                code: "limit_mismatch",
+                code: ErrorCode::LimitMismatch,
                 message: format!("this semaphore's limit is {limit}, fixed by its first acquirer"),
             })
         }
@@ -113,7 +114,7 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
         }
         Outcome::RequestIdConflict => {
             return Err(ApiError::Conflict {
-                code: "request_id_conflict",
+                code: ErrorCode::RequestIdConflict,
                 message: format!(
                     "this request_id was already used for a different request (index {index})"
                 ),
@@ -121,19 +122,19 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
         }
         Outcome::SessionNotFound { session_id } => {
             return Err(ApiError::NotFound {
-                code: "session_not_found",
+                code: ErrorCode::SessionNotFound,
                 message: format!("no live session {session_id}"),
             })
         }
         Outcome::TaskNotFound { task_id } => {
             return Err(ApiError::NotFound {
-                code: "task_not_found",
+                code: ErrorCode::TaskNotFound,
                 message: format!("no task {task_id}"),
             })
         }
         Outcome::WrongState { message } => {
             return Err(ApiError::Conflict {
-                code: "wrong_state",
+                code: ErrorCode::WrongState,
                 message: message.clone(),
             })
         }
@@ -142,7 +143,10 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
         }
         Outcome::LimitReached { message } => return Err(ApiError::Overloaded(message.clone())),
         Outcome::InvalidCommand { message } => {
-            return Err(ApiError::invalid("invalid_request", message.clone()))
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidRequest,
+                message.clone(),
+            ))
         }
     })
 }

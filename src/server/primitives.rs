@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::error::ApiError;
+use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::sessions::{json_text, raw};
 use super::wait::{wait_or_withdraw, Waited};
@@ -17,10 +18,10 @@ use crate::sm::{Command, Outcome, Proposal};
 async fn propose(
     app: &AppState,
     request_id: Option<String>,
-    guard: Option<super::locks::GuardBody>,
+    guard: Option<super::input::GuardBody>,
     command: Command,
 ) -> Result<crate::sm::Applied, ApiError> {
-    let guard = super::locks::guard(guard)?;
+    let guard = super::input::guard(guard)?;
     app.propose(Proposal {
         request_id,
         guard,
@@ -31,7 +32,7 @@ async fn propose(
 
 fn session_ended(session_id: SessionId) -> ApiError {
     ApiError::NotFound {
-        code: "session_not_found",
+        code: ErrorCode::SessionNotFound,
         message: format!("session {session_id} ended while waiting"),
     }
 }
@@ -59,7 +60,7 @@ fn one() -> u32 {
 pub struct ReleaseBody {
     session_id: SessionId,
     fencing_token: u64,
-    guard: Option<super::locks::GuardBody>,
+    guard: Option<super::input::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -69,10 +70,10 @@ pub async fn semaphore_acquire(
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
     app.check_resource_name(&name)?;
-    if body.limit == 0 || body.limit > app.limits.max_session_capacity {
+    if body.limit == 0 || body.limit > app.limits.max_semaphore_limit {
         return Err(ApiError::invalid(
-            "invalid_limit",
-            format!("limit must be 1 to {}", app.limits.max_session_capacity),
+            ErrorCode::InvalidLimit,
+            format!("limit must be 1 to {}", app.limits.max_semaphore_limit),
         ));
     }
     let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
@@ -111,11 +112,11 @@ pub async fn semaphore_acquire(
             Err(session_ended(body.session_id))
         }
         Waited::Found(None) => Err(ApiError::Conflict {
-            code: "permits_unavailable",
+            code: ErrorCode::PermitsUnavailable,
             message: format!("{name:?}: this request's waiter was withdrawn"),
         }),
         Waited::Withdrawn(_) => Err(ApiError::Conflict {
-            code: "permits_unavailable",
+            code: ErrorCode::PermitsUnavailable,
             message: format!(
                 "{name:?} had no free permits within wait_ms; the waiter was withdrawn"
             ),
@@ -183,10 +184,10 @@ pub async fn barrier_wait(
     JsonBody(body): JsonBody<BarrierBody>,
 ) -> Result<Response, ApiError> {
     app.check_resource_name(&name)?;
-    if body.parties == 0 || body.parties > app.limits.max_session_capacity {
+    if body.parties == 0 || body.parties > app.limits.max_barrier_parties {
         return Err(ApiError::invalid(
-            "invalid_parties",
-            format!("parties must be 1 to {}", app.limits.max_session_capacity),
+            ErrorCode::InvalidParties,
+            format!("parties must be 1 to {}", app.limits.max_barrier_parties),
         ));
     }
     let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
@@ -265,7 +266,7 @@ pub struct CampaignBody {
 pub struct ResignBody {
     session_id: SessionId,
     term: u64,
-    guard: Option<super::locks::GuardBody>,
+    guard: Option<super::input::GuardBody>,
     request_id: Option<String>,
 }
 

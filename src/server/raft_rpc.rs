@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::ApiError;
+use super::error_code::ErrorCode;
 use super::AppState;
 use crate::codec;
 use crate::network::{FORMAT_HEADER, SECRET_HEADER, TARGET_HEADER};
@@ -53,7 +54,7 @@ async fn admit<T: DeserializeOwned>(app: &AppState, request: Request) -> Result<
         .unwrap_or_default();
     if format != codec::FORMAT_VERSION.to_string() {
         return Err(ApiError::invalid(
-            "format_mismatch",
+            ErrorCode::FormatMismatch,
             format!(
                 "sender format {format:?}, this node speaks {}",
                 codec::FORMAT_VERSION
@@ -61,7 +62,7 @@ async fn admit<T: DeserializeOwned>(app: &AppState, request: Request) -> Result<
         ));
     }
     let body = super::extract::body_bytes(request, app.max_raft_body_bytes).await?;
-    codec::decode(&body).map_err(|e| ApiError::invalid("invalid_body", e.to_string()))
+    codec::decode(&body).map_err(|e| ApiError::invalid(ErrorCode::InvalidBody, e.to_string()))
 }
 
 fn reply<T: Serialize>(result: &T) -> Response {
@@ -124,7 +125,8 @@ pub struct SnapshotReceipt {
 impl SnapshotReceipt {
     /// Admits `chunk` or says why not; `Ok` is the received length once it is taken.
     pub fn admit(&self, chunk: &Chunk<'_>, max_bytes: u64) -> Result<u64, ApiError> {
-        let refuse = |message: String| Err(ApiError::invalid("invalid_snapshot_chunk", message));
+        let refuse =
+            |message: String| Err(ApiError::invalid(ErrorCode::InvalidSnapshotChunk, message));
         let Some(end) = chunk.offset.checked_add(chunk.len) else {
             return refuse(format!("chunk offset {} overflows", chunk.offset));
         };

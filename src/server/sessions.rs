@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::input::JsonValue;
 use super::{AppState, Consistency, ReadQuery};
@@ -56,7 +57,7 @@ pub fn check_capabilities(
 ) -> Result<BTreeSet<String>, ApiError> {
     if capabilities.len() > app.limits.max_capabilities {
         return Err(ApiError::invalid(
-            "too_many_capabilities",
+            ErrorCode::TooManyCapabilities,
             format!("at most {} capabilities", app.limits.max_capabilities),
         ));
     }
@@ -65,7 +66,7 @@ pub fn check_capabilities(
         .find(|c| c.is_empty() || c.len() > app.limits.max_capability_bytes)
     {
         return Err(ApiError::invalid(
-            "invalid_capability",
+            ErrorCode::InvalidCapability,
             format!(
                 "capability {bad:?} must be 1 to {} bytes",
                 app.limits.max_capability_bytes
@@ -78,7 +79,7 @@ pub fn check_capabilities(
 pub fn check_name(app: &AppState, field: &str, name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > app.limits.max_name_bytes {
         return Err(ApiError::invalid(
-            "invalid_name",
+            ErrorCode::InvalidName,
             format!("{field} must be 1 to {} bytes", app.limits.max_name_bytes),
         ));
     }
@@ -88,7 +89,7 @@ pub fn check_name(app: &AppState, field: &str, name: &str) -> Result<(), ApiErro
 pub fn check_duration(app: &AppState, field: &str, value: u64) -> Result<(), ApiError> {
     if !(MIN_TTL_MS..=app.limits.max_ttl_ms).contains(&value) {
         return Err(ApiError::invalid(
-            "invalid_duration",
+            ErrorCode::InvalidDuration,
             format!(
                 "{field} must be between {MIN_TTL_MS} and {} ms",
                 app.limits.max_ttl_ms
@@ -134,7 +135,7 @@ fn view(session: &Session) -> Value {
 }
 
 fn parse_id(text: &str) -> Result<SessionId, ApiError> {
-    super::input::path_id(text, "invalid_session_id", "session")
+    super::input::path_id(text, ErrorCode::InvalidSessionId, "session")
 }
 
 pub async fn create(
@@ -145,7 +146,7 @@ pub async fn create(
     let capabilities = check_capabilities(&app, body.capabilities)?;
     if body.capacity > app.limits.max_session_capacity {
         return Err(ApiError::invalid(
-            "invalid_capacity",
+            ErrorCode::InvalidCapacity,
             format!("capacity is at most {}", app.limits.max_session_capacity),
         ));
     }
@@ -203,7 +204,7 @@ pub async fn keepalive(
     }
     let Some(ttl_ms) = ttl_ms else {
         return Err(ApiError::NotFound {
-            code: "session_not_found",
+            code: ErrorCode::SessionNotFound,
             message: format!("no live session {id}"),
         });
     };
@@ -237,7 +238,7 @@ pub async fn get(
     match applied.state.sessions.get(id) {
         Some(session) => Ok(Json(view(session)).into_response()),
         None => Err(ApiError::NotFound {
-            code: "session_not_found",
+            code: ErrorCode::SessionNotFound,
             message: format!("no live session {id}"),
         }),
     }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
+use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::sessions::{check_capabilities, check_duration, check_name, json_text, raw};
 use super::{AppState, Consistency, ReadQuery};
@@ -33,7 +34,7 @@ pub struct SubmitBody {
     #[serde(default)]
     depends_on: Vec<TaskId>,
     idempotency_key: Option<String>,
-    guard: Option<super::locks::GuardBody>,
+    guard: Option<super::input::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -58,7 +59,7 @@ pub struct ClaimBody {
 pub struct HeartbeatBody {
     fencing_token: u64,
     progress: Option<super::input::JsonValue>,
-    guard: Option<super::locks::GuardBody>,
+    guard: Option<super::input::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -67,7 +68,7 @@ pub struct HeartbeatBody {
 pub struct CompleteBody {
     fencing_token: u64,
     result: Option<super::input::JsonValue>,
-    guard: Option<super::locks::GuardBody>,
+    guard: Option<super::input::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -78,14 +79,14 @@ pub struct FailBody {
     error: String,
     #[serde(default = "default_true")]
     retryable: bool,
-    guard: Option<super::locks::GuardBody>,
+    guard: Option<super::input::GuardBody>,
     request_id: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PlainBody {
-    guard: Option<super::locks::GuardBody>,
+    guard: Option<super::input::GuardBody>,
     request_id: Option<String>,
 }
 
@@ -104,7 +105,7 @@ pub struct ListQuery {
 }
 
 fn parse_id(text: &str) -> Result<TaskId, ApiError> {
-    super::input::path_id(text, "invalid_task_id", "task")
+    super::input::path_id(text, ErrorCode::InvalidTaskId, "task")
 }
 
 /// The full view of a task, with its dependencies' states and results (so a
@@ -163,7 +164,7 @@ pub async fn submit(
     let required_capabilities = check_capabilities(&app, body.required_capabilities)?;
     if body.max_attempts == 0 || body.max_attempts > app.limits.max_task_attempts {
         return Err(ApiError::invalid(
-            "invalid_max_attempts",
+            ErrorCode::InvalidMaxAttempts,
             format!("max_attempts must be 1 to {}", app.limits.max_task_attempts),
         ));
     }
@@ -173,13 +174,13 @@ pub async fn submit(
         .is_some_and(|delay| delay > app.limits.max_not_before_ms)
     {
         return Err(ApiError::invalid(
-            "invalid_duration",
+            ErrorCode::InvalidDuration,
             format!("not_before_ms is at most {}", app.limits.max_not_before_ms),
         ));
     }
     if body.depends_on.len() > app.limits.max_depends_on {
         return Err(ApiError::invalid(
-            "too_many_dependencies",
+            ErrorCode::TooManyDependencies,
             format!(
                 "depends_on lists at most {} tasks",
                 app.limits.max_depends_on
@@ -202,7 +203,7 @@ pub async fn submit(
     };
     let applied = app
         .propose(Proposal {
-            guard: super::locks::guard(body.guard)?,
+            guard: super::input::guard(body.guard)?,
             request_id: body.request_id,
             command: Command::TaskSubmit(new),
         })
@@ -272,10 +273,10 @@ pub async fn claim(
 async fn update(
     app: &AppState,
     request_id: Option<String>,
-    guard: Option<super::locks::GuardBody>,
+    guard: Option<super::input::GuardBody>,
     command: Command,
 ) -> Result<Response, ApiError> {
-    let guard = super::locks::guard(guard)?;
+    let guard = super::input::guard(guard)?;
     let applied = app
         .propose(Proposal {
             guard,
@@ -381,7 +382,7 @@ pub async fn get(
     match tasks.get(task_id) {
         Some(task) => Ok(Json(view(task, tasks)).into_response()),
         None => Err(ApiError::NotFound {
-            code: "task_not_found",
+            code: ErrorCode::TaskNotFound,
             message: format!("no task {task_id}"),
         }),
     }
@@ -394,7 +395,10 @@ pub async fn list(
     let limit = super::kv::check_limit(&app, query.limit)?;
     let state = match query.state.as_deref() {
         Some(name) => Some(TaskState::parse(name).ok_or_else(|| {
-            ApiError::invalid("invalid_query", format!("unknown task state {name:?}"))
+            ApiError::invalid(
+                ErrorCode::InvalidQuery,
+                format!("unknown task state {name:?}"),
+            )
         })?),
         None => None,
     };
