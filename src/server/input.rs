@@ -5,13 +5,15 @@
 //! guards. Must not depend on handlers or Raft: only on `limits`, the error model
 //! and the state machine's command types it produces.
 
+use std::collections::BTreeSet;
+
 use serde::{Deserialize, Deserializer};
 
 use crate::sm::{Guard, GuardKind};
 use serde_json::value::RawValue;
 
 use super::error::{ApiError, ErrorCode};
-use crate::limits::MAX_JSON_DEPTH;
+use crate::limits::{Limits, MAX_JSON_DEPTH, MIN_TTL_MS};
 
 /// A client-supplied JSON value (a KV value, session metadata, a task payload,
 /// progress or result, an election value), kept as the client's text.
@@ -120,6 +122,142 @@ pub fn guard(body: Option<GuardBody>) -> Result<Option<Guard>, ApiError> {
         name,
         fencing_token: body.fencing_token,
     }))
+}
+
+/// Validates a list of capability names (sessions offer them, tasks require them).
+pub fn capabilities(
+    limits: &Limits,
+    capabilities: Vec<String>,
+) -> Result<BTreeSet<String>, ApiError> {
+    if capabilities.len() > limits.max_capabilities {
+        return Err(ApiError::invalid(
+            ErrorCode::TooManyCapabilities,
+            format!("at most {} capabilities", limits.max_capabilities),
+        ));
+    }
+    if let Some(bad) = capabilities
+        .iter()
+        .find(|c| c.is_empty() || c.len() > limits.max_capability_bytes)
+    {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidCapability,
+            format!(
+                "capability {bad:?} must be 1 to {} bytes",
+                limits.max_capability_bytes
+            ),
+        ));
+    }
+    Ok(capabilities.into_iter().collect())
+}
+
+/// A session `name`, task `kind` or `idempotency_key` (`field` names it): 1 to
+/// `max_name_bytes`.
+pub fn name(limits: &Limits, field: &str, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > limits.max_name_bytes {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidName,
+            format!("{field} must be 1 to {} bytes", limits.max_name_bytes),
+        ));
+    }
+    Ok(())
+}
+
+/// A session TTL or task lease (`field` names it): `MIN_TTL_MS` to `max_ttl_ms`.
+pub fn duration(limits: &Limits, field: &str, value: u64) -> Result<(), ApiError> {
+    if !(MIN_TTL_MS..=limits.max_ttl_ms).contains(&value) {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidDuration,
+            format!(
+                "{field} must be between {MIN_TTL_MS} and {} ms",
+                limits.max_ttl_ms
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A JSON value given as raw text, checked against the value size limit.
+pub fn json_text(
+    limits: &Limits,
+    value: Option<JsonValue>,
+    default: &str,
+) -> Result<String, ApiError> {
+    let text = value.map_or_else(|| default.to_owned(), |value| value.get().to_owned());
+    if text.len() > limits.max_value_bytes {
+        return Err(ApiError::TooLarge {
+            limit: limits.max_value_bytes,
+        });
+    }
+    Ok(text)
+}
+
+/// A KV key: 1 to `max_key_bytes`.
+pub fn key(limits: &Limits, key: &str) -> Result<(), ApiError> {
+    if key.is_empty() {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidKey,
+            "the key must not be empty",
+        ));
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(ApiError::invalid(
+            ErrorCode::KeyTooLong,
+            format!(
+                "keys are at most {} bytes, this one is {}",
+                limits.max_key_bytes,
+                key.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A list `limit`: 1 to `max_list_limit`, that limit when absent.
+pub fn page_limit(limits: &Limits, limit: Option<usize>) -> Result<usize, ApiError> {
+    let limit = limit.unwrap_or(limits.max_list_limit);
+    if limit == 0 || limit > limits.max_list_limit {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidLimit,
+            format!("limit must be between 1 and {}", limits.max_list_limit),
+        ));
+    }
+    Ok(limit)
+}
+
+/// A `request_id`: 1 to `max_request_id_bytes`.
+pub fn request_id(limits: &Limits, request_id: &str) -> Result<(), ApiError> {
+    if request_id.is_empty() || request_id.len() > limits.max_request_id_bytes {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidRequestId,
+            format!(
+                "request_id must be 1 to {} bytes",
+                limits.max_request_id_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the name of a lock, semaphore, barrier or election.
+pub fn resource_name(limits: &Limits, name: &str) -> Result<(), ApiError> {
+    if name.is_empty() || name.len() > limits.max_key_bytes {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidName,
+            format!("names are 1 to {} bytes", limits.max_key_bytes),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a requested `wait_ms` against the limit.
+pub fn wait(limits: &Limits, wait_ms: u64) -> Result<std::time::Duration, ApiError> {
+    if wait_ms > limits.max_wait_ms {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidWait,
+            format!("wait_ms is at most {}", limits.max_wait_ms),
+        ));
+    }
+    Ok(std::time::Duration::from_millis(wait_ms))
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::{AppState, Consistency, ReadQuery};
-use crate::sm::{kv::KvEntry, Command, Proposal};
+use crate::sm::{kv::KvEntry, Command};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,32 +67,12 @@ fn null() -> &'static RawValue {
     serde_json::from_str("null").expect("null is JSON")
 }
 
-fn check_key(app: &AppState, key: &str) -> Result<(), ApiError> {
-    if key.is_empty() {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidKey,
-            "the key must not be empty",
-        ));
-    }
-    if key.len() > app.limits.max_key_bytes {
-        return Err(ApiError::invalid(
-            ErrorCode::KeyTooLong,
-            format!(
-                "keys are at most {} bytes, this one is {}",
-                app.limits.max_key_bytes,
-                key.len()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 pub async fn put(
     State(app): State<AppState>,
     PathParam(key): PathParam<String>,
     JsonBody(body): JsonBody<PutBody>,
 ) -> Result<Response, ApiError> {
-    check_key(&app, &key)?;
+    super::input::key(&app.limits, &key)?;
     let value_json = body.value.get();
     if value_json.len() > app.limits.max_value_bytes {
         return Err(ApiError::TooLarge {
@@ -105,14 +85,8 @@ pub async fn put(
         if_version: body.if_version,
         session_id: body.session_id,
     };
-    super::outcome::respond(
-        &app.propose(Proposal {
-            guard: super::input::guard(body.guard)?,
-            request_id: body.request_id,
-            command,
-        })
-        .await?,
-    )
+    app.propose_and_respond(body.request_id, body.guard, command)
+        .await
 }
 
 pub async fn delete(
@@ -120,19 +94,13 @@ pub async fn delete(
     PathParam(key): PathParam<String>,
     JsonBody(body): JsonBody<DeleteBody>,
 ) -> Result<Response, ApiError> {
-    check_key(&app, &key)?;
+    super::input::key(&app.limits, &key)?;
     let command = Command::KvDelete {
         key,
         if_version: body.if_version,
     };
-    super::outcome::respond(
-        &app.propose(Proposal {
-            guard: super::input::guard(body.guard)?,
-            request_id: body.request_id,
-            command,
-        })
-        .await?,
-    )
+    app.propose_and_respond(body.request_id, body.guard, command)
+        .await
 }
 
 pub async fn get(
@@ -140,7 +108,7 @@ pub async fn get(
     PathParam(key): PathParam<String>,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    check_key(&app, &key)?;
+    super::input::key(&app.limits, &key)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     match applied.state.kv.get(&key) {
@@ -156,7 +124,7 @@ pub async fn list(
     State(app): State<AppState>,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = check_limit(&app, query.limit)?;
+    let limit = super::input::page_limit(&app.limits, query.limit)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let mut page = crate::sm::kv::list(
@@ -174,16 +142,4 @@ pub async fn list(
     };
     let items: Vec<KvView> = page.iter().map(|(key, entry)| view(key, entry)).collect();
     Ok(Json(serde_json::json!({ "items": items, "next_after": next })).into_response())
-}
-
-/// A list `limit`: 1 to `max_list_limit`, that limit when absent.
-pub fn check_limit(app: &AppState, limit: Option<usize>) -> Result<usize, ApiError> {
-    let limit = limit.unwrap_or(app.limits.max_list_limit);
-    if limit == 0 || limit > app.limits.max_list_limit {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidLimit,
-            format!("limit must be between 1 and {}", app.limits.max_list_limit),
-        ));
-    }
-    Ok(limit)
 }

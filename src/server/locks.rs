@@ -54,7 +54,7 @@ pub async fn acquire(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
-    app.check_resource_name(&name)?;
+    super::input::resource_name(&app.limits, &name)?;
     let mode = match body.mode.as_str() {
         "exclusive" => LockMode::Exclusive,
         "shared" => LockMode::Shared,
@@ -65,7 +65,7 @@ pub async fn acquire(
             ))
         }
     };
-    let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
+    let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
     if body.lock_delay_ms > MAX_LOCK_DELAY_MS {
         return Err(ApiError::invalid(
             ErrorCode::InvalidDuration,
@@ -141,7 +141,7 @@ pub async fn release(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<ReleaseBody>,
 ) -> Result<Response, ApiError> {
-    app.check_resource_name(&name)?;
+    super::input::resource_name(&app.limits, &name)?;
     let command = Command::LockRelease {
         name,
         session_id: body.session_id,
@@ -164,7 +164,7 @@ pub async fn get(
     PathParam(name): PathParam<String>,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    app.check_resource_name(&name)?;
+    super::input::resource_name(&app.limits, &name)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let lock = applied.state.locks.get(&name).cloned().unwrap_or_default();

@@ -79,10 +79,36 @@ pub enum Consistency {
 }
 
 impl App {
+    /// Proposes `command` with the request's optional `request_id` and `guard`.
+    pub async fn propose_command(
+        &self,
+        request_id: Option<String>,
+        guard: Option<input::GuardBody>,
+        command: crate::sm::Command,
+    ) -> Result<Applied, ApiError> {
+        let guard = input::guard(guard)?;
+        self.propose(Proposal {
+            request_id,
+            guard,
+            command,
+        })
+        .await
+    }
+
+    /// The write path of a handler: propose, then answer with the outcome's response.
+    pub async fn propose_and_respond(
+        &self,
+        request_id: Option<String>,
+        guard: Option<input::GuardBody>,
+        command: crate::sm::Command,
+    ) -> Result<axum::response::Response, ApiError> {
+        outcome::respond(&self.propose_command(request_id, guard, command).await?)
+    }
+
     /// Proposes one command through the batching proposer.
     pub async fn propose(&self, proposal: Proposal) -> Result<Applied, ApiError> {
         if let Some(request_id) = &proposal.request_id {
-            self.check_request_id(request_id)?;
+            input::request_id(&self.limits, request_id)?;
         }
         Ok(self.proposer.propose(proposal).await?)
     }
@@ -94,19 +120,6 @@ impl App {
             Consistency::Linearizable if self.stale_reads_bug => Ok(()),
             Consistency::Linearizable => Ok(self.reads.wait().await?),
         }
-    }
-
-    pub fn check_request_id(&self, request_id: &str) -> Result<(), ApiError> {
-        if request_id.is_empty() || request_id.len() > self.limits.max_request_id_bytes {
-            return Err(ApiError::invalid(
-                ErrorCode::InvalidRequestId,
-                format!(
-                    "request_id must be 1 to {} bytes",
-                    self.limits.max_request_id_bytes
-                ),
-            ));
-        }
-        Ok(())
     }
 
     /// Waits until `check` finds what it looks for in the applied state (re-checked
@@ -128,17 +141,6 @@ impl App {
         }
     }
 
-    /// Checks the name of a lock, semaphore, barrier or election.
-    pub fn check_resource_name(&self, name: &str) -> Result<(), ApiError> {
-        if name.is_empty() || name.len() > self.limits.max_key_bytes {
-            return Err(ApiError::invalid(
-                ErrorCode::InvalidName,
-                format!("names are 1 to {} bytes", self.limits.max_key_bytes),
-            ));
-        }
-        Ok(())
-    }
-
     /// Whether `session_id` is live in this node's applied state.
     pub fn session_alive(&self, session_id: u64) -> bool {
         self.state_machine
@@ -147,17 +149,6 @@ impl App {
             .sessions
             .get(session_id)
             .is_some()
-    }
-
-    /// Checks a requested `wait_ms` against the limit.
-    pub fn check_wait(&self, wait_ms: u64) -> Result<std::time::Duration, ApiError> {
-        if wait_ms > self.limits.max_wait_ms {
-            return Err(ApiError::invalid(
-                ErrorCode::InvalidWait,
-                format!("wait_ms is at most {}", self.limits.max_wait_ms),
-            ));
-        }
-        Ok(std::time::Duration::from_millis(wait_ms))
     }
 
     /// The leader this node currently believes in.

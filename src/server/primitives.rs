@@ -9,26 +9,11 @@ use serde_json::json;
 use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
-use super::sessions::{json_text, raw};
+use super::sessions::raw;
 use super::wait::{wait_or_withdraw, Waited};
 use super::{AppState, ReadQuery};
 use crate::sm::sessions::SessionId;
-use crate::sm::{Command, Outcome, Proposal};
-
-async fn propose(
-    app: &AppState,
-    request_id: Option<String>,
-    guard: Option<super::input::GuardBody>,
-    command: Command,
-) -> Result<crate::sm::Applied, ApiError> {
-    let guard = super::input::guard(guard)?;
-    app.propose(Proposal {
-        request_id,
-        guard,
-        command,
-    })
-    .await
-}
+use crate::sm::{Command, Outcome};
 
 fn session_ended(session_id: SessionId) -> ApiError {
     ApiError::NotFound {
@@ -69,14 +54,14 @@ pub async fn semaphore_acquire(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
-    app.check_resource_name(&name)?;
+    super::input::resource_name(&app.limits, &name)?;
     if body.limit == 0 || body.limit > app.limits.max_semaphore_limit {
         return Err(ApiError::invalid(
             ErrorCode::InvalidLimit,
             format!("limit must be 1 to {}", app.limits.max_semaphore_limit),
         ));
     }
-    let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
+    let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
     let command = Command::SemaphoreAcquire {
         name: name.clone(),
         session_id: body.session_id,
@@ -84,7 +69,7 @@ pub async fn semaphore_acquire(
         limit: body.limit,
         wait: body.wait_ms > 0,
     };
-    let applied = propose(&app, body.request_id, None, command).await?;
+    let applied = app.propose_command(body.request_id, None, command).await?;
     let Outcome::PermitsQueued { waiter_id } = applied.outcome else {
         return super::outcome::respond(&applied);
     };
@@ -129,13 +114,14 @@ pub async fn semaphore_release(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<ReleaseBody>,
 ) -> Result<Response, ApiError> {
-    app.check_resource_name(&name)?;
+    super::input::resource_name(&app.limits, &name)?;
     let command = Command::SemaphoreRelease {
         name,
         session_id: body.session_id,
         fencing_token: body.fencing_token,
     };
-    super::outcome::respond(&propose(&app, body.request_id, body.guard, command).await?)
+    app.propose_and_respond(body.request_id, body.guard, command)
+        .await
 }
 
 pub async fn semaphore_get(
@@ -143,7 +129,7 @@ pub async fn semaphore_get(
     PathParam(name): PathParam<String>,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    app.check_resource_name(&name)?;
+    super::input::resource_name(&app.limits, &name)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let semaphore = applied
@@ -183,20 +169,20 @@ pub async fn barrier_wait(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<BarrierBody>,
 ) -> Result<Response, ApiError> {
-    app.check_resource_name(&name)?;
+    super::input::resource_name(&app.limits, &name)?;
     if body.parties == 0 || body.parties > app.limits.max_barrier_parties {
         return Err(ApiError::invalid(
             ErrorCode::InvalidParties,
             format!("parties must be 1 to {}", app.limits.max_barrier_parties),
         ));
     }
-    let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
+    let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
     let command = Command::BarrierWait {
         name: name.clone(),
         session_id: body.session_id,
         parties: body.parties,
     };
-    let applied = propose(&app, None, None, command).await?;
+    let applied = app.propose_command(None, None, command).await?;
     let Outcome::BarrierWaiting { generation } = applied.outcome else {
         return super::outcome::respond(&applied);
     };
@@ -228,7 +214,7 @@ pub async fn barrier_get(
     PathParam(name): PathParam<String>,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    app.check_resource_name(&name)?;
+    super::input::resource_name(&app.limits, &name)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let barrier = applied
@@ -295,9 +281,9 @@ pub async fn campaign(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<CampaignBody>,
 ) -> Result<Response, ApiError> {
-    app.check_resource_name(&name)?;
-    let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
-    let value_json = json_text(&app, body.value, "null")?;
+    super::input::resource_name(&app.limits, &name)?;
+    let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
+    let value_json = super::input::json_text(&app.limits, body.value, "null")?;
     let command = Command::Campaign {
         name: name.clone(),
         session_id: body.session_id,
@@ -305,7 +291,7 @@ pub async fn campaign(
         priority: body.priority,
         wait: body.wait_ms > 0,
     };
-    let applied = propose(&app, body.request_id, None, command).await?;
+    let applied = app.propose_command(body.request_id, None, command).await?;
     match applied.outcome {
         Outcome::Elected { .. } | Outcome::NotElected { .. } => {
             return Ok(leader_view(&app, &name, body.session_id))
@@ -344,13 +330,14 @@ pub async fn resign(
     PathParam(name): PathParam<String>,
     JsonBody(body): JsonBody<ResignBody>,
 ) -> Result<Response, ApiError> {
-    app.check_resource_name(&name)?;
+    super::input::resource_name(&app.limits, &name)?;
     let command = Command::Resign {
         name,
         session_id: body.session_id,
         term: body.term,
     };
-    super::outcome::respond(&propose(&app, body.request_id, body.guard, command).await?)
+    app.propose_and_respond(body.request_id, body.guard, command)
+        .await
 }
 
 pub async fn election_get(
@@ -358,7 +345,7 @@ pub async fn election_get(
     PathParam(name): PathParam<String>,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    app.check_resource_name(&name)?;
+    super::input::resource_name(&app.limits, &name)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let election = applied

@@ -15,7 +15,7 @@ pub async fn get(
     PathParam(request_id): PathParam<String>,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    app.check_request_id(&request_id)?;
+    super::input::request_id(&app.limits, &request_id)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let body = match applied.state.requests.get(&request_id) {

@@ -1,7 +1,5 @@
 //! Session endpoints: create, keepalive (batched by the leader), end, discovery.
 
-use std::collections::BTreeSet;
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -14,7 +12,6 @@ use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::input::JsonValue;
 use super::{AppState, Consistency, ReadQuery};
-use crate::limits::MIN_TTL_MS;
 use crate::proposer::leader_now_ms;
 use crate::sm::sessions::{NewSession, Session, SessionId};
 use crate::sm::{Command, Proposal};
@@ -50,70 +47,6 @@ pub struct ListQuery {
     consistency: Consistency,
 }
 
-/// Validates a list of capability names (sessions offer them, tasks require them).
-pub fn check_capabilities(
-    app: &AppState,
-    capabilities: Vec<String>,
-) -> Result<BTreeSet<String>, ApiError> {
-    if capabilities.len() > app.limits.max_capabilities {
-        return Err(ApiError::invalid(
-            ErrorCode::TooManyCapabilities,
-            format!("at most {} capabilities", app.limits.max_capabilities),
-        ));
-    }
-    if let Some(bad) = capabilities
-        .iter()
-        .find(|c| c.is_empty() || c.len() > app.limits.max_capability_bytes)
-    {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidCapability,
-            format!(
-                "capability {bad:?} must be 1 to {} bytes",
-                app.limits.max_capability_bytes
-            ),
-        ));
-    }
-    Ok(capabilities.into_iter().collect())
-}
-
-pub fn check_name(app: &AppState, field: &str, name: &str) -> Result<(), ApiError> {
-    if name.is_empty() || name.len() > app.limits.max_name_bytes {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidName,
-            format!("{field} must be 1 to {} bytes", app.limits.max_name_bytes),
-        ));
-    }
-    Ok(())
-}
-
-pub fn check_duration(app: &AppState, field: &str, value: u64) -> Result<(), ApiError> {
-    if !(MIN_TTL_MS..=app.limits.max_ttl_ms).contains(&value) {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidDuration,
-            format!(
-                "{field} must be between {MIN_TTL_MS} and {} ms",
-                app.limits.max_ttl_ms
-            ),
-        ));
-    }
-    Ok(())
-}
-
-/// A JSON value given as raw text, checked against the value size limit.
-pub fn json_text(
-    app: &AppState,
-    value: Option<JsonValue>,
-    default: &str,
-) -> Result<String, ApiError> {
-    let text = value.map_or_else(|| default.to_owned(), |value| value.get().to_owned());
-    if text.len() > app.limits.max_value_bytes {
-        return Err(ApiError::TooLarge {
-            limit: app.limits.max_value_bytes,
-        });
-    }
-    Ok(text)
-}
-
 pub fn raw(text: &str) -> &RawValue {
     serde_json::from_str(text)
         .unwrap_or_else(|_| serde_json::from_str("null").expect("null is JSON"))
@@ -142,30 +75,24 @@ pub async fn create(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, "name", &body.name)?;
-    let capabilities = check_capabilities(&app, body.capabilities)?;
+    super::input::name(&app.limits, "name", &body.name)?;
+    let capabilities = super::input::capabilities(&app.limits, body.capabilities)?;
     if body.capacity > app.limits.max_session_capacity {
         return Err(ApiError::invalid(
             ErrorCode::InvalidCapacity,
             format!("capacity is at most {}", app.limits.max_session_capacity),
         ));
     }
-    check_duration(&app, "ttl_ms", body.ttl_ms)?;
+    super::input::duration(&app.limits, "ttl_ms", body.ttl_ms)?;
     let new = NewSession {
         name: body.name,
         capabilities,
         capacity: body.capacity,
         ttl_ms: body.ttl_ms,
-        metadata_json: json_text(&app, body.metadata, "{}")?,
+        metadata_json: super::input::json_text(&app.limits, body.metadata, "{}")?,
     };
-    let applied = app
-        .propose(Proposal {
-            guard: None,
-            request_id: body.request_id,
-            command: Command::SessionCreate(new),
-        })
-        .await?;
-    super::outcome::respond(&applied)
+    app.propose_and_respond(body.request_id, None, Command::SessionCreate(new))
+        .await
 }
 
 /// Records the keepalive in the leader's memory; the ticker replicates it within
@@ -249,7 +176,7 @@ pub async fn list(
     State(app): State<AppState>,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = super::kv::check_limit(&app, query.limit)?;
+    let limit = super::input::page_limit(&app.limits, query.limit)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.state_machine.read();
     let mut matching = applied

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
-use super::sessions::{check_capabilities, check_duration, check_name, json_text, raw};
+use super::sessions::raw;
 use super::{AppState, Consistency, ReadQuery};
 use crate::sm::sessions::SessionId;
 use crate::sm::tasks::{NewTask, Task, TaskId, TaskState};
@@ -160,15 +160,16 @@ pub async fn submit(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<SubmitBody>,
 ) -> Result<Response, ApiError> {
-    check_name(&app, "kind", &body.kind)?;
-    let required_capabilities = check_capabilities(&app, body.required_capabilities)?;
+    super::input::name(&app.limits, "kind", &body.kind)?;
+    let required_capabilities =
+        super::input::capabilities(&app.limits, body.required_capabilities)?;
     if body.max_attempts == 0 || body.max_attempts > app.limits.max_task_attempts {
         return Err(ApiError::invalid(
             ErrorCode::InvalidMaxAttempts,
             format!("max_attempts must be 1 to {}", app.limits.max_task_attempts),
         ));
     }
-    check_duration(&app, "lease_ms", body.lease_ms)?;
+    super::input::duration(&app.limits, "lease_ms", body.lease_ms)?;
     if body
         .not_before_ms
         .is_some_and(|delay| delay > app.limits.max_not_before_ms)
@@ -188,11 +189,11 @@ pub async fn submit(
         ));
     }
     if let Some(key) = &body.idempotency_key {
-        check_name(&app, "idempotency_key", key)?;
+        super::input::name(&app.limits, "idempotency_key", key)?;
     }
     let new = NewTask {
         kind: body.kind,
-        payload_json: json_text(&app, body.payload, "null")?,
+        payload_json: super::input::json_text(&app.limits, body.payload, "null")?,
         required_capabilities,
         priority: body.priority,
         max_attempts: body.max_attempts,
@@ -201,14 +202,8 @@ pub async fn submit(
         depends_on: body.depends_on,
         idempotency_key: body.idempotency_key,
     };
-    let applied = app
-        .propose(Proposal {
-            guard: super::input::guard(body.guard)?,
-            request_id: body.request_id,
-            command: Command::TaskSubmit(new),
-        })
-        .await?;
-    super::outcome::respond(&applied)
+    app.propose_and_respond(body.request_id, body.guard, Command::TaskSubmit(new))
+        .await
 }
 
 /// Claims the session's next assigned task, waiting up to `wait_ms` for one. The
@@ -218,7 +213,7 @@ pub async fn claim(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<ClaimBody>,
 ) -> Result<Response, ApiError> {
-    let deadline = tokio::time::Instant::now() + app.check_wait(body.wait_ms)?;
+    let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
     let session_id = body.session_id;
     loop {
         let applied = app
@@ -270,23 +265,6 @@ pub async fn claim(
     }
 }
 
-async fn update(
-    app: &AppState,
-    request_id: Option<String>,
-    guard: Option<super::input::GuardBody>,
-    command: Command,
-) -> Result<Response, ApiError> {
-    let guard = super::input::guard(guard)?;
-    let applied = app
-        .propose(Proposal {
-            guard,
-            request_id,
-            command,
-        })
-        .await?;
-    super::outcome::respond(&applied)
-}
-
 pub async fn heartbeat(
     State(app): State<AppState>,
     PathParam(id): PathParam<String>,
@@ -294,7 +272,11 @@ pub async fn heartbeat(
 ) -> Result<Response, ApiError> {
     let task_id = parse_id(&id)?;
     let progress_json = match body.progress {
-        Some(progress) => Some(json_text(&app, Some(progress), "null")?),
+        Some(progress) => Some(super::input::json_text(
+            &app.limits,
+            Some(progress),
+            "null",
+        )?),
         None => None,
     };
     let command = Command::TaskHeartbeat {
@@ -302,7 +284,8 @@ pub async fn heartbeat(
         fencing_token: body.fencing_token,
         progress_json,
     };
-    update(&app, body.request_id, body.guard, command).await
+    app.propose_and_respond(body.request_id, body.guard, command)
+        .await
 }
 
 pub async fn complete(
@@ -311,13 +294,14 @@ pub async fn complete(
     JsonBody(body): JsonBody<CompleteBody>,
 ) -> Result<Response, ApiError> {
     let task_id = parse_id(&id)?;
-    let result_json = json_text(&app, body.result, "null")?;
+    let result_json = super::input::json_text(&app.limits, body.result, "null")?;
     let command = Command::TaskComplete {
         task_id,
         fencing_token: body.fencing_token,
         result_json,
     };
-    update(&app, body.request_id, body.guard, command).await
+    app.propose_and_respond(body.request_id, body.guard, command)
+        .await
 }
 
 pub async fn fail(
@@ -337,7 +321,8 @@ pub async fn fail(
         error: body.error,
         retryable: body.retryable,
     };
-    update(&app, body.request_id, body.guard, command).await
+    app.propose_and_respond(body.request_id, body.guard, command)
+        .await
 }
 
 pub async fn cancel(
@@ -346,13 +331,8 @@ pub async fn cancel(
     JsonBody(body): JsonBody<PlainBody>,
 ) -> Result<Response, ApiError> {
     let task_id = parse_id(&id)?;
-    update(
-        &app,
-        body.request_id,
-        body.guard,
-        Command::TaskCancel { task_id },
-    )
-    .await
+    app.propose_and_respond(body.request_id, body.guard, Command::TaskCancel { task_id })
+        .await
 }
 
 pub async fn retry(
@@ -361,13 +341,8 @@ pub async fn retry(
     JsonBody(body): JsonBody<PlainBody>,
 ) -> Result<Response, ApiError> {
     let task_id = parse_id(&id)?;
-    update(
-        &app,
-        body.request_id,
-        body.guard,
-        Command::TaskRetry { task_id },
-    )
-    .await
+    app.propose_and_respond(body.request_id, body.guard, Command::TaskRetry { task_id })
+        .await
 }
 
 pub async fn get(
@@ -392,7 +367,7 @@ pub async fn list(
     State(app): State<AppState>,
     QueryParams(query): QueryParams<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let limit = super::kv::check_limit(&app, query.limit)?;
+    let limit = super::input::page_limit(&app.limits, query.limit)?;
     let state = match query.state.as_deref() {
         Some(name) => Some(TaskState::parse(name).ok_or_else(|| {
             ApiError::invalid(
