@@ -15,8 +15,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// The version of every on-disk and on-wire format in this module. Stored once per
-/// data directory and sent with every Raft RPC.
-pub const FORMAT_VERSION: u32 = 1;
+/// data directory and sent with every Raft RPC. Bump it with every change to an
+/// encoded type. History: 1 — the first format; 2 — commands nest per primitive
+/// (`Command::Kv(KvCommand)`, issue #10).
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Encoding or decoding failed. Decoding failures of persisted data are fatal to the
 /// node (a log entry that cannot be decoded must stop it rather than let replicas

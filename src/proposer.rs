@@ -97,7 +97,7 @@ impl Proposer {
     /// Proposes one command and waits for its applied result.
     pub async fn propose(&self, proposal: Proposal) -> Result<Applied, ProposeError> {
         let (reply, result) = oneshot::channel();
-        let bytes = approximate_size(&proposal);
+        let bytes = proposal.size_hint();
         self.queue
             .try_send(Pending {
                 proposal,
@@ -120,57 +120,6 @@ impl Proposer {
             Err(_) => Err(ProposeError::Indeterminate("write timed out".into())),
         }
     }
-}
-
-/// A cheap estimate of a proposal's encoded size, for the batch byte bound.
-fn approximate_size(proposal: &Proposal) -> usize {
-    use crate::sm::Command;
-    let payload = match &proposal.command {
-        Command::KvPut {
-            key, value_json, ..
-        } => key.len() + value_json.len(),
-        Command::KvDelete { key, .. } => key.len(),
-        Command::SessionCreate(new) => {
-            new.name.len()
-                + new.metadata_json.len()
-                + new.capabilities.iter().map(String::len).sum::<usize>()
-        }
-        Command::Tick { renewals } => renewals.len() * 16,
-        Command::TaskSubmit(new) => {
-            new.kind.len()
-                + new.payload_json.len()
-                + new
-                    .required_capabilities
-                    .iter()
-                    .map(String::len)
-                    .sum::<usize>()
-                + new.depends_on.len() * 8
-        }
-        Command::TaskHeartbeat { progress_json, .. } => {
-            progress_json.as_ref().map_or(0, String::len)
-        }
-        Command::TaskComplete { result_json, .. } => result_json.len(),
-        Command::TaskFail { error, .. } => error.len(),
-        Command::LockAcquire { name, .. }
-        | Command::LockRelease { name, .. }
-        | Command::LockWithdraw { name, .. } => name.len(),
-        Command::Campaign {
-            name, value_json, ..
-        } => name.len() + value_json.len(),
-        Command::SemaphoreAcquire { name, .. }
-        | Command::SemaphoreRelease { name, .. }
-        | Command::SemaphoreWithdraw { name, .. }
-        | Command::BarrierWait { name, .. }
-        | Command::BarrierLeave { name, .. }
-        | Command::Resign { name, .. }
-        | Command::CampaignWithdraw { name, .. } => name.len(),
-        Command::SessionKeepalive { .. }
-        | Command::SessionEnd { .. }
-        | Command::TaskClaim { .. }
-        | Command::TaskCancel { .. }
-        | Command::TaskRetry { .. } => 0,
-    };
-    32 + payload + proposal.request_id.as_ref().map_or(0, String::len)
 }
 
 struct BatchTask {

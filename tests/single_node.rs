@@ -302,7 +302,8 @@ async fn bad_input_gets_a_documented_4xx_and_never_hurts_the_node() {
             .header("x-conclave-format", format)
             .body(vec![0xff, 0xff, 0xff])
     };
-    let raft = |secret: &str, target: &str| raft_with_format(secret, target, "1");
+    let format = conclave::codec::FORMAT_VERSION.to_string();
+    let raft = |secret: &str, target: &str| raft_with_format(secret, target, &format);
     expect_error(
         http.post(format!("{url}/raft/append")).body("x"),
         401,

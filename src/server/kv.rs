@@ -10,7 +10,8 @@ use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::{AppState, Consistency, ReadQuery};
-use crate::sm::{kv::KvEntry, Command};
+use crate::sm::kv::{KvCommand, KvEntry};
+use crate::sm::Command;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,12 +80,12 @@ pub async fn put(
             limit: app.limits.max_value_bytes,
         });
     }
-    let command = Command::KvPut {
+    let command = Command::Kv(KvCommand::Put {
         key,
         value_json: value_json.to_owned(),
         if_version: body.if_version,
         session_id: body.session_id,
-    };
+    });
     app.propose_and_respond(body.request_id, body.guard, command)
         .await
 }
@@ -95,10 +96,10 @@ pub async fn delete(
     JsonBody(body): JsonBody<DeleteBody>,
 ) -> Result<Response, ApiError> {
     super::input::key(&app.limits, &key)?;
-    let command = Command::KvDelete {
+    let command = Command::Kv(KvCommand::Delete {
         key,
         if_version: body.if_version,
-    };
+    });
     app.propose_and_respond(body.request_id, body.guard, command)
         .await
 }

@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::kv::KvCommand;
 use super::locks::LockMode;
 use super::sessions::{NewSession, SessionId};
 use super::tasks::{NewTask, TaskId, TaskState};
@@ -31,6 +32,61 @@ pub struct Proposal {
     pub command: Command,
 }
 
+impl Proposal {
+    /// A cheap estimate of its encoded size, for the proposer's batch byte bound.
+    pub fn size_hint(&self) -> usize {
+        32 + self.command.size_hint() + self.request_id.as_ref().map_or(0, String::len)
+    }
+}
+
+impl Command {
+    /// A cheap estimate of the variable part of its encoded size, in bytes.
+    pub fn size_hint(&self) -> usize {
+        match self {
+            Self::Kv(command) => command.size_hint(),
+            Self::SessionCreate(new) => {
+                new.name.len()
+                    + new.metadata_json.len()
+                    + new.capabilities.iter().map(String::len).sum::<usize>()
+            }
+            Self::Tick { renewals } => renewals.len() * 16,
+            Self::TaskSubmit(new) => {
+                new.kind.len()
+                    + new.payload_json.len()
+                    + new
+                        .required_capabilities
+                        .iter()
+                        .map(String::len)
+                        .sum::<usize>()
+                    + new.depends_on.len() * 8
+            }
+            Self::TaskHeartbeat { progress_json, .. } => {
+                progress_json.as_ref().map_or(0, String::len)
+            }
+            Self::TaskComplete { result_json, .. } => result_json.len(),
+            Self::TaskFail { error, .. } => error.len(),
+            Self::LockAcquire { name, .. }
+            | Self::LockRelease { name, .. }
+            | Self::LockWithdraw { name, .. } => name.len(),
+            Self::Campaign {
+                name, value_json, ..
+            } => name.len() + value_json.len(),
+            Self::SemaphoreAcquire { name, .. }
+            | Self::SemaphoreRelease { name, .. }
+            | Self::SemaphoreWithdraw { name, .. }
+            | Self::BarrierWait { name, .. }
+            | Self::BarrierLeave { name, .. }
+            | Self::Resign { name, .. }
+            | Self::CampaignWithdraw { name, .. } => name.len(),
+            Self::SessionKeepalive { .. }
+            | Self::SessionEnd { .. }
+            | Self::TaskClaim { .. }
+            | Self::TaskCancel { .. }
+            | Self::TaskRetry { .. } => 0,
+        }
+    }
+}
+
 /// A fencing condition: `fencing_token` must be current for the resource: a hold of
 /// the lock, a permit of the semaphore, or the election's leader term.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,21 +106,8 @@ pub enum GuardKind {
 /// Every state-changing operation the state machine knows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
-    /// Writes `value_json` (the JSON text as the client sent it) at `key`.
-    /// `if_version`: `Some(0)` means the key must not exist, `Some(v)` that its
-    /// version must be `v`. With `session_id` the key is ephemeral: deleted when
-    /// that session ends.
-    KvPut {
-        key: String,
-        value_json: String,
-        if_version: Option<u64>,
-        session_id: Option<SessionId>,
-    },
-    /// Deletes `key`, optionally only at version `if_version`.
-    KvDelete {
-        key: String,
-        if_version: Option<u64>,
-    },
+    /// A key/value write (`sm::kv`).
+    Kv(KvCommand),
     SessionCreate(NewSession),
     SessionKeepalive {
         session_id: SessionId,

@@ -412,12 +412,12 @@ fn a_guard_applies_a_command_only_while_its_token_is_current() {
             name: "L".into(),
             fencing_token: token,
         }),
-        command: Command::KvPut {
+        command: Command::Kv(crate::sm::kv::KvCommand::Put {
             key: "k".into(),
             value_json: value.into(),
             if_version: None,
             session_id: None,
-        },
+        }),
     };
     let ok = state.apply_batch(&Batch {
         leader_time_ms: 2,
@@ -622,12 +622,12 @@ fn fencing_tokens_are_never_reused_after_a_lock_is_forgotten() {
             name: "L".into(),
             fencing_token: *granted.last().unwrap(),
         }),
-        command: Command::KvPut {
+        command: Command::Kv(crate::sm::kv::KvCommand::Put {
             key: "k".into(),
             value_json: "1".into(),
             if_version: None,
             session_id: None,
-        },
+        }),
     };
     let refused = state.apply_batch(&Batch {
         leader_time_ms: 1_002,
@@ -695,12 +695,12 @@ fn a_request_id_reused_with_a_different_guard_is_a_conflict() {
     let put = |guard: Option<Guard>| Proposal {
         request_id: Some("r".into()),
         guard,
-        command: Command::KvPut {
+        command: Command::Kv(crate::sm::kv::KvCommand::Put {
             key: "k".into(),
             value_json: "1".into(),
             if_version: None,
             session_id: None,
-        },
+        }),
     };
     state.apply_batch(&Batch {
         leader_time_ms: 2,

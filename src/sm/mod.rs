@@ -152,20 +152,7 @@ impl State {
 
     fn apply_command(&mut self, command: &Command, index: u64) -> Outcome {
         match command {
-            Command::KvPut {
-                key,
-                value_json,
-                if_version,
-                session_id,
-            } => self.put_key(key, value_json, *if_version, *session_id, index),
-            Command::KvDelete { key, if_version } => {
-                let owner = self.kv.get(key).and_then(|entry| entry.session_id);
-                let outcome = kv::delete(&mut self.kv, key, *if_version);
-                if matches!(outcome, Outcome::KvDeleted { existed: true }) {
-                    self.unbind_key(owner, key);
-                }
-                outcome
-            }
+            Command::Kv(command) => self.apply_kv(command, index),
             Command::SessionCreate(new) => self.create_session(new, index),
             Command::SessionKeepalive { session_id } => {
                 self.renew_session(*session_id, self.cluster_time_ms)
@@ -290,36 +277,6 @@ impl State {
         (!current.contains(&guard.fencing_token)).then(|| Outcome::StaleFencingToken {
             current: current.iter().copied().max().unwrap_or(0),
         })
-    }
-
-    fn put_key(
-        &mut self,
-        key: &str,
-        value_json: &str,
-        if_version: Option<u64>,
-        session_id: Option<u64>,
-        index: u64,
-    ) -> Outcome {
-        if let Some(id) = session_id {
-            if self.sessions.get(id).is_none() {
-                return Outcome::SessionNotFound { session_id: id };
-            }
-        }
-        let previous_owner = self.kv.get(key).and_then(|entry| entry.session_id);
-        let outcome = kv::put(&mut self.kv, key, value_json, if_version, session_id, index);
-        if matches!(outcome, Outcome::KvWritten { .. }) {
-            self.unbind_key(previous_owner, key);
-            if let Some(session) = session_id.and_then(|id| self.sessions.get_mut(id)) {
-                session.ephemeral_keys.insert(key.to_owned());
-            }
-        }
-        outcome
-    }
-
-    fn unbind_key(&mut self, owner: Option<u64>, key: &str) {
-        if let Some(session) = owner.and_then(|id| self.sessions.get_mut(id)) {
-            session.ephemeral_keys.remove(key);
-        }
     }
 }
 

@@ -110,12 +110,12 @@ fn a_session_end_returns_its_permits_and_a_permit_guard_goes_stale() {
             name: "S".into(),
             fencing_token,
         }),
-        command: Command::KvPut {
+        command: Command::Kv(crate::sm::kv::KvCommand::Put {
             key: "k".into(),
             value_json: "1".into(),
             if_version: None,
             session_id: None,
-        },
+        }),
     };
     let ok = state.apply_batch(&Batch {
         leader_time_ms: 3,

@@ -93,15 +93,7 @@ impl State {
         let Some(session) = self.sessions.remove(id) else {
             return session_not_found(id);
         };
-        for key in &session.ephemeral_keys {
-            if self
-                .kv
-                .get(key)
-                .is_some_and(|entry| entry.session_id == Some(id))
-            {
-                self.kv.remove(key);
-            }
-        }
+        self.kv_on_session_end(&session);
         for task_id in self.tasks.assigned_to(id) {
             self.lose_lease(task_id, reason);
         }

@@ -62,19 +62,19 @@ fn tick(renewals: &[(SessionId, u64)]) -> Command {
 }
 
 fn put(key: &str, session_id: Option<SessionId>) -> Command {
-    Command::KvPut {
+    Command::Kv(crate::sm::kv::KvCommand::Put {
         key: key.into(),
         value_json: "1".into(),
         if_version: None,
         session_id,
-    }
+    })
 }
 
 fn delete(key: &str) -> Command {
-    Command::KvDelete {
+    Command::Kv(crate::sm::kv::KvCommand::Delete {
         key: key.into(),
         if_version: None,
-    }
+    })
 }
 
 /// A task with defaults (priority 0, 3 attempts, a 1 s lease); tests override fields

@@ -8,12 +8,12 @@ fn put(key: &str, value: &str, if_version: Option<u64>) -> Proposal {
     Proposal {
         guard: None,
         request_id: None,
-        command: Command::KvPut {
+        command: Command::Kv(crate::sm::kv::KvCommand::Put {
             key: key.into(),
             value_json: value.into(),
             if_version,
             session_id: None,
-        },
+        }),
     }
 }
 
@@ -21,10 +21,10 @@ fn delete(key: &str, if_version: Option<u64>) -> Proposal {
     Proposal {
         guard: None,
         request_id: None,
-        command: Command::KvDelete {
+        command: Command::Kv(crate::sm::kv::KvCommand::Delete {
             key: key.into(),
             if_version,
-        },
+        }),
     }
 }
 

@@ -1,7 +1,16 @@
-//! Key/value commands: put, delete, compare-and-set on versions.
+//! The key/value room: its state ([`KvMap`]), its command ([`KvCommand`]), its
+//! rules (put, delete, compare-and-set on versions, ephemeral keys bound to a
+//! session) and its session-end hook.
 //!
 //! A key's `version` is the command index of its last write and `create_index` the
-//! command index that created it; both are identical on every replica.
+//! command index that created it; both are identical on every replica. Like all of
+//! `sm`, it must not depend on storage, Raft, the clock or the HTTP layer; of the
+//! other rooms it touches only `sessions` (an ephemeral key's owner).
+
+mod command;
+mod rules;
+
+pub use command::KvCommand;
 
 use std::collections::BTreeMap;
 
