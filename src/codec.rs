@@ -4,7 +4,7 @@
 //! Raft RPC body between nodes goes through [`encode`] and [`decode`]. Changing the
 //! encoding means changing this module and bumping [`FORMAT_VERSION`]; a node refuses
 //! to open a data directory written with another format version (see `store`), and a
-//! node refuses a Raft RPC whose format header differs (see `server::raft_rpc`).
+//! node refuses a Raft RPC whose format header differs (see `transport::server`).
 //!
 //! The encoding is bincode 2 (`config::standard()`, varint integers) through serde.
 //! Types that pass through here must not use `#[serde(flatten)]`, `untagged` or

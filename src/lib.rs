@@ -1,8 +1,8 @@
 //! Conclave: a Raft-replicated coordination server.
+pub mod body;
 pub mod codec;
 pub mod config;
 pub mod limits;
-pub mod network;
 pub mod node;
 pub mod proposer;
 pub mod raft_types;
@@ -11,3 +11,4 @@ pub mod server;
 pub mod sm;
 pub mod store;
 pub mod ticker;
+pub mod transport;

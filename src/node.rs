@@ -11,13 +11,13 @@ use std::time::Duration;
 use openraft::error::{InitializeError, RaftError};
 
 use crate::config::NodeConfig;
-use crate::network::Network;
 use crate::proposer::Proposer;
 use crate::raft_types::Raft;
 use crate::read_index::ReadIndex;
 use crate::server::{self, App};
 use crate::store;
 use crate::ticker::{self, Keepalives};
+use crate::transport::{self, Network, Peers};
 
 /// Starting or running a node failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,14 +90,21 @@ pub async fn run(
         raft: raft.clone(),
         state_machine,
         http,
-        cluster_secret: config.cluster_secret.clone(),
         peer_dial_addrs: config.peer_dial_addrs.clone(),
-        max_raft_body_bytes: max_raft_body_bytes(&config),
-        snapshot_receipt: Default::default(),
         limits: config.limits.clone(),
     });
     tracing::info!(node_id = config.node_id, addr = %config.listen_addr, data_dir = %config.data_dir.display(), "serving");
-    let served = axum::serve(listener, server::router(app))
+    let peers = Arc::new(Peers {
+        node_id: config.node_id,
+        raft: raft.clone(),
+        cluster_secret: config.cluster_secret.clone(),
+        max_body_bytes: max_raft_body_bytes(&config),
+        max_snapshot_bytes: config.limits.max_snapshot_bytes as u64,
+        snapshot_receipt: Default::default(),
+    });
+    // One listener for now: client API and peer routes merged (#11 splits them).
+    let router = server::catch_panics(server::router(app).merge(transport::router(peers)));
+    let served = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await;
     if let Err(e) = raft.shutdown().await {

@@ -27,9 +27,6 @@ pub enum ApiError {
     /// 400: well-formed input that breaks a rule; `code` says which.
     #[error("{message}")]
     Invalid { code: ErrorCode, message: String },
-    /// 401: missing or wrong credentials.
-    #[error("missing or invalid cluster secret")]
-    Unauthorized,
     /// 404: no such route or resource.
     #[error("{message}")]
     NotFound { code: ErrorCode, message: String },
@@ -51,9 +48,6 @@ pub enum ApiError {
     /// 413.
     #[error("too large: the limit is {limit} bytes")]
     TooLarge { limit: usize },
-    /// 421: a Raft RPC meant for another node.
-    #[error("this is node {this}, not node {target}")]
-    WrongNode { this: NodeId, target: String },
     /// 429: overloaded; retry after a moment.
     #[error("{0}")]
     Overloaded(String),
@@ -84,7 +78,6 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedJson),
             Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
-            Self::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
             Self::CasMismatch { .. } => (StatusCode::CONFLICT, ErrorCode::CasMismatch),
@@ -92,7 +85,6 @@ impl ApiError {
             Self::StaleToken { .. } => (StatusCode::CONFLICT, ErrorCode::StaleFencingToken),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
-            Self::WrongNode { .. } => (StatusCode::MISDIRECTED_REQUEST, ErrorCode::WrongNode),
             Self::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::Overloaded),
             Self::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoLeader),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),

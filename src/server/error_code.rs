@@ -3,7 +3,8 @@
 //! differently in two. `docs/api.md` documents each one (a test checks).
 //!
 //! Owns only the names; the status each error maps to lives in `error`. Must not
-//! depend on handlers, the state machine or Raft.
+//! depend on handlers, the state machine or Raft. (The peer listener's refusals
+//! have codes of their own in `transport::server`.)
 
 macro_rules! error_codes {
     ($($variant:ident => $text:literal,)*) => {
@@ -31,7 +32,6 @@ error_codes! {
     CasMismatch => "cas_mismatch",
     Deadlock => "deadlock",
     EmptyMembership => "empty_membership",
-    FormatMismatch => "format_mismatch",
     Indeterminate => "indeterminate",
     Internal => "internal",
     InvalidAddr => "invalid_addr",
@@ -52,7 +52,6 @@ error_codes! {
     InvalidRequest => "invalid_request",
     InvalidRequestId => "invalid_request_id",
     InvalidSessionId => "invalid_session_id",
-    InvalidSnapshotChunk => "invalid_snapshot_chunk",
     InvalidTaskId => "invalid_task_id",
     InvalidWait => "invalid_wait",
     KeyNotFound => "key_not_found",
@@ -76,9 +75,7 @@ error_codes! {
     TaskNotFound => "task_not_found",
     TooManyCapabilities => "too_many_capabilities",
     TooManyDependencies => "too_many_dependencies",
-    Unauthorized => "unauthorized",
     Unavailable => "unavailable",
-    WrongNode => "wrong_node",
     WrongState => "wrong_state",
 }
 

@@ -76,35 +76,13 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
     }
 }
 
-/// A raw body within `limit` bytes, with JSON errors.
-pub async fn body_bytes(request: Request, limit: usize) -> Result<Bytes, ApiError> {
-    read_body(request.into_body(), limit).await
-}
-
 /// Reads a whole body of at most `limit` bytes: 413 `payload_too_large` past the
-/// limit, 400 `invalid_body` for a body that cannot be read (a malformed chunked
-/// encoding, a connection cut mid-body). Bug: every read error was answered 413.
+/// limit, 400 `invalid_body` for a body that cannot be read.
 pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, limit).await.map_err(|error| {
-        if is_length_limit(&error) {
-            ApiError::TooLarge { limit }
-        } else {
-            ApiError::invalid(
-                ErrorCode::InvalidBody,
-                format!("the request body could not be read: {error}"),
-            )
-        }
-    })
-}
-
-/// Whether a body-read error is the length limit (anywhere in its source chain).
-fn is_length_limit(error: &axum::Error) -> bool {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(error) = cause {
-        if error.is::<http_body_util::LengthLimitError>() {
-            return true;
-        }
-        cause = error.source();
-    }
-    false
+    crate::body::read_limited(body, limit)
+        .await
+        .map_err(|error| match error {
+            crate::body::BodyError::TooLarge { limit } => ApiError::TooLarge { limit },
+            malformed => ApiError::invalid(ErrorCode::InvalidBody, malformed.to_string()),
+        })
 }

@@ -1,9 +1,13 @@
-//! The HTTP front: the client API under `/v1`, operations endpoints, and `/raft/*`.
+//! The client API: `/v1` and the operations endpoints (`/health`, `/ready`,
+//! `/metrics`).
 //!
-//! Layout: `error` (the one error → status mapping), `extract` (input parsing),
-//! `forward` (the one module that sends requests to the leader), `raft_rpc`
-//! (node-to-node), `kv`, `requests`, `cluster` (handlers). Handlers never match on
+//! Layout: `error` (the one error → status mapping), `error_code` (every stable
+//! code), `input` (every input check), `extract` (request parsing), `forward` (the
+//! one module that sends requests to the leader), `outcome` (replicated outcome →
+//! response), `wait` (blocking waits), and the handlers `kv`, `requests`,
+//! `sessions`, `tasks`, `locks`, `primitives`, `cluster`. Handlers never match on
 //! leadership themselves: they return `ApiError::NoLeader` and `forward` decides.
+//! Must not depend on `transport` (peer traffic) or storage internals.
 
 pub mod cluster;
 pub mod error;
@@ -15,7 +19,6 @@ pub mod kv;
 pub mod locks;
 pub mod outcome;
 pub mod primitives;
-pub mod raft_rpc;
 pub mod requests;
 pub mod sessions;
 pub mod tasks;
@@ -48,12 +51,7 @@ pub struct App {
     pub limits: Limits,
     /// Pooled client for forwarding to the leader.
     pub http: reqwest::Client,
-    pub cluster_secret: String,
     pub peer_dial_addrs: BTreeMap<NodeId, String>,
-    /// Largest `/raft/*` body accepted.
-    pub max_raft_body_bytes: usize,
-    /// Which chunks of an incoming snapshot may be handed to Raft next.
-    pub snapshot_receipt: tokio::sync::Mutex<raft_rpc::SnapshotReceipt>,
     /// Keepalives accepted here while leading, replicated by the ticker.
     pub keepalives: crate::ticker::Keepalives,
     /// Test-only planted bug: linearizable reads served locally (see `config`).
@@ -232,11 +230,6 @@ pub fn router(app: AppState) -> Router {
         .route("/health", get(cluster::health))
         .route("/ready", get(cluster::ready))
         .route("/metrics", get(cluster::metrics));
-    let raft_routes = Router::new()
-        .route("/raft/append", post(raft_rpc::append))
-        .route("/raft/vote", post(raft_rpc::vote))
-        .route("/raft/snapshot", post(raft_rpc::snapshot))
-        .layer(DefaultBodyLimit::max(app.max_raft_body_bytes));
     let client_routes = leader_routes
         .merge(local_routes)
         .layer(axum::middleware::from_fn_with_state(
@@ -244,11 +237,10 @@ pub fn router(app: AppState) -> Router {
             forward::leader_header,
         ))
         .layer(DefaultBodyLimit::max(app.limits.max_body_bytes));
-    let router = client_routes
-        .merge(raft_routes)
+    client_routes
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-    catch_panics(router).with_state(app)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(app)
 }
 
 /// A handler that panics answers a logged JSON 500 `internal` instead of dropping

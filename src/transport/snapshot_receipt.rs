@@ -1,105 +1,6 @@
-//! Node-to-node Raft RPCs under `/raft/*`: bincode bodies, authenticated by the
-//! cluster secret, addressed to one node id, and refused across format versions.
-//!
-//! The whole `Result` of the local Raft call is encoded in a 200 response; the
-//! caller (`network`) turns an `Err` into openraft's `RemoteError`. Refusals before
-//! Raft sees the request (secret, target, format, body) are JSON errors with 4xx.
+//! Which chunks of an incoming snapshot may be handed to Raft next.
 
-use axum::extract::{Request, State};
-use axum::response::{IntoResponse, Response};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
-
-use super::error::ApiError;
-use super::error_code::ErrorCode;
-use super::AppState;
-use crate::codec;
-use crate::network::{FORMAT_HEADER, SECRET_HEADER, TARGET_HEADER};
-use crate::raft_types::TypeConfig;
-use openraft::raft::InstallSnapshotRequest;
-
-/// Compares secrets in time independent of where they differ.
-fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-/// Checks the headers, then reads and decodes the body.
-async fn admit<T: DeserializeOwned>(app: &AppState, request: Request) -> Result<T, ApiError> {
-    let headers = request.headers();
-    let secret = headers
-        .get(SECRET_HEADER)
-        .map(|value| value.as_bytes())
-        .unwrap_or_default();
-    if !secrets_match(secret, app.cluster_secret.as_bytes()) {
-        return Err(ApiError::Unauthorized);
-    }
-    let target = headers
-        .get(TARGET_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    if target.parse::<u64>().ok() != Some(app.node_id) {
-        return Err(ApiError::WrongNode {
-            this: app.node_id,
-            target: target.to_owned(),
-        });
-    }
-    let format = headers
-        .get(FORMAT_HEADER)
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or_default();
-    if format != codec::FORMAT_VERSION.to_string() {
-        return Err(ApiError::invalid(
-            ErrorCode::FormatMismatch,
-            format!(
-                "sender format {format:?}, this node speaks {}",
-                codec::FORMAT_VERSION
-            ),
-        ));
-    }
-    let body = super::extract::body_bytes(request, app.max_raft_body_bytes).await?;
-    codec::decode(&body).map_err(|e| ApiError::invalid(ErrorCode::InvalidBody, e.to_string()))
-}
-
-fn reply<T: Serialize>(result: &T) -> Response {
-    match codec::encode(result) {
-        Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
-        Err(e) => ApiError::Unavailable(format!("encoding the reply: {e}")).into_response(),
-    }
-}
-
-pub async fn append(State(app): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    let request = admit(&app, request).await?;
-    Ok(reply(&app.raft.append_entries(request).await))
-}
-
-pub async fn vote(State(app): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    let request = admit(&app, request).await?;
-    Ok(reply(&app.raft.vote(request).await))
-}
-
-pub async fn snapshot(State(app): State<AppState>, request: Request) -> Result<Response, ApiError> {
-    let request: InstallSnapshotRequest<TypeConfig> = admit(&app, request).await?;
-    // Held across the install so the receipt and Raft's buffer move together.
-    let mut receipt = app.snapshot_receipt.lock().await;
-    let chunk = Chunk {
-        snapshot_id: &request.meta.snapshot_id,
-        offset: request.offset,
-        len: request.data.len() as u64,
-    };
-    let end = receipt.admit(&chunk, app.limits.max_snapshot_bytes as u64)?;
-    let snapshot_id = request.meta.snapshot_id.clone();
-    let done = request.done;
-    let result = app.raft.install_snapshot(request).await;
-    if result.is_ok() {
-        receipt.received(snapshot_id, end, done);
-    }
-    Ok(reply(&result))
-}
+use super::server::Refusal;
 
 /// One `/raft/snapshot` chunk, as far as admission is concerned.
 pub struct Chunk<'a> {
@@ -124,9 +25,8 @@ pub struct SnapshotReceipt {
 
 impl SnapshotReceipt {
     /// Admits `chunk` or says why not; `Ok` is the received length once it is taken.
-    pub fn admit(&self, chunk: &Chunk<'_>, max_bytes: u64) -> Result<u64, ApiError> {
-        let refuse =
-            |message: String| Err(ApiError::invalid(ErrorCode::InvalidSnapshotChunk, message));
+    pub fn admit(&self, chunk: &Chunk<'_>, max_bytes: u64) -> Result<u64, Refusal> {
+        let refuse = |message: String| Err(Refusal::InvalidSnapshotChunk(message));
         let Some(end) = chunk.offset.checked_add(chunk.len) else {
             return refuse(format!("chunk offset {} overflows", chunk.offset));
         };

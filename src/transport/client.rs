@@ -1,7 +1,7 @@
 //! The Raft network client: openraft's RPCs to peers over HTTP with bincode bodies.
 //!
 //! Every call carries the cluster secret, the target node id and the codec format
-//! version as headers (checked by `server::raft_rpc`). One pooled `reqwest::Client`
+//! version as headers (checked by `transport::server`). One pooled `reqwest::Client`
 //! per node is shared by every peer client, so `new_client` (which openraft calls
 //! inline on every election and read-index round) is a cheap clone. A peer that
 //! that cannot be connected to, or that refuses the call with an HTTP error status,
@@ -23,15 +23,9 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::{FORMAT_HEADER, SECRET_HEADER, TARGET_HEADER};
 use crate::codec;
 use crate::raft_types::{Member, NodeId, TypeConfig};
-
-/// Header carrying the cluster secret on `/raft/*`.
-pub const SECRET_HEADER: &str = "x-conclave-secret";
-/// Header carrying the node id the RPC is meant for.
-pub const TARGET_HEADER: &str = "x-conclave-target";
-/// Header carrying the sender's codec format version.
-pub const FORMAT_HEADER: &str = "x-conclave-format";
 
 /// How long openraft waits before retrying a peer it could not connect to.
 const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);

@@ -1,0 +1,23 @@
+//! Peer traffic: the Raft RPCs between nodes, client and server, apart from the
+//! client API.
+//!
+//! `client` is openraft's network (one pooled HTTP client, bincode bodies);
+//! `server` is the `/raft/*` router each node serves, admitting only requests that
+//! carry the cluster secret, this node's id and this binary's format version;
+//! `snapshot_receipt` admits snapshot chunks in order. This module must not depend
+//! on the client API (`server`: its `ApiError`, extractors or handlers) so peer and
+//! client traffic stay apart; `node` composes the two routers.
+
+pub mod client;
+pub mod server;
+mod snapshot_receipt;
+
+pub use client::Network;
+pub use server::{router, Peers};
+
+/// Header carrying the cluster secret on `/raft/*`.
+pub const SECRET_HEADER: &str = "x-conclave-secret";
+/// Header carrying the node id the RPC is meant for.
+pub const TARGET_HEADER: &str = "x-conclave-target";
+/// Header carrying the sender's codec format version.
+pub const FORMAT_HEADER: &str = "x-conclave-format";
