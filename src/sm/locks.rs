@@ -304,9 +304,10 @@ impl Locks {
         self.graph.locks_of(session)
     }
 
-    /// If `session` queuing on `name` now would close a cycle, the cycle. The new
-    /// waiter would wait for the last waiter of another session (who reaches every
-    /// waiter ahead and the holders), else for the lock itself (its holders).
+    /// If `session` queuing on `name` now would close a cycle, the cycle of
+    /// sessions, starting and ending at `session`. The new waiter would wait for
+    /// the last waiter of another session (who reaches every waiter ahead and the
+    /// holders), else for the lock itself (its holders).
     pub fn find_cycle(&self, name: &str, session: SessionId) -> Option<Vec<SessionId>> {
         let lock = self.by_name.get(name)?;
         let start = lock
@@ -317,6 +318,42 @@ impl Locks {
             .map_or(Node::Lock(name.to_owned()), |waiter| {
                 Node::Session(waiter.session_id)
             });
-        self.graph.find_cycle(session, start)
+        let path = self.graph.find_path(session, start)?;
+        Some(self.shortest_sessions(name, session, path))
+    }
+
+    /// The sessions of `path` (from the new waiter's start to `session`), with each
+    /// walk down a lock's queue cut short: any waiter of a lock waits for its
+    /// holders directly, so from the first session on the path that waits on the
+    /// lock the cycle goes straight to the holder. `[2, 1, 2]`, not every innocent
+    /// waiter queued between them.
+    fn shortest_sessions(&self, name: &str, session: SessionId, path: Vec<Node>) -> Vec<SessionId> {
+        let mut cycle = vec![session];
+        // Where the sessions since the last lock node begin in `cycle`.
+        let mut run_start = 0;
+        for node in path {
+            match node {
+                Node::Session(id) => {
+                    if cycle.last() != Some(&id) {
+                        cycle.push(id);
+                    }
+                }
+                Node::Lock(lock) => {
+                    let waits_on = |position: usize| {
+                        let id = cycle[position];
+                        if position == 0 {
+                            return lock == name; // the new waiter itself
+                        }
+                        let holds = self.by_name[&lock].hold_of(id).is_some();
+                        self.graph.waits_on(id, &lock, holds)
+                    };
+                    if let Some(first) = (run_start..cycle.len()).find(|&p| waits_on(p)) {
+                        cycle.truncate(first + 1);
+                    }
+                    run_start = cycle.len();
+                }
+            }
+        }
+        cycle
     }
 }

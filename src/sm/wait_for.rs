@@ -128,9 +128,18 @@ impl WaitFor {
             .map_or(Vec::new(), |names| names.keys().cloned().collect())
     }
 
-    /// If `session` starting to wait for `start` closes a cycle, the cycle of
-    /// sessions, starting and ending at `session`. Visits each node at most once.
-    pub fn find_cycle(&self, session: SessionId, start: Node) -> Option<Vec<SessionId>> {
+    /// Whether `session` waits on `name` (holds no hold of it but is counted there).
+    pub fn waits_on(&self, session: SessionId, name: &str, holds: bool) -> bool {
+        !holds
+            && self
+                .by_session
+                .get(&session)
+                .is_some_and(|names| names.contains_key(name))
+    }
+
+    /// If `session` starting to wait for `start` closes a cycle, the path from
+    /// `start` to `session`. Visits each node at most once.
+    pub fn find_path(&self, session: SessionId, start: Node) -> Option<Vec<Node>> {
         // Nobody waits for `session`: no path can lead back to it.
         if !self.into_session.contains_key(&session) {
             return None;
@@ -158,17 +167,27 @@ impl WaitFor {
             return None;
         }
         // Walk the parent pointers back from `session` to `start`.
-        let mut cycle = vec![session];
-        let mut node = &target;
-        while let Some(previous) = parent.get(node) {
-            if let Node::Session(id) = previous {
-                cycle.push(*id);
-            }
-            node = previous;
+        let mut path = vec![target];
+        while let Some(previous) = parent.get(path.last().expect("not empty")) {
+            path.push(previous.clone());
         }
-        cycle.push(session);
-        cycle.reverse();
-        Some(cycle)
+        path.reverse();
+        Some(path)
+    }
+}
+
+#[cfg(test)]
+impl WaitFor {
+    /// The nodes `node` waits for (test-only).
+    pub fn successors(&self, node: &Node) -> Vec<Node> {
+        self.edges
+            .get(node)
+            .map_or(Vec::new(), |targets| targets.keys().cloned().collect())
+    }
+
+    /// Every node with an edge out (test-only).
+    pub fn sources(&self) -> Vec<Node> {
+        self.edges.keys().cloned().collect()
     }
 }
 
