@@ -349,6 +349,8 @@ mod lock_graph_tests;
 #[cfg(test)]
 mod lock_reference;
 #[cfg(test)]
+mod lock_scale_tests;
+#[cfg(test)]
 mod lock_tests;
 #[cfg(test)]
 mod primitive_tests;
