@@ -1,11 +1,70 @@
 //! Blocking waits shared by every primitive: wait on applied state (woken by the
 //! apply loop, never a poll), and withdraw by a replicated command when the wait
 //! ends without success — or when the client goes away mid-wait, so no ghost waiter
-//! is left behind.
+//! is left behind. A client may also go away *before* its waiting command is
+//! applied (under load the apply can lag by seconds): [`propose_undone_if_abandoned`]
+//! keeps that proposal running and withdraws the waiter it queues.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::sm::{Command, Outcome, Proposal, State};
+use crate::sm::{Applied, Command, Outcome, Proposal, State};
+
+/// How a proposal is made (the node's proposer; a fake in tests).
+pub type ProposeFn = Arc<
+    dyn Fn(Proposal) -> Pin<Box<dyn Future<Output = Result<Applied, ApiError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// `app`'s proposer as a [`ProposeFn`].
+pub fn propose_fn(app: &AppState) -> ProposeFn {
+    let app = app.clone();
+    Arc::new(move |proposal| {
+        let app = app.clone();
+        Box::pin(async move { app.propose(proposal).await })
+    })
+}
+
+/// Proposes `proposal` in a task of its own, so it completes even if the caller
+/// (the handler, dropped when its client disconnects) goes away. If the caller is
+/// gone by then, the command `undo` derives from the outcome (the withdrawal of a
+/// waiter it queued) is proposed instead: nobody is left to wait, and before this a
+/// waiter queued after its client left stayed queued until its session ended.
+pub async fn propose_undone_if_abandoned(
+    propose: ProposeFn,
+    proposal: Proposal,
+    undo: impl FnOnce(&Outcome) -> Option<Command> + Send + 'static,
+) -> Result<Applied, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    tokio::spawn(async move {
+        let result = propose(proposal).await;
+        let Err(Ok(applied)) = reply.send(result) else {
+            return; // delivered, or failed (nothing to undo)
+        };
+        let Some(command) = undo(&applied.outcome) else {
+            return;
+        };
+        let withdrawal = Proposal {
+            request_id: None,
+            guard: None,
+            command,
+        };
+        if let Err(error) = propose(withdrawal).await {
+            tracing::warn!("withdrawing a waiter queued after its client left: {error}");
+        }
+    });
+    answer.await.unwrap_or_else(|_| {
+        Err(ApiError::Indeterminate(
+            "the proposing task stopped; the command may have been applied".into(),
+        ))
+    })
+}
 
 /// Proposes `command` if dropped while armed (the handler's future was dropped
 /// because the client disconnected).
@@ -73,5 +132,106 @@ pub async fn wait_or_withdraw<T>(
         Err(error) => Err(ApiError::Indeterminate(format!(
             "the wait ended but withdrawing the waiter failed ({error}); it may have been granted: retry with the same request_id, or read the resource"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::sm::Command;
+
+    fn proposal(name: &str) -> Proposal {
+        Proposal {
+            request_id: None,
+            guard: None,
+            command: Command::LockWithdraw {
+                name: name.into(),
+                waiter_id: 0,
+            },
+        }
+    }
+
+    /// A proposer that records every command, holds the first until `gate` opens
+    /// and answers it `LockQueued`.
+    fn gated() -> (ProposeFn, oneshot::Sender<()>, Arc<Mutex<Vec<Proposal>>>) {
+        let (open, gate) = oneshot::channel::<()>();
+        let gate = Arc::new(Mutex::new(Some(gate)));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let propose: ProposeFn = Arc::new(move |proposal: Proposal| {
+            log.lock().unwrap().push(proposal);
+            let gate = gate.lock().unwrap().take();
+            Box::pin(async move {
+                if let Some(gate) = gate {
+                    let _ = gate.await;
+                }
+                Ok(Applied {
+                    index: 9,
+                    outcome: Outcome::LockQueued { waiter_id: 9 },
+                })
+            })
+        });
+        (propose, open, seen)
+    }
+
+    fn undo(outcome: &Outcome) -> Option<Command> {
+        match outcome {
+            Outcome::LockQueued { waiter_id } => Some(Command::LockWithdraw {
+                name: "undo".into(),
+                waiter_id: *waiter_id,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Regression (issue #10): a client that disconnected while its waiting acquire
+    /// was still being applied left the waiter queued (the drop guard was armed
+    /// only once the acquire had been applied).
+    #[tokio::test]
+    async fn a_waiter_queued_after_its_client_left_is_withdrawn() {
+        let (propose, open, seen) = gated();
+        let (done, finished) = oneshot::channel::<()>();
+        let handler = tokio::spawn(async move {
+            let _done = done; // dropped with the handler
+            propose_undone_if_abandoned(propose, proposal("acquire"), undo).await
+        });
+        // The handler is waiting on the gated acquire; its client goes away.
+        while seen.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        handler.abort();
+        let _ = finished.await; // the handler future is gone
+        open.send(()).unwrap();
+        let withdrawn = async {
+            while seen.lock().unwrap().len() < 2 {
+                tokio::task::yield_now().await;
+            }
+        };
+        let waited = std::time::Duration::from_secs(10);
+        assert!(
+            tokio::time::timeout(waited, withdrawn).await.is_ok(),
+            "the queued waiter was never withdrawn"
+        );
+        let seen = seen.lock().unwrap();
+        assert!(matches!(
+            &seen[1].command,
+            Command::LockWithdraw { name, waiter_id: 9 } if name == "undo"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_caller_still_there_gets_the_outcome_and_nothing_is_undone() {
+        let (propose, open, seen) = gated();
+        open.send(()).unwrap();
+        let applied = propose_undone_if_abandoned(propose, proposal("acquire"), undo)
+            .await
+            .unwrap();
+        assert_eq!(applied.outcome, Outcome::LockQueued { waiter_id: 9 });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(seen.lock().unwrap().len(), 1, "no withdrawal");
     }
 }

@@ -208,8 +208,62 @@ fn latency_of_a_waiting_acquire_before_and_after() {
         let old_unrelated = time_acquires(&mut state, samples, true, unrelated);
         let new_unrelated = time_acquires(&mut state, 1_001, false, unrelated);
         eprintln!(
-            "{waiters:>6} waiters: holder joins a chain: old {old_holder:?}, new {new_holder:?}; \
+            "{waiters:>6} waiters in chains of {CHAIN}: holder joins a chain: old {old_holder:?}, new {new_holder:?}; \
              fresh session on an unrelated lock: old {old_unrelated:?}, new {new_unrelated:?}"
         );
     }
+    for waiters in [100, 800, 1_200, 10_000] {
+        let (mut state, holder, fresh) = one_queue(waiters);
+        let samples = match waiters {
+            10_000 => 3,
+            1_200 | 800 => 11,
+            _ => 101,
+        };
+        let joins = |_| ("queue".to_owned(), holder);
+        let unrelated = |_| ("unrelated".to_owned(), fresh);
+        let old_join = time_acquires(&mut state, samples, true, joins);
+        let new_join = time_acquires(&mut state, 101, false, joins);
+        let old_unrelated = time_acquires(&mut state, samples, true, unrelated);
+        let new_unrelated = time_acquires(&mut state, 1_001, false, unrelated);
+        eprintln!(
+            "{waiters:>6} waiters on one lock: a holder of another lock joins it: old {old_join:?}, \
+             new {new_join:?}; fresh session on an unrelated lock: old {old_unrelated:?}, new {new_unrelated:?}"
+        );
+    }
+}
+
+/// `waiters` fresh sessions queued on lock "queue"; returns the state, a session
+/// holding lock "other" (so the cycle check cannot be skipped for it) and a fresh
+/// session. Lock "unrelated" is held by the holder of "queue".
+fn one_queue(waiters: usize) -> (State, SessionId, SessionId) {
+    let mut state = State::default();
+    let created = run(
+        &mut state,
+        1,
+        (0..waiters + 3).map(|_| session(FOREVER_MS)).collect(),
+    );
+    let ids: Vec<SessionId> = created
+        .iter()
+        .map(|outcome| match outcome {
+            Outcome::SessionCreated { session_id, .. } => *session_id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let (first, queued) = ids.split_at(3);
+    let [owner, holder, fresh] = [first[0], first[1], first[2]];
+    run(
+        &mut state,
+        2,
+        vec![
+            acquire("queue", owner, Exclusive),
+            acquire("unrelated", owner, Exclusive),
+            acquire("other", holder, Exclusive),
+        ],
+    );
+    let commands = queued
+        .iter()
+        .map(|&waiter| acquire("queue", waiter, Exclusive))
+        .collect();
+    run(&mut state, 3, commands);
+    (state, holder, fresh)
 }
