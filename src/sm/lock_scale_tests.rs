@@ -139,6 +139,7 @@ fn a_waiting_acquire_costs_the_steps_of_its_own_chain_not_of_all_waiters() {
         taken <= MAX_STEPS_PER_ACQUIRE,
         "{taken} steps for the deadlock"
     );
+    eprintln!("scale: {WAITERS} waiters; at most {most} steps per waiting acquire, {taken} for a deadlock");
     assert_eq!(
         state.locks.graph(),
         &super::wait_for::WaitFor::rebuild(&state.locks)
