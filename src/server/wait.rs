@@ -13,6 +13,7 @@ use tokio::sync::oneshot;
 
 use super::error::ApiError;
 use super::AppState;
+use crate::limits::{WITHDRAW_ATTEMPTS, WITHDRAW_RETRY_BASE_MS};
 use crate::sm::{Applied, Command, Outcome, Proposal, State};
 
 /// How a proposal is made (the node's proposer; a fake in tests).
@@ -29,6 +30,28 @@ pub fn propose_fn(app: &AppState) -> ProposeFn {
         let app = app.clone();
         Box::pin(async move { app.propose(proposal).await })
     })
+}
+
+/// Proposes an abandoned waiter's withdrawal, again while the node is overloaded
+/// (a full proposer queue refuses at once; nothing was applied, so a retry is safe,
+/// and withdrawals are idempotent anyway). Other errors are final: the proposal
+/// was either refused for good or is in the log (indeterminate) and will apply.
+async fn propose_withdrawal(
+    propose: &ProposeFn,
+    withdrawal: Proposal,
+) -> Result<Applied, ApiError> {
+    let mut pause = std::time::Duration::from_millis(WITHDRAW_RETRY_BASE_MS);
+    let mut attempt = 1;
+    loop {
+        match propose(withdrawal.clone()).await {
+            Err(ApiError::Overloaded(_)) if attempt < WITHDRAW_ATTEMPTS => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Proposes `proposal` in a task of its own, so it completes even if the caller
@@ -55,7 +78,7 @@ pub async fn propose_undone_if_abandoned(
             guard: None,
             command,
         };
-        if let Err(error) = propose(withdrawal).await {
+        if let Err(error) = propose_withdrawal(&propose, withdrawal).await {
             tracing::warn!("withdrawing a waiter queued after its client left: {error}");
         }
     });
@@ -81,8 +104,9 @@ impl Drop for WithdrawOnDrop {
                 guard: None,
                 command: self.command.clone(),
             };
+            let propose = propose_fn(&app);
             tokio::spawn(async move {
-                if let Err(error) = app.propose(proposal).await {
+                if let Err(error) = propose_withdrawal(&propose, proposal).await {
                     tracing::warn!("withdrawing an abandoned waiter: {error}");
                 }
             });
@@ -127,7 +151,7 @@ pub async fn wait_or_withdraw<T>(
     // applied" error — in particular never the not-leader marker, which would make
     // the forwarding layer run the whole request again at the new leader (a barrier
     // arrival counted twice). Found by the jepsen-like barrier workload.
-    match app.propose(proposal).await {
+    match propose_withdrawal(&propose_fn(app), proposal).await {
         Ok(applied) => Ok(Waited::Withdrawn(applied.outcome)),
         Err(error) => Err(ApiError::Indeterminate(format!(
             "the wait ended but withdrawing the waiter failed ({error}); it may have been granted: retry with the same request_id, or read the resource"
@@ -233,5 +257,32 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(seen.lock().unwrap().len(), 1, "no withdrawal");
+    }
+
+    /// Regression (issue #10): an abandoned waiter's withdrawal refused as
+    /// `overloaded` (a full proposer queue) was given up after one try.
+    #[tokio::test]
+    async fn an_abandoned_waiters_withdrawal_is_retried_while_the_node_is_overloaded() {
+        let attempts = Arc::new(Mutex::new(0));
+        let counted = attempts.clone();
+        let propose: ProposeFn = Arc::new(move |_| {
+            let attempt = {
+                let mut attempts = counted.lock().unwrap();
+                *attempts += 1;
+                *attempts
+            };
+            Box::pin(async move {
+                if attempt < 3 {
+                    return Err(ApiError::Overloaded("full".into()));
+                }
+                Ok(Applied {
+                    index: 1,
+                    outcome: Outcome::LockHeld,
+                })
+            })
+        });
+        let applied = propose_withdrawal(&propose, proposal("L")).await.unwrap();
+        assert_eq!(applied.outcome, Outcome::LockHeld);
+        assert_eq!(*attempts.lock().unwrap(), 3);
     }
 }
