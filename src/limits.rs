@@ -209,3 +209,9 @@ impl Limits {
         ]
     }
 }
+
+/// How many times an abandoned waiter's withdrawal is proposed while the node
+/// answers `overloaded` (its proposer queue is full), and the first pause between
+/// tries (doubling each time): a withdrawal dropped under load leaves a ghost waiter.
+pub const WITHDRAW_ATTEMPTS: u32 = 8;
+pub const WITHDRAW_RETRY_BASE_MS: u64 = 50;

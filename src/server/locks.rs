@@ -11,14 +11,13 @@ use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::input::{guard, GuardBody};
-use super::wait::{wait_or_withdraw, Waited};
+use super::wait::{propose_fn, propose_undone_if_abandoned, wait_or_withdraw, Waited};
 use super::{AppState, ReadQuery};
 use crate::limits::MAX_LOCK_DELAY_MS;
 use crate::sm::locks::LockMode;
 use crate::sm::sessions::SessionId;
 use crate::sm::{Command, Outcome, Proposal};
 
-/// `"guard": {"lock": name, "fencing_token": n}` on a mutating request.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AcquireBody {
@@ -80,13 +79,24 @@ pub async fn acquire(
         lock_delay_ms: body.lock_delay_ms,
         previous_token: body.previous_token,
     };
-    let applied = app
-        .propose(Proposal {
-            request_id: body.request_id,
-            guard: None,
-            command,
+    let proposal = Proposal {
+        request_id: body.request_id,
+        guard: None,
+        command,
+    };
+    // If the client leaves before the acquire is applied, the waiter it queues is
+    // withdrawn (the wait below withdraws it if the client leaves later).
+    let queued_on = name.clone();
+    let applied = propose_undone_if_abandoned(propose_fn(&app), proposal, move |outcome| {
+        let Outcome::LockQueued { waiter_id } = outcome else {
+            return None;
+        };
+        Some(Command::LockWithdraw {
+            name: queued_on,
+            waiter_id: *waiter_id,
         })
-        .await?;
+    })
+    .await?;
     let Outcome::LockQueued { waiter_id } = applied.outcome else {
         return super::outcome::respond(&applied);
     };

@@ -1,11 +1,93 @@
 //! Blocking waits shared by every primitive: wait on applied state (woken by the
 //! apply loop, never a poll), and withdraw by a replicated command when the wait
 //! ends without success — or when the client goes away mid-wait, so no ghost waiter
-//! is left behind.
+//! is left behind. A client may also go away *before* its waiting command is
+//! applied (under load the apply can lag by seconds): [`propose_undone_if_abandoned`]
+//! keeps that proposal running and withdraws the waiter it queues.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
 
 use super::error::ApiError;
 use super::AppState;
-use crate::sm::{Command, Outcome, Proposal, State};
+use crate::limits::{WITHDRAW_ATTEMPTS, WITHDRAW_RETRY_BASE_MS};
+use crate::sm::{Applied, Command, Outcome, Proposal, State};
+
+/// How a proposal is made (the node's proposer; a fake in tests).
+pub type ProposeFn = Arc<
+    dyn Fn(Proposal) -> Pin<Box<dyn Future<Output = Result<Applied, ApiError>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// `app`'s proposer as a [`ProposeFn`].
+pub fn propose_fn(app: &AppState) -> ProposeFn {
+    let app = app.clone();
+    Arc::new(move |proposal| {
+        let app = app.clone();
+        Box::pin(async move { app.propose(proposal).await })
+    })
+}
+
+/// Proposes an abandoned waiter's withdrawal, again while the node is overloaded
+/// (a full proposer queue refuses at once; nothing was applied, so a retry is safe,
+/// and withdrawals are idempotent anyway). Other errors are final: the proposal
+/// was either refused for good or is in the log (indeterminate) and will apply.
+async fn propose_withdrawal(
+    propose: &ProposeFn,
+    withdrawal: Proposal,
+) -> Result<Applied, ApiError> {
+    let mut pause = std::time::Duration::from_millis(WITHDRAW_RETRY_BASE_MS);
+    let mut attempt = 1;
+    loop {
+        match propose(withdrawal.clone()).await {
+            Err(ApiError::Overloaded(_)) if attempt < WITHDRAW_ATTEMPTS => {
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Proposes `proposal` in a task of its own, so it completes even if the caller
+/// (the handler, dropped when its client disconnects) goes away. If the caller is
+/// gone by then, the command `undo` derives from the outcome (the withdrawal of a
+/// waiter it queued) is proposed instead: nobody is left to wait, and before this a
+/// waiter queued after its client left stayed queued until its session ended.
+pub async fn propose_undone_if_abandoned(
+    propose: ProposeFn,
+    proposal: Proposal,
+    undo: impl FnOnce(&Outcome) -> Option<Command> + Send + 'static,
+) -> Result<Applied, ApiError> {
+    let (reply, answer) = oneshot::channel();
+    tokio::spawn(async move {
+        let result = propose(proposal).await;
+        let Err(Ok(applied)) = reply.send(result) else {
+            return; // delivered, or failed (nothing to undo)
+        };
+        let Some(command) = undo(&applied.outcome) else {
+            return;
+        };
+        let withdrawal = Proposal {
+            request_id: None,
+            guard: None,
+            command,
+        };
+        if let Err(error) = propose_withdrawal(&propose, withdrawal).await {
+            tracing::warn!("withdrawing a waiter queued after its client left: {error}");
+        }
+    });
+    answer.await.unwrap_or_else(|_| {
+        Err(ApiError::Indeterminate(
+            "the proposing task stopped; the command may have been applied".into(),
+        ))
+    })
+}
 
 /// Proposes `command` if dropped while armed (the handler's future was dropped
 /// because the client disconnected).
@@ -22,8 +104,9 @@ impl Drop for WithdrawOnDrop {
                 guard: None,
                 command: self.command.clone(),
             };
+            let propose = propose_fn(&app);
             tokio::spawn(async move {
-                if let Err(error) = app.propose(proposal).await {
+                if let Err(error) = propose_withdrawal(&propose, proposal).await {
                     tracing::warn!("withdrawing an abandoned waiter: {error}");
                 }
             });
@@ -68,10 +151,138 @@ pub async fn wait_or_withdraw<T>(
     // applied" error — in particular never the not-leader marker, which would make
     // the forwarding layer run the whole request again at the new leader (a barrier
     // arrival counted twice). Found by the jepsen-like barrier workload.
-    match app.propose(proposal).await {
+    match propose_withdrawal(&propose_fn(app), proposal).await {
         Ok(applied) => Ok(Waited::Withdrawn(applied.outcome)),
         Err(error) => Err(ApiError::Indeterminate(format!(
             "the wait ended but withdrawing the waiter failed ({error}); it may have been granted: retry with the same request_id, or read the resource"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::sm::Command;
+
+    fn proposal(name: &str) -> Proposal {
+        Proposal {
+            request_id: None,
+            guard: None,
+            command: Command::LockWithdraw {
+                name: name.into(),
+                waiter_id: 0,
+            },
+        }
+    }
+
+    /// A proposer that records every command, holds the first until `gate` opens
+    /// and answers it `LockQueued`.
+    fn gated() -> (ProposeFn, oneshot::Sender<()>, Arc<Mutex<Vec<Proposal>>>) {
+        let (open, gate) = oneshot::channel::<()>();
+        let gate = Arc::new(Mutex::new(Some(gate)));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let propose: ProposeFn = Arc::new(move |proposal: Proposal| {
+            log.lock().unwrap().push(proposal);
+            let gate = gate.lock().unwrap().take();
+            Box::pin(async move {
+                if let Some(gate) = gate {
+                    let _ = gate.await;
+                }
+                Ok(Applied {
+                    index: 9,
+                    outcome: Outcome::LockQueued { waiter_id: 9 },
+                })
+            })
+        });
+        (propose, open, seen)
+    }
+
+    fn undo(outcome: &Outcome) -> Option<Command> {
+        match outcome {
+            Outcome::LockQueued { waiter_id } => Some(Command::LockWithdraw {
+                name: "undo".into(),
+                waiter_id: *waiter_id,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Regression (issue #10): a client that disconnected while its waiting acquire
+    /// was still being applied left the waiter queued (the drop guard was armed
+    /// only once the acquire had been applied).
+    #[tokio::test]
+    async fn a_waiter_queued_after_its_client_left_is_withdrawn() {
+        let (propose, open, seen) = gated();
+        let (done, finished) = oneshot::channel::<()>();
+        let handler = tokio::spawn(async move {
+            let _done = done; // dropped with the handler
+            propose_undone_if_abandoned(propose, proposal("acquire"), undo).await
+        });
+        // The handler is waiting on the gated acquire; its client goes away.
+        while seen.lock().unwrap().is_empty() {
+            tokio::task::yield_now().await;
+        }
+        handler.abort();
+        let _ = finished.await; // the handler future is gone
+        open.send(()).unwrap();
+        let withdrawn = async {
+            while seen.lock().unwrap().len() < 2 {
+                tokio::task::yield_now().await;
+            }
+        };
+        let waited = std::time::Duration::from_secs(10);
+        assert!(
+            tokio::time::timeout(waited, withdrawn).await.is_ok(),
+            "the queued waiter was never withdrawn"
+        );
+        let seen = seen.lock().unwrap();
+        assert!(matches!(
+            &seen[1].command,
+            Command::LockWithdraw { name, waiter_id: 9 } if name == "undo"
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_caller_still_there_gets_the_outcome_and_nothing_is_undone() {
+        let (propose, open, seen) = gated();
+        open.send(()).unwrap();
+        let applied = propose_undone_if_abandoned(propose, proposal("acquire"), undo)
+            .await
+            .unwrap();
+        assert_eq!(applied.outcome, Outcome::LockQueued { waiter_id: 9 });
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(seen.lock().unwrap().len(), 1, "no withdrawal");
+    }
+
+    /// Regression (issue #10): an abandoned waiter's withdrawal refused as
+    /// `overloaded` (a full proposer queue) was given up after one try.
+    #[tokio::test]
+    async fn an_abandoned_waiters_withdrawal_is_retried_while_the_node_is_overloaded() {
+        let attempts = Arc::new(Mutex::new(0));
+        let counted = attempts.clone();
+        let propose: ProposeFn = Arc::new(move |_| {
+            let attempt = {
+                let mut attempts = counted.lock().unwrap();
+                *attempts += 1;
+                *attempts
+            };
+            Box::pin(async move {
+                if attempt < 3 {
+                    return Err(ApiError::Overloaded("full".into()));
+                }
+                Ok(Applied {
+                    index: 1,
+                    outcome: Outcome::LockHeld,
+                })
+            })
+        });
+        let applied = propose_withdrawal(&propose, proposal("L")).await.unwrap();
+        assert_eq!(applied.outcome, Outcome::LockHeld);
+        assert_eq!(*attempts.lock().unwrap(), 3);
     }
 }

@@ -1,7 +1,8 @@
 //! The rules of locks as `State` methods: acquire (grant, queue or refuse a
-//! deadlock), release, withdraw, and release on session end.
+//! deadlock), release, withdraw, and release on session end. Every change to a
+//! lock goes through `Locks`, which keeps the wait-for graph in step.
 
-use super::locks::{find_cycle, wait_for_graph, Lock, LockMode, Waiter};
+use super::locks::{LockMode, Waiter};
 use super::sessions::SessionId;
 use super::{Outcome, State};
 
@@ -21,11 +22,8 @@ impl State {
         if self.sessions.get(session_id).is_none() {
             return Outcome::SessionNotFound { session_id };
         }
-        let now = self.cluster_time_ms;
-        let lock = self.locks.entry(name.to_owned()).or_insert_with(|| Lock {
-            lock_delay_ms,
-            ..Lock::default()
-        });
+        let clock = (index, self.cluster_time_ms);
+        let lock = self.locks.get_or_create(name, lock_delay_ms);
         // The expired holder presenting its token takes the lock back during its
         // lock-delay (as in Chubby), ahead of any waiter; that ends the delay.
         if lock.delayed_until_ms != 0
@@ -33,15 +31,15 @@ impl State {
             && lock.compatible(mode)
         {
             let until = lock.delayed_until_ms;
-            lock.delayed_until_ms = 0;
-            lock.waiters
-                .retain(|waiter| waiter.session_id != session_id);
-            let fencing_token = lock.grant(
+            self.locks.set_delay(name, 0, 0);
+            self.locks
+                .remove_waiters(name, |waiter| waiter.session_id == session_id);
+            let fencing_token = self.locks.grant(
+                name,
                 session_id,
                 mode,
                 0,
-                index,
-                now,
+                clock,
                 &mut self.last_fencing_token,
             );
             self.lock_delays.remove(&(until, name.to_owned()));
@@ -74,33 +72,50 @@ impl State {
             };
         }
         if lock.grantable_now(mode) {
-            let fencing_token = lock.grant(
+            let fencing_token = self.locks.grant(
+                name,
                 session_id,
                 mode,
                 0,
-                index,
-                now,
+                clock,
                 &mut self.last_fencing_token,
             );
             return Outcome::LockGranted { fencing_token };
         }
         if !wait {
-            self.drop_if_idle(name);
+            self.locks.drop_if_idle(name);
             return Outcome::LockHeld;
         }
-        let blockers = self.locks[name].blockers(session_id);
-        if let Some(cycle) = find_cycle(&wait_for_graph(&self.locks), session_id, &blockers) {
-            self.drop_if_idle(name);
+        if let Some(cycle) = self.deadlock_cycle(name, session_id) {
+            self.locks.drop_if_idle(name);
             return Outcome::Deadlock { cycle };
         }
-        let lock = self.locks.get_mut(name).expect("created above");
-        lock.waiters.push_back(Waiter {
-            waiter_id: index,
-            session_id,
-            mode,
-            since_ms: now,
-        });
+        self.locks.push_waiter(
+            name,
+            Waiter {
+                waiter_id: index,
+                session_id,
+                mode,
+                since_ms: clock.1,
+            },
+        );
         Outcome::LockQueued { waiter_id: index }
+    }
+
+    /// The cycle `session_id` waiting on `name` would close, if any.
+    #[cfg(not(test))]
+    fn deadlock_cycle(&self, name: &str, session_id: SessionId) -> Option<Vec<SessionId>> {
+        self.locks.find_cycle(name, session_id)
+    }
+
+    /// The cycle `session_id` waiting on `name` would close, if any; tests may ask
+    /// for the old full rebuild instead (to measure it against the incremental graph).
+    #[cfg(test)]
+    fn deadlock_cycle(&self, name: &str, session_id: SessionId) -> Option<Vec<SessionId>> {
+        if super::lock_reference::enabled() {
+            return super::lock_reference::deadlock_cycle(&self.locks, name, session_id);
+        }
+        self.locks.find_cycle(name, session_id)
     }
 
     pub(super) fn release_lock(
@@ -110,8 +125,8 @@ impl State {
         fencing_token: u64,
         index: u64,
     ) -> Outcome {
-        let now = self.cluster_time_ms;
-        let Some(lock) = self.locks.get_mut(name) else {
+        let clock = (index, self.cluster_time_ms);
+        let Some(lock) = self.locks.get(name) else {
             return Outcome::WrongState {
                 message: format!("{name:?} is not held"),
             };
@@ -130,15 +145,16 @@ impl State {
                 current: lock.holders[position].fencing_token,
             };
         }
-        lock.holders.remove(position);
-        lock.grant_waiters(index, now, &mut self.last_fencing_token);
-        self.drop_if_idle(name);
+        self.locks.remove_hold(name, position);
+        self.locks
+            .grant_waiters(name, clock, &mut self.last_fencing_token);
+        self.locks.drop_if_idle(name);
         Outcome::LockReleased
     }
 
     /// Withdraws a waiter; if it was granted meanwhile, says so (the caller holds it).
     pub(super) fn withdraw_waiter(&mut self, name: &str, waiter_id: u64) -> Outcome {
-        let Some(lock) = self.locks.get_mut(name) else {
+        let Some(lock) = self.locks.get(name) else {
             return Outcome::LockHeld;
         };
         if let Some(hold) = lock
@@ -150,73 +166,65 @@ impl State {
                 fencing_token: hold.fencing_token,
             };
         }
-        lock.waiters.retain(|waiter| waiter.waiter_id != waiter_id);
+        self.locks
+            .remove_waiters(name, |waiter| waiter.waiter_id == waiter_id);
         // Removing a waiter can unblock readers queued behind a writer.
-        let (index, now) = (self.last_command_index, self.cluster_time_ms);
-        if let Some(lock) = self.locks.get_mut(name) {
-            lock.grant_waiters(index, now, &mut self.last_fencing_token);
-        }
-        self.drop_if_idle(name);
+        let clock = (self.last_command_index, self.cluster_time_ms);
+        self.locks
+            .grant_waiters(name, clock, &mut self.last_fencing_token);
+        self.locks.drop_if_idle(name);
         Outcome::LockHeld
     }
 
-    /// Releases every hold and withdraws every waiter of an ended session. When the
-    /// session `expired` holding a lock with a lock-delay, that lock is held back.
+    /// Releases every hold and withdraws every waiter of an ended session (only the
+    /// locks it holds or awaits are visited). When the session `expired` holding a
+    /// lock with a lock-delay, that lock is held back.
     pub(super) fn release_session_locks(&mut self, session_id: SessionId, expired: bool) {
-        let (index, now) = (self.last_command_index, self.cluster_time_ms);
-        let touched: Vec<String> = self
-            .locks
-            .iter()
-            .filter(|(_, lock)| {
-                lock.holders.iter().any(|h| h.session_id == session_id)
-                    || lock.waiters.iter().any(|w| w.session_id == session_id)
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in touched {
-            if let Some(lock) = self.locks.get_mut(&name) {
-                let lost = lock
-                    .holders
-                    .iter()
-                    .find(|hold| hold.session_id == session_id)
-                    .map(|h| h.fencing_token);
-                if let (true, Some(token), true) = (expired, lost, lock.lock_delay_ms > 0) {
-                    lock.delayed_until_ms = now.saturating_add(lock.lock_delay_ms);
-                    lock.delayed_token = token;
-                    self.lock_delays
-                        .insert((lock.delayed_until_ms, name.clone()));
-                }
-                let lock = self.locks.get_mut(&name).expect("present");
-                lock.holders.retain(|hold| hold.session_id != session_id);
-                lock.waiters
-                    .retain(|waiter| waiter.session_id != session_id);
-                lock.grant_waiters(index, now, &mut self.last_fencing_token);
+        let clock = (self.last_command_index, self.cluster_time_ms);
+        for name in self.locks.locks_of(session_id) {
+            let Some(lock) = self.locks.get(&name) else {
+                continue;
+            };
+            let lost = lock.hold_of(session_id).map(|hold| hold.fencing_token);
+            if let (true, Some(token), true) = (expired, lost, lock.lock_delay_ms > 0) {
+                let until = clock.1.saturating_add(lock.lock_delay_ms);
+                self.locks.set_delay(&name, until, token);
+                self.lock_delays.insert((until, name.clone()));
             }
-            self.drop_if_idle(&name);
+            let lock = &self.locks[name.as_str()];
+            if let Some(position) = lock
+                .holders
+                .iter()
+                .position(|hold| hold.session_id == session_id)
+            {
+                self.locks.remove_hold(&name, position);
+            }
+            self.locks
+                .remove_waiters(&name, |waiter| waiter.session_id == session_id);
+            self.locks
+                .grant_waiters(&name, clock, &mut self.last_fencing_token);
+            self.locks.drop_if_idle(&name);
         }
     }
 
     /// Ends the lock-delays that are over and grants their waiters.
     pub(super) fn end_lock_delays(&mut self) {
-        let (index, now) = (self.last_command_index, self.cluster_time_ms);
+        let clock = (self.last_command_index, self.cluster_time_ms);
         while let Some((until, name)) = self.lock_delays.first().cloned() {
-            if until > now {
+            if until > clock.1 {
                 return;
             }
             self.lock_delays.pop_first();
-            if let Some(lock) = self.locks.get_mut(&name) {
-                if lock.delayed_until_ms == until {
-                    lock.delayed_until_ms = 0;
-                    lock.grant_waiters(index, now, &mut self.last_fencing_token);
-                }
+            if self
+                .locks
+                .get(&name)
+                .is_some_and(|lock| lock.delayed_until_ms == until)
+            {
+                self.locks.set_delay(&name, 0, 0);
+                self.locks
+                    .grant_waiters(&name, clock, &mut self.last_fencing_token);
             }
-            self.drop_if_idle(&name);
-        }
-    }
-
-    fn drop_if_idle(&mut self, name: &str) {
-        if self.locks.get(name).is_some_and(|lock| lock.is_idle()) {
-            self.locks.remove(name);
+            self.locks.drop_if_idle(&name);
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Locks: exclusive and shared holds with fencing tokens, FIFO waiters with writer
-//! preference, and the wait-for graph used to refuse deadlocks.
+//! preference, and the lock table that keeps the wait-for graph (`wait_for`) in step
+//! with every change to holders and waiters.
 //!
 //! Grant rule: an exclusive request is granted when nobody holds the lock and no
 //! one waits ahead of it; a shared request when no exclusive hold exists and no
@@ -7,11 +8,12 @@
 //! starvation; FIFO keeps readers from starving too). Every grant's token is the
 //! command index of the command that granted it, strictly increasing per lock.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use super::sessions::SessionId;
+use super::wait_for::{waiter_edge, Node, WaitFor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum LockMode {
@@ -92,7 +94,7 @@ impl Lock {
 
     /// Grants a hold. Tokens come from the cluster-wide allocator `tokens`, so they
     /// strictly increase and are never reused, even after this lock is forgotten.
-    pub fn grant(
+    fn grant(
         &mut self,
         session_id: SessionId,
         mode: LockMode,
@@ -113,86 +115,245 @@ impl Lock {
         fencing_token
     }
 
-    /// Grants waiters from the head of the queue while the rule allows.
-    pub fn grant_waiters(&mut self, index: u64, now_ms: u64, tokens: &mut u64) {
-        while let Some(head) = self.waiters.front() {
-            if self.delayed() || !self.grantable(head.mode) {
+    /// Whether a hold in `mode` is compatible with the current holders.
+    pub fn compatible(&self, mode: LockMode) -> bool {
+        self.grantable(mode)
+    }
+}
+
+/// The lock table, by name, with its derived wait-for graph. Every change to
+/// holders or waiters goes through these methods, which keep the graph in step.
+/// Serialized as the bare map; decoding rebuilds the graph.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Locks {
+    by_name: BTreeMap<String, Lock>,
+    /// Derived from `by_name`.
+    graph: WaitFor,
+}
+
+impl Serialize for Locks {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.by_name.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Locks {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let by_name = BTreeMap::<String, Lock>::deserialize(deserializer)?;
+        let graph = WaitFor::rebuild(&by_name);
+        Ok(Self { by_name, graph })
+    }
+}
+
+impl std::ops::Index<&str> for Locks {
+    type Output = Lock;
+
+    fn index(&self, name: &str) -> &Lock {
+        &self.by_name[name]
+    }
+}
+
+impl<'a> IntoIterator for &'a Locks {
+    type Item = (&'a String, &'a Lock);
+    type IntoIter = std::collections::btree_map::Iter<'a, String, Lock>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.by_name.iter()
+    }
+}
+
+impl Locks {
+    pub fn get(&self, name: &str) -> Option<&Lock> {
+        self.by_name.get(name)
+    }
+
+    pub fn contains_key(&self, name: &str) -> bool {
+        self.by_name.contains_key(name)
+    }
+
+    pub fn iter(&self) -> std::collections::btree_map::Iter<'_, String, Lock> {
+        self.by_name.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The derived wait-for graph.
+    pub fn graph(&self) -> &WaitFor {
+        &self.graph
+    }
+
+    /// The lock named `name`, created with `lock_delay_ms` if it does not exist.
+    pub fn get_or_create(&mut self, name: &str, lock_delay_ms: u64) -> &Lock {
+        self.by_name.entry(name.to_owned()).or_insert_with(|| Lock {
+            lock_delay_ms,
+            ..Lock::default()
+        })
+    }
+
+    /// Forgets `name` if nobody holds or awaits it and it is not held back.
+    pub fn drop_if_idle(&mut self, name: &str) {
+        if self.by_name.get(name).is_some_and(Lock::is_idle) {
+            self.by_name.remove(name);
+        }
+    }
+
+    /// Grants `session_id` a hold of the existing lock `name`; returns its token.
+    pub fn grant(
+        &mut self,
+        name: &str,
+        session_id: SessionId,
+        mode: LockMode,
+        waiter_id: u64,
+        clock: (u64, u64),
+        tokens: &mut u64,
+    ) -> u64 {
+        let (index, now_ms) = clock;
+        let lock = self.by_name.get_mut(name).expect("the lock exists");
+        let token = lock.grant(session_id, mode, waiter_id, index, now_ms, tokens);
+        self.graph.add_hold(name, session_id);
+        token
+    }
+
+    /// Removes the hold at `position` of `name`.
+    pub fn remove_hold(&mut self, name: &str, position: usize) {
+        let lock = self.by_name.get_mut(name).expect("the lock exists");
+        let hold = lock.holders.remove(position);
+        self.graph.remove_hold(name, hold.session_id);
+    }
+
+    /// Queues `waiter` at the tail of the existing lock `name`.
+    pub fn push_waiter(&mut self, name: &str, waiter: Waiter) {
+        let lock = self.by_name.get_mut(name).expect("the lock exists");
+        self.graph.touch(waiter.session_id, name, true);
+        lock.waiters.push_back(waiter);
+        let tail = lock.waiters.len() - 1;
+        self.graph.add_edge(waiter_edge(name, lock, tail));
+    }
+
+    /// Removes the waiter at `position` of `name` and returns it; the waiter behind
+    /// it now points to the one ahead (or to the lock, if it becomes the head).
+    pub fn remove_waiter_at(&mut self, name: &str, position: usize) -> Option<Waiter> {
+        let lock = self.by_name.get_mut(name)?;
+        if position >= lock.waiters.len() {
+            return None;
+        }
+        self.graph.remove_edge(waiter_edge(name, lock, position));
+        self.graph
+            .remove_edge(waiter_edge(name, lock, position + 1));
+        let waiter = lock.waiters.remove(position).expect("in range");
+        self.graph.add_edge(waiter_edge(name, lock, position));
+        self.graph.touch(waiter.session_id, name, false);
+        Some(waiter)
+    }
+
+    /// Removes every waiter of `name` that `remove` picks.
+    pub fn remove_waiters(&mut self, name: &str, remove: impl Fn(&Waiter) -> bool) {
+        let Some(lock) = self.by_name.get(name) else {
+            return;
+        };
+        let positions: Vec<usize> = (0..lock.waiters.len())
+            .filter(|&position| remove(&lock.waiters[position]))
+            .collect();
+        // From the back, so the positions still ahead stay valid.
+        for position in positions.into_iter().rev() {
+            self.remove_waiter_at(name, position);
+        }
+    }
+
+    /// Grants waiters of `name` from the head of its queue while the rule allows.
+    pub fn grant_waiters(&mut self, name: &str, clock: (u64, u64), tokens: &mut u64) {
+        while let Some(lock) = self.by_name.get(name) {
+            let grantable = lock
+                .waiters
+                .front()
+                .is_some_and(|head| !lock.delayed() && lock.grantable(head.mode));
+            if !grantable {
                 return;
             }
-            let waiter = self.waiters.pop_front().expect("head exists");
+            let waiter = self.remove_waiter_at(name, 0).expect("head exists");
             self.grant(
+                name,
                 waiter.session_id,
                 waiter.mode,
                 waiter.waiter_id,
-                index,
-                now_ms,
+                clock,
                 tokens,
             );
         }
     }
 
-    /// Whether a hold in `mode` is compatible with the current holders.
-    pub fn compatible(&self, mode: LockMode) -> bool {
-        self.grantable(mode)
+    /// Holds `name` back until `until_ms` (0 ends the delay); `token` is the expired
+    /// holder's, which may take it back meanwhile.
+    pub fn set_delay(&mut self, name: &str, until_ms: u64, token: u64) {
+        if let Some(lock) = self.by_name.get_mut(name) {
+            lock.delayed_until_ms = until_ms;
+            if until_ms != 0 {
+                lock.delayed_token = token;
+            }
+        }
     }
 
-    /// Sessions `session` would wait for if queued now: every holder and every
-    /// waiter ahead of it (it cannot be granted before them).
-    pub fn blockers(&self, session: SessionId) -> BTreeSet<SessionId> {
-        self.holders
+    /// The locks `session` holds or awaits.
+    pub fn locks_of(&self, session: SessionId) -> Vec<String> {
+        self.graph.locks_of(session)
+    }
+
+    /// If `session` queuing on `name` now would close a cycle, the cycle of
+    /// sessions, starting and ending at `session`. The new waiter would wait for
+    /// the last waiter of another session (who reaches every waiter ahead and the
+    /// holders), else for the lock itself (its holders).
+    pub fn find_cycle(&self, name: &str, session: SessionId) -> Option<Vec<SessionId>> {
+        let lock = self.by_name.get(name)?;
+        let start = lock
+            .waiters
             .iter()
-            .map(|hold| hold.session_id)
-            .chain(self.waiters.iter().map(|waiter| waiter.session_id))
-            .filter(|other| *other != session)
-            .collect()
+            .rev()
+            .find(|waiter| waiter.session_id != session)
+            .map_or(Node::Lock(name.to_owned()), |waiter| {
+                Node::Session(waiter.session_id)
+            });
+        let path = self.graph.find_path(session, start)?;
+        Some(self.shortest_sessions(name, session, path))
     }
-}
 
-pub type Locks = BTreeMap<String, Lock>;
-
-/// The wait-for graph of all waiting sessions: session → sessions it waits for.
-pub fn wait_for_graph(locks: &Locks) -> BTreeMap<SessionId, BTreeSet<SessionId>> {
-    let mut graph: BTreeMap<SessionId, BTreeSet<SessionId>> = BTreeMap::new();
-    for lock in locks.values() {
-        for (position, waiter) in lock.waiters.iter().enumerate() {
-            let edges = graph.entry(waiter.session_id).or_default();
-            edges.extend(lock.holders.iter().map(|hold| hold.session_id));
-            edges.extend(
-                lock.waiters
-                    .iter()
-                    .take(position)
-                    .map(|ahead| ahead.session_id),
-            );
-            edges.remove(&waiter.session_id);
-        }
-    }
-    graph
-}
-
-/// If `session` starting to wait for `blockers` closes a cycle, the cycle (starting
-/// and ending at `session`).
-pub fn find_cycle(
-    graph: &BTreeMap<SessionId, BTreeSet<SessionId>>,
-    session: SessionId,
-    blockers: &BTreeSet<SessionId>,
-) -> Option<Vec<SessionId>> {
-    // Depth-first search from each blocker for a path back to `session`.
-    let mut visited = BTreeSet::new();
-    for &start in blockers {
-        let mut stack = vec![(start, vec![session, start])];
-        while let Some((node, path)) = stack.pop() {
-            if node == session {
-                return Some(path);
-            }
-            if !visited.insert(node) {
-                continue;
-            }
-            for &next in graph.get(&node).into_iter().flatten() {
-                let mut longer = path.clone();
-                longer.push(next);
-                stack.push((next, longer));
+    /// The sessions of `path` (from the new waiter's start to `session`), with each
+    /// walk down a lock's queue cut short: any waiter of a lock waits for its
+    /// holders directly, so from the first session on the path that waits on the
+    /// lock the cycle goes straight to the holder. `[2, 1, 2]`, not every innocent
+    /// waiter queued between them.
+    fn shortest_sessions(&self, name: &str, session: SessionId, path: Vec<Node>) -> Vec<SessionId> {
+        let mut cycle = vec![session];
+        // Where the sessions since the last lock node begin in `cycle`.
+        let mut run_start = 0;
+        for node in path {
+            match node {
+                Node::Session(id) => {
+                    if cycle.last() != Some(&id) {
+                        cycle.push(id);
+                    }
+                }
+                Node::Lock(lock) => {
+                    let waits_on = |position: usize| {
+                        let id = cycle[position];
+                        if position == 0 {
+                            return lock == name; // the new waiter itself
+                        }
+                        let holds = self.by_name[&lock].hold_of(id).is_some();
+                        self.graph.waits_on(id, &lock, holds)
+                    };
+                    if let Some(first) = (run_start..cycle.len()).find(|&p| waits_on(p)) {
+                        cycle.truncate(first + 1);
+                    }
+                    run_start = cycle.len();
+                }
             }
         }
+        cycle
     }
-    None
 }

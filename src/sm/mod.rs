@@ -23,6 +23,7 @@ pub mod requests;
 pub mod scheduler;
 pub mod sessions;
 pub mod tasks;
+pub mod wait_for;
 
 use serde::{Deserialize, Serialize};
 
@@ -300,6 +301,12 @@ fn may_free_capacity_or_ready_work(command: &Command) -> bool {
     )
 }
 
+#[cfg(test)]
+mod lock_graph_tests;
+#[cfg(test)]
+mod lock_reference;
+#[cfg(test)]
+mod lock_scale_tests;
 #[cfg(test)]
 mod lock_tests;
 #[cfg(test)]
