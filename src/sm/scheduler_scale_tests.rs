@@ -2,16 +2,13 @@
 //! nobody can take, nor (for a capability few sessions have) with the number of
 //! sessions. Work is counted, never timed; timings are printed for information only.
 
-use std::collections::BTreeSet;
 use std::time::Instant;
 
 use super::scheduler::work;
-use super::sessions::NewSession;
 use super::tasks::{NewTask, TaskId, TaskState};
-use super::test_support::run;
+use super::test_support::{create_session, run, task_spec, FOREVER_MS};
 use super::{Command, Outcome, State};
 
-const FOREVER_MS: u64 = 1_000_000_000;
 const SESSIONS: usize = 10_000;
 const UNPLACEABLE_TASKS: usize = 100_000;
 const MORE_OPERATIONS: usize = 1_000;
@@ -20,31 +17,17 @@ const MORE_OPERATIONS: usize = 1_000;
 /// profiles and one assignment per command. A full queue walk would be ~100,000.
 const MAX_STEPS_PER_ASSIGNMENT: usize = 10;
 
-fn caps(names: &[&str]) -> BTreeSet<String> {
-    names.iter().map(|name| (*name).to_owned()).collect()
-}
-
+/// A session that never expires.
 fn session(capabilities: &[&str], capacity: u32) -> Command {
-    Command::SessionCreate(NewSession {
-        name: "worker".into(),
-        capabilities: caps(capabilities),
-        capacity,
-        ttl_ms: FOREVER_MS,
-        metadata_json: "{}".into(),
-    })
+    create_session(capabilities, capacity, FOREVER_MS)
 }
 
+/// A task whose lease never runs out.
 fn submit(required: &[&str], priority: i32) -> Command {
     Command::TaskSubmit(NewTask {
-        kind: "job".into(),
-        payload_json: "{}".into(),
-        required_capabilities: caps(required),
         priority,
-        max_attempts: 3,
         lease_ms: FOREVER_MS,
-        not_before_ms: None,
-        depends_on: Vec::new(),
-        idempotency_key: None,
+        ..task_spec(required)
     })
 }
 

@@ -1,24 +1,38 @@
 //! Helpers shared by the state machine's unit tests: apply commands as one batch at
-//! a given cluster time, and make sessions.
+//! a given cluster time, build each command, and make sessions (one helper,
+//! [`open_session`], for every test file that needs a session's id). It is test-only
+//! and, like the tests, drives the state machine only through [`State::apply_batch`].
 
-use super::sessions::NewSession;
+use std::collections::BTreeSet;
+
+use super::sessions::{NewSession, Session, SessionId};
+use super::tasks::{NewTask, Task, TaskError, TaskId, TaskState};
 use super::{Batch, Command, Outcome, Proposal, State};
+
+/// A TTL or lease long enough never to run out in a test.
+pub const FOREVER_MS: u64 = 1_000_000_000;
+
+// ----- applying -------------------------------------------------------------------
+
+/// One batch stamped `time_ms` of `commands`, without request ids or guards.
+pub fn batch(time_ms: u64, commands: Vec<Command>) -> Batch {
+    Batch {
+        leader_time_ms: time_ms,
+        proposals: commands
+            .into_iter()
+            .map(|command| Proposal {
+                guard: None,
+                request_id: None,
+                command,
+            })
+            .collect(),
+    }
+}
 
 /// Applies `commands` as one batch stamped `time_ms`; returns their outcomes.
 pub fn run(state: &mut State, time_ms: u64, commands: Vec<Command>) -> Vec<Outcome> {
-    let proposals = commands
-        .into_iter()
-        .map(|command| Proposal {
-            request_id: None,
-            guard: None,
-            command,
-        })
-        .collect();
-    let response = state.apply_batch(&Batch {
-        leader_time_ms: time_ms,
-        proposals,
-    });
-    response
+    state
+        .apply_batch(&batch(time_ms, commands))
         .results
         .into_iter()
         .map(|applied| applied.outcome)
@@ -30,15 +44,45 @@ pub fn one(state: &mut State, time_ms: u64, command: Command) -> Outcome {
     run(state, time_ms, vec![command]).remove(0)
 }
 
-/// A session-create command (no capabilities, capacity 0).
-pub fn session(ttl_ms: u64) -> Command {
+// ----- sessions -------------------------------------------------------------------
+
+pub fn caps(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|name| (*name).to_owned()).collect()
+}
+
+/// A session-create command: these capabilities, room for `capacity` tasks, living
+/// `ttl_ms` from its create unless kept alive.
+pub fn create_session(capabilities: &[&str], capacity: u32, ttl_ms: u64) -> Command {
     Command::SessionCreate(NewSession {
-        name: "s".into(),
-        capabilities: Default::default(),
-        capacity: 0,
+        name: "worker".into(),
+        capabilities: caps(capabilities),
+        capacity,
         ttl_ms,
         metadata_json: "{}".into(),
     })
+}
+
+/// A session-create command with no capabilities and no room for tasks.
+pub fn session(ttl_ms: u64) -> Command {
+    create_session(&[], 0, ttl_ms)
+}
+
+/// Creates a session at `time_ms` and returns its id; panics if it is refused.
+pub fn open_session(
+    state: &mut State,
+    time_ms: u64,
+    capabilities: &[&str],
+    capacity: u32,
+    ttl_ms: u64,
+) -> SessionId {
+    match one(
+        state,
+        time_ms,
+        create_session(capabilities, capacity, ttl_ms),
+    ) {
+        Outcome::SessionCreated { session_id, .. } => session_id,
+        other => panic!("session not created: {other:?}"),
+    }
 }
 
 /// A state with `n` sessions (ids 1..=n) created at time 0 with `ttl_ms`.
@@ -46,4 +90,166 @@ pub fn with_sessions_ttl(n: u64, ttl_ms: u64) -> State {
     let mut state = State::default();
     run(&mut state, 0, (0..n).map(|_| session(ttl_ms)).collect());
     state
+}
+
+pub fn keepalive(session_id: SessionId) -> Command {
+    Command::SessionKeepalive { session_id }
+}
+
+pub fn end_session(session_id: SessionId) -> Command {
+    Command::SessionEnd { session_id }
+}
+
+pub fn tick(renewals: &[(SessionId, u64)]) -> Command {
+    Command::Tick {
+        renewals: renewals.to_vec(),
+    }
+}
+
+// ----- keys -----------------------------------------------------------------------
+
+/// A plain write of `1` to `key`, bound to `session_id` if given.
+pub fn put(key: &str, session_id: Option<SessionId>) -> Command {
+    Command::Kv(crate::sm::kv::KvCommand::Put {
+        key: key.into(),
+        value_json: "1".into(),
+        if_version: None,
+        session_id,
+    })
+}
+
+pub fn delete(key: &str) -> Command {
+    Command::Kv(crate::sm::kv::KvCommand::Delete {
+        key: key.into(),
+        if_version: None,
+    })
+}
+
+// ----- tasks ----------------------------------------------------------------------
+
+/// A task with defaults (priority 0, 3 attempts, a 1 s lease); tests override fields
+/// with `NewTask { field, ..task_spec(&[..]) }`.
+pub fn task_spec(required: &[&str]) -> NewTask {
+    NewTask {
+        kind: "job".into(),
+        payload_json: "{}".into(),
+        required_capabilities: caps(required),
+        priority: 0,
+        max_attempts: 3,
+        lease_ms: 1_000,
+        not_before_ms: None,
+        depends_on: Vec::new(),
+        idempotency_key: None,
+    }
+}
+
+pub fn submit(task: NewTask) -> Command {
+    Command::TaskSubmit(task)
+}
+
+pub fn claim(session_id: SessionId) -> Command {
+    Command::TaskClaim { session_id }
+}
+
+pub fn heartbeat(task_id: TaskId, fencing_token: u64, progress: Option<&str>) -> Command {
+    Command::TaskHeartbeat {
+        task_id,
+        fencing_token,
+        progress_json: progress.map(str::to_owned),
+    }
+}
+
+pub fn complete(task_id: TaskId, fencing_token: u64, result: &str) -> Command {
+    Command::TaskComplete {
+        task_id,
+        fencing_token,
+        result_json: result.into(),
+    }
+}
+
+/// A failure with the error text `boom`.
+pub fn fail(task_id: TaskId, fencing_token: u64, retryable: bool) -> Command {
+    Command::TaskFail {
+        task_id,
+        fencing_token,
+        error: "boom".into(),
+        retryable,
+    }
+}
+
+pub fn cancel(task_id: TaskId) -> Command {
+    Command::TaskCancel { task_id }
+}
+
+pub fn retry(task_id: TaskId) -> Command {
+    Command::TaskRetry { task_id }
+}
+
+pub fn updated(task_id: TaskId, state: TaskState) -> Outcome {
+    Outcome::TaskUpdated { task_id, state }
+}
+
+/// The error record a task keeps for an attempt.
+pub fn error(attempt: u32, reason: &str, error: &str, at_ms: u64) -> TaskError {
+    TaskError {
+        attempt,
+        reason: reason.into(),
+        error: error.into(),
+        at_ms,
+    }
+}
+
+// ----- a machine ------------------------------------------------------------------
+
+/// A state machine driven the way the log drives it: one batch at a time.
+#[derive(Default)]
+pub struct Machine {
+    pub state: State,
+}
+
+impl Machine {
+    pub fn apply(&mut self, time_ms: u64, commands: Vec<Command>) -> Vec<Outcome> {
+        run(&mut self.state, time_ms, commands)
+    }
+
+    pub fn apply_one(&mut self, time_ms: u64, command: Command) -> Outcome {
+        one(&mut self.state, time_ms, command)
+    }
+
+    pub fn session(
+        &mut self,
+        time_ms: u64,
+        capabilities: &[&str],
+        capacity: u32,
+        ttl_ms: u64,
+    ) -> SessionId {
+        open_session(&mut self.state, time_ms, capabilities, capacity, ttl_ms)
+    }
+
+    pub fn submit(&mut self, time_ms: u64, task: NewTask) -> TaskId {
+        match self.apply_one(time_ms, submit(task)) {
+            Outcome::TaskSubmitted { task_id, .. } => task_id,
+            other => panic!("task not submitted: {other:?}"),
+        }
+    }
+
+    /// Claims the session's next task and returns its fencing token.
+    pub fn claim(&mut self, time_ms: u64, session_id: SessionId) -> u64 {
+        match self.apply_one(time_ms, claim(session_id)) {
+            Outcome::TaskClaimed { fencing_token, .. } => fencing_token,
+            other => panic!("nothing claimed: {other:?}"),
+        }
+    }
+
+    pub fn task(&self, id: TaskId) -> &Task {
+        self.state.tasks.get(id).expect("task exists")
+    }
+
+    pub fn live_session(&self, id: SessionId) -> Option<&Session> {
+        self.state.sessions.get(id)
+    }
+
+    pub fn assigned(&self, session_id: SessionId) -> Vec<TaskId> {
+        self.state.tasks.assigned_to(session_id)
+    }
 }

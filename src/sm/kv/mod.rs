@@ -8,6 +8,8 @@
 //! other rooms it touches only `sessions` (an ephemeral key's owner).
 
 mod command;
+#[cfg(test)]
+mod ephemeral_tests;
 mod rules;
 
 pub use command::KvCommand;
