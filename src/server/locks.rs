@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::input::{guard, GuardBody};
-use super::wait::{propose_fn, propose_undone_if_abandoned, wait_or_withdraw, Waited};
+use super::wait::{propose_queueing, wait_or_withdraw, Waited};
 use super::{AppState, ReadQuery};
 use crate::limits::MAX_LOCK_DELAY_MS;
 use crate::sm::locks::LockMode;
@@ -79,15 +79,8 @@ pub async fn acquire(
         lock_delay_ms: body.lock_delay_ms,
         previous_token: body.previous_token,
     };
-    let proposal = Proposal {
-        request_id: body.request_id,
-        guard: None,
-        command,
-    };
-    // If the client leaves before the acquire is applied, the waiter it queues is
-    // withdrawn (the wait below withdraws it if the client leaves later).
     let queued_on = name.clone();
-    let applied = propose_undone_if_abandoned(propose_fn(&app), proposal, move |outcome| {
+    let applied = propose_queueing(&app, body.request_id, command, move |outcome| {
         let Outcome::LockQueued { waiter_id } = outcome else {
             return None;
         };

@@ -10,7 +10,7 @@ use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::sessions::raw;
-use super::wait::{wait_or_withdraw, Waited};
+use super::wait::{propose_queueing, wait_or_withdraw, Waited};
 use super::{AppState, ReadQuery};
 use crate::sm::sessions::SessionId;
 use crate::sm::{Command, Outcome};
@@ -69,7 +69,17 @@ pub async fn semaphore_acquire(
         limit: body.limit,
         wait: body.wait_ms > 0,
     };
-    let applied = app.propose_command(body.request_id, None, command).await?;
+    let queued_on = name.clone();
+    let applied = propose_queueing(&app, body.request_id, command, move |outcome| {
+        let Outcome::PermitsQueued { waiter_id } = outcome else {
+            return None;
+        };
+        Some(Command::SemaphoreWithdraw {
+            name: queued_on,
+            waiter_id: *waiter_id,
+        })
+    })
+    .await?;
     let Outcome::PermitsQueued { waiter_id } = applied.outcome else {
         return super::outcome::respond(&applied);
     };
@@ -182,7 +192,18 @@ pub async fn barrier_wait(
         session_id: body.session_id,
         parties: body.parties,
     };
-    let applied = app.propose_command(None, None, command).await?;
+    let (queued_on, session_id) = (name.clone(), body.session_id);
+    let applied = propose_queueing(&app, None, command, move |outcome| {
+        let Outcome::BarrierWaiting { generation } = outcome else {
+            return None;
+        };
+        Some(Command::BarrierLeave {
+            name: queued_on,
+            session_id,
+            generation: *generation,
+        })
+    })
+    .await?;
     let Outcome::BarrierWaiting { generation } = applied.outcome else {
         return super::outcome::respond(&applied);
     };
@@ -291,7 +312,17 @@ pub async fn campaign(
         priority: body.priority,
         wait: body.wait_ms > 0,
     };
-    let applied = app.propose_command(body.request_id, None, command).await?;
+    let queued_on = name.clone();
+    let applied = propose_queueing(&app, body.request_id, command, move |outcome| {
+        let Outcome::CampaignQueued { waiter_id } = outcome else {
+            return None;
+        };
+        Some(Command::CampaignWithdraw {
+            name: queued_on,
+            waiter_id: *waiter_id,
+        })
+    })
+    .await?;
     match applied.outcome {
         Outcome::Elected { .. } | Outcome::NotElected { .. } => {
             return Ok(leader_view(&app, &name, body.session_id))

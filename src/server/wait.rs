@@ -89,6 +89,23 @@ pub async fn propose_undone_if_abandoned(
     })
 }
 
+/// Proposes a command that may queue a waiter (an acquire, a barrier arrival, a
+/// campaign) so that, if the client leaves before it is applied, `undo` withdraws
+/// what it queued; the wait that follows withdraws it if the client leaves later.
+pub async fn propose_queueing(
+    app: &AppState,
+    request_id: Option<String>,
+    command: Command,
+    undo: impl FnOnce(&Outcome) -> Option<Command> + Send + 'static,
+) -> Result<Applied, ApiError> {
+    let proposal = Proposal {
+        request_id,
+        guard: None,
+        command,
+    };
+    propose_undone_if_abandoned(propose_fn(app), proposal, undo).await
+}
+
 /// Proposes `command` if dropped while armed (the handler's future was dropped
 /// because the client disconnected).
 struct WithdrawOnDrop {
