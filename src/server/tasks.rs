@@ -1,6 +1,7 @@
 //! Task endpoints: submit, claim (a long poll woken on apply), heartbeat, complete,
 //! fail, cancel, retry, get, list.
 
+use crate::sm::tasks::TaskCommand;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -202,8 +203,12 @@ pub async fn submit(
         depends_on: body.depends_on,
         idempotency_key: body.idempotency_key,
     };
-    app.propose_and_respond(body.request_id, body.guard, Command::TaskSubmit(new))
-        .await
+    app.propose_and_respond(
+        body.request_id,
+        body.guard,
+        Command::Task(TaskCommand::Submit(new)),
+    )
+    .await
 }
 
 /// Claims the session's next assigned task, waiting up to `wait_ms` for one. The
@@ -220,7 +225,7 @@ pub async fn claim(
             .propose(Proposal {
                 guard: None,
                 request_id: None,
-                command: Command::TaskClaim { session_id },
+                command: Command::Task(TaskCommand::Claim { session_id }),
             })
             .await?;
         match applied.outcome {
@@ -279,11 +284,11 @@ pub async fn heartbeat(
         )?),
         None => None,
     };
-    let command = Command::TaskHeartbeat {
+    let command = Command::Task(TaskCommand::Heartbeat {
         task_id,
         fencing_token: body.fencing_token,
         progress_json,
-    };
+    });
     app.propose_and_respond(body.request_id, body.guard, command)
         .await
 }
@@ -295,11 +300,11 @@ pub async fn complete(
 ) -> Result<Response, ApiError> {
     let task_id = parse_id(&id)?;
     let result_json = super::input::json_text(&app.limits, body.result, "null")?;
-    let command = Command::TaskComplete {
+    let command = Command::Task(TaskCommand::Complete {
         task_id,
         fencing_token: body.fencing_token,
         result_json,
-    };
+    });
     app.propose_and_respond(body.request_id, body.guard, command)
         .await
 }
@@ -315,12 +320,12 @@ pub async fn fail(
             limit: app.limits.max_value_bytes,
         });
     }
-    let command = Command::TaskFail {
+    let command = Command::Task(TaskCommand::Fail {
         task_id,
         fencing_token: body.fencing_token,
         error: body.error,
         retryable: body.retryable,
-    };
+    });
     app.propose_and_respond(body.request_id, body.guard, command)
         .await
 }
@@ -331,8 +336,12 @@ pub async fn cancel(
     JsonBody(body): JsonBody<PlainBody>,
 ) -> Result<Response, ApiError> {
     let task_id = parse_id(&id)?;
-    app.propose_and_respond(body.request_id, body.guard, Command::TaskCancel { task_id })
-        .await
+    app.propose_and_respond(
+        body.request_id,
+        body.guard,
+        Command::Task(TaskCommand::Cancel { task_id }),
+    )
+    .await
 }
 
 pub async fn retry(
@@ -341,8 +350,12 @@ pub async fn retry(
     JsonBody(body): JsonBody<PlainBody>,
 ) -> Result<Response, ApiError> {
     let task_id = parse_id(&id)?;
-    app.propose_and_respond(body.request_id, body.guard, Command::TaskRetry { task_id })
-        .await
+    app.propose_and_respond(
+        body.request_id,
+        body.guard,
+        Command::Task(TaskCommand::Retry { task_id }),
+    )
+    .await
 }
 
 pub async fn get(

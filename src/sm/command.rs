@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::kv::KvCommand;
 use super::locks::LockMode;
 use super::sessions::{NewSession, SessionId};
-use super::tasks::{NewTask, TaskId, TaskState};
+use super::tasks::{TaskCommand, TaskId, TaskState};
 
 /// One Raft log entry's payload: commands stamped with the proposing leader's time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,21 +50,7 @@ impl Command {
                     + new.capabilities.iter().map(String::len).sum::<usize>()
             }
             Self::Tick { renewals } => renewals.len() * 16,
-            Self::TaskSubmit(new) => {
-                new.kind.len()
-                    + new.payload_json.len()
-                    + new
-                        .required_capabilities
-                        .iter()
-                        .map(String::len)
-                        .sum::<usize>()
-                    + new.depends_on.len() * 8
-            }
-            Self::TaskHeartbeat { progress_json, .. } => {
-                progress_json.as_ref().map_or(0, String::len)
-            }
-            Self::TaskComplete { result_json, .. } => result_json.len(),
-            Self::TaskFail { error, .. } => error.len(),
+            Self::Task(command) => command.size_hint(),
             Self::LockAcquire { name, .. }
             | Self::LockRelease { name, .. }
             | Self::LockWithdraw { name, .. } => name.len(),
@@ -78,11 +64,7 @@ impl Command {
             | Self::BarrierLeave { name, .. }
             | Self::Resign { name, .. }
             | Self::CampaignWithdraw { name, .. } => name.len(),
-            Self::SessionKeepalive { .. }
-            | Self::SessionEnd { .. }
-            | Self::TaskClaim { .. }
-            | Self::TaskCancel { .. }
-            | Self::TaskRetry { .. } => 0,
+            Self::SessionKeepalive { .. } | Self::SessionEnd { .. } => 0,
         }
     }
 }
@@ -121,32 +103,8 @@ pub enum Command {
     Tick {
         renewals: Vec<(SessionId, u64)>,
     },
-    TaskSubmit(NewTask),
-    TaskClaim {
-        session_id: SessionId,
-    },
-    TaskHeartbeat {
-        task_id: TaskId,
-        fencing_token: u64,
-        progress_json: Option<String>,
-    },
-    TaskComplete {
-        task_id: TaskId,
-        fencing_token: u64,
-        result_json: String,
-    },
-    TaskFail {
-        task_id: TaskId,
-        fencing_token: u64,
-        error: String,
-        retryable: bool,
-    },
-    TaskCancel {
-        task_id: TaskId,
-    },
-    TaskRetry {
-        task_id: TaskId,
-    },
+    /// A task operation (`sm::tasks`).
+    Task(TaskCommand),
     /// Acquires `name` for the session; if it cannot be granted now and `wait`,
     /// queues a waiter (refused if waiting would close a cycle of sessions).
     /// `lock_delay_ms` is taken from the acquire that creates the lock;

@@ -20,9 +20,10 @@ pub mod locks;
 pub mod primitive_rules;
 pub mod primitives;
 pub mod requests;
-pub mod scheduler;
+pub mod session_rules;
 pub mod sessions;
 pub mod tasks;
+pub mod time;
 pub mod wait_for;
 
 use serde::{Deserialize, Serialize};
@@ -172,26 +173,7 @@ impl State {
                     renewed: renewed as u32,
                 }
             }
-            Command::TaskSubmit(new) => self.submit_task(new, index),
-            Command::TaskClaim { session_id } => self.claim_task(*session_id),
-            Command::TaskHeartbeat {
-                task_id,
-                fencing_token,
-                progress_json,
-            } => self.heartbeat_task(*task_id, *fencing_token, progress_json),
-            Command::TaskComplete {
-                task_id,
-                fencing_token,
-                result_json,
-            } => self.complete_task(*task_id, *fencing_token, result_json),
-            Command::TaskFail {
-                task_id,
-                fencing_token,
-                error,
-                retryable,
-            } => self.fail_task(*task_id, *fencing_token, error, *retryable),
-            Command::TaskCancel { task_id } => self.cancel(*task_id),
-            Command::TaskRetry { task_id } => self.retry_task(*task_id),
+            Command::Task(command) => self.apply_task(command, index),
             Command::LockAcquire {
                 name,
                 session_id,
@@ -289,16 +271,11 @@ pub(crate) fn next_token(last: &mut u64, index: u64) -> u64 {
 }
 
 fn may_free_capacity_or_ready_work(command: &Command) -> bool {
-    matches!(
-        command,
-        Command::SessionCreate(_)
-            | Command::SessionEnd { .. }
-            | Command::TaskSubmit(_)
-            | Command::TaskComplete { .. }
-            | Command::TaskFail { .. }
-            | Command::TaskCancel { .. }
-            | Command::TaskRetry { .. }
-    )
+    match command {
+        Command::SessionCreate(_) | Command::SessionEnd { .. } => true,
+        Command::Task(command) => command.may_free_capacity_or_ready_work(),
+        _ => false,
+    }
 }
 
 #[cfg(test)]

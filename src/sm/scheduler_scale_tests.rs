@@ -2,9 +2,10 @@
 //! nobody can take, nor (for a capability few sessions have) with the number of
 //! sessions. Work is counted, never timed; timings are printed for information only.
 
+use crate::sm::tasks::TaskCommand;
 use std::time::Instant;
 
-use super::scheduler::work;
+use super::tasks::work;
 use super::tasks::{NewTask, TaskId, TaskState};
 use super::test_support::{create_session, run, task_spec, FOREVER_MS};
 use super::{Command, Outcome, State};
@@ -24,11 +25,11 @@ fn session(capabilities: &[&str], capacity: u32) -> Command {
 
 /// A task whose lease never runs out.
 fn submit(required: &[&str], priority: i32) -> Command {
-    Command::TaskSubmit(NewTask {
+    Command::Task(TaskCommand::Submit(NewTask {
         priority,
         lease_ms: FOREVER_MS,
         ..task_spec(required)
-    })
+    }))
 }
 
 fn submitted(outcome: &Outcome) -> (TaskId, TaskState) {
@@ -94,11 +95,11 @@ fn assignment_cost_does_not_grow_with_unplaceable_queued_tasks_or_sessions() {
         let completed = run(
             &mut state,
             1,
-            vec![Command::TaskComplete {
+            vec![Command::Task(TaskCommand::Complete {
                 task_id,
                 fencing_token: token,
                 result_json: "null".into(),
-            }],
+            })],
         );
         assert!(
             matches!(

@@ -3,6 +3,7 @@
 //! [`open_session`], for every test file that needs a session's id). It is test-only
 //! and, like the tests, drives the state machine only through [`State::apply_batch`].
 
+use crate::sm::tasks::TaskCommand;
 use std::collections::BTreeSet;
 
 use super::sessions::{NewSession, Session, SessionId};
@@ -144,45 +145,45 @@ pub fn task_spec(required: &[&str]) -> NewTask {
 }
 
 pub fn submit(task: NewTask) -> Command {
-    Command::TaskSubmit(task)
+    Command::Task(TaskCommand::Submit(task))
 }
 
 pub fn claim(session_id: SessionId) -> Command {
-    Command::TaskClaim { session_id }
+    Command::Task(TaskCommand::Claim { session_id })
 }
 
 pub fn heartbeat(task_id: TaskId, fencing_token: u64, progress: Option<&str>) -> Command {
-    Command::TaskHeartbeat {
+    Command::Task(TaskCommand::Heartbeat {
         task_id,
         fencing_token,
         progress_json: progress.map(str::to_owned),
-    }
+    })
 }
 
 pub fn complete(task_id: TaskId, fencing_token: u64, result: &str) -> Command {
-    Command::TaskComplete {
+    Command::Task(TaskCommand::Complete {
         task_id,
         fencing_token,
         result_json: result.into(),
-    }
+    })
 }
 
 /// A failure with the error text `boom`.
 pub fn fail(task_id: TaskId, fencing_token: u64, retryable: bool) -> Command {
-    Command::TaskFail {
+    Command::Task(TaskCommand::Fail {
         task_id,
         fencing_token,
         error: "boom".into(),
         retryable,
-    }
+    })
 }
 
 pub fn cancel(task_id: TaskId) -> Command {
-    Command::TaskCancel { task_id }
+    Command::Task(TaskCommand::Cancel { task_id })
 }
 
 pub fn retry(task_id: TaskId) -> Command {
-    Command::TaskRetry { task_id }
+    Command::Task(TaskCommand::Retry { task_id })
 }
 
 pub fn updated(task_id: TaskId, state: TaskState) -> Outcome {

@@ -2,12 +2,13 @@
 //! time and with the full-scan reference assignment, checks the scheduler invariants
 //! after every command, and replays the batches for determinism.
 
+use crate::sm::tasks::TaskCommand;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::properties::{capability_subset, Op, Target, Token};
 use crate::codec;
-use crate::sm::scheduler::{self, TaskLimits};
 use crate::sm::sessions::SessionId;
+use crate::sm::tasks::{self as scheduler, TaskLimits};
 use crate::sm::tasks::{NewTask, TaskId, TaskState};
 use crate::sm::test_support::{
     cancel, claim, complete, create_session, end_session, fail, heartbeat, retry, submit,
@@ -345,7 +346,7 @@ impl Run {
                             <= after.cluster_time_ms,
                         "(1) {old:?} removed before its retention passed"
                     ),
-                    Some((Command::TaskSubmit(new), outcome)) => {
+                    Some((Command::Task(TaskCommand::Submit(new)), outcome)) => {
                         assert!(
                             matches!(
                                 outcome,
@@ -376,7 +377,7 @@ impl Run {
             );
             // (7) Terminal states stay, except a dead task that is retried.
             if old.state.is_terminal() && new.state != old.state {
-                let retried = matches!(command, Some((Command::TaskRetry { task_id }, _)) if *task_id == old.id);
+                let retried = matches!(command, Some((Command::Task(TaskCommand::Retry { task_id }), _)) if *task_id == old.id);
                 assert!(
                     old.state == TaskState::Dead
                         && retried
@@ -392,11 +393,11 @@ impl Run {
             // (4) Success only through a complete with the current token, once.
             if new.state == TaskState::Succeeded && old.state != TaskState::Succeeded {
                 let Some((
-                    Command::TaskComplete {
+                    Command::Task(TaskCommand::Complete {
                         task_id,
                         fencing_token,
                         ..
-                    },
+                    }),
                     outcome,
                 )) = command
                 else {
@@ -418,21 +419,21 @@ impl Run {
         assert!(evicted <= 1, "(1) one eviction per submit");
         if let Some((command, outcome)) = command {
             // A stale token is refused, whatever the command.
-            if let Command::TaskHeartbeat {
+            if let Command::Task(TaskCommand::Heartbeat {
                 task_id,
                 fencing_token,
                 ..
-            }
-            | Command::TaskComplete {
+            })
+            | Command::Task(TaskCommand::Complete {
                 task_id,
                 fencing_token,
                 ..
-            }
-            | Command::TaskFail {
+            })
+            | Command::Task(TaskCommand::Fail {
                 task_id,
                 fencing_token,
                 ..
-            } = command
+            }) = command
             {
                 if let Some(task) = before.tasks.get(*task_id) {
                     if task.fencing_token != *fencing_token {

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 
 use super::invariants::Run;
-use crate::sm::scheduler::{task_limits, TaskLimits};
+use crate::sm::tasks::{task_limits, TaskLimits};
 
 // ----- property test --------------------------------------------------------------
 

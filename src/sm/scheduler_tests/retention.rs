@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use crate::codec;
 use crate::limits::Replicated;
-use crate::sm::scheduler::{task_limits, TaskLimits};
+use crate::sm::tasks::{task_limits, TaskLimits};
 use crate::sm::tasks::{NewTask, TaskId, TaskState};
 use crate::sm::test_support::{
     batch, cancel, complete, fail, retry, submit, task_spec, updated, Machine, FOREVER_MS,

@@ -4,7 +4,7 @@
 //! required-capability set and the head of each such queue, one timer per task,
 //! per-session assignments, idempotency keys, terminal tasks by the time they became
 //! terminal); the rules that move tasks between states, and when terminal tasks are
-//! removed, live in `scheduler`.
+//! removed, live in `rules`, assignment in `scheduler`.
 //!
 //! The per-capability-set queues let assignment look only at the first queued task of
 //! each capability set instead of walking the whole queue: every task behind a head
@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::sessions::SessionId;
+use crate::sm::sessions::SessionId;
 
 pub type TaskId = u64;
 

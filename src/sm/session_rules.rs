@@ -1,0 +1,58 @@
+//! The rules of sessions as `State` methods: create, renew, and end — which runs
+//! every room's session-end hook (ephemeral keys, assigned tasks, locks,
+//! semaphores, barriers, elections).
+//!
+//! Must not depend on storage, Raft, clocks or IO.
+
+use super::command::Outcome;
+use super::sessions::{NewSession, SessionId};
+use super::State;
+use crate::limits::Replicated;
+
+pub(in crate::sm) fn session_not_found(session_id: SessionId) -> Outcome {
+    Outcome::SessionNotFound { session_id }
+}
+
+impl State {
+    pub(in crate::sm) fn create_session(&mut self, new: &NewSession, index: u64) -> Outcome {
+        if self.sessions.len() >= Replicated::MAX_SESSIONS {
+            return Outcome::LimitReached {
+                message: format!("at most {} sessions", Replicated::MAX_SESSIONS),
+            };
+        }
+        let session = self
+            .sessions
+            .create(index, new.clone(), self.cluster_time_ms);
+        Outcome::SessionCreated {
+            session_id: session.id,
+            expires_at_ms: session.expires_at_ms,
+        }
+    }
+
+    pub(in crate::sm) fn renew_session(&mut self, id: SessionId, at_ms: u64) -> Outcome {
+        match self.sessions.renew(id, at_ms.min(self.cluster_time_ms)) {
+            Some(expires_at_ms) => Outcome::SessionRenewed { expires_at_ms },
+            None => session_not_found(id),
+        }
+    }
+
+    /// Ends a session: its ephemeral keys go, its assigned tasks are requeued
+    /// (the attempt counted), and queued work is reassigned.
+    /// `expired` distinguishes expiry from an explicit end (lock-delay applies only
+    /// to expiry).
+    pub(in crate::sm) fn end_session(
+        &mut self,
+        id: SessionId,
+        reason: &str,
+        expired: bool,
+    ) -> Outcome {
+        let Some(session) = self.sessions.remove(id) else {
+            return session_not_found(id);
+        };
+        self.kv_on_session_end(&session);
+        self.tasks_on_session_end(id, reason);
+        self.release_session_locks(id, expired);
+        self.release_session_primitives(id);
+        Outcome::SessionEnded
+    }
+}
