@@ -71,6 +71,11 @@ pub struct DebugSettings {
     /// `"stale-reads"` serves linearizable reads from the local replica on any node,
     /// without forwarding or a read-index round.
     pub inject_bug: Option<String>,
+    /// Enables `GET`/`POST /v1/debug/clock`, which sets an offset added to this
+    /// node's wall clock reading (the chaos harness's `clock-jump` nemesis). Off,
+    /// the endpoint answers 404 `not_found`.
+    #[serde(default)]
+    pub clock_offset_endpoint: bool,
 }
 
 fn default_node_id() -> NodeId {
@@ -151,6 +156,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// `[debug] inject_bug = "stale-reads"` (test-only).
     pub stale_reads_bug: bool,
+    /// `[debug] clock_offset_endpoint = true` (test-only).
+    pub clock_offset_endpoint: bool,
 }
 
 impl NodeConfig {
@@ -304,6 +311,7 @@ impl Config {
             },
             limits: self.limits,
             stale_reads_bug,
+            clock_offset_endpoint: self.debug.clock_offset_endpoint,
         })
     }
 }
@@ -398,5 +406,18 @@ mod tests {
             assert!(error.to_string().contains(expected), "{text}: {error}");
         }
         assert!(toml::from_str::<Config>("unknown_field = 1").is_err());
+    }
+
+    #[test]
+    fn the_clock_offset_endpoint_is_off_unless_the_debug_switch_is_set() {
+        let off = Config::single_node(7000).resolve(7000).unwrap();
+        assert!(!off.clock_offset_endpoint);
+        let on = toml::from_str::<Config>(
+            "initial_members = [1]\n[debug]\nclock_offset_endpoint = true\n",
+        )
+        .unwrap()
+        .resolve(7000)
+        .unwrap();
+        assert!(on.clock_offset_endpoint);
     }
 }

@@ -6,6 +6,7 @@
 //! leadership themselves: they return `ApiError::NoLeader` and `forward` decides.
 
 pub mod cluster;
+pub mod debug_clock;
 pub mod error;
 pub mod extract;
 pub mod forward;
@@ -232,6 +233,10 @@ pub fn router(app: AppState) -> Router {
     let local_routes = Router::new()
         .route("/v1/cluster", get(cluster::info))
         .route("/v1/debug/state", get(cluster::state_digest))
+        .route(
+            "/v1/debug/clock",
+            get(debug_clock::get).post(debug_clock::set),
+        )
         .route("/v1/cluster/snapshot", post(cluster::snapshot))
         .route("/health", get(cluster::health))
         .route("/ready", get(cluster::ready))
