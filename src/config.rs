@@ -69,7 +69,9 @@ pub struct Config {
 pub struct DebugSettings {
     /// Plants a known bug so the chaos harness can prove it catches it:
     /// `"stale-reads"` serves linearizable reads from the local replica on any node,
-    /// without forwarding or a read-index round.
+    /// without forwarding or a read-index round; `"unbounded-clock"` stamps the
+    /// leader's wall clock unbounded (issue #10, bug 6: a clock jump expires leases
+    /// early).
     pub inject_bug: Option<String>,
     /// Enables `GET`/`POST /v1/debug/clock`, which sets an offset added to this
     /// node's wall clock reading (the chaos harness's `clock-jump` nemesis). Off,
@@ -158,6 +160,8 @@ pub struct NodeConfig {
     pub stale_reads_bug: bool,
     /// `[debug] clock_offset_endpoint = true` (test-only).
     pub clock_offset_endpoint: bool,
+    /// `[debug] inject_bug = "unbounded-clock"` (test-only).
+    pub unbounded_clock_bug: bool,
 }
 
 impl NodeConfig {
@@ -287,12 +291,13 @@ impl Config {
             return Err(invalid("storage.cache_capacity_mib must be at least 1"));
         }
         let raft = raft_config(&self.raft)?;
-        let stale_reads_bug = match self.debug.inject_bug.as_deref() {
-            None => false,
-            Some("stale-reads") => true,
+        let (stale_reads_bug, unbounded_clock_bug) = match self.debug.inject_bug.as_deref() {
+            None => (false, false),
+            Some("stale-reads") => (true, false),
+            Some("unbounded-clock") => (false, true),
             Some(other) => {
                 return Err(invalid(format!(
-                    "debug.inject_bug {other:?} is unknown (only \"stale-reads\")"
+                    "debug.inject_bug {other:?} is unknown (\"stale-reads\" or \"unbounded-clock\")"
                 )))
             }
         };
@@ -312,6 +317,7 @@ impl Config {
             limits: self.limits,
             stale_reads_bug,
             clock_offset_endpoint: self.debug.clock_offset_endpoint,
+            unbounded_clock_bug,
         })
     }
 }

@@ -72,7 +72,10 @@ pub async fn run(
     .map_err(|e| NodeError::Raft(e.to_string()))?;
     initialize_if_new(&raft, &config).await?;
 
-    let clock = Arc::new(LeaderClock::new(config.clock_offset_endpoint));
+    let clock = Arc::new(
+        LeaderClock::new(config.clock_offset_endpoint)
+            .with_unbounded_bug(config.unbounded_clock_bug),
+    );
     let proposer = Proposer::spawn(raft.clone(), state_machine.clone(), &config.limits, clock);
     let keepalives = Keepalives::default();
     ticker::spawn(

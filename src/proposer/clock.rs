@@ -141,6 +141,10 @@ pub struct LeaderClock {
     source: Box<dyn TimeSource>,
     offset_settable: bool,
     offset_ms: AtomicI64,
+    /// `[debug] inject_bug = "unbounded-clock"`: readings follow the wall clock
+    /// wherever it jumps (the behaviour of issue #10, bug 6), so the chaos harness
+    /// can prove its lease checkers see early expiry.
+    unbounded_bug: bool,
     state: Mutex<ClockState>,
 }
 
@@ -155,8 +159,15 @@ impl LeaderClock {
             source,
             offset_settable,
             offset_ms: AtomicI64::new(0),
+            unbounded_bug: false,
             state: Mutex::new(ClockState::default()),
         }
+    }
+
+    /// Plants the test-only unbounded-clock bug (see the field).
+    pub fn with_unbounded_bug(mut self, planted: bool) -> Self {
+        self.unbounded_bug = planted;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {
@@ -182,7 +193,12 @@ impl LeaderClock {
         let mut state = self.lock();
         let wall_us = self.wall_us();
         let now_us = self.source.monotonic_us();
-        let time_us = next_time_us(state.anchor, wall_us, now_us, applied_ms * 1000);
+        let time_us = if self.unbounded_bug {
+            let last_us = state.anchor.map_or(0, |anchor| anchor.time_us);
+            wall_us.max(applied_ms * 1000).max(last_us)
+        } else {
+            next_time_us(state.anchor, wall_us, now_us, applied_ms * 1000)
+        };
         state.anchor = Some(Anchor {
             time_us,
             at_us: now_us,
@@ -405,6 +421,16 @@ mod tests {
                 at_us: 200
             }
         );
+    }
+
+    #[test]
+    fn the_planted_unbounded_clock_bug_follows_the_jump() {
+        let (manual, clock) = clock(true);
+        let clock = clock.with_unbounded_bug(true);
+        let start = clock.now_ms(0);
+        clock.set_offset_ms(HOUR_MS as i64).unwrap();
+        manual.advance(100);
+        assert_eq!(clock.now_ms(start), start + HOUR_MS + 100);
     }
 
     #[test]
