@@ -69,8 +69,15 @@ pub struct Config {
 pub struct DebugSettings {
     /// Plants a known bug so the chaos harness can prove it catches it:
     /// `"stale-reads"` serves linearizable reads from the local replica on any node,
-    /// without forwarding or a read-index round.
+    /// without forwarding or a read-index round; `"unbounded-clock"` stamps the
+    /// leader's wall clock unbounded (issue #10, bug 6: a clock jump expires leases
+    /// early).
     pub inject_bug: Option<String>,
+    /// Enables `GET`/`POST /v1/debug/clock`, which sets an offset added to this
+    /// node's wall clock reading (the chaos harness's `clock-jump` nemesis). Off,
+    /// the endpoint answers 404 `not_found`.
+    #[serde(default)]
+    pub clock_offset_endpoint: bool,
 }
 
 fn default_node_id() -> NodeId {
@@ -151,6 +158,10 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// `[debug] inject_bug = "stale-reads"` (test-only).
     pub stale_reads_bug: bool,
+    /// `[debug] clock_offset_endpoint = true` (test-only).
+    pub clock_offset_endpoint: bool,
+    /// `[debug] inject_bug = "unbounded-clock"` (test-only).
+    pub unbounded_clock_bug: bool,
 }
 
 impl NodeConfig {
@@ -280,12 +291,13 @@ impl Config {
             return Err(invalid("storage.cache_capacity_mib must be at least 1"));
         }
         let raft = raft_config(&self.raft)?;
-        let stale_reads_bug = match self.debug.inject_bug.as_deref() {
-            None => false,
-            Some("stale-reads") => true,
+        let (stale_reads_bug, unbounded_clock_bug) = match self.debug.inject_bug.as_deref() {
+            None => (false, false),
+            Some("stale-reads") => (true, false),
+            Some("unbounded-clock") => (false, true),
             Some(other) => {
                 return Err(invalid(format!(
-                    "debug.inject_bug {other:?} is unknown (only \"stale-reads\")"
+                    "debug.inject_bug {other:?} is unknown (\"stale-reads\" or \"unbounded-clock\")"
                 )))
             }
         };
@@ -304,6 +316,8 @@ impl Config {
             },
             limits: self.limits,
             stale_reads_bug,
+            clock_offset_endpoint: self.debug.clock_offset_endpoint,
+            unbounded_clock_bug,
         })
     }
 }
@@ -398,5 +412,18 @@ mod tests {
             assert!(error.to_string().contains(expected), "{text}: {error}");
         }
         assert!(toml::from_str::<Config>("unknown_field = 1").is_err());
+    }
+
+    #[test]
+    fn the_clock_offset_endpoint_is_off_unless_the_debug_switch_is_set() {
+        let off = Config::single_node(7000).resolve(7000).unwrap();
+        assert!(!off.clock_offset_endpoint);
+        let on = toml::from_str::<Config>(
+            "initial_members = [1]\n[debug]\nclock_offset_endpoint = true\n",
+        )
+        .unwrap()
+        .resolve(7000)
+        .unwrap();
+        assert!(on.clock_offset_endpoint);
     }
 }

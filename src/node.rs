@@ -11,6 +11,7 @@ use std::time::Duration;
 use openraft::error::{InitializeError, RaftError};
 
 use crate::config::NodeConfig;
+use crate::proposer::clock::LeaderClock;
 use crate::proposer::Proposer;
 use crate::raft_types::Raft;
 use crate::read_index::ReadIndex;
@@ -71,7 +72,11 @@ pub async fn run(
     .map_err(|e| NodeError::Raft(e.to_string()))?;
     initialize_if_new(&raft, &config).await?;
 
-    let proposer = Proposer::spawn(raft.clone(), state_machine.clone(), &config.limits);
+    let clock = Arc::new(
+        LeaderClock::new(config.clock_offset_endpoint)
+            .with_unbounded_bug(config.unbounded_clock_bug),
+    );
+    let proposer = Proposer::spawn(raft.clone(), state_machine.clone(), &config.limits, clock);
     let keepalives = Keepalives::default();
     ticker::spawn(
         config.node_id,

@@ -9,10 +9,16 @@
 //! Raft at once; while they are, new arrivals accumulate into the next batch. Every
 //! `client_write` is wrapped in the write timeout: a timeout is *indeterminate* (the
 //! entry may still commit), a `ForwardToLeader` is definitely not applied.
+//!
+//! The time stamped on a batch (and read by the ticker and the keepalive handler
+//! through [`Proposer::leader_now_ms`]) comes from [`clock::LeaderClock`], which
+//! bounds how far one node's wall clock can move cluster time.
+
+pub mod clock;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -21,15 +27,14 @@ use crate::limits::Limits;
 use crate::raft_types::{NodeId, Raft};
 use crate::sm::{Applied, Batch, Proposal};
 use crate::store::StateMachineStore;
+use clock::LeaderClock;
 
-/// The leader's notion of now: its wall clock, but never behind the cluster time it
-/// has applied (a new leader whose clock trails the old one's must not stall
-/// expiry). The state machine independently never lets cluster time go back.
-pub fn leader_now_ms(state_machine: &StateMachineStore) -> u64 {
-    let wall = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    wall.max(state_machine.read().state.cluster_time_ms)
+/// The leader's notion of now: the bounded reading of `clock` (see [`clock`]),
+/// never behind the cluster time applied here. The state machine independently
+/// never lets cluster time go back.
+fn leader_now_ms(clock: &LeaderClock, state_machine: &StateMachineStore) -> u64 {
+    let applied_ms = state_machine.read().state.cluster_time_ms;
+    clock.now_ms(applied_ms)
 }
 
 /// Why a proposal has no result.
@@ -68,11 +73,19 @@ pub struct Proposer {
     queue: mpsc::Sender<Pending>,
     write_timeout: Duration,
     pub stats: Arc<ProposerStats>,
+    clock: Arc<LeaderClock>,
+    state_machine: StateMachineStore,
 }
 
 impl Proposer {
-    /// Starts the batching task for `raft`.
-    pub fn spawn(raft: Raft, state_machine: StateMachineStore, limits: &Limits) -> Self {
+    /// Starts the batching task for `raft`, stamping batches with `clock`, and the
+    /// task that shows `clock` every cluster time applied here.
+    pub fn spawn(
+        raft: Raft,
+        state_machine: StateMachineStore,
+        limits: &Limits,
+        clock: Arc<LeaderClock>,
+    ) -> Self {
         let (queue, receiver) = mpsc::channel(limits.max_queued_commands);
         let stats = Arc::new(ProposerStats::default());
         let write_timeout = Duration::from_millis(limits.write_timeout_ms);
@@ -84,14 +97,29 @@ impl Proposer {
             max_bytes: limits.max_batch_bytes,
             write_timeout,
             stats: stats.clone(),
-            state_machine,
+            state_machine: state_machine.clone(),
+            clock: clock.clone(),
         };
         tokio::spawn(task.run());
+        tokio::spawn(observe_applied(state_machine.clone(), clock.clone()));
         Self {
             queue,
             write_timeout,
             stats,
+            clock,
+            state_machine,
         }
+    }
+
+    /// This node's time as a leader (for the ticker and accepted keepalives): the
+    /// same clock the batches are stamped with.
+    pub fn leader_now_ms(&self) -> u64 {
+        leader_now_ms(&self.clock, &self.state_machine)
+    }
+
+    /// The leader clock (the test-only offset endpoint acts on it).
+    pub fn clock(&self) -> &LeaderClock {
+        &self.clock
     }
 
     /// Proposes one command and waits for its applied result.
@@ -131,6 +159,20 @@ struct BatchTask {
     write_timeout: Duration,
     stats: Arc<ProposerStats>,
     state_machine: StateMachineStore,
+    clock: Arc<LeaderClock>,
+}
+
+/// Shows `clock` the cluster time after every apply, so a follower that becomes
+/// leader continues from the last applied time plus the monotonic time since.
+async fn observe_applied(state_machine: StateMachineStore, clock: Arc<LeaderClock>) {
+    let mut applied = state_machine.subscribe_applied();
+    loop {
+        let cluster_time_ms = state_machine.read().state.cluster_time_ms;
+        clock.observe(cluster_time_ms);
+        if applied.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 impl BatchTask {
@@ -176,7 +218,7 @@ impl BatchTask {
 
     /// The leader's time for a batch (see [`leader_now_ms`]).
     fn stamp(&mut self) -> u64 {
-        leader_now_ms(&self.state_machine)
+        leader_now_ms(&self.clock, &self.state_machine)
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use openraft::ServerState;
 
-use crate::proposer::{leader_now_ms, Proposer};
+use crate::proposer::Proposer;
 use crate::raft_types::{NodeId, Raft};
 use crate::sm::sessions::SessionId;
 use crate::sm::{Command, Proposal};
@@ -120,7 +120,7 @@ impl Ticker {
                 }
                 continue;
             }
-            let now = leader_now_ms(&self.state_machine);
+            let now = self.proposer.leader_now_ms();
             let due = self.state_machine.read().state.next_due_ms();
             let flush_due =
                 !self.keepalives.is_empty() && last_flush.elapsed() >= self.flush_interval;
@@ -141,7 +141,7 @@ impl Ticker {
                 _ = tokio::time::sleep(sleep) => {}
                 // New state can bring an earlier deadline; new keepalives start the flush clock.
                 _ = applied.changed() => {}
-                                _ = metrics.changed() => {}
+                _ = metrics.changed() => {}
                 _ = self.keepalives.arrived.notified() => {}
             }
         }

@@ -5,7 +5,9 @@
 //! healed. Process faults (`kill`, `pause`) signal a PID this harness started;
 //! network faults set modes on the [`crate::proxy`] links between nodes (client
 //! traffic never goes through them); `membership` removes a voter through the API
-//! and adds it back. Every [`FaultEvent`] carries, besides its window, the leader at
+//! and adds it back; `clock-jump` sets a test-only offset of an hour or more on the
+//! leader's wall clock (`POST /v1/debug/clock`, enabled by the harness's node
+//! config) and clears it at heal. Every [`FaultEvent`] carries, besides its window, the leader at
 //! install time, what the fault did (PIDs, links and their counters: connections
 //! reset or held, bytes dropped) and what the nodes reported about leadership while
 //! it was active (`GET /v1/cluster`, polled every 200 ms). Before [`run`] returns, every
@@ -51,6 +53,11 @@ pub enum Nemesis {
     /// Remove a non-leader voter through the API, stop it, then add it back (with
     /// its data wiped half of the time, as a fresh node).
     Membership,
+    /// Move the current leader's wall clock 1–2 h (ahead three times in four, else
+    /// behind) through the test-only `POST /v1/debug/clock`, then clear it. Cluster
+    /// time must not follow (issue #10, bug 6); the lease checkers judge expiry.
+    /// Long tier / `mixed` only.
+    ClockJump,
     /// A seeded mix of all of the above, now and then a network fault and a process
     /// fault at once.
     Mixed,
@@ -69,6 +76,7 @@ impl Nemesis {
             Nemesis::Delay => "delay",
             Nemesis::Reset => "reset",
             Nemesis::Membership => "membership",
+            Nemesis::ClockJump => "clock-jump",
             Nemesis::Mixed => "mixed",
         }
     }
@@ -95,6 +103,8 @@ impl Nemesis {
             | Nemesis::OneWay => rng.gen_range(2_000..4_500),
             Nemesis::Delay | Nemesis::Reset => rng.gen_range(1_000..4_000),
             Nemesis::Membership => rng.gen_range(1_000..3_000),
+            // Several lease TTLs (2–4 s in the workloads) under the wrong clock.
+            Nemesis::ClockJump => rng.gen_range(3_000..8_000),
             _ => rng.gen_range(500..3_000),
         };
         Duration::from_millis(ms)
@@ -102,7 +112,7 @@ impl Nemesis {
 }
 
 /// What `mixed` chooses from.
-const MIXED: [Nemesis; 9] = [
+const MIXED: [Nemesis; 10] = [
     Nemesis::Kill,
     Nemesis::Pause,
     Nemesis::PartitionLeader,
@@ -112,7 +122,11 @@ const MIXED: [Nemesis; 9] = [
     Nemesis::Delay,
     Nemesis::Reset,
     Nemesis::Membership,
+    Nemesis::ClockJump,
 ];
+
+/// The size of a `clock-jump` offset: from one hour to two.
+const CLOCK_JUMP_MS: std::ops::RangeInclusive<i64> = 3_600_000..=7_200_000;
 
 /// One fault, as installed and healed.
 #[derive(Debug, Clone, Serialize)]
@@ -277,6 +291,12 @@ enum Undo {
     },
     Readd {
         wiped: bool,
+    },
+    /// Clear the clock offset; `installed` is the node's clock view just after it
+    /// was set (offset, offset wall clock, applied cluster time).
+    ClearClock {
+        installed: Value,
+        at: Instant,
     },
 }
 
@@ -530,8 +550,59 @@ async fn install(ctx: &Ctx, kind: Nemesis, rng: &mut SmallRng) -> Option<Install
                 Undo::Readd { wiped },
             ))
         }
+        Nemesis::ClockJump => {
+            let node = leader_id?;
+            let magnitude = rng.gen_range(CLOCK_JUMP_MS);
+            let offset_ms = if rng.gen_bool(0.75) {
+                magnitude
+            } else {
+                -magnitude
+            };
+            // Not set (the leader did not answer): no fault to report.
+            let view = set_clock_offset(ctx, node, offset_ms).await.ok()?;
+            detail.insert("offset_ms".into(), json!(offset_ms));
+            detail.insert("clock_at_install".into(), view.clone());
+            let undo = Undo::ClearClock {
+                installed: view,
+                at: Instant::now(),
+            };
+            Some(installed(node, vec![node], 0, detail, undo))
+        }
         Nemesis::None | Nemesis::Mixed => None,
     }
+}
+
+/// `POST /v1/debug/clock` on `node`; its answer (offset, wall clock, cluster time).
+async fn set_clock_offset(ctx: &Ctx, node: u64, offset_ms: i64) -> Result<Value, String> {
+    let request = ctx
+        .http
+        .post(format!("{}/v1/debug/clock", ctx.url(node)))
+        .json(&json!({ "offset_ms": offset_ms }));
+    let response = tokio::time::timeout(Duration::from_secs(2), request.send())
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    if status == 200 {
+        Ok(body)
+    } else {
+        Err(format!("{status}: {body}"))
+    }
+}
+
+/// What a `clock-jump` did to cluster time: its advance on the jumped node while
+/// the offset was set, against the harness's elapsed time (it must stay close to
+/// it; the offset is an hour).
+fn clock_jump_evidence(installed: &Value, cleared: &Value, held: Duration) -> Value {
+    let time = |view: &Value| view["cluster_time_ms"].as_u64().unwrap_or(0);
+    let advance_ms = time(cleared).saturating_sub(time(installed));
+    json!({
+        "cluster_time_advance_ms": advance_ms,
+        "held_ms": held.as_millis() as u64,
+        "wall_minus_cluster_time_at_install_ms":
+            installed["wall_ms"].as_i64().unwrap_or(0) - time(installed) as i64,
+    })
 }
 
 fn cut_mode(rng: &mut SmallRng) -> LinkMode {
@@ -738,6 +809,19 @@ async fn heal(ctx: &Ctx, fault: Installed, observations: &[Observation]) -> Faul
             detail.insert("rejoined_fresh".into(), json!(wiped));
             if let Some((_, _, view)) = ctx.leader().await {
                 detail.insert("voters_after".into(), json!(view.voters));
+            }
+        }
+        Undo::ClearClock { installed, at } => {
+            // A node that is down lost its offset with its process (it lives in memory).
+            match set_clock_offset(ctx, node, 0).await {
+                Ok(cleared) => {
+                    let evidence = clock_jump_evidence(&installed, &cleared, at.elapsed());
+                    detail.insert("clock_at_heal".into(), cleared);
+                    detail.insert("cluster_time".into(), evidence);
+                }
+                Err(e) => {
+                    detail.insert("clear_error".into(), json!(e));
+                }
             }
         }
     }

@@ -117,8 +117,10 @@ pub async fn execute(config: RunConfig) -> anyhow::Result<Report> {
     let mut extra = String::from(
         "[raft]\nsnapshot_logs_since_last = 100\nmax_in_snapshot_log_to_keep = 10\npurge_batch_size = 16\n",
     );
+    // The `clock-jump` nemesis sets a wall-clock offset through the test-only endpoint.
+    extra.push_str("[debug]\nclock_offset_endpoint = true\n");
     if let Some(bug) = &config.inject_bug {
-        extra.push_str(&format!("[debug]\ninject_bug = \"{bug}\"\n"));
+        extra.push_str(&format!("inject_bug = \"{bug}\"\n"));
     }
     let cluster = Cluster::start(
         &config.binary,

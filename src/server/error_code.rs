@@ -47,6 +47,7 @@ error_codes! {
     InvalidName => "invalid_name",
     InvalidNodeId => "invalid_node_id",
     InvalidParties => "invalid_parties",
+    InvalidOffset => "invalid_offset",
     InvalidPath => "invalid_path",
     InvalidQuery => "invalid_query",
     InvalidRequest => "invalid_request",

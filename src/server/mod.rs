@@ -10,6 +10,7 @@
 //! Must not depend on `transport` (peer traffic) or storage internals.
 
 pub mod cluster;
+pub mod debug_clock;
 pub mod error;
 pub mod error_code;
 pub mod extract;
@@ -226,6 +227,10 @@ pub fn router(app: AppState) -> Router {
     let local_routes = Router::new()
         .route("/v1/cluster", get(cluster::info))
         .route("/v1/debug/state", get(cluster::state_digest))
+        .route(
+            "/v1/debug/clock",
+            get(debug_clock::get).post(debug_clock::set),
+        )
         .route("/v1/cluster/snapshot", post(cluster::snapshot))
         .route("/health", get(cluster::health))
         .route("/ready", get(cluster::ready))

@@ -12,7 +12,6 @@ use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam, QueryParams};
 use super::input::JsonValue;
 use super::{AppState, Consistency, ReadQuery};
-use crate::proposer::leader_now_ms;
 use crate::sm::sessions::{NewSession, Session, SessionId};
 use crate::sm::{Command, Proposal};
 
@@ -121,12 +120,12 @@ pub async fn keepalive(
         // A session whose expiry has passed is gone, even before the tick says so.
         (now < session.expires_at_ms).then_some(session.ttl_ms)
     };
-    let mut now = leader_now_ms(&app.state_machine);
+    let mut now = app.proposer.leader_now_ms();
     let mut ttl_ms = live(&app, now);
     if ttl_ms.is_none() {
         // A new leader may not have applied everything yet: look again, linearizably.
         app.read_barrier(Consistency::Linearizable).await?;
-        now = leader_now_ms(&app.state_machine);
+        now = app.proposer.leader_now_ms();
         ttl_ms = live(&app, now);
     }
     let Some(ttl_ms) = ttl_ms else {

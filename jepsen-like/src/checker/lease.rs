@@ -15,8 +15,11 @@
 //!   alive until* instant below.
 //!
 //! The server expires a session at the first log entry whose cluster time (the
-//! leader's wall clock at proposal, never behind the applied cluster time) is past
-//! its replicated `expires_at_ms`. A keepalive accepted by the leader sets
+//! leader's clock at proposal, never behind the applied cluster time) is past
+//! its replicated `expires_at_ms`. Cluster time follows the leader's wall clock but
+//! runs at most [`SERVER_SLEW_PPM`] (1 %) faster than the leader's monotonic clock
+//! however far that wall clock jumps (`src/proposer/clock.rs`), so a TTL lasts at
+//! least 99 % of itself in real time; the `clock-jump` nemesis exercises exactly this. A keepalive accepted by the leader sets
 //! `expires_at_ms = leader_now + ttl`, and the leader accepts it after the client
 //! invoked it, on the same machine's clock; so once that renewal is *in the log*, the
 //! session outlives `keepalive invoke + ttl`. The create is the same argument (its
@@ -33,9 +36,11 @@
 //! a live session's expiry never decreases and a session never comes back, that read
 //! proves the session lives until at least that expiry, hence past `invoke + ttl`.
 //! Only comparisons between the server's own `expires_at_ms` values are made; the
-//! intervals themselves stay on the harness's monotonic clock (assumption: the wall
-//! clock is not stepped during a run). [`CLOCK_MARGIN_NS`] absorbs millisecond
-//! truncation.
+//! intervals themselves stay on the harness's monotonic clock. The surely-alive
+//! instant is `invoke + ttl × (1 − 1 %) − CLOCK_MARGIN_NS`: the 1 % is the server's
+//! slew bound above, [`CLOCK_MARGIN_NS`] absorbs millisecond truncation. An expiry
+//! any earlier (e.g. cluster time jumping with one node's wall clock) shows up as
+//! overlapping valid holds.
 //!
 //! # Checkers
 //!
@@ -63,6 +68,11 @@ use crate::workloads::{Check, CheckVerdict};
 /// cluster time ≥ `expires_at_ms`: at most 1 ms early) and a slewing wall clock
 /// against the monotonic one (≤ 500 ppm: 1 ms over a 2 s TTL).
 pub const CLOCK_MARGIN_NS: u64 = 5_000_000;
+
+/// How much faster than real time the server's cluster time may run, in parts per
+/// million: mirrors conclave's `proposer::clock::MAX_SLEW_PPM` (the harness does not
+/// link the server crate). A TTL may end this fraction of itself early.
+pub const SERVER_SLEW_PPM: u64 = 10_000;
 
 /// What a client learned about one of its sessions.
 #[derive(Debug, Clone, Serialize)]
@@ -117,7 +127,8 @@ impl SessionEvidence {
                 }
             }
         }
-        let until = (base + ttl_ns).saturating_sub(CLOCK_MARGIN_NS);
+        let slew_ns = ttl_ns / 1_000_000 * SERVER_SLEW_PPM;
+        let until = (base + ttl_ns).saturating_sub(slew_ns + CLOCK_MARGIN_NS);
         self.gone_ns.map_or(until, |gone| until.min(gone))
     }
 }
@@ -454,7 +465,9 @@ mod tests {
     #[test]
     fn a_session_counts_only_confirmed_renewals() {
         let mut s = SessionEvidence::new(7, 2_000, 1_000_000_000);
-        let created = 1_000_000_000 + 2_000_000_000 - CLOCK_MARGIN_NS;
+        // 1 % of the 2 s TTL: the server's slew bound.
+        let slew = 20_000_000;
+        let created = 1_000_000_000 + 2_000_000_000 - slew - CLOCK_MARGIN_NS;
         assert_eq!(s.live_until_ns(), created);
         // Two renewals answered, not yet read back: not counted.
         s.renewals.push((1_500_000_000, 10_500));
@@ -462,9 +475,9 @@ mod tests {
         assert_eq!(s.live_until_ns(), created);
         // A read shows the first one replicated (the second was lost with its leader).
         s.read_expiry(10_700);
-        assert_eq!(s.live_until_ns(), 3_500_000_000 - CLOCK_MARGIN_NS);
+        assert_eq!(s.live_until_ns(), 3_500_000_000 - slew - CLOCK_MARGIN_NS);
         s.read_expiry(11_000);
-        assert_eq!(s.live_until_ns(), 4_000_000_000 - CLOCK_MARGIN_NS);
+        assert_eq!(s.live_until_ns(), 4_000_000_000 - slew - CLOCK_MARGIN_NS);
         // Evidence it is gone only shortens.
         s.gone(3_000_000_000);
         s.gone(3_200_000_000);

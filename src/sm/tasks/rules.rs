@@ -271,11 +271,7 @@ impl State {
     }
 
     /// Checks that `task_id` is assigned under `fencing_token`.
-    fn check_lease(
-        &self,
-        task_id: TaskId,
-        fencing_token: u64,
-    ) -> Result<&Task, Outcome> {
+    fn check_lease(&self, task_id: TaskId, fencing_token: u64) -> Result<&Task, Outcome> {
         let task = self
             .tasks
             .get(task_id)
@@ -363,12 +359,7 @@ impl State {
         }
     }
 
-    fn complete_task(
-        &mut self,
-        task_id: TaskId,
-        fencing_token: u64,
-        result_json: &str,
-    ) -> Outcome {
+    fn complete_task(&mut self, task_id: TaskId, fencing_token: u64, result_json: &str) -> Outcome {
         if let Err(refusal) = self.check_lease(task_id, fencing_token) {
             return refusal;
         }
