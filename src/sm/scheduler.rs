@@ -97,7 +97,7 @@ impl State {
         for task_id in self.tasks.assigned_to(id) {
             self.lose_lease(task_id, reason);
         }
-        self.release_session_locks(id, expired);
+        self.locks_on_session_end(&session, expired);
         self.release_session_primitives(id);
         Outcome::SessionEnded
     }
