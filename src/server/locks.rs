@@ -14,7 +14,7 @@ use super::input::{guard, GuardBody};
 use super::wait::{propose_queueing, wait_or_withdraw, Waited};
 use super::{AppState, ReadQuery};
 use crate::limits::MAX_LOCK_DELAY_MS;
-use crate::sm::locks::LockMode;
+use crate::sm::locks::{LockCommand, LockMode};
 use crate::sm::sessions::SessionId;
 use crate::sm::{Command, Outcome, Proposal};
 
@@ -71,33 +71,33 @@ pub async fn acquire(
             format!("lock_delay_ms is at most {MAX_LOCK_DELAY_MS}"),
         ));
     }
-    let command = Command::LockAcquire {
+    let command = Command::Lock(LockCommand::Acquire {
         name: name.clone(),
         session_id: body.session_id,
         mode,
         wait: body.wait_ms > 0,
         lock_delay_ms: body.lock_delay_ms,
         previous_token: body.previous_token,
-    };
+    });
     let queued_on = name.clone();
     let applied = propose_queueing(&app, body.request_id, command, move |outcome| {
         let Outcome::LockQueued { waiter_id } = outcome else {
             return None;
         };
-        Some(Command::LockWithdraw {
+        Some(Command::Lock(LockCommand::Withdraw {
             name: queued_on,
             waiter_id: *waiter_id,
-        })
+        }))
     })
     .await?;
     let Outcome::LockQueued { waiter_id } = applied.outcome else {
         return super::outcome::respond(&applied);
     };
     // Woken by the apply loop: granted, or the waiter vanished (its session ended).
-    let withdraw = Command::LockWithdraw {
+    let withdraw = Command::Lock(LockCommand::Withdraw {
         name: name.clone(),
         waiter_id,
-    };
+    });
     let waited = wait_or_withdraw(&app, deadline, withdraw, |state| {
         let lock = state.locks.get(&name);
         if let Some(hold) = lock.and_then(|l| l.holders.iter().find(|h| h.waiter_id == waiter_id)) {
@@ -145,11 +145,11 @@ pub async fn release(
     JsonBody(body): JsonBody<ReleaseBody>,
 ) -> Result<Response, ApiError> {
     super::input::resource_name(&app.limits, &name)?;
-    let command = Command::LockRelease {
+    let command = Command::Lock(LockCommand::Release {
         name,
         session_id: body.session_id,
         fencing_token: body.fencing_token,
-    };
+    });
     let applied = app
         .propose(Proposal {
             request_id: body.request_id,

@@ -181,16 +181,17 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::sm::locks::LockCommand;
     use crate::sm::Command;
 
     fn proposal(name: &str) -> Proposal {
         Proposal {
             request_id: None,
             guard: None,
-            command: Command::LockWithdraw {
+            command: Command::Lock(LockCommand::Withdraw {
                 name: name.into(),
                 waiter_id: 0,
-            },
+            }),
         }
     }
 
@@ -219,10 +220,10 @@ mod tests {
 
     fn undo(outcome: &Outcome) -> Option<Command> {
         match outcome {
-            Outcome::LockQueued { waiter_id } => Some(Command::LockWithdraw {
+            Outcome::LockQueued { waiter_id } => Some(Command::Lock(LockCommand::Withdraw {
                 name: "undo".into(),
                 waiter_id: *waiter_id,
-            }),
+            })),
             _ => None,
         }
     }
@@ -258,7 +259,7 @@ mod tests {
         let seen = seen.lock().unwrap();
         assert!(matches!(
             &seen[1].command,
-            Command::LockWithdraw { name, waiter_id: 9 } if name == "undo"
+            Command::Lock(LockCommand::Withdraw { name, waiter_id: 9 }) if name == "undo"
         ));
     }
 

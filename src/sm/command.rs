@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::kv::KvCommand;
-use super::locks::LockMode;
+use super::locks::LockCommand;
 use super::sessions::{NewSession, SessionId};
 use super::tasks::{TaskCommand, TaskId, TaskState};
 
@@ -51,9 +51,7 @@ impl Command {
             }
             Self::Tick { renewals } => renewals.len() * 16,
             Self::Task(command) => command.size_hint(),
-            Self::LockAcquire { name, .. }
-            | Self::LockRelease { name, .. }
-            | Self::LockWithdraw { name, .. } => name.len(),
+            Self::Lock(command) => command.size_hint(),
             Self::Campaign {
                 name, value_json, ..
             } => name.len() + value_json.len(),
@@ -105,28 +103,8 @@ pub enum Command {
     },
     /// A task operation (`sm::tasks`).
     Task(TaskCommand),
-    /// Acquires `name` for the session; if it cannot be granted now and `wait`,
-    /// queues a waiter (refused if waiting would close a cycle of sessions).
-    /// `lock_delay_ms` is taken from the acquire that creates the lock;
-    /// `previous_token` lets an expired holder re-acquire during its lock-delay.
-    LockAcquire {
-        name: String,
-        session_id: SessionId,
-        mode: LockMode,
-        wait: bool,
-        lock_delay_ms: u64,
-        previous_token: Option<u64>,
-    },
-    LockRelease {
-        name: String,
-        session_id: SessionId,
-        fencing_token: u64,
-    },
-    /// Withdraws a waiter whose wait ended (or whose client left).
-    LockWithdraw {
-        name: String,
-        waiter_id: u64,
-    },
+    /// A lock acquire, release or withdrawal (`sm::locks`).
+    Lock(LockCommand),
     /// Takes `permits` of semaphore `name`, whose limit is `limit` (fixed by the
     /// first acquirer); queues if they are not free and `wait`.
     SemaphoreAcquire {

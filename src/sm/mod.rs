@@ -15,7 +15,6 @@
 
 pub mod command;
 pub mod kv;
-pub mod lock_rules;
 pub mod locks;
 pub mod primitive_rules;
 pub mod primitives;
@@ -24,7 +23,6 @@ pub mod session_rules;
 pub mod sessions;
 pub mod tasks;
 pub mod time;
-pub mod wait_for;
 
 use serde::{Deserialize, Serialize};
 
@@ -174,27 +172,7 @@ impl State {
                 }
             }
             Command::Task(command) => self.apply_task(command, index),
-            Command::LockAcquire {
-                name,
-                session_id,
-                mode,
-                wait,
-                lock_delay_ms,
-                previous_token,
-            } => self.acquire_lock(
-                name,
-                *session_id,
-                *mode,
-                *wait,
-                (*lock_delay_ms, *previous_token),
-                index,
-            ),
-            Command::LockRelease {
-                name,
-                session_id,
-                fencing_token,
-            } => self.release_lock(name, *session_id, *fencing_token, index),
-            Command::LockWithdraw { name, waiter_id } => self.withdraw_waiter(name, *waiter_id),
+            Command::Lock(command) => self.apply_lock(command, index),
             Command::SemaphoreAcquire {
                 name,
                 session_id,
@@ -278,14 +256,6 @@ fn may_free_capacity_or_ready_work(command: &Command) -> bool {
     }
 }
 
-#[cfg(test)]
-mod lock_graph_tests;
-#[cfg(test)]
-mod lock_reference;
-#[cfg(test)]
-mod lock_scale_tests;
-#[cfg(test)]
-mod lock_tests;
 #[cfg(test)]
 mod primitive_tests;
 #[cfg(test)]

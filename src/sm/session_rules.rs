@@ -51,7 +51,7 @@ impl State {
         };
         self.kv_on_session_end(&session);
         self.tasks_on_session_end(id, reason);
-        self.release_session_locks(id, expired);
+        self.locks_on_session_end(&session, expired);
         self.release_session_primitives(id);
         Outcome::SessionEnded
     }

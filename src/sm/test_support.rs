@@ -6,6 +6,7 @@
 use crate::sm::tasks::TaskCommand;
 use std::collections::BTreeSet;
 
+use super::locks::{LockCommand, LockMode};
 use super::sessions::{NewSession, Session, SessionId};
 use super::tasks::{NewTask, Task, TaskError, TaskId, TaskState};
 use super::{Batch, Command, Outcome, Proposal, State};
@@ -123,6 +124,72 @@ pub fn delete(key: &str) -> Command {
     Command::Kv(crate::sm::kv::KvCommand::Delete {
         key: key.into(),
         if_version: None,
+    })
+}
+
+// ----- locks ----------------------------------------------------------------------
+
+/// An acquire of `name` in `mode` (queuing if `wait`), creating no lock-delay and
+/// presenting no lost token.
+pub fn acquire_lock(name: &str, session_id: SessionId, mode: LockMode, wait: bool) -> Command {
+    Command::Lock(LockCommand::Acquire {
+        name: name.into(),
+        session_id,
+        mode,
+        wait,
+        lock_delay_ms: 0,
+        previous_token: None,
+    })
+}
+
+/// A waiting exclusive acquire that creates the lock with a lock-delay, or presents
+/// a token lost to expiry.
+pub fn acquire_lock_delayed(
+    name: &str,
+    session_id: SessionId,
+    lock_delay_ms: u64,
+    previous_token: Option<u64>,
+) -> Command {
+    Command::Lock(LockCommand::Acquire {
+        name: name.into(),
+        session_id,
+        mode: LockMode::Exclusive,
+        wait: true,
+        lock_delay_ms,
+        previous_token,
+    })
+}
+
+pub fn release_lock(name: &str, session_id: SessionId, fencing_token: u64) -> Command {
+    Command::Lock(LockCommand::Release {
+        name: name.into(),
+        session_id,
+        fencing_token,
+    })
+}
+
+pub fn withdraw_lock(name: &str, waiter_id: u64) -> Command {
+    Command::Lock(LockCommand::Withdraw {
+        name: name.into(),
+        waiter_id,
+    })
+}
+
+/// The fencing token of a grant; panics on any other outcome.
+pub fn granted_token(outcome: &Outcome) -> u64 {
+    match outcome {
+        Outcome::LockGranted { fencing_token } => *fencing_token,
+        other => panic!("expected a grant, got {other:?}"),
+    }
+}
+
+/// The (session, mode) of each holder of `name`, in grant order (none if absent).
+pub fn lock_holders(state: &State, name: &str) -> Vec<(SessionId, LockMode)> {
+    state.locks.get(name).map_or(Vec::new(), |lock| {
+        lock.holders
+            .iter()
+            .map(|h| (h.session_id, h.mode))
+            .collect()
     })
 }
 

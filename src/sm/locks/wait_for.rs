@@ -7,7 +7,7 @@
 //! "Waits for the one ahead" is transitive, so a session reaches exactly the
 //! sessions it reached when every waiter pointed to every holder and every waiter
 //! ahead of it, with one edge per waiter and per hold instead of O(waiters²)
-//! (`lock_graph_tests` checks both against a full rebuild). Edges between the same
+//! (`graph_tests` checks both against a full rebuild). Edges between the same
 //! two nodes carry a multiplicity: several locks can give the same pair.
 //!
 //! The graph changes only where a lock changes: a waiter joins or leaves, a hold is
@@ -21,8 +21,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::locks::Lock;
-use super::sessions::SessionId;
+use super::Lock;
+use crate::sm::sessions::SessionId;
 
 /// A node of the wait-for graph.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -1,19 +1,48 @@
-//! Locks: exclusive and shared holds with fencing tokens, FIFO waiters with writer
-//! preference, and the lock table that keeps the wait-for graph (`wait_for`) in step
-//! with every change to holders and waiters.
+//! The locks room: its state (the lock table [`Locks`], which keeps the wait-for
+//! graph of `wait_for` in step with every change to holders and waiters), its
+//! command ([`LockCommand`]), its rules (`rules`: acquire, release, withdraw,
+//! lock-delay) and its session-end hook. Exclusive and shared holds carry fencing
+//! tokens; waiters are FIFO with writer preference.
 //!
 //! Grant rule: an exclusive request is granted when nobody holds the lock and no
 //! one waits ahead of it; a shared request when no exclusive hold exists and no
 //! waiter is ahead of it (so a waiting writer blocks later readers: no writer
 //! starvation; FIFO keeps readers from starving too). Every grant's token is the
 //! command index of the command that granted it, strictly increasing per lock.
+//!
+//! Like all of `sm`, it must not depend on storage, Raft, the clock or the HTTP
+//! layer; of the other rooms it touches only `sessions` (a holder's or waiter's
+//! session) and the shared fencing-token allocator (`sm::next_token`).
+
+mod command;
+mod rules;
+pub mod wait_for;
+
+#[cfg(test)]
+mod deadlock_tests;
+#[cfg(test)]
+mod delay_tests;
+#[cfg(test)]
+mod grant_tests;
+#[cfg(test)]
+mod graph_tests;
+#[cfg(test)]
+mod guard_tests;
+#[cfg(test)]
+mod property_tests;
+#[cfg(test)]
+mod reference;
+#[cfg(test)]
+mod scale_tests;
+
+pub use command::LockCommand;
 
 use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use super::sessions::SessionId;
-use super::wait_for::{waiter_edge, Node, WaitFor};
+use crate::sm::sessions::SessionId;
+use wait_for::{waiter_edge, Node, WaitFor};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum LockMode {
@@ -103,7 +132,7 @@ impl Lock {
         now_ms: u64,
         tokens: &mut u64,
     ) -> u64 {
-        let fencing_token = super::next_token(tokens, index);
+        let fencing_token = crate::sm::next_token(tokens, index);
         self.last_token = fencing_token;
         self.holders.push(Hold {
             session_id,

@@ -1,5 +1,5 @@
 //! Tests of the incremental wait-for graph against the full rebuild it replaced
-//! (`lock_reference`): the same graph as a rebuild from scratch after every step,
+//! (`reference`): the same graph as a rebuild from scratch after every step,
 //! the same reachability between sessions, the same deadlock decisions, and cycles
 //! that are real cycles of the old graph.
 
@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
-use super::lock_reference::{self, Graph};
-use super::locks::{LockMode, LockMode::Exclusive, LockMode::Shared, Locks};
-use super::sessions::SessionId;
-use super::test_support::{one, run, session};
+use super::reference::{self as lock_reference, Graph};
 use super::wait_for::{Node, WaitFor};
-use super::*;
+use super::{LockCommand, LockMode, LockMode::Exclusive, LockMode::Shared, Locks};
+use crate::sm::sessions::SessionId;
+use crate::sm::test_support::{acquire_lock, one, run, session, with_sessions_ttl};
+use crate::sm::*;
 
 const LOCKS: u8 = 3;
 const SESSIONS: u64 = 5;
@@ -79,33 +79,33 @@ fn command_for(state: &State, op: &Op) -> Option<Command> {
             shared,
             wait,
             delay,
-        } => Command::LockAcquire {
+        } => Command::Lock(LockCommand::Acquire {
             name: name(*lock),
             session_id: pick(state, *session)?,
             mode: if *shared { Shared } else { Exclusive },
             wait: *wait,
             lock_delay_ms: if *delay { 700 } else { 0 },
             previous_token: None,
-        },
+        }),
         Op::Reclaim { lock } => {
             let held_back = state.locks.get(&name(*lock))?;
-            Command::LockAcquire {
+            Command::Lock(LockCommand::Acquire {
                 name: name(*lock),
                 session_id: pick(state, 0)?,
                 mode: Exclusive,
                 wait: true,
                 lock_delay_ms: 0,
                 previous_token: Some(held_back.delayed_token),
-            }
+            })
         }
         Op::Release { lock, session } => {
             let session_id = pick(state, *session)?;
             let hold = state.locks.get(&name(*lock))?.hold_of(session_id)?;
-            Command::LockRelease {
+            Command::Lock(LockCommand::Release {
                 name: name(*lock),
                 session_id,
                 fencing_token: hold.fencing_token,
-            }
+            })
         }
         Op::Withdraw { lock, nth } => {
             let waiter = state
@@ -113,10 +113,10 @@ fn command_for(state: &State, op: &Op) -> Option<Command> {
                 .get(&name(*lock))?
                 .waiters
                 .get(usize::from(*nth))?;
-            Command::LockWithdraw {
+            Command::Lock(LockCommand::Withdraw {
                 name: name(*lock),
                 waiter_id: waiter.waiter_id,
-            }
+            })
         }
         Op::End { session } => Command::SessionEnd {
             session_id: pick(state, *session)?,
@@ -300,19 +300,12 @@ proptest! {
 }
 
 fn acquire(name: &str, session_id: SessionId, mode: LockMode) -> Command {
-    Command::LockAcquire {
-        name: name.into(),
-        session_id,
-        mode,
-        wait: true,
-        lock_delay_ms: 0,
-        previous_token: None,
-    }
+    acquire_lock(name, session_id, mode, true)
 }
 
 #[test]
 fn the_graph_is_not_in_the_snapshot_and_a_decoded_state_rebuilds_it() {
-    let mut state = super::test_support::with_sessions_ttl(3, 10_000);
+    let mut state = with_sessions_ttl(3, 10_000);
     run(
         &mut state,
         1,
@@ -352,7 +345,7 @@ fn the_graph_is_not_in_the_snapshot_and_a_decoded_state_rebuilds_it() {
 /// session's own earlier waiter is still found, as the old graph found it.
 #[test]
 fn a_session_waiting_in_both_modes_on_one_lock_is_refused_like_before() {
-    let mut state = super::test_support::with_sessions_ttl(3, 10_000);
+    let mut state = with_sessions_ttl(3, 10_000);
     run(&mut state, 1, vec![acquire("L", 1, Exclusive)]);
     one(&mut state, 2, acquire("L", 2, Exclusive));
     one(&mut state, 3, acquire("L", 3, Exclusive));
@@ -364,7 +357,7 @@ fn a_session_waiting_in_both_modes_on_one_lock_is_refused_like_before() {
         },
         "3 waits behind 2, and 2 would wait behind 3"
     );
-    let mut old = super::test_support::with_sessions_ttl(3, 10_000);
+    let mut old = with_sessions_ttl(3, 10_000);
     run(&mut old, 1, vec![acquire("L", 1, Exclusive)]);
     one(&mut old, 2, acquire("L", 2, Exclusive));
     one(&mut old, 3, acquire("L", 3, Exclusive));

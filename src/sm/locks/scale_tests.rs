@@ -5,12 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use super::lock_reference;
-use super::locks::{LockMode, LockMode::Exclusive, LockMode::Shared};
-use super::sessions::SessionId;
-use super::test_support::{one, run, session};
+use super::reference as lock_reference;
 use super::wait_for::steps;
-use super::{Command, Outcome, State};
+use super::{LockMode, LockMode::Exclusive, LockMode::Shared};
+use crate::sm::sessions::SessionId;
+use crate::sm::test_support::{acquire_lock, one, run, session, withdraw_lock};
+use crate::sm::{Command, Outcome, State};
 
 const FOREVER_MS: u64 = 1_000_000_000;
 const HOLDERS: u64 = 100;
@@ -20,14 +20,7 @@ const CHAIN: usize = 10;
 const MAX_STEPS_PER_ACQUIRE: usize = 2 * (CHAIN + 3) + 4;
 
 fn acquire(name: &str, session_id: SessionId, mode: LockMode) -> Command {
-    Command::LockAcquire {
-        name: name.into(),
-        session_id,
-        mode,
-        wait: true,
-        lock_delay_ms: 0,
-        previous_token: None,
-    }
+    acquire_lock(name, session_id, mode, true)
 }
 
 fn lock(i: usize) -> String {
@@ -87,10 +80,7 @@ fn withdraw(name: &str, outcome: &Outcome) -> Command {
     let Outcome::LockQueued { waiter_id } = outcome else {
         panic!("not queued: {outcome:?}")
     };
-    Command::LockWithdraw {
-        name: name.into(),
-        waiter_id: *waiter_id,
-    }
+    withdraw_lock(name, *waiter_id)
 }
 
 #[test]
@@ -185,7 +175,7 @@ fn time_acquires(
     times[times.len() / 2]
 }
 
-/// Rerun: `cargo test --release --lib lock_scale_tests::latency -- --ignored --nocapture`
+/// Rerun: `cargo test --release --lib locks::scale_tests::latency -- --ignored --nocapture`
 #[test]
 #[ignore = "prints timings; run in release mode"]
 fn latency_of_a_waiting_acquire_before_and_after() {

@@ -7,8 +7,8 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::locks::Locks;
-use super::sessions::SessionId;
+use super::Locks;
+use crate::sm::sessions::SessionId;
 
 pub type Graph = BTreeMap<SessionId, BTreeSet<SessionId>>;
 

@@ -1,15 +1,44 @@
 //! The rules of locks as `State` methods: acquire (grant, queue or refuse a
-//! deadlock), release, withdraw, and release on session end. Every change to a
-//! lock goes through `Locks`, which keeps the wait-for graph in step.
+//! deadlock), release, withdraw, the session-end hook (release and withdraw, with
+//! lock-delay on expiry) and the end of lock-delays as time advances. Every change
+//! to a lock goes through `Locks`, which keeps the wait-for graph in step. They read
+//! sessions only to check a requester is alive.
 
-use super::locks::{LockMode, Waiter};
-use super::sessions::SessionId;
-use super::{Outcome, State};
+use super::{LockCommand, LockMode, Waiter};
+use crate::sm::sessions::{Session, SessionId};
+use crate::sm::{Outcome, State};
 
 impl State {
+    /// Applies one lock command at command index `index`.
+    pub(in crate::sm) fn apply_lock(&mut self, command: &LockCommand, index: u64) -> Outcome {
+        match command {
+            LockCommand::Acquire {
+                name,
+                session_id,
+                mode,
+                wait,
+                lock_delay_ms,
+                previous_token,
+            } => self.acquire_lock(
+                name,
+                *session_id,
+                *mode,
+                *wait,
+                (*lock_delay_ms, *previous_token),
+                index,
+            ),
+            LockCommand::Release {
+                name,
+                session_id,
+                fencing_token,
+            } => self.release_lock(name, *session_id, *fencing_token, index),
+            LockCommand::Withdraw { name, waiter_id } => self.withdraw_waiter(name, *waiter_id),
+        }
+    }
+
     /// `delay`: the lock-delay for a lock this creates, and the token an expired
     /// holder presents to re-acquire during its lock-delay.
-    pub(super) fn acquire_lock(
+    fn acquire_lock(
         &mut self,
         name: &str,
         session_id: SessionId,
@@ -112,13 +141,13 @@ impl State {
     /// for the old full rebuild instead (to measure it against the incremental graph).
     #[cfg(test)]
     fn deadlock_cycle(&self, name: &str, session_id: SessionId) -> Option<Vec<SessionId>> {
-        if super::lock_reference::enabled() {
-            return super::lock_reference::deadlock_cycle(&self.locks, name, session_id);
+        if super::reference::enabled() {
+            return super::reference::deadlock_cycle(&self.locks, name, session_id);
         }
         self.locks.find_cycle(name, session_id)
     }
 
-    pub(super) fn release_lock(
+    fn release_lock(
         &mut self,
         name: &str,
         session_id: SessionId,
@@ -153,7 +182,7 @@ impl State {
     }
 
     /// Withdraws a waiter; if it was granted meanwhile, says so (the caller holds it).
-    pub(super) fn withdraw_waiter(&mut self, name: &str, waiter_id: u64) -> Outcome {
+    fn withdraw_waiter(&mut self, name: &str, waiter_id: u64) -> Outcome {
         let Some(lock) = self.locks.get(name) else {
             return Outcome::LockHeld;
         };
@@ -176,10 +205,11 @@ impl State {
         Outcome::LockHeld
     }
 
-    /// Releases every hold and withdraws every waiter of an ended session (only the
-    /// locks it holds or awaits are visited). When the session `expired` holding a
-    /// lock with a lock-delay, that lock is held back.
-    pub(super) fn release_session_locks(&mut self, session_id: SessionId, expired: bool) {
+    /// The session-end hook: releases every hold and withdraws every waiter of an
+    /// ended session (only the locks it holds or awaits are visited). When the
+    /// session `expired` holding a lock with a lock-delay, that lock is held back.
+    pub(in crate::sm) fn locks_on_session_end(&mut self, session: &Session, expired: bool) {
+        let session_id = session.id;
         let clock = (self.last_command_index, self.cluster_time_ms);
         for name in self.locks.locks_of(session_id) {
             let Some(lock) = self.locks.get(&name) else {
@@ -208,7 +238,7 @@ impl State {
     }
 
     /// Ends the lock-delays that are over and grants their waiters.
-    pub(super) fn end_lock_delays(&mut self) {
+    pub(in crate::sm) fn end_lock_delays(&mut self) {
         let clock = (self.last_command_index, self.cluster_time_ms);
         while let Some((until, name)) = self.lock_delays.first().cloned() {
             if until > clock.1 {
