@@ -1,4 +1,30 @@
-//! Conclave: a Raft-replicated coordination server.
+//! Conclave: a Raft-replicated coordination server for multi-agent systems.
+//!
+//! One coordination log, replicated with openraft and persisted in sled, applied
+//! as deterministic state-machine commands; any node serves any request over HTTP
+//! and forwards what needs the leader.
+//!
+//! # Layout
+//!
+//! - [`sm`]: the deterministic state machine — one room per primitive (`kv/`,
+//!   `locks/`, `tasks/`, …), `Command` nesting their commands, `State::apply_batch`.
+//!   No IO, clock, RNG or Raft.
+//! - [`codec`]: every byte encoding on disk and on the wire, and `FORMAT_VERSION`.
+//! - [`limits`]: every named limit, replicated (compiled in) and per node.
+//! - [`config`]: TOML → validated `NodeConfig`.
+//! - [`raft_types`]: openraft's type configuration.
+//! - [`store`]: the sled log store and state-machine store (where the fsyncs are).
+//! - [`proposer`]: write batching on the leader and the bounded leader clock.
+//! - [`read_index`]: batched read-index rounds for linearizable reads.
+//! - [`ticker`]: the leader's ticker (replicated time) and keepalive batching.
+//! - [`server`]: the client API (axum): input checks, error codes, forwarding,
+//!   handlers.
+//! - [`transport`]: peer traffic: the Raft RPC client and the `/raft/*` router.
+//! - [`body`]: reading a request body within a limit (shared by the two fronts).
+//! - [`node`]: the composition root, `run(config, listener, shutdown)`.
+//!
+//! The binary (`main.rs`) parses the command line, sets up logging and signals, and
+//! calls [`node::run`].
 pub mod body;
 pub mod codec;
 pub mod config;
