@@ -1,5 +1,6 @@
 //! Session endpoints: create, keepalive (batched by the leader), end, discovery.
 
+use crate::sm::sessions::SessionCommand;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -90,8 +91,12 @@ pub async fn create(
         ttl_ms: body.ttl_ms,
         metadata_json: super::input::json_text(&app.limits, body.metadata, "{}")?,
     };
-    app.propose_and_respond(body.request_id, None, Command::SessionCreate(new))
-        .await
+    app.propose_and_respond(
+        body.request_id,
+        None,
+        Command::Session(SessionCommand::Create(new)),
+    )
+    .await
 }
 
 /// Records the keepalive in the leader's memory; the ticker replicates it within
@@ -147,7 +152,7 @@ pub async fn end(
         .propose(Proposal {
             guard: None,
             request_id: None,
-            command: Command::SessionEnd { session_id },
+            command: Command::Session(SessionCommand::End { session_id }),
         })
         .await?;
     super::outcome::respond(&applied)

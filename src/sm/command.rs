@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::kv::KvCommand;
 use super::locks::LockCommand;
-use super::sessions::{NewSession, SessionId};
+use super::sessions::{SessionCommand, SessionId};
 use super::tasks::{TaskCommand, TaskId, TaskState};
 
 /// One Raft log entry's payload: commands stamped with the proposing leader's time.
@@ -44,11 +44,7 @@ impl Command {
     pub fn size_hint(&self) -> usize {
         match self {
             Self::Kv(command) => command.size_hint(),
-            Self::SessionCreate(new) => {
-                new.name.len()
-                    + new.metadata_json.len()
-                    + new.capabilities.iter().map(String::len).sum::<usize>()
-            }
+            Self::Session(command) => command.size_hint(),
             Self::Tick { renewals } => renewals.len() * 16,
             Self::Task(command) => command.size_hint(),
             Self::Lock(command) => command.size_hint(),
@@ -62,7 +58,6 @@ impl Command {
             | Self::BarrierLeave { name, .. }
             | Self::Resign { name, .. }
             | Self::CampaignWithdraw { name, .. } => name.len(),
-            Self::SessionKeepalive { .. } | Self::SessionEnd { .. } => 0,
         }
     }
 }
@@ -88,13 +83,8 @@ pub enum GuardKind {
 pub enum Command {
     /// A key/value write (`sm::kv`).
     Kv(KvCommand),
-    SessionCreate(NewSession),
-    SessionKeepalive {
-        session_id: SessionId,
-    },
-    SessionEnd {
-        session_id: SessionId,
-    },
+    /// A session operation (`sm::sessions`).
+    Session(SessionCommand),
     /// Proposed by the leader's ticker: carries time forward (expiring what is due
     /// at the batch's cluster time) and the keepalives the leader accepted since the
     /// last tick, each with the cluster time it was accepted at.

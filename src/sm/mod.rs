@@ -19,7 +19,6 @@ pub mod locks;
 pub mod primitive_rules;
 pub mod primitives;
 pub mod requests;
-pub mod session_rules;
 pub mod sessions;
 pub mod tasks;
 pub mod time;
@@ -153,13 +152,7 @@ impl State {
     fn apply_command(&mut self, command: &Command, index: u64) -> Outcome {
         match command {
             Command::Kv(command) => self.apply_kv(command, index),
-            Command::SessionCreate(new) => self.create_session(new, index),
-            Command::SessionKeepalive { session_id } => {
-                self.renew_session(*session_id, self.cluster_time_ms)
-            }
-            Command::SessionEnd { session_id } => {
-                self.end_session(*session_id, "session_ended", false)
-            }
+            Command::Session(command) => self.apply_session(command, index),
             Command::Tick { renewals } => {
                 let renewed = renewals
                     .iter()
@@ -250,7 +243,7 @@ pub(crate) fn next_token(last: &mut u64, index: u64) -> u64 {
 
 fn may_free_capacity_or_ready_work(command: &Command) -> bool {
     match command {
-        Command::SessionCreate(_) | Command::SessionEnd { .. } => true,
+        Command::Session(command) => command.may_free_capacity_or_ready_work(),
         Command::Task(command) => command.may_free_capacity_or_ready_work(),
         _ => false,
     }

@@ -1,5 +1,6 @@
 //! Unit and property tests of semaphores, barriers and elections, without Raft.
 
+use crate::sm::sessions::SessionCommand;
 use proptest::prelude::*;
 
 use super::sessions::SessionId;
@@ -122,7 +123,11 @@ fn a_session_end_returns_its_permits_and_a_permit_guard_goes_stale() {
         proposals: vec![guarded.clone()],
     });
     assert!(matches!(ok.results[0].outcome, Outcome::KvWritten { .. }));
-    one(&mut state, 4, Command::SessionEnd { session_id: 1 });
+    one(
+        &mut state,
+        4,
+        Command::Session(SessionCommand::End { session_id: 1 }),
+    );
     assert_eq!(
         state.semaphores["S"].holders[0].session_id, 2,
         "the waiter got the freed permits"
@@ -293,9 +298,17 @@ fn leadership_passes_when_the_leaders_session_ends() {
     let mut state = with_sessions(2, 60_000);
     one(&mut state, 1, campaign(1, 0, false));
     one(&mut state, 2, campaign(2, 0, true));
-    one(&mut state, 3, Command::SessionEnd { session_id: 1 });
+    one(
+        &mut state,
+        3,
+        Command::Session(SessionCommand::End { session_id: 1 }),
+    );
     assert_eq!(leader(&state).map(|(s, _)| s), Some(2));
-    one(&mut state, 4, Command::SessionEnd { session_id: 2 });
+    one(
+        &mut state,
+        4,
+        Command::Session(SessionCommand::End { session_id: 2 }),
+    );
     assert!(
         !state.elections.contains_key("E"),
         "an election nobody is in is forgotten"
@@ -363,9 +376,9 @@ fn command_for(state: &State, op: &Op) -> Option<Command> {
                 waiter_id: waiter.waiter_id,
             }
         }
-        Op::End { session } => Command::SessionEnd {
+        Op::End { session } => Command::Session(SessionCommand::End {
             session_id: u64::from(*session),
-        },
+        }),
         Op::Campaign { session, priority } => {
             campaign(u64::from(*session), i32::from(*priority), true)
         }

@@ -3,6 +3,7 @@
 //! [`open_session`], for every test file that needs a session's id). It is test-only
 //! and, like the tests, drives the state machine only through [`State::apply_batch`].
 
+use crate::sm::sessions::SessionCommand;
 use crate::sm::tasks::TaskCommand;
 use std::collections::BTreeSet;
 
@@ -55,13 +56,13 @@ pub fn caps(names: &[&str]) -> BTreeSet<String> {
 /// A session-create command: these capabilities, room for `capacity` tasks, living
 /// `ttl_ms` from its create unless kept alive.
 pub fn create_session(capabilities: &[&str], capacity: u32, ttl_ms: u64) -> Command {
-    Command::SessionCreate(NewSession {
+    Command::Session(SessionCommand::Create(NewSession {
         name: "worker".into(),
         capabilities: caps(capabilities),
         capacity,
         ttl_ms,
         metadata_json: "{}".into(),
-    })
+    }))
 }
 
 /// A session-create command with no capabilities and no room for tasks.
@@ -95,11 +96,11 @@ pub fn with_sessions_ttl(n: u64, ttl_ms: u64) -> State {
 }
 
 pub fn keepalive(session_id: SessionId) -> Command {
-    Command::SessionKeepalive { session_id }
+    Command::Session(SessionCommand::Keepalive { session_id })
 }
 
 pub fn end_session(session_id: SessionId) -> Command {
-    Command::SessionEnd { session_id }
+    Command::Session(SessionCommand::End { session_id })
 }
 
 pub fn tick(renewals: &[(SessionId, u64)]) -> Command {

@@ -3,6 +3,7 @@
 //! not, and the expired holder presenting its token may take the lock back.
 
 use crate::sm::locks::{LockCommand, LockMode::Exclusive, LockMode::Shared};
+use crate::sm::sessions::SessionCommand;
 use crate::sm::test_support::{
     acquire_lock, acquire_lock_delayed, granted_token, lock_holders, one, open_session,
     release_lock, run, with_sessions_ttl,
@@ -51,7 +52,11 @@ fn a_clean_release_or_an_explicit_end_has_no_lock_delay() {
     one(&mut state, 3, release_lock("L", 1, first));
     assert_eq!(lock_holders(&state, "L"), vec![(2, Exclusive)]);
     one(&mut state, 4, acquire_lock("L", 3, Exclusive, true));
-    one(&mut state, 5, Command::SessionEnd { session_id: 2 });
+    one(
+        &mut state,
+        5,
+        Command::Session(SessionCommand::End { session_id: 2 }),
+    );
     assert_eq!(lock_holders(&state, "L"), vec![(3, Exclusive)]);
 }
 

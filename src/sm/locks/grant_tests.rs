@@ -3,6 +3,7 @@
 //! resuming its waiter, withdrawal racing a grant, and release on session end.
 
 use crate::sm::locks::{LockMode::Exclusive, LockMode::Shared};
+use crate::sm::sessions::SessionCommand;
 use crate::sm::sessions::SessionId;
 use crate::sm::test_support::{
     acquire_lock, granted_token, lock_holders, one, open_session, release_lock, run,
@@ -162,7 +163,7 @@ fn a_session_ending_or_expiring_releases_its_holds_and_grants_the_next_waiter() 
     run(
         &mut state,
         1_000,
-        vec![Command::SessionEnd { session_id: 1 }],
+        vec![Command::Session(SessionCommand::End { session_id: 1 })],
     );
     assert_eq!(lock_holders(&state, "L"), vec![(2, Exclusive)]);
     assert_eq!(lock_holders(&state, "M"), vec![(3, Exclusive)]);

@@ -3,6 +3,7 @@
 //! the same reachability between sessions, the same deadlock decisions, and cycles
 //! that are real cycles of the old graph.
 
+use crate::sm::sessions::SessionCommand;
 use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
@@ -118,9 +119,9 @@ fn command_for(state: &State, op: &Op) -> Option<Command> {
                 waiter_id: waiter.waiter_id,
             })
         }
-        Op::End { session } => Command::SessionEnd {
+        Op::End { session } => Command::Session(SessionCommand::End {
             session_id: pick(state, *session)?,
-        },
+        }),
         Op::NewSession => session(2_000),
         Op::Advance { .. } => return None,
     })

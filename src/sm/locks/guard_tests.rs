@@ -2,6 +2,7 @@
 //! fencing token is current, and a request id reused with another guard conflicts.
 
 use crate::sm::locks::LockMode::Exclusive;
+use crate::sm::sessions::SessionCommand;
 use crate::sm::test_support::{acquire_lock, granted_token, one, run, with_sessions_ttl};
 use crate::sm::{Batch, Command, Guard, GuardKind, Outcome, Proposal};
 
@@ -33,7 +34,7 @@ fn a_guard_applies_a_command_only_while_its_token_is_current() {
         &mut state,
         3,
         vec![
-            Command::SessionEnd { session_id: 1 },
+            Command::Session(SessionCommand::End { session_id: 1 }),
             acquire_lock("L", 2, Exclusive, false),
         ],
     );

@@ -2,6 +2,7 @@
 //! session-end / time sequences never double-grant, never let a token go back or be
 //! granted twice, and never leave a grantable waiter at the head.
 
+use crate::sm::sessions::SessionCommand;
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
@@ -89,9 +90,9 @@ fn command_for(state: &State, op: &Op) -> Option<Command> {
                 .get(usize::from(*nth))?;
             withdraw_lock(&name(lock), waiter.waiter_id)
         }
-        Op::End { session } => Command::SessionEnd {
+        Op::End { session } => Command::Session(SessionCommand::End {
             session_id: u64::from(*session),
-        },
+        }),
         Op::Advance { .. } => return None,
     })
 }

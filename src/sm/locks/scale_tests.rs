@@ -3,6 +3,7 @@
 //! (graph edges followed) are counted, never timed; the `#[ignore]`d latency test
 //! prints apply times per waiting acquire, new against the old full rebuild.
 
+use crate::sm::sessions::SessionCommand;
 use std::time::{Duration, Instant};
 
 use super::reference as lock_reference;
@@ -139,7 +140,7 @@ fn a_waiting_acquire_costs_the_steps_of_its_own_chain_not_of_all_waiters() {
     // heads of all chains.
     let ends = holders
         .iter()
-        .map(|&session_id| Command::SessionEnd { session_id })
+        .map(|&session_id| Command::Session(SessionCommand::End { session_id }))
         .collect();
     run(&mut state, 6, ends);
     assert_eq!(

@@ -1,5 +1,6 @@
 //! Regression tests of sessions and tasks, each named after the bug it pins.
 
+use crate::sm::sessions::SessionCommand;
 use crate::sm::tasks::NewTask;
 use crate::sm::test_support::{batch, claim, create_session, submit, task_spec, Machine};
 use crate::sm::{Batch, Command, Outcome, Proposal, State};
@@ -60,7 +61,10 @@ fn a_capacity_refusal_is_not_remembered_under_its_request_id() {
         refused.results[0].outcome,
         Outcome::LimitReached { .. }
     ));
-    state.apply_batch(&batch(2, vec![Command::SessionEnd { session_id: 1 }]));
+    state.apply_batch(&batch(
+        2,
+        vec![Command::Session(SessionCommand::End { session_id: 1 })],
+    ));
     let retried = state.apply_batch(&Batch {
         leader_time_ms: 3,
         proposals: vec![with_id()],

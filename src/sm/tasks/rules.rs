@@ -15,7 +15,7 @@ use std::collections::BTreeSet;
 use super::{NewTask, Task, TaskCommand, TaskError, TaskId, TaskState};
 use crate::limits::Replicated;
 use crate::sm::command::Outcome;
-use crate::sm::session_rules::session_not_found;
+use crate::sm::sessions::session_not_found;
 use crate::sm::sessions::SessionId;
 use crate::sm::State;
 

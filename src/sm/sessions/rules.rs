@@ -4,16 +4,29 @@
 //!
 //! Must not depend on storage, Raft, clocks or IO.
 
-use super::command::Outcome;
-use super::sessions::{NewSession, SessionId};
-use super::State;
+use super::{NewSession, SessionCommand, SessionId};
 use crate::limits::Replicated;
+use crate::sm::command::Outcome;
+use crate::sm::State;
 
 pub(in crate::sm) fn session_not_found(session_id: SessionId) -> Outcome {
     Outcome::SessionNotFound { session_id }
 }
 
 impl State {
+    /// Applies one session command.
+    pub(in crate::sm) fn apply_session(&mut self, command: &SessionCommand, index: u64) -> Outcome {
+        match command {
+            SessionCommand::Create(new) => self.create_session(new, index),
+            SessionCommand::Keepalive { session_id } => {
+                self.renew_session(*session_id, self.cluster_time_ms)
+            }
+            SessionCommand::End { session_id } => {
+                self.end_session(*session_id, "session_ended", false)
+            }
+        }
+    }
+
     pub(in crate::sm) fn create_session(&mut self, new: &NewSession, index: u64) -> Outcome {
         if self.sessions.len() >= Replicated::MAX_SESSIONS {
             return Outcome::LimitReached {

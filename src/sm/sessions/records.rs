@@ -112,7 +112,7 @@ impl RoomByProfile {
             }
         }
         #[cfg(test)]
-        super::tasks::count_assignment_work(rarest.map_or(0, BTreeSet::len));
+        crate::sm::tasks::count_assignment_work(rarest.map_or(0, BTreeSet::len));
         rarest?
             .iter()
             .filter(|profile| required.is_subset(profile))
