@@ -14,9 +14,9 @@
 //! - [`config`]: TOML → validated `NodeConfig`.
 //! - [`raft_types`]: openraft's type configuration.
 //! - [`store`]: the sled log store and state-machine store (where the fsyncs are).
-//! - [`proposer`]: write batching on the leader and the bounded leader clock.
-//! - [`read_index`]: batched read-index rounds for linearizable reads.
-//! - [`ticker`]: the leader's ticker (replicated time) and keepalive batching.
+//! - [`replica`]: the one front handlers use — propose, read at a consistency
+//!   level, wait on the applied state, leader facts; it owns the write batcher
+//!   (`proposer`), the read-index batcher, the ticker and the bounded leader clock.
 //! - [`server`]: the client API (axum): input checks, error codes, forwarding,
 //!   handlers.
 //! - [`transport`]: peer traffic: the Raft RPC client and the `/raft/*` router.
@@ -30,11 +30,9 @@ pub mod codec;
 pub mod config;
 pub mod limits;
 pub mod node;
-pub mod proposer;
 pub mod raft_types;
-pub mod read_index;
+pub mod replica;
 pub mod server;
 pub mod sm;
 pub mod store;
-pub mod ticker;
 pub mod transport;

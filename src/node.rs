@@ -11,13 +11,11 @@ use std::time::Duration;
 use openraft::error::{InitializeError, RaftError};
 
 use crate::config::NodeConfig;
-use crate::proposer::clock::LeaderClock;
-use crate::proposer::Proposer;
 use crate::raft_types::Raft;
-use crate::read_index::ReadIndex;
+use crate::replica::clock::LeaderClock;
+use crate::replica::Replica;
 use crate::server::{self, App};
 use crate::store;
-use crate::ticker::{self, Keepalives};
 use crate::transport::{self, Network, Peers};
 
 /// Starting or running a node failed.
@@ -76,24 +74,17 @@ pub async fn run(
         LeaderClock::new(config.clock_offset_endpoint)
             .with_unbounded_bug(config.unbounded_clock_bug),
     );
-    let proposer = Proposer::spawn(raft.clone(), state_machine.clone(), &config.limits, clock);
-    let keepalives = Keepalives::default();
-    ticker::spawn(
+    let replica = Replica::start(
         config.node_id,
         raft.clone(),
-        proposer.clone(),
-        state_machine.clone(),
-        keepalives.clone(),
-        Duration::from_millis(config.limits.keepalive_flush_ms),
+        state_machine,
+        &config.limits,
+        clock,
+        config.stale_reads_bug,
     );
     let app = Arc::new(App {
         node_id: config.node_id,
-        proposer,
-        keepalives,
-        stale_reads_bug: config.stale_reads_bug,
-        reads: ReadIndex::spawn(raft.clone(), &config.limits),
-        raft: raft.clone(),
-        state_machine,
+        replica,
         http,
         peer_dial_addrs: config.peer_dial_addrs.clone(),
         limits: config.limits.clone(),

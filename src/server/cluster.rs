@@ -33,7 +33,8 @@ fn role_name(state: ServerState) -> &'static str {
 }
 
 async fn commit_index(app: &AppState) -> Option<u64> {
-    app.raft
+    app.replica
+        .raft()
         .with_raft_state(|state| state.committed.map(|log_id| log_id.index))
         .await
         .ok()
@@ -42,7 +43,7 @@ async fn commit_index(app: &AppState) -> Option<u64> {
 
 pub async fn info(State(app): State<AppState>) -> Response {
     let commit_index = commit_index(&app).await;
-    let metrics = app.raft.metrics().borrow().clone();
+    let metrics = app.replica.raft().metrics().borrow().clone();
     let membership = metrics.membership_config.membership();
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let members: Vec<_> = membership
@@ -67,7 +68,7 @@ pub async fn info(State(app): State<AppState>) -> Response {
             })
         })
         .collect();
-    let applied = app.state_machine.read();
+    let applied = app.replica.state();
     Json(json!({
         "node_id": app.node_id,
         "state": role_name(metrics.state),
@@ -78,8 +79,8 @@ pub async fn info(State(app): State<AppState>) -> Response {
         "last_applied_index": metrics.last_applied.map(|log_id| log_id.index),
         "snapshot_index": metrics.snapshot.map(|log_id| log_id.index),
         "purged_index": metrics.purged.map(|log_id| log_id.index),
-        "last_command_index": applied.state.last_command_index,
-        "cluster_time_ms": applied.state.cluster_time_ms,
+        "last_command_index": applied.last_command_index,
+        "cluster_time_ms": applied.cluster_time_ms,
         "members": members,
     }))
     .into_response()
@@ -152,7 +153,7 @@ pub async fn add_member(
     // `replication_lag_threshold`, which an unreachable node passes on a short log.
     let added = tokio::time::timeout(
         MEMBERSHIP_CHANGE_TIMEOUT,
-        app.raft.add_learner(body.id, member, false),
+        app.replica.raft().add_learner(body.id, member, false),
     )
     .await;
     let target = match &added {
@@ -165,7 +166,7 @@ pub async fn add_member(
         let change = ChangeMembers::AddVoterIds(BTreeSet::from([body.id]));
         let promoted = tokio::time::timeout(
             MEMBERSHIP_CHANGE_TIMEOUT,
-            app.raft.change_membership(change, false),
+            app.replica.raft().change_membership(change, false),
         )
         .await;
         membership_error(promoted)?;
@@ -178,7 +179,8 @@ pub async fn add_member(
 async fn wait_for_learner(app: &AppState, id: NodeId, index: u64) -> Result<(), ApiError> {
     let timeout = Duration::from_millis(app.limits.learner_catch_up_ms);
     let caught_up = app
-        .raft
+        .replica
+        .raft()
         .wait(Some(timeout))
         .metrics(
             |metrics| {
@@ -206,7 +208,7 @@ pub async fn remove_member(
 ) -> Result<Response, ApiError> {
     let id: NodeId = super::input::path_id(&id, ErrorCode::InvalidNodeId, "node")?;
     let (is_voter, is_member) = {
-        let metrics = app.raft.metrics();
+        let metrics = app.replica.raft().metrics();
         let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();
         (
@@ -227,7 +229,7 @@ pub async fn remove_member(
     };
     let removed = tokio::time::timeout(
         MEMBERSHIP_CHANGE_TIMEOUT,
-        app.raft.change_membership(change, false),
+        app.replica.raft().change_membership(change, false),
     )
     .await;
     membership_error(removed)?;
@@ -236,14 +238,16 @@ pub async fn remove_member(
 
 /// Builds a snapshot on this node now and waits until it covers what was applied.
 pub async fn snapshot(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let applied = app.raft.metrics().borrow().last_applied;
-    app.raft
+    let applied = app.replica.raft().metrics().borrow().last_applied;
+    app.replica
+        .raft()
         .trigger()
         .snapshot()
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     let waited = app
-        .raft
+        .replica
+        .raft()
         .wait(Some(SNAPSHOT_WAIT))
         .metrics(|metrics| metrics.snapshot >= applied, "snapshot built")
         .await
@@ -261,7 +265,7 @@ pub async fn health(State(app): State<AppState>) -> Response {
 /// Ready when a leader is known and this node has applied everything committed.
 pub async fn ready(State(app): State<AppState>) -> Response {
     let commit_index = commit_index(&app).await;
-    let metrics = app.raft.metrics().borrow().clone();
+    let metrics = app.replica.raft().metrics().borrow().clone();
     let applied_index = metrics.last_applied.map(|log_id| log_id.index);
     let membership = metrics.membership_config.membership();
     let is_member = membership.get_node(&app.node_id).is_some();
@@ -271,7 +275,7 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         || lone_voter
         || metrics
             .millis_since_quorum_ack
-            .is_some_and(|ms| ms <= app.raft.config().election_timeout_max);
+            .is_some_and(|ms| ms <= app.replica.raft().config().election_timeout_max);
     let ready = metrics.current_leader.is_some()
         && is_member
         && leader_has_quorum
@@ -292,13 +296,13 @@ pub async fn ready(State(app): State<AppState>) -> Response {
 
 /// Prometheus text exposition.
 pub async fn metrics(State(app): State<AppState>) -> Response {
-    let metrics = app.raft.metrics().borrow().clone();
+    let metrics = app.replica.raft().metrics().borrow().clone();
     let (keys, requests, commands) = {
-        let applied = app.state_machine.read();
+        let applied = app.replica.state();
         (
-            applied.state.kv.len(),
-            applied.state.requests.len(),
-            applied.state.last_command_index,
+            applied.kv.len(),
+            applied.requests.len(),
+            applied.last_command_index,
         )
     };
     let gauges: [(&str, &str, u64); 11] = [
@@ -346,12 +350,15 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
         (
             "conclave_proposer_batches_total",
             "Batches (Raft entries) proposed by this node.",
-            app.proposer.stats.batches.load(Ordering::Relaxed),
+            app.replica.proposer_stats().batches.load(Ordering::Relaxed),
         ),
         (
             "conclave_proposer_commands_total",
             "Commands proposed by this node.",
-            app.proposer.stats.commands.load(Ordering::Relaxed),
+            app.replica
+                .proposer_stats()
+                .commands
+                .load(Ordering::Relaxed),
         ),
     ];
     let mut text = String::new();
@@ -373,16 +380,16 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
 /// state-machine contents, so replicas can be compared (equal applied index must
 /// mean equal hash). Served locally; costs one encoding of the state.
 pub async fn state_digest(State(app): State<AppState>) -> Response {
-    let applied = app.state_machine.read();
-    let hash = match crate::codec::encode(&applied.state) {
+    let applied = app.replica.state();
+    let hash = match crate::codec::encode(&*applied) {
         Ok(bytes) => format!("{:016x}", crate::sm::requests::fnv1a(&bytes)),
         Err(e) => return ApiError::Unavailable(format!("encoding the state: {e}")).into_response(),
     };
     Json(json!({
         "node_id": app.node_id,
-        "last_applied_index": applied.last_applied.map(|log_id| log_id.index),
-        "last_command_index": applied.state.last_command_index,
-        "cluster_time_ms": applied.state.cluster_time_ms,
+        "last_applied_index": applied.last_applied_index(),
+        "last_command_index": applied.last_command_index,
+        "cluster_time_ms": applied.cluster_time_ms,
         "state_hash": hash,
     }))
     .into_response()

@@ -4,7 +4,7 @@
 //! Present only with `[debug] clock_offset_endpoint = true`; otherwise it answers
 //! 404 `not_found` like any unknown path, so production nodes do not have it. It
 //! acts on the node it is sent to (never forwarded) and owns no state: the offset
-//! lives in [`crate::proposer::clock::LeaderClock`].
+//! lives in [`crate::replica::clock::LeaderClock`].
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,7 @@ use serde_json::json;
 use super::error::{ApiError, ErrorCode};
 use super::extract::JsonBody;
 use super::AppState;
-use crate::proposer::clock::{OffsetError, MAX_DEBUG_OFFSET_MS};
+use crate::replica::clock::{OffsetError, MAX_DEBUG_OFFSET_MS};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +32,7 @@ fn disabled() -> ApiError {
 
 /// This node's offset and the wall clock it reads with it.
 pub async fn get(State(app): State<AppState>) -> Result<Response, ApiError> {
-    if !app.proposer.clock().offset_settable() {
+    if !app.replica.clock().offset_settable() {
         return Err(disabled());
     }
     Ok(view(&app))
@@ -43,7 +43,7 @@ pub async fn set(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<SetOffset>,
 ) -> Result<Response, ApiError> {
-    match app.proposer.clock().set_offset_ms(body.offset_ms) {
+    match app.replica.clock().set_offset_ms(body.offset_ms) {
         Ok(()) => {
             tracing::warn!(offset_ms = body.offset_ms, "debug: wall clock offset set");
             Ok(view(&app))
@@ -57,12 +57,12 @@ pub async fn set(
 }
 
 fn view(app: &AppState) -> Response {
-    let clock = app.proposer.clock();
+    let clock = app.replica.clock();
     Json(json!({
         "node_id": app.node_id,
         "offset_ms": clock.offset_ms(),
         "wall_ms": clock.wall_ms(),
-        "cluster_time_ms": app.state_machine.read().state.cluster_time_ms,
+        "cluster_time_ms": app.replica.state().cluster_time_ms,
     }))
     .into_response()
 }

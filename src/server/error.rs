@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
 pub use super::error_code::ErrorCode;
-use crate::proposer::ProposeError;
 use crate::raft_types::NodeId;
-use crate::read_index::ReadError;
+use crate::replica::proposer::ProposeError;
+use crate::replica::read_index::ReadError;
 
 /// Marks a response as "this node is not the leader, nothing was done", so the
 /// forwarding layer may retry the request at the leader (see `forward`).

@@ -73,7 +73,7 @@ pub async fn leader_header(State(app): State<AppState>, request: Request, next: 
 /// Serves a request here if this node leads, else forwards or redirects it.
 pub async fn leader_only(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let routing = routing_of(request.method(), request.uri());
-    let planted_bug = app.stale_reads_bug && request.method() == Method::GET;
+    let planted_bug = app.replica.stale_reads_bug() && request.method() == Method::GET;
     if routing.stale_read || planted_bug {
         return next.run(request).await;
     }
@@ -124,14 +124,9 @@ pub async fn leader_only(State(app): State<AppState>, request: Request, next: Ne
 }
 
 /// Waits (at most `leader_wait_ms`) for an election to produce a leader.
-#[allow(clippy::let_and_return)]
 async fn wait_for_leader(app: &AppState) -> Option<NodeId> {
-    let mut metrics = app.raft.metrics();
     let wait = std::time::Duration::from_millis(app.limits.leader_wait_ms);
-    let found = tokio::time::timeout(wait, metrics.wait_for(|m| m.current_leader.is_some())).await;
-    // The guard borrows `metrics`; copy the id out before it is dropped.
-    let leader = found.ok()?.ok()?.current_leader;
-    leader
+    app.replica.wait_for_leader(wait).await
 }
 
 /// How long the leader may take: `forward_timeout_ms`, plus the request's own

@@ -111,8 +111,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     super::input::key(&app.limits, &key)?;
     app.read_barrier(query.consistency).await?;
-    let applied = app.state_machine.read();
-    match applied.state.kv.get(&key) {
+    let applied = app.replica.state();
+    match applied.kv.get(&key) {
         Some(entry) => Ok(Json(view(&key, entry)).into_response()),
         None => Err(ApiError::NotFound {
             code: ErrorCode::KeyNotFound,
@@ -127,9 +127,9 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let limit = super::input::page_limit(&app.limits, query.limit)?;
     app.read_barrier(query.consistency).await?;
-    let applied = app.state_machine.read();
+    let applied = app.replica.state();
     let mut page = crate::sm::kv::list(
-        &applied.state.kv,
+        &applied.kv,
         &query.prefix,
         query.after.as_deref(),
         limit + 1,

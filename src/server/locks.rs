@@ -135,7 +135,7 @@ pub async fn acquire(
             })
         }
     };
-    let index = app.state_machine.read().state.last_command_index;
+    let index = app.replica.state().last_command_index;
     Ok(Json(json!({ "fencing_token": fencing_token, "index": index })).into_response())
 }
 
@@ -169,8 +169,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     super::input::resource_name(&app.limits, &name)?;
     app.read_barrier(query.consistency).await?;
-    let applied = app.state_machine.read();
-    let lock = applied.state.locks.get(&name).cloned().unwrap_or_default();
+    let applied = app.replica.state();
+    let lock = applied.locks.get(&name).cloned().unwrap_or_default();
     let holders: Vec<_> = lock
         .holders
         .iter()

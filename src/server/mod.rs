@@ -34,29 +34,22 @@ use axum::Router;
 use serde::Deserialize;
 
 use crate::limits::Limits;
-use crate::proposer::Proposer;
-use crate::raft_types::{NodeId, Raft};
-use crate::read_index::ReadIndex;
+use crate::raft_types::NodeId;
+pub use crate::replica::Consistency;
+use crate::replica::Replica;
 use crate::sm::{Applied, Proposal};
-use crate::store::StateMachineStore;
 use error::ApiError;
 use error_code::ErrorCode;
 
 /// Everything a handler may use. Built once by `node::start`.
 pub struct App {
     pub node_id: NodeId,
-    pub raft: Raft,
-    pub state_machine: StateMachineStore,
-    pub proposer: Proposer,
-    pub reads: ReadIndex,
+    /// The replicated state and everything that reaches it (see `replica`).
+    pub replica: Replica,
     pub limits: Limits,
     /// Pooled client for forwarding to the leader.
     pub http: reqwest::Client,
     pub peer_dial_addrs: BTreeMap<NodeId, String>,
-    /// Keepalives accepted here while leading, replicated by the ticker.
-    pub keepalives: crate::ticker::Keepalives,
-    /// Test-only planted bug: linearizable reads served locally (see `config`).
-    pub stale_reads_bug: bool,
 }
 
 pub type AppState = Arc<App>;
@@ -66,15 +59,6 @@ pub type AppState = Arc<App>;
 pub struct ReadQuery {
     #[serde(default)]
     pub consistency: Consistency,
-}
-
-/// `?consistency=` on reads.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Consistency {
-    #[default]
-    Linearizable,
-    Stale,
 }
 
 impl App {
@@ -109,16 +93,12 @@ impl App {
         if let Some(request_id) = &proposal.request_id {
             input::request_id(&self.limits, request_id)?;
         }
-        Ok(self.proposer.propose(proposal).await?)
+        Ok(self.replica.propose(proposal).await?)
     }
 
     /// Waits until this node may serve a read at `consistency`.
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ApiError> {
-        match consistency {
-            Consistency::Stale => Ok(()),
-            Consistency::Linearizable if self.stale_reads_bug => Ok(()),
-            Consistency::Linearizable => Ok(self.reads.wait().await?),
-        }
+        Ok(self.replica.read_barrier(consistency).await?)
     }
 
     /// Waits until `check` finds what it looks for in the applied state (re-checked
@@ -126,33 +106,19 @@ impl App {
     pub async fn wait_for_state<T>(
         &self,
         deadline: tokio::time::Instant,
-        mut check: impl FnMut(&crate::sm::State) -> Option<T>,
+        check: impl FnMut(&crate::sm::State) -> Option<T>,
     ) -> Option<T> {
-        let mut applied = self.state_machine.subscribe_applied();
-        loop {
-            if let Some(found) = check(&self.state_machine.read().state) {
-                return Some(found);
-            }
-            match tokio::time::timeout_at(deadline, applied.changed()).await {
-                Ok(Ok(())) => {}
-                _ => return None,
-            }
-        }
+        self.replica.wait_for_state(deadline, check).await
     }
 
     /// Whether `session_id` is live in this node's applied state.
     pub fn session_alive(&self, session_id: u64) -> bool {
-        self.state_machine
-            .read()
-            .state
-            .sessions
-            .get(session_id)
-            .is_some()
+        self.replica.state().sessions.get(session_id).is_some()
     }
 
     /// The leader this node currently believes in.
     pub fn current_leader(&self) -> Option<NodeId> {
-        self.raft.metrics().borrow().current_leader
+        self.replica.current_leader()
     }
 
     /// The address this node dials to reach `node` (membership address unless
@@ -166,13 +132,7 @@ impl App {
 
     /// `node`'s address in the replicated membership (what clients should use).
     pub fn member_addr(&self, node: NodeId) -> Option<String> {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&node)
-            .map(|member| member.addr.clone())
+        self.replica.member_addr(node)
     }
 }
 

@@ -141,13 +141,8 @@ pub async fn semaphore_get(
 ) -> Result<Response, ApiError> {
     super::input::resource_name(&app.limits, &name)?;
     app.read_barrier(query.consistency).await?;
-    let applied = app.state_machine.read();
-    let semaphore = applied
-        .state
-        .semaphores
-        .get(&name)
-        .cloned()
-        .unwrap_or_default();
+    let applied = app.replica.state();
+    let semaphore = applied.semaphores.get(&name).cloned().unwrap_or_default();
     let holders: Vec<_> = semaphore
         .holders
         .iter()
@@ -237,13 +232,8 @@ pub async fn barrier_get(
 ) -> Result<Response, ApiError> {
     super::input::resource_name(&app.limits, &name)?;
     app.read_barrier(query.consistency).await?;
-    let applied = app.state_machine.read();
-    let barrier = applied
-        .state
-        .barriers
-        .get(&name)
-        .cloned()
-        .unwrap_or_default();
+    let applied = app.replica.state();
+    let barrier = applied.barriers.get(&name).cloned().unwrap_or_default();
     let body = json!({
         "name": name,
         "parties": barrier.parties,
@@ -278,12 +268,8 @@ pub struct ResignBody {
 }
 
 fn leader_view(app: &AppState, name: &str, session_id: SessionId) -> Response {
-    let applied = app.state_machine.read();
-    let leader = applied
-        .state
-        .elections
-        .get(name)
-        .and_then(|e| e.leader.clone());
+    let applied = app.replica.state();
+    let leader = applied.elections.get(name).and_then(|e| e.leader.clone());
     let body = match leader {
         Some(leader) => json!({
             "leader": leader.session_id == session_id,
@@ -378,13 +364,8 @@ pub async fn election_get(
 ) -> Result<Response, ApiError> {
     super::input::resource_name(&app.limits, &name)?;
     app.read_barrier(query.consistency).await?;
-    let applied = app.state_machine.read();
-    let election = applied
-        .state
-        .elections
-        .get(&name)
-        .cloned()
-        .unwrap_or_default();
+    let applied = app.replica.state();
+    let election = applied.elections.get(&name).cloned().unwrap_or_default();
     let candidates: Vec<_> = election
         .candidates
         .iter()

@@ -17,8 +17,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     super::input::request_id(&app.limits, &request_id)?;
     app.read_barrier(query.consistency).await?;
-    let applied = app.state_machine.read();
-    let body = match applied.state.requests.get(&request_id) {
+    let applied = app.replica.state();
+    let body = match applied.requests.get(&request_id) {
         Some(record) => json!({
             "request_id": request_id,
             "applied": true,

@@ -108,29 +108,23 @@ pub async fn keepalive(
     let id = parse_id(&id)?;
     // Only a leader's record is ever replicated: anywhere else, nothing was done
     // (and `forward` retries at the leader).
-    let leading = {
-        let metrics = app.raft.metrics();
-        let metrics = metrics.borrow();
-        metrics.state == openraft::ServerState::Leader
-            && metrics.current_leader == Some(app.node_id)
-    };
-    if !leading {
+    if !app.replica.is_leader() {
         return Err(ApiError::NoLeader {
             leader: app.current_leader(),
         });
     }
     let live = |app: &AppState, now: u64| {
-        let applied = app.state_machine.read();
-        let session = applied.state.sessions.get(id)?;
+        let applied = app.replica.state();
+        let session = applied.sessions.get(id)?;
         // A session whose expiry has passed is gone, even before the tick says so.
         (now < session.expires_at_ms).then_some(session.ttl_ms)
     };
-    let mut now = app.proposer.leader_now_ms();
+    let mut now = app.replica.leader_now_ms();
     let mut ttl_ms = live(&app, now);
     if ttl_ms.is_none() {
         // A new leader may not have applied everything yet: look again, linearizably.
         app.read_barrier(Consistency::Linearizable).await?;
-        now = app.proposer.leader_now_ms();
+        now = app.replica.leader_now_ms();
         ttl_ms = live(&app, now);
     }
     let Some(ttl_ms) = ttl_ms else {
@@ -139,7 +133,7 @@ pub async fn keepalive(
             message: format!("no live session {id}"),
         });
     };
-    app.keepalives.record(id, now);
+    app.replica.accept_keepalive(id, now);
     Ok(Json(json!({ "session_id": id, "expires_at_ms": now + ttl_ms })).into_response())
 }
 
@@ -165,8 +159,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     app.read_barrier(query.consistency).await?;
-    let applied = app.state_machine.read();
-    match applied.state.sessions.get(id) {
+    let applied = app.replica.state();
+    match applied.sessions.get(id) {
         Some(session) => Ok(Json(view(session)).into_response()),
         None => Err(ApiError::NotFound {
             code: ErrorCode::SessionNotFound,
@@ -182,9 +176,8 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let limit = super::input::page_limit(&app.limits, query.limit)?;
     app.read_barrier(query.consistency).await?;
-    let applied = app.state_machine.read();
+    let applied = app.replica.state();
     let mut matching = applied
-        .state
         .sessions
         .iter()
         .filter(|session| query.after.is_none_or(|after| session.id > after))

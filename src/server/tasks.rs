@@ -234,8 +234,8 @@ pub async fn claim(
                 fencing_token,
                 lease_expires_at_ms,
             } => {
-                let applied_state = app.state_machine.read();
-                let tasks = &applied_state.state.tasks;
+                let applied_state = app.replica.state();
+                let tasks = &applied_state.tasks;
                 let task = tasks.get(task_id).map(|task| view(task, tasks));
                 let body = json!({
                     "task": task,
@@ -365,8 +365,8 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let task_id = parse_id(&id)?;
     app.read_barrier(query.consistency).await?;
-    let applied = app.state_machine.read();
-    let tasks = &applied.state.tasks;
+    let applied = app.replica.state();
+    let tasks = &applied.tasks;
     match tasks.get(task_id) {
         Some(task) => Ok(Json(view(task, tasks)).into_response()),
         None => Err(ApiError::NotFound {
@@ -391,8 +391,8 @@ pub async fn list(
         None => None,
     };
     app.read_barrier(query.consistency).await?;
-    let applied = app.state_machine.read();
-    let tasks = &applied.state.tasks;
+    let applied = app.replica.state();
+    let tasks = &applied.tasks;
     let mut matching = tasks
         .range_from(query.after)
         .filter(|task| state.is_none_or(|s| task.state == s))

@@ -11,10 +11,8 @@
 //! entry may still commit), a `ForwardToLeader` is definitely not applied.
 //!
 //! The time stamped on a batch (and read by the ticker and the keepalive handler
-//! through [`Proposer::leader_now_ms`]) comes from [`clock::LeaderClock`], which
+//! through [`Proposer::leader_now_ms`]) comes from [`super::clock::LeaderClock`], which
 //! bounds how far one node's wall clock can move cluster time.
-
-pub mod clock;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,11 +21,11 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use super::clock::LeaderClock;
 use crate::limits::Limits;
 use crate::raft_types::{NodeId, Raft};
 use crate::sm::{Applied, Batch, Proposal};
 use crate::store::StateMachineStore;
-use clock::LeaderClock;
 
 /// The leader's notion of now: the bounded reading of `clock` (see [`clock`]),
 /// never behind the cluster time applied here. The state machine independently

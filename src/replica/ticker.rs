@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use openraft::ServerState;
 
-use crate::proposer::Proposer;
+use super::proposer::Proposer;
 use crate::raft_types::{NodeId, Raft};
 use crate::sm::sessions::SessionId;
 use crate::sm::{Command, Proposal};
