@@ -70,7 +70,7 @@ use crate::workloads::{Check, CheckVerdict};
 pub const CLOCK_MARGIN_NS: u64 = 5_000_000;
 
 /// How much faster than real time the server's cluster time may run, in parts per
-/// million: mirrors conclave's `proposer::clock::MAX_SLEW_PPM` (the harness does not
+/// million: mirrors conclave's `replica::clock::MAX_SLEW_PPM` (the harness does not
 /// link the server crate). A TTL may end this fraction of itself early.
 pub const SERVER_SLEW_PPM: u64 = 10_000;
 
