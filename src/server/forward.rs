@@ -1,6 +1,6 @@
 //! Leader forwarding: the only module that decides where a request is served.
 //!
-//! Writes and linearizable reads must be served by the leader. [`leader_only`]
+//! Writes and linearizable reads must be served by the leader. [`serve_here_or_forward_to_leader`]
 //! serves them locally when this node believes it leads; otherwise it forwards the
 //! request to the leader itself (one hop: a forwarded request carries
 //! `X-Conclave-Forwarded` and is never forwarded again), or answers `307` with the
@@ -71,7 +71,11 @@ pub async fn leader_header(State(app): State<AppState>, request: Request, next: 
 }
 
 /// Serves a request here if this node leads, else forwards or redirects it.
-pub async fn leader_only(State(app): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn serve_here_or_forward_to_leader(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
     let routing = routing_of(request.method(), request.uri());
     let planted_bug = app.replica.stale_reads_bug() && request.method() == Method::GET;
     if routing.stale_read || planted_bug {

@@ -182,7 +182,7 @@ pub fn router(app: AppState) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(
             app.clone(),
-            forward::leader_only,
+            forward::serve_here_or_forward_to_leader,
         ));
     let local_routes = Router::new()
         .route("/v1/cluster", get(cluster::info))

@@ -148,19 +148,19 @@ pub async fn wait_or_withdraw<T>(
     withdraw: Command,
     check: impl FnMut(&State) -> Option<T>,
 ) -> Result<Waited<T>, ApiError> {
-    let mut guard = WithdrawOnDrop {
+    let mut on_drop = WithdrawOnDrop {
         app: Some(app.clone()),
         command: withdraw,
     };
     if let Some(found) = app.wait_for_state(deadline, check).await {
-        guard.app = None;
+        on_drop.app = None;
         return Ok(Waited::Found(found));
     }
-    guard.app = None;
+    on_drop.app = None;
     let proposal = Proposal {
         request_id: None,
         guard: None,
-        command: guard.command.clone(),
+        command: on_drop.command.clone(),
     };
     // The waiter was registered by an applied command, so a withdrawal that fails
     // (lost leadership, no quorum, timeout) leaves its fate unknown: it may have been
@@ -229,7 +229,7 @@ mod tests {
     }
 
     /// Regression (issue #10): a client that disconnected while its waiting acquire
-    /// was still being applied left the waiter queued (the drop guard was armed
+    /// was still being applied left the waiter queued (the withdraw-on-drop was armed
     /// only once the acquire had been applied).
     #[tokio::test]
     async fn a_waiter_queued_after_its_client_left_is_withdrawn() {
