@@ -17,7 +17,9 @@ use serde::Serialize;
 /// The version of every on-disk and on-wire format in this module. Stored once per
 /// data directory and sent with every Raft RPC. Bump it with every change to an
 /// encoded type. History: 1 — the first format; 2 — commands nest per primitive
-/// (`Command::Kv(KvCommand)` and locks, `Command::Lock(LockCommand)`, issue #10).
+/// (`Command::Kv(KvCommand)`; locks, `Command::Lock(LockCommand)`; semaphores,
+/// barriers and elections, `Command::Semaphore(SemaphoreCommand)`,
+/// `Command::Barrier(BarrierCommand)`, `Command::Election(ElectionCommand)`; issue #10).
 pub const FORMAT_VERSION: u32 = 2;
 
 /// Encoding or decoding failed. Decoding failures of persisted data are fatal to the
