@@ -24,6 +24,7 @@ pub mod session_rules;
 pub mod sessions;
 pub mod tasks;
 pub mod time;
+pub mod wait_queue;
 
 use serde::{Deserialize, Serialize};
 

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::sm::sessions::SessionId;
+use crate::sm::wait_queue;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candidate {
@@ -71,8 +72,7 @@ impl Election {
             return;
         }
         let next = self.candidates.remove(0);
-        let term = crate::sm::next_token(tokens, index);
-        self.last_term = term;
+        let term = wait_queue::stamp(&mut self.last_term, tokens, index);
         self.leader = Some(Leadership {
             session_id: next.session_id,
             value_json: next.value_json,
@@ -84,3 +84,5 @@ impl Election {
 }
 
 pub type Elections = BTreeMap<String, Election>;
+
+crate::sm::wait_queue::impl_granted!(Leadership, term);

@@ -5,6 +5,7 @@
 
 use super::{Candidate, ElectionCommand};
 use crate::sm::sessions::SessionId;
+use crate::sm::wait_queue::{granted_to, release_position};
 use crate::sm::{Outcome, State};
 
 impl State {
@@ -89,23 +90,16 @@ impl State {
 
     fn resign(&mut self, name: &str, session_id: SessionId, term: u64, index: u64) -> Outcome {
         let now = self.cluster_time_ms;
-        let Some(election) = self.elections.get_mut(name) else {
-            return Outcome::WrongState {
-                message: format!("session {session_id} does not lead {name:?}"),
-            };
+        let not_led = || Outcome::WrongState {
+            message: format!("session {session_id} does not lead {name:?}"),
         };
-        match &election.leader {
-            Some(leader) if leader.session_id == session_id && leader.term == term => {}
-            Some(leader) if leader.session_id == session_id => {
-                return Outcome::StaleFencingToken {
-                    current: leader.term,
-                };
-            }
-            _ => {
-                return Outcome::WrongState {
-                    message: format!("session {session_id} does not lead {name:?}"),
-                }
-            }
+        let Some(election) = self.elections.get_mut(name) else {
+            return not_led();
+        };
+        if let Err(refusal) =
+            release_position(election.leader.as_slice(), session_id, term, not_led)
+        {
+            return refusal;
         }
         election.leader = None;
         election.promote(index, now, &mut self.last_fencing_token);
@@ -117,11 +111,8 @@ impl State {
         let Some(election) = self.elections.get_mut(name) else {
             return Outcome::Withdrawn;
         };
-        if let Some(leader) = election
-            .leader
-            .as_ref()
-            .filter(|l| l.waiter_id == waiter_id)
-        {
+        // A candidate's waiter id is its campaign's index, never 0.
+        if let Some(leader) = granted_to(election.leader.as_slice(), waiter_id) {
             return Outcome::Elected { term: leader.term };
         }
         election.candidates.retain(|c| c.waiter_id != waiter_id);

@@ -25,6 +25,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use crate::sm::sessions::SessionId;
+use crate::sm::wait_queue;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Permit {
@@ -70,8 +71,7 @@ impl Semaphore {
         now_ms: u64,
         tokens: &mut u64,
     ) -> u64 {
-        let fencing_token = crate::sm::next_token(tokens, index);
-        self.last_token = fencing_token;
+        let fencing_token = wait_queue::stamp(&mut self.last_token, tokens, index);
         self.holders.push(Permit {
             session_id,
             permits,
@@ -102,3 +102,5 @@ impl Semaphore {
 }
 
 pub type Semaphores = BTreeMap<String, Semaphore>;
+
+crate::sm::wait_queue::impl_granted!(Permit, fencing_token);

@@ -4,6 +4,7 @@
 
 use super::{PermitWaiter, SemaphoreCommand};
 use crate::sm::sessions::SessionId;
+use crate::sm::wait_queue::{granted_to, release_position};
 use crate::sm::{Outcome, State};
 
 impl State {
@@ -123,20 +124,14 @@ impl State {
                 message: format!("session {session_id} holds no permits of {name:?}"),
             };
         };
-        let Some(position) = semaphore
-            .holders
-            .iter()
-            .position(|p| p.session_id == session_id)
-        else {
-            return Outcome::WrongState {
+        let position = match release_position(&semaphore.holders, session_id, fencing_token, || {
+            Outcome::WrongState {
                 message: format!("session {session_id} holds no permits of {name:?}"),
-            };
+            }
+        }) {
+            Ok(position) => position,
+            Err(refusal) => return refusal,
         };
-        if semaphore.holders[position].fencing_token != fencing_token {
-            return Outcome::StaleFencingToken {
-                current: semaphore.holders[position].fencing_token,
-            };
-        }
         semaphore.holders.remove(position);
         semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
         self.drop_idle_semaphore(name);
@@ -148,11 +143,7 @@ impl State {
         let Some(semaphore) = self.semaphores.get_mut(name) else {
             return Outcome::PermitsUnavailable;
         };
-        if let Some(held) = semaphore
-            .holders
-            .iter()
-            .find(|p| p.waiter_id == waiter_id && waiter_id != 0)
-        {
+        if let Some(held) = granted_to(&semaphore.holders, waiter_id) {
             return Outcome::PermitsGranted {
                 fencing_token: held.fencing_token,
             };
