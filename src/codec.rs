@@ -17,7 +17,8 @@ use serde::Serialize;
 /// The version of every on-disk and on-wire format in this module. Stored once per
 /// data directory and sent with every Raft RPC. Bump it with every change to an
 /// encoded type. History: 1 — the first format; 2 — commands nest per primitive
-/// (`Command::Kv`, `Command::Session`, `Command::Task`, `Command::Lock`, issue #10).
+/// (`Command::Kv`, `Command::Session`, `Command::Task`, `Command::Lock`,
+/// `Command::Semaphore`, `Command::Barrier`, `Command::Election`; issue #10).
 pub const FORMAT_VERSION: u32 = 2;
 
 /// Encoding or decoding failed. Decoding failures of persisted data are fatal to the

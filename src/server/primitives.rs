@@ -12,6 +12,9 @@ use super::extract::{JsonBody, PathParam, QueryParams};
 use super::sessions::raw;
 use super::wait::{propose_queueing, wait_or_withdraw, Waited};
 use super::{AppState, ReadQuery};
+use crate::sm::barriers::BarrierCommand;
+use crate::sm::elections::ElectionCommand;
+use crate::sm::semaphores::SemaphoreCommand;
 use crate::sm::sessions::SessionId;
 use crate::sm::{Command, Outcome};
 
@@ -62,31 +65,31 @@ pub async fn semaphore_acquire(
         ));
     }
     let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
-    let command = Command::SemaphoreAcquire {
+    let command = Command::Semaphore(SemaphoreCommand::Acquire {
         name: name.clone(),
         session_id: body.session_id,
         permits: body.permits,
         limit: body.limit,
         wait: body.wait_ms > 0,
-    };
+    });
     let queued_on = name.clone();
     let applied = propose_queueing(&app, body.request_id, command, move |outcome| {
         let Outcome::PermitsQueued { waiter_id } = outcome else {
             return None;
         };
-        Some(Command::SemaphoreWithdraw {
+        Some(Command::Semaphore(SemaphoreCommand::Withdraw {
             name: queued_on,
             waiter_id: *waiter_id,
-        })
+        }))
     })
     .await?;
     let Outcome::PermitsQueued { waiter_id } = applied.outcome else {
         return super::outcome::respond(&applied);
     };
-    let withdraw = Command::SemaphoreWithdraw {
+    let withdraw = Command::Semaphore(SemaphoreCommand::Withdraw {
         name: name.clone(),
         waiter_id,
-    };
+    });
     let waited = wait_or_withdraw(&app, deadline, withdraw, |state| {
         let semaphore = state.semaphores.get(&name);
         if let Some(held) =
@@ -125,11 +128,11 @@ pub async fn semaphore_release(
     JsonBody(body): JsonBody<ReleaseBody>,
 ) -> Result<Response, ApiError> {
     super::input::resource_name(&app.limits, &name)?;
-    let command = Command::SemaphoreRelease {
+    let command = Command::Semaphore(SemaphoreCommand::Release {
         name,
         session_id: body.session_id,
         fencing_token: body.fencing_token,
-    };
+    });
     app.propose_and_respond(body.request_id, body.guard, command)
         .await
 }
@@ -182,31 +185,31 @@ pub async fn barrier_wait(
         ));
     }
     let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
-    let command = Command::BarrierWait {
+    let command = Command::Barrier(BarrierCommand::Wait {
         name: name.clone(),
         session_id: body.session_id,
         parties: body.parties,
-    };
+    });
     let (queued_on, session_id) = (name.clone(), body.session_id);
     let applied = propose_queueing(&app, None, command, move |outcome| {
         let Outcome::BarrierWaiting { generation } = outcome else {
             return None;
         };
-        Some(Command::BarrierLeave {
+        Some(Command::Barrier(BarrierCommand::Leave {
             name: queued_on,
             session_id,
             generation: *generation,
-        })
+        }))
     })
     .await?;
     let Outcome::BarrierWaiting { generation } = applied.outcome else {
         return super::outcome::respond(&applied);
     };
-    let withdraw = Command::BarrierLeave {
+    let withdraw = Command::Barrier(BarrierCommand::Leave {
         name: name.clone(),
         session_id: body.session_id,
         generation,
-    };
+    });
     let waited = wait_or_withdraw(&app, deadline, withdraw, |state| {
         let barrier = state.barriers.get(&name)?;
         (barrier.generation != generation)
@@ -291,22 +294,22 @@ pub async fn campaign(
     super::input::resource_name(&app.limits, &name)?;
     let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
     let value_json = super::input::json_text(&app.limits, body.value, "null")?;
-    let command = Command::Campaign {
+    let command = Command::Election(ElectionCommand::Campaign {
         name: name.clone(),
         session_id: body.session_id,
         value_json,
         priority: body.priority,
         wait: body.wait_ms > 0,
-    };
+    });
     let queued_on = name.clone();
     let applied = propose_queueing(&app, body.request_id, command, move |outcome| {
         let Outcome::CampaignQueued { waiter_id } = outcome else {
             return None;
         };
-        Some(Command::CampaignWithdraw {
+        Some(Command::Election(ElectionCommand::Withdraw {
             name: queued_on,
             waiter_id: *waiter_id,
-        })
+        }))
     })
     .await?;
     match applied.outcome {
@@ -319,10 +322,10 @@ pub async fn campaign(
     let Outcome::CampaignQueued { waiter_id } = applied.outcome else {
         unreachable!()
     };
-    let withdraw = Command::CampaignWithdraw {
+    let withdraw = Command::Election(ElectionCommand::Withdraw {
         name: name.clone(),
         waiter_id,
-    };
+    });
     let waited = wait_or_withdraw(&app, deadline, withdraw, |state| {
         let election = state.elections.get(&name);
         if election
@@ -348,11 +351,11 @@ pub async fn resign(
     JsonBody(body): JsonBody<ResignBody>,
 ) -> Result<Response, ApiError> {
     super::input::resource_name(&app.limits, &name)?;
-    let command = Command::Resign {
+    let command = Command::Election(ElectionCommand::Resign {
         name,
         session_id: body.session_id,
         term: body.term,
-    };
+    });
     app.propose_and_respond(body.request_id, body.guard, command)
         .await
 }

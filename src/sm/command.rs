@@ -8,8 +8,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::barriers::BarrierCommand;
+use super::elections::ElectionCommand;
 use super::kv::KvCommand;
 use super::locks::LockCommand;
+use super::semaphores::SemaphoreCommand;
 use super::sessions::{SessionCommand, SessionId};
 use super::tasks::{TaskCommand, TaskId, TaskState};
 
@@ -48,16 +51,9 @@ impl Command {
             Self::Tick { renewals } => renewals.len() * 16,
             Self::Task(command) => command.size_hint(),
             Self::Lock(command) => command.size_hint(),
-            Self::Campaign {
-                name, value_json, ..
-            } => name.len() + value_json.len(),
-            Self::SemaphoreAcquire { name, .. }
-            | Self::SemaphoreRelease { name, .. }
-            | Self::SemaphoreWithdraw { name, .. }
-            | Self::BarrierWait { name, .. }
-            | Self::BarrierLeave { name, .. }
-            | Self::Resign { name, .. }
-            | Self::CampaignWithdraw { name, .. } => name.len(),
+            Self::Semaphore(command) => command.size_hint(),
+            Self::Barrier(command) => command.size_hint(),
+            Self::Election(command) => command.size_hint(),
         }
     }
 }
@@ -88,59 +84,17 @@ pub enum Command {
     /// Proposed by the leader's ticker: carries time forward (expiring what is due
     /// at the batch's cluster time) and the keepalives the leader accepted since the
     /// last tick, each with the cluster time it was accepted at.
-    Tick {
-        renewals: Vec<(SessionId, u64)>,
-    },
+    Tick { renewals: Vec<(SessionId, u64)> },
     /// A task operation (`sm::tasks`).
     Task(TaskCommand),
     /// A lock acquire, release or withdrawal (`sm::locks`).
     Lock(LockCommand),
-    /// Takes `permits` of semaphore `name`, whose limit is `limit` (fixed by the
-    /// first acquirer); queues if they are not free and `wait`.
-    SemaphoreAcquire {
-        name: String,
-        session_id: SessionId,
-        permits: u32,
-        limit: u32,
-        wait: bool,
-    },
-    SemaphoreRelease {
-        name: String,
-        session_id: SessionId,
-        fencing_token: u64,
-    },
-    SemaphoreWithdraw {
-        name: String,
-        waiter_id: u64,
-    },
-    /// Arrives at barrier `name` of `parties` sessions.
-    BarrierWait {
-        name: String,
-        session_id: SessionId,
-        parties: u32,
-    },
-    /// Leaves a barrier generation that has not been released (the wait ended).
-    BarrierLeave {
-        name: String,
-        session_id: SessionId,
-        generation: u64,
-    },
-    Campaign {
-        name: String,
-        session_id: SessionId,
-        value_json: String,
-        priority: i32,
-        wait: bool,
-    },
-    Resign {
-        name: String,
-        session_id: SessionId,
-        term: u64,
-    },
-    CampaignWithdraw {
-        name: String,
-        waiter_id: u64,
-    },
+    /// A semaphore acquire, release or withdrawal (`sm::semaphores`).
+    Semaphore(SemaphoreCommand),
+    /// A barrier wait or leave (`sm::barriers`).
+    Barrier(BarrierCommand),
+    /// An election campaign, resignation or withdrawal (`sm::elections`).
+    Election(ElectionCommand),
 }
 
 /// What applying one command did. Refusals are outcomes, not errors.

@@ -13,15 +13,17 @@
 //! in order; after any command that can free capacity or ready a task, queued tasks
 //! are assigned in the same step.
 
+pub mod barriers;
 pub mod command;
+pub mod elections;
 pub mod kv;
 pub mod locks;
-pub mod primitive_rules;
-pub mod primitives;
 pub mod requests;
+pub mod semaphores;
 pub mod sessions;
 pub mod tasks;
 pub mod time;
+pub mod wait_queue;
 
 use serde::{Deserialize, Serialize};
 
@@ -49,9 +51,9 @@ pub struct State {
     pub last_fencing_token: u64,
     /// (until_ms, lock name) of locks held back by lock-delay.
     pub lock_delays: std::collections::BTreeSet<(u64, String)>,
-    pub semaphores: primitives::Semaphores,
-    pub barriers: primitives::Barriers,
-    pub elections: primitives::Elections,
+    pub semaphores: semaphores::Semaphores,
+    pub barriers: barriers::Barriers,
+    pub elections: elections::Elections,
 }
 
 impl State {
@@ -166,46 +168,9 @@ impl State {
             }
             Command::Task(command) => self.apply_task(command, index),
             Command::Lock(command) => self.apply_lock(command, index),
-            Command::SemaphoreAcquire {
-                name,
-                session_id,
-                permits,
-                limit,
-                wait,
-            } => self.acquire_permits(name, *session_id, *permits, *limit, *wait, index),
-            Command::SemaphoreRelease {
-                name,
-                session_id,
-                fencing_token,
-            } => self.release_permits(name, *session_id, *fencing_token, index),
-            Command::SemaphoreWithdraw { name, waiter_id } => {
-                self.withdraw_permits(name, *waiter_id, index)
-            }
-            Command::BarrierWait {
-                name,
-                session_id,
-                parties,
-            } => self.arrive(name, *session_id, *parties),
-            Command::BarrierLeave {
-                name,
-                session_id,
-                generation,
-            } => self.leave(name, *session_id, *generation),
-            Command::Campaign {
-                name,
-                session_id,
-                value_json,
-                priority,
-                wait,
-            } => self.campaign(name, *session_id, value_json, *priority, *wait, index),
-            Command::Resign {
-                name,
-                session_id,
-                term,
-            } => self.resign(name, *session_id, *term, index),
-            Command::CampaignWithdraw { name, waiter_id } => {
-                self.withdraw_candidate(name, *waiter_id)
-            }
+            Command::Semaphore(command) => self.apply_semaphore(command, index),
+            Command::Barrier(command) => self.apply_barrier(command),
+            Command::Election(command) => self.apply_election(command, index),
         }
     }
 
@@ -249,8 +214,6 @@ fn may_free_capacity_or_ready_work(command: &Command) -> bool {
     }
 }
 
-#[cfg(test)]
-mod primitive_tests;
 #[cfg(test)]
 mod scheduler_scale_tests;
 #[cfg(test)]

@@ -7,7 +7,10 @@ use crate::sm::sessions::SessionCommand;
 use crate::sm::tasks::TaskCommand;
 use std::collections::BTreeSet;
 
+use super::barriers::BarrierCommand;
+use super::elections::ElectionCommand;
 use super::locks::{LockCommand, LockMode};
+use super::semaphores::SemaphoreCommand;
 use super::sessions::{NewSession, Session, SessionId};
 use super::tasks::{NewTask, Task, TaskError, TaskId, TaskState};
 use super::{Batch, Command, Outcome, Proposal, State};
@@ -321,4 +324,46 @@ impl Machine {
     pub fn assigned(&self, session_id: SessionId) -> Vec<TaskId> {
         self.state.tasks.assigned_to(session_id)
     }
+}
+
+// ----- semaphores, barriers, elections -------------------------------------------
+
+/// An acquire of `permits` of semaphore `S` with `limit`.
+pub fn acquire_permits(session_id: SessionId, permits: u32, limit: u32, wait: bool) -> Command {
+    Command::Semaphore(SemaphoreCommand::Acquire {
+        name: "S".into(),
+        session_id,
+        permits,
+        limit,
+        wait,
+    })
+}
+
+/// An arrival at barrier `B` of `parties`.
+pub fn arrive(session_id: SessionId, parties: u32) -> Command {
+    Command::Barrier(BarrierCommand::Wait {
+        name: "B".into(),
+        session_id,
+        parties,
+    })
+}
+
+/// A campaign for election `E` with the value `"n<session>"`.
+pub fn campaign(session_id: SessionId, priority: i32, wait: bool) -> Command {
+    Command::Election(ElectionCommand::Campaign {
+        name: "E".into(),
+        session_id,
+        value_json: format!("\"n{session_id}\""),
+        priority,
+        wait,
+    })
+}
+
+/// The (session, term) of the leader of election `E`, if any.
+pub fn election_leader(state: &State) -> Option<(SessionId, u64)> {
+    state
+        .elections
+        .get("E")
+        .and_then(|e| e.leader.as_ref())
+        .map(|l| (l.session_id, l.term))
 }

@@ -69,6 +69,8 @@ pub struct Hold {
     pub waiter_id: u64,
 }
 
+crate::sm::wait_queue::impl_granted!(Hold, fencing_token);
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Waiter {
     /// The command index of the acquire that queued it.
@@ -132,8 +134,7 @@ impl Lock {
         now_ms: u64,
         tokens: &mut u64,
     ) -> u64 {
-        let fencing_token = crate::sm::next_token(tokens, index);
-        self.last_token = fencing_token;
+        let fencing_token = crate::sm::wait_queue::stamp(&mut self.last_token, tokens, index);
         self.holders.push(Hold {
             session_id,
             mode,

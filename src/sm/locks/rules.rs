@@ -6,6 +6,7 @@
 
 use super::{LockCommand, LockMode, Waiter};
 use crate::sm::sessions::{Session, SessionId};
+use crate::sm::wait_queue::{granted_to, release_position};
 use crate::sm::{Outcome, State};
 
 impl State {
@@ -160,20 +161,13 @@ impl State {
                 message: format!("{name:?} is not held"),
             };
         };
-        let Some(position) = lock
-            .holders
-            .iter()
-            .position(|hold| hold.session_id == session_id)
-        else {
-            return Outcome::WrongState {
-                message: format!("session {session_id} does not hold {name:?}"),
-            };
+        let not_held = || Outcome::WrongState {
+            message: format!("session {session_id} does not hold {name:?}"),
         };
-        if lock.holders[position].fencing_token != fencing_token {
-            return Outcome::StaleFencingToken {
-                current: lock.holders[position].fencing_token,
-            };
-        }
+        let position = match release_position(&lock.holders, session_id, fencing_token, not_held) {
+            Ok(position) => position,
+            Err(refusal) => return refusal,
+        };
         self.locks.remove_hold(name, position);
         self.locks
             .grant_waiters(name, clock, &mut self.last_fencing_token);
@@ -186,11 +180,7 @@ impl State {
         let Some(lock) = self.locks.get(name) else {
             return Outcome::LockHeld;
         };
-        if let Some(hold) = lock
-            .holders
-            .iter()
-            .find(|hold| hold.waiter_id == waiter_id && waiter_id != 0)
-        {
+        if let Some(hold) = granted_to(&lock.holders, waiter_id) {
             return Outcome::LockGranted {
                 fencing_token: hold.fencing_token,
             };

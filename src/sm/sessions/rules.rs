@@ -65,7 +65,9 @@ impl State {
         self.kv_on_session_end(&session);
         self.tasks_on_session_end(id, reason);
         self.locks_on_session_end(&session, expired);
-        self.release_session_primitives(id);
+        self.semaphores_on_session_end(id);
+        self.barriers_on_session_end(id);
+        self.elections_on_session_end(id);
         Outcome::SessionEnded
     }
 }

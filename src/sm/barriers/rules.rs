@@ -1,0 +1,80 @@
+//! The rules of barriers as `State` methods: wait (arrive), leave and the
+//! session-end hook (break every generation the ended session had joined). They
+//! read sessions only to check an arrival is alive.
+
+use super::BarrierCommand;
+use crate::sm::sessions::SessionId;
+use crate::sm::{Outcome, State};
+
+impl State {
+    /// Applies one barrier command.
+    pub(in crate::sm) fn apply_barrier(&mut self, command: &BarrierCommand) -> Outcome {
+        match command {
+            BarrierCommand::Wait {
+                name,
+                session_id,
+                parties,
+            } => self.arrive(name, *session_id, *parties),
+            BarrierCommand::Leave {
+                name,
+                session_id,
+                generation,
+            } => self.leave(name, *session_id, *generation),
+        }
+    }
+
+    fn arrive(&mut self, name: &str, session_id: SessionId, parties: u32) -> Outcome {
+        if self.sessions.get(session_id).is_none() {
+            return Outcome::SessionNotFound { session_id };
+        }
+        if parties == 0 {
+            return Outcome::InvalidCommand {
+                message: "parties must be at least 1".into(),
+            };
+        }
+        let barrier = self.barriers.entry(name.to_owned()).or_default();
+        if barrier.arrived.is_empty() {
+            barrier.parties = parties;
+        }
+        if barrier.parties != parties {
+            return Outcome::WrongState {
+                message: format!(
+                    "barrier {name:?} is gathering {} parties, not {parties}",
+                    barrier.parties
+                ),
+            };
+        }
+        let generation = barrier.generation;
+        barrier.arrived.insert(session_id);
+        if barrier.arrived.len() as u32 >= barrier.parties {
+            barrier.end_generation(false);
+            return Outcome::BarrierReleased { generation };
+        }
+        Outcome::BarrierWaiting { generation }
+    }
+
+    fn leave(&mut self, name: &str, session_id: SessionId, generation: u64) -> Outcome {
+        let Some(barrier) = self.barriers.get_mut(name) else {
+            return Outcome::Withdrawn;
+        };
+        if barrier.generation != generation {
+            // That generation already ended: report how.
+            return match barrier.ended.get(&generation) {
+                Some(false) => Outcome::BarrierReleased { generation },
+                _ => Outcome::BarrierBroken { generation },
+            };
+        }
+        barrier.arrived.remove(&session_id);
+        Outcome::Withdrawn
+    }
+
+    /// The session-end hook: breaks every barrier generation the ended session had
+    /// joined.
+    pub(in crate::sm) fn barriers_on_session_end(&mut self, session_id: SessionId) {
+        for barrier in self.barriers.values_mut() {
+            if barrier.arrived.contains(&session_id) {
+                barrier.end_generation(true);
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The rules of elections as `State` methods: campaign (lead, queue or refuse),
+//! resign, withdraw and the session-end hook (withdraw the ended session's
+//! candidacies and pass on its leadership). They read sessions only to check a
+//! candidate is alive.
+
+use super::{Candidate, ElectionCommand};
+use crate::sm::sessions::SessionId;
+use crate::sm::wait_queue::{granted_to, release_position};
+use crate::sm::{Outcome, State};
+
+impl State {
+    /// Applies one election command at command index `index`.
+    pub(in crate::sm) fn apply_election(
+        &mut self,
+        command: &ElectionCommand,
+        index: u64,
+    ) -> Outcome {
+        match command {
+            ElectionCommand::Campaign {
+                name,
+                session_id,
+                value_json,
+                priority,
+                wait,
+            } => self.campaign(name, *session_id, value_json, *priority, *wait, index),
+            ElectionCommand::Resign {
+                name,
+                session_id,
+                term,
+            } => self.resign(name, *session_id, *term, index),
+            ElectionCommand::Withdraw { name, waiter_id } => {
+                self.withdraw_candidate(name, *waiter_id)
+            }
+        }
+    }
+
+    fn campaign(
+        &mut self,
+        name: &str,
+        session_id: SessionId,
+        value_json: &str,
+        priority: i32,
+        wait: bool,
+        index: u64,
+    ) -> Outcome {
+        if self.sessions.get(session_id).is_none() {
+            return Outcome::SessionNotFound { session_id };
+        }
+        let now = self.cluster_time_ms;
+        let election = self.elections.entry(name.to_owned()).or_default();
+        if let Some(leader) = election
+            .leader
+            .as_ref()
+            .filter(|l| l.session_id == session_id)
+        {
+            return Outcome::Elected { term: leader.term };
+        }
+        if let Some(candidate) = election
+            .candidates
+            .iter()
+            .find(|c| c.session_id == session_id)
+        {
+            return Outcome::CampaignQueued {
+                waiter_id: candidate.waiter_id,
+            };
+        }
+        let candidate = Candidate {
+            waiter_id: index,
+            session_id,
+            value_json: value_json.to_owned(),
+            priority,
+            since_ms: now,
+        };
+        if election.leader.is_none() {
+            election.enqueue(candidate);
+            election.promote(index, now, &mut self.last_fencing_token);
+            let term = election.leader.as_ref().map_or(0, |l| l.term);
+            return Outcome::Elected { term };
+        }
+        if !wait {
+            let leader = election.leader.as_ref();
+            return Outcome::NotElected {
+                leader_session_id: leader.map(|l| l.session_id),
+                term: leader.map_or(0, |l| l.term),
+            };
+        }
+        election.enqueue(candidate);
+        Outcome::CampaignQueued { waiter_id: index }
+    }
+
+    fn resign(&mut self, name: &str, session_id: SessionId, term: u64, index: u64) -> Outcome {
+        let now = self.cluster_time_ms;
+        let not_led = || Outcome::WrongState {
+            message: format!("session {session_id} does not lead {name:?}"),
+        };
+        let Some(election) = self.elections.get_mut(name) else {
+            return not_led();
+        };
+        if let Err(refusal) =
+            release_position(election.leader.as_slice(), session_id, term, not_led)
+        {
+            return refusal;
+        }
+        election.leader = None;
+        election.promote(index, now, &mut self.last_fencing_token);
+        self.drop_idle_election(name);
+        Outcome::Resigned
+    }
+
+    fn withdraw_candidate(&mut self, name: &str, waiter_id: u64) -> Outcome {
+        let Some(election) = self.elections.get_mut(name) else {
+            return Outcome::Withdrawn;
+        };
+        // A candidate's waiter id is its campaign's index, never 0.
+        if let Some(leader) = granted_to(election.leader.as_slice(), waiter_id) {
+            return Outcome::Elected { term: leader.term };
+        }
+        election.candidates.retain(|c| c.waiter_id != waiter_id);
+        let leader = election.leader.as_ref();
+        let refusal = Outcome::NotElected {
+            leader_session_id: leader.map(|l| l.session_id),
+            term: leader.map_or(0, |l| l.term),
+        };
+        self.drop_idle_election(name);
+        refusal
+    }
+
+    fn drop_idle_election(&mut self, name: &str) {
+        if self.elections.get(name).is_some_and(|e| e.is_idle()) {
+            self.elections.remove(name);
+        }
+    }
+
+    /// The session-end hook: withdraws an ended session's candidacies and, if it
+    /// led, promotes the next candidate.
+    pub(in crate::sm) fn elections_on_session_end(&mut self, session_id: SessionId) {
+        let (index, now) = (self.last_command_index, self.cluster_time_ms);
+        let names: Vec<String> = self.elections.keys().cloned().collect();
+        for name in names {
+            if let Some(election) = self.elections.get_mut(&name) {
+                election.candidates.retain(|c| c.session_id != session_id);
+                if election
+                    .leader
+                    .as_ref()
+                    .is_some_and(|l| l.session_id == session_id)
+                {
+                    election.leader = None;
+                    election.promote(index, now, &mut self.last_fencing_token);
+                }
+            }
+            self.drop_idle_election(&name);
+        }
+    }
+}
