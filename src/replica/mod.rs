@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::raft_types::{NodeId, Raft};
-use crate::sm::{Applied, Proposal, State};
+use crate::sm::{Applied, State, Submission};
 use crate::store::StateMachineStore;
 use clock::LeaderClock;
 use proposer::{ProposeError, Proposer};
@@ -102,8 +102,8 @@ impl Replica {
     }
 
     /// Proposes one command through the batching proposer and waits for its result.
-    pub async fn propose(&self, proposal: Proposal) -> Result<Applied, ProposeError> {
-        self.proposer.propose(proposal).await
+    pub async fn propose(&self, submission: Submission) -> Result<Applied, ProposeError> {
+        self.proposer.propose(submission).await
     }
 
     /// Waits until this node may serve a read at `consistency`.

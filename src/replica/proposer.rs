@@ -2,7 +2,7 @@
 //! Raft log entry and hands each caller its own result.
 //!
 //! openraft 0.9 appends and fsyncs every `client_write` on its own, so one entry per
-//! request would cost one fsync per request. Instead callers queue [`Proposal`]s here;
+//! request would cost one fsync per request. Instead callers queue [`Submission`]s here;
 //! the task takes the first one as soon as it arrives (no delay when idle), drains
 //! whatever else is already queued (bounded by count and bytes), stamps the leader's
 //! clock, and proposes the [`Batch`]. Up to `max_inflight_batches` batches are in
@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::clock::LeaderClock;
 use crate::limits::Limits;
 use crate::raft_types::{NodeId, Raft};
-use crate::sm::{Applied, Batch, Proposal};
+use crate::sm::{Applied, Batch, Submission};
 use crate::store::StateMachineStore;
 
 /// The leader's notion of now: the bounded reading of `clock` (see [`clock`]),
@@ -35,7 +35,7 @@ fn leader_now_ms(clock: &LeaderClock, state_machine: &StateMachineStore) -> u64 
     clock.now_ms(applied_ms)
 }
 
-/// Why a proposal has no result.
+/// Why a submission has no result.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ProposeError {
     /// This node is not the leader; nothing was applied. `leader` is a hint.
@@ -60,7 +60,7 @@ pub struct ProposerStats {
 }
 
 struct Pending {
-    proposal: Proposal,
+    submission: Submission,
     bytes: usize,
     reply: oneshot::Sender<Result<Applied, ProposeError>>,
 }
@@ -121,12 +121,12 @@ impl Proposer {
     }
 
     /// Proposes one command and waits for its applied result.
-    pub async fn propose(&self, proposal: Proposal) -> Result<Applied, ProposeError> {
+    pub async fn propose(&self, submission: Submission) -> Result<Applied, ProposeError> {
         let (reply, result) = oneshot::channel();
-        let bytes = proposal.size_hint();
+        let bytes = submission.size_hint();
         self.queue
             .try_send(Pending {
-                proposal,
+                submission,
                 bytes,
                 reply,
             })
@@ -194,18 +194,18 @@ impl BatchTask {
                 }
             }
             let leader_time_ms = self.stamp();
-            let (proposals, replies): (Vec<_>, Vec<_>) =
-                pending.into_iter().map(|p| (p.proposal, p.reply)).unzip();
+            let (submissions, replies): (Vec<_>, Vec<_>) =
+                pending.into_iter().map(|p| (p.submission, p.reply)).unzip();
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
             self.stats
                 .commands
-                .fetch_add(proposals.len() as u64, Ordering::Relaxed);
+                .fetch_add(submissions.len() as u64, Ordering::Relaxed);
             let raft = self.raft.clone();
             let write_timeout = self.write_timeout;
             tokio::spawn(async move {
                 let batch = Batch {
                     leader_time_ms,
-                    proposals,
+                    submissions,
                 };
                 let outcome = tokio::time::timeout(write_timeout, raft.client_write(batch)).await;
                 drop(permit);

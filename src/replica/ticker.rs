@@ -24,7 +24,7 @@ use openraft::ServerState;
 use super::proposer::Proposer;
 use crate::raft_types::{NodeId, Raft};
 use crate::sm::sessions::SessionId;
-use crate::sm::{Command, Proposal};
+use crate::sm::{Command, Submission};
 use crate::store::StateMachineStore;
 
 /// The longest the ticker sleeps without re-reading the state.
@@ -149,12 +149,12 @@ impl Ticker {
 
     async fn tick(&self) {
         let renewals = self.keepalives.take();
-        let proposal = Proposal {
+        let submission = Submission {
             guard: None,
             request_id: None,
             command: Command::Tick { renewals },
         };
-        if let Err(error) = self.proposer.propose(proposal).await {
+        if let Err(error) = self.proposer.propose(submission).await {
             tracing::debug!("tick not applied: {error}");
         }
     }

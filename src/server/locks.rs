@@ -16,7 +16,7 @@ use super::{AppState, ReadQuery};
 use crate::limits::MAX_LOCK_DELAY_MS;
 use crate::sm::locks::{LockCommand, LockMode};
 use crate::sm::sessions::SessionId;
-use crate::sm::{Command, Outcome, Proposal};
+use crate::sm::{Command, Outcome, Submission};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -151,7 +151,7 @@ pub async fn release(
         fencing_token: body.fencing_token,
     });
     let applied = app
-        .propose(Proposal {
+        .propose(Submission {
             request_id: body.request_id,
             guard: guard(body.guard)?,
             command,

@@ -37,7 +37,7 @@ use crate::limits::Limits;
 use crate::raft_types::NodeId;
 pub use crate::replica::Consistency;
 use crate::replica::Replica;
-use crate::sm::{Applied, Proposal};
+use crate::sm::{Applied, Submission};
 use error::ApiError;
 use error_code::ErrorCode;
 
@@ -70,7 +70,7 @@ impl App {
         command: crate::sm::Command,
     ) -> Result<Applied, ApiError> {
         let guard = input::guard(guard)?;
-        self.propose(Proposal {
+        self.propose(Submission {
             request_id,
             guard,
             command,
@@ -89,11 +89,11 @@ impl App {
     }
 
     /// Proposes one command through the batching proposer.
-    pub async fn propose(&self, proposal: Proposal) -> Result<Applied, ApiError> {
-        if let Some(request_id) = &proposal.request_id {
+    pub async fn propose(&self, submission: Submission) -> Result<Applied, ApiError> {
+        if let Some(request_id) = &submission.request_id {
             input::request_id(&self.limits, request_id)?;
         }
-        Ok(self.replica.propose(proposal).await?)
+        Ok(self.replica.propose(submission).await?)
     }
 
     /// Waits until this node may serve a read at `consistency`.

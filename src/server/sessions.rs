@@ -14,7 +14,7 @@ use super::extract::{JsonBody, PathParam, QueryParams};
 use super::input::JsonValue;
 use super::{AppState, Consistency, ReadQuery};
 use crate::sm::sessions::{NewSession, Session, SessionId};
-use crate::sm::{Command, Proposal};
+use crate::sm::{Command, Submission};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,7 +143,7 @@ pub async fn end(
 ) -> Result<Response, ApiError> {
     let session_id = parse_id(&id)?;
     let applied = app
-        .propose(Proposal {
+        .propose(Submission {
             guard: None,
             request_id: None,
             command: Command::Session(SessionCommand::End { session_id }),

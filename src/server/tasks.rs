@@ -16,7 +16,7 @@ use super::sessions::raw;
 use super::{AppState, Consistency, ReadQuery};
 use crate::sm::sessions::SessionId;
 use crate::sm::tasks::{NewTask, Task, TaskId, TaskState};
-use crate::sm::{Command, Outcome, Proposal};
+use crate::sm::{Command, Outcome, Submission};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,7 +222,7 @@ pub async fn claim(
     let session_id = body.session_id;
     loop {
         let applied = app
-            .propose(Proposal {
+            .propose(Submission {
                 guard: None,
                 request_id: None,
                 command: Command::Task(TaskCommand::Claim { session_id }),

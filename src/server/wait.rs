@@ -3,7 +3,7 @@
 //! ends without success — or when the client goes away mid-wait, so no ghost waiter
 //! is left behind. A client may also go away *before* its waiting command is
 //! applied (under load the apply can lag by seconds): [`propose_undone_if_abandoned`]
-//! keeps that proposal running and withdraws the waiter it queues.
+//! keeps that submission running and withdraws the waiter it queues.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,11 +14,11 @@ use tokio::sync::oneshot;
 use super::error::ApiError;
 use super::AppState;
 use crate::limits::{WITHDRAW_ATTEMPTS, WITHDRAW_RETRY_BASE_MS};
-use crate::sm::{Applied, Command, Outcome, Proposal, State};
+use crate::sm::{Applied, Command, Outcome, State, Submission};
 
-/// How a proposal is made (the node's proposer; a fake in tests).
+/// How a submission is made (the node's proposer; a fake in tests).
 pub type ProposeFn = Arc<
-    dyn Fn(Proposal) -> Pin<Box<dyn Future<Output = Result<Applied, ApiError>> + Send>>
+    dyn Fn(Submission) -> Pin<Box<dyn Future<Output = Result<Applied, ApiError>> + Send>>
         + Send
         + Sync,
 >;
@@ -26,19 +26,19 @@ pub type ProposeFn = Arc<
 /// `app`'s proposer as a [`ProposeFn`].
 pub fn propose_fn(app: &AppState) -> ProposeFn {
     let app = app.clone();
-    Arc::new(move |proposal| {
+    Arc::new(move |submission| {
         let app = app.clone();
-        Box::pin(async move { app.propose(proposal).await })
+        Box::pin(async move { app.propose(submission).await })
     })
 }
 
 /// Proposes an abandoned waiter's withdrawal, again while the node is overloaded
 /// (a full proposer queue refuses at once; nothing was applied, so a retry is safe,
-/// and withdrawals are idempotent anyway). Other errors are final: the proposal
+/// and withdrawals are idempotent anyway). Other errors are final: the submission
 /// was either refused for good or is in the log (indeterminate) and will apply.
 async fn propose_withdrawal(
     propose: &ProposeFn,
-    withdrawal: Proposal,
+    withdrawal: Submission,
 ) -> Result<Applied, ApiError> {
     let mut pause = std::time::Duration::from_millis(WITHDRAW_RETRY_BASE_MS);
     let mut attempt = 1;
@@ -54,26 +54,26 @@ async fn propose_withdrawal(
     }
 }
 
-/// Proposes `proposal` in a task of its own, so it completes even if the caller
+/// Proposes `submission` in a task of its own, so it completes even if the caller
 /// (the handler, dropped when its client disconnects) goes away. If the caller is
 /// gone by then, the command `undo` derives from the outcome (the withdrawal of a
 /// waiter it queued) is proposed instead: nobody is left to wait, and before this a
 /// waiter queued after its client left stayed queued until its session ended.
 pub async fn propose_undone_if_abandoned(
     propose: ProposeFn,
-    proposal: Proposal,
+    submission: Submission,
     undo: impl FnOnce(&Outcome) -> Option<Command> + Send + 'static,
 ) -> Result<Applied, ApiError> {
     let (reply, answer) = oneshot::channel();
     tokio::spawn(async move {
-        let result = propose(proposal).await;
+        let result = propose(submission).await;
         let Err(Ok(applied)) = reply.send(result) else {
             return; // delivered, or failed (nothing to undo)
         };
         let Some(command) = undo(&applied.outcome) else {
             return;
         };
-        let withdrawal = Proposal {
+        let withdrawal = Submission {
             request_id: None,
             guard: None,
             command,
@@ -98,12 +98,12 @@ pub async fn propose_queueing(
     command: Command,
     undo: impl FnOnce(&Outcome) -> Option<Command> + Send + 'static,
 ) -> Result<Applied, ApiError> {
-    let proposal = Proposal {
+    let submission = Submission {
         request_id,
         guard: None,
         command,
     };
-    propose_undone_if_abandoned(propose_fn(app), proposal, undo).await
+    propose_undone_if_abandoned(propose_fn(app), submission, undo).await
 }
 
 /// Proposes `command` if dropped while armed (the handler's future was dropped
@@ -116,14 +116,14 @@ struct WithdrawOnDrop {
 impl Drop for WithdrawOnDrop {
     fn drop(&mut self) {
         if let Some(app) = self.app.take() {
-            let proposal = Proposal {
+            let submission = Submission {
                 request_id: None,
                 guard: None,
                 command: self.command.clone(),
             };
             let propose = propose_fn(&app);
             tokio::spawn(async move {
-                if let Err(error) = propose_withdrawal(&propose, proposal).await {
+                if let Err(error) = propose_withdrawal(&propose, submission).await {
                     tracing::warn!("withdrawing an abandoned waiter: {error}");
                 }
             });
@@ -157,7 +157,7 @@ pub async fn wait_or_withdraw<T>(
         return Ok(Waited::Found(found));
     }
     on_drop.app = None;
-    let proposal = Proposal {
+    let submission = Submission {
         request_id: None,
         guard: None,
         command: on_drop.command.clone(),
@@ -168,7 +168,7 @@ pub async fn wait_or_withdraw<T>(
     // applied" error — in particular never the not-leader marker, which would make
     // the forwarding layer run the whole request again at the new leader (a barrier
     // arrival counted twice). Found by the jepsen-like barrier workload.
-    match propose_withdrawal(&propose_fn(app), proposal).await {
+    match propose_withdrawal(&propose_fn(app), submission).await {
         Ok(applied) => Ok(Waited::Withdrawn(applied.outcome)),
         Err(error) => Err(ApiError::Indeterminate(format!(
             "the wait ended but withdrawing the waiter failed ({error}); it may have been granted: retry with the same request_id, or read the resource"
@@ -184,8 +184,8 @@ mod tests {
     use crate::sm::locks::LockCommand;
     use crate::sm::Command;
 
-    fn proposal(name: &str) -> Proposal {
-        Proposal {
+    fn submission(name: &str) -> Submission {
+        Submission {
             request_id: None,
             guard: None,
             command: Command::Lock(LockCommand::Withdraw {
@@ -197,13 +197,13 @@ mod tests {
 
     /// A proposer that records every command, holds the first until `gate` opens
     /// and answers it `LockQueued`.
-    fn gated() -> (ProposeFn, oneshot::Sender<()>, Arc<Mutex<Vec<Proposal>>>) {
+    fn gated() -> (ProposeFn, oneshot::Sender<()>, Arc<Mutex<Vec<Submission>>>) {
         let (open, gate) = oneshot::channel::<()>();
         let gate = Arc::new(Mutex::new(Some(gate)));
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
-        let propose: ProposeFn = Arc::new(move |proposal: Proposal| {
-            log.lock().unwrap().push(proposal);
+        let propose: ProposeFn = Arc::new(move |submission: Submission| {
+            log.lock().unwrap().push(submission);
             let gate = gate.lock().unwrap().take();
             Box::pin(async move {
                 if let Some(gate) = gate {
@@ -237,7 +237,7 @@ mod tests {
         let (done, finished) = oneshot::channel::<()>();
         let handler = tokio::spawn(async move {
             let _done = done; // dropped with the handler
-            propose_undone_if_abandoned(propose, proposal("acquire"), undo).await
+            propose_undone_if_abandoned(propose, submission("acquire"), undo).await
         });
         // The handler is waiting on the gated acquire; its client goes away.
         while seen.lock().unwrap().is_empty() {
@@ -267,7 +267,7 @@ mod tests {
     async fn a_caller_still_there_gets_the_outcome_and_nothing_is_undone() {
         let (propose, open, seen) = gated();
         open.send(()).unwrap();
-        let applied = propose_undone_if_abandoned(propose, proposal("acquire"), undo)
+        let applied = propose_undone_if_abandoned(propose, submission("acquire"), undo)
             .await
             .unwrap();
         assert_eq!(applied.outcome, Outcome::LockQueued { waiter_id: 9 });
@@ -299,7 +299,7 @@ mod tests {
                 })
             })
         });
-        let applied = propose_withdrawal(&propose, proposal("L")).await.unwrap();
+        let applied = propose_withdrawal(&propose, submission("L")).await.unwrap();
         assert_eq!(applied.outcome, Outcome::LockHeld);
         assert_eq!(*attempts.lock().unwrap(), 3);
     }

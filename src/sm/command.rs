@@ -22,12 +22,12 @@ pub struct Batch {
     /// The proposing leader's wall clock, ms since the Unix epoch. The state machine
     /// never lets cluster time go backwards, whatever this says.
     pub leader_time_ms: u64,
-    pub proposals: Vec<Proposal>,
+    pub submissions: Vec<Submission>,
 }
 
 /// A command with its optional client-chosen idempotency key and fencing guard.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Proposal {
+pub struct Submission {
     pub request_id: Option<String>,
     /// Apply the command only while this fencing token is current (checked in the
     /// same step as the command, so a paused ex-holder's late write is refused).
@@ -35,7 +35,7 @@ pub struct Proposal {
     pub command: Command,
 }
 
-impl Proposal {
+impl Submission {
     /// A cheap estimate of its encoded size, for the proposer's batch byte bound.
     pub fn size_hint(&self) -> usize {
         32 + self.command.size_hint() + self.request_id.as_ref().map_or(0, String::len)
@@ -225,7 +225,7 @@ pub struct Applied {
     pub outcome: Outcome,
 }
 
-/// The results of one log entry, one per proposal and in the same order. Blank and
+/// The results of one log entry, one per submission and in the same order. Blank and
 /// membership entries produce an empty response.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchResponse {

@@ -27,7 +27,7 @@ pub mod wait_queue;
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{Applied, Batch, BatchResponse, Command, Guard, GuardKind, Outcome, Proposal};
+pub use command::{Applied, Batch, BatchResponse, Command, Guard, GuardKind, Outcome, Submission};
 use kv::KvMap;
 use requests::RequestTable;
 use sessions::Sessions;
@@ -57,14 +57,14 @@ pub struct State {
 }
 
 impl State {
-    /// Applies one log entry's batch and returns one [`Applied`] per proposal.
+    /// Applies one log entry's batch and returns one [`Applied`] per submission.
     pub fn apply_batch(&mut self, batch: &Batch) -> BatchResponse {
         self.cluster_time_ms = self.cluster_time_ms.max(batch.leader_time_ms);
         self.requests.expire(self.cluster_time_ms);
         // Keepalives the leader accepted before this entry's time count before
         // anything expires at it (a renewal is never lost to its own tick's time).
-        for proposal in &batch.proposals {
-            if let Command::Tick { renewals } = &proposal.command {
+        for submission in &batch.submissions {
+            if let Command::Tick { renewals } = &submission.command {
                 for (session, at_ms) in renewals {
                     self.sessions
                         .renew(*session, (*at_ms).min(self.cluster_time_ms));
@@ -83,19 +83,19 @@ impl State {
             self.assign_ready(index);
         }
         let results = batch
-            .proposals
+            .submissions
             .iter()
-            .map(|proposal| self.apply_proposal(proposal))
+            .map(|submission| self.apply_submission(submission))
             .collect();
         BatchResponse { results }
     }
 
-    fn apply_proposal(&mut self, proposal: &Proposal) -> Applied {
-        let fingerprint = proposal
+    fn apply_submission(&mut self, submission: &Submission) -> Applied {
+        let fingerprint = submission
             .request_id
             .as_ref()
-            .map(|_| requests::fingerprint(&proposal.command, &proposal.guard));
-        if let Some(record) = proposal
+            .map(|_| requests::fingerprint(&submission.command, &submission.guard));
+        if let Some(record) = submission
             .request_id
             .as_deref()
             .and_then(|id| self.requests.get(id))
@@ -110,11 +110,11 @@ impl State {
         }
         self.last_command_index += 1;
         let index = self.last_command_index;
-        let outcome = match self.guard_refusal(proposal.guard.as_ref()) {
+        let outcome = match self.guard_refusal(submission.guard.as_ref()) {
             Some(refusal) => refusal,
-            None => self.apply_command(&proposal.command, index),
+            None => self.apply_command(&submission.command, index),
         };
-        if may_free_capacity_or_ready_work(&proposal.command) {
+        if may_free_capacity_or_ready_work(&submission.command) {
             self.assign_ready(index);
         }
         // Report a task's state as the command left it (after any assignment it caused).
@@ -139,7 +139,7 @@ impl State {
         // A capacity refusal is transient: a retry with the same id must try again.
         let transient = matches!(applied.outcome, Outcome::LimitReached { .. });
         if let (Some(request_id), Some(fingerprint), false) =
-            (&proposal.request_id, fingerprint, transient)
+            (&submission.request_id, fingerprint, transient)
         {
             self.requests.insert(
                 request_id.clone(),

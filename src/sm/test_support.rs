@@ -13,7 +13,7 @@ use super::locks::{LockCommand, LockMode};
 use super::semaphores::SemaphoreCommand;
 use super::sessions::{NewSession, Session, SessionId};
 use super::tasks::{NewTask, Task, TaskError, TaskId, TaskState};
-use super::{Batch, Command, Outcome, Proposal, State};
+use super::{Batch, Command, Outcome, State, Submission};
 
 /// A TTL or lease long enough never to run out in a test.
 pub const FOREVER_MS: u64 = 1_000_000_000;
@@ -24,9 +24,9 @@ pub const FOREVER_MS: u64 = 1_000_000_000;
 pub fn batch(time_ms: u64, commands: Vec<Command>) -> Batch {
     Batch {
         leader_time_ms: time_ms,
-        proposals: commands
+        submissions: commands
             .into_iter()
-            .map(|command| Proposal {
+            .map(|command| Submission {
                 guard: None,
                 request_id: None,
                 command,

@@ -4,8 +4,8 @@ use super::*;
 use crate::codec;
 use crate::limits::Replicated;
 
-fn put(key: &str, value: &str, if_version: Option<u64>) -> Proposal {
-    Proposal {
+fn put(key: &str, value: &str, if_version: Option<u64>) -> Submission {
+    Submission {
         guard: None,
         request_id: None,
         command: Command::Kv(crate::sm::kv::KvCommand::Put {
@@ -17,8 +17,8 @@ fn put(key: &str, value: &str, if_version: Option<u64>) -> Proposal {
     }
 }
 
-fn delete(key: &str, if_version: Option<u64>) -> Proposal {
-    Proposal {
+fn delete(key: &str, if_version: Option<u64>) -> Submission {
+    Submission {
         guard: None,
         request_id: None,
         command: Command::Kv(crate::sm::kv::KvCommand::Delete {
@@ -28,15 +28,15 @@ fn delete(key: &str, if_version: Option<u64>) -> Proposal {
     }
 }
 
-fn with_id(mut proposal: Proposal, id: &str) -> Proposal {
-    proposal.request_id = Some(id.into());
-    proposal
+fn with_id(mut submission: Submission, id: &str) -> Submission {
+    submission.request_id = Some(id.into());
+    submission
 }
 
-fn batch(time: u64, proposals: Vec<Proposal>) -> Batch {
+fn batch(time: u64, submissions: Vec<Submission>) -> Batch {
     Batch {
         leader_time_ms: time,
-        proposals,
+        submissions,
     }
 }
 
@@ -204,10 +204,10 @@ fn request_ids_expire_by_cluster_time() {
 #[test]
 fn request_table_is_bounded_and_forgets_the_oldest() {
     let mut state = State::default();
-    let proposals: Vec<Proposal> = (0..Replicated::REQUEST_ID_CAPACITY + 3)
+    let submissions: Vec<Submission> = (0..Replicated::REQUEST_ID_CAPACITY + 3)
         .map(|i| with_id(put("k", "1", None), &format!("r{i}")))
         .collect();
-    state.apply_batch(&batch(1, proposals));
+    state.apply_batch(&batch(1, submissions));
     assert_eq!(state.requests.len(), Replicated::REQUEST_ID_CAPACITY);
     assert!(state.requests.get("r0").is_none());
     assert!(state.requests.get("r2").is_none());

@@ -9,7 +9,7 @@ use crate::sm::test_support::{
     acquire_lock, granted_token, lock_holders, one, open_session, release_lock, run,
     with_sessions_ttl, withdraw_lock,
 };
-use crate::sm::{Batch, Command, Guard, GuardKind, Outcome, Proposal, State};
+use crate::sm::{Batch, Command, Guard, GuardKind, Outcome, State, Submission};
 
 #[test]
 fn an_exclusive_grant_returns_a_token_and_others_are_refused_without_waiting() {
@@ -235,7 +235,7 @@ fn fencing_tokens_are_never_reused_after_a_lock_is_forgotten() {
         next > *granted.iter().max().unwrap(),
         "token {next} reused one of {granted:?}"
     );
-    let late = Proposal {
+    let late = Submission {
         request_id: None,
         guard: Some(Guard {
             kind: GuardKind::Lock,
@@ -251,7 +251,7 @@ fn fencing_tokens_are_never_reused_after_a_lock_is_forgotten() {
     };
     let refused = state.apply_batch(&Batch {
         leader_time_ms: 1_002,
-        proposals: vec![late],
+        submissions: vec![late],
     });
     assert!(matches!(
         refused.results[0].outcome,

@@ -4,13 +4,13 @@
 use crate::sm::locks::LockMode::Exclusive;
 use crate::sm::sessions::SessionCommand;
 use crate::sm::test_support::{acquire_lock, granted_token, one, run, with_sessions_ttl};
-use crate::sm::{Batch, Command, Guard, GuardKind, Outcome, Proposal};
+use crate::sm::{Batch, Command, Guard, GuardKind, Outcome, Submission};
 
 #[test]
 fn a_guard_applies_a_command_only_while_its_token_is_current() {
     let mut state = with_sessions_ttl(2, 10_000);
     let first = granted_token(&one(&mut state, 1, acquire_lock("L", 1, Exclusive, false)));
-    let guarded = |token: u64, value: &str| Proposal {
+    let guarded = |token: u64, value: &str| Submission {
         request_id: None,
         guard: Some(Guard {
             kind: GuardKind::Lock,
@@ -26,7 +26,7 @@ fn a_guard_applies_a_command_only_while_its_token_is_current() {
     };
     let ok = state.apply_batch(&Batch {
         leader_time_ms: 2,
-        proposals: vec![guarded(first, "1")],
+        submissions: vec![guarded(first, "1")],
     });
     assert!(matches!(ok.results[0].outcome, Outcome::KvWritten { .. }));
     // The holder's session ends; another takes the lock; the old token is now stale.
@@ -40,7 +40,7 @@ fn a_guard_applies_a_command_only_while_its_token_is_current() {
     );
     let late = state.apply_batch(&Batch {
         leader_time_ms: 4,
-        proposals: vec![guarded(first, "late")],
+        submissions: vec![guarded(first, "late")],
     });
     assert!(matches!(
         late.results[0].outcome,
@@ -56,7 +56,7 @@ fn a_guard_applies_a_command_only_while_its_token_is_current() {
 fn a_request_id_reused_with_a_different_guard_is_a_conflict() {
     let mut state = with_sessions_ttl(1, 10_000);
     let held = granted_token(&one(&mut state, 1, acquire_lock("L", 1, Exclusive, false)));
-    let put = |guard: Option<Guard>| Proposal {
+    let put = |guard: Option<Guard>| Submission {
         request_id: Some("r".into()),
         guard,
         command: Command::Kv(crate::sm::kv::KvCommand::Put {
@@ -68,7 +68,7 @@ fn a_request_id_reused_with_a_different_guard_is_a_conflict() {
     };
     state.apply_batch(&Batch {
         leader_time_ms: 2,
-        proposals: vec![put(None)],
+        submissions: vec![put(None)],
     });
     let guarded = Some(Guard {
         kind: GuardKind::Lock,
@@ -77,7 +77,7 @@ fn a_request_id_reused_with_a_different_guard_is_a_conflict() {
     });
     let again = state.apply_batch(&Batch {
         leader_time_ms: 3,
-        proposals: vec![put(guarded)],
+        submissions: vec![put(guarded)],
     });
     assert_eq!(again.results[0].outcome, Outcome::RequestIdConflict);
 }

@@ -1,4 +1,4 @@
-//! The property tests' runner: applies each generated batch whole, one proposal at a
+//! The property tests' runner: applies each generated batch whole, one submission at a
 //! time and with the full-scan reference assignment, checks the scheduler invariants
 //! after every command, and replays the batches for determinism.
 
@@ -14,11 +14,11 @@ use crate::sm::test_support::{
     cancel, claim, complete, create_session, end_session, fail, heartbeat, retry, submit,
     task_spec, updated,
 };
-use crate::sm::{Batch, Command, Outcome, Proposal, State};
+use crate::sm::{Batch, Command, Outcome, State, Submission};
 
 /// Runs generated operations against the state machine, checking the invariants after
 /// every command. `whole` applies each batch as the log does; `stepwise` applies the
-/// same batch as its time step and then one proposal at a time, which is equivalent
+/// same batch as its time step and then one submission at a time, which is equivalent
 /// here (no command makes anything due at once) and lets each command be observed.
 pub(super) struct Run {
     whole: State,
@@ -26,7 +26,7 @@ pub(super) struct Run {
     /// The same batches applied with the full-scan reference assignment.
     reference: State,
     time_ms: u64,
-    pending: Vec<Proposal>,
+    pending: Vec<Submission>,
     batches: Vec<Batch>,
     /// Every session id ever created, live or not.
     sessions: Vec<SessionId>,
@@ -64,7 +64,7 @@ impl Run {
                 continue;
             }
             let command = run.resolve(op);
-            run.pending.push(Proposal {
+            run.pending.push(Submission {
                 guard: None,
                 request_id: None,
                 command,
@@ -172,18 +172,18 @@ impl Run {
 
     fn flush(&mut self) {
         if !self.pending.is_empty() {
-            let proposals = std::mem::take(&mut self.pending);
-            self.apply(proposals);
+            let submissions = std::mem::take(&mut self.pending);
+            self.apply(submissions);
         }
     }
 
-    fn apply(&mut self, proposals: Vec<Proposal>) {
+    fn apply(&mut self, submissions: Vec<Submission>) {
         let time_ms = self.time_ms;
-        let single = |proposals| Batch {
+        let single = |submissions| Batch {
             leader_time_ms: time_ms,
-            proposals,
+            submissions,
         };
-        let batch = single(proposals);
+        let batch = single(submissions);
         let response = self.whole.apply_batch(&batch);
         let expected = scheduler::reference::with(|| self.reference.apply_batch(&batch));
         assert_eq!(
@@ -198,20 +198,20 @@ impl Run {
         let before = self.stepwise.clone();
         self.stepwise.apply_batch(&single(Vec::new()));
         self.check(&before, None);
-        for (proposal, expected) in batch.proposals.iter().zip(&response.results) {
+        for (submission, expected) in batch.submissions.iter().zip(&response.results) {
             let before = self.stepwise.clone();
             let applied = self
                 .stepwise
-                .apply_batch(&single(vec![proposal.clone()]))
+                .apply_batch(&single(vec![submission.clone()]))
                 .results
                 .remove(0);
-            assert_eq!(&applied, expected, "one at a time, {proposal:?}");
+            assert_eq!(&applied, expected, "one at a time, {submission:?}");
             self.record(&applied.outcome);
-            self.check(&before, Some((&proposal.command, &applied.outcome)));
+            self.check(&before, Some((&submission.command, &applied.outcome)));
         }
         assert!(
             self.whole == self.stepwise,
-            "a batch applies as its proposals one at a time"
+            "a batch applies as its submissions one at a time"
         );
         self.batches.push(batch);
     }

@@ -3,7 +3,7 @@
 use crate::sm::sessions::SessionCommand;
 use crate::sm::tasks::NewTask;
 use crate::sm::test_support::{batch, claim, create_session, submit, task_spec, Machine};
-use crate::sm::{Batch, Command, Outcome, Proposal, State};
+use crate::sm::{Batch, Command, Outcome, State, Submission};
 
 // ----- regressions ------------------------------------------------------------------
 
@@ -37,8 +37,8 @@ fn claim_takes_the_sessions_highest_priority_task_first() {
 fn a_capacity_refusal_is_not_remembered_under_its_request_id() {
     let mut state = State::default();
     let create = || create_session(&[], 0, 60_000);
-    let fill: Vec<Proposal> = (0..crate::limits::Replicated::MAX_SESSIONS)
-        .map(|_| Proposal {
+    let fill: Vec<Submission> = (0..crate::limits::Replicated::MAX_SESSIONS)
+        .map(|_| Submission {
             request_id: None,
             guard: None,
             command: create(),
@@ -46,16 +46,16 @@ fn a_capacity_refusal_is_not_remembered_under_its_request_id() {
         .collect();
     state.apply_batch(&Batch {
         leader_time_ms: 0,
-        proposals: fill,
+        submissions: fill,
     });
-    let with_id = || Proposal {
+    let with_id = || Submission {
         request_id: Some("r".into()),
         guard: None,
         command: create(),
     };
     let refused = state.apply_batch(&Batch {
         leader_time_ms: 1,
-        proposals: vec![with_id()],
+        submissions: vec![with_id()],
     });
     assert!(matches!(
         refused.results[0].outcome,
@@ -67,7 +67,7 @@ fn a_capacity_refusal_is_not_remembered_under_its_request_id() {
     ));
     let retried = state.apply_batch(&Batch {
         leader_time_ms: 3,
-        proposals: vec![with_id()],
+        submissions: vec![with_id()],
     });
     assert!(
         matches!(retried.results[0].outcome, Outcome::SessionCreated { .. }),

@@ -70,7 +70,7 @@ fn a_session_end_returns_its_permits_and_a_permit_guard_goes_stale() {
         panic!()
     };
     one(&mut state, 2, acquire_permits(2, 1, 3, true));
-    let guarded = Proposal {
+    let guarded = Submission {
         request_id: None,
         guard: Some(Guard {
             kind: GuardKind::Semaphore,
@@ -86,7 +86,7 @@ fn a_session_end_returns_its_permits_and_a_permit_guard_goes_stale() {
     };
     let ok = state.apply_batch(&Batch {
         leader_time_ms: 3,
-        proposals: vec![guarded.clone()],
+        submissions: vec![guarded.clone()],
     });
     assert!(matches!(ok.results[0].outcome, Outcome::KvWritten { .. }));
     one(
@@ -100,7 +100,7 @@ fn a_session_end_returns_its_permits_and_a_permit_guard_goes_stale() {
     );
     let late = state.apply_batch(&Batch {
         leader_time_ms: 5,
-        proposals: vec![guarded],
+        submissions: vec![guarded],
     });
     assert!(matches!(
         late.results[0].outcome,
