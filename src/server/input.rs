@@ -7,12 +7,16 @@
 
 use std::collections::BTreeSet;
 
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use serde::{Deserialize, Deserializer};
 
 use crate::sm::{Guard, GuardKind};
 use serde_json::value::RawValue;
 
 use super::error::{ApiError, ErrorCode};
+use super::extract::PathParam;
+use super::AppState;
 use crate::limits::{Limits, MAX_JSON_DEPTH, MIN_TTL_MS};
 
 /// A client-supplied JSON value (a KV value, session metadata, a task payload,
@@ -258,6 +262,57 @@ pub fn wait(limits: &Limits, wait_ms: u64) -> Result<std::time::Duration, ApiErr
         ));
     }
     Ok(std::time::Duration::from_millis(wait_ms))
+}
+
+/// A validated KV key from the path (`/v1/kv/{*key}`): see [`key`].
+pub struct Key(pub String);
+
+/// A validated lock, semaphore, barrier or election name from the path: see
+/// [`resource_name`].
+pub struct ResourceName(pub String);
+
+/// A task id from the path (`/v1/tasks/{id}`), canonical decimal.
+pub struct TaskIdPath(pub u64);
+
+/// A session id from the path (`/v1/sessions/{id}`), canonical decimal.
+pub struct SessionIdPath(pub u64);
+
+impl FromRequestParts<AppState> for Key {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let PathParam(text) = PathParam::<String>::from_request_parts(parts, app).await?;
+        key(&app.limits, &text)?;
+        Ok(Self(text))
+    }
+}
+
+impl FromRequestParts<AppState> for ResourceName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let PathParam(text) = PathParam::<String>::from_request_parts(parts, app).await?;
+        resource_name(&app.limits, &text)?;
+        Ok(Self(text))
+    }
+}
+
+impl FromRequestParts<AppState> for TaskIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let PathParam(text) = PathParam::<String>::from_request_parts(parts, app).await?;
+        path_id(&text, ErrorCode::InvalidTaskId, "task").map(Self)
+    }
+}
+
+impl FromRequestParts<AppState> for SessionIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let PathParam(text) = PathParam::<String>::from_request_parts(parts, app).await?;
+        path_id(&text, ErrorCode::InvalidSessionId, "session").map(Self)
+    }
 }
 
 #[cfg(test)]

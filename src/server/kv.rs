@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::error_code::ErrorCode;
-use super::extract::{JsonBody, PathParam, QueryParams};
+use super::extract::{JsonBody, QueryParams};
 use super::{AppState, Consistency, ReadQuery};
 use crate::sm::kv::{KvCommand, KvEntry};
 use crate::sm::Command;
@@ -70,10 +70,9 @@ fn null() -> &'static RawValue {
 
 pub async fn put(
     State(app): State<AppState>,
-    PathParam(key): PathParam<String>,
+    super::input::Key(key): super::input::Key,
     JsonBody(body): JsonBody<PutBody>,
 ) -> Result<Response, ApiError> {
-    super::input::key(&app.limits, &key)?;
     let value_json = body.value.get();
     if value_json.len() > app.limits.max_value_bytes {
         return Err(ApiError::TooLarge {
@@ -92,10 +91,9 @@ pub async fn put(
 
 pub async fn delete(
     State(app): State<AppState>,
-    PathParam(key): PathParam<String>,
+    super::input::Key(key): super::input::Key,
     JsonBody(body): JsonBody<DeleteBody>,
 ) -> Result<Response, ApiError> {
-    super::input::key(&app.limits, &key)?;
     let command = Command::Kv(KvCommand::Delete {
         key,
         if_version: body.if_version,
@@ -106,10 +104,9 @@ pub async fn delete(
 
 pub async fn get(
     State(app): State<AppState>,
-    PathParam(key): PathParam<String>,
+    super::input::Key(key): super::input::Key,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    super::input::key(&app.limits, &key)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.replica.state();
     match applied.kv.get(&key) {

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::error_code::ErrorCode;
-use super::extract::{JsonBody, PathParam, QueryParams};
+use super::extract::{JsonBody, QueryParams};
 use super::input::{guard, GuardBody};
 use super::wait::{propose_queueing, wait_or_withdraw, Waited};
 use super::{AppState, ReadQuery};
@@ -50,10 +50,9 @@ pub struct ReleaseBody {
 
 pub async fn acquire(
     State(app): State<AppState>,
-    PathParam(name): PathParam<String>,
+    super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
-    super::input::resource_name(&app.limits, &name)?;
     let mode = match body.mode.as_str() {
         "exclusive" => LockMode::Exclusive,
         "shared" => LockMode::Shared,
@@ -141,10 +140,9 @@ pub async fn acquire(
 
 pub async fn release(
     State(app): State<AppState>,
-    PathParam(name): PathParam<String>,
+    super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<ReleaseBody>,
 ) -> Result<Response, ApiError> {
-    super::input::resource_name(&app.limits, &name)?;
     let command = Command::Lock(LockCommand::Release {
         name,
         session_id: body.session_id,
@@ -164,10 +162,9 @@ pub async fn release(
 /// is shown empty.
 pub async fn get(
     State(app): State<AppState>,
-    PathParam(name): PathParam<String>,
+    super::input::ResourceName(name): super::input::ResourceName,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    super::input::resource_name(&app.limits, &name)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.replica.state();
     let lock = applied.locks.get(&name).cloned().unwrap_or_default();

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::error_code::ErrorCode;
-use super::extract::{JsonBody, PathParam, QueryParams};
+use super::extract::{JsonBody, QueryParams};
 use super::sessions::raw;
 use super::wait::{propose_queueing, wait_or_withdraw, Waited};
 use super::{AppState, ReadQuery};
@@ -54,10 +54,9 @@ pub struct ReleaseBody {
 
 pub async fn semaphore_acquire(
     State(app): State<AppState>,
-    PathParam(name): PathParam<String>,
+    super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
-    super::input::resource_name(&app.limits, &name)?;
     if body.limit == 0 || body.limit > app.limits.max_semaphore_limit {
         return Err(ApiError::invalid(
             ErrorCode::InvalidLimit,
@@ -124,10 +123,9 @@ pub async fn semaphore_acquire(
 
 pub async fn semaphore_release(
     State(app): State<AppState>,
-    PathParam(name): PathParam<String>,
+    super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<ReleaseBody>,
 ) -> Result<Response, ApiError> {
-    super::input::resource_name(&app.limits, &name)?;
     let command = Command::Semaphore(SemaphoreCommand::Release {
         name,
         session_id: body.session_id,
@@ -139,10 +137,9 @@ pub async fn semaphore_release(
 
 pub async fn semaphore_get(
     State(app): State<AppState>,
-    PathParam(name): PathParam<String>,
+    super::input::ResourceName(name): super::input::ResourceName,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    super::input::resource_name(&app.limits, &name)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.replica.state();
     let semaphore = applied.semaphores.get(&name).cloned().unwrap_or_default();
@@ -174,10 +171,9 @@ pub struct BarrierBody {
 /// Arrives and waits for the generation to be released (or broken).
 pub async fn barrier_wait(
     State(app): State<AppState>,
-    PathParam(name): PathParam<String>,
+    super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<BarrierBody>,
 ) -> Result<Response, ApiError> {
-    super::input::resource_name(&app.limits, &name)?;
     if body.parties == 0 || body.parties > app.limits.max_barrier_parties {
         return Err(ApiError::invalid(
             ErrorCode::InvalidParties,
@@ -230,10 +226,9 @@ pub async fn barrier_wait(
 
 pub async fn barrier_get(
     State(app): State<AppState>,
-    PathParam(name): PathParam<String>,
+    super::input::ResourceName(name): super::input::ResourceName,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    super::input::resource_name(&app.limits, &name)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.replica.state();
     let barrier = applied.barriers.get(&name).cloned().unwrap_or_default();
@@ -288,10 +283,9 @@ fn leader_view(app: &AppState, name: &str, session_id: SessionId) -> Response {
 /// Campaigns; with `wait_ms`, waits to become leader (higher priority first, then FIFO).
 pub async fn campaign(
     State(app): State<AppState>,
-    PathParam(name): PathParam<String>,
+    super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<CampaignBody>,
 ) -> Result<Response, ApiError> {
-    super::input::resource_name(&app.limits, &name)?;
     let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
     let value_json = super::input::json_text(&app.limits, body.value, "null")?;
     let command = Command::Election(ElectionCommand::Campaign {
@@ -347,10 +341,9 @@ pub async fn campaign(
 
 pub async fn resign(
     State(app): State<AppState>,
-    PathParam(name): PathParam<String>,
+    super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<ResignBody>,
 ) -> Result<Response, ApiError> {
-    super::input::resource_name(&app.limits, &name)?;
     let command = Command::Election(ElectionCommand::Resign {
         name,
         session_id: body.session_id,
@@ -362,10 +355,9 @@ pub async fn resign(
 
 pub async fn election_get(
     State(app): State<AppState>,
-    PathParam(name): PathParam<String>,
+    super::input::ResourceName(name): super::input::ResourceName,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    super::input::resource_name(&app.limits, &name)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.replica.state();
     let election = applied.elections.get(&name).cloned().unwrap_or_default();

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::error_code::ErrorCode;
-use super::extract::{JsonBody, PathParam, QueryParams};
+use super::extract::{JsonBody, QueryParams};
 use super::input::JsonValue;
 use super::{AppState, Consistency, ReadQuery};
 use crate::sm::sessions::{NewSession, Session, SessionId};
@@ -67,10 +67,6 @@ fn view(session: &Session) -> Value {
     })
 }
 
-fn parse_id(text: &str) -> Result<SessionId, ApiError> {
-    super::input::path_id(text, ErrorCode::InvalidSessionId, "session")
-}
-
 pub async fn create(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<CreateBody>,
@@ -103,9 +99,8 @@ pub async fn create(
 /// one flush interval. Only the leader gets here (the route is forwarded).
 pub async fn keepalive(
     State(app): State<AppState>,
-    PathParam(id): PathParam<String>,
+    super::input::SessionIdPath(id): super::input::SessionIdPath,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
     // Only a leader's record is ever replicated: anywhere else, nothing was done
     // (and `forward` retries at the leader).
     if !app.replica.is_leader() {
@@ -139,9 +134,8 @@ pub async fn keepalive(
 
 pub async fn end(
     State(app): State<AppState>,
-    PathParam(id): PathParam<String>,
+    super::input::SessionIdPath(session_id): super::input::SessionIdPath,
 ) -> Result<Response, ApiError> {
-    let session_id = parse_id(&id)?;
     let applied = app
         .propose(Submission {
             guard: None,
@@ -154,10 +148,9 @@ pub async fn end(
 
 pub async fn get(
     State(app): State<AppState>,
-    PathParam(id): PathParam<String>,
+    super::input::SessionIdPath(id): super::input::SessionIdPath,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    let id = parse_id(&id)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.replica.state();
     match applied.sessions.get(id) {

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::error_code::ErrorCode;
-use super::extract::{JsonBody, PathParam, QueryParams};
+use super::extract::{JsonBody, QueryParams};
 use super::sessions::raw;
 use super::{AppState, Consistency, ReadQuery};
 use crate::sm::sessions::SessionId;
@@ -103,10 +103,6 @@ pub struct ListQuery {
     limit: Option<usize>,
     #[serde(default)]
     consistency: Consistency,
-}
-
-fn parse_id(text: &str) -> Result<TaskId, ApiError> {
-    super::input::path_id(text, ErrorCode::InvalidTaskId, "task")
 }
 
 /// The full view of a task, with its dependencies' states and results (so a
@@ -272,10 +268,9 @@ pub async fn claim(
 
 pub async fn heartbeat(
     State(app): State<AppState>,
-    PathParam(id): PathParam<String>,
+    super::input::TaskIdPath(task_id): super::input::TaskIdPath,
     JsonBody(body): JsonBody<HeartbeatBody>,
 ) -> Result<Response, ApiError> {
-    let task_id = parse_id(&id)?;
     let progress_json = match body.progress {
         Some(progress) => Some(super::input::json_text(
             &app.limits,
@@ -295,10 +290,9 @@ pub async fn heartbeat(
 
 pub async fn complete(
     State(app): State<AppState>,
-    PathParam(id): PathParam<String>,
+    super::input::TaskIdPath(task_id): super::input::TaskIdPath,
     JsonBody(body): JsonBody<CompleteBody>,
 ) -> Result<Response, ApiError> {
-    let task_id = parse_id(&id)?;
     let result_json = super::input::json_text(&app.limits, body.result, "null")?;
     let command = Command::Task(TaskCommand::Complete {
         task_id,
@@ -311,10 +305,9 @@ pub async fn complete(
 
 pub async fn fail(
     State(app): State<AppState>,
-    PathParam(id): PathParam<String>,
+    super::input::TaskIdPath(task_id): super::input::TaskIdPath,
     JsonBody(body): JsonBody<FailBody>,
 ) -> Result<Response, ApiError> {
-    let task_id = parse_id(&id)?;
     if body.error.len() > app.limits.max_value_bytes {
         return Err(ApiError::TooLarge {
             limit: app.limits.max_value_bytes,
@@ -332,10 +325,9 @@ pub async fn fail(
 
 pub async fn cancel(
     State(app): State<AppState>,
-    PathParam(id): PathParam<String>,
+    super::input::TaskIdPath(task_id): super::input::TaskIdPath,
     JsonBody(body): JsonBody<PlainBody>,
 ) -> Result<Response, ApiError> {
-    let task_id = parse_id(&id)?;
     app.propose_and_respond(
         body.request_id,
         body.guard,
@@ -346,10 +338,9 @@ pub async fn cancel(
 
 pub async fn retry(
     State(app): State<AppState>,
-    PathParam(id): PathParam<String>,
+    super::input::TaskIdPath(task_id): super::input::TaskIdPath,
     JsonBody(body): JsonBody<PlainBody>,
 ) -> Result<Response, ApiError> {
-    let task_id = parse_id(&id)?;
     app.propose_and_respond(
         body.request_id,
         body.guard,
@@ -360,10 +351,9 @@ pub async fn retry(
 
 pub async fn get(
     State(app): State<AppState>,
-    PathParam(id): PathParam<String>,
+    super::input::TaskIdPath(task_id): super::input::TaskIdPath,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    let task_id = parse_id(&id)?;
     app.read_barrier(query.consistency).await?;
     let applied = app.replica.state();
     let tasks = &applied.tasks;
