@@ -405,8 +405,8 @@ async fn a_leader_crash_mid_run_loses_no_task_and_ttls_continue_from_the_log() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut records = Vec::new();
     let mut workers = Vec::new();
-    for i in 0..3 {
-        let id = create_session(&apis[i], &format!("worker{i}"), &["w"], 2, 3_000).await;
+    for (i, api) in apis.iter().enumerate() {
+        let id = create_session(api, &format!("worker{i}"), &["w"], 2, 3_000).await;
         let record = Arc::new(Mutex::new(Record::default()));
         workers.push(spawn_agent(urls.clone(), id, stop.clone(), record.clone()));
         records.push(record);
