@@ -6,49 +6,75 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{send, wait_until, Cluster, Options};
-use serde_json::{json, Value};
+use common::{refusal, wait_until, Cluster, Options};
+use conclave_client::{
+    Client, Consistency, Error, KvPut, LockAcquire, Release, SessionCreate, TaskSubmit,
+};
+use serde_json::json;
 
 const LEADER_WAIT: Duration = Duration::from_secs(20);
 
-async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    send(http.post(url).json(&body)).await
+async fn session(api: &Client, ttl_ms: u64) -> u64 {
+    let create = SessionCreate {
+        name: "locker".into(),
+        capacity: Some(0),
+        ttl_ms: Some(ttl_ms),
+        ..SessionCreate::default()
+    };
+    api.session_create(&create)
+        .await
+        .expect("session created")
+        .session_id
 }
 
-async fn session(http: &reqwest::Client, base: &str, ttl_ms: u64) -> u64 {
-    let (status, body) = post(
-        http,
-        format!("{base}/v1/sessions"),
-        json!({ "name": "locker", "capacity": 0, "ttl_ms": ttl_ms }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["session_id"].as_u64().unwrap()
+fn acquire(session_id: u64, wait_ms: u64) -> LockAcquire {
+    LockAcquire {
+        session_id,
+        wait_ms: Some(wait_ms),
+        ..LockAcquire::default()
+    }
 }
 
-/// Retries a request through transient failures (503/504/no answer) until it gets
-/// a definite answer or `limit` passes.
-async fn definite(
-    http: &reqwest::Client,
-    urls: &[String],
-    path: &str,
-    body: Value,
+fn release(session_id: u64, fencing_token: u64) -> Release {
+    Release {
+        session_id,
+        fencing_token,
+        ..Release::default()
+    }
+}
+
+fn guarded(lock: &str, fencing_token: u64) -> KvPut {
+    KvPut {
+        guard: Some(json!({ "lock": lock, "fencing_token": fencing_token })),
+        ..KvPut::default()
+    }
+}
+
+/// Retries a call through transient failures (503/504/no answer), turning through
+/// `apis`, until it gets a definite answer or `limit` passes.
+async fn definite<T, F, Fut>(
+    apis: &[Client],
+    what: &str,
     limit: Duration,
-) -> (u16, Value) {
+    mut call: F,
+) -> Result<T, Error>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
     let deadline = Instant::now() + limit;
     let mut turn = 0;
     loop {
         turn += 1;
-        let url = &urls[turn % urls.len()];
-        if let Ok(response) = http.post(format!("{url}{path}")).json(&body).send().await {
-            let status = response.status().as_u16();
-            if status != 503 && status != 504 {
-                return (status, response.json().await.unwrap_or(Value::Null));
-            }
+        match call(apis[turn % apis.len()].clone()).await {
+            Err(error)
+                if matches!(error, Error::Transport(_))
+                    || matches!(error.status(), Some(503 | 504)) => {}
+            answer => return answer,
         }
         assert!(
             Instant::now() < deadline,
-            "no definite answer to {path} within {limit:?}"
+            "no definite answer to {what} within {limit:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -59,14 +85,11 @@ async fn twenty_clients_contend_and_every_fenced_increment_counts_once() {
     let _serial = common::serial().await;
     let cluster = Cluster::start(3, Options::default()).await;
     let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
-    let (status, _) = send(
-        cluster
-            .http
-            .put(format!("{}/v1/kv/counter", urls[0]))
-            .json(&json!({ "value": 0 })),
-    )
-    .await;
-    assert_eq!(status, 200);
+    cluster
+        .api(1)
+        .kv_put("counter", &json!(0))
+        .await
+        .expect("counter written");
     let deadline = Instant::now() + Duration::from_secs(10);
     let grants: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
     let mut clients = Vec::new();
@@ -74,29 +97,31 @@ async fn twenty_clients_contend_and_every_fenced_increment_counts_once() {
         let url = urls[client % 3].clone();
         let grants = grants.clone();
         clients.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder().timeout(Duration::from_secs(15)).build().unwrap();
-            let me = session(&http, &url, 30_000).await;
+            let api = common::api(&url);
+            let me = session(&api, 30_000).await;
             while Instant::now() < deadline {
-                let (status, granted) =
-                    post(&http, format!("{url}/v1/locks/counter/acquire"), json!({ "session_id": me, "wait_ms": 5000 })).await;
-                if status != 200 {
-                    assert_eq!(granted["error"]["code"], "lock_held", "{granted}");
-                    continue;
-                }
-                let token = granted["fencing_token"].as_u64().unwrap();
-                let (_, current) = send(http.get(format!("{url}/v1/kv/counter"))).await;
+                let token = match api.lock_acquire("counter", &acquire(me, 5000)).await {
+                    Ok(granted) => granted.fencing_token,
+                    Err(error) => {
+                        assert_eq!(error.code(), Some("lock_held"), "{error}");
+                        continue;
+                    }
+                };
+                let current = api
+                    .kv_get("counter", Consistency::Linearizable)
+                    .await
+                    .unwrap();
                 let next = current["value"].as_u64().unwrap() + 1;
-                let guarded = json!({ "value": next, "guard": { "lock": "counter", "fencing_token": token } });
-                let (status, body) = send(http.put(format!("{url}/v1/kv/counter")).json(&guarded)).await;
-                assert_eq!(status, 200, "a current holder's guarded write was refused: {body}");
+                if let Err(error) = api
+                    .kv_put_with("counter", &json!(next), &guarded("counter", token))
+                    .await
+                {
+                    panic!("a current holder's guarded write was refused: {error}");
+                }
                 grants.lock().unwrap().push((next, token));
-                let (status, body) = post(
-                    &http,
-                    format!("{url}/v1/locks/counter/release"),
-                    json!({ "session_id": me, "fencing_token": token }),
-                )
-                .await;
-                assert_eq!(status, 200, "{body}");
+                api.lock_release("counter", &release(me, token))
+                    .await
+                    .expect("released");
             }
         }));
     }
@@ -104,7 +129,11 @@ async fn twenty_clients_contend_and_every_fenced_increment_counts_once() {
         client.await.unwrap();
     }
     let mut grants = grants.lock().unwrap().clone();
-    let (_, counter) = send(cluster.http.get(format!("{}/v1/kv/counter", urls[1]))).await;
+    let counter = cluster
+        .api(2)
+        .kv_get("counter", Consistency::Linearizable)
+        .await
+        .unwrap();
     eprintln!("{} acquisitions by 20 clients in 10 s", grants.len());
     assert!(
         grants.len() > 20,
@@ -128,7 +157,11 @@ async fn twenty_clients_contend_and_every_fenced_increment_counts_once() {
             "tokens must increase with each grant: {pair:?}"
         );
     }
-    let (_, lock) = send(cluster.http.get(format!("{}/v1/locks/counter", urls[2]))).await;
+    let lock = cluster
+        .api(3)
+        .lock_get("counter", Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(lock["holders"], json!([]), "{lock}");
     assert_eq!(
         lock["waiters"],
@@ -143,75 +176,60 @@ async fn twenty_clients_contend_and_every_fenced_increment_counts_once() {
 async fn a_paused_holders_late_guarded_write_is_refused() {
     let _serial = common::serial().await;
     let cluster = Cluster::start(3, Options::default()).await;
-    let (a, b) = (cluster.url(1), cluster.url(3));
-    let http = &cluster.http;
-    let paused = session(http, &a, 1_000).await;
-    let (_, granted) = post(
-        http,
-        format!("{a}/v1/locks/resource/acquire"),
-        json!({ "session_id": paused }),
-    )
-    .await;
-    let old_token = granted["fencing_token"].as_u64().unwrap();
-    let write = |token: u64, value: &str| json!({ "value": value, "guard": { "lock": "resource", "fencing_token": token } });
-    assert_eq!(
-        send(
-            http.put(format!("{a}/v1/kv/resource"))
-                .json(&write(old_token, "before"))
-        )
+    let (a, b) = (cluster.api(1), cluster.api(3));
+    let paused = session(&a, 1_000).await;
+    let granted = a
+        .lock_acquire("resource", &acquire(paused, 0))
         .await
-        .0,
-        200
-    );
-
-    let next = session(http, &b, 30_000).await;
-    let (status, granted) = post(
-        http,
-        format!("{b}/v1/locks/resource/acquire"),
-        json!({ "session_id": next, "wait_ms": 15_000 }),
+        .unwrap();
+    let old_token = granted.fencing_token;
+    a.kv_put_with(
+        "resource",
+        &json!("before"),
+        &guarded("resource", old_token),
     )
-    .await;
-    assert_eq!(
-        status, 200,
-        "the lock never passed on after the holder's TTL: {granted}"
-    );
-    let new_token = granted["fencing_token"].as_u64().unwrap();
+    .await
+    .expect("the holder's guarded write");
+
+    let next = session(&b, 30_000).await;
+    let granted = match b.lock_acquire("resource", &acquire(next, 15_000)).await {
+        Ok(granted) => granted,
+        Err(error) => panic!("the lock never passed on after the holder's TTL: {error}"),
+    };
+    let new_token = granted.fencing_token;
     assert!(new_token > old_token);
 
-    let (status, body) = send(
-        http.put(format!("{a}/v1/kv/resource"))
-            .json(&write(old_token, "late")),
-    )
-    .await;
     assert_eq!(
-        (status, body["error"]["code"].clone()),
-        (409, json!("stale_fencing_token")),
-        "{body}"
+        refusal(
+            a.kv_put_with("resource", &json!("late"), &guarded("resource", old_token))
+                .await
+        ),
+        (409, "stale_fencing_token".to_owned())
     );
-    assert_eq!(
-        send(
-            http.put(format!("{b}/v1/kv/resource"))
-                .json(&write(new_token, "after"))
-        )
+    b.kv_put_with("resource", &json!("after"), &guarded("resource", new_token))
         .await
-        .0,
-        200
-    );
-    let (_, value) = send(http.get(format!("{a}/v1/kv/resource"))).await;
+        .expect("the new holder's guarded write");
+    let value = a
+        .kv_get("resource", Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(value["value"], "after");
     // Any mutating request can be fenced, not only KV: a task submission here.
-    let task = |token: u64| json!({ "kind": "k", "guard": { "lock": "resource", "fencing_token": token } });
-    let (status, body) = post(http, format!("{a}/v1/tasks"), task(old_token)).await;
+    let task = |token: u64| TaskSubmit {
+        kind: "k".into(),
+        guard: Some(json!({ "lock": "resource", "fencing_token": token })),
+        ..TaskSubmit::default()
+    };
+    let error = a.task_submit(&task(old_token)).await.unwrap_err();
     assert_eq!(
-        (status, body["error"]["code"].clone()),
-        (409, json!("stale_fencing_token")),
-        "{body}"
+        (error.status(), error.code()),
+        (Some(409), Some("stale_fencing_token")),
+        "{error}"
     );
-    assert_eq!(body["error"]["current_token"], new_token);
-    assert_eq!(
-        post(http, format!("{b}/v1/tasks"), task(new_token)).await.0,
-        200
-    );
+    assert_eq!(error.api().unwrap().detail("current_token"), new_token);
+    b.task_submit(&task(new_token))
+        .await
+        .expect("a current guard's submit");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,75 +237,72 @@ async fn a_leader_crash_during_waits_loses_no_waiter_and_no_grant() {
     let _serial = common::serial().await;
     let mut cluster = Cluster::start(3, Options::default()).await;
     let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
-    let http = cluster.http.clone();
-    let holder = session(&http, &urls[0], 60_000).await;
-    let (_, granted) = post(
-        &http,
-        format!("{}/v1/locks/baton/acquire", urls[0]),
-        json!({ "session_id": holder }),
-    )
-    .await;
-    let holder_token = granted["fencing_token"].as_u64().unwrap();
+    let first = cluster.api(1);
+    let holder = session(&first, 60_000).await;
+    let granted = first
+        .lock_acquire("baton", &acquire(holder, 0))
+        .await
+        .unwrap();
+    let holder_token = granted.fencing_token;
 
     // Five waiters through every node; each retries its acquire through the crash
     // (a retry resumes its queued waiter) and passes the baton on when granted.
     let grants: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
     let mut waiters = Vec::new();
     for _ in 0..5 {
-        let me = session(&http, &urls[1], 60_000).await;
-        let (urls, grants) = (urls.clone(), grants.clone());
+        let me = session(&cluster.api(2), 60_000).await;
+        let grants = grants.clone();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        let apis: Vec<Client> = urls
+            .iter()
+            .map(|url| Client::with_http(url, http.clone()).unwrap())
+            .collect();
         waiters.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap();
-            let request = json!({ "session_id": me, "wait_ms": 20_000 });
-            let (status, body) = definite(
-                &http,
-                &urls,
-                "/v1/locks/baton/acquire",
-                request,
-                Duration::from_secs(60),
-            )
-            .await;
-            assert_eq!(status, 200, "{body}");
-            let token = body["fencing_token"].as_u64().unwrap();
+            let limit = Duration::from_secs(60);
+            let granted = definite(&apis, "acquire", limit, |api| async move {
+                api.lock_acquire("baton", &acquire(me, 20_000)).await
+            })
+            .await
+            .expect("granted");
+            let token = granted.fencing_token;
             grants.lock().unwrap().push((me, token));
-            let release = json!({ "session_id": me, "fencing_token": token });
-            let (status, body) = definite(
-                &http,
-                &urls,
-                "/v1/locks/baton/release",
-                release,
-                Duration::from_secs(60),
-            )
-            .await;
-            assert_eq!(status, 200, "{body}");
+            definite(&apis, "release", limit, |api| async move {
+                api.lock_release("baton", &release(me, token)).await
+            })
+            .await
+            .expect("released");
         }));
     }
     let queued = wait_until(Duration::from_secs(10), || async {
-        let (_, lock) = send(http.get(format!("{}/v1/locks/baton", urls[0]))).await;
+        let lock = first
+            .lock_get("baton", Consistency::Linearizable)
+            .await
+            .ok()?;
         (lock["waiters"].as_array()?.len() == 5).then_some(())
     })
     .await;
     assert!(queued.is_some(), "the five waiters never queued");
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
     cluster.kill(leader);
-    let survivors: Vec<String> = cluster
+    let survivors: Vec<Client> = cluster
         .running()
         .iter()
-        .map(|id| cluster.url(*id))
+        .map(|id| cluster.api(*id))
         .collect();
-    let release = json!({ "session_id": holder, "fencing_token": holder_token });
-    let (status, body) = definite(
-        &http,
+    definite(
         &survivors,
-        "/v1/locks/baton/release",
-        release,
+        "release",
         Duration::from_secs(60),
+        |api| async move {
+            api.lock_release("baton", &release(holder, holder_token))
+                .await
+        },
     )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    .await
+    .expect("the holder released");
     for waiter in waiters {
         waiter.await.unwrap();
     }
@@ -303,7 +318,10 @@ async fn a_leader_crash_during_waits_loses_no_waiter_and_no_grant() {
     tokens.dedup();
     assert_eq!(tokens.len(), 5, "each grant its own token: {grants:?}");
     assert!(tokens[0] > holder_token);
-    let (_, lock) = send(http.get(format!("{}/v1/locks/baton", survivors[0]))).await;
+    let lock = survivors[0]
+        .lock_get("baton", Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(
         (lock["holders"].clone(), lock["waiters"].clone()),
         (json!([]), json!([])),

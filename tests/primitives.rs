@@ -5,22 +5,23 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{send, Cluster, Options};
-use serde_json::{json, Value};
+use common::{refusal, Cluster, Options};
+use conclave_client::{
+    BarrierWait, Campaign, Client, Consistency, KvPut, Release, SemaphoreAcquire, SessionCreate,
+};
+use serde_json::json;
 
-async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    send(http.post(url).json(&body)).await
-}
-
-async fn session(http: &reqwest::Client, base: &str, ttl_ms: u64) -> u64 {
-    let (status, body) = post(
-        http,
-        format!("{base}/v1/sessions"),
-        json!({ "name": "p", "capacity": 0, "ttl_ms": ttl_ms }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["session_id"].as_u64().unwrap()
+async fn session(api: &Client, ttl_ms: u64) -> u64 {
+    let create = SessionCreate {
+        name: "p".into(),
+        capacity: Some(0),
+        ttl_ms: Some(ttl_ms),
+        ..SessionCreate::default()
+    };
+    api.session_create(&create)
+        .await
+        .expect("session created")
+        .session_id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,26 +33,27 @@ async fn a_barrier_of_five_releases_all_five_together_and_none_early() {
     let mut parties = Vec::new();
     for party in 0..5 {
         let url = urls[party % 3].clone();
-        let me = session(&cluster.http, &url, 60_000).await;
+        let me = session(&cluster.api(party as u64 % 3 + 1), 60_000).await;
         let record = released_at.clone();
         let status_url = urls[0].clone();
         parties.push(tokio::spawn(async move {
-            let http = common::client();
-            let (status, body) = post(
-                &http,
-                format!("{url}/v1/barriers/gate/wait"),
-                json!({ "session_id": me, "parties": 5, "wait_ms": 30_000 }),
-            )
-            .await;
-            assert_eq!(status, 200, "{body}");
-            assert_eq!(
-                (body["released"].clone(), body["broken"].clone()),
-                (json!(true), json!(false)),
-                "{body}"
-            );
-            assert_eq!(body["generation"], 0);
+            let api = common::api(&url);
+            let wait = BarrierWait {
+                session_id: me,
+                parties: 5,
+                wait_ms: Some(30_000),
+            };
+            let body = api
+                .barrier_wait("gate", &wait)
+                .await
+                .expect("wait answered");
+            assert_eq!((body.released, body.broken), (true, false), "{body:?}");
+            assert_eq!(body.generation, 0);
             // The barrier's released generation is visible to everyone at once.
-            let (_, view) = send(http.get(format!("{status_url}/v1/barriers/gate"))).await;
+            let view = common::api(&status_url)
+                .barrier_get("gate", Consistency::Linearizable)
+                .await
+                .unwrap();
             record
                 .lock()
                 .unwrap()
@@ -60,8 +62,11 @@ async fn a_barrier_of_five_releases_all_five_together_and_none_early() {
         // Until the fifth arrives, nobody is released.
         if party < 4 {
             let arrived = common::wait_until(Duration::from_secs(10), || async {
-                let (_, view) =
-                    send(cluster.http.get(format!("{}/v1/barriers/gate", urls[1]))).await;
+                let view = cluster
+                    .api(2)
+                    .barrier_get("gate", Consistency::Linearizable)
+                    .await
+                    .ok()?;
                 (view["arrived"].as_array()?.len() == party + 1).then_some(view)
             })
             .await
@@ -83,38 +88,37 @@ async fn a_barrier_of_five_releases_all_five_together_and_none_early() {
 async fn leadership_passes_when_the_leaders_session_expires_and_its_guard_goes_stale() {
     let _serial = common::serial().await;
     let cluster = Cluster::start(3, Options::default()).await;
-    let (a, b) = (cluster.url(1), cluster.url(2));
-    let http = &cluster.http;
-    let short = session(http, &a, 1_000).await;
-    let (_, led) = post(
-        http,
-        format!("{a}/v1/elections/primary/campaign"),
-        json!({ "session_id": short, "value": "a" }),
-    )
-    .await;
-    assert_eq!(led["leader"], true, "{led}");
-    let old_term = led["term"].as_u64().unwrap();
-    let next = session(http, &b, 60_000).await;
-    let (status, now) = post(
-        http,
-        format!("{b}/v1/elections/primary/campaign"),
-        json!({ "session_id": next, "value": "b", "wait_ms": 15_000 }),
-    )
-    .await;
-    assert_eq!(status, 200, "{now}");
+    let (a, b) = (cluster.api(1), cluster.api(2));
+    let short = session(&a, 1_000).await;
+    let campaign = Campaign {
+        session_id: short,
+        value: Some(json!("a")),
+        ..Campaign::default()
+    };
+    let led = a.election_campaign("primary", &campaign).await.unwrap();
+    assert!(led.leader, "{led:?}");
+    let old_term = led.term.unwrap();
+    let next = session(&b, 60_000).await;
+    let campaign = Campaign {
+        session_id: next,
+        value: Some(json!("b")),
+        wait_ms: Some(15_000),
+        ..Campaign::default()
+    };
+    let now = b.election_campaign("primary", &campaign).await.unwrap();
     assert_eq!(
-        (now["leader"].clone(), now["value"].clone()),
-        (json!(true), json!("b")),
-        "{now}"
+        (now.leader, now.value.clone()),
+        (true, json!("b")),
+        "{now:?}"
     );
-    assert!(now["term"].as_u64().unwrap() > old_term);
-    let stale =
-        json!({ "value": "from a", "guard": { "election": "primary", "fencing_token": old_term } });
-    let (status, body) = send(http.put(format!("{a}/v1/kv/config")).json(&stale)).await;
+    assert!(now.term.unwrap() > old_term);
+    let stale = KvPut {
+        guard: Some(json!({ "election": "primary", "fencing_token": old_term })),
+        ..KvPut::default()
+    };
     assert_eq!(
-        (status, body["error"]["code"].clone()),
-        (409, json!("stale_fencing_token")),
-        "{body}"
+        refusal(a.kv_put_with("config", &json!("from a"), &stale).await),
+        (409, "stale_fencing_token".to_owned())
     );
 }
 
@@ -129,14 +133,20 @@ async fn semaphore_holders_never_exceed_the_limit_under_contention() {
         let url = urls[client % 3].clone();
         let inside = inside.clone();
         clients.push(tokio::spawn(async move {
-            let http = common::client();
-            let me = session(&http, &url, 60_000).await;
+            let api = common::api(&url);
+            let me = session(&api, 60_000).await;
             for _ in 0..10 {
-                let request =
-                    json!({ "session_id": me, "permits": 1, "limit": 3, "wait_ms": 20_000 });
-                let (status, granted) =
-                    post(&http, format!("{url}/v1/semaphores/pool/acquire"), request).await;
-                assert_eq!(status, 200, "{granted}");
+                let request = SemaphoreAcquire {
+                    session_id: me,
+                    permits: Some(1),
+                    limit: 3,
+                    wait_ms: Some(20_000),
+                    ..SemaphoreAcquire::default()
+                };
+                let granted = api
+                    .semaphore_acquire("pool", &request)
+                    .await
+                    .expect("permit granted");
                 // Inside the critical section from grant to release, across awaits.
                 {
                     let mut inside = inside.lock().unwrap();
@@ -144,17 +154,20 @@ async fn semaphore_holders_never_exceed_the_limit_under_contention() {
                     inside.1 = inside.1.max(inside.0);
                     inside.2 += 1;
                 }
-                let (_, view) = send(http.get(format!("{url}/v1/semaphores/pool"))).await;
+                let view = api
+                    .semaphore_get("pool", Consistency::Linearizable)
+                    .await
+                    .unwrap();
                 assert!(view["used"].as_u64().unwrap() <= 3, "{view}");
                 inside.lock().unwrap().0 -= 1;
-                let release =
-                    json!({ "session_id": me, "fencing_token": granted["fencing_token"] });
-                assert_eq!(
-                    post(&http, format!("{url}/v1/semaphores/pool/release"), release)
-                        .await
-                        .0,
-                    200
-                );
+                let release = Release {
+                    session_id: me,
+                    fencing_token: granted.fencing_token,
+                    ..Release::default()
+                };
+                api.semaphore_release("pool", &release)
+                    .await
+                    .expect("permit released");
             }
         }));
     }
@@ -177,65 +190,61 @@ async fn a_wait_whose_withdrawal_fails_after_a_leader_change_is_indeterminate_no
     let mut cluster = Cluster::start(3, Options::default()).await;
     let old = cluster.wait_for_leader(Duration::from_secs(30)).await;
     let other = old % 3 + 1;
-    let (old_url, other_url) = (cluster.url(old), cluster.url(other));
-    let a = session(&cluster.http, &old_url, 60_000).await;
-    let b = session(&cluster.http, &old_url, 60_000).await;
+    let (old_api, other_api) = (cluster.api(old), cluster.api(other));
+    let a = session(&old_api, 60_000).await;
+    let b = session(&old_api, 60_000).await;
     const WAIT_MS: u64 = 3_000;
     let sent = std::time::Instant::now();
     let waiting = tokio::spawn({
-        let url = format!("{old_url}/v1/barriers/x/wait");
+        let api = common::api(&cluster.url(old));
         async move {
-            let http = common::client();
-            send(
-                http.post(url)
-                    .json(&json!({ "session_id": a, "parties": 2, "wait_ms": WAIT_MS })),
-            )
-            .await
+            let wait = BarrierWait {
+                session_id: a,
+                parties: 2,
+                wait_ms: Some(WAIT_MS),
+            };
+            api.barrier_wait("x", &wait).await
         }
     });
     // A's arrival is applied (seen on another node), then its leader freezes.
     common::wait_until(Duration::from_secs(10), || async {
-        let (_, view) = send(
-            cluster
-                .http
-                .get(format!("{other_url}/v1/barriers/x?consistency=stale")),
-        )
-        .await;
+        let view = other_api.barrier_get("x", Consistency::Stale).await.ok()?;
         (view["arrived"].as_array()?.len() == 1).then_some(())
     })
     .await
     .expect("A arrived");
     cluster.signal(old, "STOP");
     // B meets A at the new leader: generation 0 is released with A's arrival.
-    let (status, body) = common::wait_until(Duration::from_secs(20), || async {
-        let (status, body) = post(
-            &cluster.http,
-            format!("{other_url}/v1/barriers/x/wait"),
-            json!({ "session_id": b, "parties": 2, "wait_ms": 5_000 }),
-        )
-        .await;
-        (status == 200).then_some((status, body))
+    let body = common::wait_until(Duration::from_secs(20), || async {
+        let wait = BarrierWait {
+            session_id: b,
+            parties: 2,
+            wait_ms: Some(5_000),
+        };
+        other_api.barrier_wait("x", &wait).await.ok()
     })
     .await
     .expect("B's wait answered");
-    assert_eq!(
-        (status, body["released"].clone(), body["generation"].clone()),
-        (200, json!(true), json!(0)),
-        "{body}"
-    );
+    assert_eq!((body.released, body.generation), (true, 0), "{body:?}");
     // Resume the old leader only after A's deadline: its withdrawal now fails.
     common::wait_until(Duration::from_secs(10), || async {
         (sent.elapsed() > Duration::from_millis(WAIT_MS + 300)).then_some(())
     })
     .await;
     cluster.signal(old, "CONT");
-    let (status, body) = waiting.await.unwrap();
+    let answer = waiting.await.unwrap();
     assert!(
-        status == 504 || (status == 200 && body["released"] == json!(true)),
-        "A's arrival was applied, so its answer must be indeterminate or the release, got {status} {body}"
+        match &answer {
+            Ok(waited) => waited.released,
+            Err(error) => error.status() == Some(504),
+        },
+        "A's arrival was applied, so its answer must be indeterminate or the release, got {answer:?}"
     );
     // And A did not arrive a second time in the next generation.
-    let (_, view) = send(cluster.http.get(format!("{other_url}/v1/barriers/x"))).await;
+    let view = other_api
+        .barrier_get("x", Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(view["arrived"], json!([]), "{view}");
     cluster.kill(old);
 }

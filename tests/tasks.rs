@@ -8,33 +8,45 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{send, wait_until, Cluster, Options};
-use serde_json::{json, Value};
+use common::{refusal, send, wait_until, Cluster, Options};
+use conclave_client::{Client, Consistency, SessionCreate, TaskComplete, TaskList, TaskSubmit};
+use serde_json::json;
 
 const LEADER_WAIT: Duration = Duration::from_secs(20);
 
-async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    send(http.post(url).json(&body)).await
-}
-
 async fn create_session(
-    http: &reqwest::Client,
-    base: &str,
+    api: &Client,
     name: &str,
     capabilities: &[&str],
     capacity: u32,
     ttl_ms: u64,
 ) -> u64 {
-    let body = json!({ "name": name, "capabilities": capabilities, "capacity": capacity, "ttl_ms": ttl_ms });
-    let (status, body) = post(http, format!("{base}/v1/sessions"), body).await;
-    assert_eq!(status, 200, "{body}");
-    body["session_id"].as_u64().unwrap()
+    let create = SessionCreate {
+        name: name.into(),
+        capabilities: Some(capabilities.iter().map(|c| c.to_string()).collect()),
+        capacity: Some(capacity),
+        ttl_ms: Some(ttl_ms),
+        ..SessionCreate::default()
+    };
+    api.session_create(&create)
+        .await
+        .expect("session created")
+        .session_id
 }
 
-async fn submit(http: &reqwest::Client, base: &str, body: Value) -> u64 {
-    let (status, body) = post(http, format!("{base}/v1/tasks"), body).await;
-    assert_eq!(status, 200, "{body}");
-    body["task_id"].as_u64().unwrap()
+async fn submit(api: &Client, submit: &TaskSubmit) -> u64 {
+    api.task_submit(submit)
+        .await
+        .expect("task submitted")
+        .task_id
+}
+
+fn needing(kind: &str, capabilities: &[&str]) -> TaskSubmit {
+    TaskSubmit {
+        kind: kind.into(),
+        required_capabilities: Some(capabilities.iter().map(|c| c.to_string()).collect()),
+        ..TaskSubmit::default()
+    }
 }
 
 /// What one agent did: the tasks whose completion the cluster accepted.
@@ -56,63 +68,54 @@ fn spawn_agent(
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap();
+        let apis: Vec<Client> = urls
+            .iter()
+            .map(|url| Client::with_http(url, http.clone()).unwrap())
+            .collect();
         let mut turn = 0usize;
         let mut last_keepalive = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {
             turn += 1;
-            let url = &urls[turn % urls.len()];
+            let api = &apis[turn % apis.len()];
             if last_keepalive.elapsed() > Duration::from_millis(300) {
-                let _ = http
-                    .post(format!("{url}/v1/sessions/{session_id}/keepalive"))
-                    .send()
-                    .await;
+                let _ = api.session_keepalive(session_id).await;
                 last_keepalive = std::time::Instant::now();
             }
-            let claim = json!({ "session_id": session_id, "wait_ms": 200 });
-            let Ok(response) = http
-                .post(format!("{url}/v1/tasks/claim"))
-                .json(&claim)
-                .send()
-                .await
-            else {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            };
-            if response.status() != 200 {
-                if response.status() != 204 {
+            let claimed = match api.task_claim(session_id, 200).await {
+                Ok(Some(claimed)) => claimed,
+                Ok(None) => continue, // 204: the wait ended with nothing
+                Err(_) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
-                continue;
-            }
-            let claimed: Value = response.json().await.unwrap();
-            let task_id = claimed["task"]["task_id"].as_u64().unwrap();
-            let token = claimed["fencing_token"].as_u64().unwrap();
+            };
+            let task_id = claimed.task["task_id"].as_u64().unwrap();
+            let token = claimed.fencing_token;
             // A request_id makes retrying a completion whose answer was lost safe: the
             // retry returns the first result instead of a 409 for the finished task.
-            let request_id = format!("complete-{task_id}-{token}");
-            let body = json!({ "fencing_token": token, "result": { "by": session_id }, "request_id": request_id });
+            let complete = TaskComplete {
+                fencing_token: token,
+                result: Some(json!({ "by": session_id })),
+                request_id: Some(format!("complete-{task_id}-{token}")),
+                ..TaskComplete::default()
+            };
             // Retry the completion until a definite answer (a failover takes seconds);
             // a 409 means the lease was lost to someone else.
             let give_up = std::time::Instant::now() + Duration::from_secs(30);
             let mut attempt = 0;
             while std::time::Instant::now() < give_up {
                 attempt += 1;
-                let url = &urls[(turn + attempt) % urls.len()];
-                match http
-                    .post(format!("{url}/v1/tasks/{task_id}/complete"))
-                    .json(&body)
-                    .send()
-                    .await
-                {
-                    Ok(r) if r.status() == 200 => {
+                let api = &apis[(turn + attempt) % apis.len()];
+                match api.task_complete(task_id, &complete).await {
+                    Ok(_) => {
                         record.lock().unwrap().completed.push(task_id);
                         break;
                     }
-                    Ok(r) if r.status() == 409 => {
+                    Err(error) if error.status() == Some(409) => {
                         record.lock().unwrap().refused += 1;
                         break;
                     }
-                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 }
             }
         }
@@ -124,7 +127,7 @@ async fn three_agents_consume_a_thousand_tasks_exactly_once_and_only_where_capab
     let _serial = common::serial().await;
     let cluster = Cluster::start(3, Options::default()).await;
     let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
-    let http = &cluster.http;
+    let apis: Vec<Client> = (1..=3).map(|id| cluster.api(id)).collect();
     let agents = [
         ("alpha", vec!["cpu"]),
         ("beta", vec!["cpu", "gpu"]),
@@ -134,7 +137,7 @@ async fn three_agents_consume_a_thousand_tasks_exactly_once_and_only_where_capab
     for (i, (name, capabilities)) in agents.iter().enumerate() {
         // No keepalives in this test: the TTL outlasts the whole run even on a loaded
         // machine (1,000 sequential submissions took over 5 s under CI-like load).
-        let id = create_session(http, &urls[i], name, capabilities, 4, 120_000).await;
+        let id = create_session(&apis[i], name, capabilities, 4, 120_000).await;
         sessions.insert(
             id,
             capabilities
@@ -151,12 +154,11 @@ async fn three_agents_consume_a_thousand_tasks_exactly_once_and_only_where_capab
             1 => vec!["io"],
             _ => vec!["cpu"],
         };
-        let task_id = submit(
-            http,
-            &urls[i as usize % 3],
-            json!({ "kind": "unit", "payload": i, "required_capabilities": needs }),
-        )
-        .await;
+        let task = TaskSubmit {
+            payload: Some(json!(i)),
+            ..needing("unit", &needs)
+        };
+        let task_id = submit(&apis[i as usize % 3], &task).await;
         required.insert(
             task_id,
             needs
@@ -166,7 +168,7 @@ async fn three_agents_consume_a_thousand_tasks_exactly_once_and_only_where_capab
         );
     }
     // Assignment filled every agent to its capacity: equal loads.
-    let (_, listed) = send(http.get(format!("{}/v1/sessions", urls[1]))).await;
+    let listed = apis[1].session_list(&Default::default()).await.unwrap();
     let loads: Vec<u64> = listed["items"]
         .as_array()
         .unwrap()
@@ -233,9 +235,12 @@ async fn three_agents_consume_a_thousand_tasks_exactly_once_and_only_where_capab
         );
     }
     // Every task is recorded as succeeded in the replicated state, with its result.
-    let (status, page) =
-        send(http.get(format!("{}/v1/tasks?state=succeeded&limit=1000", urls[0]))).await;
-    assert_eq!(status, 200);
+    let succeeded = TaskList {
+        state: Some("succeeded".into()),
+        limit: Some(1000),
+        ..TaskList::default()
+    };
+    let page = apis[0].task_list(&succeeded).await.expect("listed");
     assert_eq!(
         page["items"].as_array().unwrap().len(),
         1000,
@@ -248,76 +253,71 @@ async fn three_agents_consume_a_thousand_tasks_exactly_once_and_only_where_capab
 async fn an_agent_that_stops_heart_beating_has_its_task_reassigned_after_its_ttl() {
     let _serial = common::serial().await;
     let cluster = Cluster::start(3, Options::default()).await;
-    let (a, b) = (cluster.url(1), cluster.url(2));
-    let http = &cluster.http;
-    let silent = create_session(http, &a, "silent", &["x"], 1, 1_000).await;
-    let task = submit(
-        http,
-        &a,
-        json!({ "kind": "job", "required_capabilities": ["x"], "lease_ms": 60_000 }),
-    )
-    .await;
-    let (status, claimed) = post(
-        http,
-        format!("{a}/v1/tasks/claim"),
-        json!({ "session_id": silent, "wait_ms": 2000 }),
-    )
-    .await;
-    assert_eq!(status, 200, "{claimed}");
-    assert_eq!(claimed["task"]["task_id"], task);
-    let stale_token = claimed["fencing_token"].as_u64().unwrap();
+    let (a, b) = (cluster.api(1), cluster.api(2));
+    let silent = create_session(&a, "silent", &["x"], 1, 1_000).await;
+    let job = TaskSubmit {
+        lease_ms: Some(60_000),
+        ..needing("job", &["x"])
+    };
+    let task = submit(&a, &job).await;
+    let claimed = a
+        .task_claim(silent, 2000)
+        .await
+        .unwrap()
+        .expect("the silent agent claims");
+    assert_eq!(claimed.task["task_id"], task);
+    let stale_token = claimed.fencing_token;
 
     // A healthy agent joins; the silent one never sends a keepalive.
-    let healthy = create_session(http, &b, "healthy", &["x"], 1, 30_000).await;
-    let (status, reclaimed) = post(
-        http,
-        format!("{b}/v1/tasks/claim"),
-        json!({ "session_id": healthy, "wait_ms": 15_000 }),
-    )
-    .await;
-    assert_eq!(
-        status, 200,
-        "the task was not reassigned after the silent session's TTL: {reclaimed}"
-    );
-    assert_eq!(reclaimed["task"]["task_id"], task);
-    let token = reclaimed["fencing_token"].as_u64().unwrap();
+    let healthy = create_session(&b, "healthy", &["x"], 1, 30_000).await;
+    let reclaimed = b
+        .task_claim(healthy, 15_000)
+        .await
+        .unwrap()
+        .expect("the task was not reassigned after the silent session's TTL");
+    assert_eq!(reclaimed.task["task_id"], task);
+    let token = reclaimed.fencing_token;
     assert!(token > stale_token);
-    assert_eq!(reclaimed["task"]["attempts"], 2);
-    assert_eq!(reclaimed["task"]["errors"][0]["reason"], "session_ended");
+    assert_eq!(reclaimed.task["attempts"], 2);
+    assert_eq!(reclaimed.task["errors"][0]["reason"], "session_ended");
 
     // The silent agent wakes up: its completion is refused; the new holder's works.
-    let late = json!({ "fencing_token": stale_token, "result": "late" });
-    let (status, body) = post(http, format!("{a}/v1/tasks/{task}/complete"), late).await;
+    let late = TaskComplete {
+        fencing_token: stale_token,
+        result: Some(json!("late")),
+        ..TaskComplete::default()
+    };
     assert_eq!(
-        (status, body["error"]["code"].clone()),
-        (409, json!("stale_fencing_token")),
-        "{body}"
+        refusal(a.task_complete(task, &late).await),
+        (409, "stale_fencing_token".to_owned())
     );
-    let (status, _) = post(
-        http,
-        format!("{b}/v1/tasks/{task}/complete"),
-        json!({ "fencing_token": token, "result": 1 }),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let (_, view) = send(http.get(format!("{a}/v1/tasks/{task}"))).await;
+    let done = TaskComplete {
+        fencing_token: token,
+        result: Some(json!(1)),
+        ..TaskComplete::default()
+    };
+    b.task_complete(task, &done).await.expect("completed");
+    let view = a.task_get(task, Consistency::Linearizable).await.unwrap();
     assert_eq!(
         (view["state"].clone(), view["result"].clone()),
         (json!("succeeded"), json!(1))
     );
     // And its session is gone: keepalives for it are refused.
-    let (status, _) = send(http.get(format!("{a}/v1/sessions/{silent}"))).await;
-    assert_eq!(status, 404);
-    let (status, body) = send(http.post(format!("{a}/v1/sessions/{silent}/keepalive"))).await;
     assert_eq!(
-        (status, body["error"]["code"].clone()),
-        (404, json!("session_not_found"))
+        refusal(a.session_get(silent, Consistency::Linearizable).await).0,
+        404
+    );
+    assert_eq!(
+        refusal(a.session_keepalive(silent).await),
+        (404, "session_not_found".to_owned())
     );
     // Only the leader accepts keepalives: a follower that is asked directly (as if
     // already forwarded) refuses instead of recording a renewal nobody replicates.
+    // (Raw reqwest: the client never sends `x-conclave-forwarded`.)
     let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let direct = http
+    let direct = cluster
+        .http
         .post(format!(
             "{}/v1/sessions/{healthy}/keepalive",
             cluster.url(follower)
@@ -335,30 +335,32 @@ async fn an_agent_that_stops_heart_beating_has_its_task_reassigned_after_its_ttl
 async fn keepalives_are_replicated_in_batches_and_extend_sessions() {
     let _serial = common::serial().await;
     let cluster = Cluster::start(1, Options::default()).await;
-    let url = cluster.url(1);
-    let http = &cluster.http;
+    let api = cluster.api(1);
     let mut sessions = Vec::new();
     for i in 0..100 {
-        sessions.push(create_session(http, &url, &format!("s{i}"), &[], 0, 5_000).await);
+        sessions.push(create_session(&api, &format!("s{i}"), &[], 0, 5_000).await);
     }
-    let (_, before) = send(http.get(format!("{url}/v1/sessions/{}", sessions[0]))).await;
+    let before = api
+        .session_get(sessions[0], Consistency::Linearizable)
+        .await
+        .unwrap();
     let entries_before = cluster.status(1).await.unwrap()["last_log_index"]
         .as_u64()
         .unwrap();
     let mut keepalives = 0;
     for _round in 0..5 {
-        let calls = sessions.iter().map(|id| {
-            http.post(format!("{url}/v1/sessions/{id}/keepalive"))
-                .send()
-        });
-        for response in futures_join(calls).await {
-            assert_eq!(response.unwrap().status(), 200);
+        let calls = sessions.iter().map(|id| api.session_keepalive(*id));
+        for answer in futures_join(calls).await {
+            answer.expect("keepalive accepted");
             keepalives += 1;
         }
     }
     // The renewal reaches the replicated state within a flush interval or so.
     let renewed = wait_until(Duration::from_secs(5), || async {
-        let (_, now) = send(http.get(format!("{url}/v1/sessions/{}", sessions[0]))).await;
+        let now = api
+            .session_get(sessions[0], Consistency::Linearizable)
+            .await
+            .ok()?;
         (now["expires_at_ms"].as_u64()? > before["expires_at_ms"].as_u64()?).then_some(())
     })
     .await;
@@ -391,33 +393,36 @@ async fn a_leader_crash_mid_run_loses_no_task_and_ttls_continue_from_the_log() {
     let _serial = common::serial().await;
     let mut cluster = Cluster::start(3, Options::default()).await;
     let urls: Vec<String> = (1..=3).map(|id| cluster.url(id)).collect();
-    let http = cluster.http.clone();
+    let apis: Vec<Client> = (1..=3).map(|id| cluster.api(id)).collect();
     // A session nobody keeps alive: its expiry must survive the failover unchanged.
-    let doomed = create_session(&http, &urls[0], "doomed", &[], 0, 6_000).await;
-    let (_, doomed_view) = send(http.get(format!("{}/v1/sessions/{doomed}", urls[0]))).await;
+    let doomed = create_session(&apis[0], "doomed", &[], 0, 6_000).await;
+    let doomed_view = apis[0]
+        .session_get(doomed, Consistency::Linearizable)
+        .await
+        .unwrap();
     let doomed_expiry = doomed_view["expires_at_ms"].as_u64().unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut records = Vec::new();
     let mut workers = Vec::new();
-    for i in 0..3 {
-        let id = create_session(&http, &urls[i], &format!("worker{i}"), &["w"], 2, 3_000).await;
+    for (i, api) in apis.iter().enumerate() {
+        let id = create_session(api, &format!("worker{i}"), &["w"], 2, 3_000).await;
         let record = Arc::new(Mutex::new(Record::default()));
         workers.push(spawn_agent(urls.clone(), id, stop.clone(), record.clone()));
         records.push(record);
     }
     let mut submitted = BTreeSet::new();
     for i in 0..150u64 {
-        let body = json!({ "kind": "w", "payload": i, "required_capabilities": ["w"], "idempotency_key": format!("k{i}") });
+        let task = TaskSubmit {
+            payload: Some(json!(i)),
+            idempotency_key: Some(format!("k{i}")),
+            ..needing("w", &["w"])
+        };
         // Submissions retry through the failover (idempotency keys make that safe).
         // A node just restarted may not listen yet: a refused connection is retried too.
         let task = wait_until(Duration::from_secs(20), || async {
-            let url = format!("{}/v1/tasks", urls[i as usize % 3]);
-            let response = http.post(url).json(&body).send().await.ok()?;
-            if response.status() != 200 {
-                return None;
-            }
-            response.json::<Value>().await.ok()?["task_id"].as_u64()
+            let submitted = apis[i as usize % 3].task_submit(&task).await.ok()?;
+            Some(submitted.task_id)
         })
         .await
         .expect("submit");
@@ -428,9 +433,11 @@ async fn a_leader_crash_mid_run_loses_no_task_and_ttls_continue_from_the_log() {
             let next = cluster.wait_for_leader(LEADER_WAIT).await;
             assert_ne!(next, leader);
             // The cluster's view of the unkept session's expiry is the log's, not reset.
-            let (status, view) =
-                send(http.get(format!("{}/v1/sessions/{doomed}", cluster.url(next)))).await;
-            if status == 200 {
+            let view = cluster
+                .api(next)
+                .session_get(doomed, Consistency::Linearizable)
+                .await;
+            if let Ok(view) = view {
                 assert_eq!(
                     view["expires_at_ms"].as_u64().unwrap(),
                     doomed_expiry,
@@ -459,8 +466,8 @@ async fn a_leader_crash_mid_run_loses_no_task_and_ttls_continue_from_the_log() {
             .collect();
         let mut stuck = Vec::new();
         for task in submitted.difference(&completed) {
-            let (_, view) = send(http.get(format!("{}/v1/tasks/{task}", urls[0]))).await;
-            stuck.push(view);
+            let view = apis[0].task_get(*task, Consistency::Linearizable).await;
+            stuck.push(view.unwrap_or_else(|error| json!(error.to_string())));
         }
         panic!(
             "{} tasks not completed: {stuck:#?}\n{}",
@@ -479,17 +486,22 @@ async fn a_leader_crash_mid_run_loses_no_task_and_ttls_continue_from_the_log() {
     // failover: it is never seen alive once cluster time is well past that expiry
     // (the slack covers the ticker's scheduling), and it does go.
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
-    let leader_url = cluster.url(leader);
+    let leader_api = cluster.api(leader);
     let gone = wait_until(Duration::from_secs(30), || async {
         let cluster_time = cluster.status(leader).await?["cluster_time_ms"].as_u64()?;
-        let (status, _) = send(http.get(format!("{leader_url}/v1/sessions/{doomed}"))).await;
-        if status == 200 {
-            assert!(
-                cluster_time <= doomed_expiry + 2_000,
-                "session outlived its logged expiry: TTL was reset"
-            );
+        match leader_api
+            .session_get(doomed, Consistency::Linearizable)
+            .await
+        {
+            Ok(_) => {
+                assert!(
+                    cluster_time <= doomed_expiry + 2_000,
+                    "session outlived its logged expiry: TTL was reset"
+                );
+                None
+            }
+            Err(error) => (error.status() == Some(404)).then_some(()),
         }
-        (status == 404).then_some(())
     })
     .await;
     assert!(gone.is_some(), "the unkept session never expired");

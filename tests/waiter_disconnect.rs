@@ -8,60 +8,87 @@ mod common;
 
 use std::time::Duration;
 
-use common::{send, wait_until, Cluster, Options};
-use serde_json::{json, Value};
+use common::{wait_until, Cluster, Options};
+use conclave_client::{
+    Campaign, Client, Consistency, Error, LockAcquire, SemaphoreAcquire, SessionCreate,
+};
 
 const LEADER_WAIT: Duration = Duration::from_secs(20);
 const WITHDRAW_WAIT: Duration = Duration::from_secs(10);
 
-async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    send(http.post(url).json(&body)).await
+async fn session(api: &Client) -> u64 {
+    let create = SessionCreate {
+        name: "locker".into(),
+        capacity: Some(0),
+        ttl_ms: Some(60_000),
+        ..SessionCreate::default()
+    };
+    api.session_create(&create)
+        .await
+        .expect("session created")
+        .session_id
 }
 
-async fn session(http: &reqwest::Client, base: &str) -> u64 {
-    let (status, body) = post(
-        http,
-        format!("{base}/v1/sessions"),
-        json!({ "name": "locker", "capacity": 0, "ttl_ms": 60_000 }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["session_id"].as_u64().unwrap()
+/// A resource that queues waiters: a lock, a one-permit semaphore, an election.
+#[derive(Debug, Clone, Copy)]
+enum Queueing {
+    Lock,
+    Semaphore,
+    Election,
 }
 
-/// A resource that queues waiters: its path, the holder's and a waiter's acquire
-/// bodies, and the field of its GET view that lists the queue.
-struct Queueing {
-    path: &'static str,
-    acquire: &'static str,
-    body: fn(u64) -> Value,
-    queue_field: &'static str,
-}
+const RESOURCES: [Queueing; 3] = [Queueing::Lock, Queueing::Semaphore, Queueing::Election];
 
-const RESOURCES: [Queueing; 3] = [
-    Queueing {
-        path: "locks/L",
-        acquire: "acquire",
-        body: |session| json!({ "session_id": session }),
-        queue_field: "waiters",
-    },
-    Queueing {
-        path: "semaphores/S",
-        acquire: "acquire",
-        body: |session| json!({ "session_id": session, "permits": 1, "limit": 1 }),
-        queue_field: "waiters",
-    },
-    Queueing {
-        path: "elections/E",
-        acquire: "campaign",
-        body: |session| json!({ "session_id": session }),
-        queue_field: "candidates",
-    },
-];
+impl Queueing {
+    /// Acquires (or campaigns) for `session`, waiting up to `wait_ms`.
+    async fn acquire(
+        self,
+        api: &Client,
+        session_id: u64,
+        wait_ms: Option<u64>,
+    ) -> Result<(), Error> {
+        match self {
+            Queueing::Lock => {
+                let acquire = LockAcquire {
+                    session_id,
+                    wait_ms,
+                    ..LockAcquire::default()
+                };
+                api.lock_acquire("L", &acquire).await.map(drop)
+            }
+            Queueing::Semaphore => {
+                let acquire = SemaphoreAcquire {
+                    session_id,
+                    permits: Some(1),
+                    limit: 1,
+                    wait_ms,
+                    ..SemaphoreAcquire::default()
+                };
+                api.semaphore_acquire("S", &acquire).await.map(drop)
+            }
+            Queueing::Election => {
+                let campaign = Campaign {
+                    session_id,
+                    wait_ms,
+                    ..Campaign::default()
+                };
+                api.election_campaign("E", &campaign).await.map(drop)
+            }
+        }
+    }
 
-async fn queued(http: &reqwest::Client, base: &str, resource: &Queueing) -> usize {
-    let (_, body) = send(http.get(format!("{base}/v1/{}", resource.path))).await;
-    body[resource.queue_field].as_array().map_or(0, Vec::len)
+    /// How many wait in its queue (`waiters`, or an election's `candidates`).
+    async fn queued(self, api: &Client) -> usize {
+        let linearizable = Consistency::Linearizable;
+        let (view, field) = match self {
+            Queueing::Lock => (api.lock_get("L", linearizable).await, "waiters"),
+            Queueing::Semaphore => (api.semaphore_get("S", linearizable).await, "waiters"),
+            Queueing::Election => (api.election_get("E", linearizable).await, "candidates"),
+        };
+        view.ok()
+            .and_then(|view| view[field].as_array().map(Vec::len))
+            .unwrap_or(0)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -70,38 +97,34 @@ async fn a_client_that_disconnects_mid_wait_leaves_no_waiter_at_the_leader_or_vi
     let cluster = Cluster::start(3, Options::default()).await;
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
     let follower = (1..=3).find(|id| *id != leader).unwrap();
-    let http = common::client();
-    let base = cluster.url(leader);
-    for resource in &RESOURCES {
-        let what = resource.path;
-        let holder = session(&http, &base).await;
-        let url = format!("{base}/v1/{what}/{}", resource.acquire);
-        let (status, body) = post(&http, url, (resource.body)(holder)).await;
-        assert_eq!(status, 200, "{what}: {body}");
+    let api = common::api(&cluster.url(leader));
+    for resource in RESOURCES {
+        let holder = session(&api).await;
+        if let Err(error) = resource.acquire(&api, holder, None).await {
+            panic!("{resource:?}: {error}");
+        }
         for (via, node) in [("the leader", leader), ("a follower", follower)] {
-            let waiter = session(&http, &base).await;
+            let waiter = session(&api).await;
             // Each waiting client on its own connection, dropped mid-wait.
-            let own = common::client();
-            let url = format!("{}/v1/{what}/{}", cluster.url(node), resource.acquire);
-            let mut body = (resource.body)(waiter);
-            body["wait_ms"] = json!(30_000);
-            let request = tokio::spawn(async move { own.post(url).json(&body).send().await });
+            let own = common::api(&cluster.url(node));
+            let request =
+                tokio::spawn(async move { resource.acquire(&own, waiter, Some(30_000)).await });
             let queued_once = wait_until(WITHDRAW_WAIT, || async {
-                (queued(&http, &base, resource).await == 1).then_some(())
+                (resource.queued(&api).await == 1).then_some(())
             })
             .await;
             assert!(
                 queued_once.is_some(),
-                "{what}: the wait via {via} never queued"
+                "{resource:?}: the wait via {via} never queued"
             );
             request.abort(); // the client goes away: its connection closes
             let gone = wait_until(WITHDRAW_WAIT, || async {
-                (queued(&http, &base, resource).await == 0).then_some(())
+                (resource.queued(&api).await == 0).then_some(())
             })
             .await;
             assert!(
                 gone.is_some(),
-                "{what}: a ghost waiter is left after a disconnect via {via}"
+                "{resource:?}: a ghost waiter is left after a disconnect via {via}"
             );
         }
     }

@@ -118,6 +118,11 @@ impl Cluster {
         self.node(id).url()
     }
 
+    /// A typed client of node `id` sharing the harness's connection pool.
+    pub fn api(&self, id: u64) -> conclave_client::Client {
+        conclave_client::Client::with_http(&self.url(id), self.http.clone()).unwrap()
+    }
+
     pub fn running(&self) -> Vec<u64> {
         self.nodes
             .iter()
@@ -242,6 +247,20 @@ pub fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap()
+}
+
+/// A typed client of the node at `base` with its own pool (for spawned tasks).
+pub fn api(base: &str) -> conclave_client::Client {
+    conclave_client::Client::with_http(base, client()).unwrap()
+}
+
+/// The status and API error code of a call expected to be refused.
+pub fn refusal<T: std::fmt::Debug>(result: Result<T, conclave_client::Error>) -> (u16, String) {
+    let error = result.expect_err("expected a refusal");
+    (
+        error.status().unwrap_or(0),
+        error.code().unwrap_or_default().to_owned(),
+    )
 }
 
 /// Polls `check` until it yields `Some` or `timeout` passes.

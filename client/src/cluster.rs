@@ -1,0 +1,95 @@
+//! Cluster and node operations: `GET /v1/cluster`, member add/remove, snapshot,
+//! `GET /v1/requests/{request_id}`, `/health` and `/ready`. These are served by
+//! the receiving node unless noted, so the answer is that node's view.
+
+use reqwest::{Method, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Client, Consistency, Error};
+
+/// Body of `POST /v1/cluster/members`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MemberAdd {
+    pub id: u64,
+    /// `host:port`.
+    pub addr: String,
+    /// Promote to voter after catch-up (server default `true`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voter: Option<bool>,
+}
+
+/// Answer of `POST /v1/cluster/snapshot` (a Raft log index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Snapshot {
+    pub snapshot_index: Option<u64>,
+}
+
+/// Answer of `GET /health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Health {
+    pub node_id: u64,
+}
+
+/// Body of `GET /ready` (the same for `200` and `503`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct Ready {
+    pub ready: bool,
+    pub leader_id: Option<u64>,
+    pub commit_index: Option<u64>,
+    pub last_applied_index: Option<u64>,
+}
+
+impl Client {
+    /// `GET /v1/cluster`: this node's view of Raft and the membership.
+    pub async fn cluster_info(&self) -> Result<Value, Error> {
+        self.read(&["v1", "cluster"], Consistency::default()).await
+    }
+
+    /// `POST /v1/cluster/members` (leader route): the cluster view after the change.
+    pub async fn member_add(&self, member: &MemberAdd) -> Result<Value, Error> {
+        self.write(Method::POST, &["v1", "cluster", "members"], member)
+            .await
+    }
+
+    /// `DELETE /v1/cluster/members/{id}` (leader route): the cluster view after.
+    pub async fn member_remove(&self, node_id: u64) -> Result<Value, Error> {
+        let id = node_id.to_string();
+        crate::receive(self.request(Method::DELETE, &["v1", "cluster", "members", &id])?).await
+    }
+
+    /// `POST /v1/cluster/snapshot`: builds a snapshot on this node and waits for it.
+    pub async fn snapshot(&self) -> Result<Snapshot, Error> {
+        crate::receive(self.request(Method::POST, &["v1", "cluster", "snapshot"])?).await
+    }
+
+    /// `GET /v1/requests/{request_id}`: `{applied: true, index, applied_at_ms,
+    /// result}` or `{applied: false, retention_ms}`.
+    pub async fn request_get(
+        &self,
+        request_id: &str,
+        consistency: Consistency,
+    ) -> Result<Value, Error> {
+        self.read(&["v1", "requests", request_id], consistency)
+            .await
+    }
+
+    /// `GET /health`.
+    pub async fn health(&self) -> Result<Health, Error> {
+        self.read(&["health"], Consistency::default()).await
+    }
+
+    /// `GET /ready`: `Ok` for both `200` and `503` (check `ready`).
+    pub async fn ready(&self) -> Result<Ready, Error> {
+        let response = self.request(Method::GET, &["ready"])?.send().await?;
+        let status = response.status();
+        let body = response.bytes().await?;
+        if status != StatusCode::OK && status != StatusCode::SERVICE_UNAVAILABLE {
+            return Err(crate::error::from_error_body(status.as_u16(), &body));
+        }
+        serde_json::from_slice(&body).map_err(|_| Error::Unexpected {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+}
