@@ -7,24 +7,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{refusal, wait_until, Cluster, Options};
-use conclave_client::{
-    Client, Consistency, Error, KvPut, LockAcquire, Release, SessionCreate, TaskSubmit,
-};
+use conclave_client::{Client, Consistency, Error, KvPut, LockAcquire, Release, TaskSubmit};
 use serde_json::json;
 
 const LEADER_WAIT: Duration = Duration::from_secs(20);
 
 async fn session(api: &Client, ttl_ms: u64) -> u64 {
-    let create = SessionCreate {
-        name: "locker".into(),
-        capacity: Some(0),
-        ttl_ms: Some(ttl_ms),
-        ..SessionCreate::default()
-    };
-    api.session_create(&create)
-        .await
-        .expect("session created")
-        .session_id
+    common::observer_session(api, "locker", ttl_ms).await
 }
 
 fn acquire(session_id: u64, wait_ms: u64) -> LockAcquire {

@@ -7,21 +7,12 @@ use std::time::Duration;
 
 use common::{refusal, Cluster, Options};
 use conclave_client::{
-    BarrierWait, Campaign, Client, Consistency, KvPut, Release, SemaphoreAcquire, SessionCreate,
+    BarrierWait, Campaign, Client, Consistency, KvPut, Release, SemaphoreAcquire,
 };
 use serde_json::json;
 
 async fn session(api: &Client, ttl_ms: u64) -> u64 {
-    let create = SessionCreate {
-        name: "p".into(),
-        capacity: Some(0),
-        ttl_ms: Some(ttl_ms),
-        ..SessionCreate::default()
-    };
-    api.session_create(&create)
-        .await
-        .expect("session created")
-        .session_id
+    common::observer_session(api, "p", ttl_ms).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,24 +9,13 @@ mod common;
 use std::time::Duration;
 
 use common::{wait_until, Cluster, Options};
-use conclave_client::{
-    Campaign, Client, Consistency, Error, LockAcquire, SemaphoreAcquire, SessionCreate,
-};
+use conclave_client::{Campaign, Client, Consistency, Error, LockAcquire, SemaphoreAcquire};
 
 const LEADER_WAIT: Duration = Duration::from_secs(20);
 const WITHDRAW_WAIT: Duration = Duration::from_secs(10);
 
 async fn session(api: &Client) -> u64 {
-    let create = SessionCreate {
-        name: "locker".into(),
-        capacity: Some(0),
-        ttl_ms: Some(60_000),
-        ..SessionCreate::default()
-    };
-    api.session_create(&create)
-        .await
-        .expect("session created")
-        .session_id
+    common::observer_session(api, "locker", 60_000).await
 }
 
 /// A resource that queues waiters: a lock, a one-permit semaphore, an election.

@@ -250,6 +250,22 @@ pub fn client() -> reqwest::Client {
 }
 
 /// A typed client of the node at `base` with its own pool (for spawned tasks).
+/// Creates a session that takes no tasks (a lock holder, a waiter, a candidate)
+/// through the typed client and returns its id: the one session helper of the
+/// integration tests that use the client.
+pub async fn observer_session(api: &conclave_client::Client, name: &str, ttl_ms: u64) -> u64 {
+    let create = conclave_client::SessionCreate {
+        name: name.into(),
+        capacity: Some(0),
+        ttl_ms: Some(ttl_ms),
+        ..conclave_client::SessionCreate::default()
+    };
+    api.session_create(&create)
+        .await
+        .expect("session created")
+        .session_id
+}
+
 pub fn api(base: &str) -> conclave_client::Client {
     conclave_client::Client::with_http(base, client()).unwrap()
 }
