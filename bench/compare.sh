@@ -27,6 +27,12 @@
 #   FAILOVER_ROUNDS=$ROUNDS  0 skips the failover measurement
 #   CONCLAVE_BENCH_PORT=17100  Conclave node i on 127.0.0.1:(port + i)
 #   ETCD_BENCH_PORT=17200      etcd member i: client port + i, peer port + 10 + i
+#   BASELINE=<git rev>  A/B against an earlier Conclave in the same run: that revision
+#                       is checked out (git worktree) and built into
+#                       target/baseline/<rev>, a third cluster of it is started on
+#                       CONCLAVE_BENCH_PORT + 20 + i, and every side-by-side round runs
+#                       "conclave-baseline, conclave, etcd"; its rows are labelled
+#                       system "conclave-baseline" in results.jsonl and table.md
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -45,6 +51,8 @@ FOOTPRINT_TASKS=${FOOTPRINT_TASKS:-100000}
 FAILOVER_ROUNDS=${FAILOVER_ROUNDS:-$ROUNDS}
 conclave_port=${CONCLAVE_BENCH_PORT:-17100}
 etcd_port=${ETCD_BENCH_PORT:-17200}
+BASELINE=${BASELINE:-}
+baseline_port=$((conclave_port + 20))
 
 started_at=$(date +%s)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -65,6 +73,7 @@ stop_pid() {
 cleanup() {
   local name
   for name in "${!pid_of[@]}"; do stop_pid "${pid_of[$name]}"; done
+  [ -z "${baseline_tree:-}" ] || git -C "$root" worktree remove --force "$baseline_tree" > /dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -92,6 +101,18 @@ start_conclave() {
   CONCLAVE_BASE_PORT=$conclave_port "$bin/conclave" serve --config "$config" \
     >> "$work/conclave-node$i.log" 2>&1 &
   pid_of[conclave$i]=$!
+  disown
+}
+
+# The BASELINE revision's node i, with that revision's own config file.
+start_baseline() {
+  local i=$1
+  local config="$work/conclave-baseline-node$i.toml"
+  sed -e "s|^data_dir = .*|data_dir = \"$work/conclave-baseline-node$i\"|" \
+    "$baseline_tree/config/node$i.toml" > "$config"
+  CONCLAVE_BASE_PORT=$baseline_port "$baseline_bin/conclave" serve --config "$config" \
+    >> "$work/conclave-baseline-node$i.log" 2>&1 &
+  pid_of[conclave-baseline$i]=$!
   disown
 }
 
@@ -127,8 +148,10 @@ wait_writable() {
   local system=$1 i=$2
   for _ in $(seq 1 600); do
     kill -0 "${pid_of[$system$i]}" 2>/dev/null || break
-    if [ "$system" = conclave ]; then
-      curl -sf -X PUT "http://127.0.0.1:$((conclave_port + i))/v1/kv/_bench_up" \
+    if [ "$system" = conclave ] || [ "$system" = conclave-baseline ]; then
+      local port=$conclave_port
+      [ "$system" = conclave ] || port=$baseline_port
+      curl -sf -X PUT "http://127.0.0.1:$((port + i))/v1/kv/_bench_up" \
         -d '{"value": true}' > /dev/null 2>&1 && return 0
     else
       # etcd's JSON gateway: key "_up", value "1", base64.
@@ -147,6 +170,15 @@ pids_of() { echo "${pid_of[${1}1]},${pid_of[${1}2]},${pid_of[${1}3]}"; }
 bench() {
   local system=$1; shift
   local nodes
+  if [ "$system" = conclave-baseline ]; then
+    # Same generator, the baseline's ports; its result lines are relabelled below.
+    nodes=(--urls "http://127.0.0.1:$((baseline_port + 1)),http://127.0.0.1:$((baseline_port + 2)),http://127.0.0.1:$((baseline_port + 3))")
+    "$bin/conclave-bench" --target conclave "${nodes[@]}" --pids "$(pids_of "$system")" \
+      --json "$work/baseline.jsonl" "$@" 2>> "$out/progress.log" | tee -a "$out/runs.log"
+    sed -e 's/"system":"conclave"/"system":"conclave-baseline"/' "$work/baseline.jsonl" >> "$out/results.jsonl"
+    rm -f "$work/baseline.jsonl"
+    return 0
+  fi
   if [ "$system" = conclave ]; then
     nodes=(--urls "http://127.0.0.1:$((conclave_port + 1)),http://127.0.0.1:$((conclave_port + 2)),http://127.0.0.1:$((conclave_port + 3))")
   else
@@ -168,9 +200,26 @@ log "building release binaries"
 cargo build --release --quiet -p conclave -p conclave-bench
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
+systems="conclave etcd"
+if [ -n "$BASELINE" ]; then
+  baseline_rev=$(git rev-parse --short "$BASELINE")
+  baseline_tree="$work/baseline-tree"
+  baseline_target="$root/target/baseline/$baseline_rev"
+  for port in $((baseline_port + 1)) $((baseline_port + 2)) $((baseline_port + 3)); do
+    port_free "$port" || { echo "port $port is in use; set CONCLAVE_BENCH_PORT" >&2; exit 1; }
+  done
+  log "building the baseline $baseline_rev into $baseline_target"
+  git worktree add --detach --force "$baseline_tree" "$baseline_rev" > /dev/null 2>&1
+  (cd "$baseline_tree" && CARGO_TARGET_DIR="$baseline_target" cargo build --release --quiet -p conclave)
+  baseline_bin="$baseline_target/release"
+  for i in 1 2 3; do start_baseline "$i"; done
+  for i in 1 2 3; do wait_writable conclave-baseline "$i"; done
+  systems="conclave-baseline conclave etcd"
+fi
+
 for i in 1 2 3; do start_conclave "$i"; start_etcd "$i"; done
 for i in 1 2 3; do wait_writable conclave "$i"; wait_writable etcd "$i"; done
-log "clusters up: conclave pids $(pids_of conclave), etcd pids $(pids_of etcd)"
+log "clusters up: conclave pids $(pids_of conclave), etcd pids $(pids_of etcd)${BASELINE:+, conclave-baseline ($baseline_rev) pids $(pids_of conclave-baseline)}"
 
 {
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -180,6 +229,7 @@ log "clusters up: conclave pids $(pids_of conclave), etcd pids $(pids_of etcd)"
   echo "- kernel: $(uname -r)"
   echo "- etcd: $(etcd --version | head -1 | sed 's/etcd Version: //') (Debian etcd-server), gRPC API"
   echo "- conclave: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'), release build"
+  [ -z "$BASELINE" ] || echo "- conclave-baseline: $baseline_rev, release build, same settings, ports $((baseline_port + 1))-$((baseline_port + 3))"
   echo "- load average before the run (1/5/15 min): $load_before"
   echo "- settings: ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" PLACEMENT=$PLACEMENT ETCD_CLIENTS_PER_CONNECTION=$ETCD_CLIENTS_PER_CONNECTION ONLY_CONCLAVE_ROWS=$ONLY_CONCLAVE_ROWS FOOTPRINT=$FOOTPRINT FOOTPRINT_SESSIONS=$FOOTPRINT_SESSIONS FOOTPRINT_TASKS=$FOOTPRINT_TASKS"
 } > "$out/machine.md"
@@ -187,7 +237,7 @@ log "clusters up: conclave pids $(pids_of conclave), etcd pids $(pids_of etcd)"
 for workload in $WORKLOADS; do
   for clients in $CLIENTS; do
     for round in $(seq 1 "$ROUNDS"); do
-      for system in conclave etcd; do
+      for system in $systems; do
         log "$workload clients=$clients round $round/$ROUNDS: $system"
         bench "$system" --workload "$workload" --clients "$clients" --duration "$DURATION" \
           --placement "$PLACEMENT"
@@ -238,6 +288,7 @@ done
 if [ "$FOOTPRINT" = 1 ]; then
   log "footprint: fresh conclave cluster, etcd stopped"
   for i in 1 2 3; do stop_pid "${pid_of[etcd$i]}"; stop_pid "${pid_of[conclave$i]}"; done
+  if [ -n "$BASELINE" ]; then for i in 1 2 3; do stop_pid "${pid_of[conclave-baseline$i]}"; done; fi
   for i in 1 2 3; do rm -rf "$work/conclave-node$i"; start_conclave "$i"; done
   for i in 1 2 3; do wait_writable conclave "$i"; done
   sleep 2

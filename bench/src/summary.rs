@@ -126,6 +126,48 @@ pub fn shared_workloads(summary: &Summary) -> Vec<String> {
 
 const FAILOVER: &str = "failover";
 
+/// The system label `compare.sh` gives an earlier Conclave (`BASELINE=<rev>`).
+pub const BASELINE: &str = "conclave-baseline";
+
+/// The A/B table of this Conclave against the baseline, per workload and client
+/// count both ran (empty when there is no baseline).
+fn render_baseline(summary: &Summary, errors: &mut u64) -> String {
+    let mut rows = String::new();
+    for ((system, workload), by_clients) in summary {
+        let Some(ours) = summary.get(&("conclave".to_owned(), workload.clone())) else {
+            continue;
+        };
+        if system != BASELINE {
+            continue;
+        }
+        for (clients, before) in by_clients {
+            let Some(after) = ours.get(clients) else {
+                continue;
+            };
+            *errors += before.errors;
+            let ratio = if before.ops_per_sec > 0.0 {
+                format!("{:.2}", after.ops_per_sec / before.ops_per_sec)
+            } else {
+                "–".into()
+            };
+            let _ = writeln!(
+                rows,
+                "| {workload} | {clients} | {:.0} | {:.0} | {ratio} | {} | {} |",
+                after.ops_per_sec,
+                before.ops_per_sec,
+                ms(after.p99_us),
+                ms(before.p99_us),
+            );
+        }
+    }
+    if rows.is_empty() {
+        return rows;
+    }
+    format!(
+        "\nA/B against the baseline build (same run, medians):\n\n| workload | clients | conclave ops/s | baseline ops/s | conclave / baseline | conclave p99 | baseline p99 |\n|---|---:|---:|---:|---:|---:|---:|\n{rows}"
+    )
+}
+
 /// The side-by-side table, the failover table and the Conclave-only rows, as
 /// markdown, then the count of failed operations.
 pub fn render(summary: &Summary) -> String {
@@ -192,9 +234,10 @@ pub fn render(summary: &Summary) -> String {
         out.push_str("|---|---:|---:|---:|---:|\n");
         out.push_str(&failover);
     }
+    out.push_str(&render_baseline(summary, &mut errors));
     let mut others = String::new();
     for ((system, workload), by_clients) in summary {
-        if shared.contains(workload) || workload == FAILOVER {
+        if shared.contains(workload) || workload == FAILOVER || system == BASELINE {
             continue;
         }
         for (clients, point) in by_clients {
@@ -244,6 +287,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_baseline_gets_its_own_ab_table_and_no_other_rows() {
+        let lines = vec![
+            json!({"system":"conclave","workload":"put","clients":64,"ops_per_sec":950.0,"p50_us":1000,"p99_us":4000,"errors":0}),
+            json!({"system":"conclave-baseline","workload":"put","clients":64,"ops_per_sec":1000.0,"p50_us":1000,"p99_us":5000,"errors":2}),
+            json!({"system":"etcd","workload":"put","clients":64,"ops_per_sec":500.0,"p50_us":1000,"p99_us":5000,"errors":0}),
+        ];
+        let table = render(&summarize(&lines));
+        assert!(
+            table.contains("| put | 64 | 950 | 1000 | 0.95 | 4.00 ms | 5.00 ms |"),
+            "{table}"
+        );
+        assert!(!table.contains("| conclave-baseline |"), "{table}");
+        assert!(
+            table.contains("Failed operations over all runs: 2"),
+            "{table}"
+        );
+    }
 
     #[test]
     fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
