@@ -107,15 +107,15 @@ pub async fn get(
     super::input::Key(key): super::input::Key,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    app.read_barrier(query.consistency).await?;
-    let applied = app.replica.state();
-    match applied.kv.get(&key) {
-        Some(entry) => Ok(Json(view(&key, entry)).into_response()),
-        None => Err(ApiError::NotFound {
-            code: ErrorCode::KeyNotFound,
-            message: format!("no key {key:?}"),
-        }),
-    }
+    let look = |state: &crate::sm::State| {
+        state
+            .kv
+            .get(&key)
+            .map(|entry| Json(view(&key, entry)).into_response())
+    };
+    let missing = || format!("no key {key:?}");
+    app.read_view(query.consistency, look, ErrorCode::KeyNotFound, missing)
+        .await
 }
 
 pub async fn list(

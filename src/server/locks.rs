@@ -10,13 +10,13 @@ use serde_json::json;
 use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::extract::{JsonBody, QueryParams};
-use super::input::{guard, GuardBody};
-use super::wait::{propose_queueing, wait_or_withdraw, Waited};
+use super::input::GuardBody;
+use super::wait::{acquire_or_withdraw, standing, Acquire, Acquired, Standing};
 use super::{AppState, ReadQuery};
 use crate::limits::MAX_LOCK_DELAY_MS;
 use crate::sm::locks::{LockCommand, LockMode};
 use crate::sm::sessions::SessionId;
-use crate::sm::{Command, Outcome, Submission};
+use crate::sm::{Command, Outcome};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,60 +78,54 @@ pub async fn acquire(
         lock_delay_ms: body.lock_delay_ms,
         previous_token: body.previous_token,
     });
-    let queued_on = name.clone();
-    let applied = propose_queueing(&app, body.request_id, command, move |outcome| {
-        let Outcome::LockQueued { waiter_id } = outcome else {
-            return None;
-        };
-        Some(Command::Lock(LockCommand::Withdraw {
-            name: queued_on,
-            waiter_id: *waiter_id,
-        }))
-    })
-    .await?;
-    let Outcome::LockQueued { waiter_id } = applied.outcome else {
-        return super::outcome::respond(&applied);
+    let how = Acquire {
+        session_id: body.session_id,
+        deadline,
+        queued: |outcome| match outcome {
+            Outcome::LockQueued { waiter_id } => Some(*waiter_id),
+            _ => None,
+        },
+        withdraw: {
+            let name = name.clone();
+            move |waiter_id| {
+                Command::Lock(LockCommand::Withdraw {
+                    name: name.clone(),
+                    waiter_id,
+                })
+            }
+        },
+        granted: |outcome| match outcome {
+            Outcome::LockGranted { fencing_token } => Some(*fencing_token),
+            _ => None,
+        },
     };
     // Woken by the apply loop: granted, or the waiter vanished (its session ended).
-    let withdraw = Command::Lock(LockCommand::Withdraw {
-        name: name.clone(),
-        waiter_id,
-    });
-    let waited = wait_or_withdraw(&app, deadline, withdraw, |state| {
-        let lock = state.locks.get(&name);
-        if let Some(hold) = lock.and_then(|l| l.holders.iter().find(|h| h.waiter_id == waiter_id)) {
-            return Some(Some(hold.fencing_token));
-        }
-        let waiting = lock.is_some_and(|l| l.waiters.iter().any(|w| w.waiter_id == waiter_id));
-        (!waiting).then_some(None)
+    let acquired = acquire_or_withdraw(&app, body.request_id, command, how, |state, waiter_id| {
+        let Some(lock) = state.locks.get(&name) else {
+            return Standing::Gone;
+        };
+        standing(
+            &lock.holders,
+            lock.waiters.iter().map(|w| w.waiter_id),
+            waiter_id,
+        )
     })
     .await?;
-    let fencing_token = match waited {
-        Waited::Found(Some(token))
-        | Waited::Withdrawn(Outcome::LockGranted {
-            fencing_token: token,
-        }) => token,
-        // The waiter is gone: its session ended, or (a retried request) an earlier
-        // wait already ended and withdrew it.
-        Waited::Found(None) if !app.session_alive(body.session_id) => {
-            return Err(ApiError::NotFound {
-                code: ErrorCode::SessionNotFound,
-                message: format!("session {} ended while waiting", body.session_id),
-            })
-        }
-        Waited::Found(None) => {
+    let fencing_token = match acquired {
+        Acquired::Answered(applied) => return super::outcome::respond(&applied),
+        Acquired::Granted(token) => token,
+        // The waiter is gone (a retried request: an earlier wait already ended and
+        // withdrew it), or the wait timed out.
+        Acquired::NotGranted { timed_out } => {
+            let why = if timed_out {
+                "was not granted within wait_ms; the waiter was withdrawn"
+            } else {
+                "was not granted; this request's waiter was withdrawn"
+            };
             return Err(ApiError::Conflict {
                 code: ErrorCode::LockHeld,
-                message: format!("{name:?} was not granted; this request's waiter was withdrawn"),
-            })
-        }
-        Waited::Withdrawn(_) => {
-            return Err(ApiError::Conflict {
-                code: ErrorCode::LockHeld,
-                message: format!(
-                    "{name:?} was not granted within wait_ms; the waiter was withdrawn"
-                ),
-            })
+                message: format!("{name:?} {why}"),
+            });
         }
     };
     let index = app.replica.state().last_command_index;
@@ -148,14 +142,8 @@ pub async fn release(
         session_id: body.session_id,
         fencing_token: body.fencing_token,
     });
-    let applied = app
-        .propose(Submission {
-            request_id: body.request_id,
-            guard: guard(body.guard)?,
-            command,
-        })
-        .await?;
-    super::outcome::respond(&applied)
+    app.propose_and_respond(body.request_id, body.guard, command)
+        .await
 }
 
 /// Holders with their tokens and waiters in order; a lock nobody holds or awaits

@@ -101,6 +101,27 @@ impl App {
         Ok(self.replica.read_barrier(consistency).await?)
     }
 
+    /// The read path of a handler for one item: waits until this node may serve a
+    /// read at `consistency`, then answers the item's view, or 404 with `code`
+    /// and the `missing` message when `view` finds nothing.
+    pub async fn read_view(
+        &self,
+        consistency: Consistency,
+        view: impl FnOnce(&crate::sm::State) -> Option<axum::response::Response>,
+        code: error_code::ErrorCode,
+        missing: impl FnOnce() -> String,
+    ) -> Result<axum::response::Response, ApiError> {
+        self.read_barrier(consistency).await?;
+        let found = view(&self.replica.state());
+        match found {
+            Some(response) => Ok(response),
+            None => Err(ApiError::NotFound {
+                code,
+                message: missing(),
+            }),
+        }
+    }
+
     /// Waits until `check` finds what it looks for in the applied state (re-checked
     /// after every apply), or `deadline` passes.
     pub async fn wait_for_state<T>(

@@ -10,20 +10,16 @@ use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::extract::{JsonBody, QueryParams};
 use super::sessions::raw;
-use super::wait::{propose_queueing, wait_or_withdraw, Waited};
+use super::wait::{
+    acquire_or_withdraw, propose_queueing, standing, wait_or_withdraw, Acquire, Acquired, Standing,
+    Waited,
+};
 use super::{AppState, ReadQuery};
 use crate::sm::barriers::BarrierCommand;
 use crate::sm::elections::ElectionCommand;
 use crate::sm::semaphores::SemaphoreCommand;
 use crate::sm::sessions::SessionId;
 use crate::sm::{Command, Outcome};
-
-fn session_ended(session_id: SessionId) -> ApiError {
-    ApiError::NotFound {
-        code: ErrorCode::SessionNotFound,
-        message: format!("session {session_id} ended while waiting"),
-    }
-}
 
 // ----- semaphores ---------------------------------------------------------------
 
@@ -71,48 +67,46 @@ pub async fn semaphore_acquire(
         limit: body.limit,
         wait: body.wait_ms > 0,
     });
-    let queued_on = name.clone();
-    let applied = propose_queueing(&app, body.request_id, command, move |outcome| {
-        let Outcome::PermitsQueued { waiter_id } = outcome else {
-            return None;
-        };
-        Some(Command::Semaphore(SemaphoreCommand::Withdraw {
-            name: queued_on,
-            waiter_id: *waiter_id,
-        }))
-    })
-    .await?;
-    let Outcome::PermitsQueued { waiter_id } = applied.outcome else {
-        return super::outcome::respond(&applied);
+    let how = Acquire {
+        session_id: body.session_id,
+        deadline,
+        queued: |outcome| match outcome {
+            Outcome::PermitsQueued { waiter_id } => Some(*waiter_id),
+            _ => None,
+        },
+        withdraw: {
+            let name = name.clone();
+            move |waiter_id| {
+                Command::Semaphore(SemaphoreCommand::Withdraw {
+                    name: name.clone(),
+                    waiter_id,
+                })
+            }
+        },
+        granted: |outcome| match outcome {
+            Outcome::PermitsGranted { fencing_token } => Some(*fencing_token),
+            _ => None,
+        },
     };
-    let withdraw = Command::Semaphore(SemaphoreCommand::Withdraw {
-        name: name.clone(),
-        waiter_id,
-    });
-    let waited = wait_or_withdraw(&app, deadline, withdraw, |state| {
-        let semaphore = state.semaphores.get(&name);
-        if let Some(held) =
-            semaphore.and_then(|s| s.holders.iter().find(|p| p.waiter_id == waiter_id))
-        {
-            return Some(Some(held.fencing_token));
-        }
-        let waiting = semaphore.is_some_and(|s| s.waiters.iter().any(|w| w.waiter_id == waiter_id));
-        (!waiting).then_some(None)
+    let acquired = acquire_or_withdraw(&app, body.request_id, command, how, |state, waiter_id| {
+        let Some(semaphore) = state.semaphores.get(&name) else {
+            return Standing::Gone;
+        };
+        standing(
+            &semaphore.holders,
+            semaphore.waiters.iter().map(|w| w.waiter_id),
+            waiter_id,
+        )
     })
     .await?;
-    match waited {
-        Waited::Found(Some(token))
-        | Waited::Withdrawn(Outcome::PermitsGranted {
-            fencing_token: token,
-        }) => Ok(Json(json!({ "fencing_token": token })).into_response()),
-        Waited::Found(None) if !app.session_alive(body.session_id) => {
-            Err(session_ended(body.session_id))
-        }
-        Waited::Found(None) => Err(ApiError::Conflict {
+    match acquired {
+        Acquired::Answered(applied) => super::outcome::respond(&applied),
+        Acquired::Granted(token) => Ok(Json(json!({ "fencing_token": token })).into_response()),
+        Acquired::NotGranted { timed_out: false } => Err(ApiError::Conflict {
             code: ErrorCode::PermitsUnavailable,
             message: format!("{name:?}: this request's waiter was withdrawn"),
         }),
-        Waited::Withdrawn(_) => Err(ApiError::Conflict {
+        Acquired::NotGranted { timed_out: true } => Err(ApiError::Conflict {
             code: ErrorCode::PermitsUnavailable,
             message: format!(
                 "{name:?} had no free permits within wait_ms; the waiter was withdrawn"
@@ -295,48 +289,51 @@ pub async fn campaign(
         priority: body.priority,
         wait: body.wait_ms > 0,
     });
-    let queued_on = name.clone();
-    let applied = propose_queueing(&app, body.request_id, command, move |outcome| {
-        let Outcome::CampaignQueued { waiter_id } = outcome else {
-            return None;
-        };
-        Some(Command::Election(ElectionCommand::Withdraw {
-            name: queued_on,
-            waiter_id: *waiter_id,
-        }))
-    })
-    .await?;
-    match applied.outcome {
-        Outcome::Elected { .. } | Outcome::NotElected { .. } => {
-            return Ok(leader_view(&app, &name, body.session_id))
-        }
-        Outcome::CampaignQueued { .. } => {}
-        _ => return super::outcome::respond(&applied),
-    }
-    let Outcome::CampaignQueued { waiter_id } = applied.outcome else {
-        unreachable!()
+    let how = Acquire {
+        session_id: body.session_id,
+        deadline,
+        queued: |outcome| match outcome {
+            Outcome::CampaignQueued { waiter_id } => Some(*waiter_id),
+            _ => None,
+        },
+        withdraw: {
+            let name = name.clone();
+            move |waiter_id| {
+                Command::Election(ElectionCommand::Withdraw {
+                    name: name.clone(),
+                    waiter_id,
+                })
+            }
+        },
+        granted: |outcome| match outcome {
+            Outcome::Elected { term } => Some(*term),
+            _ => None,
+        },
     };
-    let withdraw = Command::Election(ElectionCommand::Withdraw {
-        name: name.clone(),
-        waiter_id,
-    });
-    let waited = wait_or_withdraw(&app, deadline, withdraw, |state| {
-        let election = state.elections.get(&name);
-        if election
-            .and_then(|e| e.leader.as_ref())
-            .is_some_and(|l| l.waiter_id == waiter_id)
-        {
-            return Some(true);
-        }
-        let candidate =
-            election.is_some_and(|e| e.candidates.iter().any(|c| c.waiter_id == waiter_id));
-        (!candidate).then_some(false)
+    let acquired = acquire_or_withdraw(&app, body.request_id, command, how, |state, waiter_id| {
+        let Some(election) = state.elections.get(&name) else {
+            return Standing::Gone;
+        };
+        let leader = election.leader.as_slice();
+        standing(
+            leader,
+            election.candidates.iter().map(|c| c.waiter_id),
+            waiter_id,
+        )
     })
     .await?;
-    if matches!(waited, Waited::Found(false)) && !app.session_alive(body.session_id) {
-        return Err(session_ended(body.session_id));
+    match acquired {
+        Acquired::Answered(applied)
+            if !matches!(
+                applied.outcome,
+                Outcome::Elected { .. } | Outcome::NotElected { .. }
+            ) =>
+        {
+            super::outcome::respond(&applied)
+        }
+        // Elected or not (at once, within the wait or not at all): the current view.
+        _ => Ok(leader_view(&app, &name, body.session_id)),
     }
-    Ok(leader_view(&app, &name, body.session_id))
 }
 
 pub async fn resign(

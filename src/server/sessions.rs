@@ -14,7 +14,7 @@ use super::extract::{JsonBody, QueryParams};
 use super::input::JsonValue;
 use super::{AppState, Consistency, ReadQuery};
 use crate::sm::sessions::{NewSession, Session, SessionId};
-use crate::sm::{Command, Submission};
+use crate::sm::Command;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,14 +136,8 @@ pub async fn end(
     State(app): State<AppState>,
     super::input::SessionIdPath(session_id): super::input::SessionIdPath,
 ) -> Result<Response, ApiError> {
-    let applied = app
-        .propose(Submission {
-            guard: None,
-            request_id: None,
-            command: Command::Session(SessionCommand::End { session_id }),
-        })
-        .await?;
-    super::outcome::respond(&applied)
+    let command = Command::Session(SessionCommand::End { session_id });
+    app.propose_and_respond(None, None, command).await
 }
 
 pub async fn get(
@@ -151,15 +145,15 @@ pub async fn get(
     super::input::SessionIdPath(id): super::input::SessionIdPath,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    app.read_barrier(query.consistency).await?;
-    let applied = app.replica.state();
-    match applied.sessions.get(id) {
-        Some(session) => Ok(Json(view(session)).into_response()),
-        None => Err(ApiError::NotFound {
-            code: ErrorCode::SessionNotFound,
-            message: format!("no live session {id}"),
-        }),
-    }
+    let look = |state: &crate::sm::State| {
+        state
+            .sessions
+            .get(id)
+            .map(|s| Json(view(s)).into_response())
+    };
+    let missing = || format!("no live session {id}");
+    app.read_view(query.consistency, look, ErrorCode::SessionNotFound, missing)
+        .await
 }
 
 /// Agent discovery: live sessions, optionally only those offering `capability`.

@@ -325,28 +325,28 @@ pub async fn fail(
 
 pub async fn cancel(
     State(app): State<AppState>,
-    super::input::TaskIdPath(task_id): super::input::TaskIdPath,
+    path: super::input::TaskIdPath,
     JsonBody(body): JsonBody<PlainBody>,
 ) -> Result<Response, ApiError> {
-    app.propose_and_respond(
-        body.request_id,
-        body.guard,
-        Command::Task(TaskCommand::Cancel { task_id }),
-    )
-    .await
+    plain(&app, body, TaskCommand::Cancel { task_id: path.0 }).await
 }
 
 pub async fn retry(
     State(app): State<AppState>,
-    super::input::TaskIdPath(task_id): super::input::TaskIdPath,
+    path: super::input::TaskIdPath,
     JsonBody(body): JsonBody<PlainBody>,
 ) -> Result<Response, ApiError> {
-    app.propose_and_respond(
-        body.request_id,
-        body.guard,
-        Command::Task(TaskCommand::Retry { task_id }),
-    )
-    .await
+    plain(&app, body, TaskCommand::Retry { task_id: path.0 }).await
+}
+
+/// A task command whose body carries only `request_id` and `guard`.
+async fn plain(
+    app: &AppState,
+    body: PlainBody,
+    command: TaskCommand,
+) -> Result<Response, ApiError> {
+    app.propose_and_respond(body.request_id, body.guard, Command::Task(command))
+        .await
 }
 
 pub async fn get(
@@ -354,16 +354,15 @@ pub async fn get(
     super::input::TaskIdPath(task_id): super::input::TaskIdPath,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    app.read_barrier(query.consistency).await?;
-    let applied = app.replica.state();
-    let tasks = &applied.tasks;
-    match tasks.get(task_id) {
-        Some(task) => Ok(Json(view(task, tasks)).into_response()),
-        None => Err(ApiError::NotFound {
-            code: ErrorCode::TaskNotFound,
-            message: format!("no task {task_id}"),
-        }),
-    }
+    let look = |state: &crate::sm::State| {
+        let tasks = &state.tasks;
+        tasks
+            .get(task_id)
+            .map(|task| Json(view(task, tasks)).into_response())
+    };
+    let missing = || format!("no task {task_id}");
+    app.read_view(query.consistency, look, ErrorCode::TaskNotFound, missing)
+        .await
 }
 
 pub async fn list(

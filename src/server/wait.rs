@@ -12,8 +12,11 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 
 use super::error::ApiError;
+use super::error_code::ErrorCode;
 use super::AppState;
 use crate::limits::{WITHDRAW_ATTEMPTS, WITHDRAW_RETRY_BASE_MS};
+use crate::sm::sessions::SessionId;
+use crate::sm::wait_queue::{granted_to, Granted};
 use crate::sm::{Applied, Command, Outcome, State, Submission};
 
 /// How a submission is made (the node's proposer; a fake in tests).
@@ -174,6 +177,106 @@ pub async fn wait_or_withdraw<T>(
             "the wait ended but withdrawing the waiter failed ({error}); it may have been granted: retry with the same request_id, or read the resource"
         ))),
     }
+}
+
+/// The refusal of a wait whose session ended while it waited.
+pub fn session_ended(session_id: SessionId) -> ApiError {
+    ApiError::NotFound {
+        code: ErrorCode::SessionNotFound,
+        message: format!("session {session_id} ended while waiting"),
+    }
+}
+
+/// Where a queued waiter stands in the applied state.
+pub enum Standing {
+    /// Granted, with this fencing token (an election's term).
+    Granted(u64),
+    Waiting,
+    /// Neither granted nor waiting: withdrawn, or its session ended.
+    Gone,
+}
+
+/// A waiter's standing among a room's `holders` and the ids of its `waiting`.
+pub fn standing<H: Granted>(
+    holders: &[H],
+    mut waiting: impl Iterator<Item = u64>,
+    waiter_id: u64,
+) -> Standing {
+    if let Some(hold) = granted_to(holders, waiter_id) {
+        return Standing::Granted(hold.token());
+    }
+    if waiting.any(|id| id == waiter_id) {
+        Standing::Waiting
+    } else {
+        Standing::Gone
+    }
+}
+
+/// How a waiting acquire of a wait-queue room (a lock, a semaphore, an election)
+/// reads its outcomes.
+pub struct Acquire<W> {
+    pub session_id: SessionId,
+    pub deadline: tokio::time::Instant,
+    /// The waiter id, when the acquire's outcome says it queued.
+    pub queued: fn(&Outcome) -> Option<u64>,
+    /// The command that withdraws waiter `waiter_id`.
+    pub withdraw: W,
+    /// The token, when a withdrawal's outcome says the grant won the race.
+    pub granted: fn(&Outcome) -> Option<u64>,
+}
+
+/// How a waiting acquire ended.
+pub enum Acquired {
+    /// It did not queue: this first outcome is the answer.
+    Answered(Applied),
+    /// Granted, at once after queueing or within the wait, with this token.
+    Granted(u64),
+    /// Not granted: the deadline passed (`timed_out`) or the waiter was withdrawn
+    /// by someone else (a retried request whose earlier wait ended).
+    NotGranted { timed_out: bool },
+}
+
+/// Proposes `command` (with [`propose_queueing`]'s undo); if it queued, waits
+/// until `standing` says it was granted or left, or withdraws at the deadline. A
+/// waiter that vanished because its session ended is refused as such.
+pub async fn acquire_or_withdraw<W>(
+    app: &AppState,
+    request_id: Option<String>,
+    command: Command,
+    how: Acquire<W>,
+    mut standing: impl FnMut(&State, u64) -> Standing,
+) -> Result<Acquired, ApiError>
+where
+    W: Fn(u64) -> Command + Clone + Send + 'static,
+{
+    let (queued, undo) = (how.queued, how.withdraw.clone());
+    let applied = propose_queueing(app, request_id, command, move |o| queued(o).map(undo)).await?;
+    let Some(waiter_id) = queued(&applied.outcome) else {
+        return Ok(Acquired::Answered(applied));
+    };
+    let waited =
+        wait_or_withdraw(
+            app,
+            how.deadline,
+            (how.withdraw)(waiter_id),
+            |state| match standing(state, waiter_id) {
+                Standing::Granted(token) => Some(Some(token)),
+                Standing::Waiting => None,
+                Standing::Gone => Some(None),
+            },
+        )
+        .await?;
+    Ok(match waited {
+        Waited::Found(Some(token)) => Acquired::Granted(token),
+        Waited::Found(None) if !app.session_alive(how.session_id) => {
+            return Err(session_ended(how.session_id))
+        }
+        Waited::Found(None) => Acquired::NotGranted { timed_out: false },
+        Waited::Withdrawn(outcome) => match (how.granted)(&outcome) {
+            Some(token) => Acquired::Granted(token),
+            None => Acquired::NotGranted { timed_out: true },
+        },
+    })
 }
 
 #[cfg(test)]
