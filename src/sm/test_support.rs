@@ -13,7 +13,7 @@ use super::locks::{LockCommand, LockMode};
 use super::semaphores::SemaphoreCommand;
 use super::sessions::{NewSession, Session, SessionId};
 use super::tasks::{NewTask, Task, TaskError, TaskId, TaskState};
-use super::{Batch, Command, Outcome, State, Submission};
+use super::{Batch, Command, Guard, GuardKind, Outcome, State, Submission};
 
 /// A TTL or lease long enough never to run out in a test.
 pub const FOREVER_MS: u64 = 1_000_000_000;
@@ -48,6 +48,38 @@ pub fn run(state: &mut State, time_ms: u64, commands: Vec<Command>) -> Vec<Outco
 /// Applies one command at `time_ms`; returns its outcome.
 pub fn one(state: &mut State, time_ms: u64, command: Command) -> Outcome {
     run(state, time_ms, vec![command]).remove(0)
+}
+
+/// Applies `submissions` (with their guards) as one batch stamped `time_ms`;
+/// returns their outcomes.
+pub fn run_submissions(
+    state: &mut State,
+    time_ms: u64,
+    submissions: Vec<Submission>,
+) -> Vec<Outcome> {
+    state
+        .apply_batch(&Batch {
+            leader_time_ms: time_ms,
+            submissions,
+        })
+        .results
+        .into_iter()
+        .map(|applied| applied.outcome)
+        .collect()
+}
+
+/// A plain write of `1` to key `k` (no session), guarded by a `kind` guard on
+/// `name` with `fencing_token`.
+pub fn guarded_put(kind: GuardKind, name: &str, fencing_token: u64) -> Submission {
+    Submission {
+        request_id: None,
+        guard: Some(Guard {
+            kind,
+            name: name.into(),
+            fencing_token,
+        }),
+        command: put("k", None),
+    }
 }
 
 // ----- sessions -------------------------------------------------------------------
@@ -91,6 +123,18 @@ pub fn open_session(
     }
 }
 
+/// Creates `n` sessions with `ttl_ms` in one batch at `time_ms`; returns their ids
+/// in order and panics if any is refused.
+pub fn open_sessions(state: &mut State, time_ms: u64, n: usize, ttl_ms: u64) -> Vec<SessionId> {
+    run(state, time_ms, (0..n).map(|_| session(ttl_ms)).collect())
+        .into_iter()
+        .map(|outcome| match outcome {
+            Outcome::SessionCreated { session_id, .. } => session_id,
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
 /// A state with `n` sessions (ids 1..=n) created at time 0 with `ttl_ms`.
 pub fn with_sessions_ttl(n: u64, ttl_ms: u64) -> State {
     let mut state = State::default();
@@ -110,6 +154,14 @@ pub fn tick(renewals: &[(SessionId, u64)]) -> Command {
     Command::Tick {
         renewals: renewals.to_vec(),
     }
+}
+
+/// A state with `n` sessions (ids 1..=n, 10 s TTL) and one more (id n+1) living
+/// 1 s, all created at time 0; returns the state and the short session's id.
+pub fn with_sessions_and_a_short_one(n: u64) -> (State, SessionId) {
+    let mut state = with_sessions_ttl(n, 10_000);
+    let short = open_session(&mut state, 0, &[], 0, 1_000);
+    (state, short)
 }
 
 // ----- keys -----------------------------------------------------------------------
@@ -179,6 +231,40 @@ pub fn withdraw_lock(name: &str, waiter_id: u64) -> Command {
     })
 }
 
+/// Applies each non-waiting acquire `(name, session, mode)` as its own command at
+/// `time_ms`, in order; returns their fencing tokens and panics unless each is
+/// granted.
+pub fn grant_each(
+    state: &mut State,
+    time_ms: u64,
+    acquires: &[(&str, SessionId, LockMode)],
+) -> Vec<u64> {
+    acquires
+        .iter()
+        .map(|&(name, session_id, mode)| {
+            granted_token(&one(
+                state,
+                time_ms,
+                acquire_lock(name, session_id, mode, false),
+            ))
+        })
+        .collect()
+}
+
+/// A state with `n` sessions (ids 1..=n, 10 s TTL) created at time 0 and the
+/// acquires `(name, session, mode)` granted one command each at time 1.
+pub fn holding(n: u64, acquires: &[(&str, SessionId, LockMode)]) -> State {
+    let mut state = with_sessions_ttl(n, 10_000);
+    grant_each(&mut state, 1, acquires);
+    state
+}
+
+/// A withdraw of the `nth` waiter (from the head) of `name`, if there is one.
+pub fn withdraw_nth(state: &State, name: &str, nth: u8) -> Option<Command> {
+    let waiter = state.locks.get(name)?.waiters.get(usize::from(nth))?;
+    Some(withdraw_lock(name, waiter.waiter_id))
+}
+
 /// The fencing token of a grant; panics on any other outcome.
 pub fn granted_token(outcome: &Outcome) -> u64 {
     match outcome {
@@ -212,6 +298,14 @@ pub fn task_spec(required: &[&str]) -> NewTask {
         not_before_ms: None,
         depends_on: Vec::new(),
         idempotency_key: None,
+    }
+}
+
+/// A default task (see [`task_spec`]) that depends on `depends_on`.
+pub fn depending_on(depends_on: &[TaskId]) -> NewTask {
+    NewTask {
+        depends_on: depends_on.to_vec(),
+        ..task_spec(&[])
     }
 }
 
@@ -280,6 +374,19 @@ pub struct Machine {
 }
 
 impl Machine {
+    /// A machine with one capability-less session (id 1) of `capacity`, created at
+    /// time 0 and never expiring, and `N` default tasks submitted one command each
+    /// at `submit_ms`; returns the machine, the session and the tasks.
+    pub fn with_worker_and_tasks<const N: usize>(
+        capacity: u32,
+        submit_ms: u64,
+    ) -> (Self, SessionId, [TaskId; N]) {
+        let mut m = Self::default();
+        let worker = m.session(0, &[], capacity, FOREVER_MS);
+        let tasks = [(); N].map(|()| m.submit(submit_ms, task_spec(&[])));
+        (m, worker, tasks)
+    }
+
     pub fn apply(&mut self, time_ms: u64, commands: Vec<Command>) -> Vec<Outcome> {
         run(&mut self.state, time_ms, commands)
     }
@@ -311,6 +418,29 @@ impl Machine {
             Outcome::TaskClaimed { fencing_token, .. } => fencing_token,
             other => panic!("nothing claimed: {other:?}"),
         }
+    }
+
+    /// Completes `task_id` with `result` at `time_ms` and asserts it succeeded.
+    #[track_caller]
+    pub fn complete_ok(&mut self, time_ms: u64, task_id: TaskId, fencing_token: u64, result: &str) {
+        assert_eq!(
+            self.apply_one(time_ms, complete(task_id, fencing_token, result)),
+            updated(task_id, TaskState::Succeeded)
+        );
+    }
+
+    /// Asserts `task_id` is `waiting` with `not_before_ms` at `at_ms`, still `waiting`
+    /// after an empty batch at `at_ms - 1`, and queued by one at `at_ms`.
+    #[track_caller]
+    pub fn assert_queued_at(&mut self, task_id: TaskId, waiting: TaskState, at_ms: u64) {
+        assert_eq!(
+            (self.task(task_id).state, self.task(task_id).not_before_ms),
+            (waiting, at_ms)
+        );
+        self.apply(at_ms - 1, vec![]);
+        assert_eq!(self.task(task_id).state, waiting);
+        self.apply(at_ms, vec![]);
+        assert_eq!(self.task(task_id).state, TaskState::Queued);
     }
 
     pub fn task(&self, id: TaskId) -> &Task {
@@ -356,6 +486,15 @@ pub fn campaign(session_id: SessionId, priority: i32, wait: bool) -> Command {
         value_json: format!("\"n{session_id}\""),
         priority,
         wait,
+    })
+}
+
+/// A resignation from election `E` by `session_id` with `term`.
+pub fn resign(session_id: SessionId, term: u64) -> Command {
+    Command::Election(ElectionCommand::Resign {
+        name: "E".into(),
+        session_id,
+        term,
     })
 }
 

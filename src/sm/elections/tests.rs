@@ -1,9 +1,8 @@
 //! Unit tests of elections: the first campaigner leads, leadership passes on
 //! resign (priority, then FIFO) and on session end.
 
-use super::ElectionCommand;
 use crate::sm::sessions::SessionCommand;
-use crate::sm::test_support::{campaign, election_leader};
+use crate::sm::test_support::{campaign, election_leader, resign};
 use crate::sm::test_support::{one, with_sessions_ttl as with_sessions};
 use crate::sm::*;
 
@@ -38,41 +37,14 @@ fn leadership_passes_on_resign_by_priority_then_fifo() {
     one(&mut state, 3, campaign(3, 5, true));
     one(&mut state, 4, campaign(4, 5, true));
     assert_eq!(
-        one(
-            &mut state,
-            5,
-            Command::Election(ElectionCommand::Resign {
-                name: "E".into(),
-                session_id: 1,
-                term: term + 1
-            })
-        ),
+        one(&mut state, 5, resign(1, term + 1)),
         Outcome::StaleFencingToken { current: term }
     );
-    assert_eq!(
-        one(
-            &mut state,
-            6,
-            Command::Election(ElectionCommand::Resign {
-                name: "E".into(),
-                session_id: 1,
-                term
-            })
-        ),
-        Outcome::Resigned
-    );
+    assert_eq!(one(&mut state, 6, resign(1, term)), Outcome::Resigned);
     let (next, next_term) = election_leader(&state).unwrap();
     assert_eq!(next, 3, "higher priority first, FIFO among equals");
     assert!(next_term > term);
-    one(
-        &mut state,
-        7,
-        Command::Election(ElectionCommand::Resign {
-            name: "E".into(),
-            session_id: 3,
-            term: next_term,
-        }),
-    );
+    one(&mut state, 7, resign(3, next_term));
     assert_eq!(election_leader(&state).unwrap().0, 4);
 }
 

@@ -2,14 +2,12 @@
 //! two or three sessions is refused naming the cycle, and shared holds take part.
 
 use crate::sm::locks::{LockMode::Exclusive, LockMode::Shared};
-use crate::sm::test_support::{acquire_lock, granted_token, one, with_sessions_ttl};
+use crate::sm::test_support::{acquire_lock, holding, one};
 use crate::sm::Outcome;
 
 #[test]
 fn a_wait_that_would_close_a_two_session_cycle_is_refused_naming_it() {
-    let mut state = with_sessions_ttl(2, 10_000);
-    granted_token(&one(&mut state, 1, acquire_lock("A", 1, Exclusive, false)));
-    granted_token(&one(&mut state, 1, acquire_lock("B", 2, Exclusive, false)));
+    let mut state = holding(2, &[("A", 1, Exclusive), ("B", 2, Exclusive)]);
     assert!(matches!(
         one(&mut state, 2, acquire_lock("B", 1, Exclusive, true)),
         Outcome::LockQueued { .. }
@@ -29,14 +27,14 @@ fn a_wait_that_would_close_a_two_session_cycle_is_refused_naming_it() {
 
 #[test]
 fn a_three_session_cycle_is_refused() {
-    let mut state = with_sessions_ttl(3, 10_000);
-    for (name, holder) in [("A", 1), ("B", 2), ("C", 3)] {
-        granted_token(&one(
-            &mut state,
-            1,
-            acquire_lock(name, holder, Exclusive, false),
-        ));
-    }
+    let mut state = holding(
+        3,
+        &[
+            ("A", 1, Exclusive),
+            ("B", 2, Exclusive),
+            ("C", 3, Exclusive),
+        ],
+    );
     one(&mut state, 2, acquire_lock("B", 1, Exclusive, true)); // 1 waits for 2
     one(&mut state, 2, acquire_lock("C", 2, Exclusive, true)); // 2 waits for 3
     assert_eq!(
@@ -49,18 +47,14 @@ fn a_three_session_cycle_is_refused() {
 
 #[test]
 fn shared_holds_take_part_in_cycles() {
-    let mut state = with_sessions_ttl(2, 10_000);
-    granted_token(&one(&mut state, 1, acquire_lock("A", 1, Shared, false)));
-    granted_token(&one(&mut state, 1, acquire_lock("B", 2, Shared, false)));
+    let mut state = holding(2, &[("A", 1, Shared), ("B", 2, Shared)]);
     one(&mut state, 2, acquire_lock("B", 1, Exclusive, true)); // 1 waits for reader 2
     assert!(matches!(
         one(&mut state, 3, acquire_lock("A", 2, Exclusive, true)),
         Outcome::Deadlock { .. }
     ));
     // Waiting for a shared lock alongside another reader is no cycle.
-    let mut calm = with_sessions_ttl(2, 10_000);
-    granted_token(&one(&mut calm, 1, acquire_lock("A", 1, Shared, false)));
-    granted_token(&one(&mut calm, 1, acquire_lock("A", 2, Shared, false)));
+    let mut calm = holding(2, &[("A", 1, Shared), ("A", 2, Shared)]);
     assert!(matches!(
         one(&mut calm, 2, acquire_lock("B", 1, Shared, true)),
         Outcome::LockGranted { .. }

@@ -3,17 +3,16 @@
 //! not, and the expired holder presenting its token may take the lock back.
 
 use crate::sm::locks::{LockCommand, LockMode::Exclusive, LockMode::Shared};
-use crate::sm::sessions::SessionCommand;
+use crate::sm::sessions::SessionId;
 use crate::sm::test_support::{
-    acquire_lock, acquire_lock_delayed, granted_token, lock_holders, one, open_session,
-    release_lock, run, with_sessions_ttl,
+    acquire_lock, acquire_lock_delayed, end_session, grant_each, granted_token, lock_holders, one,
+    open_session, release_lock, run, with_sessions_and_a_short_one, with_sessions_ttl,
 };
 use crate::sm::{Command, Outcome};
 
 #[test]
 fn after_a_holders_session_expires_the_lock_is_held_back_for_its_lock_delay() {
-    let mut state = with_sessions_ttl(1, 10_000);
-    let short = open_session(&mut state, 0, &[], 0, 1_000);
+    let (mut state, short) = with_sessions_and_a_short_one(1);
     granted_token(&one(
         &mut state,
         1,
@@ -52,18 +51,13 @@ fn a_clean_release_or_an_explicit_end_has_no_lock_delay() {
     one(&mut state, 3, release_lock("L", 1, first));
     assert_eq!(lock_holders(&state, "L"), vec![(2, Exclusive)]);
     one(&mut state, 4, acquire_lock("L", 3, Exclusive, true));
-    one(
-        &mut state,
-        5,
-        Command::Session(SessionCommand::End { session_id: 2 }),
-    );
+    one(&mut state, 5, end_session(2));
     assert_eq!(lock_holders(&state, "L"), vec![(3, Exclusive)]);
 }
 
 #[test]
 fn the_expired_holder_presenting_its_token_may_take_the_lock_back_during_the_delay() {
-    let mut state = with_sessions_ttl(1, 10_000);
-    let short = open_session(&mut state, 0, &[], 0, 1_000);
+    let (mut state, short) = with_sessions_and_a_short_one(1);
     let lost = granted_token(&one(
         &mut state,
         1,
@@ -94,6 +88,18 @@ fn the_expired_holder_presenting_its_token_may_take_the_lock_back_during_the_del
     );
 }
 
+/// A non-waiting shared acquire that creates the lock with a lock-delay.
+fn acquire_shared_delayed(name: &str, session_id: SessionId, lock_delay_ms: u64) -> Command {
+    Command::Lock(LockCommand::Acquire {
+        name: name.into(),
+        session_id,
+        mode: Shared,
+        wait: false,
+        lock_delay_ms,
+        previous_token: None,
+    })
+}
+
 /// A wrong token does not bypass the delay: the request just queues.
 fn one_queued() -> Outcome {
     Outcome::LockQueued { waiter_id: 7 }
@@ -103,21 +109,13 @@ fn one_queued() -> Outcome {
 /// shared holder made an exclusive hold impossible.
 #[test]
 fn previous_token_does_not_bypass_mode_compatibility() {
-    let mut state = with_sessions_ttl(1, 10_000);
-    let short = open_session(&mut state, 0, &[], 0, 1_000);
+    let (mut state, short) = with_sessions_and_a_short_one(1);
     let lost = granted_token(&one(
         &mut state,
         1,
-        Command::Lock(LockCommand::Acquire {
-            name: "L".into(),
-            session_id: short,
-            mode: Shared,
-            wait: false,
-            lock_delay_ms: 5_000,
-            previous_token: None,
-        }),
+        acquire_shared_delayed("L", short, 5_000),
     ));
-    granted_token(&one(&mut state, 2, acquire_lock("L", 1, Shared, false)));
+    grant_each(&mut state, 2, &[("L", 1, Shared)]);
     run(&mut state, 1_000, vec![]);
     let back = open_session(&mut state, 1_100, &[], 0, 10_000);
     let attempt = one(

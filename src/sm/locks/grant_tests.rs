@@ -3,13 +3,13 @@
 //! resuming its waiter, withdrawal racing a grant, and release on session end.
 
 use crate::sm::locks::{LockMode::Exclusive, LockMode::Shared};
-use crate::sm::sessions::SessionCommand;
 use crate::sm::sessions::SessionId;
 use crate::sm::test_support::{
-    acquire_lock, granted_token, lock_holders, one, open_session, release_lock, run,
+    acquire_lock, end_session, grant_each, granted_token, guarded_put, holding, lock_holders, one,
+    open_session, release_lock, run, run_submissions, with_sessions_and_a_short_one,
     with_sessions_ttl, withdraw_lock,
 };
-use crate::sm::{Batch, Command, Guard, GuardKind, Outcome, State, Submission};
+use crate::sm::{GuardKind, Outcome, State};
 
 #[test]
 fn an_exclusive_grant_returns_a_token_and_others_are_refused_without_waiting() {
@@ -36,9 +36,7 @@ fn an_exclusive_grant_returns_a_token_and_others_are_refused_without_waiting() {
 
 #[test]
 fn shared_holds_coexist_and_exclude_writers() {
-    let mut state = with_sessions_ttl(3, 10_000);
-    granted_token(&one(&mut state, 1, acquire_lock("L", 1, Shared, false)));
-    granted_token(&one(&mut state, 1, acquire_lock("L", 2, Shared, false)));
+    let mut state = holding(3, &[("L", 1, Shared), ("L", 2, Shared)]);
     assert_eq!(
         one(&mut state, 1, acquire_lock("L", 3, Exclusive, false)),
         Outcome::LockHeld
@@ -149,22 +147,13 @@ fn reacquiring_returns_the_current_grant_and_a_retried_wait_resumes_its_waiter()
 
 #[test]
 fn a_session_ending_or_expiring_releases_its_holds_and_grants_the_next_waiter() {
-    let mut state = with_sessions_ttl(3, 10_000);
-    let short = open_session(&mut state, 0, &[], 0, 1_000);
-    granted_token(&one(
-        &mut state,
-        1,
-        acquire_lock("L", short, Exclusive, false),
-    ));
+    let (mut state, short) = with_sessions_and_a_short_one(3);
+    grant_each(&mut state, 1, &[("L", short, Exclusive)]);
     one(&mut state, 2, acquire_lock("L", 2, Exclusive, true));
-    granted_token(&one(&mut state, 3, acquire_lock("M", 1, Exclusive, false)));
+    grant_each(&mut state, 3, &[("M", 1, Exclusive)]);
     one(&mut state, 4, acquire_lock("M", 3, Exclusive, true));
     // The short session expires at 1_000; session 1 ends explicitly.
-    run(
-        &mut state,
-        1_000,
-        vec![Command::Session(SessionCommand::End { session_id: 1 })],
-    );
+    run(&mut state, 1_000, vec![end_session(1)]);
     assert_eq!(lock_holders(&state, "L"), vec![(2, Exclusive)]);
     assert_eq!(lock_holders(&state, "M"), vec![(3, Exclusive)]);
 }
@@ -235,28 +224,9 @@ fn fencing_tokens_are_never_reused_after_a_lock_is_forgotten() {
         next > *granted.iter().max().unwrap(),
         "token {next} reused one of {granted:?}"
     );
-    let late = Submission {
-        request_id: None,
-        guard: Some(Guard {
-            kind: GuardKind::Lock,
-            name: "L".into(),
-            fencing_token: *granted.last().unwrap(),
-        }),
-        command: Command::Kv(crate::sm::kv::KvCommand::Put {
-            key: "k".into(),
-            value_json: "1".into(),
-            if_version: None,
-            session_id: None,
-        }),
-    };
-    let refused = state.apply_batch(&Batch {
-        leader_time_ms: 1_002,
-        submissions: vec![late],
-    });
-    assert!(matches!(
-        refused.results[0].outcome,
-        Outcome::StaleFencingToken { .. }
-    ));
+    let late = guarded_put(GuardKind::Lock, "L", *granted.last().unwrap());
+    let refused = run_submissions(&mut state, 1_002, vec![late]);
+    assert!(matches!(refused[0], Outcome::StaleFencingToken { .. }));
 }
 
 #[test]

@@ -12,7 +12,7 @@ use super::reference::{self as lock_reference, Graph};
 use super::wait_for::{Node, WaitFor};
 use super::{LockCommand, LockMode, LockMode::Exclusive, LockMode::Shared, Locks};
 use crate::sm::sessions::SessionId;
-use crate::sm::test_support::{acquire_lock, one, run, session, with_sessions_ttl};
+use crate::sm::test_support::{acquire_lock, one, run, session, with_sessions_ttl, withdraw_nth};
 use crate::sm::*;
 
 const LOCKS: u8 = 3;
@@ -108,17 +108,7 @@ fn command_for(state: &State, op: &Op) -> Option<Command> {
                 fencing_token: hold.fencing_token,
             })
         }
-        Op::Withdraw { lock, nth } => {
-            let waiter = state
-                .locks
-                .get(&name(*lock))?
-                .waiters
-                .get(usize::from(*nth))?;
-            Command::Lock(LockCommand::Withdraw {
-                name: name(*lock),
-                waiter_id: waiter.waiter_id,
-            })
-        }
+        Op::Withdraw { lock, nth } => withdraw_nth(state, &name(*lock), *nth)?,
         Op::End { session } => Command::Session(SessionCommand::End {
             session_id: pick(state, *session)?,
         }),

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 use crate::sm::locks::{LockMode::Exclusive, LockMode::Shared};
 use crate::sm::sessions::SessionId;
-use crate::sm::test_support::{acquire_lock, release_lock, run, session, withdraw_lock};
+use crate::sm::test_support::{acquire_lock, release_lock, run, session, withdraw_nth};
 use crate::sm::{Command, State};
 
 #[derive(Debug, Clone)]
@@ -82,14 +82,7 @@ fn command_for(state: &State, op: &Op) -> Option<Command> {
                 },
             )
         }
-        Op::Withdraw { lock, nth } => {
-            let waiter = state
-                .locks
-                .get(&name(lock))?
-                .waiters
-                .get(usize::from(*nth))?;
-            withdraw_lock(&name(lock), waiter.waiter_id)
-        }
+        Op::Withdraw { lock, nth } => withdraw_nth(state, &name(lock), *nth)?,
         Op::End { session } => Command::Session(SessionCommand::End {
             session_id: u64::from(*session),
         }),

@@ -10,7 +10,7 @@ use super::reference as lock_reference;
 use super::wait_for::steps;
 use super::{LockMode, LockMode::Exclusive, LockMode::Shared};
 use crate::sm::sessions::SessionId;
-use crate::sm::test_support::{acquire_lock, one, run, session, withdraw_lock};
+use crate::sm::test_support::{acquire_lock, one, open_sessions, run, session, withdraw_lock};
 use crate::sm::{Command, Outcome, State};
 
 const FOREVER_MS: u64 = 1_000_000_000;
@@ -40,18 +40,7 @@ fn holders_of(holders: &[SessionId], i: usize) -> [SessionId; 2] {
 fn chains(waiters: usize) -> (State, Vec<SessionId>) {
     let mut state = State::default();
     let sessions = HOLDERS as usize + waiters;
-    let created = run(
-        &mut state,
-        1,
-        (0..sessions).map(|_| session(FOREVER_MS)).collect(),
-    );
-    let ids: Vec<SessionId> = created
-        .iter()
-        .map(|outcome| match outcome {
-            Outcome::SessionCreated { session_id, .. } => *session_id,
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let ids = open_sessions(&mut state, 1, sessions, FOREVER_MS);
     let (holders, waiting) = ids.split_at(HOLDERS as usize);
     let locks = waiters.div_ceil(CHAIN);
     let grants = (0..locks)
@@ -229,18 +218,7 @@ fn latency_of_a_waiting_acquire_before_and_after() {
 /// session. Lock "unrelated" is held by the holder of "queue".
 fn one_queue(waiters: usize) -> (State, SessionId, SessionId) {
     let mut state = State::default();
-    let created = run(
-        &mut state,
-        1,
-        (0..waiters + 3).map(|_| session(FOREVER_MS)).collect(),
-    );
-    let ids: Vec<SessionId> = created
-        .iter()
-        .map(|outcome| match outcome {
-            Outcome::SessionCreated { session_id, .. } => *session_id,
-            other => panic!("{other:?}"),
-        })
-        .collect();
+    let ids = open_sessions(&mut state, 1, waiters + 3, FOREVER_MS);
     let (first, queued) = ids.split_at(3);
     let [owner, holder, fresh] = [first[0], first[1], first[2]];
     run(

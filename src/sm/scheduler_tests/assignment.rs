@@ -103,10 +103,7 @@ fn a_queued_task_waits_for_a_capable_session_and_is_assigned_when_one_registers(
 
 #[test]
 fn completing_a_task_frees_capacity_and_the_next_queued_task_is_assigned_in_the_same_apply() {
-    let mut m = Machine::default();
-    let worker = m.session(0, &[], 1, FOREVER_MS);
-    let first = m.submit(1, task_spec(&[]));
-    let second = m.submit(1, task_spec(&[]));
+    let (mut m, worker, [first, second]) = Machine::with_worker_and_tasks(1, 1);
     assert_eq!(m.task(second).state, TaskState::Queued);
     let response = m
         .state

@@ -2,9 +2,7 @@
 
 use crate::limits::Replicated;
 use crate::sm::tasks::{NewTask, TaskState};
-use crate::sm::test_support::{
-    cancel, complete, heartbeat, submit, task_spec, updated, Machine, FOREVER_MS,
-};
+use crate::sm::test_support::{cancel, complete, heartbeat, submit, task_spec, updated, Machine};
 use crate::sm::Outcome;
 
 // ----- cancel and idempotency -----------------------------------------------------
@@ -27,9 +25,7 @@ fn cancelling_a_queued_task_makes_it_cancelled() {
 
 #[test]
 fn cancelling_an_assigned_task_frees_the_session_and_tells_the_holder_on_heartbeat() {
-    let mut m = Machine::default();
-    let worker = m.session(0, &[], 1, FOREVER_MS);
-    let task = m.submit(0, task_spec(&[]));
+    let (mut m, worker, [task]) = Machine::with_worker_and_tasks(1, 0);
     let token = m.claim(0, worker);
     assert_eq!(
         m.apply_one(1, cancel(task)),
@@ -48,9 +44,7 @@ fn cancelling_an_assigned_task_frees_the_session_and_tells_the_holder_on_heartbe
 
 #[test]
 fn cancelling_a_terminal_task_is_wrong_state() {
-    let mut m = Machine::default();
-    m.session(0, &[], 1, FOREVER_MS);
-    let done = m.submit(0, task_spec(&[]));
+    let (mut m, _, [done]) = Machine::with_worker_and_tasks(1, 0);
     m.apply_one(1, complete(done, done, "null"));
     let dropped = m.submit(1, task_spec(&[]));
     m.apply_one(2, cancel(dropped));

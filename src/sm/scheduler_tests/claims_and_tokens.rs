@@ -50,10 +50,7 @@ fn claim_for_an_unknown_session_is_session_not_found() {
 
 #[test]
 fn a_claimed_task_is_not_returned_by_the_next_claim() {
-    let mut m = Machine::default();
-    let worker = m.session(0, &[], 2, FOREVER_MS);
-    let first = m.submit(1, task_spec(&[]));
-    let second = m.submit(1, task_spec(&[]));
+    let (mut m, worker, [first, second]) = Machine::with_worker_and_tasks(2, 1);
     let claimed: Vec<Option<TaskId>> = m
         .apply(2, vec![claim(worker), claim(worker), claim(worker)])
         .into_iter()
@@ -69,9 +66,7 @@ fn a_claimed_task_is_not_returned_by_the_next_claim() {
 
 #[test]
 fn heartbeat_extends_the_lease_and_stores_progress() {
-    let mut m = Machine::default();
-    let worker = m.session(0, &[], 1, FOREVER_MS);
-    let task = m.submit(0, task_spec(&[]));
+    let (mut m, worker, [task]) = Machine::with_worker_and_tasks(1, 0);
     let token = m.claim(0, worker);
     assert_eq!(
         m.apply_one(600, heartbeat(task, token, Some("{\"pct\":50}"))),
@@ -91,9 +86,7 @@ fn heartbeat_extends_the_lease_and_stores_progress() {
 
 #[test]
 fn heartbeat_with_a_wrong_token_is_stale_and_reports_the_current_token() {
-    let mut m = Machine::default();
-    let worker = m.session(0, &[], 1, FOREVER_MS);
-    let task = m.submit(0, task_spec(&[]));
+    let (mut m, worker, [task]) = Machine::with_worker_and_tasks(1, 0);
     let token = m.claim(0, worker);
     assert_eq!(
         m.apply_one(500, heartbeat(task, token + 100, Some("{}"))),
@@ -105,14 +98,9 @@ fn heartbeat_with_a_wrong_token_is_stale_and_reports_the_current_token() {
 
 #[test]
 fn complete_with_the_current_token_succeeds_and_stores_the_result() {
-    let mut m = Machine::default();
-    let worker = m.session(0, &[], 1, FOREVER_MS);
-    let task = m.submit(0, task_spec(&[]));
+    let (mut m, worker, [task]) = Machine::with_worker_and_tasks(1, 0);
     let token = m.claim(0, worker);
-    assert_eq!(
-        m.apply_one(10, complete(task, token, "{\"ok\":true}")),
-        updated(task, TaskState::Succeeded)
-    );
+    m.complete_ok(10, task, token, "{\"ok\":true}");
     assert_eq!(m.task(task).result_json.as_deref(), Some("{\"ok\":true}"));
     assert_eq!(m.live_session(worker).unwrap().load, 0);
     assert!(m.assigned(worker).is_empty());

@@ -2,25 +2,22 @@
 //! with a dead or cancelled one, refused for an unknown or repeated one;
 //! `not_before` as a delay from submission.
 
-use crate::sm::tasks::{NewTask, TaskState};
-use crate::sm::test_support::{cancel, complete, fail, submit, task_spec, Machine, FOREVER_MS};
+use crate::sm::tasks::{NewTask, TaskId, TaskState};
+use crate::sm::test_support::{cancel, complete, depending_on, fail, submit, task_spec, Machine};
 use crate::sm::Outcome;
 
 // ----- dependencies and delays ----------------------------------------------------
 
+/// Submits at time 0 a child of `root` and a grandchild (the child's child).
+fn chain(m: &mut Machine, root: TaskId) -> [TaskId; 2] {
+    let child = m.submit(0, depending_on(&[root]));
+    [child, m.submit(0, depending_on(&[child]))]
+}
+
 #[test]
 fn a_task_is_pending_until_every_dependency_succeeded() {
-    let mut m = Machine::default();
-    let worker = m.session(0, &[], 2, FOREVER_MS);
-    let first = m.submit(0, task_spec(&[]));
-    let second = m.submit(0, task_spec(&[]));
-    let outcome = m.apply_one(
-        0,
-        submit(NewTask {
-            depends_on: vec![first, second],
-            ..task_spec(&[])
-        }),
-    );
+    let (mut m, worker, [first, second]) = Machine::with_worker_and_tasks(2, 0);
+    let outcome = m.apply_one(0, submit(depending_on(&[first, second])));
     let Outcome::TaskSubmitted {
         task_id: dependent,
         state: TaskState::Pending,
@@ -37,23 +34,8 @@ fn a_task_is_pending_until_every_dependency_succeeded() {
 
 #[test]
 fn a_dead_dependency_cancels_its_dependents_transitively() {
-    let mut m = Machine::default();
-    m.session(0, &[], 1, FOREVER_MS);
-    let root = m.submit(0, task_spec(&[]));
-    let child = m.submit(
-        0,
-        NewTask {
-            depends_on: vec![root],
-            ..task_spec(&[])
-        },
-    );
-    let grandchild = m.submit(
-        0,
-        NewTask {
-            depends_on: vec![child],
-            ..task_spec(&[])
-        },
-    );
+    let (mut m, _, [root]) = Machine::with_worker_and_tasks(1, 0);
+    let [child, grandchild] = chain(&mut m, root);
     m.apply_one(1, fail(root, root, false));
     assert_eq!(m.task(child).state, TaskState::Cancelled);
     assert_eq!(m.task(grandchild).state, TaskState::Cancelled);
@@ -63,20 +45,7 @@ fn a_dead_dependency_cancels_its_dependents_transitively() {
 fn a_cancelled_dependency_cancels_its_dependents() {
     let mut m = Machine::default();
     let root = m.submit(0, task_spec(&[]));
-    let child = m.submit(
-        0,
-        NewTask {
-            depends_on: vec![root],
-            ..task_spec(&[])
-        },
-    );
-    let grandchild = m.submit(
-        0,
-        NewTask {
-            depends_on: vec![child],
-            ..task_spec(&[])
-        },
-    );
+    let [child, grandchild] = chain(&mut m, root);
     m.apply_one(1, cancel(root));
     assert_eq!(m.task(child).state, TaskState::Cancelled);
     assert_eq!(m.task(grandchild).state, TaskState::Cancelled);
@@ -102,13 +71,7 @@ fn submit_with_an_unknown_dependency_is_task_not_found_and_stores_nothing() {
 fn submit_with_a_dependency_listed_twice_is_invalid() {
     let mut m = Machine::default();
     let root = m.submit(0, task_spec(&[]));
-    let outcome = m.apply_one(
-        0,
-        submit(NewTask {
-            depends_on: vec![root, root],
-            ..task_spec(&[])
-        }),
-    );
+    let outcome = m.apply_one(0, submit(depending_on(&[root, root])));
     assert!(
         matches!(outcome, Outcome::InvalidCommand { .. }),
         "{outcome:?}"
@@ -119,17 +82,9 @@ fn submit_with_a_dependency_listed_twice_is_invalid() {
 
 #[test]
 fn a_task_submitted_after_its_dependency_died_is_cancelled_at_once() {
-    let mut m = Machine::default();
-    m.session(0, &[], 1, FOREVER_MS);
-    let root = m.submit(0, task_spec(&[]));
+    let (mut m, _, [root]) = Machine::with_worker_and_tasks(1, 0);
     m.apply_one(1, fail(root, root, false));
-    let outcome = m.apply_one(
-        2,
-        submit(NewTask {
-            depends_on: vec![root],
-            ..task_spec(&[])
-        }),
-    );
+    let outcome = m.apply_one(2, submit(depending_on(&[root])));
     assert!(matches!(
         outcome,
         Outcome::TaskSubmitted {
@@ -150,12 +105,5 @@ fn not_before_is_a_delay_from_submission() {
             ..task_spec(&[])
         },
     );
-    assert_eq!(
-        (m.task(task).state, m.task(task).not_before_ms),
-        (TaskState::Pending, 7_000)
-    );
-    m.apply(6_999, vec![]);
-    assert_eq!(m.task(task).state, TaskState::Pending);
-    m.apply(7_000, vec![]);
-    assert_eq!(m.task(task).state, TaskState::Queued);
+    m.assert_queued_at(task, TaskState::Pending, 7_000);
 }

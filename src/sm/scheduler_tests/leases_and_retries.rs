@@ -11,9 +11,7 @@ use crate::sm::Outcome;
 
 #[test]
 fn an_expired_lease_requeues_the_task_with_the_attempt_counted_and_a_lease_expired_error() {
-    let mut m = Machine::default();
-    let worker = m.session(0, &[], 1, FOREVER_MS);
-    let task = m.submit(0, task_spec(&[]));
+    let (mut m, worker, [task]) = Machine::with_worker_and_tasks(1, 0);
     // Waits for the worker's only slot, and outranks `task` when it frees.
     let urgent = m.submit(
         0,
@@ -36,9 +34,7 @@ fn an_expired_lease_requeues_the_task_with_the_attempt_counted_and_a_lease_expir
 
 #[test]
 fn an_expired_lease_is_reassigned_at_once_when_a_capable_session_has_room() {
-    let mut m = Machine::default();
-    let worker = m.session(0, &[], 1, FOREVER_MS);
-    let task = m.submit(0, task_spec(&[]));
+    let (mut m, worker, [task]) = Machine::with_worker_and_tasks(1, 0);
     let first_token = m.task(task).fencing_token;
     m.apply(1_000, vec![]);
     let again = m.task(task);
@@ -121,9 +117,7 @@ fn after_max_attempts_unsuccessful_assignments_the_task_is_dead_with_every_error
 
 #[test]
 fn retry_of_a_dead_task_resets_attempts_and_runs_it_again() {
-    let mut m = Machine::default();
-    let worker = m.session(0, &[], 1, FOREVER_MS);
-    let task = m.submit(0, task_spec(&[]));
+    let (mut m, worker, [task]) = Machine::with_worker_and_tasks(1, 0);
     m.apply_one(1, fail(task, task, false));
     assert_eq!(m.task(task).state, TaskState::Dead);
     let response = m.state.apply_batch(&batch(2, vec![retry(task)]));
@@ -200,26 +194,15 @@ fn a_retryable_failure_backs_off_doubling_from_one_second_up_to_sixty() {
 
 #[test]
 fn a_failed_task_is_queued_again_only_when_its_backoff_has_passed() {
-    let mut m = Machine::default();
-    let worker = m.session(0, &[], 1, FOREVER_MS);
-    let task = m.submit(0, task_spec(&[]));
+    let (mut m, worker, [task]) = Machine::with_worker_and_tasks(1, 0);
     // The worker goes too, so nothing takes the task once it is queued.
     m.apply(500, vec![fail(task, task, true), end_session(worker)]);
-    assert_eq!(
-        (m.task(task).state, m.task(task).not_before_ms),
-        (TaskState::Failed, 1_500)
-    );
-    m.apply(1_499, vec![]);
-    assert_eq!(m.task(task).state, TaskState::Failed);
-    m.apply(1_500, vec![]);
-    assert_eq!(m.task(task).state, TaskState::Queued);
+    m.assert_queued_at(task, TaskState::Failed, 1_500);
 }
 
 #[test]
 fn a_non_retryable_failure_is_dead_at_once() {
-    let mut m = Machine::default();
-    m.session(0, &[], 1, FOREVER_MS);
-    let task = m.submit(0, task_spec(&[]));
+    let (mut m, _, [task]) = Machine::with_worker_and_tasks(1, 0);
     assert_eq!(
         m.apply_one(1, fail(task, task, false)),
         updated(task, TaskState::Dead)

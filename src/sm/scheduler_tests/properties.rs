@@ -2,6 +2,8 @@
 //! claims, heartbeats, completions, failures, cancels, retries, time) run by
 //! [`Run`], which checks every invariant after each command.
 
+use std::ops::{Range, RangeInclusive};
+
 use proptest::prelude::*;
 use proptest::sample::Index;
 
@@ -80,19 +82,46 @@ fn token() -> impl Strategy<Value = Token> {
     ]
 }
 
-fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        2 => (0u8..8, 0u32..=3, 500u64..=3_000).prop_map(|(capabilities, capacity, ttl_ms)| {
-            Op::CreateSession { capabilities, capacity, ttl_ms }
-        }),
-        3 => (0u8..8, -1i32..=2, 1u32..=3, 200u64..=2_000, proptest::option::of(any::<Index>()))
-            .prop_map(|(required, priority, max_attempts, lease_ms, depends_on)| Op::Submit {
+/// A session create: a capability mask from `masks`, room for 0 to 3 tasks, a TTL
+/// from `ttls`.
+fn create_session(masks: Range<u8>, ttls: RangeInclusive<u64>) -> impl Strategy<Value = Op> {
+    (masks, 0u32..=3, ttls).prop_map(|(capabilities, capacity, ttl_ms)| Op::CreateSession {
+        capabilities,
+        capacity,
+        ttl_ms,
+    })
+}
+
+/// A submit: a required-capability mask from `masks`, a priority from `priorities`,
+/// 1 to 3 attempts, a 0.2 to 2 s lease, and maybe a dependency (kept only where
+/// `keep_dependency` says so).
+fn submission(
+    masks: Range<u8>,
+    priorities: RangeInclusive<i32>,
+    keep_dependency: fn(&Index) -> bool,
+) -> impl Strategy<Value = Op> {
+    (
+        masks,
+        priorities,
+        1u32..=3,
+        200u64..=2_000,
+        proptest::option::of(any::<Index>()),
+    )
+        .prop_map(
+            move |(required, priority, max_attempts, lease_ms, depends_on)| Op::Submit {
                 required,
                 priority,
                 max_attempts,
                 lease_ms,
-                depends_on,
-            }),
+                depends_on: depends_on.filter(keep_dependency),
+            },
+        )
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => create_session(0..8, 500..=3_000),
+        3 => submission(0..8, -1..=2, |_| true),
         2 => target().prop_map(Op::Claim),
         1 => (target(), token()).prop_map(|(task, token)| Op::Heartbeat(task, token)),
         2 => (target(), token()).prop_map(|(task, token)| Op::Complete(task, token)),
@@ -105,41 +134,25 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// Sequences of `len` operations from `op`, each paired with whether (with
+/// probability `ends_batch`) the batch ends after it.
+fn sequences(
+    op: impl Strategy<Value = Op>,
+    ends_batch: f64,
+    len: Range<usize>,
+) -> impl Strategy<Value = Vec<(Op, bool)>> {
+    proptest::collection::vec((op, proptest::bool::weighted(ends_batch)), len)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn random_operations_keep_the_scheduler_invariants(
-        ops in proptest::collection::vec((op(), proptest::bool::weighted(0.4)), 1..60)
+        ops in sequences(op(), 0.4, 1..60)
     ) {
         Run::execute(&ops);
     }
-}
-
-/// Operations weighted towards a long mixed queue: many submissions over 16
-/// capability sets and a wide priority range, sessions coming and going, and
-/// completions and failures that free room.
-fn busy_op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        2 => (0u8..16, 0u32..=3, 500u64..=5_000).prop_map(|(capabilities, capacity, ttl_ms)| {
-            Op::CreateSession { capabilities, capacity, ttl_ms }
-        }),
-        6 => (0u8..16, -3i32..=3, 1u32..=3, 200u64..=2_000, proptest::option::of(any::<Index>()))
-            .prop_map(|(required, priority, max_attempts, lease_ms, depends_on)| Op::Submit {
-                required,
-                priority,
-                max_attempts,
-                lease_ms,
-                // Mostly independent tasks, so most of them queue at once.
-                depends_on: depends_on.filter(|index| index.index(4) == 0),
-            }),
-        2 => (target(), token()).prop_map(|(task, token)| Op::Complete(task, token)),
-        1 => (target(), token(), any::<bool>())
-            .prop_map(|(task, token, retryable)| Op::Fail(task, token, retryable)),
-        1 => target().prop_map(Op::Cancel),
-        1 => target().prop_map(Op::EndSession),
-        1 => (0u64..=2_000).prop_map(Op::Advance),
-    ]
 }
 
 proptest! {
@@ -149,11 +162,26 @@ proptest! {
     /// fencing tokens) as the original full-scan assignment, and the capability-set
     /// queues and room indexes stay consistent with the records.
     #[test]
-    fn indexed_assignment_matches_the_full_scan_reference(
-        ops in proptest::collection::vec((busy_op(), proptest::bool::weighted(0.3)), 1..150)
-    ) {
+    fn indexed_assignment_matches_the_full_scan_reference(ops in sequences(busy_op(), 0.3, 1..150)) {
         Run::execute(&ops);
     }
+}
+
+/// Operations weighted towards a long mixed queue: many submissions over 16
+/// capability sets and a wide priority range, sessions coming and going, and
+/// completions and failures that free room.
+fn busy_op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => create_session(0..16, 500..=5_000),
+        // Mostly independent tasks, so most of them queue at once.
+        6 => submission(0..16, -3..=3, |index| index.index(4) == 0),
+        2 => (target(), token()).prop_map(|(task, token)| Op::Complete(task, token)),
+        1 => (target(), token(), any::<bool>())
+            .prop_map(|(task, token, retryable)| Op::Fail(task, token, retryable)),
+        1 => target().prop_map(Op::Cancel),
+        1 => target().prop_map(Op::EndSession),
+        1 => (0u64..=2_000).prop_map(Op::Advance),
+    ]
 }
 
 /// Task limits small enough for a short run to fill the store and outlive retention
@@ -172,9 +200,7 @@ proptest! {
     /// oldest, to make room), every index (the terminal one included) stays
     /// consistent, and a snapshot round trip rebuilds them.
     #[test]
-    fn random_operations_with_retention_and_eviction_keep_the_scheduler_invariants(
-        ops in proptest::collection::vec((op(), proptest::bool::weighted(0.4)), 1..100)
-    ) {
+    fn random_operations_with_retention_and_eviction_keep_the_scheduler_invariants(ops in sequences(op(), 0.4, 1..100)) {
         task_limits::with(SMALL_TASK_LIMITS, || Run::execute(&ops));
     }
 }

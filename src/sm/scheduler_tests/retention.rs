@@ -9,7 +9,8 @@ use crate::limits::Replicated;
 use crate::sm::tasks::{task_limits, TaskLimits};
 use crate::sm::tasks::{NewTask, TaskId, TaskState};
 use crate::sm::test_support::{
-    batch, cancel, complete, fail, retry, submit, task_spec, updated, Machine, FOREVER_MS,
+    batch, cancel, complete, depending_on, fail, retry, submit, task_spec, updated, Machine,
+    FOREVER_MS,
 };
 use crate::sm::{Outcome, State};
 
@@ -17,16 +18,19 @@ use crate::sm::{Outcome, State};
 
 const RETENTION_MS: u64 = Replicated::TASK_RETENTION_MS;
 
+/// The replicated task limits but for a store of at most `max_tasks`.
+fn at_most(max_tasks: usize) -> TaskLimits {
+    TaskLimits {
+        max_tasks,
+        ..TaskLimits::REPLICATED
+    }
+}
+
 #[test]
 fn a_succeeded_task_is_readable_until_its_retention_passes_and_then_gone() {
-    let mut m = Machine::default();
-    let worker = m.session(0, &[], 1, FOREVER_MS);
-    let task = m.submit(0, task_spec(&[]));
+    let (mut m, worker, [task]) = Machine::with_worker_and_tasks(1, 0);
     let token = m.claim(10, worker);
-    assert_eq!(
-        m.apply_one(100, complete(task, token, "7")),
-        updated(task, TaskState::Succeeded)
-    );
+    m.complete_ok(100, task, token, "7");
     assert_eq!(m.state.next_due_ms(), Some(100 + RETENTION_MS));
     m.apply(100 + RETENTION_MS - 1, vec![]);
     assert_eq!(m.task(task).state, TaskState::Succeeded);
@@ -46,10 +50,7 @@ fn a_succeeded_task_is_readable_until_its_retention_passes_and_then_gone() {
 
 #[test]
 fn dead_and_cancelled_tasks_are_removed_when_their_own_retention_passes() {
-    let mut m = Machine::default();
-    m.session(0, &[], 1, FOREVER_MS);
-    let dead = m.submit(0, task_spec(&[]));
-    let cancelled = m.submit(0, task_spec(&[]));
+    let (mut m, _, [dead, cancelled]) = Machine::with_worker_and_tasks(1, 0);
     let live = m.submit(0, task_spec(&["gpu"]));
     assert_eq!(
         m.apply_one(50, fail(dead, dead, false)),
@@ -80,9 +81,7 @@ fn dead_and_cancelled_tasks_are_removed_when_their_own_retention_passes() {
 
 #[test]
 fn retrying_a_dead_task_restarts_its_retention_from_its_next_end() {
-    let mut m = Machine::default();
-    m.session(0, &[], 1, FOREVER_MS);
-    let task = m.submit(0, task_spec(&[]));
+    let (mut m, _, [task]) = Machine::with_worker_and_tasks(1, 0);
     m.apply_one(10, fail(task, task, false));
     let retried = match m.apply_one(20, retry(task)) {
         Outcome::TaskUpdated { state, .. } => state,
@@ -205,24 +204,12 @@ fn a_submit_into_a_full_store_evicts_the_oldest_terminal_task_and_refuses_only_w
 
 #[test]
 fn a_full_store_never_evicts_a_dependency_of_the_submitted_task() {
-    let limits = TaskLimits {
-        max_tasks: 2,
-        ..TaskLimits::REPLICATED
-    };
-    task_limits::with(limits, || {
-        let mut m = Machine::default();
-        m.session(0, &[], 1, FOREVER_MS);
-        let root = m.submit(0, task_spec(&[]));
+    task_limits::with(at_most(2), || {
+        let (mut m, _, [root]) = Machine::with_worker_and_tasks(1, 0);
         m.apply_one(1, complete(root, root, "null"));
         let running = m.submit(2, task_spec(&[]));
         assert_eq!(m.task(running).state, TaskState::Assigned);
-        let outcome = m.apply_one(
-            3,
-            submit(NewTask {
-                depends_on: vec![root],
-                ..task_spec(&[])
-            }),
-        );
+        let outcome = m.apply_one(3, submit(depending_on(&[root])));
         assert!(
             matches!(outcome, Outcome::LimitReached { .. }),
             "{outcome:?}"
@@ -268,13 +255,7 @@ fn an_idempotency_key_is_reusable_and_a_dependency_unknown_once_its_task_is_remo
     assert_eq!(m.state.tasks.by_idempotency_key("nightly"), Some(second));
     // Naming the removed task is refused like naming one that never existed.
     assert_eq!(
-        m.apply_one(
-            3 + RETENTION_MS,
-            submit(NewTask {
-                depends_on: vec![second, first],
-                ..task_spec(&[])
-            })
-        ),
+        m.apply_one(3 + RETENTION_MS, submit(depending_on(&[second, first]))),
         Outcome::TaskNotFound { task_id: first }
     );
     assert_eq!(m.state.tasks.len(), 1);
@@ -291,36 +272,15 @@ fn removed_ids_left_in_dependency_lists_are_skipped() {
     };
     let a = m.submit(0, long_lease(&[]));
     let c = m.submit(0, long_lease(&[]));
-    let on_a = m.submit(
-        0,
-        NewTask {
-            depends_on: vec![a],
-            ..task_spec(&[])
-        },
-    );
-    let on_both = m.submit(
-        0,
-        NewTask {
-            depends_on: vec![a, c],
-            ..task_spec(&[])
-        },
-    );
-    let on_c = m.submit(
-        0,
-        NewTask {
-            depends_on: vec![c],
-            ..task_spec(&[])
-        },
-    );
+    let on_a = m.submit(0, depending_on(&[a]));
+    let on_both = m.submit(0, depending_on(&[a, c]));
+    let on_c = m.submit(0, depending_on(&[c]));
     // Cancelled dependents: `a` and `c` list them after they are gone.
     m.apply(1, vec![cancel(on_a), cancel(on_c)]);
     let worker = m.session(1, &[], 1, FOREVER_MS);
     assert_eq!(m.assigned(worker), vec![a]);
     let a_token = m.task(a).fencing_token;
-    assert_eq!(
-        m.apply_one(2, complete(a, a_token, "1")),
-        updated(a, TaskState::Succeeded)
-    );
+    m.complete_ok(2, a, a_token, "1");
     assert_eq!(
         m.task(on_both).state,
         TaskState::Pending,
@@ -337,19 +297,14 @@ fn removed_ids_left_in_dependency_lists_are_skipped() {
     assert_eq!(m.task(on_both).spec.depends_on, vec![a, c]);
     // Completing `c` skips the removed dependent and readies the other, whose
     // removed dependency had succeeded.
-    assert_eq!(
-        m.apply_one(3 + RETENTION_MS, complete(c, c_token, "2")),
-        updated(c, TaskState::Succeeded)
-    );
+    m.complete_ok(3 + RETENTION_MS, c, c_token, "2");
     assert_eq!(m.task(on_both).state, TaskState::Assigned);
     m.state.tasks.assert_indexes_consistent();
 }
 
 #[test]
 fn a_decoded_snapshot_rebuilds_the_terminal_index_and_removes_exactly_as_the_original() {
-    let mut original = Machine::default();
-    original.session(0, &[], 1, FOREVER_MS);
-    let done = original.submit(0, task_spec(&[]));
+    let (mut original, _, [done]) = Machine::with_worker_and_tasks(1, 0);
     original.apply_one(5, complete(done, done, "null"));
     let dead = original.submit(6, task_spec(&[]));
     original.apply_one(7, fail(dead, dead, false));
@@ -375,10 +330,7 @@ fn a_decoded_snapshot_rebuilds_the_terminal_index_and_removes_exactly_as_the_ori
     );
     // The same batches afterwards: same outcomes, same removals (by retention, then
     // an eviction from a store of at most three), same bytes.
-    let three = TaskLimits {
-        max_tasks: 3,
-        ..TaskLimits::REPLICATED
-    };
+    let three = at_most(3);
     let more = |m: &mut Machine| {
         let mut outcomes = m.apply(7 + RETENTION_MS, vec![submit(task_spec(&["gpu"]))]);
         let mut left = vec![m.state.tasks.range_from(None).map(|t| t.id).collect()];

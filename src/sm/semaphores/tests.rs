@@ -2,9 +2,8 @@
 //! permit guards.
 
 use super::SemaphoreCommand;
-use crate::sm::sessions::SessionCommand;
 use crate::sm::sessions::SessionId;
-use crate::sm::test_support::acquire_permits;
+use crate::sm::test_support::{acquire_permits, end_session, guarded_put, run_submissions};
 use crate::sm::test_support::{one, with_sessions_ttl as with_sessions};
 use crate::sm::*;
 
@@ -70,40 +69,14 @@ fn a_session_end_returns_its_permits_and_a_permit_guard_goes_stale() {
         panic!()
     };
     one(&mut state, 2, acquire_permits(2, 1, 3, true));
-    let guarded = Submission {
-        request_id: None,
-        guard: Some(Guard {
-            kind: GuardKind::Semaphore,
-            name: "S".into(),
-            fencing_token,
-        }),
-        command: Command::Kv(crate::sm::kv::KvCommand::Put {
-            key: "k".into(),
-            value_json: "1".into(),
-            if_version: None,
-            session_id: None,
-        }),
-    };
-    let ok = state.apply_batch(&Batch {
-        leader_time_ms: 3,
-        submissions: vec![guarded.clone()],
-    });
-    assert!(matches!(ok.results[0].outcome, Outcome::KvWritten { .. }));
-    one(
-        &mut state,
-        4,
-        Command::Session(SessionCommand::End { session_id: 1 }),
-    );
+    let guarded = guarded_put(GuardKind::Semaphore, "S", fencing_token);
+    let ok = run_submissions(&mut state, 3, vec![guarded.clone()]);
+    assert!(matches!(ok[0], Outcome::KvWritten { .. }));
+    one(&mut state, 4, end_session(1));
     assert_eq!(
         state.semaphores["S"].holders[0].session_id, 2,
         "the waiter got the freed permits"
     );
-    let late = state.apply_batch(&Batch {
-        leader_time_ms: 5,
-        submissions: vec![guarded],
-    });
-    assert!(matches!(
-        late.results[0].outcome,
-        Outcome::StaleFencingToken { .. }
-    ));
+    let late = run_submissions(&mut state, 5, vec![guarded]);
+    assert!(matches!(late[0], Outcome::StaleFencingToken { .. }));
 }
