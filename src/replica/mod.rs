@@ -82,14 +82,15 @@ impl Replica {
     ) -> Self {
         let proposer = Proposer::spawn(raft.clone(), state_machine.clone(), limits, clock);
         let keepalives = Keepalives::default();
-        ticker::spawn(
+        ticker::Ticker {
             node_id,
-            raft.clone(),
-            proposer.clone(),
-            state_machine.clone(),
-            keepalives.clone(),
-            Duration::from_millis(limits.keepalive_flush_ms),
-        );
+            raft: raft.clone(),
+            proposer: proposer.clone(),
+            state_machine: state_machine.clone(),
+            keepalives: keepalives.clone(),
+            flush_interval: Duration::from_millis(limits.keepalive_flush_ms),
+        }
+        .spawn();
         Self {
             node_id,
             reads: ReadIndex::spawn(raft.clone(), limits),

@@ -71,38 +71,22 @@ impl Keepalives {
     }
 }
 
-/// Starts the ticker task.
-pub fn spawn(
-    node_id: NodeId,
-    raft: Raft,
-    proposer: Proposer,
-    state_machine: StateMachineStore,
-    keepalives: Keepalives,
-    flush_interval: Duration,
-) {
-    tokio::spawn(async move {
-        let ticker = Ticker {
-            node_id,
-            raft,
-            proposer,
-            state_machine,
-            keepalives,
-            flush_interval,
-        };
-        ticker.run().await;
-    });
-}
-
-struct Ticker {
-    node_id: NodeId,
-    raft: Raft,
-    proposer: Proposer,
-    state_machine: StateMachineStore,
-    keepalives: Keepalives,
-    flush_interval: Duration,
+/// The ticker task's parts; [`Ticker::spawn`] starts it.
+pub struct Ticker {
+    pub node_id: NodeId,
+    pub raft: Raft,
+    pub proposer: Proposer,
+    pub state_machine: StateMachineStore,
+    pub keepalives: Keepalives,
+    pub flush_interval: Duration,
 }
 
 impl Ticker {
+    /// Starts the ticker task.
+    pub fn spawn(self) {
+        tokio::spawn(self.run());
+    }
+
     async fn run(self) {
         let mut metrics = self.raft.metrics();
         let mut applied = self.state_machine.subscribe_applied();

@@ -104,6 +104,16 @@ type WriteResult = Result<
     RaftError<NodeId, ClientWriteError<NodeId, Member>>,
 >;
 
+/// Proposes a membership change and waits (within the timeout) until it is
+/// committed.
+async fn change_membership(
+    app: &AppState,
+    change: ChangeMembers<NodeId, Member>,
+) -> Result<(), ApiError> {
+    let change = app.replica.raft().change_membership(change, false);
+    membership_error(tokio::time::timeout(MEMBERSHIP_CHANGE_TIMEOUT, change).await)
+}
+
 fn membership_error(
     result: Result<WriteResult, tokio::time::error::Elapsed>,
 ) -> Result<(), ApiError> {
@@ -164,12 +174,7 @@ pub async fn add_member(
     if body.voter {
         wait_for_learner(&app, body.id, target).await?;
         let change = ChangeMembers::AddVoterIds(BTreeSet::from([body.id]));
-        let promoted = tokio::time::timeout(
-            MEMBERSHIP_CHANGE_TIMEOUT,
-            app.replica.raft().change_membership(change, false),
-        )
-        .await;
-        membership_error(promoted)?;
+        change_membership(&app, change).await?;
     }
     Ok(info(State(app)).await)
 }
@@ -227,12 +232,7 @@ pub async fn remove_member(
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
-    let removed = tokio::time::timeout(
-        MEMBERSHIP_CHANGE_TIMEOUT,
-        app.replica.raft().change_membership(change, false),
-    )
-    .await;
-    membership_error(removed)?;
+    change_membership(&app, change).await?;
     Ok(info(State(app)).await)
 }
 

@@ -74,6 +74,14 @@ impl ApiError {
         }
     }
 
+    /// A 409 refusal with a stable `code`.
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedJson),

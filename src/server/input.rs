@@ -253,6 +253,18 @@ pub fn resource_name(limits: &Limits, name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks that count `field` (a semaphore's `limit`, a barrier's `parties`) is 1
+/// to `max`, refusing with `code` otherwise.
+pub fn count(field: &str, value: u32, max: u32, code: ErrorCode) -> Result<u32, ApiError> {
+    if value == 0 || value > max {
+        return Err(ApiError::invalid(
+            code,
+            format!("{field} must be 1 to {max}"),
+        ));
+    }
+    Ok(value)
+}
+
 /// Checks a requested `wait_ms` against the limit.
 pub fn wait(limits: &Limits, wait_ms: u64) -> Result<std::time::Duration, ApiError> {
     if wait_ms > limits.max_wait_ms {
@@ -277,43 +289,35 @@ pub struct TaskIdPath(pub u64);
 /// A session id from the path (`/v1/sessions/{id}`), canonical decimal.
 pub struct SessionIdPath(pub u64);
 
-impl FromRequestParts<AppState> for Key {
-    type Rejection = ApiError;
+/// Implements `FromRequestParts` for a path type: the one path parameter's text,
+/// validated by `$parse(limits, text)`.
+macro_rules! from_path {
+    ($path:ident, $parse:expr) => {
+        impl FromRequestParts<AppState> for $path {
+            type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let PathParam(text) = PathParam::<String>::from_request_parts(parts, app).await?;
-        key(&app.limits, &text)?;
-        Ok(Self(text))
-    }
+            async fn from_request_parts(
+                parts: &mut Parts,
+                app: &AppState,
+            ) -> Result<Self, ApiError> {
+                let PathParam(text) = PathParam::<String>::from_request_parts(parts, app).await?;
+                let parse: fn(&Limits, String) -> Result<$path, ApiError> = $parse;
+                parse(&app.limits, text)
+            }
+        }
+    };
 }
 
-impl FromRequestParts<AppState> for ResourceName {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let PathParam(text) = PathParam::<String>::from_request_parts(parts, app).await?;
-        resource_name(&app.limits, &text)?;
-        Ok(Self(text))
-    }
-}
-
-impl FromRequestParts<AppState> for TaskIdPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let PathParam(text) = PathParam::<String>::from_request_parts(parts, app).await?;
-        path_id(&text, ErrorCode::InvalidTaskId, "task").map(Self)
-    }
-}
-
-impl FromRequestParts<AppState> for SessionIdPath {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
-        let PathParam(text) = PathParam::<String>::from_request_parts(parts, app).await?;
-        path_id(&text, ErrorCode::InvalidSessionId, "session").map(Self)
-    }
-}
+from_path!(Key, |limits, text| key(limits, &text).map(|()| Key(text)));
+from_path!(ResourceName, |limits, text| {
+    resource_name(limits, &text).map(|()| ResourceName(text))
+});
+from_path!(TaskIdPath, |_, text| {
+    path_id(&text, ErrorCode::InvalidTaskId, "task").map(TaskIdPath)
+});
+from_path!(SessionIdPath, |_, text| {
+    path_id(&text, ErrorCode::InvalidSessionId, "session").map(SessionIdPath)
+});
 
 #[cfg(test)]
 mod tests {

@@ -8,8 +8,10 @@ use serde_json::value::RawValue;
 
 use super::error::ApiError;
 use super::error_code::ErrorCode;
-use super::extract::{JsonBody, QueryParams};
+use super::extract::QueryParams;
+use super::propose::{CommandBody, Proposed};
 use super::{AppState, Consistency, ReadQuery};
+use crate::limits::Limits;
 use crate::sm::kv::{KvCommand, KvEntry};
 use crate::sm::Command;
 
@@ -68,38 +70,36 @@ fn null() -> &'static RawValue {
     serde_json::from_str("null").expect("null is JSON")
 }
 
-pub async fn put(
-    State(app): State<AppState>,
-    super::input::Key(key): super::input::Key,
-    JsonBody(body): JsonBody<PutBody>,
-) -> Result<Response, ApiError> {
-    let value_json = body.value.get();
-    if value_json.len() > app.limits.max_value_bytes {
-        return Err(ApiError::TooLarge {
-            limit: app.limits.max_value_bytes,
+impl CommandBody for PutBody {
+    type Path = super::input::Key;
+
+    fn command(self, key: super::input::Key, limits: &Limits) -> Result<Proposed, ApiError> {
+        let value_json = self.value.get();
+        if value_json.len() > limits.max_value_bytes {
+            let limit = limits.max_value_bytes;
+            return Err(ApiError::TooLarge { limit });
+        }
+        let command = Command::Kv(KvCommand::Put {
+            key: key.0,
+            value_json: value_json.to_owned(),
+            if_version: self.if_version,
+            session_id: self.session_id,
         });
+        Ok(Proposed::new(command, self.request_id, self.guard))
     }
-    let command = Command::Kv(KvCommand::Put {
-        key,
-        value_json: value_json.to_owned(),
-        if_version: body.if_version,
-        session_id: body.session_id,
-    });
-    app.propose_and_respond(body.request_id, body.guard, command)
-        .await
 }
 
-pub async fn delete(
-    State(app): State<AppState>,
-    super::input::Key(key): super::input::Key,
-    JsonBody(body): JsonBody<DeleteBody>,
-) -> Result<Response, ApiError> {
-    let command = Command::Kv(KvCommand::Delete {
-        key,
-        if_version: body.if_version,
-    });
-    app.propose_and_respond(body.request_id, body.guard, command)
-        .await
+impl CommandBody for DeleteBody {
+    type Path = super::input::Key;
+
+    fn command(self, key: super::input::Key, _: &Limits) -> Result<Proposed, ApiError> {
+        let if_version = self.if_version;
+        let command = Command::Kv(KvCommand::Delete {
+            key: key.0,
+            if_version,
+        });
+        Ok(Proposed::new(command, self.request_id, self.guard))
+    }
 }
 
 pub async fn get(
@@ -107,37 +107,32 @@ pub async fn get(
     super::input::Key(key): super::input::Key,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    let look = |state: &crate::sm::State| {
-        state
-            .kv
-            .get(&key)
-            .map(|entry| Json(view(&key, entry)).into_response())
+    // Served from the stored JSON text as it is (no parse into a `Value`).
+    let applied = app.read(query.consistency).await?;
+    let Some(entry) = applied.kv.get(&key) else {
+        let message = format!("no key {key:?}");
+        let code = ErrorCode::KeyNotFound;
+        return Err(ApiError::NotFound { code, message });
     };
-    let missing = || format!("no key {key:?}");
-    app.read_view(query.consistency, look, ErrorCode::KeyNotFound, missing)
-        .await
+    Ok(Json(view(&key, entry)).into_response())
 }
 
-pub async fn list(
-    State(app): State<AppState>,
-    QueryParams(query): QueryParams<ListQuery>,
-) -> Result<Response, ApiError> {
-    let limit = super::input::page_limit(&app.limits, query.limit)?;
-    app.read_barrier(query.consistency).await?;
-    let applied = app.replica.state();
-    let mut page = crate::sm::kv::list(
-        &applied.kv,
-        &query.prefix,
-        query.after.as_deref(),
-        limit + 1,
-    );
-    let more = page.len() > limit;
-    page.truncate(limit);
-    let next = if more {
-        page.last().map(|(key, _)| key.as_str())
-    } else {
-        None
-    };
-    let items: Vec<KvView> = page.iter().map(|(key, entry)| view(key, entry)).collect();
-    Ok(Json(serde_json::json!({ "items": items, "next_after": next })).into_response())
+impl super::resource::ListQuery for ListQuery {
+    fn page(&self) -> (Option<usize>, Consistency) {
+        (self.limit, self.consistency)
+    }
+
+    /// Served from the stored JSON text as it is (no parse into a `Value`).
+    fn list(self, state: &crate::sm::State, limit: usize) -> Result<Response, ApiError> {
+        let after = self.after.as_deref();
+        let mut page = crate::sm::kv::list(&state.kv, &self.prefix, after, limit + 1);
+        let more = page.len() > limit;
+        page.truncate(limit);
+        let next = match more {
+            true => page.last().map(|(key, _)| key.as_str()),
+            false => None,
+        };
+        let items: Vec<KvView> = page.iter().map(|(key, entry)| view(key, entry)).collect();
+        Ok(Json(serde_json::json!({ "items": items, "next_after": next })).into_response())
+    }
 }

@@ -1,22 +1,22 @@
-//! Lock endpoints: acquire (optionally waiting, woken on apply), release, get.
-//! (The `guard` a mutating request may carry is parsed in `input`.)
+//! Lock endpoints: acquire (optionally waiting, woken on apply); release and get
+//! through `resource`'s shared handlers.
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::error_code::ErrorCode;
-use super::extract::{JsonBody, QueryParams};
-use super::input::GuardBody;
-use super::wait::{acquire_or_withdraw, standing, Acquire, Acquired, Standing};
-use super::{AppState, ReadQuery};
+use super::extract::JsonBody;
+use super::resource::{Release, View};
+use super::wait::{acquire_or_withdraw, Acquire, Acquired, Queue};
+use super::AppState;
 use crate::limits::MAX_LOCK_DELAY_MS;
 use crate::sm::locks::{LockCommand, LockMode};
 use crate::sm::sessions::SessionId;
-use crate::sm::{Command, Outcome};
+use crate::sm::Command;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,15 +37,6 @@ pub struct AcquireBody {
 
 fn default_mode() -> String {
     "exclusive".into()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseBody {
-    session_id: SessionId,
-    fencing_token: u64,
-    guard: Option<GuardBody>,
-    request_id: Option<String>,
 }
 
 pub async fn acquire(
@@ -79,38 +70,13 @@ pub async fn acquire(
         previous_token: body.previous_token,
     });
     let how = Acquire {
+        queue: Queue::Lock,
+        name: name.clone(),
         session_id: body.session_id,
         deadline,
-        queued: |outcome| match outcome {
-            Outcome::LockQueued { waiter_id } => Some(*waiter_id),
-            _ => None,
-        },
-        withdraw: {
-            let name = name.clone();
-            move |waiter_id| {
-                Command::Lock(LockCommand::Withdraw {
-                    name: name.clone(),
-                    waiter_id,
-                })
-            }
-        },
-        granted: |outcome| match outcome {
-            Outcome::LockGranted { fencing_token } => Some(*fencing_token),
-            _ => None,
-        },
     };
     // Woken by the apply loop: granted, or the waiter vanished (its session ended).
-    let acquired = acquire_or_withdraw(&app, body.request_id, command, how, |state, waiter_id| {
-        let Some(lock) = state.locks.get(&name) else {
-            return Standing::Gone;
-        };
-        standing(
-            &lock.holders,
-            lock.waiters.iter().map(|w| w.waiter_id),
-            waiter_id,
-        )
-    })
-    .await?;
+    let acquired = acquire_or_withdraw(&app, body.request_id, command, how).await?;
     let fencing_token = match acquired {
         Acquired::Answered(applied) => return super::outcome::respond(&applied),
         Acquired::Granted(token) => token,
@@ -122,49 +88,43 @@ pub async fn acquire(
             } else {
                 "was not granted; this request's waiter was withdrawn"
             };
-            return Err(ApiError::Conflict {
-                code: ErrorCode::LockHeld,
-                message: format!("{name:?} {why}"),
-            });
+            return Err(ApiError::conflict(
+                ErrorCode::LockHeld,
+                format!("{name:?} {why}"),
+            ));
         }
     };
     let index = app.replica.state().last_command_index;
     Ok(Json(json!({ "fencing_token": fencing_token, "index": index })).into_response())
 }
 
-pub async fn release(
-    State(app): State<AppState>,
-    super::input::ResourceName(name): super::input::ResourceName,
-    JsonBody(body): JsonBody<ReleaseBody>,
-) -> Result<Response, ApiError> {
-    let command = Command::Lock(LockCommand::Release {
-        name,
-        session_id: body.session_id,
-        fencing_token: body.fencing_token,
-    });
-    app.propose_and_respond(body.request_id, body.guard, command)
-        .await
+/// The lock room's shared endpoints (`resource::get` / `resource::release`).
+pub struct Lock;
+
+impl Release for Lock {
+    fn release(name: String, session_id: SessionId, fencing_token: u64) -> Command {
+        Command::Lock(LockCommand::Release {
+            name,
+            session_id,
+            fencing_token,
+        })
+    }
 }
 
-/// Holders with their tokens and waiters in order; a lock nobody holds or awaits
-/// is shown empty.
-pub async fn get(
-    State(app): State<AppState>,
-    super::input::ResourceName(name): super::input::ResourceName,
-    QueryParams(query): QueryParams<ReadQuery>,
-) -> Result<Response, ApiError> {
-    app.read_barrier(query.consistency).await?;
-    let applied = app.replica.state();
-    let lock = applied.locks.get(&name).cloned().unwrap_or_default();
-    let holders: Vec<_> = lock
-        .holders
-        .iter()
-        .map(|h| json!({ "session_id": h.session_id, "mode": h.mode.name(), "fencing_token": h.fencing_token, "acquired_at_ms": h.acquired_at_ms }))
-        .collect();
-    let waiters: Vec<_> = lock
-        .waiters
-        .iter()
-        .map(|w| json!({ "session_id": w.session_id, "mode": w.mode.name(), "waiter_id": w.waiter_id, "since_ms": w.since_ms }))
-        .collect();
-    Ok(Json(json!({ "name": name, "holders": holders, "waiters": waiters })).into_response())
+impl View for Lock {
+    /// Holders with their tokens and waiters in order.
+    fn view(state: &crate::sm::State, name: &str) -> Value {
+        let lock = state.locks.get(name).cloned().unwrap_or_default();
+        let holders: Vec<_> = lock
+            .holders
+            .iter()
+            .map(|h| json!({ "session_id": h.session_id, "mode": h.mode.name(), "fencing_token": h.fencing_token, "acquired_at_ms": h.acquired_at_ms }))
+            .collect();
+        let waiters: Vec<_> = lock
+            .waiters
+            .iter()
+            .map(|w| json!({ "session_id": w.session_id, "mode": w.mode.name(), "waiter_id": w.waiter_id, "since_ms": w.since_ms }))
+            .collect();
+        json!({ "name": name, "holders": holders, "waiters": waiters })
+    }
 }

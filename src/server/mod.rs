@@ -20,7 +20,9 @@ pub mod kv;
 pub mod locks;
 pub mod outcome;
 pub mod primitives;
+pub mod propose;
 pub mod requests;
+pub mod resource;
 pub mod sessions;
 pub mod tasks;
 pub mod wait;
@@ -29,6 +31,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
@@ -40,6 +43,7 @@ use crate::replica::Replica;
 use crate::sm::{Applied, Submission};
 use error::ApiError;
 use error_code::ErrorCode;
+use propose::propose;
 
 /// Everything a handler may use. Built once by `node::start`.
 pub struct App {
@@ -101,20 +105,28 @@ impl App {
         Ok(self.replica.read_barrier(consistency).await?)
     }
 
+    /// The applied state after the read barrier of `consistency`.
+    pub async fn read(
+        &self,
+        consistency: Consistency,
+    ) -> Result<crate::replica::StateRef<'_>, ApiError> {
+        self.read_barrier(consistency).await?;
+        Ok(self.replica.state())
+    }
+
     /// The read path of a handler for one item: waits until this node may serve a
     /// read at `consistency`, then answers the item's view, or 404 with `code`
     /// and the `missing` message when `view` finds nothing.
     pub async fn read_view(
         &self,
         consistency: Consistency,
-        view: impl FnOnce(&crate::sm::State) -> Option<axum::response::Response>,
+        view: impl FnOnce(&crate::sm::State) -> Option<serde_json::Value>,
         code: error_code::ErrorCode,
         missing: impl FnOnce() -> String,
     ) -> Result<axum::response::Response, ApiError> {
-        self.read_barrier(consistency).await?;
-        let found = view(&self.replica.state());
+        let found = view(&*self.read(consistency).await?);
         match found {
-            Some(response) => Ok(response),
+            Some(body) => Ok(axum::Json(body).into_response()),
             None => Err(ApiError::NotFound {
                 code,
                 message: missing(),
@@ -160,42 +172,74 @@ impl App {
 /// Builds the whole router.
 pub fn router(app: AppState) -> Router {
     let leader_routes = Router::new()
-        .route("/v1/kv", get(kv::list))
+        .route("/v1/kv", get(resource::list::<kv::ListQuery>))
         .route(
             "/v1/kv/{*key}",
-            get(kv::get).put(kv::put).delete(kv::delete),
+            get(kv::get)
+                .put(propose::<kv::PutBody>)
+                .delete(propose::<kv::DeleteBody>),
         )
         .route("/v1/requests/{request_id}", get(requests::get))
-        .route("/v1/sessions", get(sessions::list).post(sessions::create))
+        .route(
+            "/v1/sessions",
+            get(resource::list::<sessions::ListQuery>).post(sessions::create),
+        )
         .route(
             "/v1/sessions/{id}",
             get(sessions::get).delete(sessions::end),
         )
         .route("/v1/sessions/{id}/keepalive", post(sessions::keepalive))
-        .route("/v1/tasks", get(tasks::list).post(tasks::submit))
+        .route(
+            "/v1/tasks",
+            get(resource::list::<tasks::ListQuery>).post(tasks::submit),
+        )
         .route("/v1/tasks/claim", post(tasks::claim))
-        .route("/v1/tasks/{id}", get(tasks::get).delete(tasks::cancel))
-        .route("/v1/tasks/{id}/heartbeat", post(tasks::heartbeat))
-        .route("/v1/tasks/{id}/complete", post(tasks::complete))
-        .route("/v1/tasks/{id}/fail", post(tasks::fail))
-        .route("/v1/tasks/{id}/retry", post(tasks::retry))
-        .route("/v1/locks/{name}", get(locks::get))
+        .route(
+            "/v1/tasks/{id}",
+            get(tasks::get).delete(propose::<tasks::CancelBody>),
+        )
+        .route(
+            "/v1/tasks/{id}/heartbeat",
+            post(propose::<tasks::HeartbeatBody>),
+        )
+        .route(
+            "/v1/tasks/{id}/complete",
+            post(propose::<tasks::CompleteBody>),
+        )
+        .route("/v1/tasks/{id}/fail", post(propose::<tasks::FailBody>))
+        .route("/v1/tasks/{id}/retry", post(propose::<tasks::RetryBody>))
+        .route("/v1/locks/{name}", get(resource::get::<locks::Lock>))
         .route("/v1/locks/{name}/acquire", post(locks::acquire))
-        .route("/v1/locks/{name}/release", post(locks::release))
-        .route("/v1/semaphores/{name}", get(primitives::semaphore_get))
+        .route(
+            "/v1/locks/{name}/release",
+            post(propose::<resource::ReleaseBody<locks::Lock>>),
+        )
+        .route(
+            "/v1/semaphores/{name}",
+            get(resource::get::<primitives::Semaphore>),
+        )
         .route(
             "/v1/semaphores/{name}/acquire",
             post(primitives::semaphore_acquire),
         )
         .route(
             "/v1/semaphores/{name}/release",
-            post(primitives::semaphore_release),
+            post(propose::<resource::ReleaseBody<primitives::Semaphore>>),
         )
-        .route("/v1/barriers/{name}", get(primitives::barrier_get))
+        .route(
+            "/v1/barriers/{name}",
+            get(resource::get::<primitives::Barrier>),
+        )
         .route("/v1/barriers/{name}/wait", post(primitives::barrier_wait))
-        .route("/v1/elections/{name}", get(primitives::election_get))
+        .route(
+            "/v1/elections/{name}",
+            get(resource::get::<primitives::Election>),
+        )
         .route("/v1/elections/{name}/campaign", post(primitives::campaign))
-        .route("/v1/elections/{name}/resign", post(primitives::resign))
+        .route(
+            "/v1/elections/{name}/resign",
+            post(propose::<primitives::ResignBody>),
+        )
         .route("/v1/cluster/members", post(cluster::add_member))
         .route(
             "/v1/cluster/members/{id}",
@@ -247,6 +291,22 @@ async fn not_found() -> ApiError {
 
 async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// One page of a list: the first `limit` items of `matching` (already past the
+/// request's cursor), and `next_after` — the `cursor` field of the last item —
+/// when more remain.
+pub fn list_page(
+    mut matching: impl Iterator<Item = serde_json::Value>,
+    limit: usize,
+    cursor: &str,
+) -> axum::response::Response {
+    let items: Vec<serde_json::Value> = matching.by_ref().take(limit).collect();
+    let next_after = match matching.next() {
+        Some(_) => items.last().map(|item| item[cursor].clone()),
+        None => None,
+    };
+    axum::Json(serde_json::json!({ "items": items, "next_after": next_after })).into_response()
 }
 
 #[cfg(test)]

@@ -60,10 +60,10 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
         Outcome::LockQueued { waiter_id } => json!({ "waiter_id": waiter_id, "index": index }),
         Outcome::LockReleased => json!({ "released": true, "index": index }),
         Outcome::LockHeld => {
-            return Err(ApiError::Conflict {
-                code: ErrorCode::LockHeld,
-                message: "the lock is held by another session".into(),
-            })
+            return Err(ApiError::conflict(
+                ErrorCode::LockHeld,
+                "the lock is held by another session",
+            ))
         }
         Outcome::Deadlock { cycle } => {
             return Err(ApiError::Deadlock {
@@ -96,16 +96,16 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
         }
         Outcome::Withdrawn => json!({ "withdrawn": true, "index": index }),
         Outcome::PermitsUnavailable => {
-            return Err(ApiError::Conflict {
-                code: ErrorCode::PermitsUnavailable,
-                message: "not enough free permits".into(),
-            })
+            return Err(ApiError::conflict(
+                ErrorCode::PermitsUnavailable,
+                "not enough free permits",
+            ))
         }
         Outcome::LimitMismatch { limit } => {
-            return Err(ApiError::Conflict {
-                code: ErrorCode::LimitMismatch,
-                message: format!("this semaphore's limit is {limit}, fixed by its first acquirer"),
-            })
+            return Err(ApiError::conflict(
+                ErrorCode::LimitMismatch,
+                format!("this semaphore's limit is {limit}, fixed by its first acquirer"),
+            ))
         }
         Outcome::CasMismatch { current_version } => {
             return Err(ApiError::CasMismatch {
@@ -133,10 +133,7 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
             })
         }
         Outcome::WrongState { message } => {
-            return Err(ApiError::Conflict {
-                code: ErrorCode::WrongState,
-                message: message.clone(),
-            })
+            return Err(ApiError::conflict(ErrorCode::WrongState, message.clone()))
         }
         Outcome::StaleFencingToken { current } => {
             return Err(ApiError::StaleToken { current: *current })

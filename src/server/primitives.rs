@@ -4,17 +4,19 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::error_code::ErrorCode;
-use super::extract::{JsonBody, QueryParams};
+use super::extract::JsonBody;
+use super::propose::{CommandBody, Proposed};
+use super::resource::{Release, View};
 use super::sessions::raw;
 use super::wait::{
-    acquire_or_withdraw, propose_queueing, standing, wait_or_withdraw, Acquire, Acquired, Standing,
-    Waited,
+    acquire_or_withdraw, propose_queueing, wait_or_withdraw, Acquire, Acquired, Queue, Waited,
 };
-use super::{AppState, ReadQuery};
+use super::AppState;
+use crate::limits::Limits;
 use crate::sm::barriers::BarrierCommand;
 use crate::sm::elections::ElectionCommand;
 use crate::sm::semaphores::SemaphoreCommand;
@@ -39,73 +41,35 @@ fn one() -> u32 {
     1
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseBody {
-    session_id: SessionId,
-    fencing_token: u64,
-    guard: Option<super::input::GuardBody>,
-    request_id: Option<String>,
-}
-
 pub async fn semaphore_acquire(
     State(app): State<AppState>,
     super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
-    if body.limit == 0 || body.limit > app.limits.max_semaphore_limit {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidLimit,
-            format!("limit must be 1 to {}", app.limits.max_semaphore_limit),
-        ));
-    }
+    let max = app.limits.max_semaphore_limit;
+    let limit = super::input::count("limit", body.limit, max, ErrorCode::InvalidLimit)?;
     let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
     let command = Command::Semaphore(SemaphoreCommand::Acquire {
         name: name.clone(),
         session_id: body.session_id,
         permits: body.permits,
-        limit: body.limit,
+        limit,
         wait: body.wait_ms > 0,
     });
     let how = Acquire {
+        queue: Queue::Semaphore,
+        name: name.clone(),
         session_id: body.session_id,
         deadline,
-        queued: |outcome| match outcome {
-            Outcome::PermitsQueued { waiter_id } => Some(*waiter_id),
-            _ => None,
-        },
-        withdraw: {
-            let name = name.clone();
-            move |waiter_id| {
-                Command::Semaphore(SemaphoreCommand::Withdraw {
-                    name: name.clone(),
-                    waiter_id,
-                })
-            }
-        },
-        granted: |outcome| match outcome {
-            Outcome::PermitsGranted { fencing_token } => Some(*fencing_token),
-            _ => None,
-        },
     };
-    let acquired = acquire_or_withdraw(&app, body.request_id, command, how, |state, waiter_id| {
-        let Some(semaphore) = state.semaphores.get(&name) else {
-            return Standing::Gone;
-        };
-        standing(
-            &semaphore.holders,
-            semaphore.waiters.iter().map(|w| w.waiter_id),
-            waiter_id,
-        )
-    })
-    .await?;
+    let acquired = acquire_or_withdraw(&app, body.request_id, command, how).await?;
     match acquired {
         Acquired::Answered(applied) => super::outcome::respond(&applied),
         Acquired::Granted(token) => Ok(Json(json!({ "fencing_token": token })).into_response()),
-        Acquired::NotGranted { timed_out: false } => Err(ApiError::Conflict {
-            code: ErrorCode::PermitsUnavailable,
-            message: format!("{name:?}: this request's waiter was withdrawn"),
-        }),
+        Acquired::NotGranted { timed_out: false } => Err(ApiError::conflict(
+            ErrorCode::PermitsUnavailable,
+            format!("{name:?}: this request's waiter was withdrawn"),
+        )),
         Acquired::NotGranted { timed_out: true } => Err(ApiError::Conflict {
             code: ErrorCode::PermitsUnavailable,
             message: format!(
@@ -115,40 +79,34 @@ pub async fn semaphore_acquire(
     }
 }
 
-pub async fn semaphore_release(
-    State(app): State<AppState>,
-    super::input::ResourceName(name): super::input::ResourceName,
-    JsonBody(body): JsonBody<ReleaseBody>,
-) -> Result<Response, ApiError> {
-    let command = Command::Semaphore(SemaphoreCommand::Release {
-        name,
-        session_id: body.session_id,
-        fencing_token: body.fencing_token,
-    });
-    app.propose_and_respond(body.request_id, body.guard, command)
-        .await
+/// The semaphore room's shared endpoints (`resource::get` / `resource::release`).
+pub struct Semaphore;
+
+impl Release for Semaphore {
+    fn release(name: String, session_id: SessionId, fencing_token: u64) -> Command {
+        Command::Semaphore(SemaphoreCommand::Release {
+            name,
+            session_id,
+            fencing_token,
+        })
+    }
 }
 
-pub async fn semaphore_get(
-    State(app): State<AppState>,
-    super::input::ResourceName(name): super::input::ResourceName,
-    QueryParams(query): QueryParams<ReadQuery>,
-) -> Result<Response, ApiError> {
-    app.read_barrier(query.consistency).await?;
-    let applied = app.replica.state();
-    let semaphore = applied.semaphores.get(&name).cloned().unwrap_or_default();
-    let holders: Vec<_> = semaphore
-        .holders
-        .iter()
-        .map(|p| json!({ "session_id": p.session_id, "permits": p.permits, "fencing_token": p.fencing_token, "acquired_at_ms": p.acquired_at_ms }))
-        .collect();
-    let waiters: Vec<_> = semaphore
-        .waiters
-        .iter()
-        .map(|w| json!({ "session_id": w.session_id, "permits": w.permits, "waiter_id": w.waiter_id, "since_ms": w.since_ms }))
-        .collect();
-    let body = json!({ "name": name, "limit": semaphore.limit, "used": semaphore.used(), "holders": holders, "waiters": waiters });
-    Ok(Json(body).into_response())
+impl View for Semaphore {
+    fn view(state: &crate::sm::State, name: &str) -> Value {
+        let semaphore = state.semaphores.get(name).cloned().unwrap_or_default();
+        let holders: Vec<_> = semaphore
+            .holders
+            .iter()
+            .map(|p| json!({ "session_id": p.session_id, "permits": p.permits, "fencing_token": p.fencing_token, "acquired_at_ms": p.acquired_at_ms }))
+            .collect();
+        let waiters: Vec<_> = semaphore
+            .waiters
+            .iter()
+            .map(|w| json!({ "session_id": w.session_id, "permits": w.permits, "waiter_id": w.waiter_id, "since_ms": w.since_ms }))
+            .collect();
+        json!({ "name": name, "limit": semaphore.limit, "used": semaphore.used(), "holders": holders, "waiters": waiters })
+    }
 }
 
 // ----- barriers -----------------------------------------------------------------
@@ -168,17 +126,13 @@ pub async fn barrier_wait(
     super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<BarrierBody>,
 ) -> Result<Response, ApiError> {
-    if body.parties == 0 || body.parties > app.limits.max_barrier_parties {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidParties,
-            format!("parties must be 1 to {}", app.limits.max_barrier_parties),
-        ));
-    }
+    let max = app.limits.max_barrier_parties;
+    let parties = super::input::count("parties", body.parties, max, ErrorCode::InvalidParties)?;
     let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
     let command = Command::Barrier(BarrierCommand::Wait {
         name: name.clone(),
         session_id: body.session_id,
-        parties: body.parties,
+        parties,
     });
     let (queued_on, session_id) = (name.clone(), body.session_id);
     let applied = propose_queueing(&app, None, command, move |outcome| {
@@ -218,22 +172,20 @@ pub async fn barrier_wait(
     )
 }
 
-pub async fn barrier_get(
-    State(app): State<AppState>,
-    super::input::ResourceName(name): super::input::ResourceName,
-    QueryParams(query): QueryParams<ReadQuery>,
-) -> Result<Response, ApiError> {
-    app.read_barrier(query.consistency).await?;
-    let applied = app.replica.state();
-    let barrier = applied.barriers.get(&name).cloned().unwrap_or_default();
-    let body = json!({
-        "name": name,
-        "parties": barrier.parties,
-        "generation": barrier.generation,
-        "arrived": barrier.arrived,
-        "ended": barrier.ended.iter().map(|(g, broken)| json!({ "generation": g, "broken": broken })).collect::<Vec<_>>(),
-    });
-    Ok(Json(body).into_response())
+/// The barrier room's shared view (`resource::get`).
+pub struct Barrier;
+
+impl View for Barrier {
+    fn view(state: &crate::sm::State, name: &str) -> Value {
+        let barrier = state.barriers.get(name).cloned().unwrap_or_default();
+        json!({
+            "name": name,
+            "parties": barrier.parties,
+            "generation": barrier.generation,
+            "arrived": barrier.arrived,
+            "ended": barrier.ended.iter().map(|(g, broken)| json!({ "generation": g, "broken": broken })).collect::<Vec<_>>(),
+        })
+    }
 }
 
 // ----- elections ----------------------------------------------------------------
@@ -290,38 +242,12 @@ pub async fn campaign(
         wait: body.wait_ms > 0,
     });
     let how = Acquire {
+        queue: Queue::Election,
+        name: name.clone(),
         session_id: body.session_id,
         deadline,
-        queued: |outcome| match outcome {
-            Outcome::CampaignQueued { waiter_id } => Some(*waiter_id),
-            _ => None,
-        },
-        withdraw: {
-            let name = name.clone();
-            move |waiter_id| {
-                Command::Election(ElectionCommand::Withdraw {
-                    name: name.clone(),
-                    waiter_id,
-                })
-            }
-        },
-        granted: |outcome| match outcome {
-            Outcome::Elected { term } => Some(*term),
-            _ => None,
-        },
     };
-    let acquired = acquire_or_withdraw(&app, body.request_id, command, how, |state, waiter_id| {
-        let Some(election) = state.elections.get(&name) else {
-            return Standing::Gone;
-        };
-        let leader = election.leader.as_slice();
-        standing(
-            leader,
-            election.candidates.iter().map(|c| c.waiter_id),
-            waiter_id,
-        )
-    })
-    .await?;
+    let acquired = acquire_or_withdraw(&app, body.request_id, command, how).await?;
     match acquired {
         Acquired::Answered(applied)
             if !matches!(
@@ -336,40 +262,38 @@ pub async fn campaign(
     }
 }
 
-pub async fn resign(
-    State(app): State<AppState>,
-    super::input::ResourceName(name): super::input::ResourceName,
-    JsonBody(body): JsonBody<ResignBody>,
-) -> Result<Response, ApiError> {
-    let command = Command::Election(ElectionCommand::Resign {
-        name,
-        session_id: body.session_id,
-        term: body.term,
-    });
-    app.propose_and_respond(body.request_id, body.guard, command)
-        .await
+impl CommandBody for ResignBody {
+    type Path = super::input::ResourceName;
+
+    fn command(self, name: super::input::ResourceName, _: &Limits) -> Result<Proposed, ApiError> {
+        let command = Command::Election(ElectionCommand::Resign {
+            name: name.0,
+            session_id: self.session_id,
+            term: self.term,
+        });
+        Ok(Proposed::new(command, self.request_id, self.guard))
+    }
 }
 
-pub async fn election_get(
-    State(app): State<AppState>,
-    super::input::ResourceName(name): super::input::ResourceName,
-    QueryParams(query): QueryParams<ReadQuery>,
-) -> Result<Response, ApiError> {
-    app.read_barrier(query.consistency).await?;
-    let applied = app.replica.state();
-    let election = applied.elections.get(&name).cloned().unwrap_or_default();
-    let candidates: Vec<_> = election
-        .candidates
-        .iter()
-        .map(|c| json!({ "session_id": c.session_id, "priority": c.priority, "waiter_id": c.waiter_id, "value": raw(&c.value_json) }))
-        .collect();
-    let body = json!({
-        "name": name,
-        "leader_session_id": election.leader.as_ref().map(|l| l.session_id),
-        "term": election.leader.as_ref().map(|l| l.term),
-        "value": election.leader.as_ref().map(|l| raw(&l.value_json)),
-        "since_ms": election.leader.as_ref().map(|l| l.since_ms),
-        "candidates": candidates,
-    });
-    Ok(Json(body).into_response())
+/// The election room's shared view (`resource::get`).
+pub struct Election;
+
+impl View for Election {
+    fn view(state: &crate::sm::State, name: &str) -> Value {
+        let election = state.elections.get(name).cloned().unwrap_or_default();
+        let candidates: Vec<_> = election
+            .candidates
+            .iter()
+            .map(|c| json!({ "session_id": c.session_id, "priority": c.priority, "waiter_id": c.waiter_id, "value": raw(&c.value_json) }))
+            .collect();
+        let leader = election.leader.as_ref();
+        json!({
+            "name": name,
+            "leader_session_id": leader.map(|l| l.session_id),
+            "term": leader.map(|l| l.term),
+            "value": leader.map(|l| raw(&l.value_json)),
+            "since_ms": leader.map(|l| l.since_ms),
+            "candidates": candidates,
+        })
+    }
 }

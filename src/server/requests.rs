@@ -16,8 +16,7 @@ pub async fn get(
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
     super::input::request_id(&app.limits, &request_id)?;
-    app.read_barrier(query.consistency).await?;
-    let applied = app.replica.state();
+    let applied = app.read(query.consistency).await?;
     let body = match applied.requests.get(&request_id) {
         Some(record) => json!({
             "request_id": request_id,

@@ -145,40 +145,25 @@ pub async fn get(
     super::input::SessionIdPath(id): super::input::SessionIdPath,
     QueryParams(query): QueryParams<ReadQuery>,
 ) -> Result<Response, ApiError> {
-    let look = |state: &crate::sm::State| {
-        state
-            .sessions
-            .get(id)
-            .map(|s| Json(view(s)).into_response())
-    };
+    let look = |state: &crate::sm::State| state.sessions.get(id).map(view);
     let missing = || format!("no live session {id}");
     app.read_view(query.consistency, look, ErrorCode::SessionNotFound, missing)
         .await
 }
 
 /// Agent discovery: live sessions, optionally only those offering `capability`.
-pub async fn list(
-    State(app): State<AppState>,
-    QueryParams(query): QueryParams<ListQuery>,
-) -> Result<Response, ApiError> {
-    let limit = super::input::page_limit(&app.limits, query.limit)?;
-    app.read_barrier(query.consistency).await?;
-    let applied = app.replica.state();
-    let mut matching = applied
-        .sessions
-        .iter()
-        .filter(|session| query.after.is_none_or(|after| session.id > after))
-        .filter(|session| {
-            query
-                .capability
-                .as_ref()
-                .is_none_or(|c| session.capabilities.contains(c))
-        });
-    let items: Vec<Value> = matching.by_ref().take(limit).map(view).collect();
-    let next_after = if matching.next().is_some() {
-        items.last().map(|item| item["session_id"].clone())
-    } else {
-        None
-    };
-    Ok(Json(json!({ "items": items, "next_after": next_after })).into_response())
+impl super::resource::ListQuery for ListQuery {
+    fn page(&self) -> (Option<usize>, Consistency) {
+        (self.limit, self.consistency)
+    }
+
+    fn list(self, state: &crate::sm::State, limit: usize) -> Result<Response, ApiError> {
+        let after = |session: &&Session| self.after.is_none_or(|after| session.id > after);
+        let offers = |session: &&Session| {
+            let capability = self.capability.as_ref();
+            capability.is_none_or(|c| session.capabilities.contains(c))
+        };
+        let matching = state.sessions.iter().filter(after).filter(offers);
+        Ok(super::list_page(matching.map(view), limit, "session_id"))
+    }
 }

@@ -12,8 +12,11 @@ use serde_json::{json, Value};
 use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::extract::{JsonBody, QueryParams};
+use super::input::{json_text, TaskIdPath};
+use super::propose::{CommandBody, Proposed};
 use super::sessions::raw;
 use super::{AppState, Consistency, ReadQuery};
+use crate::limits::Limits;
 use crate::sm::sessions::SessionId;
 use crate::sm::tasks::{NewTask, Task, TaskId, TaskState};
 use crate::sm::{Command, Outcome, Submission};
@@ -80,13 +83,6 @@ pub struct FailBody {
     error: String,
     #[serde(default = "default_true")]
     retryable: bool,
-    guard: Option<super::input::GuardBody>,
-    request_id: Option<String>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct PlainBody {
     guard: Option<super::input::GuardBody>,
     request_id: Option<String>,
 }
@@ -266,87 +262,86 @@ pub async fn claim(
     }
 }
 
-pub async fn heartbeat(
-    State(app): State<AppState>,
-    super::input::TaskIdPath(task_id): super::input::TaskIdPath,
-    JsonBody(body): JsonBody<HeartbeatBody>,
-) -> Result<Response, ApiError> {
-    let progress_json = match body.progress {
-        Some(progress) => Some(super::input::json_text(
-            &app.limits,
-            Some(progress),
-            "null",
-        )?),
-        None => None,
-    };
-    let command = Command::Task(TaskCommand::Heartbeat {
-        task_id,
-        fencing_token: body.fencing_token,
-        progress_json,
-    });
-    app.propose_and_respond(body.request_id, body.guard, command)
-        .await
-}
+impl CommandBody for HeartbeatBody {
+    type Path = TaskIdPath;
 
-pub async fn complete(
-    State(app): State<AppState>,
-    super::input::TaskIdPath(task_id): super::input::TaskIdPath,
-    JsonBody(body): JsonBody<CompleteBody>,
-) -> Result<Response, ApiError> {
-    let result_json = super::input::json_text(&app.limits, body.result, "null")?;
-    let command = Command::Task(TaskCommand::Complete {
-        task_id,
-        fencing_token: body.fencing_token,
-        result_json,
-    });
-    app.propose_and_respond(body.request_id, body.guard, command)
-        .await
-}
-
-pub async fn fail(
-    State(app): State<AppState>,
-    super::input::TaskIdPath(task_id): super::input::TaskIdPath,
-    JsonBody(body): JsonBody<FailBody>,
-) -> Result<Response, ApiError> {
-    if body.error.len() > app.limits.max_value_bytes {
-        return Err(ApiError::TooLarge {
-            limit: app.limits.max_value_bytes,
+    fn command(self, path: TaskIdPath, limits: &Limits) -> Result<Proposed, ApiError> {
+        let task_id = path.0;
+        let progress_json = match self.progress {
+            Some(progress) => Some(json_text(limits, Some(progress), "null")?),
+            None => None,
+        };
+        let command = Command::Task(TaskCommand::Heartbeat {
+            task_id,
+            fencing_token: self.fencing_token,
+            progress_json,
         });
+        Ok(Proposed::new(command, self.request_id, self.guard))
     }
-    let command = Command::Task(TaskCommand::Fail {
-        task_id,
-        fencing_token: body.fencing_token,
-        error: body.error,
-        retryable: body.retryable,
-    });
-    app.propose_and_respond(body.request_id, body.guard, command)
-        .await
 }
 
-pub async fn cancel(
-    State(app): State<AppState>,
-    path: super::input::TaskIdPath,
-    JsonBody(body): JsonBody<PlainBody>,
-) -> Result<Response, ApiError> {
-    plain(&app, body, TaskCommand::Cancel { task_id: path.0 }).await
+impl CommandBody for CompleteBody {
+    type Path = TaskIdPath;
+
+    fn command(self, path: TaskIdPath, limits: &Limits) -> Result<Proposed, ApiError> {
+        let task_id = path.0;
+        let result_json = json_text(limits, self.result, "null")?;
+        let command = Command::Task(TaskCommand::Complete {
+            task_id,
+            fencing_token: self.fencing_token,
+            result_json,
+        });
+        Ok(Proposed::new(command, self.request_id, self.guard))
+    }
 }
 
-pub async fn retry(
-    State(app): State<AppState>,
-    path: super::input::TaskIdPath,
-    JsonBody(body): JsonBody<PlainBody>,
-) -> Result<Response, ApiError> {
-    plain(&app, body, TaskCommand::Retry { task_id: path.0 }).await
+impl CommandBody for FailBody {
+    type Path = TaskIdPath;
+
+    fn command(self, path: TaskIdPath, limits: &Limits) -> Result<Proposed, ApiError> {
+        let task_id = path.0;
+        if self.error.len() > limits.max_value_bytes {
+            let limit = limits.max_value_bytes;
+            return Err(ApiError::TooLarge { limit });
+        }
+        let command = Command::Task(TaskCommand::Fail {
+            task_id,
+            fencing_token: self.fencing_token,
+            error: self.error,
+            retryable: self.retryable,
+        });
+        Ok(Proposed::new(command, self.request_id, self.guard))
+    }
 }
 
-/// A task command whose body carries only `request_id` and `guard`.
-async fn plain(
-    app: &AppState,
-    body: PlainBody,
-    command: TaskCommand,
-) -> Result<Response, ApiError> {
-    app.propose_and_respond(body.request_id, body.guard, Command::Task(command))
-        .await
+/// The body of a task command that carries only `request_id` and `guard`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PlainBody<const RETRY: bool> {
+    guard: Option<super::input::GuardBody>,
+    request_id: Option<String>,
+}
+
+/// `DELETE /v1/tasks/{id}`.
+pub type CancelBody = PlainBody<false>;
+/// `POST /v1/tasks/{id}/retry`.
+pub type RetryBody = PlainBody<true>;
+
+impl<const RETRY: bool> CommandBody for PlainBody<RETRY> {
+    type Path = TaskIdPath;
+
+    fn command(self, path: TaskIdPath, _: &Limits) -> Result<Proposed, ApiError> {
+        let task_id = path.0;
+        let command = match RETRY {
+            true => TaskCommand::Retry { task_id },
+            false => TaskCommand::Cancel { task_id },
+        };
+        Ok(Proposed::new(
+            Command::Task(command),
+            self.request_id,
+            self.guard,
+        ))
+    }
 }
 
 pub async fn get(
@@ -356,45 +351,32 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let look = |state: &crate::sm::State| {
         let tasks = &state.tasks;
-        tasks
-            .get(task_id)
-            .map(|task| Json(view(task, tasks)).into_response())
+        tasks.get(task_id).map(|task| view(task, tasks))
     };
     let missing = || format!("no task {task_id}");
     app.read_view(query.consistency, look, ErrorCode::TaskNotFound, missing)
         .await
 }
 
-pub async fn list(
-    State(app): State<AppState>,
-    QueryParams(query): QueryParams<ListQuery>,
-) -> Result<Response, ApiError> {
-    let limit = super::input::page_limit(&app.limits, query.limit)?;
-    let state = match query.state.as_deref() {
-        Some(name) => Some(TaskState::parse(name).ok_or_else(|| {
-            ApiError::invalid(
-                ErrorCode::InvalidQuery,
-                format!("unknown task state {name:?}"),
-            )
-        })?),
-        None => None,
-    };
-    app.read_barrier(query.consistency).await?;
-    let applied = app.replica.state();
-    let tasks = &applied.tasks;
-    let mut matching = tasks
-        .range_from(query.after)
-        .filter(|task| state.is_none_or(|s| task.state == s))
-        .filter(|task| query.kind.as_ref().is_none_or(|k| &task.spec.kind == k));
-    let items: Vec<Value> = matching
-        .by_ref()
-        .take(limit)
-        .map(|task| view(task, tasks))
-        .collect();
-    let next_after = if matching.next().is_some() {
-        items.last().map(|item| item["task_id"].clone())
-    } else {
-        None
-    };
-    Ok(Json(json!({ "items": items, "next_after": next_after })).into_response())
+impl super::resource::ListQuery for ListQuery {
+    fn page(&self) -> (Option<usize>, Consistency) {
+        (self.limit, self.consistency)
+    }
+
+    fn list(self, applied: &crate::sm::State, limit: usize) -> Result<Response, ApiError> {
+        let state = match self.state.as_deref() {
+            Some(name) => Some(TaskState::parse(name).ok_or_else(|| {
+                let message = format!("unknown task state {name:?}");
+                ApiError::invalid(ErrorCode::InvalidQuery, message)
+            })?),
+            None => None,
+        };
+        let tasks = &applied.tasks;
+        let matching = tasks
+            .range_from(self.after)
+            .filter(|task| state.is_none_or(|s| task.state == s))
+            .filter(|task| self.kind.as_ref().is_none_or(|k| &task.spec.kind == k));
+        let views = matching.map(|task| view(task, tasks));
+        Ok(super::list_page(views, limit, "task_id"))
+    }
 }

@@ -15,8 +15,11 @@ use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::AppState;
 use crate::limits::{WITHDRAW_ATTEMPTS, WITHDRAW_RETRY_BASE_MS};
+use crate::sm::elections::ElectionCommand;
+use crate::sm::locks::LockCommand;
+use crate::sm::semaphores::SemaphoreCommand;
 use crate::sm::sessions::SessionId;
-use crate::sm::wait_queue::{granted_to, Granted};
+use crate::sm::wait_queue::{granted_to, Granted, Waiting};
 use crate::sm::{Applied, Command, Outcome, State, Submission};
 
 /// How a submission is made (the node's proposer; a fake in tests).
@@ -180,7 +183,7 @@ pub async fn wait_or_withdraw<T>(
 }
 
 /// The refusal of a wait whose session ended while it waited.
-pub fn session_ended(session_id: SessionId) -> ApiError {
+fn session_ended(session_id: SessionId) -> ApiError {
     ApiError::NotFound {
         code: ErrorCode::SessionNotFound,
         message: format!("session {session_id} ended while waiting"),
@@ -188,7 +191,7 @@ pub fn session_ended(session_id: SessionId) -> ApiError {
 }
 
 /// Where a queued waiter stands in the applied state.
-pub enum Standing {
+enum Standing {
     /// Granted, with this fencing token (an election's term).
     Granted(u64),
     Waiting,
@@ -196,33 +199,61 @@ pub enum Standing {
     Gone,
 }
 
-/// A waiter's standing among a room's `holders` and the ids of its `waiting`.
-pub fn standing<H: Granted>(
+/// A waiter's standing among a room's `holders` and `waiting`.
+fn standing<'a, H: Granted, W: Waiting + 'a>(
     holders: &[H],
-    mut waiting: impl Iterator<Item = u64>,
+    waiting: impl IntoIterator<Item = &'a W>,
     waiter_id: u64,
 ) -> Standing {
     if let Some(hold) = granted_to(holders, waiter_id) {
         return Standing::Granted(hold.token());
     }
-    if waiting.any(|id| id == waiter_id) {
-        Standing::Waiting
-    } else {
-        Standing::Gone
+    match waiting.into_iter().any(|w| w.waiter_id() == waiter_id) {
+        true => Standing::Waiting,
+        false => Standing::Gone,
     }
 }
 
-/// How a waiting acquire of a wait-queue room (a lock, a semaphore, an election)
-/// reads its outcomes.
-pub struct Acquire<W> {
+/// The wait-queue rooms a waiting acquire can queue in.
+#[derive(Debug, Clone, Copy)]
+pub enum Queue {
+    Lock,
+    Semaphore,
+    Election,
+}
+
+impl Queue {
+    /// The command that withdraws waiter `waiter_id` from resource `name`.
+    fn withdraw(self, name: String, waiter_id: u64) -> Command {
+        match self {
+            Queue::Lock => Command::Lock(LockCommand::Withdraw { name, waiter_id }),
+            Queue::Semaphore => Command::Semaphore(SemaphoreCommand::Withdraw { name, waiter_id }),
+            Queue::Election => Command::Election(ElectionCommand::Withdraw { name, waiter_id }),
+        }
+    }
+
+    /// Where waiter `waiter_id` of resource `name` stands in `state`.
+    fn standing(self, state: &State, name: &str, waiter_id: u64) -> Standing {
+        let found = match self {
+            Queue::Lock => {
+                (state.locks.get(name)).map(|l| standing(&l.holders, &l.waiters, waiter_id))
+            }
+            Queue::Semaphore => {
+                (state.semaphores.get(name)).map(|s| standing(&s.holders, &s.waiters, waiter_id))
+            }
+            Queue::Election => (state.elections.get(name))
+                .map(|e| standing(e.leader.as_slice(), &e.candidates, waiter_id)),
+        };
+        found.unwrap_or(Standing::Gone)
+    }
+}
+
+/// A waiting acquire of a wait-queue room: where it queues and for how long.
+pub struct Acquire {
+    pub queue: Queue,
+    pub name: String,
     pub session_id: SessionId,
     pub deadline: tokio::time::Instant,
-    /// The waiter id, when the acquire's outcome says it queued.
-    pub queued: fn(&Outcome) -> Option<u64>,
-    /// The command that withdraws waiter `waiter_id`.
-    pub withdraw: W,
-    /// The token, when a withdrawal's outcome says the grant won the race.
-    pub granted: fn(&Outcome) -> Option<u64>,
 }
 
 /// How a waiting acquire ended.
@@ -236,43 +267,39 @@ pub enum Acquired {
     NotGranted { timed_out: bool },
 }
 
-/// Proposes `command` (with [`propose_queueing`]'s undo); if it queued, waits
-/// until `standing` says it was granted or left, or withdraws at the deadline. A
-/// waiter that vanished because its session ended is refused as such.
-pub async fn acquire_or_withdraw<W>(
+/// Proposes `command` (with [`propose_queueing`]'s undo); if it queued
+/// ([`Outcome::queued_waiter`]), waits until the waiter is granted or gone, or
+/// withdraws it at the deadline. A waiter that vanished because its session ended
+/// is refused as such.
+pub async fn acquire_or_withdraw(
     app: &AppState,
     request_id: Option<String>,
     command: Command,
-    how: Acquire<W>,
-    mut standing: impl FnMut(&State, u64) -> Standing,
-) -> Result<Acquired, ApiError>
-where
-    W: Fn(u64) -> Command + Clone + Send + 'static,
-{
-    let (queued, undo) = (how.queued, how.withdraw.clone());
-    let applied = propose_queueing(app, request_id, command, move |o| queued(o).map(undo)).await?;
-    let Some(waiter_id) = queued(&applied.outcome) else {
+    how: Acquire,
+) -> Result<Acquired, ApiError> {
+    let (queue, undo_name) = (how.queue, how.name.clone());
+    let undo = move |o: &Outcome| o.queued_waiter().map(|id| queue.withdraw(undo_name, id));
+    let applied = propose_queueing(app, request_id, command, undo).await?;
+    let Some(waiter_id) = applied.outcome.queued_waiter() else {
         return Ok(Acquired::Answered(applied));
     };
-    let waited =
-        wait_or_withdraw(
-            app,
-            how.deadline,
-            (how.withdraw)(waiter_id),
-            |state| match standing(state, waiter_id) {
-                Standing::Granted(token) => Some(Some(token)),
-                Standing::Waiting => None,
-                Standing::Gone => Some(None),
-            },
-        )
-        .await?;
+    let withdraw = queue.withdraw(how.name.clone(), waiter_id);
+    let waited = wait_or_withdraw(app, how.deadline, withdraw, |state| {
+        match queue.standing(state, &how.name, waiter_id) {
+            Standing::Granted(token) => Some(Some(token)),
+            Standing::Waiting => None,
+            Standing::Gone => Some(None),
+        }
+    })
+    .await?;
     Ok(match waited {
         Waited::Found(Some(token)) => Acquired::Granted(token),
         Waited::Found(None) if !app.session_alive(how.session_id) => {
             return Err(session_ended(how.session_id))
         }
         Waited::Found(None) => Acquired::NotGranted { timed_out: false },
-        Waited::Withdrawn(outcome) => match (how.granted)(&outcome) {
+        // The grant may have won the race with the withdrawal.
+        Waited::Withdrawn(outcome) => match outcome.granted_token() {
             Some(token) => Acquired::Granted(token),
             None => Acquired::NotGranted { timed_out: true },
         },
@@ -284,8 +311,6 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::sm::locks::LockCommand;
-    use crate::sm::Command;
 
     fn submission(name: &str) -> Submission {
         Submission {

@@ -217,6 +217,30 @@ pub enum Outcome {
     Withdrawn,
 }
 
+impl Outcome {
+    /// The waiter id, when a waiting acquire (lock, semaphore, campaign) queued.
+    pub fn queued_waiter(&self) -> Option<u64> {
+        match self {
+            Outcome::LockQueued { waiter_id }
+            | Outcome::PermitsQueued { waiter_id }
+            | Outcome::CampaignQueued { waiter_id } => Some(*waiter_id),
+            _ => None,
+        }
+    }
+
+    /// The fencing token (an election's term), when a lock, semaphore or
+    /// leadership was granted.
+    pub fn granted_token(&self) -> Option<u64> {
+        match self {
+            Outcome::LockGranted { fencing_token } | Outcome::PermitsGranted { fencing_token } => {
+                Some(*fencing_token)
+            }
+            Outcome::Elected { term } => Some(*term),
+            _ => None,
+        }
+    }
+}
+
 /// One command's result: its command index and outcome. A retried `request_id`
 /// returns the first `Applied` unchanged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

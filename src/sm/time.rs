@@ -5,7 +5,23 @@
 //! module never reads a clock. Must not depend on storage, Raft or IO.
 
 use super::tasks::{TaskLimits, TaskState};
+use std::collections::BTreeSet;
+
 use super::State;
+
+/// A room's timers: (cluster time due, id), earliest first.
+pub type Timers = BTreeSet<(u64, u64)>;
+
+/// The id of the earliest timer due at or before `now_ms`.
+pub fn first_due(timers: &Timers, now_ms: u64) -> Option<u64> {
+    let &(at, id) = timers.first()?;
+    (at <= now_ms).then_some(id)
+}
+
+/// When the earliest timer is due.
+pub fn first_at(timers: &Timers) -> Option<u64> {
+    timers.first().map(|&(at, _)| at)
+}
 
 impl State {
     /// Expires sessions, fires task timers that are due at cluster time and removes

@@ -2,10 +2,15 @@
 //! with a fencing token, a release that must present the holder's current token,
 //! and a withdrawal that finds the grant its waiter already got.
 //!
+//! A retried acquire meets its session's earlier grant or waiter the same way in
+//! every room ([`again`]).
+//!
 //! Only read-only lookups over a room's holders and the token stamp live here:
 //! each room still changes its own holders and waiters itself (the locks room only
 //! through `Locks`, which keeps its wait-for graph in step). Like all of `sm`, it
 //! must not depend on storage, Raft, the clock or the HTTP layer; it knows no room.
+
+use std::collections::BTreeMap;
 
 use super::sessions::SessionId;
 use super::Outcome;
@@ -39,17 +44,35 @@ macro_rules! impl_granted {
 }
 pub(crate) use impl_granted;
 
-/// The position among `holders` of `session_id`'s hold, for a release presenting
-/// `fencing_token`; the refusal is `not_held()` if the session holds nothing, or a
-/// stale token naming the current one.
+/// Implements [`Waiting`] for a waiter type with fields `session_id` and
+/// `waiter_id`.
+macro_rules! impl_waiting {
+    ($waiter:ty) => {
+        impl $crate::sm::wait_queue::Waiting for $waiter {
+            fn waiter_session(&self) -> $crate::sm::sessions::SessionId {
+                self.session_id
+            }
+            fn waiter_id(&self) -> u64 {
+                self.waiter_id
+            }
+        }
+    };
+}
+pub(crate) use impl_waiting;
+
+/// The position among `holders` (none when the resource does not exist) of the
+/// hold of the session that presents `(session_id, fencing_token)` to release it;
+/// the refusal is `WrongState` with the message `not_held` words if the session
+/// holds nothing, or a stale token naming the current one.
 pub fn release_position<H: Granted>(
     holders: &[H],
-    session_id: SessionId,
-    fencing_token: u64,
-    not_held: impl FnOnce() -> Outcome,
+    (session_id, fencing_token): (SessionId, u64),
+    not_held: impl FnOnce() -> String,
 ) -> Result<usize, Outcome> {
     let Some(position) = holders.iter().position(|h| h.holder() == session_id) else {
-        return Err(not_held());
+        return Err(Outcome::WrongState {
+            message: not_held(),
+        });
     };
     let current = holders[position].token();
     if current != fencing_token {
@@ -66,6 +89,85 @@ pub fn granted_to<H: Granted>(holders: &[H], waiter_id: u64) -> Option<&H> {
         .find(|h| h.granted_waiter() == waiter_id && waiter_id != 0)
 }
 
+/// A waiter in a room's queue.
+pub trait Waiting {
+    fn waiter_session(&self) -> SessionId;
+    fn waiter_id(&self) -> u64;
+}
+
+/// What a retried acquire (say, after a leader crash lost the answer) finds of its
+/// session's earlier request in a room.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Again<'a, H> {
+    /// A grant asking the same: answer it again, with this token.
+    Granted(u64),
+    /// A grant asking otherwise (another mode, another permit count).
+    HeldOtherwise(&'a H),
+    /// A waiter asking the same: resume it rather than queue a second one.
+    Queued(u64),
+}
+
+/// How a room words a grant and a queued waiter.
+pub struct Answers {
+    pub granted: fn(u64) -> Outcome,
+    pub queued: fn(u64) -> Outcome,
+}
+
+impl<H> Again<'_, H> {
+    /// The outcome a retry is answered with; a grant asking otherwise is refused
+    /// as `WrongState` with the message `held` words.
+    pub fn answer(self, answers: Answers, held: impl FnOnce(&H) -> String) -> Outcome {
+        match self {
+            Again::Granted(token) => (answers.granted)(token),
+            Again::Queued(waiter_id) => (answers.queued)(waiter_id),
+            Again::HeldOtherwise(hold) => Outcome::WrongState {
+                message: held(hold),
+            },
+        }
+    }
+}
+
+/// `session_id`'s earlier grant among `holders` or waiter among `waiters`; `same`
+/// says whether a hold, and a waiter, asked what this request asks.
+pub fn again<'a, H: Granted, W: Waiting + 'a>(
+    holders: &'a [H],
+    waiters: impl IntoIterator<Item = &'a W>,
+    session_id: SessionId,
+    same: (impl Fn(&H) -> bool, impl Fn(&W) -> bool),
+) -> Option<Again<'a, H>> {
+    if let Some(hold) = holders.iter().find(|h| h.holder() == session_id) {
+        return Some(match same.0(hold) {
+            true => Again::Granted(hold.token()),
+            false => Again::HeldOtherwise(hold),
+        });
+    }
+    waiters
+        .into_iter()
+        .find(|w| w.waiter_session() == session_id && same.1(w))
+        .map(|w| Again::Queued(w.waiter_id()))
+}
+
+/// A resource that is dropped from its room once nobody holds or awaits it.
+pub trait Idle {
+    fn is_idle(&self) -> bool;
+}
+
+/// Drops resource `name` from `room` if it is idle.
+pub fn drop_if_idle<T: Idle>(room: &mut BTreeMap<String, T>, name: &str) {
+    if room.get(name).is_some_and(T::is_idle) {
+        room.remove(name);
+    }
+}
+
+/// Applies `forget` (what an ended session leaves behind) to every resource of
+/// `room`, and drops those left idle.
+pub fn forget_session<T: Idle>(room: &mut BTreeMap<String, T>, mut forget: impl FnMut(&mut T)) {
+    room.retain(|_, resource| {
+        forget(resource);
+        !resource.is_idle()
+    });
+}
+
 /// Stamps a grant: the next token from the cluster-wide allocator `tokens` (see
 /// `sm::next_token`), also recorded as the resource's `last_token`.
 pub fn stamp(last_token: &mut u64, tokens: &mut u64, index: u64) -> u64 {
@@ -78,47 +180,91 @@ pub fn stamp(last_token: &mut u64, tokens: &mut u64, index: u64) -> u64 {
 mod tests {
     use super::*;
 
-    /// (session, token, waiter id).
-    struct Hold(SessionId, u64, u64);
+    #[derive(Debug, PartialEq, Eq)]
+    struct Hold {
+        session_id: SessionId,
+        token: u64,
+        waiter_id: u64,
+    }
+    impl_granted!(Hold, token);
 
-    impl Granted for Hold {
-        fn holder(&self) -> SessionId {
-            self.0
-        }
-        fn token(&self) -> u64 {
-            self.1
-        }
-        fn granted_waiter(&self) -> u64 {
-            self.2
+    #[allow(non_snake_case)]
+    fn Hold(session_id: SessionId, token: u64, waiter_id: u64) -> Hold {
+        Hold {
+            session_id,
+            token,
+            waiter_id,
         }
     }
 
-    fn not_held() -> Outcome {
-        Outcome::WrongState {
-            message: "not held".into(),
-        }
+    fn not_held() -> String {
+        "not held".into()
     }
 
     #[test]
     fn a_release_needs_the_holders_current_token() {
         let holders = [Hold(1, 5, 0), Hold(2, 7, 3)];
-        assert_eq!(release_position(&holders, 2, 7, not_held), Ok(1));
+        assert_eq!(release_position(&holders, (2, 7), not_held), Ok(1));
         assert_eq!(
-            release_position(&holders, 2, 5, not_held),
+            release_position(&holders, (2, 5), not_held),
             Err(Outcome::StaleFencingToken { current: 7 })
         );
-        assert_eq!(release_position(&holders, 3, 7, not_held), Err(not_held()));
+        let refusal = Outcome::WrongState {
+            message: not_held(),
+        };
+        assert_eq!(release_position(&holders, (3, 7), not_held), Err(refusal));
     }
 
     #[test]
     fn a_withdrawal_finds_only_a_grant_that_waited() {
         let holders = [Hold(1, 5, 0), Hold(2, 7, 3)];
-        assert_eq!(granted_to(&holders, 3).map(|h| h.0), Some(2));
+        assert_eq!(granted_to(&holders, 3).map(|h| h.session_id), Some(2));
         assert!(
             granted_to(&holders, 0).is_none(),
             "waiter id 0 is no waiter"
         );
         assert!(granted_to(&holders, 4).is_none());
+    }
+
+    struct Wait {
+        session_id: SessionId,
+        waiter_id: u64,
+        asks_same: bool,
+    }
+    impl_waiting!(Wait);
+
+    #[test]
+    fn a_retry_meets_its_earlier_grant_or_waiter() {
+        let holders = [Hold(1, 5, 0), Hold(2, 7, 3)];
+        let wait = |session_id, waiter_id, asks_same| Wait {
+            session_id,
+            waiter_id,
+            asks_same,
+        };
+        let waiters = [wait(3, 8, false), wait(3, 9, true)];
+        let find = |session, hold_same: bool| {
+            again(
+                &holders,
+                &waiters,
+                session,
+                (|_: &Hold| hold_same, |w: &Wait| w.asks_same),
+            )
+        };
+        assert_eq!(find(2, true), Some(Again::Granted(7)));
+        assert_eq!(find(1, false), Some(Again::HeldOtherwise(&holders[0])));
+        assert_eq!(find(3, true), Some(Again::Queued(9)));
+        assert_eq!(find(4, true), None);
+        let answers = Answers {
+            granted: |fencing_token| Outcome::LockGranted { fencing_token },
+            queued: |waiter_id| Outcome::LockQueued { waiter_id },
+        };
+        let held = |hold: &Hold| format!("holds {}", hold.token);
+        assert_eq!(
+            Again::HeldOtherwise(&holders[0]).answer(answers, held),
+            Outcome::WrongState {
+                message: "holds 5".into()
+            }
+        );
     }
 
     #[test]

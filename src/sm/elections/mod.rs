@@ -52,10 +52,6 @@ pub struct Election {
 }
 
 impl Election {
-    pub fn is_idle(&self) -> bool {
-        self.leader.is_none() && self.candidates.is_empty()
-    }
-
     pub fn enqueue(&mut self, candidate: Candidate) {
         let position = self
             .candidates
@@ -86,3 +82,10 @@ impl Election {
 pub type Elections = BTreeMap<String, Election>;
 
 crate::sm::wait_queue::impl_granted!(Leadership, term);
+crate::sm::wait_queue::impl_waiting!(Candidate);
+
+impl crate::sm::wait_queue::Idle for Election {
+    fn is_idle(&self) -> bool {
+        self.leader.is_none() && self.candidates.is_empty()
+    }
+}

@@ -5,7 +5,7 @@
 
 use super::{Candidate, ElectionCommand};
 use crate::sm::sessions::SessionId;
-use crate::sm::wait_queue::{granted_to, release_position};
+use crate::sm::wait_queue::{drop_if_idle, forget_session, granted_to, release_position};
 use crate::sm::{Outcome, State};
 
 impl State {
@@ -90,20 +90,18 @@ impl State {
 
     fn resign(&mut self, name: &str, session_id: SessionId, term: u64, index: u64) -> Outcome {
         let now = self.cluster_time_ms;
-        let not_led = || Outcome::WrongState {
-            message: format!("session {session_id} does not lead {name:?}"),
-        };
-        let Some(election) = self.elections.get_mut(name) else {
-            return not_led();
-        };
-        if let Err(refusal) =
-            release_position(election.leader.as_slice(), session_id, term, not_led)
-        {
+        let leader = self
+            .elections
+            .get(name)
+            .map_or(&[][..], |e| e.leader.as_slice());
+        let not_led = || format!("session {session_id} does not lead {name:?}");
+        if let Err(refusal) = release_position(leader, (session_id, term), not_led) {
             return refusal;
         }
+        let election = self.elections.get_mut(name).expect("it has a leader");
         election.leader = None;
         election.promote(index, now, &mut self.last_fencing_token);
-        self.drop_idle_election(name);
+        drop_if_idle(&mut self.elections, name);
         Outcome::Resigned
     }
 
@@ -121,34 +119,25 @@ impl State {
             leader_session_id: leader.map(|l| l.session_id),
             term: leader.map_or(0, |l| l.term),
         };
-        self.drop_idle_election(name);
+        drop_if_idle(&mut self.elections, name);
         refusal
-    }
-
-    fn drop_idle_election(&mut self, name: &str) {
-        if self.elections.get(name).is_some_and(|e| e.is_idle()) {
-            self.elections.remove(name);
-        }
     }
 
     /// The session-end hook: withdraws an ended session's candidacies and, if it
     /// led, promotes the next candidate.
     pub(in crate::sm) fn elections_on_session_end(&mut self, session_id: SessionId) {
         let (index, now) = (self.last_command_index, self.cluster_time_ms);
-        let names: Vec<String> = self.elections.keys().cloned().collect();
-        for name in names {
-            if let Some(election) = self.elections.get_mut(&name) {
-                election.candidates.retain(|c| c.session_id != session_id);
-                if election
-                    .leader
-                    .as_ref()
-                    .is_some_and(|l| l.session_id == session_id)
-                {
-                    election.leader = None;
-                    election.promote(index, now, &mut self.last_fencing_token);
-                }
+        let tokens = &mut self.last_fencing_token;
+        forget_session(&mut self.elections, |election| {
+            election.candidates.retain(|c| c.session_id != session_id);
+            if election
+                .leader
+                .as_ref()
+                .is_some_and(|l| l.session_id == session_id)
+            {
+                election.leader = None;
+                election.promote(index, now, tokens);
             }
-            self.drop_idle_election(&name);
-        }
+        });
     }
 }

@@ -70,6 +70,13 @@ pub struct Hold {
 }
 
 crate::sm::wait_queue::impl_granted!(Hold, fencing_token);
+crate::sm::wait_queue::impl_waiting!(Waiter);
+
+/// How the locks room words a grant and a queued waiter.
+pub(in crate::sm) const ANSWERS: crate::sm::wait_queue::Answers = crate::sm::wait_queue::Answers {
+    granted: |fencing_token| crate::sm::Outcome::LockGranted { fencing_token },
+    queued: |waiter_id| crate::sm::Outcome::LockQueued { waiter_id },
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Waiter {

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
-use crate::sm::locks::{LockMode::Exclusive, LockMode::Shared};
+use crate::sm::locks::{LockMode, LockMode::Exclusive, LockMode::Shared};
 use crate::sm::sessions::SessionId;
 use crate::sm::test_support::{acquire_lock, release_lock, run, session, withdraw_nth};
 use crate::sm::{Command, State};
@@ -15,9 +15,9 @@ use crate::sm::{Command, State};
 #[derive(Debug, Clone)]
 enum Op {
     Acquire {
-        lock: u8,
         session: u8,
-        shared: bool,
+        lock: u8,
+        mode: LockMode,
         wait: bool,
     },
     Release {
@@ -40,7 +40,10 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => (0..2u8, 1..5u8, any::<bool>(), any::<bool>())
-            .prop_map(|(lock, session, shared, wait)| Op::Acquire { lock, session, shared, wait }),
+            .prop_map(|(lock, session, shared, wait)| {
+                let mode = if shared { Shared } else { Exclusive };
+                Op::Acquire { session, lock, mode, wait }
+            }),
         3 => (0..2u8, 1..5u8, any::<bool>()).prop_map(|(lock, session, stale)| Op::Release { lock, session, stale }),
         1 => (0..2u8, 0..3u8).prop_map(|(lock, nth)| Op::Withdraw { lock, nth }),
         1 => (1..5u8).prop_map(|session| Op::End { session }),
@@ -52,16 +55,11 @@ fn command_for(state: &State, op: &Op) -> Option<Command> {
     let name = |lock: &u8| format!("L{lock}");
     Some(match op {
         Op::Acquire {
-            lock,
             session,
-            shared,
+            lock,
+            mode,
             wait,
-        } => acquire_lock(
-            &name(lock),
-            u64::from(*session),
-            if *shared { Shared } else { Exclusive },
-            *wait,
-        ),
+        } => acquire_lock(&name(lock), u64::from(*session), *mode, *wait),
         Op::Release {
             lock,
             session,

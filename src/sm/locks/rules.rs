@@ -4,9 +4,9 @@
 //! to a lock goes through `Locks`, which keeps the wait-for graph in step. They read
 //! sessions only to check a requester is alive.
 
-use super::{LockCommand, LockMode, Waiter};
+use super::{Hold, LockCommand, LockMode, Waiter};
 use crate::sm::sessions::{Session, SessionId};
-use crate::sm::wait_queue::{granted_to, release_position};
+use crate::sm::wait_queue::{again, granted_to, release_position};
 use crate::sm::{Outcome, State};
 
 impl State {
@@ -32,7 +32,7 @@ impl State {
                 name,
                 session_id,
                 fencing_token,
-            } => self.release_lock(name, *session_id, *fencing_token, index),
+            } => self.release_lock(name, (*session_id, *fencing_token), index),
             LockCommand::Withdraw { name, waiter_id } => self.withdraw_waiter(name, *waiter_id),
         }
     }
@@ -64,53 +64,21 @@ impl State {
             self.locks.set_delay(name, 0, 0);
             self.locks
                 .remove_waiters(name, |waiter| waiter.session_id == session_id);
-            let fencing_token = self.locks.grant(
-                name,
-                session_id,
-                mode,
-                0,
-                clock,
-                &mut self.last_fencing_token,
-            );
             self.lock_delays.remove(&(until, name.to_owned()));
-            return Outcome::LockGranted { fencing_token };
+            return self.grant_lock_now(name, session_id, mode, clock);
         }
-        if let Some(hold) = lock.hold_of(session_id) {
-            // Re-acquiring in the same mode returns the current grant.
-            return if hold.mode == mode {
-                Outcome::LockGranted {
-                    fencing_token: hold.fencing_token,
-                }
-            } else {
-                Outcome::WrongState {
-                    message: format!(
-                        "session {session_id} holds {name:?} in {} mode",
-                        hold.mode.name()
-                    ),
-                }
+        let same = (|h: &Hold| h.mode == mode, |w: &Waiter| w.mode == mode);
+        if let Some(earlier) = again(&lock.holders, &lock.waiters, session_id, same) {
+            let held = |h: &Hold| {
+                format!(
+                    "session {session_id} holds {name:?} in {} mode",
+                    h.mode.name()
+                )
             };
-        }
-        // A retried acquire (say, after a leader crash lost the answer) resumes the
-        // session's existing waiter instead of queuing a second one.
-        if let Some(waiter) = lock
-            .waiters
-            .iter()
-            .find(|w| w.session_id == session_id && w.mode == mode)
-        {
-            return Outcome::LockQueued {
-                waiter_id: waiter.waiter_id,
-            };
+            return earlier.answer(super::ANSWERS, held);
         }
         if lock.grantable_now(mode) {
-            let fencing_token = self.locks.grant(
-                name,
-                session_id,
-                mode,
-                0,
-                clock,
-                &mut self.last_fencing_token,
-            );
-            return Outcome::LockGranted { fencing_token };
+            return self.grant_lock_now(name, session_id, mode, clock);
         }
         if !wait {
             self.locks.drop_if_idle(name);
@@ -132,6 +100,19 @@ impl State {
         Outcome::LockQueued { waiter_id: index }
     }
 
+    /// Grants `name` to `session_id` at once (not to a waiter).
+    fn grant_lock_now(
+        &mut self,
+        name: &str,
+        session_id: SessionId,
+        mode: LockMode,
+        clock: (u64, u64),
+    ) -> Outcome {
+        let tokens = &mut self.last_fencing_token;
+        let fencing_token = self.locks.grant(name, session_id, mode, 0, clock, tokens);
+        Outcome::LockGranted { fencing_token }
+    }
+
     /// The cycle `session_id` waiting on `name` would close, if any.
     #[cfg(not(test))]
     fn deadlock_cycle(&self, name: &str, session_id: SessionId) -> Option<Vec<SessionId>> {
@@ -148,27 +129,15 @@ impl State {
         self.locks.find_cycle(name, session_id)
     }
 
-    fn release_lock(
-        &mut self,
-        name: &str,
-        session_id: SessionId,
-        fencing_token: u64,
-        index: u64,
-    ) -> Outcome {
-        let clock = (index, self.cluster_time_ms);
-        let Some(lock) = self.locks.get(name) else {
-            return Outcome::WrongState {
-                message: format!("{name:?} is not held"),
-            };
-        };
-        let not_held = || Outcome::WrongState {
-            message: format!("session {session_id} does not hold {name:?}"),
-        };
-        let position = match release_position(&lock.holders, session_id, fencing_token, not_held) {
+    fn release_lock(&mut self, name: &str, hold: (SessionId, u64), index: u64) -> Outcome {
+        let holders = self.locks.get(name).map_or(&[][..], |lock| &lock.holders);
+        let not_held = || format!("session {} does not hold {name:?}", hold.0);
+        let position = match release_position(holders, hold, not_held) {
             Ok(position) => position,
             Err(refusal) => return refusal,
         };
         self.locks.remove_hold(name, position);
+        let clock = (index, self.cluster_time_ms);
         self.locks
             .grant_waiters(name, clock, &mut self.last_fencing_token);
         self.locks.drop_if_idle(name);

@@ -286,13 +286,7 @@ impl Run {
             // Dependencies: a task runs only after all succeeded, and one that died or
             // was cancelled cancels it. A removed dependency was terminal, and its end
             // already resolved this task, so it is skipped.
-            let dependencies: Vec<TaskState> = task
-                .spec
-                .depends_on
-                .iter()
-                .filter_map(|d| after.tasks.get(*d))
-                .map(|d| d.state)
-                .collect();
+            let dependencies = after.tasks.dependency_states(task);
             if dependencies
                 .iter()
                 .any(|s| matches!(s, TaskState::Dead | TaskState::Cancelled))

@@ -57,10 +57,6 @@ impl Semaphore {
         self.holders.iter().map(|p| p.permits).sum()
     }
 
-    pub fn is_idle(&self) -> bool {
-        self.holders.is_empty() && self.waiters.is_empty()
-    }
-
     /// Grants permits; tokens come from the cluster-wide allocator `tokens`.
     pub fn grant(
         &mut self,
@@ -104,3 +100,16 @@ impl Semaphore {
 pub type Semaphores = BTreeMap<String, Semaphore>;
 
 crate::sm::wait_queue::impl_granted!(Permit, fencing_token);
+crate::sm::wait_queue::impl_waiting!(PermitWaiter);
+
+/// How the semaphores room words a grant and a queued waiter.
+pub(in crate::sm) const ANSWERS: crate::sm::wait_queue::Answers = crate::sm::wait_queue::Answers {
+    granted: |fencing_token| crate::sm::Outcome::PermitsGranted { fencing_token },
+    queued: |waiter_id| crate::sm::Outcome::PermitsQueued { waiter_id },
+};
+
+impl crate::sm::wait_queue::Idle for Semaphore {
+    fn is_idle(&self) -> bool {
+        self.holders.is_empty() && self.waiters.is_empty()
+    }
+}

@@ -2,9 +2,11 @@
 //! release, withdraw and the session-end hook (release and withdraw, then grant the
 //! waiters that now fit). They read sessions only to check a requester is alive.
 
-use super::{PermitWaiter, SemaphoreCommand};
+use super::{Permit, PermitWaiter, SemaphoreCommand};
 use crate::sm::sessions::SessionId;
-use crate::sm::wait_queue::{granted_to, release_position};
+use crate::sm::wait_queue::{
+    again, drop_if_idle, forget_session, granted_to, release_position, Idle,
+};
 use crate::sm::{Outcome, State};
 
 impl State {
@@ -26,7 +28,7 @@ impl State {
                 name,
                 session_id,
                 fencing_token,
-            } => self.release_permits(name, *session_id, *fencing_token, index),
+            } => self.release_permits(name, (*session_id, *fencing_token), index),
             SemaphoreCommand::Withdraw { name, waiter_id } => {
                 self.withdraw_permits(name, *waiter_id, index)
             }
@@ -60,46 +62,22 @@ impl State {
                 limit: semaphore.limit,
             };
         }
-        if let Some(held) = semaphore
-            .holders
-            .iter()
-            .find(|p| p.session_id == session_id)
-        {
-            return if held.permits == permits {
-                Outcome::PermitsGranted {
-                    fencing_token: held.fencing_token,
-                }
-            } else {
-                Outcome::WrongState {
-                    message: format!(
-                        "session {session_id} already holds {} permits",
-                        held.permits
-                    ),
-                }
-            };
+        let same = (
+            |h: &Permit| h.permits == permits,
+            |w: &PermitWaiter| w.permits == permits,
+        );
+        if let Some(earlier) = again(&semaphore.holders, &semaphore.waiters, session_id, same) {
+            let held =
+                |h: &Permit| format!("session {session_id} already holds {} permits", h.permits);
+            return earlier.answer(super::ANSWERS, held);
         }
-        if let Some(waiter) = semaphore
-            .waiters
-            .iter()
-            .find(|w| w.session_id == session_id && w.permits == permits)
-        {
-            return Outcome::PermitsQueued {
-                waiter_id: waiter.waiter_id,
-            };
-        }
-        if semaphore.waiters.is_empty() && semaphore.used() + permits <= semaphore.limit {
-            let fencing_token = semaphore.grant(
-                session_id,
-                permits,
-                0,
-                index,
-                now,
-                &mut self.last_fencing_token,
-            );
+        if semaphore.waiters.is_empty() && semaphore.used() + permits <= limit {
+            let tokens = &mut self.last_fencing_token;
+            let fencing_token = semaphore.grant(session_id, permits, 0, index, now, tokens);
             return Outcome::PermitsGranted { fencing_token };
         }
         if !wait {
-            self.drop_idle_semaphore(name);
+            drop_if_idle(&mut self.semaphores, name);
             return Outcome::PermitsUnavailable;
         }
         semaphore.waiters.push_back(PermitWaiter {
@@ -111,30 +89,18 @@ impl State {
         Outcome::PermitsQueued { waiter_id: index }
     }
 
-    fn release_permits(
-        &mut self,
-        name: &str,
-        session_id: SessionId,
-        fencing_token: u64,
-        index: u64,
-    ) -> Outcome {
+    fn release_permits(&mut self, name: &str, hold: (SessionId, u64), index: u64) -> Outcome {
         let now = self.cluster_time_ms;
-        let Some(semaphore) = self.semaphores.get_mut(name) else {
-            return Outcome::WrongState {
-                message: format!("session {session_id} holds no permits of {name:?}"),
-            };
-        };
-        let position = match release_position(&semaphore.holders, session_id, fencing_token, || {
-            Outcome::WrongState {
-                message: format!("session {session_id} holds no permits of {name:?}"),
-            }
-        }) {
+        let holders = self.semaphores.get(name).map_or(&[][..], |s| &s.holders);
+        let not_held = || format!("session {} holds no permits of {name:?}", hold.0);
+        let position = match release_position(holders, hold, not_held) {
             Ok(position) => position,
             Err(refusal) => return refusal,
         };
+        let semaphore = self.semaphores.get_mut(name).expect("it holds permits");
         semaphore.holders.remove(position);
         semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
-        self.drop_idle_semaphore(name);
+        drop_if_idle(&mut self.semaphores, name);
         Outcome::PermitsReleased
     }
 
@@ -150,31 +116,22 @@ impl State {
         }
         semaphore.waiters.retain(|w| w.waiter_id != waiter_id);
         semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
-        self.drop_idle_semaphore(name);
+        drop_if_idle(&mut self.semaphores, name);
         Outcome::PermitsUnavailable
-    }
-
-    fn drop_idle_semaphore(&mut self, name: &str) {
-        if self.semaphores.get(name).is_some_and(|s| s.is_idle()) {
-            self.semaphores.remove(name);
-        }
     }
 
     /// The session-end hook: releases an ended session's permits, withdraws its
     /// waiters, and grants the waiters that now fit.
     pub(in crate::sm) fn semaphores_on_session_end(&mut self, session_id: SessionId) {
         let (index, now) = (self.last_command_index, self.cluster_time_ms);
-        let names: Vec<String> = self.semaphores.keys().cloned().collect();
-        for name in names {
-            if let Some(semaphore) = self.semaphores.get_mut(&name) {
-                let before = (semaphore.holders.len(), semaphore.waiters.len());
-                semaphore.holders.retain(|p| p.session_id != session_id);
-                semaphore.waiters.retain(|w| w.session_id != session_id);
-                if before != (semaphore.holders.len(), semaphore.waiters.len()) {
-                    semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
-                }
+        let tokens = &mut self.last_fencing_token;
+        forget_session(&mut self.semaphores, |semaphore| {
+            let before = (semaphore.holders.len(), semaphore.waiters.len());
+            semaphore.holders.retain(|p| p.session_id != session_id);
+            semaphore.waiters.retain(|w| w.session_id != session_id);
+            if before != (semaphore.holders.len(), semaphore.waiters.len()) {
+                semaphore.grant_waiters(index, now, tokens);
             }
-            self.drop_idle_semaphore(&name);
-        }
+        });
     }
 }

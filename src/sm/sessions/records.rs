@@ -269,15 +269,12 @@ impl Sessions {
 
     /// The earliest session due to expire at or before `now_ms`, if any.
     pub fn next_expired(&self, now_ms: u64) -> Option<SessionId> {
-        self.by_expiry
-            .first()
-            .filter(|(at, _)| *at <= now_ms)
-            .map(|&(_, id)| id)
+        crate::sm::time::first_due(&self.by_expiry, now_ms)
     }
 
     /// When the next session expires.
     pub fn next_expiry_ms(&self) -> Option<u64> {
-        self.by_expiry.first().map(|&(at, _)| at)
+        crate::sm::time::first_at(&self.by_expiry)
     }
 
     /// Panics unless the room indexes match what the session records alone give.

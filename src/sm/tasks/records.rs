@@ -245,6 +245,18 @@ impl Tasks {
         self.by_id.get(&id)
     }
 
+    /// The states of `task`'s dependencies that are still kept (a removed one
+    /// was terminal).
+    pub fn dependency_states(&self, task: &Task) -> Vec<TaskState> {
+        let kept = task.spec.depends_on.iter().filter_map(|d| self.get(*d));
+        kept.map(|d| d.state).collect()
+    }
+
+    /// The capabilities task `id` requires of its worker.
+    pub fn required_of(&self, id: TaskId) -> Option<&BTreeSet<String>> {
+        self.get(id).map(|task| &task.spec.required_capabilities)
+    }
+
     pub fn len(&self) -> usize {
         self.by_id.len()
     }
@@ -295,14 +307,11 @@ impl Tasks {
 
     /// The earliest task timer due at or before `now_ms`.
     pub fn next_due(&self, now_ms: u64) -> Option<TaskId> {
-        self.timers
-            .first()
-            .filter(|(at, _)| *at <= now_ms)
-            .map(|&(_, id)| id)
+        crate::sm::time::first_due(&self.timers, now_ms)
     }
 
     pub fn next_timer_ms(&self) -> Option<u64> {
-        self.timers.first().map(|&(at, _)| at)
+        crate::sm::time::first_at(&self.timers)
     }
 
     /// (when it became terminal, id) of the terminal task that became terminal first

@@ -305,20 +305,43 @@ impl State {
         let Some(task_id) = next else {
             return Outcome::NoTaskAssigned;
         };
-        let now = self.cluster_time_ms;
-        let claimed = self.tasks.update(task_id, |task| {
-            task.claimed = true;
-            task.lease_expires_at_ms = now.saturating_add(task.spec.lease_ms);
-            task.timer_ms = Some(task.lease_expires_at_ms);
-            task.updated_at_ms = now;
-            (task.fencing_token, task.lease_expires_at_ms)
-        });
-        let (fencing_token, lease_expires_at_ms) = claimed.expect("task exists");
+        let (fencing_token, lease_expires_at_ms, _) = self.lease_task(task_id, false, &None);
         Outcome::TaskClaimed {
             task_id,
             fencing_token,
             lease_expires_at_ms,
         }
+    }
+
+    /// Leases existing task `task_id` to its holder for `lease_ms` from now (a
+    /// renewal that `keeps_longer` never shortens it) and records `progress` if
+    /// given; returns its fencing token, lease end and whether cancel was requested.
+    fn lease_task(
+        &mut self,
+        task_id: TaskId,
+        keeps_longer: bool,
+        progress: &Option<String>,
+    ) -> (u64, u64, bool) {
+        let now = self.cluster_time_ms;
+        let leased = self.tasks.update(task_id, |task| {
+            let until = now.saturating_add(task.spec.lease_ms);
+            task.claimed = true;
+            task.lease_expires_at_ms = match keeps_longer {
+                true => task.lease_expires_at_ms.max(until),
+                false => until,
+            };
+            task.timer_ms = Some(task.lease_expires_at_ms);
+            if progress.is_some() {
+                task.progress_json = progress.clone();
+            }
+            task.updated_at_ms = now;
+            (
+                task.fencing_token,
+                task.lease_expires_at_ms,
+                task.cancel_requested,
+            )
+        });
+        leased.expect("task exists")
     }
 
     fn heartbeat_task(
@@ -339,20 +362,7 @@ impl State {
         if let Err(refusal) = self.check_lease(task_id, fencing_token) {
             return refusal;
         }
-        let now = self.cluster_time_ms;
-        let extended = self.tasks.update(task_id, |task| {
-            task.claimed = true;
-            task.lease_expires_at_ms = task
-                .lease_expires_at_ms
-                .max(now.saturating_add(task.spec.lease_ms));
-            task.timer_ms = Some(task.lease_expires_at_ms);
-            if progress.is_some() {
-                task.progress_json = progress.clone();
-            }
-            task.updated_at_ms = now;
-            (task.lease_expires_at_ms, task.cancel_requested)
-        });
-        let (lease_expires_at_ms, cancel_requested) = extended.expect("task exists");
+        let (_, lease_expires_at_ms, cancel_requested) = self.lease_task(task_id, true, progress);
         Outcome::TaskLeaseExtended {
             lease_expires_at_ms,
             cancel_requested,

@@ -24,13 +24,7 @@ impl State {
         let Some(task) = self.tasks.get(id) else {
             return;
         };
-        let dependency_states: Vec<TaskState> = task
-            .spec
-            .depends_on
-            .iter()
-            .filter_map(|d| self.tasks.get(*d))
-            .map(|d| d.state)
-            .collect();
+        let dependency_states = self.tasks.dependency_states(task);
         if dependency_states
             .iter()
             .any(|s| matches!(s, TaskState::Dead | TaskState::Cancelled))
@@ -87,11 +81,7 @@ impl State {
             #[cfg(test)]
             count_assignment_work(1);
             let task_id = position.1;
-            let Some(required) = self
-                .tasks
-                .get(task_id)
-                .map(|task| &task.spec.required_capabilities)
-            else {
+            let Some(required) = self.tasks.required_of(task_id) else {
                 continue;
             };
             if let Some(session_id) = self.sessions.best_with_room(required) {
@@ -112,11 +102,7 @@ impl State {
             };
             cursor = Some(position);
             let task_id = position.1;
-            let Some(required) = self
-                .tasks
-                .get(task_id)
-                .map(|task| &task.spec.required_capabilities)
-            else {
+            let Some(required) = self.tasks.required_of(task_id) else {
                 continue;
             };
             if unplaceable.contains(required) {
