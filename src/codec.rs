@@ -18,8 +18,10 @@ use serde::Serialize;
 /// data directory and sent with every Raft RPC. Bump it with every change to an
 /// encoded type. History: 1 — the first format; 2 — commands nest per primitive
 /// (`Command::Kv`, `Command::Session`, `Command::Task`, `Command::Lock`,
-/// `Command::Semaphore`, `Command::Barrier`, `Command::Election`; issue #10).
-pub const FORMAT_VERSION: u32 = 2;
+/// `Command::Semaphore`, `Command::Barrier`, `Command::Election`; issue #10); 3 —
+/// outcomes nest per primitive too (`Outcome::Lock(LockOutcome)` …, shared refusals
+/// in `Outcome::Refused(Refusal)`; outcomes are kept in the idempotency records).
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Encoding or decoding failed. Decoding failures of persisted data are fatal to the
 /// node (a log entry that cannot be decoded must stop it rather than let replicas

@@ -7,7 +7,8 @@
 //! # Layout
 //!
 //! - [`sm`]: the deterministic state machine — one room per primitive (`kv/`,
-//!   `locks/`, `tasks/`, …), `Command` nesting their commands, `State::apply_batch`.
+//!   `locks/`, `tasks/`, …), `Command` and `Outcome` nesting their commands and
+//!   outcomes, `State::apply_batch`.
 //!   No IO, clock, RNG or Raft.
 //! - [`codec`]: every byte encoding on disk and on the wire, and `FORMAT_VERSION`.
 //! - [`limits`]: every named limit, replicated (compiled in) and per node.
@@ -15,8 +16,9 @@
 //! - [`raft_types`]: openraft's type configuration.
 //! - [`store`]: the sled log store and state-machine store (where the fsyncs are).
 //! - [`replica`]: the one front handlers use — propose, read at a consistency
-//!   level, wait on the applied state, leader facts; it owns the write batcher
-//!   (`proposer`), the read-index batcher, the ticker and the bounded leader clock.
+//!   level, wait on the applied state, leader facts, membership changes; it owns
+//!   the write batcher (`proposer`), the read-index batcher, the ticker and the
+//!   bounded leader clock.
 //! - [`server`]: the client API (axum): input checks, error codes, forwarding,
 //!   handlers.
 //! - [`transport`]: peer traffic: the Raft RPC client and the `/raft/*` router.

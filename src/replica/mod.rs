@@ -5,13 +5,14 @@
 //! (`ticker`) and the bounded leader clock (`clock`), and offers: propose a
 //! command, wait until a read at a consistency level may be served, read the
 //! applied state, wait until the applied state satisfies a condition, accept a
-//! keepalive, and the leader and membership facts a handler needs. Handlers see
-//! neither the store nor the lock around the state nor (except the cluster
-//! operations endpoints, through [`Replica::raft`]) openraft.
+//! keepalive, the leader and membership facts a handler needs, and membership
+//! changes (`membership`). Handlers see neither the store nor the lock around the
+//! state nor openraft.
 //!
 //! Must not depend on the HTTP layer (`server`, `transport`).
 
 pub mod clock;
+pub mod membership;
 pub mod proposer;
 pub mod read_index;
 pub mod ticker;
@@ -198,11 +199,5 @@ impl Replica {
             .membership()
             .get_node(&node)
             .map(|member| member.addr.clone())
-    }
-
-    /// The Raft handle, for the cluster operations endpoints only (membership
-    /// changes, metrics, snapshots); no other handler may use it.
-    pub fn raft(&self) -> &Raft {
-        &self.raft
     }
 }

@@ -1,7 +1,7 @@
 //! Cluster and operations endpoints: `/v1/cluster`, membership changes, snapshots,
-//! `/health`, `/ready`, `/metrics`.
+//! `/health`, `/ready`, `/metrics`. Raft is reached only through the replica's
+//! `membership` facts and operations, never openraft itself.
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,8 +10,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
-use openraft::{ChangeMembers, ServerState};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -19,66 +17,62 @@ use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::extract::{JsonBody, PathParam};
 use super::AppState;
-use crate::limits::{MEMBERSHIP_CHANGE_TIMEOUT, SNAPSHOT_WAIT};
-use crate::raft_types::{Member, NodeId, TypeConfig};
+use crate::raft_types::NodeId;
+use crate::replica::membership::MembershipError;
 
-fn role_name(state: ServerState) -> &'static str {
-    match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
+/// The error a refused or unfinished membership change answers.
+fn membership_error(error: MembershipError) -> ApiError {
+    let message = error.to_string();
+    match error {
+        MembershipError::NotLeader { leader } => ApiError::NoLeader { leader },
+        MembershipError::InProgress(_) => {
+            ApiError::conflict(ErrorCode::MembershipChangeInProgress, message)
+        }
+        MembershipError::EmptyMembership(_) => {
+            ApiError::conflict(ErrorCode::EmptyMembership, message)
+        }
+        MembershipError::LearnerNotFound(_) => {
+            ApiError::conflict(ErrorCode::LearnerNotFound, message)
+        }
+        MembershipError::NotMember { .. } => ApiError::NotFound {
+            code: ErrorCode::MemberNotFound,
+            message,
+        },
+        MembershipError::NotCaughtUp { .. } => ApiError::conflict(
+            ErrorCode::LearnerNotCaughtUp,
+            format!(
+                "{message}; it was not promoted (check its address and cluster_secret, then POST again or remove it)"
+            ),
+        ),
+        MembershipError::Indeterminate(message) => ApiError::Indeterminate(message),
     }
 }
 
-async fn commit_index(app: &AppState) -> Option<u64> {
-    app.replica
-        .raft()
-        .with_raft_state(|state| state.committed.map(|log_id| log_id.index))
-        .await
-        .ok()
-        .flatten()
-}
-
 pub async fn info(State(app): State<AppState>) -> Response {
-    let commit_index = commit_index(&app).await;
-    let metrics = app.replica.raft().metrics().borrow().clone();
-    let membership = metrics.membership_config.membership();
-    let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
-    let members: Vec<_> = membership
-        .nodes()
-        .map(|(id, member)| {
-            let matched = metrics
-                .replication
-                .as_ref()
-                .and_then(|replication| replication.get(id).cloned())
-                .flatten()
-                .map(|log_id| log_id.index)
-                .or(if *id == app.node_id {
-                    metrics.last_log_index
-                } else {
-                    None
-                });
+    let facts = app.replica.raft_facts().await;
+    let members: Vec<_> = facts
+        .members
+        .iter()
+        .map(|member| {
             json!({
-                "id": id,
+                "id": member.id,
                 "addr": member.addr,
-                "role": if voters.contains(id) { "voter" } else { "learner" },
-                "matched_index": matched,
+                "role": if member.voter { "voter" } else { "learner" },
+                "matched_index": member.matched_index,
             })
         })
         .collect();
     let applied = app.replica.state();
     Json(json!({
         "node_id": app.node_id,
-        "state": role_name(metrics.state),
-        "leader_id": metrics.current_leader,
-        "term": metrics.current_term,
-        "commit_index": commit_index,
-        "last_log_index": metrics.last_log_index,
-        "last_applied_index": metrics.last_applied.map(|log_id| log_id.index),
-        "snapshot_index": metrics.snapshot.map(|log_id| log_id.index),
-        "purged_index": metrics.purged.map(|log_id| log_id.index),
+        "state": facts.role,
+        "leader_id": facts.leader_id,
+        "term": facts.term,
+        "commit_index": facts.commit_index,
+        "last_log_index": facts.last_log_index,
+        "last_applied_index": facts.last_applied_index,
+        "snapshot_index": facts.snapshot_index,
+        "purged_index": facts.purged_index,
         "last_command_index": applied.last_command_index,
         "cluster_time_ms": applied.cluster_time_ms,
         "members": members,
@@ -99,49 +93,6 @@ fn default_true() -> bool {
     true
 }
 
-type WriteResult = Result<
-    openraft::raft::ClientWriteResponse<TypeConfig>,
-    RaftError<NodeId, ClientWriteError<NodeId, Member>>,
->;
-
-/// Proposes a membership change and waits (within the timeout) until it is
-/// committed.
-async fn change_membership(
-    app: &AppState,
-    change: ChangeMembers<NodeId, Member>,
-) -> Result<(), ApiError> {
-    let change = app.replica.raft().change_membership(change, false);
-    membership_error(tokio::time::timeout(MEMBERSHIP_CHANGE_TIMEOUT, change).await)
-}
-
-fn membership_error(
-    result: Result<WriteResult, tokio::time::error::Elapsed>,
-) -> Result<(), ApiError> {
-    match result {
-        Ok(Ok(_)) => Ok(()),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-            Err(ApiError::NoLeader {
-                leader: forward.leader_id,
-            })
-        }
-        Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error)))) => {
-            let code = match error {
-                ChangeMembershipError::InProgress(_) => ErrorCode::MembershipChangeInProgress,
-                ChangeMembershipError::EmptyMembership(_) => ErrorCode::EmptyMembership,
-                ChangeMembershipError::LearnerNotFound(_) => ErrorCode::LearnerNotFound,
-            };
-            Err(ApiError::Conflict {
-                code,
-                message: error.to_string(),
-            })
-        }
-        Ok(Err(RaftError::Fatal(fatal))) => Err(ApiError::Indeterminate(fatal.to_string())),
-        Err(_) => Err(ApiError::Indeterminate(
-            "membership change did not finish in time".into(),
-        )),
-    }
-}
-
 pub async fn add_member(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<AddMember>,
@@ -158,53 +109,12 @@ pub async fn add_member(
             "addr must be host:port",
         ));
     }
-    let member = Member { addr: body.addr };
-    // Not openraft's blocking add: its catch-up check compares the lag with
-    // `replication_lag_threshold`, which an unreachable node passes on a short log.
-    let added = tokio::time::timeout(
-        MEMBERSHIP_CHANGE_TIMEOUT,
-        app.replica.raft().add_learner(body.id, member, false),
-    )
-    .await;
-    let target = match &added {
-        Ok(Ok(response)) => response.log_id.index,
-        _ => 0,
-    };
-    membership_error(added)?;
-    if body.voter {
-        wait_for_learner(&app, body.id, target).await?;
-        let change = ChangeMembers::AddVoterIds(BTreeSet::from([body.id]));
-        change_membership(&app, change).await?;
-    }
+    let catch_up = Duration::from_millis(app.limits.learner_catch_up_ms);
+    app.replica
+        .add_member(body.id, body.addr, body.voter, catch_up)
+        .await
+        .map_err(membership_error)?;
     Ok(info(State(app)).await)
-}
-
-/// Waits until the leader has replicated to `id` up to `index` (the entry that added
-/// it), so only a node that really follows the log is ever promoted.
-async fn wait_for_learner(app: &AppState, id: NodeId, index: u64) -> Result<(), ApiError> {
-    let timeout = Duration::from_millis(app.limits.learner_catch_up_ms);
-    let caught_up = app
-        .replica
-        .raft()
-        .wait(Some(timeout))
-        .metrics(
-            |metrics| {
-                let matched = metrics
-                    .replication
-                    .as_ref()
-                    .and_then(|r| r.get(&id).cloned().flatten());
-                matched.is_some_and(|log_id| log_id.index >= index)
-            },
-            "learner caught up",
-        )
-        .await;
-    caught_up.map(|_| ()).map_err(|_| ApiError::Conflict {
-        code: ErrorCode::LearnerNotCaughtUp,
-        message: format!(
-            "node {id} was added as a learner but did not replicate the log within {timeout:?}; \
-             it was not promoted (check its address and cluster_secret, then POST again or remove it)"
-        ),
-    })
 }
 
 pub async fn remove_member(
@@ -212,50 +122,21 @@ pub async fn remove_member(
     PathParam(id): PathParam<String>,
 ) -> Result<Response, ApiError> {
     let id: NodeId = super::input::path_id(&id, ErrorCode::InvalidNodeId, "node")?;
-    let (is_voter, is_member) = {
-        let metrics = app.replica.raft().metrics();
-        let metrics = metrics.borrow();
-        let membership = metrics.membership_config.membership();
-        (
-            membership.voter_ids().any(|voter| voter == id),
-            membership.get_node(&id).is_some(),
-        )
-    };
-    if !is_member {
-        return Err(ApiError::NotFound {
-            code: ErrorCode::MemberNotFound,
-            message: format!("node {id} is not a member"),
-        });
-    }
-    let change = if is_voter {
-        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
-    } else {
-        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
-    };
-    change_membership(&app, change).await?;
+    app.replica
+        .remove_member(id)
+        .await
+        .map_err(membership_error)?;
     Ok(info(State(app)).await)
 }
 
 /// Builds a snapshot on this node now and waits until it covers what was applied.
 pub async fn snapshot(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let applied = app.replica.raft().metrics().borrow().last_applied;
-    app.replica
-        .raft()
-        .trigger()
-        .snapshot()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    let waited = app
+    let snapshot_index = app
         .replica
-        .raft()
-        .wait(Some(SNAPSHOT_WAIT))
-        .metrics(|metrics| metrics.snapshot >= applied, "snapshot built")
+        .snapshot_now()
         .await
-        .map_err(|e| ApiError::Unavailable(format!("snapshot not built: {e}")))?;
-    Ok(
-        Json(json!({ "snapshot_index": waited.snapshot.map(|log_id| log_id.index) }))
-            .into_response(),
-    )
+        .map_err(ApiError::Unavailable)?;
+    Ok(Json(json!({ "snapshot_index": snapshot_index })).into_response())
 }
 
 pub async fn health(State(app): State<AppState>) -> Response {
@@ -264,27 +145,17 @@ pub async fn health(State(app): State<AppState>) -> Response {
 
 /// Ready when a leader is known and this node has applied everything committed.
 pub async fn ready(State(app): State<AppState>) -> Response {
-    let commit_index = commit_index(&app).await;
-    let metrics = app.replica.raft().metrics().borrow().clone();
-    let applied_index = metrics.last_applied.map(|log_id| log_id.index);
-    let membership = metrics.membership_config.membership();
-    let is_member = membership.get_node(&app.node_id).is_some();
-    let lone_voter = membership.voter_ids().eq([app.node_id]);
+    let facts = app.replica.raft_facts().await;
     // A leader is only ready while a quorum has answered it recently.
-    let leader_has_quorum = metrics.state != ServerState::Leader
-        || lone_voter
-        || metrics
-            .millis_since_quorum_ack
-            .is_some_and(|ms| ms <= app.replica.raft().config().election_timeout_max);
-    let ready = metrics.current_leader.is_some()
-        && is_member
-        && leader_has_quorum
-        && applied_index >= commit_index;
+    let ready = facts.leader_id.is_some()
+        && facts.is_member(app.node_id)
+        && facts.quorum_fresh
+        && facts.last_applied_index >= facts.commit_index;
     let body = json!({
         "ready": ready,
-        "leader_id": metrics.current_leader,
-        "commit_index": commit_index,
-        "last_applied_index": applied_index,
+        "leader_id": facts.leader_id,
+        "commit_index": facts.commit_index,
+        "last_applied_index": facts.last_applied_index,
     });
     let status = if ready {
         StatusCode::OK
@@ -296,7 +167,7 @@ pub async fn ready(State(app): State<AppState>) -> Response {
 
 /// Prometheus text exposition.
 pub async fn metrics(State(app): State<AppState>) -> Response {
-    let metrics = app.replica.raft().metrics().borrow().clone();
+    let facts = app.replica.raft_facts().await;
     let (keys, requests, commands) = {
         let applied = app.replica.state();
         (
@@ -307,30 +178,26 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
     };
     let gauges: [(&str, &str, u64); 11] = [
         ("conclave_node_id", "This node's Raft id.", app.node_id),
-        (
-            "conclave_raft_term",
-            "Current Raft term.",
-            metrics.current_term,
-        ),
+        ("conclave_raft_term", "Current Raft term.", facts.term),
         (
             "conclave_raft_is_leader",
             "1 if this node is the leader.",
-            u64::from(metrics.state == ServerState::Leader),
+            u64::from(facts.role == "leader"),
         ),
         (
             "conclave_raft_last_log_index",
             "Last Raft log index.",
-            metrics.last_log_index.unwrap_or(0),
+            facts.last_log_index.unwrap_or(0),
         ),
         (
             "conclave_raft_applied_index",
             "Last applied Raft log index.",
-            metrics.last_applied.map_or(0, |l| l.index),
+            facts.last_applied_index.unwrap_or(0),
         ),
         (
             "conclave_raft_snapshot_index",
             "Raft log index of the last snapshot.",
-            metrics.snapshot.map_or(0, |l| l.index),
+            facts.snapshot_index.unwrap_or(0),
         ),
         (
             "conclave_state_command_index",

@@ -13,7 +13,7 @@ use super::propose::{CommandBody, Proposed};
 use super::{AppState, Consistency, ReadQuery};
 use crate::limits::Limits;
 use crate::sm::kv::{KvCommand, KvEntry};
-use crate::sm::Command;
+use crate::sm::{Command, KvOutcome};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,6 +68,18 @@ fn view<'a>(key: &'a str, entry: &'a KvEntry) -> KvView<'a> {
 
 fn null() -> &'static RawValue {
     serde_json::from_str("null").expect("null is JSON")
+}
+
+/// How a KV outcome reads over HTTP (see `outcome::describe`).
+pub fn describe(outcome: &KvOutcome) -> Result<serde_json::Value, ApiError> {
+    Ok(match outcome {
+        KvOutcome::Written { version } => serde_json::json!({ "version": version }),
+        KvOutcome::Deleted { existed } => serde_json::json!({ "deleted": existed }),
+        KvOutcome::CasMismatch { current_version } => {
+            let current_version = *current_version;
+            return Err(ApiError::CasMismatch { current_version });
+        }
+    })
 }
 
 impl CommandBody for PutBody {

@@ -16,7 +16,7 @@ use super::AppState;
 use crate::limits::MAX_LOCK_DELAY_MS;
 use crate::sm::locks::{LockCommand, LockMode};
 use crate::sm::sessions::SessionId;
-use crate::sm::Command;
+use crate::sm::{Command, LockOutcome};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +37,23 @@ pub struct AcquireBody {
 
 fn default_mode() -> String {
     "exclusive".into()
+}
+
+/// How a lock outcome reads over HTTP (see `outcome::describe`).
+pub fn describe(outcome: &LockOutcome) -> Result<Value, ApiError> {
+    Ok(match outcome {
+        LockOutcome::Granted { fencing_token } => json!({ "fencing_token": fencing_token }),
+        LockOutcome::Queued { waiter_id } => json!({ "waiter_id": waiter_id }),
+        LockOutcome::Released => json!({ "released": true }),
+        LockOutcome::Held => {
+            let message = "the lock is held by another session";
+            return Err(ApiError::conflict(ErrorCode::LockHeld, message));
+        }
+        LockOutcome::Deadlock { cycle } => {
+            let cycle = cycle.clone();
+            return Err(ApiError::Deadlock { cycle });
+        }
+    })
 }
 
 pub async fn acquire(

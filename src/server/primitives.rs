@@ -21,7 +21,7 @@ use crate::sm::barriers::BarrierCommand;
 use crate::sm::elections::ElectionCommand;
 use crate::sm::semaphores::SemaphoreCommand;
 use crate::sm::sessions::SessionId;
-use crate::sm::{Command, Outcome};
+use crate::sm::{BarrierOutcome, Command, ElectionOutcome, Outcome, SemaphoreOutcome};
 
 // ----- semaphores ---------------------------------------------------------------
 
@@ -39,6 +39,23 @@ pub struct AcquireBody {
 
 fn one() -> u32 {
     1
+}
+
+/// How a semaphore outcome reads over HTTP (see `outcome::describe`).
+pub fn describe_semaphore(outcome: &SemaphoreOutcome) -> Result<Value, ApiError> {
+    Ok(match outcome {
+        SemaphoreOutcome::Granted { fencing_token } => json!({ "fencing_token": fencing_token }),
+        SemaphoreOutcome::Queued { waiter_id } => json!({ "waiter_id": waiter_id }),
+        SemaphoreOutcome::Released => json!({ "released": true }),
+        SemaphoreOutcome::Unavailable => {
+            let message = "not enough free permits";
+            return Err(ApiError::conflict(ErrorCode::PermitsUnavailable, message));
+        }
+        SemaphoreOutcome::LimitMismatch { limit } => {
+            let message = format!("this semaphore's limit is {limit}, fixed by its first acquirer");
+            return Err(ApiError::conflict(ErrorCode::LimitMismatch, message));
+        }
+    })
 }
 
 pub async fn semaphore_acquire(
@@ -120,6 +137,17 @@ pub struct BarrierBody {
     wait_ms: u64,
 }
 
+/// How a barrier outcome reads over HTTP (see `outcome::describe`).
+pub fn describe_barrier(outcome: &BarrierOutcome) -> Value {
+    let (generation, released, broken) = match outcome {
+        BarrierOutcome::Released { generation } => (generation, true, false),
+        BarrierOutcome::Waiting { generation } => (generation, false, false),
+        BarrierOutcome::Broken { generation } => (generation, false, true),
+        BarrierOutcome::Left => return json!({ "withdrawn": true }),
+    };
+    json!({ "generation": generation, "released": released, "broken": broken })
+}
+
 /// Arrives and waits for the generation to be released (or broken).
 pub async fn barrier_wait(
     State(app): State<AppState>,
@@ -136,7 +164,7 @@ pub async fn barrier_wait(
     });
     let (queued_on, session_id) = (name.clone(), body.session_id);
     let applied = propose_queueing(&app, None, command, move |outcome| {
-        let Outcome::BarrierWaiting { generation } = outcome else {
+        let Outcome::Barrier(BarrierOutcome::Waiting { generation }) = outcome else {
             return None;
         };
         Some(Command::Barrier(BarrierCommand::Leave {
@@ -146,7 +174,7 @@ pub async fn barrier_wait(
         }))
     })
     .await?;
-    let Outcome::BarrierWaiting { generation } = applied.outcome else {
+    let Outcome::Barrier(BarrierOutcome::Waiting { generation }) = applied.outcome else {
         return super::outcome::respond(&applied);
     };
     let withdraw = Command::Barrier(BarrierCommand::Leave {
@@ -162,8 +190,8 @@ pub async fn barrier_wait(
     .await?;
     let (released, broken) = match waited {
         Waited::Found(broken) => (!broken, broken),
-        Waited::Withdrawn(Outcome::BarrierReleased { .. }) => (true, false),
-        Waited::Withdrawn(Outcome::BarrierBroken { .. }) => (false, true),
+        Waited::Withdrawn(Outcome::Barrier(BarrierOutcome::Released { .. })) => (true, false),
+        Waited::Withdrawn(Outcome::Barrier(BarrierOutcome::Broken { .. })) => (false, true),
         Waited::Withdrawn(_) => (false, false),
     };
     Ok(
@@ -211,6 +239,20 @@ pub struct ResignBody {
     request_id: Option<String>,
 }
 
+/// How an election outcome reads over HTTP (see `outcome::describe`).
+pub fn describe_election(outcome: &ElectionOutcome) -> Value {
+    match outcome {
+        ElectionOutcome::Elected { term } => json!({ "leader": true, "term": term }),
+        ElectionOutcome::Queued { waiter_id } => json!({ "leader": false, "waiter_id": waiter_id }),
+        ElectionOutcome::NotElected {
+            leader_session_id,
+            term,
+        } => json!({ "leader": false, "leader_session_id": leader_session_id, "term": term }),
+        ElectionOutcome::Resigned => json!({ "released": true }),
+        ElectionOutcome::Withdrawn => json!({ "withdrawn": true }),
+    }
+}
+
 fn leader_view(app: &AppState, name: &str, session_id: SessionId) -> Response {
     let applied = app.replica.state();
     let leader = applied.elections.get(name).and_then(|e| e.leader.clone());
@@ -252,7 +294,8 @@ pub async fn campaign(
         Acquired::Answered(applied)
             if !matches!(
                 applied.outcome,
-                Outcome::Elected { .. } | Outcome::NotElected { .. }
+                Outcome::Election(ElectionOutcome::Elected { .. })
+                    | Outcome::Election(ElectionOutcome::NotElected { .. })
             ) =>
         {
             super::outcome::respond(&applied)

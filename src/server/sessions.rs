@@ -14,7 +14,7 @@ use super::extract::{JsonBody, QueryParams};
 use super::input::JsonValue;
 use super::{AppState, Consistency, ReadQuery};
 use crate::sm::sessions::{NewSession, Session, SessionId};
-use crate::sm::Command;
+use crate::sm::{Command, SessionOutcome};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +65,19 @@ fn view(session: &Session) -> Value {
         "expires_at_ms": session.expires_at_ms,
         "ephemeral_keys": session.ephemeral_keys,
     })
+}
+
+/// How a session outcome reads over HTTP (see `outcome::describe`).
+pub fn describe(outcome: &SessionOutcome) -> Value {
+    match outcome {
+        SessionOutcome::Created {
+            session_id,
+            expires_at_ms,
+        } => json!({ "session_id": session_id, "expires_at_ms": expires_at_ms }),
+        SessionOutcome::Renewed { expires_at_ms } => json!({ "expires_at_ms": expires_at_ms }),
+        SessionOutcome::Ended => json!({ "ended": true }),
+        SessionOutcome::Ticked { renewed } => json!({ "renewed": renewed }),
+    }
 }
 
 pub async fn create(

@@ -19,7 +19,7 @@ use super::{AppState, Consistency, ReadQuery};
 use crate::limits::Limits;
 use crate::sm::sessions::SessionId;
 use crate::sm::tasks::{NewTask, Task, TaskId, TaskState};
-use crate::sm::{Command, Outcome, Submission};
+use crate::sm::{Command, Outcome, Submission, TaskOutcome};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -149,6 +149,41 @@ pub fn view(task: &Task, all: &crate::sm::tasks::Tasks) -> Value {
     })
 }
 
+/// How a task outcome reads over HTTP (see `outcome::describe`).
+pub fn describe(outcome: &TaskOutcome) -> Result<Value, ApiError> {
+    Ok(match outcome {
+        TaskOutcome::Submitted {
+            task_id,
+            state,
+            existing,
+        } => json!({ "task_id": task_id, "state": state.name(), "existing": existing }),
+        TaskOutcome::Claimed {
+            task_id,
+            fencing_token,
+            lease_expires_at_ms,
+        } => json!({
+            "task_id": task_id, "fencing_token": fencing_token,
+            "lease_expires_at_ms": lease_expires_at_ms,
+        }),
+        TaskOutcome::NoneAssigned => json!({ "task": null }),
+        TaskOutcome::LeaseExtended {
+            lease_expires_at_ms,
+            cancel_requested,
+        } => json!({
+            "lease_expires_at_ms": lease_expires_at_ms, "cancel_requested": cancel_requested,
+        }),
+        TaskOutcome::Updated { task_id, state } => {
+            json!({ "task_id": task_id, "state": state.name() })
+        }
+        TaskOutcome::NotFound { task_id } => {
+            return Err(ApiError::NotFound {
+                code: ErrorCode::TaskNotFound,
+                message: format!("no task {task_id}"),
+            })
+        }
+    })
+}
+
 pub async fn submit(
     State(app): State<AppState>,
     JsonBody(body): JsonBody<SubmitBody>,
@@ -221,11 +256,11 @@ pub async fn claim(
             })
             .await?;
         match applied.outcome {
-            Outcome::TaskClaimed {
+            Outcome::Task(TaskOutcome::Claimed {
                 task_id,
                 fencing_token,
                 lease_expires_at_ms,
-            } => {
+            }) => {
                 let applied_state = app.replica.state();
                 let tasks = &applied_state.tasks;
                 let task = tasks.get(task_id).map(|task| view(task, tasks));
@@ -241,7 +276,7 @@ pub async fn claim(
                     .insert(super::forward::INDEX_HEADER, applied.index.into());
                 return Ok(response);
             }
-            Outcome::NoTaskAssigned => {}
+            Outcome::Task(TaskOutcome::NoneAssigned) => {}
             _ => return super::outcome::respond(&applied),
         }
         // Wake when an unclaimed task is assigned to this session (or it ends).

@@ -20,6 +20,8 @@ use crate::sm::locks::LockCommand;
 use crate::sm::semaphores::SemaphoreCommand;
 use crate::sm::sessions::SessionId;
 use crate::sm::wait_queue::{granted_to, Granted, Waiting};
+#[cfg(test)]
+use crate::sm::LockOutcome;
 use crate::sm::{Applied, Command, Outcome, State, Submission};
 
 /// How a submission is made (the node's proposer; a fake in tests).
@@ -339,7 +341,7 @@ mod tests {
                 }
                 Ok(Applied {
                     index: 9,
-                    outcome: Outcome::LockQueued { waiter_id: 9 },
+                    outcome: Outcome::Lock(LockOutcome::Queued { waiter_id: 9 }),
                 })
             })
         });
@@ -348,10 +350,12 @@ mod tests {
 
     fn undo(outcome: &Outcome) -> Option<Command> {
         match outcome {
-            Outcome::LockQueued { waiter_id } => Some(Command::Lock(LockCommand::Withdraw {
-                name: "undo".into(),
-                waiter_id: *waiter_id,
-            })),
+            Outcome::Lock(LockOutcome::Queued { waiter_id }) => {
+                Some(Command::Lock(LockCommand::Withdraw {
+                    name: "undo".into(),
+                    waiter_id: *waiter_id,
+                }))
+            }
             _ => None,
         }
     }
@@ -398,7 +402,10 @@ mod tests {
         let applied = propose_undone_if_abandoned(propose, submission("acquire"), undo)
             .await
             .unwrap();
-        assert_eq!(applied.outcome, Outcome::LockQueued { waiter_id: 9 });
+        assert_eq!(
+            applied.outcome,
+            Outcome::Lock(LockOutcome::Queued { waiter_id: 9 })
+        );
         for _ in 0..100 {
             tokio::task::yield_now().await;
         }
@@ -423,12 +430,12 @@ mod tests {
                 }
                 Ok(Applied {
                     index: 1,
-                    outcome: Outcome::LockHeld,
+                    outcome: Outcome::Lock(LockOutcome::Held),
                 })
             })
         });
         let applied = propose_withdrawal(&propose, submission("L")).await.unwrap();
-        assert_eq!(applied.outcome, Outcome::LockHeld);
+        assert_eq!(applied.outcome, Outcome::Lock(LockOutcome::Held));
         assert_eq!(*attempts.lock().unwrap(), 3);
     }
 }

@@ -8,13 +8,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::barriers::BarrierCommand;
-use super::elections::ElectionCommand;
-use super::kv::KvCommand;
-use super::locks::LockCommand;
-use super::semaphores::SemaphoreCommand;
-use super::sessions::{SessionCommand, SessionId};
-use super::tasks::{TaskCommand, TaskId, TaskState};
+use super::barriers::{BarrierCommand, BarrierOutcome};
+use super::elections::{ElectionCommand, ElectionOutcome};
+use super::kv::{KvCommand, KvOutcome};
+use super::locks::{LockCommand, LockOutcome};
+use super::semaphores::{SemaphoreCommand, SemaphoreOutcome};
+use super::sessions::{SessionCommand, SessionId, SessionOutcome};
+use super::tasks::{TaskCommand, TaskOutcome};
 
 /// One Raft log entry's payload: commands stamped with the proposing leader's time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,60 +97,28 @@ pub enum Command {
     Election(ElectionCommand),
 }
 
-/// What applying one command did. Refusals are outcomes, not errors.
+/// What applying one command did: its room's outcome, or a refusal any room may
+/// answer. Refusals are outcomes, not errors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
-    /// The key now holds the value at `version` (the command index).
-    KvWritten {
-        version: u64,
-    },
-    /// The key was deleted (`existed: false` when there was nothing to delete).
-    KvDeleted {
-        existed: bool,
-    },
-    /// A compare-and-set precondition failed; `current_version` is 0 when absent.
-    CasMismatch {
-        current_version: u64,
-    },
+    Kv(KvOutcome),
+    Session(SessionOutcome),
+    Task(TaskOutcome),
+    Lock(LockOutcome),
+    Semaphore(SemaphoreOutcome),
+    Barrier(BarrierOutcome),
+    Election(ElectionOutcome),
+    Refused(Refusal),
+}
+
+/// A refusal shared by the rooms: nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
     /// The `request_id` was already used for a *different* command (applied at
     /// `Applied::index`); nothing was applied. Never recorded.
     RequestIdConflict,
-    SessionCreated {
-        session_id: SessionId,
-        expires_at_ms: u64,
-    },
-    SessionRenewed {
-        expires_at_ms: u64,
-    },
-    SessionEnded,
-    Ticked {
-        renewed: u32,
-    },
-    /// `existing`: an earlier submit with the same idempotency key.
-    TaskSubmitted {
-        task_id: TaskId,
-        state: TaskState,
-        existing: bool,
-    },
-    TaskClaimed {
-        task_id: TaskId,
-        fencing_token: u64,
-        lease_expires_at_ms: u64,
-    },
-    NoTaskAssigned,
-    TaskLeaseExtended {
-        lease_expires_at_ms: u64,
-        cancel_requested: bool,
-    },
-    TaskUpdated {
-        task_id: TaskId,
-        state: TaskState,
-    },
     SessionNotFound {
         session_id: SessionId,
-    },
-    TaskNotFound {
-        task_id: TaskId,
     },
     WrongState {
         message: String,
@@ -164,66 +132,15 @@ pub enum Outcome {
     InvalidCommand {
         message: String,
     },
-    LockGranted {
-        fencing_token: u64,
-    },
-    /// Queued; the waiter id is this command's index.
-    LockQueued {
-        waiter_id: u64,
-    },
-    /// Held by others and the request did not wait (or its waiter was withdrawn).
-    LockHeld,
-    /// Waiting would close this cycle of sessions (first = last = the requester).
-    Deadlock {
-        cycle: Vec<SessionId>,
-    },
-    LockReleased,
-    PermitsGranted {
-        fencing_token: u64,
-    },
-    PermitsQueued {
-        waiter_id: u64,
-    },
-    /// Not enough free permits and the request did not wait (or was withdrawn).
-    PermitsUnavailable,
-    /// The semaphore exists with another limit.
-    LimitMismatch {
-        limit: u32,
-    },
-    PermitsReleased,
-    BarrierReleased {
-        generation: u64,
-    },
-    BarrierWaiting {
-        generation: u64,
-    },
-    /// The generation ended without release (a participant's session ended).
-    BarrierBroken {
-        generation: u64,
-    },
-    /// This session leads `name` with term (fencing token) `term`.
-    Elected {
-        term: u64,
-    },
-    CampaignQueued {
-        waiter_id: u64,
-    },
-    /// Someone else leads and the request did not wait (or was withdrawn).
-    NotElected {
-        leader_session_id: Option<SessionId>,
-        term: u64,
-    },
-    Resigned,
-    Withdrawn,
 }
 
 impl Outcome {
     /// The waiter id, when a waiting acquire (lock, semaphore, campaign) queued.
     pub fn queued_waiter(&self) -> Option<u64> {
         match self {
-            Outcome::LockQueued { waiter_id }
-            | Outcome::PermitsQueued { waiter_id }
-            | Outcome::CampaignQueued { waiter_id } => Some(*waiter_id),
+            Outcome::Lock(LockOutcome::Queued { waiter_id })
+            | Outcome::Semaphore(SemaphoreOutcome::Queued { waiter_id })
+            | Outcome::Election(ElectionOutcome::Queued { waiter_id }) => Some(*waiter_id),
             _ => None,
         }
     }
@@ -232,10 +149,11 @@ impl Outcome {
     /// leadership was granted.
     pub fn granted_token(&self) -> Option<u64> {
         match self {
-            Outcome::LockGranted { fencing_token } | Outcome::PermitsGranted { fencing_token } => {
+            Outcome::Lock(LockOutcome::Granted { fencing_token })
+            | Outcome::Semaphore(SemaphoreOutcome::Granted { fencing_token }) => {
                 Some(*fencing_token)
             }
-            Outcome::Elected { term } => Some(*term),
+            Outcome::Election(ElectionOutcome::Elected { term }) => Some(*term),
             _ => None,
         }
     }

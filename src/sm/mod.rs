@@ -27,10 +27,19 @@ pub mod wait_queue;
 
 use serde::{Deserialize, Serialize};
 
-pub use command::{Applied, Batch, BatchResponse, Command, Guard, GuardKind, Outcome, Submission};
+pub use barriers::BarrierOutcome;
+pub use command::{
+    Applied, Batch, BatchResponse, Command, Guard, GuardKind, Outcome, Refusal, Submission,
+};
+pub use elections::ElectionOutcome;
 use kv::KvMap;
+pub use kv::KvOutcome;
+pub use locks::LockOutcome;
 use requests::RequestTable;
+pub use semaphores::SemaphoreOutcome;
+pub use sessions::SessionOutcome;
 use sessions::Sessions;
+pub use tasks::TaskOutcome;
 use tasks::Tasks;
 
 /// All replicated coordination state.
@@ -103,7 +112,7 @@ impl State {
             if Some(record.fingerprint) != fingerprint {
                 return Applied {
                     index: record.applied.index,
-                    outcome: Outcome::RequestIdConflict,
+                    outcome: Outcome::Refused(Refusal::RequestIdConflict),
                 };
             }
             return record.applied.clone();
@@ -119,25 +128,30 @@ impl State {
         }
         // Report a task's state as the command left it (after any assignment it caused).
         let outcome = match outcome {
-            Outcome::TaskSubmitted {
+            Outcome::Task(TaskOutcome::Submitted {
                 task_id, existing, ..
-            } => Outcome::TaskSubmitted {
+            }) => Outcome::Task(TaskOutcome::Submitted {
                 task_id,
                 existing,
                 state: self
                     .tasks
                     .get(task_id)
                     .map_or(tasks::TaskState::Cancelled, |task| task.state),
-            },
-            Outcome::TaskUpdated { task_id, state } => Outcome::TaskUpdated {
-                task_id,
-                state: self.tasks.get(task_id).map_or(state, |task| task.state),
-            },
+            }),
+            Outcome::Task(TaskOutcome::Updated { task_id, state }) => {
+                Outcome::Task(TaskOutcome::Updated {
+                    task_id,
+                    state: self.tasks.get(task_id).map_or(state, |task| task.state),
+                })
+            }
             other => other,
         };
         let applied = Applied { index, outcome };
         // A capacity refusal is transient: a retry with the same id must try again.
-        let transient = matches!(applied.outcome, Outcome::LimitReached { .. });
+        let transient = matches!(
+            applied.outcome,
+            Outcome::Refused(Refusal::LimitReached { .. })
+        );
         if let (Some(request_id), Some(fingerprint), false) =
             (&submission.request_id, fingerprint, transient)
         {
@@ -159,12 +173,15 @@ impl State {
                 let renewed = renewals
                     .iter()
                     .filter(|(id, at)| {
-                        matches!(self.renew_session(*id, *at), Outcome::SessionRenewed { .. })
+                        matches!(
+                            self.renew_session(*id, *at),
+                            Outcome::Session(SessionOutcome::Renewed { .. })
+                        )
                     })
                     .count();
-                Outcome::Ticked {
+                Outcome::Session(SessionOutcome::Ticked {
                     renewed: renewed as u32,
-                }
+                })
             }
             Command::Task(command) => self.apply_task(command, index),
             Command::Lock(command) => self.apply_lock(command, index),
@@ -193,8 +210,10 @@ impl State {
                 .map(|leader| vec![leader.term]),
         }
         .unwrap_or_default();
-        (!current.contains(&guard.fencing_token)).then(|| Outcome::StaleFencingToken {
-            current: current.iter().copied().max().unwrap_or(0),
+        (!current.contains(&guard.fencing_token)).then(|| {
+            Outcome::Refused(Refusal::StaleFencingToken {
+                current: current.iter().copied().max().unwrap_or(0),
+            })
         })
     }
 }

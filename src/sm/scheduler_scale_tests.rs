@@ -9,6 +9,7 @@ use super::tasks::work;
 use super::tasks::{NewTask, TaskId, TaskState};
 use super::test_support::{create_session, run, task_spec, FOREVER_MS};
 use super::{Command, Outcome, State};
+use crate::sm::TaskOutcome;
 
 const SESSIONS: usize = 10_000;
 const UNPLACEABLE_TASKS: usize = 100_000;
@@ -34,7 +35,7 @@ fn submit(required: &[&str], priority: i32) -> Command {
 
 fn submitted(outcome: &Outcome) -> (TaskId, TaskState) {
     match outcome {
-        Outcome::TaskSubmitted { task_id, state, .. } => (*task_id, *state),
+        Outcome::Task(TaskOutcome::Submitted { task_id, state, .. }) => (*task_id, *state),
         other => panic!("not submitted: {other:?}"),
     }
 }
@@ -104,10 +105,10 @@ fn assignment_cost_does_not_grow_with_unplaceable_queued_tasks_or_sessions() {
         assert!(
             matches!(
                 completed[0],
-                Outcome::TaskUpdated {
+                Outcome::Task(TaskOutcome::Updated {
                     state: TaskState::Succeeded,
                     ..
-                }
+                })
             ),
             "{completed:?}"
         );

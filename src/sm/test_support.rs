@@ -14,6 +14,7 @@ use super::semaphores::SemaphoreCommand;
 use super::sessions::{NewSession, Session, SessionId};
 use super::tasks::{NewTask, Task, TaskError, TaskId, TaskState};
 use super::{Batch, Command, Guard, GuardKind, Outcome, State, Submission};
+use crate::sm::{LockOutcome, SessionOutcome, TaskOutcome};
 
 /// A TTL or lease long enough never to run out in a test.
 pub const FOREVER_MS: u64 = 1_000_000_000;
@@ -118,7 +119,7 @@ pub fn open_session(
         time_ms,
         create_session(capabilities, capacity, ttl_ms),
     ) {
-        Outcome::SessionCreated { session_id, .. } => session_id,
+        Outcome::Session(SessionOutcome::Created { session_id, .. }) => session_id,
         other => panic!("session not created: {other:?}"),
     }
 }
@@ -129,7 +130,7 @@ pub fn open_sessions(state: &mut State, time_ms: u64, n: usize, ttl_ms: u64) -> 
     run(state, time_ms, (0..n).map(|_| session(ttl_ms)).collect())
         .into_iter()
         .map(|outcome| match outcome {
-            Outcome::SessionCreated { session_id, .. } => session_id,
+            Outcome::Session(SessionOutcome::Created { session_id, .. }) => session_id,
             other => panic!("{other:?}"),
         })
         .collect()
@@ -268,7 +269,7 @@ pub fn withdraw_nth(state: &State, name: &str, nth: u8) -> Option<Command> {
 /// The fencing token of a grant; panics on any other outcome.
 pub fn granted_token(outcome: &Outcome) -> u64 {
     match outcome {
-        Outcome::LockGranted { fencing_token } => *fencing_token,
+        Outcome::Lock(LockOutcome::Granted { fencing_token }) => *fencing_token,
         other => panic!("expected a grant, got {other:?}"),
     }
 }
@@ -352,7 +353,7 @@ pub fn retry(task_id: TaskId) -> Command {
 }
 
 pub fn updated(task_id: TaskId, state: TaskState) -> Outcome {
-    Outcome::TaskUpdated { task_id, state }
+    Outcome::Task(TaskOutcome::Updated { task_id, state })
 }
 
 /// The error record a task keeps for an attempt.
@@ -407,7 +408,7 @@ impl Machine {
 
     pub fn submit(&mut self, time_ms: u64, task: NewTask) -> TaskId {
         match self.apply_one(time_ms, submit(task)) {
-            Outcome::TaskSubmitted { task_id, .. } => task_id,
+            Outcome::Task(TaskOutcome::Submitted { task_id, .. }) => task_id,
             other => panic!("task not submitted: {other:?}"),
         }
     }
@@ -415,7 +416,7 @@ impl Machine {
     /// Claims the session's next task and returns its fencing token.
     pub fn claim(&mut self, time_ms: u64, session_id: SessionId) -> u64 {
         match self.apply_one(time_ms, claim(session_id)) {
-            Outcome::TaskClaimed { fencing_token, .. } => fencing_token,
+            Outcome::Task(TaskOutcome::Claimed { fencing_token, .. }) => fencing_token,
             other => panic!("nothing claimed: {other:?}"),
         }
     }

@@ -3,6 +3,7 @@
 use super::*;
 use crate::codec;
 use crate::limits::Replicated;
+use crate::sm::{KvOutcome, Refusal};
 
 fn put(key: &str, value: &str, if_version: Option<u64>) -> Submission {
     Submission {
@@ -57,11 +58,11 @@ fn put_assigns_command_indexes_as_versions() {
         vec![
             Applied {
                 index: 1,
-                outcome: Outcome::KvWritten { version: 1 }
+                outcome: Outcome::Kv(KvOutcome::Written { version: 1 })
             },
             Applied {
                 index: 2,
-                outcome: Outcome::KvWritten { version: 2 }
+                outcome: Outcome::Kv(KvOutcome::Written { version: 2 })
             },
         ]
     );
@@ -89,9 +90,9 @@ fn compare_and_set_checks_the_version() {
     assert_eq!(
         outcomes(&response),
         vec![
-            Outcome::CasMismatch { current_version: 1 },
-            Outcome::CasMismatch { current_version: 1 },
-            Outcome::KvWritten { version: 4 },
+            Outcome::Kv(KvOutcome::CasMismatch { current_version: 1 }),
+            Outcome::Kv(KvOutcome::CasMismatch { current_version: 1 }),
+            Outcome::Kv(KvOutcome::Written { version: 4 }),
         ]
     );
     assert_eq!(state.kv["k"].value_json, "4");
@@ -107,8 +108,8 @@ fn create_only_put_on_absent_key_succeeds_and_cas_on_absent_reports_zero() {
     assert_eq!(
         outcomes(&response),
         vec![
-            Outcome::CasMismatch { current_version: 0 },
-            Outcome::KvWritten { version: 2 }
+            Outcome::Kv(KvOutcome::CasMismatch { current_version: 0 }),
+            Outcome::Kv(KvOutcome::Written { version: 2 })
         ]
     );
 }
@@ -128,9 +129,9 @@ fn delete_removes_and_honours_if_version() {
     assert_eq!(
         outcomes(&response),
         vec![
-            Outcome::CasMismatch { current_version: 1 },
-            Outcome::KvDeleted { existed: true },
-            Outcome::KvDeleted { existed: false },
+            Outcome::Kv(KvOutcome::CasMismatch { current_version: 1 }),
+            Outcome::Kv(KvOutcome::Deleted { existed: true }),
+            Outcome::Kv(KvOutcome::Deleted { existed: false }),
         ]
     );
     assert!(state.kv.is_empty());
@@ -171,7 +172,7 @@ fn a_request_id_reused_for_another_command_is_refused_and_applies_nothing() {
         reused.results,
         vec![Applied {
             index: first.results[0].index,
-            outcome: Outcome::RequestIdConflict
+            outcome: Outcome::Refused(Refusal::RequestIdConflict)
         }]
     );
     assert!(!state.kv.contains_key("other"));

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use super::sessions::SessionId;
 use super::Outcome;
+use crate::sm::Refusal;
 
 /// A hold granted from a wait queue: a lock hold, a semaphore permit or an
 /// election's leadership.
@@ -70,13 +71,13 @@ pub fn release_position<H: Granted>(
     not_held: impl FnOnce() -> String,
 ) -> Result<usize, Outcome> {
     let Some(position) = holders.iter().position(|h| h.holder() == session_id) else {
-        return Err(Outcome::WrongState {
+        return Err(Outcome::Refused(Refusal::WrongState {
             message: not_held(),
-        });
+        }));
     };
     let current = holders[position].token();
     if current != fencing_token {
-        return Err(Outcome::StaleFencingToken { current });
+        return Err(Outcome::Refused(Refusal::StaleFencingToken { current }));
     }
     Ok(position)
 }
@@ -120,9 +121,9 @@ impl<H> Again<'_, H> {
         match self {
             Again::Granted(token) => (answers.granted)(token),
             Again::Queued(waiter_id) => (answers.queued)(waiter_id),
-            Again::HeldOtherwise(hold) => Outcome::WrongState {
+            Again::HeldOtherwise(hold) => Outcome::Refused(Refusal::WrongState {
                 message: held(hold),
-            },
+            }),
         }
     }
 }
@@ -179,6 +180,7 @@ pub fn stamp(last_token: &mut u64, tokens: &mut u64, index: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sm::LockOutcome;
 
     #[derive(Debug, PartialEq, Eq)]
     struct Hold {
@@ -207,11 +209,11 @@ mod tests {
         assert_eq!(release_position(&holders, (2, 7), not_held), Ok(1));
         assert_eq!(
             release_position(&holders, (2, 5), not_held),
-            Err(Outcome::StaleFencingToken { current: 7 })
+            Err(Outcome::Refused(Refusal::StaleFencingToken { current: 7 }))
         );
-        let refusal = Outcome::WrongState {
+        let refusal = Outcome::Refused(Refusal::WrongState {
             message: not_held(),
-        };
+        });
         assert_eq!(release_position(&holders, (3, 7), not_held), Err(refusal));
     }
 
@@ -255,15 +257,15 @@ mod tests {
         assert_eq!(find(3, true), Some(Again::Queued(9)));
         assert_eq!(find(4, true), None);
         let answers = Answers {
-            granted: |fencing_token| Outcome::LockGranted { fencing_token },
-            queued: |waiter_id| Outcome::LockQueued { waiter_id },
+            granted: |fencing_token| Outcome::Lock(LockOutcome::Granted { fencing_token }),
+            queued: |waiter_id| Outcome::Lock(LockOutcome::Queued { waiter_id }),
         };
         let held = |hold: &Hold| format!("holds {}", hold.token);
         assert_eq!(
             Again::HeldOtherwise(&holders[0]).answer(answers, held),
-            Outcome::WrongState {
+            Outcome::Refused(Refusal::WrongState {
                 message: "holds 5".into()
-            }
+            })
         );
     }
 

@@ -30,3 +30,20 @@ impl BarrierCommand {
         }
     }
 }
+
+/// What applying a barrier command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BarrierOutcome {
+    Released {
+        generation: u64,
+    },
+    Waiting {
+        generation: u64,
+    },
+    /// The generation ended without release (a participant's session ended).
+    Broken {
+        generation: u64,
+    },
+    /// The session left a generation that was still waiting.
+    Left,
+}

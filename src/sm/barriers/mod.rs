@@ -14,7 +14,7 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-pub use command::BarrierCommand;
+pub use command::{BarrierCommand, BarrierOutcome};
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -4,6 +4,7 @@
 
 use super::BarrierCommand;
 use crate::sm::sessions::SessionId;
+use crate::sm::{BarrierOutcome, Refusal};
 use crate::sm::{Outcome, State};
 
 impl State {
@@ -25,47 +26,47 @@ impl State {
 
     fn arrive(&mut self, name: &str, session_id: SessionId, parties: u32) -> Outcome {
         if self.sessions.get(session_id).is_none() {
-            return Outcome::SessionNotFound { session_id };
+            return Outcome::Refused(Refusal::SessionNotFound { session_id });
         }
         if parties == 0 {
-            return Outcome::InvalidCommand {
+            return Outcome::Refused(Refusal::InvalidCommand {
                 message: "parties must be at least 1".into(),
-            };
+            });
         }
         let barrier = self.barriers.entry(name.to_owned()).or_default();
         if barrier.arrived.is_empty() {
             barrier.parties = parties;
         }
         if barrier.parties != parties {
-            return Outcome::WrongState {
+            return Outcome::Refused(Refusal::WrongState {
                 message: format!(
                     "barrier {name:?} is gathering {} parties, not {parties}",
                     barrier.parties
                 ),
-            };
+            });
         }
         let generation = barrier.generation;
         barrier.arrived.insert(session_id);
         if barrier.arrived.len() as u32 >= barrier.parties {
             barrier.end_generation(false);
-            return Outcome::BarrierReleased { generation };
+            return Outcome::Barrier(BarrierOutcome::Released { generation });
         }
-        Outcome::BarrierWaiting { generation }
+        Outcome::Barrier(BarrierOutcome::Waiting { generation })
     }
 
     fn leave(&mut self, name: &str, session_id: SessionId, generation: u64) -> Outcome {
         let Some(barrier) = self.barriers.get_mut(name) else {
-            return Outcome::Withdrawn;
+            return Outcome::Barrier(BarrierOutcome::Left);
         };
         if barrier.generation != generation {
             // That generation already ended: report how.
             return match barrier.ended.get(&generation) {
-                Some(false) => Outcome::BarrierReleased { generation },
-                _ => Outcome::BarrierBroken { generation },
+                Some(false) => Outcome::Barrier(BarrierOutcome::Released { generation }),
+                _ => Outcome::Barrier(BarrierOutcome::Broken { generation }),
             };
         }
         barrier.arrived.remove(&session_id);
-        Outcome::Withdrawn
+        Outcome::Barrier(BarrierOutcome::Left)
     }
 
     /// The session-end hook: breaks every barrier generation the ended session had

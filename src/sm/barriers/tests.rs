@@ -4,26 +4,27 @@ use super::BarrierCommand;
 use crate::sm::test_support::arrive;
 use crate::sm::test_support::{one, run, with_sessions_ttl as with_sessions};
 use crate::sm::*;
+use crate::sm::{BarrierOutcome, Refusal};
 
 #[test]
 fn a_barrier_releases_its_generation_when_all_parties_arrive() {
     let mut state = with_sessions(3, 60_000);
     assert_eq!(
         one(&mut state, 1, arrive(1, 3)),
-        Outcome::BarrierWaiting { generation: 0 }
+        Outcome::Barrier(BarrierOutcome::Waiting { generation: 0 })
     );
     assert_eq!(
         one(&mut state, 1, arrive(1, 3)),
-        Outcome::BarrierWaiting { generation: 0 },
+        Outcome::Barrier(BarrierOutcome::Waiting { generation: 0 }),
         "arriving twice counts once"
     );
     assert_eq!(
         one(&mut state, 2, arrive(2, 3)),
-        Outcome::BarrierWaiting { generation: 0 }
+        Outcome::Barrier(BarrierOutcome::Waiting { generation: 0 })
     );
     assert_eq!(
         one(&mut state, 3, arrive(3, 3)),
-        Outcome::BarrierReleased { generation: 0 }
+        Outcome::Barrier(BarrierOutcome::Released { generation: 0 })
     );
     let barrier = &state.barriers["B"];
     assert_eq!(
@@ -36,10 +37,13 @@ fn a_barrier_releases_its_generation_when_all_parties_arrive() {
     );
     assert!(matches!(
         one(&mut state, 4, arrive(1, 4)),
-        Outcome::BarrierWaiting { generation: 1 }
+        Outcome::Barrier(BarrierOutcome::Waiting { generation: 1 })
     ));
     assert!(
-        matches!(one(&mut state, 5, arrive(2, 3)), Outcome::WrongState { .. }),
+        matches!(
+            one(&mut state, 5, arrive(2, 3)),
+            Outcome::Refused(Refusal::WrongState { .. })
+        ),
         "parties are fixed per generation"
     );
 }
@@ -70,7 +74,7 @@ fn leaving_an_unreleased_generation_withdraws_and_a_released_one_reports_it() {
                 generation: 0
             })
         ),
-        Outcome::Withdrawn
+        Outcome::Barrier(BarrierOutcome::Left)
     );
     assert!(state.barriers["B"].arrived.is_empty());
     one(&mut state, 3, arrive(1, 2));
@@ -84,5 +88,8 @@ fn leaving_an_unreleased_generation_withdraws_and_a_released_one_reports_it() {
             generation: 0,
         }),
     );
-    assert_eq!(late, Outcome::BarrierReleased { generation: 0 });
+    assert_eq!(
+        late,
+        Outcome::Barrier(BarrierOutcome::Released { generation: 0 })
+    );
 }

@@ -37,3 +37,22 @@ impl ElectionCommand {
         }
     }
 }
+
+/// What applying an election command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectionOutcome {
+    /// This session leads `name` with term (fencing token) `term`.
+    Elected {
+        term: u64,
+    },
+    Queued {
+        waiter_id: u64,
+    },
+    /// Someone else leads and the request did not wait (or was withdrawn).
+    NotElected {
+        leader_session_id: Option<SessionId>,
+        term: u64,
+    },
+    Resigned,
+    Withdrawn,
+}

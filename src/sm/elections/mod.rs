@@ -16,7 +16,7 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-pub use command::ElectionCommand;
+pub use command::{ElectionCommand, ElectionOutcome};
 
 use std::collections::BTreeMap;
 

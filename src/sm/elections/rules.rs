@@ -6,6 +6,7 @@
 use super::{Candidate, ElectionCommand};
 use crate::sm::sessions::SessionId;
 use crate::sm::wait_queue::{drop_if_idle, forget_session, granted_to, release_position};
+use crate::sm::{ElectionOutcome, Refusal};
 use crate::sm::{Outcome, State};
 
 impl State {
@@ -44,7 +45,7 @@ impl State {
         index: u64,
     ) -> Outcome {
         if self.sessions.get(session_id).is_none() {
-            return Outcome::SessionNotFound { session_id };
+            return Outcome::Refused(Refusal::SessionNotFound { session_id });
         }
         let now = self.cluster_time_ms;
         let election = self.elections.entry(name.to_owned()).or_default();
@@ -53,16 +54,16 @@ impl State {
             .as_ref()
             .filter(|l| l.session_id == session_id)
         {
-            return Outcome::Elected { term: leader.term };
+            return Outcome::Election(ElectionOutcome::Elected { term: leader.term });
         }
         if let Some(candidate) = election
             .candidates
             .iter()
             .find(|c| c.session_id == session_id)
         {
-            return Outcome::CampaignQueued {
+            return Outcome::Election(ElectionOutcome::Queued {
                 waiter_id: candidate.waiter_id,
-            };
+            });
         }
         let candidate = Candidate {
             waiter_id: index,
@@ -75,17 +76,17 @@ impl State {
             election.enqueue(candidate);
             election.promote(index, now, &mut self.last_fencing_token);
             let term = election.leader.as_ref().map_or(0, |l| l.term);
-            return Outcome::Elected { term };
+            return Outcome::Election(ElectionOutcome::Elected { term });
         }
         if !wait {
             let leader = election.leader.as_ref();
-            return Outcome::NotElected {
+            return Outcome::Election(ElectionOutcome::NotElected {
                 leader_session_id: leader.map(|l| l.session_id),
                 term: leader.map_or(0, |l| l.term),
-            };
+            });
         }
         election.enqueue(candidate);
-        Outcome::CampaignQueued { waiter_id: index }
+        Outcome::Election(ElectionOutcome::Queued { waiter_id: index })
     }
 
     fn resign(&mut self, name: &str, session_id: SessionId, term: u64, index: u64) -> Outcome {
@@ -102,23 +103,23 @@ impl State {
         election.leader = None;
         election.promote(index, now, &mut self.last_fencing_token);
         drop_if_idle(&mut self.elections, name);
-        Outcome::Resigned
+        Outcome::Election(ElectionOutcome::Resigned)
     }
 
     fn withdraw_candidate(&mut self, name: &str, waiter_id: u64) -> Outcome {
         let Some(election) = self.elections.get_mut(name) else {
-            return Outcome::Withdrawn;
+            return Outcome::Election(ElectionOutcome::Withdrawn);
         };
         // A candidate's waiter id is its campaign's index, never 0.
         if let Some(leader) = granted_to(election.leader.as_slice(), waiter_id) {
-            return Outcome::Elected { term: leader.term };
+            return Outcome::Election(ElectionOutcome::Elected { term: leader.term });
         }
         election.candidates.retain(|c| c.waiter_id != waiter_id);
         let leader = election.leader.as_ref();
-        let refusal = Outcome::NotElected {
+        let refusal = Outcome::Election(ElectionOutcome::NotElected {
             leader_session_id: leader.map(|l| l.session_id),
             term: leader.map_or(0, |l| l.term),
-        };
+        });
         drop_if_idle(&mut self.elections, name);
         refusal
     }

@@ -35,3 +35,14 @@ impl KvCommand {
         }
     }
 }
+
+/// What applying a KV command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KvOutcome {
+    /// The key now holds the value at `version` (the command index).
+    Written { version: u64 },
+    /// The key was deleted (`existed: false` when there was nothing to delete).
+    Deleted { existed: bool },
+    /// A compare-and-set precondition failed; `current_version` is 0 when absent.
+    CasMismatch { current_version: u64 },
+}

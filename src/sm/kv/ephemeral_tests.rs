@@ -3,6 +3,7 @@
 
 use crate::sm::test_support::{caps, delete, end_session, put, Machine, FOREVER_MS};
 use crate::sm::Outcome;
+use crate::sm::Refusal;
 
 // ----- ephemeral keys -------------------------------------------------------------
 
@@ -62,7 +63,7 @@ fn a_put_for_an_unknown_session_is_refused_and_writes_nothing() {
     let mut m = Machine::default();
     assert_eq!(
         m.apply_one(0, put("lock", Some(7))),
-        Outcome::SessionNotFound { session_id: 7 }
+        Outcome::Refused(Refusal::SessionNotFound { session_id: 7 })
     );
     assert!(m.state.kv.is_empty());
 }

@@ -12,7 +12,7 @@ mod command;
 mod ephemeral_tests;
 mod rules;
 
-pub use command::KvCommand;
+pub use command::{KvCommand, KvOutcome};
 
 use std::collections::BTreeMap;
 
@@ -38,9 +38,11 @@ fn version_of(kv: &KvMap, key: &str) -> u64 {
 
 fn precondition_holds(kv: &KvMap, key: &str, if_version: Option<u64>) -> Result<(), Outcome> {
     match if_version {
-        Some(expected) if expected != version_of(kv, key) => Err(Outcome::CasMismatch {
-            current_version: version_of(kv, key),
-        }),
+        Some(expected) if expected != version_of(kv, key) => {
+            Err(Outcome::Kv(KvOutcome::CasMismatch {
+                current_version: version_of(kv, key),
+            }))
+        }
         _ => Ok(()),
     }
 }
@@ -68,16 +70,16 @@ pub fn put(
             session_id,
         },
     );
-    Outcome::KvWritten { version: index }
+    Outcome::Kv(KvOutcome::Written { version: index })
 }
 
 pub fn delete(kv: &mut KvMap, key: &str, if_version: Option<u64>) -> Outcome {
     if let Err(refusal) = precondition_holds(kv, key, if_version) {
         return refusal;
     }
-    Outcome::KvDeleted {
+    Outcome::Kv(KvOutcome::Deleted {
         existed: kv.remove(key).is_some(),
-    }
+    })
 }
 
 /// Up to `limit` entries whose key starts with `prefix`, in key order, starting after

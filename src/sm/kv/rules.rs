@@ -3,6 +3,7 @@
 
 use super::KvCommand;
 use crate::sm::sessions::{Session, SessionId};
+use crate::sm::{KvOutcome, Refusal};
 use crate::sm::{Outcome, State};
 
 impl State {
@@ -18,7 +19,7 @@ impl State {
             KvCommand::Delete { key, if_version } => {
                 let owner = self.kv.get(key).and_then(|entry| entry.session_id);
                 let outcome = super::delete(&mut self.kv, key, *if_version);
-                if matches!(outcome, Outcome::KvDeleted { existed: true }) {
+                if matches!(outcome, Outcome::Kv(KvOutcome::Deleted { existed: true })) {
                     self.unbind_key(owner, key);
                 }
                 outcome
@@ -50,12 +51,12 @@ impl State {
     ) -> Outcome {
         if let Some(id) = session_id {
             if self.sessions.get(id).is_none() {
-                return Outcome::SessionNotFound { session_id: id };
+                return Outcome::Refused(Refusal::SessionNotFound { session_id: id });
             }
         }
         let previous_owner = self.kv.get(key).and_then(|entry| entry.session_id);
         let outcome = super::put(&mut self.kv, key, value_json, if_version, session_id, index);
-        if matches!(outcome, Outcome::KvWritten { .. }) {
+        if matches!(outcome, Outcome::Kv(KvOutcome::Written { .. })) {
             self.unbind_key(previous_owner, key);
             if let Some(session) = session_id.and_then(|id| self.sessions.get_mut(id)) {
                 session.ephemeral_keys.insert(key.to_owned());

@@ -40,3 +40,22 @@ impl LockCommand {
         }
     }
 }
+
+/// What applying a lock command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LockOutcome {
+    Granted {
+        fencing_token: u64,
+    },
+    /// Queued; the waiter id is this command's index.
+    Queued {
+        waiter_id: u64,
+    },
+    /// Held by others and the request did not wait (or its waiter was withdrawn).
+    Held,
+    /// Waiting would close this cycle of sessions (first = last = the requester).
+    Deadlock {
+        cycle: Vec<SessionId>,
+    },
+    Released,
+}

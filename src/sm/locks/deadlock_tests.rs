@@ -3,6 +3,7 @@
 
 use crate::sm::locks::{LockMode::Exclusive, LockMode::Shared};
 use crate::sm::test_support::{acquire_lock, holding, one};
+use crate::sm::LockOutcome;
 use crate::sm::Outcome;
 
 #[test]
@@ -10,13 +11,13 @@ fn a_wait_that_would_close_a_two_session_cycle_is_refused_naming_it() {
     let mut state = holding(2, &[("A", 1, Exclusive), ("B", 2, Exclusive)]);
     assert!(matches!(
         one(&mut state, 2, acquire_lock("B", 1, Exclusive, true)),
-        Outcome::LockQueued { .. }
+        Outcome::Lock(LockOutcome::Queued { .. })
     ));
     assert_eq!(
         one(&mut state, 3, acquire_lock("A", 2, Exclusive, true)),
-        Outcome::Deadlock {
+        Outcome::Lock(LockOutcome::Deadlock {
             cycle: vec![2, 1, 2]
-        }
+        })
     );
     assert_eq!(
         state.locks["A"].waiters.len(),
@@ -39,9 +40,9 @@ fn a_three_session_cycle_is_refused() {
     one(&mut state, 2, acquire_lock("C", 2, Exclusive, true)); // 2 waits for 3
     assert_eq!(
         one(&mut state, 3, acquire_lock("A", 3, Exclusive, true)),
-        Outcome::Deadlock {
+        Outcome::Lock(LockOutcome::Deadlock {
             cycle: vec![3, 1, 2, 3]
-        }
+        })
     );
 }
 
@@ -51,12 +52,12 @@ fn shared_holds_take_part_in_cycles() {
     one(&mut state, 2, acquire_lock("B", 1, Exclusive, true)); // 1 waits for reader 2
     assert!(matches!(
         one(&mut state, 3, acquire_lock("A", 2, Exclusive, true)),
-        Outcome::Deadlock { .. }
+        Outcome::Lock(LockOutcome::Deadlock { .. })
     ));
     // Waiting for a shared lock alongside another reader is no cycle.
     let mut calm = holding(2, &[("A", 1, Shared), ("A", 2, Shared)]);
     assert!(matches!(
         one(&mut calm, 2, acquire_lock("B", 1, Shared, true)),
-        Outcome::LockGranted { .. }
+        Outcome::Lock(LockOutcome::Granted { .. })
     ));
 }

@@ -8,6 +8,7 @@ use crate::sm::test_support::{
     acquire_lock, acquire_lock_delayed, end_session, grant_each, granted_token, lock_holders, one,
     open_session, release_lock, run, with_sessions_and_a_short_one, with_sessions_ttl,
 };
+use crate::sm::LockOutcome;
 use crate::sm::{Command, Outcome};
 
 #[test]
@@ -20,7 +21,7 @@ fn after_a_holders_session_expires_the_lock_is_held_back_for_its_lock_delay() {
     ));
     assert!(matches!(
         one(&mut state, 2, acquire_lock("L", 1, Exclusive, true)),
-        Outcome::LockQueued { .. }
+        Outcome::Lock(LockOutcome::Queued { .. })
     ));
     run(&mut state, 1_000, vec![]); // the holder expires
     assert_eq!(lock_holders(&state, "L"), vec![], "held back, not granted");
@@ -66,7 +67,7 @@ fn the_expired_holder_presenting_its_token_may_take_the_lock_back_during_the_del
     run(&mut state, 1_000, vec![]);
     assert_eq!(
         one(&mut state, 1_100, acquire_lock("L", 1, Exclusive, false)),
-        Outcome::LockHeld
+        Outcome::Lock(LockOutcome::Held)
     );
     let back = open_session(&mut state, 1_200, &[], 0, 10_000);
     assert_eq!(
@@ -83,7 +84,7 @@ fn the_expired_holder_presenting_its_token_may_take_the_lock_back_during_the_del
         acquire_lock_delayed("L", back, 0, Some(lost)),
     );
     assert!(
-        matches!(regained, Outcome::LockGranted { .. }),
+        matches!(regained, Outcome::Lock(LockOutcome::Granted { .. })),
         "{regained:?}"
     );
 }
@@ -102,7 +103,7 @@ fn acquire_shared_delayed(name: &str, session_id: SessionId, lock_delay_ms: u64)
 
 /// A wrong token does not bypass the delay: the request just queues.
 fn one_queued() -> Outcome {
-    Outcome::LockQueued { waiter_id: 7 }
+    Outcome::Lock(LockOutcome::Queued { waiter_id: 7 })
 }
 
 /// Regression: `previous_token` took a lock back during its lock-delay even when a
@@ -124,7 +125,7 @@ fn previous_token_does_not_bypass_mode_compatibility() {
         acquire_lock_delayed("L", back, 0, Some(lost)),
     );
     assert!(
-        !matches!(attempt, Outcome::LockGranted { .. }),
+        !matches!(attempt, Outcome::Lock(LockOutcome::Granted { .. })),
         "exclusive beside a reader: {attempt:?}"
     );
     assert_eq!(lock_holders(&state, "L"), vec![(1, Shared)]);

@@ -10,6 +10,7 @@ use crate::sm::test_support::{
     with_sessions_ttl, withdraw_lock,
 };
 use crate::sm::{GuardKind, Outcome, State};
+use crate::sm::{LockOutcome, Refusal};
 
 #[test]
 fn an_exclusive_grant_returns_a_token_and_others_are_refused_without_waiting() {
@@ -22,11 +23,11 @@ fn an_exclusive_grant_returns_a_token_and_others_are_refused_without_waiting() {
     );
     assert_eq!(
         one(&mut state, 2, acquire_lock("L", 2, Exclusive, false)),
-        Outcome::LockHeld
+        Outcome::Lock(LockOutcome::Held)
     );
     assert_eq!(
         one(&mut state, 3, acquire_lock("L", 2, Shared, false)),
-        Outcome::LockHeld
+        Outcome::Lock(LockOutcome::Held)
     );
     assert!(
         state.locks["L"].waiters.is_empty(),
@@ -39,7 +40,7 @@ fn shared_holds_coexist_and_exclude_writers() {
     let mut state = holding(3, &[("L", 1, Shared), ("L", 2, Shared)]);
     assert_eq!(
         one(&mut state, 1, acquire_lock("L", 3, Exclusive, false)),
-        Outcome::LockHeld
+        Outcome::Lock(LockOutcome::Held)
     );
     assert_eq!(lock_holders(&state, "L"), vec![(1, Shared), (2, Shared)]);
 }
@@ -50,16 +51,16 @@ fn a_waiting_writer_blocks_later_readers_and_is_granted_first() {
     let reader = granted_token(&one(&mut state, 1, acquire_lock("L", 1, Shared, false)));
     assert!(matches!(
         one(&mut state, 2, acquire_lock("L", 2, Exclusive, true)),
-        Outcome::LockQueued { .. }
+        Outcome::Lock(LockOutcome::Queued { .. })
     ));
     // Writer preference: a new reader queues behind the waiting writer.
     assert!(matches!(
         one(&mut state, 3, acquire_lock("L", 3, Shared, true)),
-        Outcome::LockQueued { .. }
+        Outcome::Lock(LockOutcome::Queued { .. })
     ));
     assert_eq!(
         one(&mut state, 4, release_lock("L", 1, reader)),
-        Outcome::LockReleased
+        Outcome::Lock(LockOutcome::Released)
     );
     assert_eq!(lock_holders(&state, "L"), vec![(2, Exclusive)]);
     let writer = state.locks["L"].holders[0].fencing_token;
@@ -97,8 +98,11 @@ fn tokens_strictly_increase_per_lock_even_within_one_batch() {
             release_lock("L", 1, 3),
         ],
     );
-    assert_eq!(outcomes[0], Outcome::LockGranted { fencing_token: 3 });
-    assert_eq!(outcomes[2], Outcome::LockReleased);
+    assert_eq!(
+        outcomes[0],
+        Outcome::Lock(LockOutcome::Granted { fencing_token: 3 })
+    );
+    assert_eq!(outcomes[2], Outcome::Lock(LockOutcome::Released));
     let second = state.locks["L"].holders[0].fencing_token;
     assert!(
         second > 3,
@@ -112,15 +116,15 @@ fn release_needs_the_current_token_and_the_holder() {
     let granted = granted_token(&one(&mut state, 1, acquire_lock("L", 1, Exclusive, false)));
     assert_eq!(
         one(&mut state, 2, release_lock("L", 1, granted + 7)),
-        Outcome::StaleFencingToken { current: granted }
+        Outcome::Refused(Refusal::StaleFencingToken { current: granted })
     );
     assert!(matches!(
         one(&mut state, 3, release_lock("L", 2, granted)),
-        Outcome::WrongState { .. }
+        Outcome::Refused(Refusal::WrongState { .. })
     ));
     assert_eq!(
         one(&mut state, 4, release_lock("L", 1, granted)),
-        Outcome::LockReleased
+        Outcome::Lock(LockOutcome::Released)
     );
     assert!(!state.locks.contains_key("L"), "an idle lock is forgotten");
 }
@@ -131,13 +135,13 @@ fn reacquiring_returns_the_current_grant_and_a_retried_wait_resumes_its_waiter()
     let granted = granted_token(&one(&mut state, 1, acquire_lock("L", 1, Exclusive, false)));
     assert_eq!(
         one(&mut state, 2, acquire_lock("L", 1, Exclusive, true)),
-        Outcome::LockGranted {
+        Outcome::Lock(LockOutcome::Granted {
             fencing_token: granted
-        }
+        })
     );
     assert!(matches!(
         one(&mut state, 3, acquire_lock("L", 1, Shared, true)),
-        Outcome::WrongState { .. }
+        Outcome::Refused(Refusal::WrongState { .. })
     ));
     let first = one(&mut state, 4, acquire_lock("L", 2, Exclusive, true));
     let again = one(&mut state, 5, acquire_lock("L", 2, Exclusive, true));
@@ -162,17 +166,17 @@ fn a_session_ending_or_expiring_releases_its_holds_and_grants_the_next_waiter() 
 fn a_withdrawn_waiter_is_gone_unless_it_was_granted_first() {
     let mut state = with_sessions_ttl(3, 10_000);
     let held = granted_token(&one(&mut state, 1, acquire_lock("L", 1, Exclusive, false)));
-    let Outcome::LockQueued { waiter_id } =
+    let Outcome::Lock(LockOutcome::Queued { waiter_id }) =
         one(&mut state, 2, acquire_lock("L", 2, Exclusive, true))
     else {
         panic!()
     };
     assert_eq!(
         one(&mut state, 3, withdraw_lock("L", waiter_id)),
-        Outcome::LockHeld
+        Outcome::Lock(LockOutcome::Held)
     );
     assert!(state.locks["L"].waiters.is_empty());
-    let Outcome::LockQueued { waiter_id } =
+    let Outcome::Lock(LockOutcome::Queued { waiter_id }) =
         one(&mut state, 4, acquire_lock("L", 3, Exclusive, true))
     else {
         panic!()
@@ -180,7 +184,7 @@ fn a_withdrawn_waiter_is_gone_unless_it_was_granted_first() {
     one(&mut state, 5, release_lock("L", 1, held));
     let granted = one(&mut state, 6, withdraw_lock("L", waiter_id));
     assert!(
-        matches!(granted, Outcome::LockGranted { .. }),
+        matches!(granted, Outcome::Lock(LockOutcome::Granted { .. })),
         "the grant won the race: {granted:?}"
     );
     assert_eq!(lock_holders(&state, "L"), vec![(3, Exclusive)]);
@@ -226,7 +230,10 @@ fn fencing_tokens_are_never_reused_after_a_lock_is_forgotten() {
     );
     let late = guarded_put(GuardKind::Lock, "L", *granted.last().unwrap());
     let refused = run_submissions(&mut state, 1_002, vec![late]);
-    assert!(matches!(refused[0], Outcome::StaleFencingToken { .. }));
+    assert!(matches!(
+        refused[0],
+        Outcome::Refused(Refusal::StaleFencingToken { .. })
+    ));
 }
 
 #[test]

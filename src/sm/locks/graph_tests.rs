@@ -13,6 +13,7 @@ use super::wait_for::{Node, WaitFor};
 use super::{LockCommand, LockMode, LockMode::Exclusive, LockMode::Shared, Locks};
 use crate::sm::sessions::SessionId;
 use crate::sm::test_support::{acquire_lock, one, run, session, with_sessions_ttl, withdraw_nth};
+use crate::sm::LockOutcome;
 use crate::sm::*;
 
 const LOCKS: u8 = 3;
@@ -252,7 +253,9 @@ fn run_with(state: &mut State, time: u64, commands: Vec<Command>, reference: boo
 /// A deadlock's cycle may differ between the two searches; everything else may not.
 fn without_cycle(outcome: Outcome) -> Outcome {
     match outcome {
-        Outcome::Deadlock { .. } => Outcome::Deadlock { cycle: Vec::new() },
+        Outcome::Lock(LockOutcome::Deadlock { .. }) => {
+            Outcome::Lock(LockOutcome::Deadlock { cycle: Vec::new() })
+        }
         other => other,
     }
 }
@@ -343,9 +346,9 @@ fn a_session_waiting_in_both_modes_on_one_lock_is_refused_like_before() {
     let refused = one(&mut state, 4, acquire("L", 2, Shared));
     assert_eq!(
         refused,
-        Outcome::Deadlock {
+        Outcome::Lock(LockOutcome::Deadlock {
             cycle: vec![2, 3, 2]
-        },
+        }),
         "3 waits behind 2, and 2 would wait behind 3"
     );
     let mut old = with_sessions_ttl(3, 10_000);

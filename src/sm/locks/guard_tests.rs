@@ -5,6 +5,7 @@ use crate::sm::locks::LockMode::Exclusive;
 use crate::sm::sessions::SessionCommand;
 use crate::sm::test_support::{acquire_lock, granted_token, one, run, with_sessions_ttl};
 use crate::sm::{Batch, Command, Guard, GuardKind, Outcome, Submission};
+use crate::sm::{KvOutcome, Refusal};
 
 #[test]
 fn a_guard_applies_a_command_only_while_its_token_is_current() {
@@ -28,7 +29,10 @@ fn a_guard_applies_a_command_only_while_its_token_is_current() {
         leader_time_ms: 2,
         submissions: vec![guarded(first, "1")],
     });
-    assert!(matches!(ok.results[0].outcome, Outcome::KvWritten { .. }));
+    assert!(matches!(
+        ok.results[0].outcome,
+        Outcome::Kv(KvOutcome::Written { .. })
+    ));
     // The holder's session ends; another takes the lock; the old token is now stale.
     run(
         &mut state,
@@ -44,7 +48,7 @@ fn a_guard_applies_a_command_only_while_its_token_is_current() {
     });
     assert!(matches!(
         late.results[0].outcome,
-        Outcome::StaleFencingToken { .. }
+        Outcome::Refused(Refusal::StaleFencingToken { .. })
     ));
     assert_eq!(
         state.kv["k"].value_json, "1",
@@ -79,5 +83,8 @@ fn a_request_id_reused_with_a_different_guard_is_a_conflict() {
         leader_time_ms: 3,
         submissions: vec![put(guarded)],
     });
-    assert_eq!(again.results[0].outcome, Outcome::RequestIdConflict);
+    assert_eq!(
+        again.results[0].outcome,
+        Outcome::Refused(Refusal::RequestIdConflict)
+    );
 }

@@ -35,7 +35,7 @@ mod reference;
 #[cfg(test)]
 mod scale_tests;
 
-pub use command::LockCommand;
+pub use command::{LockCommand, LockOutcome};
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -74,8 +74,8 @@ crate::sm::wait_queue::impl_waiting!(Waiter);
 
 /// How the locks room words a grant and a queued waiter.
 pub(in crate::sm) const ANSWERS: crate::sm::wait_queue::Answers = crate::sm::wait_queue::Answers {
-    granted: |fencing_token| crate::sm::Outcome::LockGranted { fencing_token },
-    queued: |waiter_id| crate::sm::Outcome::LockQueued { waiter_id },
+    granted: |fencing_token| crate::sm::Outcome::Lock(LockOutcome::Granted { fencing_token }),
+    queued: |waiter_id| crate::sm::Outcome::Lock(LockOutcome::Queued { waiter_id }),
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

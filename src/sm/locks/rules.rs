@@ -7,6 +7,7 @@
 use super::{Hold, LockCommand, LockMode, Waiter};
 use crate::sm::sessions::{Session, SessionId};
 use crate::sm::wait_queue::{again, granted_to, release_position};
+use crate::sm::{LockOutcome, Refusal};
 use crate::sm::{Outcome, State};
 
 impl State {
@@ -50,7 +51,7 @@ impl State {
     ) -> Outcome {
         let (lock_delay_ms, previous_token) = delay;
         if self.sessions.get(session_id).is_none() {
-            return Outcome::SessionNotFound { session_id };
+            return Outcome::Refused(Refusal::SessionNotFound { session_id });
         }
         let clock = (index, self.cluster_time_ms);
         let lock = self.locks.get_or_create(name, lock_delay_ms);
@@ -82,11 +83,11 @@ impl State {
         }
         if !wait {
             self.locks.drop_if_idle(name);
-            return Outcome::LockHeld;
+            return Outcome::Lock(LockOutcome::Held);
         }
         if let Some(cycle) = self.deadlock_cycle(name, session_id) {
             self.locks.drop_if_idle(name);
-            return Outcome::Deadlock { cycle };
+            return Outcome::Lock(LockOutcome::Deadlock { cycle });
         }
         self.locks.push_waiter(
             name,
@@ -97,7 +98,7 @@ impl State {
                 since_ms: clock.1,
             },
         );
-        Outcome::LockQueued { waiter_id: index }
+        Outcome::Lock(LockOutcome::Queued { waiter_id: index })
     }
 
     /// Grants `name` to `session_id` at once (not to a waiter).
@@ -110,7 +111,7 @@ impl State {
     ) -> Outcome {
         let tokens = &mut self.last_fencing_token;
         let fencing_token = self.locks.grant(name, session_id, mode, 0, clock, tokens);
-        Outcome::LockGranted { fencing_token }
+        Outcome::Lock(LockOutcome::Granted { fencing_token })
     }
 
     /// The cycle `session_id` waiting on `name` would close, if any.
@@ -141,18 +142,18 @@ impl State {
         self.locks
             .grant_waiters(name, clock, &mut self.last_fencing_token);
         self.locks.drop_if_idle(name);
-        Outcome::LockReleased
+        Outcome::Lock(LockOutcome::Released)
     }
 
     /// Withdraws a waiter; if it was granted meanwhile, says so (the caller holds it).
     fn withdraw_waiter(&mut self, name: &str, waiter_id: u64) -> Outcome {
         let Some(lock) = self.locks.get(name) else {
-            return Outcome::LockHeld;
+            return Outcome::Lock(LockOutcome::Held);
         };
         if let Some(hold) = granted_to(&lock.holders, waiter_id) {
-            return Outcome::LockGranted {
+            return Outcome::Lock(LockOutcome::Granted {
                 fencing_token: hold.fencing_token,
-            };
+            });
         }
         self.locks
             .remove_waiters(name, |waiter| waiter.waiter_id == waiter_id);
@@ -161,7 +162,7 @@ impl State {
         self.locks
             .grant_waiters(name, clock, &mut self.last_fencing_token);
         self.locks.drop_if_idle(name);
-        Outcome::LockHeld
+        Outcome::Lock(LockOutcome::Held)
     }
 
     /// The session-end hook: releases every hold and withdraws every waiter of an

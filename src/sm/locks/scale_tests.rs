@@ -12,6 +12,7 @@ use super::{LockMode, LockMode::Exclusive, LockMode::Shared};
 use crate::sm::sessions::SessionId;
 use crate::sm::test_support::{acquire_lock, one, open_sessions, run, session, withdraw_lock};
 use crate::sm::{Command, Outcome, State};
+use crate::sm::{LockOutcome, SessionOutcome};
 
 const FOREVER_MS: u64 = 1_000_000_000;
 const HOLDERS: u64 = 100;
@@ -53,7 +54,10 @@ fn chains(waiters: usize) -> (State, Vec<SessionId>) {
         .map(|(n, &waiter)| acquire(&lock(n % locks), waiter, Exclusive))
         .collect();
     for outcome in run(&mut state, 3, queued) {
-        assert!(matches!(outcome, Outcome::LockQueued { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Lock(LockOutcome::Queued { .. })),
+            "{outcome:?}"
+        );
     }
     (state, holders.to_vec())
 }
@@ -67,7 +71,7 @@ fn not_held_by(holders: &[SessionId], locks: usize, holder: SessionId, n: usize)
 }
 
 fn withdraw(name: &str, outcome: &Outcome) -> Command {
-    let Outcome::LockQueued { waiter_id } = outcome else {
+    let Outcome::Lock(LockOutcome::Queued { waiter_id }) = outcome else {
         panic!("not queued: {outcome:?}")
     };
     withdraw_lock(name, *waiter_id)
@@ -105,15 +109,18 @@ fn a_waiting_acquire_costs_the_steps_of_its_own_chain_not_of_all_waiters() {
     let [holder_b, _] = holders_of(&holders, b);
     assert!(!holders_of(&holders, a).contains(&holder_b));
     let queued = one(&mut state, 5, acquire(&lock(b), holder_a, Exclusive));
-    assert!(matches!(queued, Outcome::LockQueued { .. }), "{queued:?}");
+    assert!(
+        matches!(queued, Outcome::Lock(LockOutcome::Queued { .. })),
+        "{queued:?}"
+    );
     steps::take();
     let refused = one(&mut state, 5, acquire(&lock(a), holder_b, Exclusive));
     let taken = steps::take();
     assert_eq!(
         refused,
-        Outcome::Deadlock {
+        Outcome::Lock(LockOutcome::Deadlock {
             cycle: vec![holder_b, holder_a, holder_b]
-        }
+        })
     );
     assert!(
         taken <= MAX_STEPS_PER_ACQUIRE,
@@ -178,7 +185,7 @@ fn latency_of_a_waiting_acquire_before_and_after() {
         };
         // A fresh session on an unrelated lock held by one holder.
         let extra = match one(&mut state, 4, session(FOREVER_MS)) {
-            Outcome::SessionCreated { session_id, .. } => session_id,
+            Outcome::Session(SessionOutcome::Created { session_id, .. }) => session_id,
             other => panic!("{other:?}"),
         };
         one(&mut state, 4, acquire("unrelated", holders[0], Exclusive));

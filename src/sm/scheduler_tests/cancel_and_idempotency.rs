@@ -4,6 +4,7 @@ use crate::limits::Replicated;
 use crate::sm::tasks::{NewTask, TaskState};
 use crate::sm::test_support::{cancel, complete, heartbeat, submit, task_spec, updated, Machine};
 use crate::sm::Outcome;
+use crate::sm::{Refusal, TaskOutcome};
 
 // ----- cancel and idempotency -----------------------------------------------------
 
@@ -35,10 +36,10 @@ fn cancelling_an_assigned_task_frees_the_session_and_tells_the_holder_on_heartbe
     assert!(m.assigned(worker).is_empty());
     assert_eq!(
         m.apply_one(2, heartbeat(task, token, None)),
-        Outcome::TaskLeaseExtended {
+        Outcome::Task(TaskOutcome::LeaseExtended {
             lease_expires_at_ms: 0,
             cancel_requested: true
-        }
+        })
     );
 }
 
@@ -50,7 +51,10 @@ fn cancelling_a_terminal_task_is_wrong_state() {
     m.apply_one(2, cancel(dropped));
     for task in [done, dropped] {
         let outcome = m.apply_one(3, cancel(task));
-        assert!(matches!(outcome, Outcome::WrongState { .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Refused(Refusal::WrongState { .. })),
+            "{outcome:?}"
+        );
     }
     assert_eq!(m.task(done).state, TaskState::Succeeded);
 }
@@ -69,16 +73,16 @@ fn a_second_submit_with_the_same_idempotency_key_returns_the_first_task() {
     assert_eq!(
         outcomes,
         vec![
-            Outcome::TaskSubmitted {
+            Outcome::Task(TaskOutcome::Submitted {
                 task_id: 1,
                 state: TaskState::Queued,
                 existing: false
-            },
-            Outcome::TaskSubmitted {
+            }),
+            Outcome::Task(TaskOutcome::Submitted {
                 task_id: 1,
                 state: TaskState::Queued,
                 existing: true
-            },
+            }),
         ]
     );
     assert_eq!(m.state.tasks.len(), 1);

@@ -6,6 +6,7 @@ use crate::sm::test_support::{
     claim, complete, fail, heartbeat, task_spec, updated, Machine, FOREVER_MS,
 };
 use crate::sm::Outcome;
+use crate::sm::{Refusal, TaskOutcome};
 
 // ----- claim ----------------------------------------------------------------------
 
@@ -22,12 +23,12 @@ fn claim_returns_the_assignment_token_and_a_lease_from_now() {
     );
     assert_eq!(
         m.apply_one(3_000, claim(worker)),
-        Outcome::TaskClaimed {
+        Outcome::Task(TaskOutcome::Claimed {
             task_id: task,
             // Assigned during its own submit command.
             fencing_token: task,
             lease_expires_at_ms: 8_000,
-        }
+        })
     );
     assert!(m.task(task).claimed);
 }
@@ -36,7 +37,10 @@ fn claim_returns_the_assignment_token_and_a_lease_from_now() {
 fn claim_with_nothing_assigned_is_no_task_assigned() {
     let mut m = Machine::default();
     let worker = m.session(0, &[], 1, FOREVER_MS);
-    assert_eq!(m.apply_one(1, claim(worker)), Outcome::NoTaskAssigned);
+    assert_eq!(
+        m.apply_one(1, claim(worker)),
+        Outcome::Task(TaskOutcome::NoneAssigned)
+    );
 }
 
 #[test]
@@ -44,7 +48,7 @@ fn claim_for_an_unknown_session_is_session_not_found() {
     let mut m = Machine::default();
     assert_eq!(
         m.apply_one(1, claim(5)),
-        Outcome::SessionNotFound { session_id: 5 }
+        Outcome::Refused(Refusal::SessionNotFound { session_id: 5 })
     );
 }
 
@@ -55,7 +59,7 @@ fn a_claimed_task_is_not_returned_by_the_next_claim() {
         .apply(2, vec![claim(worker), claim(worker), claim(worker)])
         .into_iter()
         .map(|outcome| match outcome {
-            Outcome::TaskClaimed { task_id, .. } => Some(task_id),
+            Outcome::Task(TaskOutcome::Claimed { task_id, .. }) => Some(task_id),
             _ => None,
         })
         .collect();
@@ -70,10 +74,10 @@ fn heartbeat_extends_the_lease_and_stores_progress() {
     let token = m.claim(0, worker);
     assert_eq!(
         m.apply_one(600, heartbeat(task, token, Some("{\"pct\":50}"))),
-        Outcome::TaskLeaseExtended {
+        Outcome::Task(TaskOutcome::LeaseExtended {
             lease_expires_at_ms: 1_600,
             cancel_requested: false
-        }
+        })
     );
     assert_eq!(m.task(task).progress_json.as_deref(), Some("{\"pct\":50}"));
     m.apply(1_000, vec![]);
@@ -90,7 +94,7 @@ fn heartbeat_with_a_wrong_token_is_stale_and_reports_the_current_token() {
     let token = m.claim(0, worker);
     assert_eq!(
         m.apply_one(500, heartbeat(task, token + 100, Some("{}"))),
-        Outcome::StaleFencingToken { current: token }
+        Outcome::Refused(Refusal::StaleFencingToken { current: token })
     );
     assert_eq!(m.task(task).progress_json, None);
     assert_eq!(m.task(task).lease_expires_at_ms, 1_000);
@@ -137,8 +141,8 @@ fn after_a_lease_expires_and_the_task_moves_the_old_token_is_stale_and_the_new_o
             ]
         ),
         vec![
-            Outcome::StaleFencingToken { current: new },
-            Outcome::StaleFencingToken { current: new },
+            Outcome::Refused(Refusal::StaleFencingToken { current: new }),
+            Outcome::Refused(Refusal::StaleFencingToken { current: new }),
             updated(task, TaskState::Succeeded),
         ]
     );
@@ -158,9 +162,9 @@ fn every_assignment_gets_a_fresh_fencing_token_even_with_no_command_in_between()
     let second_token = m.task(task).fencing_token;
     assert_eq!(
         m.apply_one(2_100, complete(task, first_token, "null")),
-        Outcome::StaleFencingToken {
+        Outcome::Refused(Refusal::StaleFencingToken {
             current: second_token
-        },
+        }),
         "the ended session's token {first_token} must not complete the new holder's {second_token}"
     );
 }

@@ -5,6 +5,7 @@
 use crate::sm::tasks::{NewTask, TaskId, TaskState};
 use crate::sm::test_support::{cancel, complete, depending_on, fail, submit, task_spec, Machine};
 use crate::sm::Outcome;
+use crate::sm::{Refusal, TaskOutcome};
 
 // ----- dependencies and delays ----------------------------------------------------
 
@@ -18,11 +19,11 @@ fn chain(m: &mut Machine, root: TaskId) -> [TaskId; 2] {
 fn a_task_is_pending_until_every_dependency_succeeded() {
     let (mut m, worker, [first, second]) = Machine::with_worker_and_tasks(2, 0);
     let outcome = m.apply_one(0, submit(depending_on(&[first, second])));
-    let Outcome::TaskSubmitted {
+    let Outcome::Task(TaskOutcome::Submitted {
         task_id: dependent,
         state: TaskState::Pending,
         existing: false,
-    } = outcome
+    }) = outcome
     else {
         panic!("not pending: {outcome:?}");
     };
@@ -61,7 +62,7 @@ fn submit_with_an_unknown_dependency_is_task_not_found_and_stores_nothing() {
     };
     assert_eq!(
         m.apply_one(0, submit(orphan)),
-        Outcome::TaskNotFound { task_id: 77 }
+        Outcome::Task(TaskOutcome::NotFound { task_id: 77 })
     );
     assert!(m.state.tasks.is_empty());
     assert_eq!(m.state.tasks.by_idempotency_key("once"), None);
@@ -73,7 +74,7 @@ fn submit_with_a_dependency_listed_twice_is_invalid() {
     let root = m.submit(0, task_spec(&[]));
     let outcome = m.apply_one(0, submit(depending_on(&[root, root])));
     assert!(
-        matches!(outcome, Outcome::InvalidCommand { .. }),
+        matches!(outcome, Outcome::Refused(Refusal::InvalidCommand { .. })),
         "{outcome:?}"
     );
     assert_eq!(m.state.tasks.len(), 1);
@@ -87,11 +88,11 @@ fn a_task_submitted_after_its_dependency_died_is_cancelled_at_once() {
     let outcome = m.apply_one(2, submit(depending_on(&[root])));
     assert!(matches!(
         outcome,
-        Outcome::TaskSubmitted {
+        Outcome::Task(TaskOutcome::Submitted {
             state: TaskState::Cancelled,
             existing: false,
             ..
-        }
+        })
     ));
 }
 

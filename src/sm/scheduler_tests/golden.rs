@@ -6,7 +6,7 @@ use crate::sm::test_support::{
     cancel, claim, complete, create_session, end_session, error, fail, heartbeat, keepalive, put,
     retry, submit, task_spec, tick, updated, Machine,
 };
-use crate::sm::{Command, Outcome, State};
+use crate::sm::{Command, KvOutcome, Outcome, Refusal, SessionOutcome, State, TaskOutcome};
 
 // ----- golden scenario ------------------------------------------------------------
 
@@ -45,7 +45,6 @@ fn summary(state: &State) -> String {
 
 #[test]
 fn golden_scenario_outcomes_match_the_table() {
-    use Outcome::*;
     use TaskState::*;
     let job = |required: &[&str], lease_ms, depends_on: Vec<TaskId>| {
         submit(NewTask {
@@ -62,18 +61,24 @@ fn golden_scenario_outcomes_match_the_table() {
             ..task_spec(&[])
         })
     };
-    let submitted = |task_id, state, existing| TaskSubmitted {
-        task_id,
-        state,
-        existing,
+    let submitted = |task_id, state, existing| {
+        Outcome::Task(TaskOutcome::Submitted {
+            task_id,
+            state,
+            existing,
+        })
     };
-    let claimed = |task_id, fencing_token, lease_expires_at_ms| TaskClaimed {
-        task_id,
-        fencing_token,
-        lease_expires_at_ms,
+    let claimed = |task_id, fencing_token, lease_expires_at_ms| {
+        Outcome::Task(TaskOutcome::Claimed {
+            task_id,
+            fencing_token,
+            lease_expires_at_ms,
+        })
     };
-    let wrong = |message: &str| WrongState {
-        message: message.into(),
+    let wrong = |message: &str| {
+        Outcome::Refused(Refusal::WrongState {
+            message: message.into(),
+        })
     };
     // (time, commands, outcomes, summary after the batch); command indexes in comments.
     let table: Vec<(u64, Vec<Command>, Vec<Outcome>, &str)> = vec![
@@ -85,14 +90,14 @@ fn golden_scenario_outcomes_match_the_table() {
                 create_session(&["cpu", "gpu"], 2, 5_000),
             ],
             vec![
-                SessionCreated {
+                Outcome::Session(SessionOutcome::Created {
                     session_id: 1,
                     expires_at_ms: 6_000,
-                },
-                SessionCreated {
+                }),
+                Outcome::Session(SessionOutcome::Created {
                     session_id: 2,
                     expires_at_ms: 6_000,
-                },
+                }),
             ],
             "sessions: 1 0/1, 2 0/2 | tasks:  | kv: ",
         ),
@@ -131,10 +136,10 @@ fn golden_scenario_outcomes_match_the_table() {
                 complete(4, 4, "\"built\""),
             ],
             vec![
-                TaskLeaseExtended {
+                Outcome::Task(TaskOutcome::LeaseExtended {
                     lease_expires_at_ms: 3_500,
                     cancel_requested: false,
-                },
+                }),
                 updated(4, Succeeded),
             ],
             "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#3, 4 succeeded, 5 pending | kv: ",
@@ -143,14 +148,14 @@ fn golden_scenario_outcomes_match_the_table() {
             1_600,
             // 10, 11
             vec![put("leader", Some(1)), complete(4, 4, "\"again\"")],
-            vec![KvWritten { version: 10 }, wrong("task 4 is succeeded")],
+            vec![Outcome::Kv(KvOutcome::Written { version: 10 }), wrong("task 4 is succeeded")],
             "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#3, 4 succeeded, 5 pending | kv: leader@1",
         ),
         (
             2_000,
             // 12: session 1 now expires at 6_900, session 2 still at 6_000
             vec![tick(&[(1, 1_900)])],
-            vec![Ticked { renewed: 1 }],
+            vec![Outcome::Session(SessionOutcome::Ticked { renewed: 1 })],
             "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#3, 4 succeeded, 5 pending | kv: leader@1",
         ),
         (
@@ -158,7 +163,7 @@ fn golden_scenario_outcomes_match_the_table() {
             // render's lease ran out: the time step takes index 13 of its own and
             // reassigns under it, before the fail (14) runs
             vec![fail(3, 3, true)],
-            vec![StaleFencingToken { current: 13 }],
+            vec![Outcome::Refused(Refusal::StaleFencingToken { current: 13 })],
             "sessions: 1 0/1, 2 1/2 | tasks: 3 assigned@2#13, 4 succeeded, 5 pending | kv: leader@1",
         ),
         (
@@ -203,7 +208,7 @@ fn golden_scenario_outcomes_match_the_table() {
             6_000,
             // session 2 expired first (time step 24); 22 waits (session 1 is full). 25
             vec![keepalive(2)],
-            vec![SessionNotFound { session_id: 2 }],
+            vec![Outcome::Refused(Refusal::SessionNotFound { session_id: 2 })],
             "sessions: 1 1/1 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 18 assigned@1#20, 22 queued | kv: leader@1",
         ),
         (
@@ -212,9 +217,9 @@ fn golden_scenario_outcomes_match_the_table() {
             vec![complete(18, 20, "\"published\""), keepalive(1)],
             vec![
                 updated(18, Succeeded),
-                SessionRenewed {
+                Outcome::Session(SessionOutcome::Renewed {
                     expires_at_ms: 11_500,
-                },
+                }),
             ],
             "sessions: 1 1/1 | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 18 succeeded, 22 assigned@1#26 | kv: leader@1",
         ),
@@ -222,7 +227,7 @@ fn golden_scenario_outcomes_match_the_table() {
             7_000,
             // 28, 29
             vec![end_session(1), put("leader", Some(1))],
-            vec![SessionEnded, SessionNotFound { session_id: 1 }],
+            vec![Outcome::Session(SessionOutcome::Ended), Outcome::Refused(Refusal::SessionNotFound { session_id: 1 })],
             "sessions:  | tasks: 3 succeeded, 4 succeeded, 5 cancelled, 18 succeeded, 22 queued | kv: ",
         ),
         (

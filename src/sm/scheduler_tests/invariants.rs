@@ -15,6 +15,7 @@ use crate::sm::test_support::{
     task_spec, updated,
 };
 use crate::sm::{Batch, Command, Outcome, State, Submission};
+use crate::sm::{Refusal, SessionOutcome, TaskOutcome};
 
 /// Runs generated operations against the state machine, checking the invariants after
 /// every command. `whole` applies each batch as the log does; `stepwise` applies the
@@ -218,12 +219,14 @@ impl Run {
 
     fn record(&mut self, outcome: &Outcome) {
         match *outcome {
-            Outcome::SessionCreated { session_id, .. } => self.sessions.push(session_id),
-            Outcome::TaskSubmitted {
+            Outcome::Session(SessionOutcome::Created { session_id, .. }) => {
+                self.sessions.push(session_id)
+            }
+            Outcome::Task(TaskOutcome::Submitted {
                 task_id,
                 existing: false,
                 ..
-            } => self.tasks.push(task_id),
+            }) => self.tasks.push(task_id),
             _ => {}
         }
     }
@@ -344,10 +347,10 @@ impl Run {
                         assert!(
                             matches!(
                                 outcome,
-                                Outcome::TaskSubmitted {
+                                Outcome::Task(TaskOutcome::Submitted {
                                     existing: false,
                                     ..
-                                }
+                                })
                             ),
                             "(1) {old:?} evicted by {outcome:?}"
                         );
@@ -433,9 +436,9 @@ impl Run {
                     if task.fencing_token != *fencing_token {
                         assert_eq!(
                             *outcome,
-                            Outcome::StaleFencingToken {
+                            Outcome::Refused(Refusal::StaleFencingToken {
                                 current: task.fencing_token
-                            },
+                            }),
                             "{command:?}"
                         );
                     }
@@ -444,14 +447,14 @@ impl Run {
             // A refusal changes nothing but the command index.
             let refused = matches!(
                 outcome,
-                Outcome::StaleFencingToken { .. }
-                    | Outcome::WrongState { .. }
-                    | Outcome::TaskNotFound { .. }
-                    | Outcome::SessionNotFound { .. }
-                    | Outcome::InvalidCommand { .. }
-                    | Outcome::LimitReached { .. }
-                    | Outcome::NoTaskAssigned
-                    | Outcome::TaskSubmitted { existing: true, .. }
+                Outcome::Refused(Refusal::StaleFencingToken { .. })
+                    | Outcome::Refused(Refusal::WrongState { .. })
+                    | Outcome::Task(TaskOutcome::NotFound { .. })
+                    | Outcome::Refused(Refusal::SessionNotFound { .. })
+                    | Outcome::Refused(Refusal::InvalidCommand { .. })
+                    | Outcome::Refused(Refusal::LimitReached { .. })
+                    | Outcome::Task(TaskOutcome::NoneAssigned)
+                    | Outcome::Task(TaskOutcome::Submitted { existing: true, .. })
             );
             if refused {
                 let mut unchanged = before.clone();

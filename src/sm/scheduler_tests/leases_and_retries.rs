@@ -6,6 +6,7 @@ use crate::sm::test_support::{
     batch, create_session, end_session, error, fail, retry, task_spec, updated, Machine, FOREVER_MS,
 };
 use crate::sm::Outcome;
+use crate::sm::{Refusal, TaskOutcome};
 
 // ----- leases and session ends ----------------------------------------------------
 
@@ -123,7 +124,7 @@ fn retry_of_a_dead_task_resets_attempts_and_runs_it_again() {
     let response = m.state.apply_batch(&batch(2, vec![retry(task)]));
     assert!(matches!(
         response.results[0].outcome,
-        Outcome::TaskUpdated { task_id, .. } if task_id == task
+        Outcome::Task(TaskOutcome::Updated { task_id, .. }) if task_id == task
     ));
     let again = m.task(task);
     assert_eq!(
@@ -149,11 +150,11 @@ fn retry_of_a_task_that_is_not_dead_is_wrong_state() {
     let task = m.submit(0, task_spec(&[]));
     assert!(matches!(
         m.apply_one(1, retry(task)),
-        Outcome::WrongState { .. }
+        Outcome::Refused(Refusal::WrongState { .. })
     ));
     assert_eq!(
         m.apply_one(1, retry(99)),
-        Outcome::TaskNotFound { task_id: 99 }
+        Outcome::Task(TaskOutcome::NotFound { task_id: 99 })
     );
     assert_eq!(m.task(task).state, TaskState::Queued);
 }

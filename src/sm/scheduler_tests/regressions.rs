@@ -4,6 +4,7 @@ use crate::sm::sessions::SessionCommand;
 use crate::sm::tasks::NewTask;
 use crate::sm::test_support::{batch, claim, create_session, submit, task_spec, Machine};
 use crate::sm::{Batch, Command, Outcome, State, Submission};
+use crate::sm::{Refusal, SessionOutcome, TaskOutcome};
 
 // ----- regressions ------------------------------------------------------------------
 
@@ -12,7 +13,7 @@ fn claim_takes_the_sessions_highest_priority_task_first() {
     let mut m = Machine::default();
     m.apply_one(0, create_session(&[], 2, 60_000));
     let low = match m.apply_one(1, submit(task_spec(&[]))) {
-        Outcome::TaskSubmitted { task_id, .. } => task_id,
+        Outcome::Task(TaskOutcome::Submitted { task_id, .. }) => task_id,
         other => panic!("{other:?}"),
     };
     let urgent = match m.apply_one(
@@ -22,14 +23,14 @@ fn claim_takes_the_sessions_highest_priority_task_first() {
             ..task_spec(&[])
         }),
     ) {
-        Outcome::TaskSubmitted { task_id, .. } => task_id,
+        Outcome::Task(TaskOutcome::Submitted { task_id, .. }) => task_id,
         other => panic!("{other:?}"),
     };
     assert!(
-        matches!(m.apply_one(3, claim(1)), Outcome::TaskClaimed { task_id, .. } if task_id == urgent)
+        matches!(m.apply_one(3, claim(1)), Outcome::Task(TaskOutcome::Claimed { task_id, .. }) if task_id == urgent)
     );
     assert!(
-        matches!(m.apply_one(4, claim(1)), Outcome::TaskClaimed { task_id, .. } if task_id == low)
+        matches!(m.apply_one(4, claim(1)), Outcome::Task(TaskOutcome::Claimed { task_id, .. }) if task_id == low)
     );
 }
 
@@ -59,7 +60,7 @@ fn a_capacity_refusal_is_not_remembered_under_its_request_id() {
     });
     assert!(matches!(
         refused.results[0].outcome,
-        Outcome::LimitReached { .. }
+        Outcome::Refused(Refusal::LimitReached { .. })
     ));
     state.apply_batch(&batch(
         2,
@@ -70,7 +71,10 @@ fn a_capacity_refusal_is_not_remembered_under_its_request_id() {
         submissions: vec![with_id()],
     });
     assert!(
-        matches!(retried.results[0].outcome, Outcome::SessionCreated { .. }),
+        matches!(
+            retried.results[0].outcome,
+            Outcome::Session(SessionOutcome::Created { .. })
+        ),
         "{:?}",
         retried.results
     );

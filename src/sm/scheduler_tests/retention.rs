@@ -13,6 +13,7 @@ use crate::sm::test_support::{
     FOREVER_MS,
 };
 use crate::sm::{Outcome, State};
+use crate::sm::{Refusal, TaskOutcome};
 
 // ----- retention and eviction of terminal tasks -----------------------------------
 
@@ -43,7 +44,7 @@ fn a_succeeded_task_is_readable_until_its_retention_passes_and_then_gone() {
     // Gone as if it never existed; only the session's expiry is left to come.
     assert_eq!(
         m.apply_one(100 + RETENTION_MS, cancel(task)),
-        Outcome::TaskNotFound { task_id: task }
+        Outcome::Task(TaskOutcome::NotFound { task_id: task })
     );
     assert_eq!(m.state.next_due_ms(), Some(FOREVER_MS));
 }
@@ -84,7 +85,7 @@ fn retrying_a_dead_task_restarts_its_retention_from_its_next_end() {
     let (mut m, _, [task]) = Machine::with_worker_and_tasks(1, 0);
     m.apply_one(10, fail(task, task, false));
     let retried = match m.apply_one(20, retry(task)) {
-        Outcome::TaskUpdated { state, .. } => state,
+        Outcome::Task(TaskOutcome::Updated { state, .. }) => state,
         other => panic!("{other:?}"),
     };
     assert_eq!(retried, TaskState::Assigned);
@@ -110,7 +111,7 @@ fn removal_is_bounded_per_advance_oldest_first_and_the_rest_follow_on_later_batc
         .results
         .iter()
         .map(|applied| match applied.outcome {
-            Outcome::TaskSubmitted { task_id, .. } => task_id,
+            Outcome::Task(TaskOutcome::Submitted { task_id, .. }) => task_id,
             ref other => panic!("{other:?}"),
         })
         .collect();
@@ -191,7 +192,7 @@ fn a_submit_into_a_full_store_evicts_the_oldest_terminal_task_and_refuses_only_w
         let before = m.state.clone();
         let outcome = m.apply_one(23, submit(task_spec(&[])));
         assert!(
-            matches!(outcome, Outcome::LimitReached { .. }),
+            matches!(outcome, Outcome::Refused(Refusal::LimitReached { .. })),
             "{outcome:?}"
         );
         let mut unchanged = before;
@@ -211,7 +212,7 @@ fn a_full_store_never_evicts_a_dependency_of_the_submitted_task() {
         assert_eq!(m.task(running).state, TaskState::Assigned);
         let outcome = m.apply_one(3, submit(depending_on(&[root])));
         assert!(
-            matches!(outcome, Outcome::LimitReached { .. }),
+            matches!(outcome, Outcome::Refused(Refusal::LimitReached { .. })),
             "{outcome:?}"
         );
         assert_eq!(m.task(root).state, TaskState::Succeeded);
@@ -233,22 +234,22 @@ fn an_idempotency_key_is_reusable_and_a_dependency_unknown_once_its_task_is_remo
     m.apply_one(1, cancel(first));
     assert_eq!(
         m.apply_one(2, submit(keyed())),
-        Outcome::TaskSubmitted {
+        Outcome::Task(TaskOutcome::Submitted {
             task_id: first,
             state: TaskState::Cancelled,
             existing: true
-        },
+        }),
         "kept while retained"
     );
     m.apply(1 + RETENTION_MS, vec![]);
     assert!(m.state.tasks.get(first).is_none());
     assert_eq!(m.state.tasks.by_idempotency_key("nightly"), None);
     let second = match m.apply_one(2 + RETENTION_MS, submit(keyed())) {
-        Outcome::TaskSubmitted {
+        Outcome::Task(TaskOutcome::Submitted {
             task_id,
             existing: false,
             state: TaskState::Queued,
-        } => task_id,
+        }) => task_id,
         other => panic!("{other:?}"),
     };
     assert_ne!(second, first);
@@ -256,7 +257,7 @@ fn an_idempotency_key_is_reusable_and_a_dependency_unknown_once_its_task_is_remo
     // Naming the removed task is refused like naming one that never existed.
     assert_eq!(
         m.apply_one(3 + RETENTION_MS, submit(depending_on(&[second, first]))),
-        Outcome::TaskNotFound { task_id: first }
+        Outcome::Task(TaskOutcome::NotFound { task_id: first })
     );
     assert_eq!(m.state.tasks.len(), 1);
     assert!(m.task(second).dependents.is_empty());

@@ -6,6 +6,7 @@ use crate::sm::test_support::{
     caps, create_session, end_session, keepalive, put, task_spec, tick, Machine,
 };
 use crate::sm::Outcome;
+use crate::sm::{Refusal, SessionOutcome};
 
 // ----- sessions -------------------------------------------------------------------
 
@@ -18,10 +19,10 @@ fn session_create_returns_its_command_index_and_expiry_at_time_plus_ttl() {
     );
     assert_eq!(
         outcomes[1],
-        Outcome::SessionCreated {
+        Outcome::Session(SessionOutcome::Created {
             session_id: 2,
             expires_at_ms: 1_500
-        }
+        })
     );
     let session = m.live_session(2).expect("live");
     assert_eq!(
@@ -42,9 +43,9 @@ fn keepalive_extends_to_now_plus_ttl_and_never_shortens() {
     let id = m.session(0, &[], 1, 1_000);
     assert_eq!(
         m.apply_one(400, keepalive(id)),
-        Outcome::SessionRenewed {
+        Outcome::Session(SessionOutcome::Renewed {
             expires_at_ms: 1_400
-        }
+        })
     );
     // A renewal accepted earlier (at 200) would end sooner; it must not shorten.
     m.apply_one(500, tick(&[(id, 200)]));
@@ -57,7 +58,7 @@ fn tick_renews_from_the_accepted_time_and_ignores_unknown_sessions() {
     let id = m.session(0, &[], 1, 1_000);
     assert_eq!(
         m.apply_one(900, tick(&[(id, 600), (999, 600)])),
-        Outcome::Ticked { renewed: 1 }
+        Outcome::Session(SessionOutcome::Ticked { renewed: 1 })
     );
     assert_eq!(
         m.live_session(id).unwrap().expires_at_ms,
@@ -75,7 +76,7 @@ fn a_session_expires_at_the_start_of_the_first_batch_whose_time_reaches_its_expi
     assert!(m.live_session(id).is_some(), "not before its expiry");
     assert_eq!(
         m.apply_one(1_000, keepalive(id)),
-        Outcome::SessionNotFound { session_id: id },
+        Outcome::Refused(Refusal::SessionNotFound { session_id: id }),
         "expired before the batch's keepalive applied"
     );
     assert!(m.live_session(id).is_none());
@@ -89,7 +90,7 @@ fn a_renewal_accepted_before_expiry_keeps_the_session_even_if_its_tick_applies_a
     // ticker flushes it in the tick it proposes because the session is due at 1_000.
     assert_eq!(
         m.apply_one(1_000, tick(&[(id, 990)])),
-        Outcome::Ticked { renewed: 1 }
+        Outcome::Session(SessionOutcome::Ticked { renewed: 1 })
     );
     assert_eq!(
         m.live_session(id).map(|session| session.expires_at_ms),
@@ -104,9 +105,9 @@ fn ending_an_unknown_session_is_session_not_found() {
     assert_eq!(
         m.apply(1, vec![end_session(id), end_session(id), end_session(42)]),
         vec![
-            Outcome::SessionEnded,
-            Outcome::SessionNotFound { session_id: id },
-            Outcome::SessionNotFound { session_id: 42 },
+            Outcome::Session(SessionOutcome::Ended),
+            Outcome::Refused(Refusal::SessionNotFound { session_id: id }),
+            Outcome::Refused(Refusal::SessionNotFound { session_id: 42 }),
         ]
     );
 }

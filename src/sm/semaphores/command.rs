@@ -36,3 +36,21 @@ impl SemaphoreCommand {
         }
     }
 }
+
+/// What applying a semaphore command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SemaphoreOutcome {
+    Granted {
+        fencing_token: u64,
+    },
+    Queued {
+        waiter_id: u64,
+    },
+    /// Not enough free permits and the request did not wait (or was withdrawn).
+    Unavailable,
+    /// The semaphore exists with another limit.
+    LimitMismatch {
+        limit: u32,
+    },
+    Released,
+}

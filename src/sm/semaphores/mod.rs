@@ -18,7 +18,7 @@ mod property_tests;
 #[cfg(test)]
 mod tests;
 
-pub use command::SemaphoreCommand;
+pub use command::{SemaphoreCommand, SemaphoreOutcome};
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -104,8 +104,10 @@ crate::sm::wait_queue::impl_waiting!(PermitWaiter);
 
 /// How the semaphores room words a grant and a queued waiter.
 pub(in crate::sm) const ANSWERS: crate::sm::wait_queue::Answers = crate::sm::wait_queue::Answers {
-    granted: |fencing_token| crate::sm::Outcome::PermitsGranted { fencing_token },
-    queued: |waiter_id| crate::sm::Outcome::PermitsQueued { waiter_id },
+    granted: |fencing_token| {
+        crate::sm::Outcome::Semaphore(SemaphoreOutcome::Granted { fencing_token })
+    },
+    queued: |waiter_id| crate::sm::Outcome::Semaphore(SemaphoreOutcome::Queued { waiter_id }),
 };
 
 impl crate::sm::wait_queue::Idle for Semaphore {

@@ -8,6 +8,7 @@ use crate::sm::wait_queue::{
     again, drop_if_idle, forget_session, granted_to, release_position, Idle,
 };
 use crate::sm::{Outcome, State};
+use crate::sm::{Refusal, SemaphoreOutcome};
 
 impl State {
     /// Applies one semaphore command at command index `index`.
@@ -45,12 +46,12 @@ impl State {
         index: u64,
     ) -> Outcome {
         if self.sessions.get(session_id).is_none() {
-            return Outcome::SessionNotFound { session_id };
+            return Outcome::Refused(Refusal::SessionNotFound { session_id });
         }
         if permits == 0 || permits > limit {
-            return Outcome::InvalidCommand {
+            return Outcome::Refused(Refusal::InvalidCommand {
                 message: format!("permits must be 1 to the limit ({limit})"),
-            };
+            });
         }
         let now = self.cluster_time_ms;
         let semaphore = self.semaphores.entry(name.to_owned()).or_default();
@@ -58,9 +59,9 @@ impl State {
             semaphore.limit = limit;
         }
         if semaphore.limit != limit {
-            return Outcome::LimitMismatch {
+            return Outcome::Semaphore(SemaphoreOutcome::LimitMismatch {
                 limit: semaphore.limit,
-            };
+            });
         }
         let same = (
             |h: &Permit| h.permits == permits,
@@ -74,11 +75,11 @@ impl State {
         if semaphore.waiters.is_empty() && semaphore.used() + permits <= limit {
             let tokens = &mut self.last_fencing_token;
             let fencing_token = semaphore.grant(session_id, permits, 0, index, now, tokens);
-            return Outcome::PermitsGranted { fencing_token };
+            return Outcome::Semaphore(SemaphoreOutcome::Granted { fencing_token });
         }
         if !wait {
             drop_if_idle(&mut self.semaphores, name);
-            return Outcome::PermitsUnavailable;
+            return Outcome::Semaphore(SemaphoreOutcome::Unavailable);
         }
         semaphore.waiters.push_back(PermitWaiter {
             waiter_id: index,
@@ -86,7 +87,7 @@ impl State {
             permits,
             since_ms: now,
         });
-        Outcome::PermitsQueued { waiter_id: index }
+        Outcome::Semaphore(SemaphoreOutcome::Queued { waiter_id: index })
     }
 
     fn release_permits(&mut self, name: &str, hold: (SessionId, u64), index: u64) -> Outcome {
@@ -101,23 +102,23 @@ impl State {
         semaphore.holders.remove(position);
         semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
         drop_if_idle(&mut self.semaphores, name);
-        Outcome::PermitsReleased
+        Outcome::Semaphore(SemaphoreOutcome::Released)
     }
 
     fn withdraw_permits(&mut self, name: &str, waiter_id: u64, index: u64) -> Outcome {
         let now = self.cluster_time_ms;
         let Some(semaphore) = self.semaphores.get_mut(name) else {
-            return Outcome::PermitsUnavailable;
+            return Outcome::Semaphore(SemaphoreOutcome::Unavailable);
         };
         if let Some(held) = granted_to(&semaphore.holders, waiter_id) {
-            return Outcome::PermitsGranted {
+            return Outcome::Semaphore(SemaphoreOutcome::Granted {
                 fencing_token: held.fencing_token,
-            };
+            });
         }
         semaphore.waiters.retain(|w| w.waiter_id != waiter_id);
         semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
         drop_if_idle(&mut self.semaphores, name);
-        Outcome::PermitsUnavailable
+        Outcome::Semaphore(SemaphoreOutcome::Unavailable)
     }
 
     /// The session-end hook: releases an ended session's permits, withdraws its

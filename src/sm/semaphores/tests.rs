@@ -6,26 +6,30 @@ use crate::sm::sessions::SessionId;
 use crate::sm::test_support::{acquire_permits, end_session, guarded_put, run_submissions};
 use crate::sm::test_support::{one, with_sessions_ttl as with_sessions};
 use crate::sm::*;
+use crate::sm::{KvOutcome, Refusal, SemaphoreOutcome};
 
 #[test]
 fn weighted_permits_are_granted_within_the_limit_and_fifo() {
     let mut state = with_sessions(3, 60_000);
     let first = one(&mut state, 1, acquire_permits(1, 2, 3, false));
-    assert!(matches!(first, Outcome::PermitsGranted { .. }));
+    assert!(matches!(
+        first,
+        Outcome::Semaphore(SemaphoreOutcome::Granted { .. })
+    ));
     assert_eq!(
         one(&mut state, 2, acquire_permits(2, 2, 3, false)),
-        Outcome::PermitsUnavailable
+        Outcome::Semaphore(SemaphoreOutcome::Unavailable)
     );
     assert!(matches!(
         one(&mut state, 3, acquire_permits(2, 2, 3, true)),
-        Outcome::PermitsQueued { .. }
+        Outcome::Semaphore(SemaphoreOutcome::Queued { .. })
     ));
     // FIFO: a 1-permit request that would fit waits behind the queued 2-permit one.
     assert!(matches!(
         one(&mut state, 4, acquire_permits(3, 1, 3, true)),
-        Outcome::PermitsQueued { .. }
+        Outcome::Semaphore(SemaphoreOutcome::Queued { .. })
     ));
-    let Outcome::PermitsGranted { fencing_token } = first else {
+    let Outcome::Semaphore(SemaphoreOutcome::Granted { fencing_token }) = first else {
         unreachable!()
     };
     let released = one(
@@ -37,7 +41,7 @@ fn weighted_permits_are_granted_within_the_limit_and_fifo() {
             fencing_token,
         }),
     );
-    assert_eq!(released, Outcome::PermitsReleased);
+    assert_eq!(released, Outcome::Semaphore(SemaphoreOutcome::Released));
     let holders: Vec<(SessionId, u32)> = state.semaphores["S"]
         .holders
         .iter()
@@ -52,18 +56,18 @@ fn the_first_acquirer_fixes_the_limit_and_a_different_one_is_refused() {
     one(&mut state, 1, acquire_permits(1, 1, 3, false));
     assert_eq!(
         one(&mut state, 2, acquire_permits(2, 1, 4, false)),
-        Outcome::LimitMismatch { limit: 3 }
+        Outcome::Semaphore(SemaphoreOutcome::LimitMismatch { limit: 3 })
     );
     assert!(matches!(
         one(&mut state, 3, acquire_permits(2, 4, 3, false)),
-        Outcome::InvalidCommand { .. }
+        Outcome::Refused(Refusal::InvalidCommand { .. })
     ));
 }
 
 #[test]
 fn a_session_end_returns_its_permits_and_a_permit_guard_goes_stale() {
     let mut state = with_sessions(2, 60_000);
-    let Outcome::PermitsGranted { fencing_token } =
+    let Outcome::Semaphore(SemaphoreOutcome::Granted { fencing_token }) =
         one(&mut state, 1, acquire_permits(1, 3, 3, false))
     else {
         panic!()
@@ -71,12 +75,15 @@ fn a_session_end_returns_its_permits_and_a_permit_guard_goes_stale() {
     one(&mut state, 2, acquire_permits(2, 1, 3, true));
     let guarded = guarded_put(GuardKind::Semaphore, "S", fencing_token);
     let ok = run_submissions(&mut state, 3, vec![guarded.clone()]);
-    assert!(matches!(ok[0], Outcome::KvWritten { .. }));
+    assert!(matches!(ok[0], Outcome::Kv(KvOutcome::Written { .. })));
     one(&mut state, 4, end_session(1));
     assert_eq!(
         state.semaphores["S"].holders[0].session_id, 2,
         "the waiter got the freed permits"
     );
     let late = run_submissions(&mut state, 5, vec![guarded]);
-    assert!(matches!(late[0], Outcome::StaleFencingToken { .. }));
+    assert!(matches!(
+        late[0],
+        Outcome::Refused(Refusal::StaleFencingToken { .. })
+    ));
 }

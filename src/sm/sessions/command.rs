@@ -31,3 +31,20 @@ impl SessionCommand {
         !matches!(self, Self::Keepalive { .. })
     }
 }
+
+/// What applying a session command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionOutcome {
+    Created {
+        session_id: SessionId,
+        expires_at_ms: u64,
+    },
+    Renewed {
+        expires_at_ms: u64,
+    },
+    Ended,
+    /// A tick renewed this many sessions from batched keepalives.
+    Ticked {
+        renewed: u32,
+    },
+}

@@ -11,6 +11,6 @@ mod command;
 mod records;
 mod rules;
 
-pub use command::SessionCommand;
+pub use command::{SessionCommand, SessionOutcome};
 pub use records::*;
 pub(in crate::sm) use rules::session_not_found;

@@ -8,9 +8,10 @@ use super::{NewSession, SessionCommand, SessionId};
 use crate::limits::Replicated;
 use crate::sm::command::Outcome;
 use crate::sm::State;
+use crate::sm::{Refusal, SessionOutcome};
 
 pub(in crate::sm) fn session_not_found(session_id: SessionId) -> Outcome {
-    Outcome::SessionNotFound { session_id }
+    Outcome::Refused(Refusal::SessionNotFound { session_id })
 }
 
 impl State {
@@ -29,22 +30,22 @@ impl State {
 
     pub(in crate::sm) fn create_session(&mut self, new: &NewSession, index: u64) -> Outcome {
         if self.sessions.len() >= Replicated::MAX_SESSIONS {
-            return Outcome::LimitReached {
+            return Outcome::Refused(Refusal::LimitReached {
                 message: format!("at most {} sessions", Replicated::MAX_SESSIONS),
-            };
+            });
         }
         let session = self
             .sessions
             .create(index, new.clone(), self.cluster_time_ms);
-        Outcome::SessionCreated {
+        Outcome::Session(SessionOutcome::Created {
             session_id: session.id,
             expires_at_ms: session.expires_at_ms,
-        }
+        })
     }
 
     pub(in crate::sm) fn renew_session(&mut self, id: SessionId, at_ms: u64) -> Outcome {
         match self.sessions.renew(id, at_ms.min(self.cluster_time_ms)) {
-            Some(expires_at_ms) => Outcome::SessionRenewed { expires_at_ms },
+            Some(expires_at_ms) => Outcome::Session(SessionOutcome::Renewed { expires_at_ms }),
             None => session_not_found(id),
         }
     }
@@ -68,6 +69,6 @@ impl State {
         self.semaphores_on_session_end(id);
         self.barriers_on_session_end(id);
         self.elections_on_session_end(id);
-        Outcome::SessionEnded
+        Outcome::Session(SessionOutcome::Ended)
     }
 }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::TaskState;
+
 use super::{NewTask, TaskId};
 use crate::sm::sessions::SessionId;
 
@@ -62,4 +64,33 @@ impl TaskCommand {
     pub fn may_free_capacity_or_ready_work(&self) -> bool {
         !matches!(self, Self::Claim { .. } | Self::Heartbeat { .. })
     }
+}
+
+/// What applying a task command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskOutcome {
+    /// `existing`: an earlier submit with the same idempotency key.
+    Submitted {
+        task_id: TaskId,
+        state: TaskState,
+        existing: bool,
+    },
+    Claimed {
+        task_id: TaskId,
+        fencing_token: u64,
+        lease_expires_at_ms: u64,
+    },
+    /// The session has no unclaimed task assigned.
+    NoneAssigned,
+    LeaseExtended {
+        lease_expires_at_ms: u64,
+        cancel_requested: bool,
+    },
+    Updated {
+        task_id: TaskId,
+        state: TaskState,
+    },
+    NotFound {
+        task_id: TaskId,
+    },
 }

@@ -12,7 +12,7 @@ mod scheduler;
 #[cfg(test)]
 mod test_switches;
 
-pub use command::TaskCommand;
+pub use command::{TaskCommand, TaskOutcome};
 pub use records::*;
 pub use rules::retry_backoff_ms;
 pub(in crate::sm) use rules::TaskLimits;

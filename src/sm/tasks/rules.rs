@@ -18,6 +18,7 @@ use crate::sm::command::Outcome;
 use crate::sm::sessions::session_not_found;
 use crate::sm::sessions::SessionId;
 use crate::sm::State;
+use crate::sm::{Refusal, TaskOutcome};
 
 /// Retry backoff after the `attempts`-th attempt failed: doubling from the base, capped.
 pub fn retry_backoff_ms(attempts: u32) -> u64 {
@@ -26,7 +27,7 @@ pub fn retry_backoff_ms(attempts: u32) -> u64 {
 }
 
 fn task_not_found(task_id: TaskId) -> Outcome {
-    Outcome::TaskNotFound { task_id }
+    Outcome::Task(TaskOutcome::NotFound { task_id })
 }
 
 /// The replicated task limits in force: [`Replicated`]'s, or in tests the ones a test
@@ -125,17 +126,17 @@ impl State {
                 .tasks
                 .get(existing)
                 .map_or(TaskState::Cancelled, |task| task.state);
-            return Outcome::TaskSubmitted {
+            return Outcome::Task(TaskOutcome::Submitted {
                 task_id: existing,
                 state,
                 existing: true,
-            };
+            });
         }
         let unique: BTreeSet<TaskId> = new.depends_on.iter().copied().collect();
         if unique.len() != new.depends_on.len() {
-            return Outcome::InvalidCommand {
+            return Outcome::Refused(Refusal::InvalidCommand {
                 message: "depends_on lists a task twice".into(),
-            };
+            });
         }
         // Dependencies must already exist, so a new task can never close a cycle. A
         // removed (expired or evicted) task is as unknown as one that never existed.
@@ -156,11 +157,11 @@ impl State {
                     self.tasks.remove(oldest);
                 }
                 None => {
-                    return Outcome::LimitReached {
+                    return Outcome::Refused(Refusal::LimitReached {
                         message: format!(
                             "at most {max_tasks} tasks, and none is terminal (to evict)"
                         ),
-                    };
+                    });
                 }
             }
         }
@@ -195,11 +196,11 @@ impl State {
             .tasks
             .get(index)
             .map_or(TaskState::Pending, |task| task.state);
-        Outcome::TaskSubmitted {
+        Outcome::Task(TaskOutcome::Submitted {
             task_id: index,
             state,
             existing: false,
-        }
+        })
     }
 
     /// A lease ended without success (expiry or session end): requeue, or dead-letter
@@ -277,14 +278,14 @@ impl State {
             .get(task_id)
             .ok_or_else(|| task_not_found(task_id))?;
         if task.fencing_token != fencing_token {
-            return Err(Outcome::StaleFencingToken {
+            return Err(Outcome::Refused(Refusal::StaleFencingToken {
                 current: task.fencing_token,
-            });
+            }));
         }
         if task.state != TaskState::Assigned {
-            return Err(Outcome::WrongState {
+            return Err(Outcome::Refused(Refusal::WrongState {
                 message: format!("task {task_id} is {}", task.state.name()),
-            });
+            }));
         }
         Ok(task)
     }
@@ -303,14 +304,14 @@ impl State {
             .min_by_key(|task| (-i64::from(task.spec.priority), task.id))
             .map(|task| task.id);
         let Some(task_id) = next else {
-            return Outcome::NoTaskAssigned;
+            return Outcome::Task(TaskOutcome::NoneAssigned);
         };
         let (fencing_token, lease_expires_at_ms, _) = self.lease_task(task_id, false, &None);
-        Outcome::TaskClaimed {
+        Outcome::Task(TaskOutcome::Claimed {
             task_id,
             fencing_token,
             lease_expires_at_ms,
-        }
+        })
     }
 
     /// Leases existing task `task_id` to its holder for `lease_ms` from now (a
@@ -353,20 +354,20 @@ impl State {
         // A cancelled task tells its last holder so, instead of a bare refusal.
         if let Some(task) = self.tasks.get(task_id) {
             if task.state == TaskState::Cancelled && task.fencing_token == fencing_token {
-                return Outcome::TaskLeaseExtended {
+                return Outcome::Task(TaskOutcome::LeaseExtended {
                     lease_expires_at_ms: 0,
                     cancel_requested: true,
-                };
+                });
             }
         }
         if let Err(refusal) = self.check_lease(task_id, fencing_token) {
             return refusal;
         }
         let (_, lease_expires_at_ms, cancel_requested) = self.lease_task(task_id, true, progress);
-        Outcome::TaskLeaseExtended {
+        Outcome::Task(TaskOutcome::LeaseExtended {
             lease_expires_at_ms,
             cancel_requested,
-        }
+        })
     }
 
     fn complete_task(&mut self, task_id: TaskId, fencing_token: u64, result_json: &str) -> Outcome {
@@ -391,10 +392,10 @@ impl State {
                 self.make_ready_or_wait(dependent);
             }
         }
-        Outcome::TaskUpdated {
+        Outcome::Task(TaskOutcome::Updated {
             task_id,
             state: TaskState::Succeeded,
-        }
+        })
     }
 
     fn fail_task(
@@ -427,17 +428,17 @@ impl State {
                     task.not_before_ms = at;
                     task.timer_ms = Some(at);
                 });
-                Outcome::TaskUpdated {
+                Outcome::Task(TaskOutcome::Updated {
                     task_id,
                     state: TaskState::Failed,
-                }
+                })
             }
             None => {
                 self.dead_letter(task_id);
-                Outcome::TaskUpdated {
+                Outcome::Task(TaskOutcome::Updated {
                     task_id,
                     state: TaskState::Dead,
-                }
+                })
             }
         }
     }
@@ -445,15 +446,15 @@ impl State {
     pub(in crate::sm) fn cancel(&mut self, task_id: TaskId) -> Outcome {
         match self.tasks.get(task_id) {
             None => task_not_found(task_id),
-            Some(task) if task.state.is_terminal() => Outcome::WrongState {
+            Some(task) if task.state.is_terminal() => Outcome::Refused(Refusal::WrongState {
                 message: format!("task {task_id} is already {}", task.state.name()),
-            },
+            }),
             Some(_) => {
                 self.cancel_task(task_id);
-                Outcome::TaskUpdated {
+                Outcome::Task(TaskOutcome::Updated {
                     task_id,
                     state: TaskState::Cancelled,
-                }
+                })
             }
         }
     }
@@ -471,11 +472,11 @@ impl State {
                     .tasks
                     .get(task_id)
                     .map_or(TaskState::Dead, |task| task.state);
-                Outcome::TaskUpdated { task_id, state }
+                Outcome::Task(TaskOutcome::Updated { task_id, state })
             }
-            Some(state) => Outcome::WrongState {
+            Some(state) => Outcome::Refused(Refusal::WrongState {
                 message: format!("only a dead task can be retried; it is {}", state.name()),
-            },
+            }),
         }
     }
 }
