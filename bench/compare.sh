@@ -151,7 +151,8 @@ wait_writable() {
     if [ "$system" = conclave ] || [ "$system" = conclave-baseline ]; then
       local port=$conclave_port
       [ "$system" = conclave ] || port=$baseline_port
-      curl -sf -X PUT "http://127.0.0.1:$((port + i))/v1/kv/_bench_up" \
+      curl -sf -H "authorization: Bearer $CONCLAVE_TOKEN" \
+        -X PUT "http://127.0.0.1:$((port + i))/v1/kv/_bench_up" \
         -d '{"value": true}' > /dev/null 2>&1 && return 0
     else
       # etcd's JSON gateway: key "_up", value "1", base64.
@@ -199,6 +200,11 @@ done
 log "building release binaries"
 cargo build --release --quiet -p conclave -p conclave-bench
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
+# Auth is required by config/node*.toml: a fresh cluster secret and token key for
+# this run, and an admin token the bench clients send (CONCLAVE_TOKEN).
+export CONCLAVE_CLUSTER_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export CONCLAVE_AUTH_KEYS=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export CONCLAVE_TOKEN=$("$bin/conclave" token issue --subject bench --scope admin --ttl 1d)
 
 systems="conclave etcd"
 if [ -n "$BASELINE" ]; then

@@ -29,6 +29,11 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+# config/node*.toml require auth: a fresh secret and key, and an admin token.
+export CONCLAVE_CLUSTER_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export CONCLAVE_AUTH_KEYS=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export CONCLAVE_TOKEN=$(target/release/conclave token issue --subject profile --scope admin --ttl 1d)
+auth=(-H "authorization: Bearer $CONCLAVE_TOKEN")
 for i in 1 2 3; do
   sed -e "s|^data_dir = .*|data_dir = \"$work/node$i\"|" "config/node$i.toml" > "$work/node$i.toml"
   CONCLAVE_BASE_PORT=$port target/release/conclave serve --config "$work/node$i.toml" \
@@ -36,10 +41,10 @@ for i in 1 2 3; do
   pids+=($!)
 done
 for _ in $(seq 1 300); do
-  curl -sf -X PUT "http://127.0.0.1:$((port + 1))/v1/kv/_up" -d '{"value":1}' > /dev/null 2>&1 && break
+  curl -sf "${auth[@]}" -X PUT "http://127.0.0.1:$((port + 1))/v1/kv/_up" -d '{"value":1}' > /dev/null 2>&1 && break
   sleep 0.1
 done
-leader=$(curl -s "http://127.0.0.1:$((port + 1))/v1/cluster" | sed -E 's/.*"leader_id":([0-9]+).*/\1/')
+leader=$(curl -s "${auth[@]}" "http://127.0.0.1:$((port + 1))/v1/cluster" | sed -E 's/.*"leader_id":([0-9]+).*/\1/')
 urls="http://127.0.0.1:$((port + 1)),http://127.0.0.1:$((port + 2)),http://127.0.0.1:$((port + 3))"
 perf_pids=()
 for i in 1 2 3; do

@@ -4,6 +4,10 @@
 # Node i listens on 127.0.0.1:(CONCLAVE_BASE_PORT + i), base 7000 by default.
 # Stop it with cluster/down.sh. The nodes share this host's cores, so each runs one
 # tokio worker thread (TOKIO_WORKER_THREADS, default 1 here; docs/operations.md).
+# Auth is on: the first start of a cluster generates its cluster secret and token
+# key into cluster/run/secrets.env (kept across restarts; delete cluster/run for a
+# fresh cluster) and an admin token into cluster/run/admin.token:
+#   curl -H "authorization: Bearer $(cat cluster/run/admin.token)" localhost:7001/v1/cluster
 set -euo pipefail
 nodes=${1:-3}
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,6 +18,19 @@ mkdir -p "$run"
 
 cargo build --release --quiet --bin conclave
 binary=target/release/conclave
+
+# One secret and one token key per cluster, never a shared well-known one.
+secrets="$run/secrets.env"
+if [ ! -f "$secrets" ]; then
+  fresh() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+  (umask 077; {
+    echo "CONCLAVE_CLUSTER_SECRET=$(fresh 24)"
+    echo "CONCLAVE_AUTH_KEYS=$(fresh 32)"
+  } > "$secrets")
+fi
+set -a; . "$secrets"; set +a
+(umask 077; "$binary" token issue --subject admin --scope admin --ttl 30d > "$run/admin.token")
+auth=(-H "authorization: Bearer $(cat "$run/admin.token")")
 
 for i in $(seq 1 "$nodes"); do
   pidfile="$run/node$i.pid"
@@ -38,9 +55,9 @@ done
 
 # Wait (up to 60 s) until a write through node 1 is acknowledged.
 for _ in $(seq 1 600); do
-  if curl -sf -X PUT "http://127.0.0.1:$((base + 1))/v1/kv/_cluster_up" -d '{"value": true}' > /dev/null 2>&1; then
-    leader=$(curl -s "http://127.0.0.1:$((base + 1))/v1/cluster" | sed -n 's/.*"leader_id":\([0-9]*\).*/\1/p')
-    echo "cluster of $nodes is up; leader is node $leader"
+  if curl -sf "${auth[@]}" -X PUT "http://127.0.0.1:$((base + 1))/v1/kv/_cluster_up" -d '{"value": true}' > /dev/null 2>&1; then
+    leader=$(curl -s "${auth[@]}" "http://127.0.0.1:$((base + 1))/v1/cluster" | sed -n 's/.*"leader_id":\([0-9]*\).*/\1/p')
+    echo "cluster of $nodes is up; leader is node $leader; admin token in $run/admin.token"
     exit 0
   fi
   sleep 0.1

@@ -61,6 +61,44 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub debug: DebugSettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
+}
+
+/// Environment variable with the cluster secret; when set it takes the place of
+/// `cluster_secret`.
+pub const CLUSTER_SECRET_ENV: &str = "CONCLAVE_CLUSTER_SECRET";
+
+/// Environment variable with the token keys (comma-separated; the first signs).
+/// When set it takes the place of `[auth] keys`.
+pub const AUTH_KEYS_ENV: &str = "CONCLAVE_AUTH_KEYS";
+
+/// Client authentication (see docs/security.md).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// The HS256 keys bearer tokens are signed with, each at least 32 bytes; the
+    /// first signs (`conclave token issue`), any of them verifies, so a key is
+    /// rotated by putting the new one first. None: the node runs open (every
+    /// caller may do everything), which is allowed only on a loopback address.
+    pub keys: Vec<String>,
+    /// Runs open on a non-loopback address anyway. Never in production.
+    pub insecure_open: bool,
+    /// Refuses to start without keys (the cluster example configs set it; their
+    /// keys come from the environment, which `cluster/up.sh` fills).
+    pub required: bool,
+}
+
+impl AuthSettings {
+    /// The keys in effect: the environment's if set, else the file's.
+    pub fn effective_keys(&self) -> Vec<String> {
+        match std::env::var(AUTH_KEYS_ENV) {
+            Ok(text) if !text.trim().is_empty() => {
+                text.split(',').map(|k| k.trim().to_owned()).collect()
+            }
+            _ => self.keys.clone(),
+        }
+    }
 }
 
 /// Test-only switches. Never set them in production.
@@ -162,6 +200,8 @@ pub struct NodeConfig {
     pub clock_offset_endpoint: bool,
     /// `[debug] inject_bug = "unbounded-clock"` (test-only).
     pub unbounded_clock_bug: bool,
+    /// Token checking, or open (loopback only unless forced).
+    pub auth: crate::auth::Auth,
 }
 
 impl NodeConfig {
@@ -185,6 +225,7 @@ impl Default for Config {
             storage: StorageSettings::default(),
             limits: Limits::default(),
             debug: DebugSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }
@@ -275,7 +316,11 @@ impl Config {
                 self.initial_members, self.node_id
             )));
         }
-        let cluster_secret = match self.cluster_secret.clone() {
+        let file_secret = self.cluster_secret.clone();
+        let env_secret = std::env::var(CLUSTER_SECRET_ENV)
+            .ok()
+            .filter(|s| !s.is_empty());
+        let cluster_secret = match env_secret.or(file_secret) {
             Some(secret) if secret.len() >= 16 => secret,
             Some(_) => return Err(invalid("cluster_secret must be at least 16 characters")),
             None if initial_members.len() == 1 => random_secret(),
@@ -301,7 +346,25 @@ impl Config {
                 )))
             }
         };
+        let keys = self.auth.effective_keys();
+        let auth = if keys.is_empty() {
+            if self.auth.required {
+                return Err(invalid(format!(
+                    "[auth] required = true but no keys are set ([auth] keys or {AUTH_KEYS_ENV})"
+                )));
+            }
+            if !listen_addr.ip().is_loopback() && !self.auth.insecure_open {
+                return Err(invalid(format!(
+                    "listen_addr {listen_addr} is not loopback and no [auth] keys are set: \
+                     set keys (or {AUTH_KEYS_ENV}), or insecure_open = true to run open anyway"
+                )));
+            }
+            crate::auth::Auth::Open
+        } else {
+            crate::auth::Auth::Keys(crate::auth::Keys::new(&keys).map_err(invalid)?)
+        };
         Ok(NodeConfig {
+            auth,
             node_id: self.node_id,
             listen_addr,
             advertise_addr,

@@ -19,14 +19,16 @@
 //!   level, wait on the applied state, leader facts, membership changes; it owns
 //!   the write batcher (`proposer`), the read-index batcher, the ticker and the
 //!   bounded leader clock.
-//! - [`server`]: the client API (axum): input checks, error codes, forwarding,
-//!   handlers.
+//! - [`auth`]: bearer tokens (signed JWTs) and scopes: who may call what.
+//! - [`server`]: the client API (axum): the route table with each route's scope,
+//!   input checks, error codes, forwarding, handlers.
 //! - [`transport`]: peer traffic: the Raft RPC client and the `/raft/*` router.
 //! - [`body`]: reading a request body within a limit (shared by the two fronts).
 //! - [`node`]: the composition root, `run(config, listener, shutdown)`.
 //!
 //! The binary (`main.rs`) parses the command line, sets up logging and signals, and
 //! calls [`node::run`].
+pub mod auth;
 pub mod body;
 pub mod codec;
 pub mod config;

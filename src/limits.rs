@@ -215,3 +215,14 @@ impl Limits {
 /// tries (doubling each time): a withdrawal dropped under load leaves a ghost waiter.
 pub const WITHDRAW_ATTEMPTS: u32 = 8;
 pub const WITHDRAW_RETRY_BASE_MS: u64 = 50;
+
+/// Shortest accepted auth (token signing) key, in bytes: HS256 wants at least the
+/// hash's 256 bits.
+pub const MIN_AUTH_KEY_BYTES: usize = 32;
+/// Longest bearer token accepted, in bytes (a larger `Authorization` header is
+/// refused before any decoding).
+pub const MAX_TOKEN_BYTES: usize = 4_096;
+/// Clock skew tolerated when checking a token's expiry, in seconds.
+pub const TOKEN_LEEWAY_S: u64 = 30;
+/// Longest token lifetime `conclave token issue` mints.
+pub const MAX_TOKEN_TTL_S: u64 = 366 * 86_400;

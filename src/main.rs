@@ -1,4 +1,5 @@
-//! The `conclave` binary: `conclave serve [--config FILE]`.
+//! The `conclave` binary: `conclave serve [--config FILE]` and
+//! `conclave token issue --scope ... --ttl ...`.
 
 use std::path::PathBuf;
 
@@ -29,6 +30,64 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mints a token signed with the first auth key (of --config's [auth] keys, or
+    /// of CONCLAVE_AUTH_KEYS) and prints it.
+    Issue {
+        /// The node config whose [auth] keys sign the token.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Who the token is for.
+        #[arg(long, default_value = "admin")]
+        subject: String,
+        /// A scope: admin, read, agent, agent:<kind>, agent:<kind>:<prefix> (repeat
+        /// for several).
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// How long it is valid: 90s, 30m, 24h, 7d.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+}
+
+/// `conclave token issue`: prints the token.
+fn issue_token(
+    config: Option<PathBuf>,
+    subject: &str,
+    scopes: &[String],
+    ttl: &str,
+) -> anyhow::Result<()> {
+    use conclave::auth::token;
+    let settings = match &config {
+        Some(path) => Config::from_file(path)?.auth,
+        None => Default::default(),
+    };
+    let keys = settings.effective_keys();
+    anyhow::ensure!(
+        !keys.is_empty(),
+        "no auth keys: pass --config with [auth] keys, or set {}",
+        config::AUTH_KEYS_ENV
+    );
+    let ttl_s = token::parse_ttl(ttl).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(
+        ttl_s > 0 && ttl_s <= conclave::limits::MAX_TOKEN_TTL_S,
+        "ttl must be 1 s to {} days",
+        conclave::limits::MAX_TOKEN_TTL_S / 86_400
+    );
+    let keys = conclave::auth::Keys::new(&keys).map_err(anyhow::Error::msg)?;
+    let minted = keys
+        .issue(subject, scopes, token::now_s(), ttl_s)
+        .map_err(anyhow::Error::msg)?;
+    println!("{minted}");
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,10 +97,18 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
         )
         .init();
-    let Command::Serve {
-        config: path,
-        data_dir,
-    } = Cli::parse().command;
+    let (path, data_dir) = match Cli::parse().command {
+        Command::Serve { config, data_dir } => (config, data_dir),
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    config,
+                    subject,
+                    scopes,
+                    ttl,
+                },
+        } => return issue_token(config, &subject, &scopes, &ttl),
+    };
     let base = config::base_port()?;
     let mut file = match &path {
         Some(path) => Config::from_file(path)?,

@@ -88,8 +88,17 @@ pub async fn run(
         http,
         peer_dial_addrs: config.peer_dial_addrs.clone(),
         limits: config.limits.clone(),
+        auth: config.auth.clone(),
     });
     tracing::info!(node_id = config.node_id, addr = %config.listen_addr, data_dir = %config.data_dir.display(), "serving");
+    if config.auth.is_open() {
+        tracing::warn!(
+            addr = %config.listen_addr,
+            "AUTHENTICATION IS OFF: every caller may do everything, membership changes \
+             included. Set [auth] keys (or {}) to require tokens; see docs/security.md",
+            crate::config::AUTH_KEYS_ENV
+        );
+    }
     let peers = Arc::new(Peers {
         node_id: config.node_id,
         raft: raft.clone(),

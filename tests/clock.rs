@@ -29,6 +29,7 @@ const NO_JUMP_MS: u64 = 60_000;
 fn options() -> Options {
     Options {
         extra_toml: "[debug]\nclock_offset_endpoint = true\n".into(),
+        ..Options::default()
     }
 }
 
@@ -79,7 +80,7 @@ impl Keeper {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         tokio::spawn(async move {
-            let http = reqwest::Client::builder()
+            let http = common::client_builder()
                 .timeout(Duration::from_secs(2))
                 .build()
                 .unwrap();

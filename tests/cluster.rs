@@ -56,7 +56,7 @@ async fn write_through_a_follower_is_read_linearizably_through_the_third_node() 
     assert_eq!(body["version"], index);
 
     // ?redirect=true answers 307 with the leader's URL instead of forwarding.
-    let no_follow = reqwest::Client::builder()
+    let no_follow = common::client_builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -135,7 +135,7 @@ impl Load {
                 let (stop, acknowledged, attempts, failures, urls) =
                     (stop.clone(), acknowledged.clone(), attempts.clone(), failures.clone(), urls.clone());
                 tokio::spawn(async move {
-                    let http = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+                    let http = common::client_builder().timeout(Duration::from_secs(3)).build().unwrap();
                     let mut sequence = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         sequence += 1;
@@ -280,6 +280,7 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
     let options = Options {
         extra_toml: "[raft]\nsnapshot_logs_since_last = 50\nmax_in_snapshot_log_to_keep = 0\npurge_batch_size = 1\n"
             .into(),
+        ..Options::default()
     };
     let mut cluster = Cluster::start(3, options).await;
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
@@ -332,6 +333,7 @@ async fn a_removed_wiped_and_re_added_node_catches_up() {
     let _serial = common::serial().await;
     let options = Options {
         extra_toml: "[raft]\nsnapshot_logs_since_last = 20\npurge_batch_size = 1\n".into(),
+        ..Options::default()
     };
     let mut cluster = Cluster::start(3, options).await;
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
@@ -401,6 +403,7 @@ async fn a_node_that_cannot_replicate_is_never_promoted_to_voter() {
     let _serial = common::serial().await;
     let options = Options {
         extra_toml: "[limits]\nlearner_catch_up_ms = 2000\n".into(),
+        ..Options::default()
     };
     let cluster = Cluster::start(3, options).await;
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;

@@ -181,7 +181,9 @@ async fn a_malformed_chunked_body_is_answered_400_not_413() {
     for path in ["PUT /v1/kv/chunked", "POST /v1/sessions"] {
         let request = format!(
             "{path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
-             transfer-encoding: chunked\r\nconnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+             authorization: Bearer {}\r\n\
+             transfer-encoding: chunked\r\nconnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n",
+            common::admin_token()
         );
         let status = tokio::task::spawn_blocking(move || raw_status(port, request.as_bytes()))
             .await

@@ -241,7 +241,7 @@ async fn a_leader_crash_during_waits_loses_no_waiter_and_no_grant() {
     for _ in 0..5 {
         let me = session(&cluster.api(2), 60_000).await;
         let grants = grants.clone();
-        let http = reqwest::Client::builder()
+        let http = common::client_builder()
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();

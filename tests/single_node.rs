@@ -201,6 +201,7 @@ async fn bad_input_gets_a_documented_4xx_and_never_hurts_the_node() {
         extra_toml: "[raft]\nmax_payload_entries = 1\nsnapshot_max_chunk_bytes = 1048576\n\
                      [limits]\nmax_batch_bytes = 65536\n"
             .into(),
+        ..Options::default()
     };
     let cluster = Cluster::start(1, options).await;
     let url = cluster.url(1);

@@ -64,7 +64,7 @@ fn spawn_agent(
     record: Arc<Mutex<Record>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let http = reqwest::Client::builder()
+        let http = common::client_builder()
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap();

@@ -12,8 +12,18 @@ use crate::cli::{Placement, RunArgs, Workload};
 use crate::driver::{closed_loop, Measured, Outcome, Progress, Tally};
 use crate::report::Report;
 
+/// The bench's HTTP client; it sends `CONCLAVE_TOKEN` (set by `compare.sh`) as
+/// its bearer token when the variable is set.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::env::var("CONCLAVE_TOKEN") {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", token.trim()).parse()?,
+        );
+    }
     Ok(reqwest::Client::builder()
+        .default_headers(headers)
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
         .build()?)

@@ -25,6 +25,47 @@ use crate::proxy::Proxy;
 /// orphan after the harness was killed) can never join a new cluster that happens
 /// to reuse its ports. With one fixed secret this happened once, and the old node's
 /// log contaminated the new cluster's Raft.
+/// The token signing key of every cluster this process starts (`[auth] keys`),
+/// and the `admin` token minted with it by the first cluster's binary. Every
+/// harness client sends that token (`auth_headers`).
+static AUTH: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Mints the harness's admin token with `binary token issue`.
+fn mint_admin_token(binary: &Path, key: &str) -> anyhow::Result<String> {
+    let output = Command::new(binary)
+        .args([
+            "token",
+            "issue",
+            "--subject",
+            "jepsen-like",
+            "--scope",
+            "admin",
+        ])
+        .args(["--ttl", "7d"])
+        .env("CONCLAVE_AUTH_KEYS", key)
+        .output()
+        .context("running conclave token issue")?;
+    if !output.status.success() {
+        bail!(
+            "conclave token issue failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
+/// The `Authorization` header of the harness's clients (none before the first
+/// cluster started).
+pub fn auth_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some((_, token)) = AUTH.get() {
+        if let Ok(value) = format!("Bearer {token}").parse() {
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
+    }
+    headers
+}
+
 fn fresh_secret() -> String {
     use rand::Rng;
     let mut rng = rand::thread_rng();
@@ -79,6 +120,11 @@ impl Cluster {
         extra_toml: &str,
     ) -> anyhow::Result<Cluster> {
         std::fs::create_dir_all(dir)?;
+        if AUTH.get().is_none() {
+            let key = fresh_secret();
+            let token = mint_admin_token(binary, &key)?;
+            let _ = AUTH.set((key, token));
+        }
         let (ports, reserved) = free_ports(size)?;
         let targets: BTreeMap<u64, SocketAddr> = (1..=size)
             .map(|id| {
@@ -101,6 +147,7 @@ impl Cluster {
             })
             .collect();
         let http = reqwest::Client::builder()
+            .default_headers(auth_headers())
             .timeout(Duration::from_secs(2))
             .build()?;
         let mut cluster = Cluster {
@@ -141,12 +188,13 @@ impl Cluster {
             .collect();
         let config = format!(
             "node_id = {id}\nlisten_addr = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ncluster_secret = \"{}\"\n\
-             initial_members = [{}]\n{}\n[member_addrs]\n{member_addrs}\n[peer_dial_addrs]\n{dial_addrs}",
+             initial_members = [{}]\n{}\n[auth]\nkeys = [\"{}\"]\n[member_addrs]\n{member_addrs}\n[peer_dial_addrs]\n{dial_addrs}",
             node.port,
             node.data_dir.display(),
             self.secret,
             members.join(", "),
             self.extra_toml,
+            AUTH.get().map_or("", |(key, _)| key.as_str()),
         );
         std::fs::write(&node.config_path, config)?;
         Ok(())

@@ -316,6 +316,7 @@ pub async fn run(
         cluster,
         http,
         slow_http: reqwest::Client::builder()
+            .default_headers(crate::cluster::auth_headers())
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client"),

@@ -27,6 +27,12 @@ pub enum ApiError {
     /// 400: well-formed input that breaks a rule; `code` says which.
     #[error("{message}")]
     Invalid { code: ErrorCode, message: String },
+    /// 401 `unauthenticated` / `token_expired`: no valid bearer token.
+    #[error("{message}")]
+    Unauthenticated { code: ErrorCode, message: String },
+    /// 403 `forbidden`: the token's scopes do not allow this request.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such route or resource.
     #[error("{message}")]
     NotFound { code: ErrorCode, message: String },
@@ -86,6 +92,8 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedJson),
             Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            Self::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, *code),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
             Self::CasMismatch { .. } => (StatusCode::CONFLICT, ErrorCode::CasMismatch),
@@ -153,6 +161,11 @@ impl IntoResponse for ApiError {
             }
             Self::NoLeader { .. } => {
                 response.extensions_mut().insert(NotLeaderMarker);
+            }
+            Self::Unauthenticated { .. } => {
+                response
+                    .headers_mut()
+                    .insert("www-authenticate", HeaderValue::from_static("Bearer"));
             }
             _ => {}
         }

@@ -32,6 +32,7 @@ error_codes! {
     CasMismatch => "cas_mismatch",
     Deadlock => "deadlock",
     EmptyMembership => "empty_membership",
+    Forbidden => "forbidden",
     Indeterminate => "indeterminate",
     Internal => "internal",
     InvalidAddr => "invalid_addr",
@@ -74,8 +75,10 @@ error_codes! {
     SessionNotFound => "session_not_found",
     StaleFencingToken => "stale_fencing_token",
     TaskNotFound => "task_not_found",
+    TokenExpired => "token_expired",
     TooManyCapabilities => "too_many_capabilities",
     TooManyDependencies => "too_many_dependencies",
+    Unauthenticated => "unauthenticated",
     Unavailable => "unavailable",
     WrongState => "wrong_state",
 }

@@ -182,8 +182,11 @@ async fn forward(
         .header(FORWARDED_HEADER, app.node_id.to_string())
         .timeout(forward_deadline(app, uri, &body))
         .body(body);
-    if let Some(content_type) = headers.get("content-type") {
-        request = request.header("content-type", content_type);
+    // The caller's token goes along: the leader authorizes the request again.
+    for name in ["content-type", "authorization"] {
+        if let Some(value) = headers.get(name) {
+            request = request.header(name, value);
+        }
     }
     let lost = |e: reqwest::Error| -> Response {
         let message = format!("forwarding to leader {leader} at {addr}: {e}");

@@ -23,6 +23,7 @@ pub mod primitives;
 pub mod propose;
 pub mod requests;
 pub mod resource;
+pub mod routes;
 pub mod sessions;
 pub mod tasks;
 pub mod wait;
@@ -32,7 +33,6 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
 use axum::Router;
 use serde::Deserialize;
 
@@ -43,7 +43,6 @@ use crate::replica::Replica;
 use crate::sm::{Applied, Submission};
 use error::ApiError;
 use error_code::ErrorCode;
-use propose::propose;
 
 /// Everything a handler may use. Built once by `node::start`.
 pub struct App {
@@ -54,6 +53,8 @@ pub struct App {
     /// Pooled client for forwarding to the leader.
     pub http: reqwest::Client,
     pub peer_dial_addrs: BTreeMap<NodeId, String>,
+    /// How client requests are authenticated (`routes::gate`).
+    pub auth: crate::auth::Auth,
 }
 
 pub type AppState = Arc<App>;
@@ -169,105 +170,33 @@ impl App {
     }
 }
 
-/// Builds the whole router.
+/// Builds the whole client router from the route table (`routes::table`): each
+/// route behind its authorization gate, and a route served on the leader behind
+/// the forwarding layer (the gate runs first, so a follower refuses a bad token
+/// itself; the leader checks it again).
 pub fn router(app: AppState) -> Router {
-    let leader_routes = Router::new()
-        .route("/v1/kv", get(resource::list::<kv::ListQuery>))
-        .route(
-            "/v1/kv/{*key}",
-            get(kv::get)
-                .put(propose::<kv::PutBody>)
-                .delete(propose::<kv::DeleteBody>),
-        )
-        .route("/v1/requests/{request_id}", get(requests::get))
-        .route(
-            "/v1/sessions",
-            get(resource::list::<sessions::ListQuery>).post(sessions::create),
-        )
-        .route(
-            "/v1/sessions/{id}",
-            get(sessions::get).delete(sessions::end),
-        )
-        .route("/v1/sessions/{id}/keepalive", post(sessions::keepalive))
-        .route(
-            "/v1/tasks",
-            get(resource::list::<tasks::ListQuery>).post(tasks::submit),
-        )
-        .route("/v1/tasks/claim", post(tasks::claim))
-        .route(
-            "/v1/tasks/{id}",
-            get(tasks::get).delete(propose::<tasks::CancelBody>),
-        )
-        .route(
-            "/v1/tasks/{id}/heartbeat",
-            post(propose::<tasks::HeartbeatBody>),
-        )
-        .route(
-            "/v1/tasks/{id}/complete",
-            post(propose::<tasks::CompleteBody>),
-        )
-        .route("/v1/tasks/{id}/fail", post(propose::<tasks::FailBody>))
-        .route("/v1/tasks/{id}/retry", post(propose::<tasks::RetryBody>))
-        .route("/v1/locks/{name}", get(resource::get::<locks::Lock>))
-        .route("/v1/locks/{name}/acquire", post(locks::acquire))
-        .route(
-            "/v1/locks/{name}/release",
-            post(propose::<resource::ReleaseBody<locks::Lock>>),
-        )
-        .route(
-            "/v1/semaphores/{name}",
-            get(resource::get::<primitives::Semaphore>),
-        )
-        .route(
-            "/v1/semaphores/{name}/acquire",
-            post(primitives::semaphore_acquire),
-        )
-        .route(
-            "/v1/semaphores/{name}/release",
-            post(propose::<resource::ReleaseBody<primitives::Semaphore>>),
-        )
-        .route(
-            "/v1/barriers/{name}",
-            get(resource::get::<primitives::Barrier>),
-        )
-        .route("/v1/barriers/{name}/wait", post(primitives::barrier_wait))
-        .route(
-            "/v1/elections/{name}",
-            get(resource::get::<primitives::Election>),
-        )
-        .route("/v1/elections/{name}/campaign", post(primitives::campaign))
-        .route(
-            "/v1/elections/{name}/resign",
-            post(propose::<primitives::ResignBody>),
-        )
-        .route("/v1/cluster/members", post(cluster::add_member))
-        .route(
-            "/v1/cluster/members/{id}",
-            axum::routing::delete(cluster::remove_member),
-        )
-        .route_layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            forward::serve_here_or_forward_to_leader,
-        ));
-    let local_routes = Router::new()
-        .route("/v1/cluster", get(cluster::info))
-        .route("/v1/debug/state", get(cluster::state_digest))
-        .route(
-            "/v1/debug/clock",
-            get(debug_clock::get).post(debug_clock::set),
-        )
-        .route("/v1/cluster/snapshot", post(cluster::snapshot))
-        .route("/health", get(cluster::health))
-        .route("/ready", get(cluster::ready))
-        .route("/metrics", get(cluster::metrics));
-    let client_routes = leader_routes
-        .merge(local_routes)
+    let mut router = Router::new();
+    for route in routes::table() {
+        let mut handler = route.handler;
+        if route.place == routes::Place::Leader {
+            handler = handler.route_layer(axum::middleware::from_fn_with_state(
+                app.clone(),
+                forward::serve_here_or_forward_to_leader,
+            ));
+        }
+        let gate = routes::Gate {
+            app: app.clone(),
+            access: route.access,
+        };
+        handler = handler.route_layer(axum::middleware::from_fn_with_state(gate, routes::gate));
+        router = router.route(route.path, handler);
+    }
+    router
         .layer(axum::middleware::from_fn_with_state(
             app.clone(),
             forward::leader_header,
         ))
-        .layer(DefaultBodyLimit::max(app.limits.max_body_bytes));
-    client_routes
+        .layer(DefaultBodyLimit::max(app.limits.max_body_bytes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(app)
@@ -312,6 +241,7 @@ pub fn list_page(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::routing::get;
 
     #[tokio::test]
     async fn a_handler_panic_answers_a_json_500_and_keeps_serving() {

@@ -5,6 +5,7 @@ use crate::sm::tasks::TaskCommand;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,6 +17,7 @@ use super::input::{json_text, TaskIdPath};
 use super::propose::{CommandBody, Proposed};
 use super::sessions::raw;
 use super::{AppState, Consistency, ReadQuery};
+use crate::auth::{Caller, Kind, Need};
 use crate::limits::Limits;
 use crate::sm::sessions::SessionId;
 use crate::sm::tasks::{NewTask, Task, TaskId, TaskState};
@@ -186,9 +188,19 @@ pub fn describe(outcome: &TaskOutcome) -> Result<Value, ApiError> {
 
 pub async fn submit(
     State(app): State<AppState>,
+    Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<SubmitBody>,
 ) -> Result<Response, ApiError> {
     super::input::name(&app.limits, "kind", &body.kind)?;
+    // The route needs a tasks scope; the prefix applies to the task's kind.
+    let need = Need::AgentOf(Kind::Tasks, body.kind.clone());
+    if !caller.grants.allows(&need) {
+        let message = format!(
+            "the token of {:?} may not submit tasks of kind {:?}",
+            caller.subject, body.kind
+        );
+        return Err(ApiError::Forbidden(message));
+    }
     let required_capabilities =
         super::input::capabilities(&app.limits, body.required_capabilities)?;
     if body.max_attempts == 0 || body.max_attempts > app.limits.max_task_attempts {

@@ -13,6 +13,22 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const SECRET: &str = "integration-test-cluster-secret";
+/// The token signing key of every test cluster (`[auth] keys`).
+pub const AUTH_KEY: &str = "integration-test-token-signing-key-0123456789";
+
+/// A token for `subject` with `scopes`, signed with [`AUTH_KEY`], valid for an hour.
+pub fn token(subject: &str, scopes: &[&str]) -> String {
+    let keys = conclave::auth::Keys::new(&[AUTH_KEY.to_string()]).unwrap();
+    let scopes: Vec<String> = scopes.iter().map(|s| s.to_string()).collect();
+    keys.issue(subject, &scopes, conclave::auth::token::now_s(), 3_600)
+        .unwrap()
+}
+
+/// The `admin` token every harness client sends.
+pub fn admin_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| token("test-admin", &["admin"]))
+}
 
 /// Cluster tests share two cores; running them one at a time keeps election timing
 /// honest. Every test that starts processes holds this.
@@ -64,6 +80,8 @@ pub struct Cluster {
 #[derive(Default)]
 pub struct Options {
     pub extra_toml: String,
+    /// Runs the nodes open (no `[auth]` keys); by default they require tokens.
+    pub open: bool,
 }
 
 impl Cluster {
@@ -81,10 +99,15 @@ impl Cluster {
             let data_dir = dir.path().join(format!("node{id}"));
             let config = format!(
                 "node_id = {id}\nlisten_addr = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ncluster_secret = \"{SECRET}\"\n\
-                 initial_members = [{}]\n{}\n[member_addrs]\n{addrs}",
+                 initial_members = [{}]\n{}\n{}[member_addrs]\n{addrs}",
                 data_dir.display(),
                 members.join(", "),
                 options.extra_toml,
+                if options.open {
+                    String::new()
+                } else {
+                    format!("[auth]\nkeys = [\"{AUTH_KEY}\"]\n")
+                },
             );
             let config_path = dir.path().join(format!("node{id}.toml"));
             std::fs::write(&config_path, config).unwrap();
@@ -242,8 +265,16 @@ impl Drop for Cluster {
     }
 }
 
+/// A client builder that sends the admin token on every request.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {}", admin_token());
+    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+    reqwest::Client::builder().default_headers(headers)
+}
+
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    client_builder()
         .timeout(Duration::from_secs(15))
         .build()
         .unwrap()

@@ -127,6 +127,7 @@ impl Context {
 
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
+        .default_headers(crate::cluster::auth_headers())
         .timeout(timeout)
         .build()
         .expect("http client")

@@ -1,0 +1,197 @@
+//! Authentication and authorization against a real node with `[auth] keys`: every
+//! route of the route table (`server::routes::table`) is called with no token, a
+//! malformed one, an expired one, one signed by another key, one of the wrong scope
+//! or prefix, and the right one. Plus the membership scenario an attacker tried
+//! (issue #11): adding a member at their own address without `admin`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Cluster, Options};
+use conclave::auth::Kind;
+use conclave::server::routes::{self, Access, Param};
+use reqwest::Method;
+
+/// A concrete path for a route template, with names under the `jobs` prefix.
+fn concrete(path: &str) -> String {
+    path.replace("{*key}", "jobs/k1")
+        .replace("{name}", "jobs-n1")
+        .replace("{request_id}", "r1")
+        .replace("{id}", "999")
+}
+
+/// The query a route's access reads its name from, if any.
+fn query(access: Access) -> &'static str {
+    match access {
+        Access::ReadOf(_, Param::Query(_)) | Access::AgentOf(_, Param::Query(_)) => "?prefix=jobs",
+        _ => "",
+    }
+}
+
+/// A valid token whose scopes do not meet `access` (None: nothing is refused).
+fn wrong_scope(access: Access) -> Option<String> {
+    let other_prefix = |kind: Kind| format!("agent:{kind}:elsewhere/");
+    let scopes = match access {
+        Access::Public => return None,
+        Access::Admin => vec!["agent".to_string(), "read".to_string()],
+        Access::Read => vec![],
+        Access::Agent => vec!["read".to_string()],
+        Access::AgentKind(Kind::Tasks) => vec!["agent:kv".to_string(), "read".to_string()],
+        Access::AgentKind(kind) => vec![format!("agent:{}", other_kind(kind))],
+        // An agent of the right kind with another prefix (a `read` token would pass).
+        Access::ReadOf(kind, _) => vec![other_prefix(kind)],
+        Access::AgentOf(kind, _) => vec![other_prefix(kind), "read".to_string()],
+    };
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    Some(common::token("wrong-scope", &scopes))
+}
+
+fn other_kind(kind: Kind) -> Kind {
+    if kind == Kind::Kv {
+        Kind::Locks
+    } else {
+        Kind::Kv
+    }
+}
+
+async fn call(http: &reqwest::Client, method: &Method, url: &str, token: Option<&str>) -> u16 {
+    let mut request = http.request(method.clone(), url).body("{}");
+    request = request.header("content-type", "application/json");
+    if let Some(token) = token {
+        request = request.header("authorization", token);
+    }
+    request
+        .send()
+        .await
+        .expect("request sent")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_refuses_every_kind_of_wrong_token_and_admits_the_right_one() {
+    let _serial = common::serial().await;
+    let cluster = Cluster::start(1, Options::default()).await;
+    let base = cluster.url(1);
+    // A client without the harness's default admin token.
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let keys = conclave::auth::Keys::new(&[common::AUTH_KEY.to_string()]).unwrap();
+    let now = conclave::auth::token::now_s();
+    let expired = keys
+        .issue("late", &["admin".into()], now - 7_200, 60)
+        .unwrap();
+    let foreign = conclave::auth::Keys::new(&["another-cluster-signing-key-0123456789".into()])
+        .unwrap()
+        .issue("stranger", &["admin".into()], now, 600)
+        .unwrap();
+    let admin = format!("Bearer {}", common::admin_token());
+    let mut checked = 0;
+    for route in routes::table() {
+        let url = format!("{base}{}{}", concrete(route.path), query(route.access));
+        let method = &route.method;
+        let what = format!("{method} {}", route.path);
+        let right = call(&http, method, &url, Some(&admin)).await;
+        assert!(
+            right != 401 && right != 403,
+            "{what}: the admin token was refused ({right})"
+        );
+        if route.access == Access::Public {
+            let open = call(&http, method, &url, None).await;
+            assert!(open != 401 && open != 403, "{what} is public ({open})");
+            checked += 1;
+            continue;
+        }
+        assert_eq!(
+            call(&http, method, &url, None).await,
+            401,
+            "{what}: no token"
+        );
+        for malformed in ["Bearer not-a-jwt", "Basic YWRtaW46YWRtaW4=", "Bearer "] {
+            let status = call(&http, method, &url, Some(malformed)).await;
+            assert_eq!(status, 401, "{what}: {malformed:?}");
+        }
+        let status = call(&http, method, &url, Some(&format!("Bearer {expired}"))).await;
+        assert_eq!(status, 401, "{what}: an expired token");
+        let status = call(&http, method, &url, Some(&format!("Bearer {foreign}"))).await;
+        assert_eq!(status, 401, "{what}: a token signed by another key");
+        let wrong = wrong_scope(route.access).expect("a non-public route");
+        let status = call(&http, method, &url, Some(&format!("Bearer {wrong}"))).await;
+        assert_eq!(status, 403, "{what}: a token of the wrong scope or prefix");
+        checked += 1;
+    }
+    assert!(checked >= 40, "only {checked} routes in the table");
+    // The refusals name their codes; an expired token says so.
+    let response = http
+        .get(format!("{base}/v1/cluster"))
+        .header("authorization", format!("Bearer {expired}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    assert_eq!(
+        response.headers().get("www-authenticate").unwrap(),
+        "Bearer"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "token_expired");
+}
+
+/// Regression (issue #11): `POST /v1/cluster/members` with an attacker's address
+/// made the leader dial it with AppendEntries carrying the cluster secret. Now it
+/// needs `admin`: without it the membership does not change and nobody is dialled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_added_at_an_attackers_address_without_admin_is_refused_and_never_dialled() {
+    let _serial = common::serial().await;
+    let cluster = Cluster::start(1, Options::default()).await;
+    let base = cluster.url(1);
+    let attacker = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    attacker.set_nonblocking(true).unwrap();
+    let addr = attacker.local_addr().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({ "id": 9, "addr": addr, "voter": false });
+    let agent = common::token("agent-1", &["agent", "read"]);
+    for token in [None, Some(agent.as_str())] {
+        let mut request = http.post(format!("{base}/v1/cluster/members")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let status = request.send().await.unwrap().status().as_u16();
+        assert!(status == 401 || status == 403, "refused, got {status}");
+    }
+    let info = cluster.status(1).await.expect("cluster info");
+    let members = info["members"].as_array().unwrap();
+    assert_eq!(
+        members.len(),
+        1,
+        "the membership did not change: {members:?}"
+    );
+    assert!(
+        matches!(attacker.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the leader dialled the attacker's address"
+    );
+}
+
+/// A task's kind is what an agent's `tasks` prefix limits, checked on submit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_submits_only_tasks_of_its_kinds() {
+    let _serial = common::serial().await;
+    let cluster = Cluster::start(1, Options::default()).await;
+    let base = cluster.url(1);
+    let http = reqwest::Client::new();
+    let agent = common::token("renderer", &["agent:tasks:render"]);
+    let submit = |kind: &str| {
+        http.post(format!("{base}/v1/tasks"))
+            .bearer_auth(&agent)
+            .json(&serde_json::json!({ "kind": kind }))
+            .send()
+    };
+    assert_eq!(submit("render-frame").await.unwrap().status(), 200);
+    let refused = submit("billing").await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+}
