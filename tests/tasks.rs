@@ -379,13 +379,43 @@ async fn keepalives_are_replicated_in_batches_and_extend_sessions() {
     );
 }
 
+/// Runs the futures concurrently (keepalives are answered once their batched tick
+/// commits, so sequential calls would each wait for a flush of their own).
 async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let handles: Vec<_> = futures.collect();
-    let mut out = Vec::with_capacity(handles.len());
-    for future in handles {
-        out.push(future.await);
+    futures_util::future::join_all(futures).await
+}
+
+/// Regression (issue #11): the leader answered a keepalive from memory before the
+/// renewal was in the log, so a leader cut off from its quorum kept telling agents
+/// they were alive while the majority expired them. Now the answer waits until the
+/// tick carrying the renewal is committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepalive_on_a_leader_cut_off_from_its_quorum_is_not_acknowledged() {
+    let _serial = common::serial().await;
+    let options = Options {
+        extra_toml: "[limits]\nwrite_timeout_ms = 1000\n".into(),
+        ..Options::default()
+    };
+    let cluster = Cluster::start(3, options).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
+    let api = cluster.api(leader);
+    let session = create_session(&api, "cut-off", &[], 0, 20_000).await;
+    api.session_keepalive(session)
+        .await
+        .expect("acknowledged while the quorum answers");
+    let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    for follower in &followers {
+        cluster.signal(*follower, "STOP");
     }
-    out
+    let cut_off = api.session_keepalive(session).await;
+    for follower in &followers {
+        cluster.signal(*follower, "CONT");
+    }
+    let (status, code) = common::refusal(cut_off);
+    assert!(
+        (status == 504 && code == "indeterminate") || (status == 503 && code == "no_leader"),
+        "a keepalive the quorum never saw was answered {status} {code}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

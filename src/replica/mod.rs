@@ -156,9 +156,14 @@ impl Replica {
         self.proposer.clock()
     }
 
-    /// Records a keepalive this leader accepted at `at_ms`; the ticker replicates it.
-    pub fn accept_keepalive(&self, session_id: crate::sm::sessions::SessionId, at_ms: u64) {
-        self.keepalives.record(session_id, at_ms);
+    /// Records a keepalive this leader accepted at `at_ms`; the ticker replicates
+    /// it, and the returned renewal resolves once that is durable (see `ticker`).
+    pub fn accept_keepalive(
+        &self,
+        session_id: crate::sm::sessions::SessionId,
+        at_ms: u64,
+    ) -> ticker::Renewal {
+        self.keepalives.record(session_id, at_ms)
     }
 
     /// Proposer counters for `/metrics`.

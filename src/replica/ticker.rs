@@ -5,15 +5,16 @@
 //! due** (a session expiry, a task lease, a retry backoff, a `not_before`) according
 //! to the applied state. Followers never expire anything on their own clock.
 //!
-//! Keepalives are cheap: `POST /v1/sessions/{id}/keepalive` on the leader only
-//! records `(session, now)` in memory ([`Keepalives::record`]); the ticker replicates
+//! Keepalives are cheap: `POST /v1/sessions/{id}/keepalive` on the leader records
+//! `(session, now)` in memory ([`Keepalives::record`]); the ticker replicates
 //! everything recorded as one `Tick { renewals }` every `keepalive_flush_ms`, so
 //! 10,000 sessions beating every second cost a handful of log entries per second.
-//! Each renewal counts from the moment the leader accepted it. If the leader dies
-//! before flushing, the renewals since its last flush are lost: the log's expiry
-//! (from the last replicated renewal) stands, never a reset to a full TTL. That
-//! can be earlier than the client was told by up to its keepalive interval plus
-//! one flush interval.
+//! Each renewal counts from the moment the leader accepted it. A keepalive is
+//! **answered only once the tick carrying it is committed and applied** (on disk on
+//! a quorum): `record` hands back a [`Renewal`] the ticker resolves with the tick's
+//! result, so a leader cut off from its quorum never tells an agent it is alive.
+//! Renewals recorded under a leadership that is lost, or whose tick fails, are
+//! answered with that failure (not applied, or outcome unknown).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use openraft::ServerState;
 
-use super::proposer::Proposer;
+use super::proposer::{ProposeError, Proposer};
 use crate::raft_types::{NodeId, Raft};
 use crate::sm::sessions::SessionId;
 use crate::sm::{Command, Submission};
@@ -32,35 +33,57 @@ const MAX_IDLE: Duration = Duration::from_secs(1);
 /// The shortest gap between two ticks (guards against a tick storm).
 const MIN_TICK_GAP: Duration = Duration::from_millis(5);
 
-/// Keepalives accepted by this leader and not yet replicated.
+/// The answer to one recorded keepalive: the result of the tick that carried it.
+/// Closed without an answer: the leadership it was recorded under was lost
+/// before it was flushed (nothing was proposed).
+pub type Renewal = tokio::sync::oneshot::Receiver<Result<(), ProposeError>>;
+
+type Waiting = Vec<tokio::sync::oneshot::Sender<Result<(), ProposeError>>>;
+
+/// Keepalives accepted by this leader and not yet replicated: per session the
+/// latest acceptance time and the requests waiting for it to be durable.
 #[derive(Clone, Default)]
 pub struct Keepalives {
-    pending: Arc<Mutex<BTreeMap<SessionId, u64>>>,
+    pending: Arc<Mutex<BTreeMap<SessionId, (u64, Waiting)>>>,
     /// Wakes the ticker when the first keepalive after a flush arrives.
     arrived: Arc<tokio::sync::Notify>,
 }
 
 impl Keepalives {
-    /// Records a keepalive for `session` accepted at `at_ms`.
-    pub fn record(&self, session: SessionId, at_ms: u64) {
+    /// Records a keepalive for `session` accepted at `at_ms`; the renewal resolves
+    /// once the tick carrying it is applied (or failed).
+    pub fn record(&self, session: SessionId, at_ms: u64) -> Renewal {
+        let (answer, renewal) = tokio::sync::oneshot::channel();
         let mut pending = self
             .pending
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let first = pending.is_empty();
-        let entry = pending.entry(session).or_insert(at_ms);
-        *entry = (*entry).max(at_ms);
+        let entry = pending.entry(session).or_insert((at_ms, Vec::new()));
+        entry.0 = entry.0.max(at_ms);
+        entry.1.push(answer);
         if first {
             self.arrived.notify_one();
         }
+        renewal
     }
 
-    fn take(&self) -> Vec<(SessionId, u64)> {
-        let mut pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        std::mem::take(&mut *pending).into_iter().collect()
+    /// The recorded renewals and the requests waiting for them.
+    fn take(&self) -> (Vec<(SessionId, u64)>, Waiting) {
+        let taken = {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            std::mem::take(&mut *pending)
+        };
+        let mut renewals = Vec::with_capacity(taken.len());
+        let mut waiting = Vec::new();
+        for (session, (at_ms, answers)) in taken {
+            renewals.push((session, at_ms));
+            waiting.extend(answers);
+        }
+        (renewals, waiting)
     }
 
     fn is_empty(&self) -> bool {
@@ -131,15 +154,22 @@ impl Ticker {
         }
     }
 
+    /// Proposes one tick with every recorded renewal and answers the keepalives
+    /// waiting for it with its result (durable: the proposer answers only after
+    /// the entry is committed, so fsynced on a quorum, and applied).
     async fn tick(&self) {
-        let renewals = self.keepalives.take();
+        let (renewals, waiting) = self.keepalives.take();
         let submission = Submission {
             guard: None,
             request_id: None,
             command: Command::Tick { renewals },
         };
-        if let Err(error) = self.proposer.propose(submission).await {
+        let result = self.proposer.propose(submission).await.map(|_| ());
+        if let Err(error) = &result {
             tracing::debug!("tick not applied: {error}");
+        }
+        for answer in waiting {
+            let _ = answer.send(result.clone());
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Session endpoints: create, keepalive (batched by the leader), end, discovery.
 
 use crate::sm::sessions::SessionCommand;
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -141,7 +143,25 @@ pub async fn keepalive(
             message: format!("no live session {id}"),
         });
     };
-    app.replica.accept_keepalive(id, now);
+    // Answered only once the renewal is durable: the batched tick carrying it is
+    // committed (fsynced on a quorum) and applied.
+    let renewal = app.replica.accept_keepalive(id, now);
+    let waited = Duration::from_millis(app.limits.write_timeout_ms + app.limits.keepalive_flush_ms);
+    match tokio::time::timeout(waited, renewal).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(error))) => return Err(error.into()),
+        // The leadership was lost before the renewal was flushed: nothing proposed.
+        Ok(Err(_)) => {
+            return Err(ApiError::NoLeader {
+                leader: app.current_leader(),
+            })
+        }
+        Err(_) => {
+            return Err(ApiError::Indeterminate(
+                "the renewal was not replicated in time; it may still apply".into(),
+            ))
+        }
+    }
     Ok(Json(json!({ "session_id": id, "expires_at_ms": now + ttl_ms })).into_response())
 }
 
