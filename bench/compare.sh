@@ -25,7 +25,7 @@
 #                       cluster, once; about 30 s)
 #   FOOTPRINT_SESSIONS=10000 FOOTPRINT_TASKS=100000  what the footprint run stores
 #   FAILOVER_ROUNDS=$ROUNDS  0 skips the failover measurement
-#   CONCLAVE_BENCH_PORT=17100  Conclave node i on 127.0.0.1:(port + i)
+#   CONCLAVE_BENCH_PORT=17100  Conclave node i on 127.0.0.1:(port + i), its peer listener on (port + 1000 + i)
 #   ETCD_BENCH_PORT=17200      etcd member i: client port + i, peer port + 10 + i
 #   BASELINE=<git rev>  A/B against an earlier Conclave in the same run: that revision
 #                       is checked out (git worktree) and built into
@@ -192,6 +192,7 @@ bench() {
 
 ensure_etcd
 for port in $((conclave_port + 1)) $((conclave_port + 2)) $((conclave_port + 3)) \
+            $((conclave_port + 1001)) $((conclave_port + 1002)) $((conclave_port + 1003)) \
             $((etcd_port + 1)) $((etcd_port + 2)) $((etcd_port + 3)) \
             $((etcd_port + 11)) $((etcd_port + 12)) $((etcd_port + 13)); do
   port_free "$port" || { echo "port $port is in use; set CONCLAVE_BENCH_PORT / ETCD_BENCH_PORT" >&2; exit 1; }

@@ -20,8 +20,9 @@ use serde::Serialize;
 /// (`Command::Kv`, `Command::Session`, `Command::Task`, `Command::Lock`,
 /// `Command::Semaphore`, `Command::Barrier`, `Command::Election`; issue #10); 3 —
 /// outcomes nest per primitive too (`Outcome::Lock(LockOutcome)` …, shared refusals
-/// in `Outcome::Refused(Refusal)`; outcomes are kept in the idempotency records).
-pub const FORMAT_VERSION: u32 = 3;
+/// in `Outcome::Refused(Refusal)`; outcomes are kept in the idempotency records);
+/// 4 — a member records its peer listener's address (`Member::raft_addr`; #11).
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Encoding or decoding failed. Decoding failures of persisted data are fatal to the
 /// node (a log entry that cannot be decoded must stop it rather than let replicas

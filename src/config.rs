@@ -23,6 +23,8 @@ use crate::store::StoreOptions;
 pub const BASE_PORT_ENV: &str = "CONCLAVE_BASE_PORT";
 /// The base port when [`BASE_PORT_ENV`] is unset.
 pub const DEFAULT_BASE_PORT: u16 = 7000;
+/// A node's peer listener defaults to its client port plus this (7001 → 8001).
+pub const RAFT_PORT_OFFSET: u16 = 1000;
 
 /// The config file as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -31,11 +33,17 @@ pub struct Config {
     /// This node's Raft id (stable for the life of its data directory).
     #[serde(default = "default_node_id")]
     pub node_id: NodeId,
-    /// `host:port` to listen on for the client API and `/raft/*`.
+    /// `host:port` to listen on for the client API.
     pub listen_addr: Option<String>,
-    /// `host:port` other nodes and forwarded clients use to reach this node; defaults
+    /// `host:port` forwarded clients use to reach this node's client API; defaults
     /// to `listen_addr`.
     pub advertise_addr: Option<String>,
+    /// `host:port` to listen on for peers (`/raft/*`, cluster secret only); defaults
+    /// to the client port + [`RAFT_PORT_OFFSET`] on the same host.
+    pub raft_listen_addr: Option<String>,
+    /// `host:port` other nodes use to reach this node's peer listener; defaults to
+    /// `raft_listen_addr`.
+    pub raft_advertise_addr: Option<String>,
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
     /// Shared by every member; required on every `/raft/*` call. Required in a file
@@ -49,10 +57,19 @@ pub struct Config {
     /// Explicit addresses of initial members (by id as a string key).
     #[serde(default)]
     pub member_addrs: BTreeMap<String, String>,
+    /// Explicit peer-listener addresses of initial members (by id); by default a
+    /// member's client address with the port + [`RAFT_PORT_OFFSET`].
+    #[serde(default)]
+    pub member_raft_addrs: BTreeMap<String, String>,
     /// Address this node dials to reach a peer, overriding the membership address
     /// (used by the chaos harness to route each link through its own proxy).
     #[serde(default)]
     pub peer_dial_addrs: BTreeMap<String, String>,
+    /// Address this node dials to forward a client request to a peer, overriding
+    /// the membership's client address (the chaos harness routes forwarding
+    /// through its proxy too, so a partition cuts it).
+    #[serde(default)]
+    pub forward_dial_addrs: BTreeMap<String, String>,
     #[serde(default)]
     pub raft: RaftSettings,
     #[serde(default)]
@@ -185,11 +202,15 @@ pub struct NodeConfig {
     pub node_id: NodeId,
     pub listen_addr: SocketAddr,
     pub advertise_addr: String,
+    /// The peer listener (`/raft/*`).
+    pub raft_listen_addr: SocketAddr,
+    pub raft_advertise_addr: String,
     pub data_dir: PathBuf,
     pub cluster_secret: String,
     /// Empty when this node must not initialize a cluster.
     pub initial_members: BTreeMap<NodeId, Member>,
     pub peer_dial_addrs: BTreeMap<NodeId, String>,
+    pub forward_dial_addrs: BTreeMap<NodeId, String>,
     pub raft: openraft::Config,
     pub raft_settings: RaftSettings,
     pub store: StoreOptions,
@@ -216,11 +237,15 @@ impl Default for Config {
             node_id: default_node_id(),
             listen_addr: None,
             advertise_addr: None,
+            raft_listen_addr: None,
+            raft_advertise_addr: None,
             data_dir: default_data_dir(),
             cluster_secret: None,
             initial_members: Vec::new(),
             member_addrs: BTreeMap::new(),
+            member_raft_addrs: BTreeMap::new(),
             peer_dial_addrs: BTreeMap::new(),
+            forward_dial_addrs: BTreeMap::new(),
             raft: RaftSettings::default(),
             storage: StorageSettings::default(),
             limits: Limits::default(),
@@ -252,6 +277,23 @@ pub fn base_port() -> Result<u16, ConfigError> {
 fn port_for(base: u16, id: NodeId) -> Result<u16, ConfigError> {
     u16::try_from(u64::from(base) + id)
         .map_err(|_| invalid(format!("base port {base} + node id {id} is not a port")))
+}
+
+/// The default peer address for client address `addr`: the same host, the port
+/// plus [`RAFT_PORT_OFFSET`].
+pub fn raft_default(addr: &str) -> Result<String, ConfigError> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(format!("{addr:?} is not host:port")))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid(format!("{addr:?} is not host:port")))?;
+    let raft_port = port.checked_add(RAFT_PORT_OFFSET).ok_or_else(|| {
+        invalid(format!(
+            "{addr:?}: port + {RAFT_PORT_OFFSET} is not a port; set the raft address explicitly"
+        ))
+    })?;
+    Ok(format!("{host}:{raft_port}"))
 }
 
 fn parse_id_map(
@@ -299,8 +341,28 @@ impl Config {
             .parse()
             .map_err(|_| invalid(format!("listen_addr {listen_text:?} is not ip:port")))?;
         let advertise_addr = self.advertise_addr.clone().unwrap_or(listen_text);
+        let raft_listen_text = match &self.raft_listen_addr {
+            Some(addr) => addr.clone(),
+            None => raft_default(&listen_addr.to_string())?,
+        };
+        let raft_listen_addr: SocketAddr = raft_listen_text.parse().map_err(|_| {
+            invalid(format!(
+                "raft_listen_addr {raft_listen_text:?} is not ip:port"
+            ))
+        })?;
+        if raft_listen_addr == listen_addr {
+            return Err(invalid(
+                "raft_listen_addr must differ from listen_addr (peers and clients are kept apart)",
+            ));
+        }
+        let raft_advertise_addr = match &self.raft_advertise_addr {
+            Some(addr) => addr.clone(),
+            None if self.advertise_addr.is_some() => raft_default(&advertise_addr)?,
+            None => raft_listen_text,
+        };
 
         let explicit = parse_id_map("member_addrs", &self.member_addrs)?;
+        let explicit_raft = parse_id_map("member_raft_addrs", &self.member_raft_addrs)?;
         let mut initial_members = BTreeMap::new();
         for &id in &self.initial_members {
             let addr = match explicit.get(&id) {
@@ -308,7 +370,12 @@ impl Config {
                 None if id == self.node_id => advertise_addr.clone(),
                 None => format!("127.0.0.1:{}", port_for(base, id)?),
             };
-            initial_members.insert(id, Member { addr });
+            let raft_addr = match explicit_raft.get(&id) {
+                Some(addr) => addr.clone(),
+                None if id == self.node_id => raft_advertise_addr.clone(),
+                None => raft_default(&addr)?,
+            };
+            initial_members.insert(id, Member { addr, raft_addr });
         }
         if !initial_members.is_empty() && !initial_members.contains_key(&self.node_id) {
             return Err(invalid(format!(
@@ -331,6 +398,7 @@ impl Config {
             }
         };
         let peer_dial_addrs = parse_id_map("peer_dial_addrs", &self.peer_dial_addrs)?;
+        let forward_dial_addrs = parse_id_map("forward_dial_addrs", &self.forward_dial_addrs)?;
         self.limits.validate().map_err(invalid)?;
         if self.storage.cache_capacity_mib == 0 {
             return Err(invalid("storage.cache_capacity_mib must be at least 1"));
@@ -368,10 +436,13 @@ impl Config {
             node_id: self.node_id,
             listen_addr,
             advertise_addr,
+            raft_listen_addr,
+            raft_advertise_addr,
             data_dir: self.data_dir,
             cluster_secret,
             initial_members,
             peer_dial_addrs,
+            forward_dial_addrs,
             raft,
             raft_settings: self.raft,
             store: StoreOptions {
@@ -420,73 +491,5 @@ fn raft_config(settings: &RaftSettings) -> Result<openraft::Config, ConfigError>
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn single_node_defaults_resolve() {
-        let node = Config::single_node(7000).resolve(7000).unwrap();
-        assert_eq!(node.listen_addr.to_string(), "127.0.0.1:7000");
-        assert_eq!(node.initial_members.len(), 1);
-        assert_eq!(node.initial_members[&1].addr, "127.0.0.1:7000");
-        assert_eq!(node.data_dir, PathBuf::from("conclave-data"));
-        assert_eq!(node.raft.heartbeat_interval, 100);
-    }
-
-    #[test]
-    fn cluster_file_derives_addresses_from_the_base_port() {
-        let config: Config = toml::from_str(
-            "node_id = 2\ncluster_secret = \"0123456789abcdef\"\ninitial_members = [1, 2, 3]\n[member_addrs]\n3 = \"10.0.0.3:9\"\n",
-        )
-        .unwrap();
-        let node = config.resolve(8000).unwrap();
-        assert_eq!(node.listen_addr.to_string(), "127.0.0.1:8002");
-        assert_eq!(node.initial_members[&1].addr, "127.0.0.1:8001");
-        assert_eq!(node.initial_members[&2].addr, "127.0.0.1:8002");
-        assert_eq!(node.initial_members[&3].addr, "10.0.0.3:9");
-    }
-
-    #[test]
-    fn bad_configs_are_refused_with_a_reason() {
-        let cases = [
-            ("node_id = 0", "node_id"),
-            ("initial_members = [1, 2]", "cluster_secret is required"),
-            ("initial_members = [2, 3]", "must include this node"),
-            ("initial_members = []", "cluster_secret is required"),
-            ("cluster_secret = \"short\"", "at least 16"),
-            (
-                "initial_members = [1]\n[raft]\nelection_timeout_min_ms = 50",
-                "raft",
-            ),
-            (
-                "initial_members = [1]\n[limits]\nmax_body_bytes = 0",
-                "max_body_bytes",
-            ),
-            (
-                "initial_members = [1]\nlisten_addr = \"nowhere\"",
-                "listen_addr",
-            ),
-        ];
-        for (text, expected) in cases {
-            let error = toml::from_str::<Config>(text)
-                .unwrap()
-                .resolve(7000)
-                .unwrap_err();
-            assert!(error.to_string().contains(expected), "{text}: {error}");
-        }
-        assert!(toml::from_str::<Config>("unknown_field = 1").is_err());
-    }
-
-    #[test]
-    fn the_clock_offset_endpoint_is_off_unless_the_debug_switch_is_set() {
-        let off = Config::single_node(7000).resolve(7000).unwrap();
-        assert!(!off.clock_offset_endpoint);
-        let on = toml::from_str::<Config>(
-            "initial_members = [1]\n[debug]\nclock_offset_endpoint = true\n",
-        )
-        .unwrap()
-        .resolve(7000)
-        .unwrap();
-        assert!(on.clock_offset_endpoint);
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -24,7 +24,8 @@
 //!   input checks, error codes, forwarding, handlers.
 //! - [`transport`]: peer traffic: the Raft RPC client and the `/raft/*` router.
 //! - [`body`]: reading a request body within a limit (shared by the two fronts).
-//! - [`node`]: the composition root, `run(config, listener, shutdown)`.
+//! - [`node`]: the composition root, `run(config, listener, raft_listener, shutdown)`:
+//!   the client API and the peer listener, two routers that share nothing.
 //!
 //! The binary (`main.rs`) parses the command line, sets up logging and signals, and
 //! calls [`node::run`].

@@ -125,7 +125,10 @@ fn main() -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(node.listen_addr)
             .await
             .with_context(|| format!("binding {}", node.listen_addr))?;
-        conclave::node::run(node, listener, shutdown_signal()).await?;
+        let raft_listener = tokio::net::TcpListener::bind(node.raft_listen_addr)
+            .await
+            .with_context(|| format!("binding raft_listen_addr {}", node.raft_listen_addr))?;
+        conclave::node::run(node, listener, raft_listener, shutdown_signal()).await?;
         anyhow::Ok(())
     })
 }

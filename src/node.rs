@@ -1,8 +1,10 @@
 //! The composition root: builds storage, network, Raft, the proposer, the read-index
 //! batcher and the HTTP server from a [`NodeConfig`], and runs them until shutdown.
 //!
-//! IO edges are injected: the caller passes the bound listener and the shutdown
-//! future, so tests and the binary share this path.
+//! IO edges are injected: the caller passes the bound listeners (the client API's
+//! and the peers') and the shutdown future, so tests and the binary share this
+//! path. The two listeners serve two routers that share nothing: the client API
+//! (`server`, bearer tokens) and `/raft/*` (`transport`, the cluster secret only).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,10 +38,12 @@ pub enum NodeError {
     Serve(std::io::Error),
 }
 
-/// Runs a node on `listener` until `shutdown` resolves.
+/// Runs a node, the client API on `listener` and `/raft/*` on `raft_listener`,
+/// until `shutdown` resolves.
 pub async fn run(
     config: NodeConfig,
     listener: tokio::net::TcpListener,
+    raft_listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
@@ -86,11 +90,11 @@ pub async fn run(
         node_id: config.node_id,
         replica,
         http,
-        peer_dial_addrs: config.peer_dial_addrs.clone(),
+        forward_dial_addrs: config.forward_dial_addrs.clone(),
         limits: config.limits.clone(),
         auth: config.auth.clone(),
     });
-    tracing::info!(node_id = config.node_id, addr = %config.listen_addr, data_dir = %config.data_dir.display(), "serving");
+    tracing::info!(node_id = config.node_id, addr = %config.listen_addr, raft_addr = %config.raft_listen_addr, data_dir = %config.data_dir.display(), "serving");
     if config.auth.is_open() {
         tracing::warn!(
             addr = %config.listen_addr,
@@ -107,11 +111,28 @@ pub async fn run(
         max_snapshot_bytes: config.limits.max_snapshot_bytes as u64,
         snapshot_receipt: Default::default(),
     });
-    // One listener for now: client API and peer routes merged (#11 splits them).
-    let router = server::catch_panics(server::router(app).merge(transport::router(peers)));
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    // Two listeners, two routers: a client route is a 404 on the peer listener and
+    // `/raft/*` a 404 on the client one.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let clients = axum::serve(listener, server::catch_panics(server::router(app)))
+        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let peers = axum::serve(
+        raft_listener,
+        server::catch_panics(transport::router(peers)),
+    )
+    .with_graceful_shutdown(until_stopped(stopped));
+    let (clients, peers) = tokio::join!(
+        std::future::IntoFuture::into_future(clients),
+        std::future::IntoFuture::into_future(peers)
+    );
+    let served = clients.and(peers);
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");
     }

@@ -2,8 +2,8 @@
 //!
 //! A log entry's payload is a [`Batch`] of commands and its response a
 //! [`BatchResponse`] (application-level batching, see `proposer`). Node ids are `u64`
-//! and a node is known by its HTTP address, which serves both the client API and
-//! `/raft/*`.
+//! and a node is known by two addresses: its client API's and its peer listener's
+//! (`/raft/*`), which are separate so they can be firewalled apart.
 
 use std::fmt;
 
@@ -16,13 +16,15 @@ pub type NodeId = u64;
 /// A cluster member as recorded in the replicated membership.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
-    /// `host:port` of the node's HTTP server (client API and `/raft/*`).
+    /// `host:port` of the node's client API (where requests are forwarded).
     pub addr: String,
+    /// `host:port` of the node's peer listener (`/raft/*`, cluster secret only).
+    pub raft_addr: String,
 }
 
 impl fmt::Display for Member {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.addr)
+        write!(f, "{} (raft {})", self.addr, self.raft_addr)
     }
 }
 

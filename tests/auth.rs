@@ -195,3 +195,61 @@ async fn an_agent_submits_only_tasks_of_its_kinds() {
     let body: serde_json::Value = refused.json().await.unwrap();
     assert_eq!(body["error"]["code"], "forbidden");
 }
+
+/// `/raft/*` has its own listener (issue #11: it shared the client listener, so
+/// the two could not be firewalled apart). It takes only the cluster secret, never
+/// a client token; the client listener serves no `/raft/*` route and the peer
+/// listener no client route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_listener_takes_only_the_cluster_secret_and_serves_no_client_routes() {
+    let _serial = common::serial().await;
+    let cluster = Cluster::start(1, Options::default()).await;
+    let (client_url, raft_url) = (cluster.url(1), cluster.node(1).raft_url());
+    let http = reqwest::Client::new();
+    let admin = common::admin_token();
+    let format = conclave::codec::FORMAT_VERSION.to_string();
+    let vote = |url: &str| {
+        http.post(format!("{url}/raft/vote"))
+            .header("x-conclave-target", "1")
+            .header("x-conclave-format", &format)
+            .body(vec![0xff])
+    };
+    let status = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.expect("sent");
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        (
+            status,
+            body["error"]["code"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let refused = (401, "unauthorized".to_string());
+    assert_eq!(status(vote(&raft_url).bearer_auth(admin)).await, refused);
+    assert_eq!(
+        status(vote(&raft_url).header("x-conclave-secret", admin)).await,
+        refused,
+        "a client token is not the cluster secret"
+    );
+    assert_eq!(
+        status(vote(&raft_url).header("x-conclave-secret", "wrong-secret-0123456789")).await,
+        refused
+    );
+    let secret = vote(&raft_url).header("x-conclave-secret", common::SECRET);
+    assert_eq!(
+        status(secret).await.0,
+        400,
+        "the secret passes; the body does not decode"
+    );
+    let on_client = vote(&client_url).header("x-conclave-secret", common::SECRET);
+    assert_eq!(
+        status(on_client).await.0,
+        404,
+        "no /raft/* on the client listener"
+    );
+    let kv = http.get(format!("{raft_url}/v1/kv/x")).bearer_auth(admin);
+    assert_eq!(
+        status(kv).await.0,
+        404,
+        "no client route on the peer listener"
+    );
+}

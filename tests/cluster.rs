@@ -370,10 +370,11 @@ async fn a_removed_wiped_and_re_added_node_catches_up() {
     std::fs::write(&cluster.node(leaving).config_path, rejoin).unwrap();
     cluster.spawn(leaving);
     let addr = format!("127.0.0.1:{}", cluster.node(leaving).port);
+    let raft_addr = cluster.node(leaving).raft_addr();
     let request = cluster
         .http
         .post(format!("{}/v1/cluster/members", cluster.url(leader)))
-        .json(&json!({ "id": leaving, "addr": addr, "voter": true }));
+        .json(&json!({ "id": leaving, "addr": addr, "raft_addr": raft_addr, "voter": true }));
     let (status, body) = send(request).await;
     assert_eq!(status, 200, "{body}");
     let rejoined = body["members"]
@@ -409,11 +410,12 @@ async fn a_node_that_cannot_replicate_is_never_promoted_to_voter() {
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
     // Node 4 "exists" at an address where nothing listens.
     let addr = format!("127.0.0.1:{}", common::free_port());
+    let raft_addr = format!("127.0.0.1:{}", common::free_port());
     let follower = followers(&cluster, leader)[0];
     let request = cluster
         .http
         .post(format!("{}/v1/cluster/members", cluster.url(follower)))
-        .json(&json!({ "id": 4, "addr": addr, "voter": true }));
+        .json(&json!({ "id": 4, "addr": addr, "raft_addr": raft_addr, "voter": true }));
     let (status, body) = send(request).await;
     assert_eq!(
         (status, body["error"]["code"].clone()),

@@ -262,7 +262,7 @@ fn snapshot_chunk(offset: u64, data: Vec<u8>) -> Vec<u8> {
 async fn two_raft_snapshot_chunks_kill_a_node() {
     let _serial = common::serial().await;
     let cluster = Cluster::start(1, Options::default()).await;
-    let url = cluster.url(1);
+    let url = cluster.node(1).raft_url();
     let chunk = |offset: u64| {
         cluster
             .http
@@ -286,7 +286,8 @@ async fn two_raft_snapshot_chunks_kill_a_node() {
         let (status, body) = send(chunk(offset)).await;
         assert_eq!(status, 200, "offset {offset}: {body}");
     }
-    let (status, body): (u16, Value) = send(cluster.http.get(format!("{url}/health"))).await;
+    let health = format!("{}/health", cluster.url(1));
+    let (status, body): (u16, Value) = send(cluster.http.get(health)).await;
     assert_eq!(status, 200, "{body}");
     assert!(!cluster.log(1).contains("panicked"), "{}", cluster.log(1));
     assert!(cluster.node(1).child.is_some());

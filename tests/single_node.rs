@@ -294,10 +294,11 @@ async fn bad_input_gets_a_documented_4xx_and_never_hurts_the_node() {
     )
     .await;
 
-    // /raft/* requires the cluster secret, the right target and format, and a body
-    // that decodes.
+    // /raft/* is served only on the peer listener, and requires the cluster secret
+    // (never a client token), the right target and format, and a body that decodes.
+    let raft_url = cluster.node(1).raft_url();
     let raft_with_format = |secret: &str, target: &str, format: &str| {
-        http.post(format!("{url}/raft/vote"))
+        http.post(format!("{raft_url}/raft/vote"))
             .header("x-conclave-secret", secret)
             .header("x-conclave-target", target)
             .header("x-conclave-format", format)
@@ -306,7 +307,7 @@ async fn bad_input_gets_a_documented_4xx_and_never_hurts_the_node() {
     let format = conclave::codec::FORMAT_VERSION.to_string();
     let raft = |secret: &str, target: &str| raft_with_format(secret, target, &format);
     expect_error(
-        http.post(format!("{url}/raft/append")).body("x"),
+        http.post(format!("{raft_url}/raft/append")).body("x"),
         401,
         "unauthorized",
     )

@@ -12,8 +12,11 @@ use crate::{Client, Consistency, Error};
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MemberAdd {
     pub id: u64,
-    /// `host:port`.
+    /// `host:port` of its client API.
     pub addr: String,
+    /// `host:port` of its peer listener (server default: `addr`'s port + 1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub raft_addr: Option<String>,
     /// Promote to voter after catch-up (server default `true`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub voter: Option<bool>,

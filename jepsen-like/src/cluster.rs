@@ -77,6 +77,8 @@ fn fresh_secret() -> String {
 pub struct Node {
     pub id: u64,
     pub port: u16,
+    /// The peer listener's port (`/raft/*`); peers reach it through the proxy.
+    pub raft_port: u16,
     pub data_dir: PathBuf,
     pub config_path: PathBuf,
     pub log_path: PathBuf,
@@ -125,8 +127,18 @@ impl Cluster {
             let token = mint_admin_token(binary, &key)?;
             let _ = AUTH.set((key, token));
         }
-        let (ports, reserved) = free_ports(size)?;
+        let (all_ports, reserved) = free_ports(2 * size)?;
+        let (ports, raft_ports) = all_ports.split_at(size as usize);
+        // The proxy links lead to the peer listeners.
         let targets: BTreeMap<u64, SocketAddr> = (1..=size)
+            .map(|id| {
+                (
+                    id,
+                    SocketAddr::from(([127, 0, 0, 1], raft_ports[id as usize - 1])),
+                )
+            })
+            .collect();
+        let forward_targets: BTreeMap<u64, SocketAddr> = (1..=size)
             .map(|id| {
                 (
                     id,
@@ -134,11 +146,13 @@ impl Cluster {
                 )
             })
             .collect();
-        let proxy = Proxy::start(&targets).context("starting the link proxies")?;
+        let proxy =
+            Proxy::start(&targets, &forward_targets).context("starting the link proxies")?;
         let nodes = (1..=size)
             .map(|id| Node {
                 id,
                 port: ports[id as usize - 1],
+                raft_port: raft_ports[id as usize - 1],
                 data_dir: dir.join(format!("node{id}")),
                 config_path: dir.join(format!("node{id}.toml")),
                 log_path: dir.join(format!("node{id}.log")),
@@ -180,16 +194,31 @@ impl Cluster {
             .iter()
             .map(|n| format!("{} = \"127.0.0.1:{}\"\n", n.id, n.port))
             .collect();
+        let member_raft_addrs: String = self
+            .nodes
+            .iter()
+            .map(|n| format!("{} = \"127.0.0.1:{}\"\n", n.id, n.raft_port))
+            .collect();
         let dial_addrs: String = self
             .proxy
             .dial_addrs(id)
             .iter()
             .map(|(peer, addr)| format!("{peer} = \"{addr}\"\n"))
             .collect();
+        let forward_dial_addrs: String = self
+            .proxy
+            .forward_dial_addrs(id)
+            .iter()
+            .map(|(peer, addr)| format!("{peer} = \"{addr}\"\n"))
+            .collect();
         let config = format!(
-            "node_id = {id}\nlisten_addr = \"127.0.0.1:{}\"\ndata_dir = \"{}\"\ncluster_secret = \"{}\"\n\
-             initial_members = [{}]\n{}\n[auth]\nkeys = [\"{}\"]\n[member_addrs]\n{member_addrs}\n[peer_dial_addrs]\n{dial_addrs}",
+            "node_id = {id}\nlisten_addr = \"127.0.0.1:{}\"\nraft_listen_addr = \"127.0.0.1:{}\"\n\
+             data_dir = \"{}\"\ncluster_secret = \"{}\"\n\
+             initial_members = [{}]\n{}\n[auth]\nkeys = [\"{}\"]\n[member_addrs]\n{member_addrs}\n\
+             [member_raft_addrs]\n{member_raft_addrs}\n[peer_dial_addrs]\n{dial_addrs}\n\
+             [forward_dial_addrs]\n{forward_dial_addrs}",
             node.port,
+            node.raft_port,
             node.data_dir.display(),
             self.secret,
             members.join(", "),
@@ -218,6 +247,11 @@ impl Cluster {
     /// `host:port` of node `id` as the membership records it.
     pub fn addr(&self, id: u64) -> String {
         format!("127.0.0.1:{}", self.node(id).port)
+    }
+
+    /// `host:port` of node `id`'s peer listener as the membership records it.
+    pub fn raft_addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.node(id).raft_port)
     }
 
     /// The HTTP client and every node's base URL, to probe nodes without holding

@@ -860,7 +860,10 @@ fn leaders_seen(observations: &[&Observation]) -> Value {
 /// leader's view shows it done (at most 45 s). Records every attempt.
 async fn change_membership(ctx: &Ctx, node: u64, add: bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(45);
-    let addr = ctx.cluster.lock().await.addr(node);
+    let (addr, raft_addr) = {
+        let cluster = ctx.cluster.lock().await;
+        (cluster.addr(node), cluster.raft_addr(node))
+    };
     let mut attempts = Vec::new();
     loop {
         if let Some((leader, _, view)) = ctx.leader().await {
@@ -870,7 +873,7 @@ async fn change_membership(ctx: &Ctx, node: u64, add: bool) -> Value {
             let request = if add {
                 ctx.slow_http
                     .post(format!("{}/v1/cluster/members", ctx.url(leader)))
-                    .json(&json!({"id": node, "addr": addr}))
+                    .json(&json!({"id": node, "addr": addr, "raft_addr": raft_addr}))
             } else {
                 ctx.slow_http
                     .delete(format!("{}/v1/cluster/members/{node}", ctx.url(leader)))

@@ -251,24 +251,38 @@ impl Drop for Link {
     }
 }
 
-/// Every directed link between the nodes of a cluster.
+/// Every directed link between the nodes of a cluster: one to each peer's peer
+/// listener (Raft) and one to its client API (forwarded requests). A fault on a
+/// pair applies to both, as a real network fault would.
 pub struct Proxy {
     links: BTreeMap<(u64, u64), Link>,
+    forward_links: BTreeMap<(u64, u64), Link>,
 }
 
 impl Proxy {
-    /// One open link for every ordered pair of distinct ids in `targets` (node id →
-    /// real address). Must be called inside a tokio runtime.
-    pub fn start(targets: &BTreeMap<u64, SocketAddr>) -> std::io::Result<Proxy> {
-        let mut links = BTreeMap::new();
-        for &from in targets.keys() {
-            for (&to, &addr) in targets {
-                if from != to {
-                    links.insert((from, to), Link::spawn(addr, from * 1_000 + to)?);
+    /// Open links for every ordered pair of distinct ids: to the peer listeners in
+    /// `targets` and to the client APIs in `forward_targets` (node id → real
+    /// address). Must be called inside a tokio runtime.
+    pub fn start(
+        targets: &BTreeMap<u64, SocketAddr>,
+        forward_targets: &BTreeMap<u64, SocketAddr>,
+    ) -> std::io::Result<Proxy> {
+        let spawn = |targets: &BTreeMap<u64, SocketAddr>, salt: u64| {
+            let mut links = BTreeMap::new();
+            for &from in targets.keys() {
+                for (&to, &addr) in targets {
+                    if from != to {
+                        let seed = salt + from * 1_000 + to;
+                        links.insert((from, to), Link::spawn(addr, seed)?);
+                    }
                 }
             }
-        }
-        Ok(Proxy { links })
+            Ok::<_, std::io::Error>(links)
+        };
+        Ok(Proxy {
+            links: spawn(targets, 0)?,
+            forward_links: spawn(forward_targets, 1_000_000)?,
+        })
     }
 
     pub fn link(&self, from: u64, to: u64) -> &Link {
@@ -280,36 +294,49 @@ impl Proxy {
         self.links.keys().copied().collect()
     }
 
+    /// Sets both links of the pair (Raft and forwarding).
     pub fn set(&self, from: u64, to: u64, mode: LinkMode) {
         self.link(from, to).set(mode);
+        self.forward_links[&(from, to)].set(mode);
     }
 
-    /// What `from` should dial for each peer: `(peer, proxy address)`.
+    /// What `from` should dial for each peer's peer listener: `(peer, proxy address)`.
     pub fn dial_addrs(&self, from: u64) -> Vec<(u64, SocketAddr)> {
-        self.links
+        Self::dial(&self.links, from)
+    }
+
+    /// What `from` should dial to forward to each peer's client API.
+    pub fn forward_dial_addrs(&self, from: u64) -> Vec<(u64, SocketAddr)> {
+        Self::dial(&self.forward_links, from)
+    }
+
+    fn dial(links: &BTreeMap<(u64, u64), Link>, from: u64) -> Vec<(u64, SocketAddr)> {
+        links
             .iter()
             .filter(|((f, _), _)| *f == from)
             .map(|((_, to), link)| (*to, link.addr()))
             .collect()
     }
 
-    /// Opens every link; returns the links that were not open.
+    /// Opens every link; returns the pairs that were not open.
     pub fn heal(&self) -> Vec<(u64, u64)> {
         let mut healed = Vec::new();
         for (pair, link) in &self.links {
-            if link.mode() != LinkMode::Open {
+            let forward = &self.forward_links[pair];
+            if link.mode() != LinkMode::Open || forward.mode() != LinkMode::Open {
                 link.set(LinkMode::Open);
+                forward.set(LinkMode::Open);
                 healed.push(*pair);
             }
         }
         healed
     }
 
-    /// Every link's counters.
+    /// Every pair's counters (both of its links).
     pub fn stats(&self) -> BTreeMap<(u64, u64), LinkStats> {
         self.links
             .iter()
-            .map(|(pair, link)| (*pair, link.stats()))
+            .map(|(pair, link)| (*pair, link.stats().plus(&self.forward_links[pair].stats())))
             .collect()
     }
 }

@@ -21,6 +21,7 @@ use crate::raft_types::{Member, NodeId};
 pub struct MemberFacts {
     pub id: NodeId,
     pub addr: String,
+    pub raft_addr: String,
     pub voter: bool,
     /// The last Raft log index known replicated to it (the leader's view; this
     /// node's own last log index for itself).
@@ -135,6 +136,7 @@ impl Replica {
             .map(|(id, member)| MemberFacts {
                 id: *id,
                 addr: member.addr.clone(),
+                raft_addr: member.raft_addr.clone(),
                 voter: voters.contains(id),
                 matched_index: replication
                     .and_then(|r| r.get(id).cloned().flatten())
@@ -166,19 +168,20 @@ impl Replica {
         }
     }
 
-    /// Adds node `id` at `addr` as a learner; with `voter`, promotes it once it has
+    /// Adds node `id` (client API at `member.addr`, peer listener at
+    /// `member.raft_addr`) as a learner; with `voter`, promotes it once it has
     /// replicated the log up to the entry that added it (within `catch_up`), so
     /// only a node that really follows the log is ever promoted.
     pub async fn add_member(
         &self,
         id: NodeId,
-        addr: String,
+        member: Member,
         voter: bool,
         catch_up: Duration,
     ) -> Result<(), MembershipError> {
         // Not openraft's blocking add: its catch-up check compares the lag with
         // `replication_lag_threshold`, which an unreachable node passes on a short log.
-        let add = self.raft.add_learner(id, Member { addr }, false);
+        let add = self.raft.add_learner(id, member, false);
         let added_at = written(tokio::time::timeout(MEMBERSHIP_CHANGE_TIMEOUT, add).await)?;
         if !voter {
             return Ok(());

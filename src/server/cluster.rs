@@ -57,6 +57,7 @@ pub async fn info(State(app): State<AppState>) -> Response {
             json!({
                 "id": member.id,
                 "addr": member.addr,
+                "raft_addr": member.raft_addr,
                 "role": if member.voter { "voter" } else { "learner" },
                 "matched_index": member.matched_index,
             })
@@ -85,6 +86,8 @@ pub async fn info(State(app): State<AppState>) -> Response {
 pub struct AddMember {
     id: NodeId,
     addr: String,
+    /// The node's peer listener; by default `addr`'s host with the port + 1000.
+    raft_addr: Option<String>,
     #[serde(default = "default_true")]
     voter: bool,
 }
@@ -103,15 +106,34 @@ pub async fn add_member(
             "node ids start at 1",
         ));
     }
-    if body.addr.parse::<std::net::SocketAddr>().is_err() && !body.addr.contains(':') {
-        return Err(ApiError::invalid(
-            ErrorCode::InvalidAddr,
-            "addr must be host:port",
-        ));
+    let host_port = |addr: &str| {
+        addr.rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+    };
+    if !host_port(&body.addr) {
+        let message = "addr must be host:port";
+        return Err(ApiError::invalid(ErrorCode::InvalidAddr, message));
     }
+    let raft_addr = match body.raft_addr {
+        Some(raft_addr) if host_port(&raft_addr) => raft_addr,
+        Some(_) => {
+            let message = "raft_addr must be host:port";
+            return Err(ApiError::invalid(ErrorCode::InvalidAddr, message));
+        }
+        None => crate::config::raft_default(&body.addr)
+            .map_err(|e| ApiError::invalid(ErrorCode::InvalidAddr, e.0))?,
+    };
+    if raft_addr == body.addr {
+        let message = "raft_addr must differ from addr (peers and clients are kept apart)";
+        return Err(ApiError::invalid(ErrorCode::InvalidAddr, message));
+    }
+    let member = crate::raft_types::Member {
+        addr: body.addr,
+        raft_addr,
+    };
     let catch_up = Duration::from_millis(app.limits.learner_catch_up_ms);
     app.replica
-        .add_member(body.id, body.addr, body.voter, catch_up)
+        .add_member(body.id, member, body.voter, catch_up)
         .await
         .map_err(membership_error)?;
     Ok(info(State(app)).await)

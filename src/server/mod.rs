@@ -52,7 +52,8 @@ pub struct App {
     pub limits: Limits,
     /// Pooled client for forwarding to the leader.
     pub http: reqwest::Client,
-    pub peer_dial_addrs: BTreeMap<NodeId, String>,
+    /// Dial overrides for forwarding (`config::Config::forward_dial_addrs`).
+    pub forward_dial_addrs: BTreeMap<NodeId, String>,
     /// How client requests are authenticated (`routes::gate`).
     pub auth: crate::auth::Auth,
 }
@@ -155,10 +156,10 @@ impl App {
         self.replica.current_leader()
     }
 
-    /// The address this node dials to reach `node` (membership address unless
-    /// overridden by `peer_dial_addrs`).
+    /// The address this node dials to forward a request to `node`'s client API
+    /// (its membership address unless overridden by `forward_dial_addrs`).
     pub fn dial_addr(&self, node: NodeId) -> Option<String> {
-        match self.peer_dial_addrs.get(&node) {
+        match self.forward_dial_addrs.get(&node) {
             Some(addr) => Some(addr.clone()),
             None => self.member_addr(node),
         }

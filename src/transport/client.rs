@@ -64,7 +64,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> PeerClient {
-        let addr = self.dial_overrides.get(&target).unwrap_or(&node.addr);
+        // The peer listener, never the client API.
+        let addr = self.dial_overrides.get(&target).unwrap_or(&node.raft_addr);
         PeerClient {
             http: self.http.clone(),
             secret: self.secret.clone(),

@@ -88,14 +88,11 @@ impl IntoResponse for Refusal {
 
 type PeerState = State<Arc<Peers>>;
 
-/// Compares secrets in time independent of where they differ.
+/// Compares secrets in time independent of where they differ (`subtle`, the
+/// RustCrypto / dalek constant-time primitives; a length mismatch is not secret).
 fn secrets_match(given: &[u8], expected: &[u8]) -> bool {
-    given.len() == expected.len()
-        && given
-            .iter()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    use subtle::ConstantTimeEq;
+    given.ct_eq(expected).into()
 }
 
 /// Checks the headers, then reads and decodes the body.

@@ -54,6 +54,8 @@ pub fn binary() -> &'static str {
 pub struct Node {
     pub id: u64,
     pub port: u16,
+    /// The peer listener's port (`/raft/*`).
+    pub raft_port: u16,
     pub config_path: PathBuf,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
@@ -63,6 +65,16 @@ pub struct Node {
 impl Node {
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The base URL of the node's peer listener.
+    pub fn raft_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.raft_port)
+    }
+
+    /// The peer address as the membership records it.
+    pub fn raft_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.raft_port)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -89,6 +101,10 @@ impl Cluster {
     pub async fn start(size: u64, options: Options) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let raft_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let raft_addrs: String = (1..=size)
+            .map(|id| format!("{id} = \"127.0.0.1:{}\"\n", raft_ports[id as usize - 1]))
+            .collect();
         let members: Vec<String> = (1..=size).map(|id| id.to_string()).collect();
         let addrs: String = (1..=size)
             .map(|id| format!("{id} = \"127.0.0.1:{}\"\n", ports[id as usize - 1]))
@@ -96,10 +112,12 @@ impl Cluster {
         let mut nodes = Vec::new();
         for id in 1..=size {
             let port = ports[id as usize - 1];
+            let raft_port = raft_ports[id as usize - 1];
             let data_dir = dir.path().join(format!("node{id}"));
             let config = format!(
-                "node_id = {id}\nlisten_addr = \"127.0.0.1:{port}\"\ndata_dir = \"{}\"\ncluster_secret = \"{SECRET}\"\n\
-                 initial_members = [{}]\n{}\n{}[member_addrs]\n{addrs}",
+                "node_id = {id}\nlisten_addr = \"127.0.0.1:{port}\"\n\
+                 raft_listen_addr = \"127.0.0.1:{raft_port}\"\ndata_dir = \"{}\"\ncluster_secret = \"{SECRET}\"\n\
+                 initial_members = [{}]\n{}\n{}[member_addrs]\n{addrs}[member_raft_addrs]\n{raft_addrs}",
                 data_dir.display(),
                 members.join(", "),
                 options.extra_toml,
@@ -115,6 +133,7 @@ impl Cluster {
             nodes.push(Node {
                 id,
                 port,
+                raft_port,
                 config_path,
                 data_dir,
                 log_path,
