@@ -135,6 +135,23 @@ pub enum Need {
     AgentOf(Kind, String),
 }
 
+impl fmt::Display for Need {
+    /// What would meet the need, in scope words (for a 403's message).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Need::Public => f.write_str("nothing"),
+            Need::Admin => f.write_str("admin"),
+            Need::Read => f.write_str("read or an agent scope"),
+            Need::ReadOf(kind, name) => {
+                write!(f, "read, or agent:{kind} with a prefix of {name:?}")
+            }
+            Need::Agent => f.write_str("an agent scope"),
+            Need::AgentKind(kind) => write!(f, "agent:{kind}"),
+            Need::AgentOf(kind, name) => write!(f, "agent:{kind} with a prefix of {name:?}"),
+        }
+    }
+}
+
 /// The scopes of one caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grants(Vec<Scope>);

@@ -215,7 +215,7 @@ pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Res
     };
     if !caller.grants.allows(&need) {
         let message = format!(
-            "the token of {:?} does not allow this ({need:?})",
+            "the token of {:?} does not allow this: it needs {need} (or admin)",
             caller.subject
         );
         return ApiError::Forbidden(message).into_response();
