@@ -409,8 +409,9 @@ async fn a_node_that_cannot_replicate_is_never_promoted_to_voter() {
     let cluster = Cluster::start(3, options).await;
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
     // Node 4 "exists" at an address where nothing listens.
-    let addr = format!("127.0.0.1:{}", common::free_port());
-    let raft_addr = format!("127.0.0.1:{}", common::free_port());
+    let dead = common::free_ports(2);
+    let addr = format!("127.0.0.1:{}", dead[0]);
+    let raft_addr = format!("127.0.0.1:{}", dead[1]);
     let follower = followers(&cluster, leader)[0];
     let request = cluster
         .http

@@ -39,6 +39,19 @@ pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
     SERIAL.lock().await
 }
 
+/// `count` distinct free loopback ports: every listener stays open until all are
+/// picked, so the kernel cannot hand the same port out twice (a node whose peer
+/// port another node already had failed to bind, and its peers reached the other).
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -100,8 +113,8 @@ impl Cluster {
     /// Starts `size` nodes that form one cluster and waits until a leader serves.
     pub async fn start(size: u64, options: Options) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
-        let raft_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let all_ports = free_ports(2 * size as usize);
+        let (ports, raft_ports) = all_ports.split_at(size as usize);
         let raft_addrs: String = (1..=size)
             .map(|id| format!("{id} = \"127.0.0.1:{}\"\n", raft_ports[id as usize - 1]))
             .collect();
