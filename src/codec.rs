@@ -21,8 +21,9 @@ use serde::Serialize;
 /// `Command::Semaphore`, `Command::Barrier`, `Command::Election`; issue #10); 3 —
 /// outcomes nest per primitive too (`Outcome::Lock(LockOutcome)` …, shared refusals
 /// in `Outcome::Refused(Refusal)`; outcomes are kept in the idempotency records);
-/// 4 — a member records its peer listener's address (`Member::raft_addr`; #11).
-pub const FORMAT_VERSION: u32 = 4;
+/// 4 — a member records its peer listener's address (`Member::raft_addr`; #11); 5 —
+/// a session records its owner and a submission the subject it acts as (#11).
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Encoding or decoding failed. Decoding failures of persisted data are fatal to the
 /// node (a log entry that cannot be decoded must stop it rather than let replicas

@@ -8,6 +8,8 @@ mod common;
 
 use std::time::Duration;
 
+use serde_json::{json, Value};
+
 use common::{Cluster, Options};
 use conclave::auth::Kind;
 use conclave::server::routes::{self, Access, Param};
@@ -252,4 +254,173 @@ async fn the_peer_listener_takes_only_the_cluster_secret_and_serves_no_client_ro
         404,
         "no client route on the peer listener"
     );
+}
+
+/// Issue #11 hidden-edge finding: any client could release another session's lock,
+/// keep it alive, end it or complete its task by naming the session id and fencing
+/// token. A session is usable only with its creator's subject (or `admin`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_subjects_session_cannot_be_used() {
+    let _serial = common::serial().await;
+    let cluster = Cluster::start(1, Options::default()).await;
+    let base = cluster.url(1);
+    let http = reqwest::Client::new();
+    let alice = common::token("alice", &["agent"]);
+    let mallory = common::token("mallory", &["agent"]);
+    let admin = common::admin_token();
+    let call = |token: &str, method: Method, path: &str, body: Value| {
+        let request = http.request(method, format!("{base}{path}"));
+        common::send(request.bearer_auth(token).json(&body))
+    };
+    let (status, created) = call(
+        &alice,
+        Method::POST,
+        "/v1/sessions",
+        json!({"name": "alice-worker", "capabilities": ["gpu"], "ttl_ms": 60_000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{created}");
+    let session = created["session_id"].as_u64().unwrap();
+    let (status, view) = call(
+        &mallory,
+        Method::GET,
+        &format!("/v1/sessions/{session}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!((status, view["owner"].clone()), (200, json!("alice")));
+    let (status, lock) = call(
+        &alice,
+        Method::POST,
+        "/v1/locks/L/acquire",
+        json!({"session_id": session}),
+    )
+    .await;
+    assert_eq!(status, 200, "{lock}");
+    let fencing_token = lock["fencing_token"].as_u64().unwrap();
+    let (status, _) = call(
+        &alice,
+        Method::POST,
+        "/v1/tasks",
+        json!({"kind": "k", "required_capabilities": ["gpu"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, claimed) = call(
+        &alice,
+        Method::POST,
+        "/v1/tasks/claim",
+        json!({"session_id": session, "wait_ms": 5000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{claimed}");
+    let task = claimed["task"]["task_id"].as_u64().unwrap();
+    let task_token = claimed["fencing_token"].as_u64().unwrap();
+
+    let attempts = [
+        (
+            Method::POST,
+            "/v1/locks/L/release".to_string(),
+            json!({"session_id": session, "fencing_token": fencing_token}),
+        ),
+        (
+            Method::POST,
+            "/v1/locks/M/acquire".to_string(),
+            json!({"session_id": session}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/sessions/{session}/keepalive"),
+            json!({}),
+        ),
+        (Method::DELETE, format!("/v1/sessions/{session}"), json!({})),
+        (
+            Method::PUT,
+            "/v1/kv/eph".to_string(),
+            json!({"value": 1, "session_id": session}),
+        ),
+        (
+            Method::POST,
+            "/v1/tasks/claim".to_string(),
+            json!({"session_id": session}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/tasks/{task}/complete"),
+            json!({"fencing_token": task_token, "result": 1}),
+        ),
+        (
+            Method::POST,
+            format!("/v1/tasks/{task}/heartbeat"),
+            json!({"fencing_token": task_token}),
+        ),
+        (
+            Method::POST,
+            "/v1/semaphores/S/acquire".to_string(),
+            json!({"session_id": session, "limit": 2}),
+        ),
+        (
+            Method::POST,
+            "/v1/barriers/B/wait".to_string(),
+            json!({"session_id": session, "parties": 2, "wait_ms": 0}),
+        ),
+        (
+            Method::POST,
+            "/v1/elections/E/campaign".to_string(),
+            json!({"session_id": session, "value": "m"}),
+        ),
+    ];
+    for (method, path, body) in &attempts {
+        let (status, refused) = call(&mallory, method.clone(), path, body.clone()).await;
+        assert_eq!(
+            (status, refused["error"]["code"].as_str()),
+            (403, Some("not_session_owner")),
+            "{method} {path}: {refused}"
+        );
+    }
+    // Nothing mallory tried took effect: the lock and the task are still alice's.
+    let (_, lock_view) = call(&alice, Method::GET, "/v1/locks/L", json!({})).await;
+    assert_eq!(
+        lock_view["holders"][0]["fencing_token"],
+        json!(fencing_token),
+        "{lock_view}"
+    );
+    let (_, task_view) = call(&alice, Method::GET, &format!("/v1/tasks/{task}"), json!({})).await;
+    assert_eq!(task_view["state"], "assigned", "{task_view}");
+    let (_, missing) = call(&alice, Method::GET, "/v1/kv/eph", json!({})).await;
+    assert_eq!(missing["error"]["code"], "key_not_found", "{missing}");
+
+    // Its owner and an admin may use it.
+    let (status, body) = call(
+        &alice,
+        Method::POST,
+        &format!("/v1/tasks/{task}/complete"),
+        json!({"fencing_token": task_token, "result": 1}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        &alice,
+        Method::POST,
+        "/v1/locks/L/release",
+        json!({"session_id": session, "fencing_token": fencing_token}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        admin,
+        Method::POST,
+        &format!("/v1/sessions/{session}/keepalive"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        admin,
+        Method::DELETE,
+        &format!("/v1/sessions/{session}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
 }

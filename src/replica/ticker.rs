@@ -161,6 +161,7 @@ impl Ticker {
         let (renewals, waiting) = self.keepalives.take();
         let submission = Submission {
             guard: None,
+            acting_as: None,
             request_id: None,
             command: Command::Tick { renewals },
         };

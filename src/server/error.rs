@@ -33,6 +33,10 @@ pub enum ApiError {
     /// 403 `forbidden`: the token's scopes do not allow this request.
     #[error("{0}")]
     Forbidden(String),
+    /// 403 `not_session_owner`: the request acts for a session another token
+    /// subject created.
+    #[error("session {session_id} belongs to another subject: only its creator's token (or an admin token) may use it")]
+    NotSessionOwner { session_id: u64 },
     /// 404: no such route or resource.
     #[error("{message}")]
     NotFound { code: ErrorCode, message: String },
@@ -80,6 +84,11 @@ impl ApiError {
         }
     }
 
+    /// The 403 of a request that acts for another subject's session.
+    pub fn not_session_owner(session_id: u64) -> Self {
+        Self::NotSessionOwner { session_id }
+    }
+
     /// A 409 refusal with a stable `code`.
     pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::Conflict {
@@ -94,6 +103,7 @@ impl ApiError {
             Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
             Self::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, *code),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
+            Self::NotSessionOwner { .. } => (StatusCode::FORBIDDEN, ErrorCode::NotSessionOwner),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
             Self::CasMismatch { .. } => (StatusCode::CONFLICT, ErrorCode::CasMismatch),
@@ -117,6 +127,9 @@ impl ApiError {
             }
             Self::Deadlock { cycle } => {
                 details.insert("cycle".into(), json!(cycle));
+            }
+            Self::NotSessionOwner { session_id } => {
+                details.insert("session_id".into(), json!(session_id));
             }
             Self::StaleToken { current } => {
                 details.insert("current_token".into(), json!(current));

@@ -68,6 +68,7 @@ error_codes! {
     MethodNotAllowed => "method_not_allowed",
     NoLeader => "no_leader",
     NotFound => "not_found",
+    NotSessionOwner => "not_session_owner",
     Overloaded => "overloaded",
     PayloadTooLarge => "payload_too_large",
     PermitsUnavailable => "permits_unavailable",

@@ -86,3 +86,41 @@ pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, Ap
             malformed => ApiError::invalid(ErrorCode::InvalidBody, malformed.to_string()),
         })
 }
+
+/// On whose behalf a request acts: the subject that owns the sessions it creates,
+/// and the subject the state machine holds it to (`Submission::acting_as`). An
+/// `admin` caller is held to nothing; on an open node nobody is, and sessions have
+/// no owner.
+#[derive(Debug, Clone, Default)]
+pub struct Acting {
+    subject: Option<String>,
+    admin: bool,
+}
+
+impl Acting {
+    /// The owner a session created by this request records.
+    pub fn owner(&self) -> Option<String> {
+        self.subject.clone()
+    }
+
+    /// The subject this request is held to, `None` if it may act for any session.
+    pub fn held_to(&self) -> Option<String> {
+        self.subject.clone().filter(|_| !self.admin)
+    }
+}
+
+impl FromRequestParts<AppState> for Acting {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // The gate puts the caller of every non-public route here.
+        let caller = parts.extensions.get::<crate::auth::Caller>();
+        Ok(match caller {
+            Some(caller) if !state.auth.is_open() => Acting {
+                subject: Some(caller.subject.clone()),
+                admin: caller.grants.is_admin(),
+            },
+            _ => Acting::default(),
+        })
+    }
+}

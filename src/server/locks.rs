@@ -58,6 +58,7 @@ pub fn describe(outcome: &LockOutcome) -> Result<Value, ApiError> {
 
 pub async fn acquire(
     State(app): State<AppState>,
+    acting: super::extract::Acting,
     super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
@@ -93,7 +94,7 @@ pub async fn acquire(
         deadline,
     };
     // Woken by the apply loop: granted, or the waiter vanished (its session ended).
-    let acquired = acquire_or_withdraw(&app, body.request_id, command, how).await?;
+    let acquired = acquire_or_withdraw(&app, &acting, body.request_id, command, how).await?;
     let fencing_token = match acquired {
         Acquired::Answered(applied) => return super::outcome::respond(&applied),
         Acquired::Granted(token) => token,

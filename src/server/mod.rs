@@ -71,6 +71,7 @@ impl App {
     /// Proposes `command` with the request's optional `request_id` and `guard`.
     pub async fn propose_command(
         &self,
+        acting: &extract::Acting,
         request_id: Option<String>,
         guard: Option<input::GuardBody>,
         command: crate::sm::Command,
@@ -79,6 +80,7 @@ impl App {
         self.propose(Submission {
             request_id,
             guard,
+            acting_as: acting.held_to(),
             command,
         })
         .await
@@ -87,11 +89,13 @@ impl App {
     /// The write path of a handler: propose, then answer with the outcome's response.
     pub async fn propose_and_respond(
         &self,
+        acting: &extract::Acting,
         request_id: Option<String>,
         guard: Option<input::GuardBody>,
         command: crate::sm::Command,
     ) -> Result<axum::response::Response, ApiError> {
-        outcome::respond(&self.propose_command(request_id, guard, command).await?)
+        let applied = self.propose_command(acting, request_id, guard, command);
+        outcome::respond(&applied.await?)
     }
 
     /// Proposes one command through the batching proposer.

@@ -48,6 +48,7 @@ fn refused(refusal: &Refusal, index: u64) -> ApiError {
         Refusal::InvalidCommand { message } => {
             ApiError::invalid(ErrorCode::InvalidRequest, message.clone())
         }
+        Refusal::NotSessionOwner { session_id } => ApiError::not_session_owner(*session_id),
     }
 }
 

@@ -60,6 +60,7 @@ pub fn describe_semaphore(outcome: &SemaphoreOutcome) -> Result<Value, ApiError>
 
 pub async fn semaphore_acquire(
     State(app): State<AppState>,
+    acting: super::extract::Acting,
     super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<AcquireBody>,
 ) -> Result<Response, ApiError> {
@@ -79,7 +80,7 @@ pub async fn semaphore_acquire(
         session_id: body.session_id,
         deadline,
     };
-    let acquired = acquire_or_withdraw(&app, body.request_id, command, how).await?;
+    let acquired = acquire_or_withdraw(&app, &acting, body.request_id, command, how).await?;
     match acquired {
         Acquired::Answered(applied) => super::outcome::respond(&applied),
         Acquired::Granted(token) => Ok(Json(json!({ "fencing_token": token })).into_response()),
@@ -151,6 +152,7 @@ pub fn describe_barrier(outcome: &BarrierOutcome) -> Value {
 /// Arrives and waits for the generation to be released (or broken).
 pub async fn barrier_wait(
     State(app): State<AppState>,
+    acting: super::extract::Acting,
     super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<BarrierBody>,
 ) -> Result<Response, ApiError> {
@@ -163,7 +165,7 @@ pub async fn barrier_wait(
         parties,
     });
     let (queued_on, session_id) = (name.clone(), body.session_id);
-    let applied = propose_queueing(&app, None, command, move |outcome| {
+    let applied = propose_queueing(&app, &acting, None, command, move |outcome| {
         let Outcome::Barrier(BarrierOutcome::Waiting { generation }) = outcome else {
             return None;
         };
@@ -271,6 +273,7 @@ fn leader_view(app: &AppState, name: &str, session_id: SessionId) -> Response {
 /// Campaigns; with `wait_ms`, waits to become leader (higher priority first, then FIFO).
 pub async fn campaign(
     State(app): State<AppState>,
+    acting: super::extract::Acting,
     super::input::ResourceName(name): super::input::ResourceName,
     JsonBody(body): JsonBody<CampaignBody>,
 ) -> Result<Response, ApiError> {
@@ -289,7 +292,7 @@ pub async fn campaign(
         session_id: body.session_id,
         deadline,
     };
-    let acquired = acquire_or_withdraw(&app, body.request_id, command, how).await?;
+    let acquired = acquire_or_withdraw(&app, &acting, body.request_id, command, how).await?;
     match acquired {
         Acquired::Answered(applied)
             if !matches!(

@@ -10,7 +10,7 @@ use axum::response::Response;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{Acting, JsonBody};
 use super::input::GuardBody;
 use super::AppState;
 use crate::limits::Limits;
@@ -44,6 +44,7 @@ pub trait CommandBody: DeserializeOwned + Send + 'static {
 
 pub async fn propose<B: CommandBody>(
     State(app): State<AppState>,
+    acting: Acting,
     path: B::Path,
     JsonBody(body): JsonBody<B>,
 ) -> Result<Response, ApiError> {
@@ -53,5 +54,6 @@ pub async fn propose<B: CommandBody>(
         request_id,
         guard,
     } = proposed;
-    app.propose_and_respond(request_id, guard, command).await
+    app.propose_and_respond(&acting, request_id, guard, command)
+        .await
 }

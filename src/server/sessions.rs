@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::error_code::ErrorCode;
-use super::extract::{JsonBody, QueryParams};
+use super::extract::{Acting, JsonBody, QueryParams};
 use super::input::JsonValue;
 use super::{AppState, Consistency, ReadQuery};
 use crate::sm::sessions::{NewSession, Session, SessionId};
@@ -66,6 +66,7 @@ fn view(session: &Session) -> Value {
         "created_at_ms": session.created_at_ms,
         "expires_at_ms": session.expires_at_ms,
         "ephemeral_keys": session.ephemeral_keys,
+        "owner": session.owner,
     })
 }
 
@@ -84,6 +85,7 @@ pub fn describe(outcome: &SessionOutcome) -> Value {
 
 pub async fn create(
     State(app): State<AppState>,
+    acting: Acting,
     JsonBody(body): JsonBody<CreateBody>,
 ) -> Result<Response, ApiError> {
     super::input::name(&app.limits, "name", &body.name)?;
@@ -101,8 +103,10 @@ pub async fn create(
         capacity: body.capacity,
         ttl_ms: body.ttl_ms,
         metadata_json: super::input::json_text(&app.limits, body.metadata, "{}")?,
+        owner: acting.owner(),
     };
     app.propose_and_respond(
+        &acting,
         body.request_id,
         None,
         Command::Session(SessionCommand::Create(new)),
@@ -114,6 +118,7 @@ pub async fn create(
 /// one flush interval. Only the leader gets here (the route is forwarded).
 pub async fn keepalive(
     State(app): State<AppState>,
+    acting: Acting,
     super::input::SessionIdPath(id): super::input::SessionIdPath,
 ) -> Result<Response, ApiError> {
     // Only a leader's record is ever replicated: anywhere else, nothing was done
@@ -127,7 +132,7 @@ pub async fn keepalive(
         let applied = app.replica.state();
         let session = applied.sessions.get(id)?;
         // A session whose expiry has passed is gone, even before the tick says so.
-        (now < session.expires_at_ms).then_some(session.ttl_ms)
+        (now < session.expires_at_ms).then(|| (session.ttl_ms, session.owner.clone()))
     };
     let mut now = app.replica.leader_now_ms();
     let mut ttl_ms = live(&app, now);
@@ -137,12 +142,18 @@ pub async fn keepalive(
         now = app.replica.leader_now_ms();
         ttl_ms = live(&app, now);
     }
-    let Some(ttl_ms) = ttl_ms else {
+    let Some((ttl_ms, owner)) = ttl_ms else {
         return Err(ApiError::NotFound {
             code: ErrorCode::SessionNotFound,
             message: format!("no live session {id}"),
         });
     };
+    // The same rule the state machine applies to every other command on a session.
+    if let (Some(subject), Some(owner)) = (acting.held_to(), owner) {
+        if subject != owner {
+            return Err(ApiError::not_session_owner(id));
+        }
+    }
     // Answered only once the renewal is durable: the batched tick carrying it is
     // committed (fsynced on a quorum) and applied.
     let renewal = app.replica.accept_keepalive(id, now);
@@ -167,10 +178,11 @@ pub async fn keepalive(
 
 pub async fn end(
     State(app): State<AppState>,
+    acting: Acting,
     super::input::SessionIdPath(session_id): super::input::SessionIdPath,
 ) -> Result<Response, ApiError> {
     let command = Command::Session(SessionCommand::End { session_id });
-    app.propose_and_respond(None, None, command).await
+    app.propose_and_respond(&acting, None, None, command).await
 }
 
 pub async fn get(

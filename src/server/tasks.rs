@@ -188,6 +188,7 @@ pub fn describe(outcome: &TaskOutcome) -> Result<Value, ApiError> {
 
 pub async fn submit(
     State(app): State<AppState>,
+    acting: super::extract::Acting,
     Extension(caller): Extension<Caller>,
     JsonBody(body): JsonBody<SubmitBody>,
 ) -> Result<Response, ApiError> {
@@ -243,6 +244,7 @@ pub async fn submit(
         idempotency_key: body.idempotency_key,
     };
     app.propose_and_respond(
+        &acting,
         body.request_id,
         body.guard,
         Command::Task(TaskCommand::Submit(new)),
@@ -255,6 +257,7 @@ pub async fn submit(
 /// 204 when the wait ends with nothing.
 pub async fn claim(
     State(app): State<AppState>,
+    acting: super::extract::Acting,
     JsonBody(body): JsonBody<ClaimBody>,
 ) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
@@ -263,6 +266,7 @@ pub async fn claim(
         let applied = app
             .propose(Submission {
                 guard: None,
+                acting_as: acting.held_to(),
                 request_id: None,
                 command: Command::Task(TaskCommand::Claim { session_id }),
             })

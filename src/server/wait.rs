@@ -84,6 +84,7 @@ pub async fn propose_undone_if_abandoned(
         let withdrawal = Submission {
             request_id: None,
             guard: None,
+            acting_as: None,
             command,
         };
         if let Err(error) = propose_withdrawal(&propose, withdrawal).await {
@@ -102,6 +103,7 @@ pub async fn propose_undone_if_abandoned(
 /// what it queued; the wait that follows withdraws it if the client leaves later.
 pub async fn propose_queueing(
     app: &AppState,
+    acting: &super::extract::Acting,
     request_id: Option<String>,
     command: Command,
     undo: impl FnOnce(&Outcome) -> Option<Command> + Send + 'static,
@@ -109,6 +111,7 @@ pub async fn propose_queueing(
     let submission = Submission {
         request_id,
         guard: None,
+        acting_as: acting.held_to(),
         command,
     };
     propose_undone_if_abandoned(propose_fn(app), submission, undo).await
@@ -127,6 +130,7 @@ impl Drop for WithdrawOnDrop {
             let submission = Submission {
                 request_id: None,
                 guard: None,
+                acting_as: None,
                 command: self.command.clone(),
             };
             let propose = propose_fn(&app);
@@ -168,6 +172,7 @@ pub async fn wait_or_withdraw<T>(
     let submission = Submission {
         request_id: None,
         guard: None,
+        acting_as: None,
         command: on_drop.command.clone(),
     };
     // The waiter was registered by an applied command, so a withdrawal that fails
@@ -275,13 +280,14 @@ pub enum Acquired {
 /// is refused as such.
 pub async fn acquire_or_withdraw(
     app: &AppState,
+    acting: &super::extract::Acting,
     request_id: Option<String>,
     command: Command,
     how: Acquire,
 ) -> Result<Acquired, ApiError> {
     let (queue, undo_name) = (how.queue, how.name.clone());
     let undo = move |o: &Outcome| o.queued_waiter().map(|id| queue.withdraw(undo_name, id));
-    let applied = propose_queueing(app, request_id, command, undo).await?;
+    let applied = propose_queueing(app, acting, request_id, command, undo).await?;
     let Some(waiter_id) = applied.outcome.queued_waiter() else {
         return Ok(Acquired::Answered(applied));
     };
@@ -318,6 +324,7 @@ mod tests {
         Submission {
             request_id: None,
             guard: None,
+            acting_as: None,
             command: Command::Lock(LockCommand::Withdraw {
                 name: name.into(),
                 waiter_id: 0,

@@ -32,13 +32,20 @@ pub struct Submission {
     /// Apply the command only while this fencing token is current (checked in the
     /// same step as the command, so a paused ex-holder's late write is refused).
     pub guard: Option<Guard>,
+    /// The token subject of a caller held to its own sessions: a command that acts
+    /// for a session another subject created is refused
+    /// ([`Refusal::NotSessionOwner`]). `None` for `admin`, an open node and the
+    /// node's own commands (ticks, withdrawals of its waiters).
+    pub acting_as: Option<String>,
     pub command: Command,
 }
 
 impl Submission {
     /// A cheap estimate of its encoded size, for the proposer's batch byte bound.
     pub fn size_hint(&self) -> usize {
-        32 + self.command.size_hint() + self.request_id.as_ref().map_or(0, String::len)
+        32 + self.command.size_hint()
+            + self.request_id.as_ref().map_or(0, String::len)
+            + self.acting_as.as_ref().map_or(0, String::len)
     }
 }
 
@@ -131,6 +138,11 @@ pub enum Refusal {
     },
     InvalidCommand {
         message: String,
+    },
+    /// The command acts for a session another token subject created. Never
+    /// recorded against its `request_id` (the owner may still use the id).
+    NotSessionOwner {
+        session_id: SessionId,
     },
 }
 

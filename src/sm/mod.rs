@@ -38,7 +38,7 @@ pub use locks::LockOutcome;
 use requests::RequestTable;
 pub use semaphores::SemaphoreOutcome;
 pub use sessions::SessionOutcome;
-use sessions::Sessions;
+use sessions::{SessionId, Sessions};
 pub use tasks::TaskOutcome;
 use tasks::Tasks;
 
@@ -119,7 +119,10 @@ impl State {
         }
         self.last_command_index += 1;
         let index = self.last_command_index;
-        let outcome = match self.guard_refusal(submission.guard.as_ref()) {
+        let refusal = self
+            .owner_refusal(submission)
+            .or_else(|| self.guard_refusal(submission.guard.as_ref()));
+        let outcome = match refusal {
             Some(refusal) => refusal,
             None => self.apply_command(&submission.command, index),
         };
@@ -148,9 +151,11 @@ impl State {
         };
         let applied = Applied { index, outcome };
         // A capacity refusal is transient: a retry with the same id must try again.
+        // Another subject's use of a session is not recorded either, so it cannot
+        // take the owner's request id.
         let transient = matches!(
             applied.outcome,
-            Outcome::Refused(Refusal::LimitReached { .. })
+            Outcome::Refused(Refusal::LimitReached { .. } | Refusal::NotSessionOwner { .. })
         );
         if let (Some(request_id), Some(fingerprint), false) =
             (&submission.request_id, fingerprint, transient)
@@ -188,6 +193,51 @@ impl State {
             Command::Semaphore(command) => self.apply_semaphore(command, index),
             Command::Barrier(command) => self.apply_barrier(command),
             Command::Election(command) => self.apply_election(command, index),
+        }
+    }
+
+    /// `Some(refusal)` if the submission acts for a session whose owner is not the
+    /// subject it acts as (`Submission::acting_as`).
+    fn owner_refusal(&self, submission: &Submission) -> Option<Outcome> {
+        let subject = submission.acting_as.as_deref()?;
+        let session_id = self.session_acted_for(&submission.command)?;
+        let owner = self.sessions.get(session_id)?.owner.as_deref()?;
+        (owner != subject).then_some(Outcome::Refused(Refusal::NotSessionOwner { session_id }))
+    }
+
+    /// The session a command acts for: the one it names, or for a task's
+    /// heartbeat, completion or failure the session the task is assigned to.
+    /// Withdrawals of waiters are the node's own commands and name none.
+    fn session_acted_for(&self, command: &Command) -> Option<SessionId> {
+        use barriers::BarrierCommand as B;
+        use elections::ElectionCommand as E;
+        use locks::LockCommand as L;
+        use semaphores::SemaphoreCommand as S;
+        use sessions::SessionCommand as Se;
+        use tasks::TaskCommand as T;
+        match command {
+            Command::Kv(kv::KvCommand::Put { session_id, .. }) => *session_id,
+            Command::Kv(kv::KvCommand::Delete { .. }) | Command::Tick { .. } => None,
+            Command::Session(Se::Keepalive { session_id } | Se::End { session_id }) => {
+                Some(*session_id)
+            }
+            Command::Session(Se::Create(_)) => None,
+            Command::Task(T::Claim { session_id }) => Some(*session_id),
+            Command::Task(
+                T::Heartbeat { task_id, .. }
+                | T::Complete { task_id, .. }
+                | T::Fail { task_id, .. },
+            ) => self.tasks.get(*task_id).and_then(|task| task.session_id),
+            Command::Task(T::Submit(_) | T::Cancel { .. } | T::Retry { .. }) => None,
+            Command::Lock(L::Acquire { session_id, .. } | L::Release { session_id, .. })
+            | Command::Semaphore(S::Acquire { session_id, .. } | S::Release { session_id, .. })
+            | Command::Barrier(B::Wait { session_id, .. } | B::Leave { session_id, .. })
+            | Command::Election(E::Campaign { session_id, .. } | E::Resign { session_id, .. }) => {
+                Some(*session_id)
+            }
+            Command::Lock(L::Withdraw { .. })
+            | Command::Semaphore(S::Withdraw { .. })
+            | Command::Election(E::Withdraw { .. }) => None,
         }
     }
 

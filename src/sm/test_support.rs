@@ -29,6 +29,7 @@ pub fn batch(time_ms: u64, commands: Vec<Command>) -> Batch {
             .into_iter()
             .map(|command| Submission {
                 guard: None,
+                acting_as: None,
                 request_id: None,
                 command,
             })
@@ -74,6 +75,7 @@ pub fn run_submissions(
 pub fn guarded_put(kind: GuardKind, name: &str, fencing_token: u64) -> Submission {
     Submission {
         request_id: None,
+        acting_as: None,
         guard: Some(Guard {
             kind,
             name: name.into(),
@@ -98,6 +100,7 @@ pub fn create_session(capabilities: &[&str], capacity: u32, ttl_ms: u64) -> Comm
         capacity,
         ttl_ms,
         metadata_json: "{}".into(),
+        owner: None,
     }))
 }
 

@@ -8,6 +8,7 @@ use crate::sm::{KvOutcome, Refusal};
 fn put(key: &str, value: &str, if_version: Option<u64>) -> Submission {
     Submission {
         guard: None,
+        acting_as: None,
         request_id: None,
         command: Command::Kv(crate::sm::kv::KvCommand::Put {
             key: key.into(),
@@ -21,6 +22,7 @@ fn put(key: &str, value: &str, if_version: Option<u64>) -> Submission {
 fn delete(key: &str, if_version: Option<u64>) -> Submission {
     Submission {
         guard: None,
+        acting_as: None,
         request_id: None,
         command: Command::Kv(crate::sm::kv::KvCommand::Delete {
             key: key.into(),
@@ -286,5 +288,67 @@ fn applying_the_same_batches_gives_identical_state_bytes() {
         codec::encode(&decoded).unwrap(),
         first_bytes,
         "state survives a snapshot round trip"
+    );
+}
+
+/// A command acting for a session is refused when it acts as another subject than
+/// the session's owner; `admin` (no `acting_as`) and the owner pass, and the
+/// refusal does not take the request id.
+#[test]
+fn a_session_is_usable_only_by_its_owner_or_an_unheld_caller() {
+    use crate::sm::sessions::{NewSession, SessionCommand};
+    let mut state = State::default();
+    let create = Command::Session(SessionCommand::Create(NewSession {
+        name: "w".into(),
+        capabilities: Default::default(),
+        capacity: 1,
+        ttl_ms: 60_000,
+        metadata_json: "{}".into(),
+        owner: Some("alice".into()),
+    }));
+    let Outcome::Session(SessionOutcome::Created { session_id, .. }) =
+        test_support::one(&mut state, 1, create)
+    else {
+        panic!("not created");
+    };
+    let acquire = |acting_as: Option<&str>, request_id: Option<&str>| Submission {
+        request_id: request_id.map(Into::into),
+        guard: None,
+        acting_as: acting_as.map(Into::into),
+        command: Command::Lock(crate::sm::locks::LockCommand::Acquire {
+            name: "L".into(),
+            session_id,
+            mode: crate::sm::locks::LockMode::Exclusive,
+            wait: false,
+            lock_delay_ms: 0,
+            previous_token: None,
+        }),
+    };
+    let refused = state.apply_batch(&batch(2, vec![acquire(Some("mallory"), Some("r1"))]));
+    assert_eq!(
+        outcomes(&refused),
+        vec![Outcome::Refused(Refusal::NotSessionOwner { session_id })]
+    );
+    assert!(state.locks.get("L").is_none());
+    let granted = state.apply_batch(&batch(3, vec![acquire(Some("alice"), Some("r1"))]));
+    assert!(matches!(
+        outcomes(&granted)[0],
+        Outcome::Lock(LockOutcome::Granted { .. })
+    ));
+    let end = |acting_as: Option<&str>| Submission {
+        request_id: None,
+        guard: None,
+        acting_as: acting_as.map(Into::into),
+        command: Command::Session(SessionCommand::End { session_id }),
+    };
+    let refused = state.apply_batch(&batch(4, vec![end(Some("mallory"))]));
+    assert!(matches!(
+        outcomes(&refused)[0],
+        Outcome::Refused(Refusal::NotSessionOwner { .. })
+    ));
+    let ended = state.apply_batch(&batch(5, vec![end(None)]));
+    assert_eq!(
+        outcomes(&ended),
+        vec![Outcome::Session(SessionOutcome::Ended)]
     );
 }

@@ -13,6 +13,7 @@ fn a_guard_applies_a_command_only_while_its_token_is_current() {
     let first = granted_token(&one(&mut state, 1, acquire_lock("L", 1, Exclusive, false)));
     let guarded = |token: u64, value: &str| Submission {
         request_id: None,
+        acting_as: None,
         guard: Some(Guard {
             kind: GuardKind::Lock,
             name: "L".into(),
@@ -63,6 +64,7 @@ fn a_request_id_reused_with_a_different_guard_is_a_conflict() {
     let put = |guard: Option<Guard>| Submission {
         request_id: Some("r".into()),
         guard,
+        acting_as: None,
         command: Command::Kv(crate::sm::kv::KvCommand::Put {
             key: "k".into(),
             value_json: "1".into(),

@@ -67,6 +67,7 @@ impl Run {
             let command = run.resolve(op);
             run.pending.push(Submission {
                 guard: None,
+                acting_as: None,
                 request_id: None,
                 command,
             });

@@ -42,6 +42,7 @@ fn a_capacity_refusal_is_not_remembered_under_its_request_id() {
         .map(|_| Submission {
             request_id: None,
             guard: None,
+            acting_as: None,
             command: create(),
         })
         .collect();
@@ -52,6 +53,7 @@ fn a_capacity_refusal_is_not_remembered_under_its_request_id() {
     let with_id = || Submission {
         request_id: Some("r".into()),
         guard: None,
+        acting_as: None,
         command: create(),
     };
     let refused = state.apply_batch(&Batch {

@@ -34,6 +34,9 @@ pub struct Session {
     pub load: u32,
     /// Ephemeral KV keys deleted when the session ends.
     pub ephemeral_keys: BTreeSet<String>,
+    /// The token subject that created it: only that subject (or `admin`) may act
+    /// for it. `None` when created on an open node.
+    pub owner: Option<String>,
 }
 
 impl Session {
@@ -54,6 +57,8 @@ pub struct NewSession {
     pub capacity: u32,
     pub ttl_ms: u64,
     pub metadata_json: String,
+    /// The creating token's subject (`None` on an open node).
+    pub owner: Option<String>,
 }
 
 /// Sessions with room grouped by capability set. Holds no empty group, so equal
@@ -199,6 +204,7 @@ impl Sessions {
             expires_at_ms,
             load: 0,
             ephemeral_keys: BTreeSet::new(),
+            owner: new.owner,
         };
         self.by_id.entry(id).or_insert(session)
     }
