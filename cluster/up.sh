@@ -4,8 +4,8 @@
 # Node i listens on 127.0.0.1:(CONCLAVE_BASE_PORT + i), base 7000 by default.
 # Stop it with cluster/down.sh. The nodes share this host's cores, so each runs one
 # tokio worker thread (TOKIO_WORKER_THREADS, default 1 here; docs/operations.md).
-# Auth is on: the first start of a cluster generates its cluster secret and token
-# key into cluster/run/secrets.env (kept across restarts; delete cluster/run for a
+# Auth is on: the first start of a cluster generates its cluster secret, cluster id
+# and token key into cluster/run/secrets.env (kept across restarts; delete cluster/run for a
 # fresh cluster) and an admin token into cluster/run/admin.token:
 #   curl -H "authorization: Bearer $(cat cluster/run/admin.token)" localhost:7001/v1/cluster
 set -euo pipefail
@@ -26,6 +26,7 @@ if [ ! -f "$secrets" ]; then
   (umask 077; {
     echo "CONCLAVE_CLUSTER_SECRET=$(fresh 24)"
     echo "CONCLAVE_AUTH_KEYS=$(fresh 32)"
+    echo "CONCLAVE_CLUSTER_ID=local-$(fresh 6)"
   } > "$secrets")
 fi
 set -a; . "$secrets"; set +a

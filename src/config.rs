@@ -49,6 +49,12 @@ pub struct Config {
     /// Shared by every member; required on every `/raft/*` call. Required in a file
     /// that names more than one member.
     pub cluster_secret: Option<String>,
+    /// Names the cluster (1–64 of `[A-Za-z0-9._-]`); make it unique per cluster (as
+    /// `cluster/up.sh` does). Stored in the data directory at bootstrap and sent on
+    /// every Raft RPC: a node refuses RPCs of another cluster and refuses to start on
+    /// another cluster's data directory. Unset: a new cluster derives one from the
+    /// secret and the initial members; a joining node adopts its cluster's.
+    pub cluster_id: Option<String>,
     /// The voters a brand-new cluster starts with. A node whose storage is empty and
     /// whose id is listed initializes the cluster (every listed node may; they agree).
     /// Leave empty on a node that will be added later with `POST /v1/cluster/members`.
@@ -85,6 +91,8 @@ pub struct Config {
 /// Environment variable with the cluster secret; when set it takes the place of
 /// `cluster_secret`.
 pub const CLUSTER_SECRET_ENV: &str = "CONCLAVE_CLUSTER_SECRET";
+/// Environment variable that overrides `cluster_id`.
+pub const CLUSTER_ID_ENV: &str = "CONCLAVE_CLUSTER_ID";
 
 /// Environment variable with the token keys (comma-separated; the first signs).
 /// When set it takes the place of `[auth] keys`.
@@ -207,6 +215,8 @@ pub struct NodeConfig {
     pub raft_advertise_addr: String,
     pub data_dir: PathBuf,
     pub cluster_secret: String,
+    /// The configured cluster id (`store::identity`), if any.
+    pub cluster_id: Option<String>,
     /// Empty when this node must not initialize a cluster.
     pub initial_members: BTreeMap<NodeId, Member>,
     pub peer_dial_addrs: BTreeMap<NodeId, String>,
@@ -241,6 +251,7 @@ impl Default for Config {
             raft_advertise_addr: None,
             data_dir: default_data_dir(),
             cluster_secret: None,
+            cluster_id: None,
             initial_members: Vec::new(),
             member_addrs: BTreeMap::new(),
             member_raft_addrs: BTreeMap::new(),
@@ -397,6 +408,17 @@ impl Config {
                 ))
             }
         };
+        let cluster_id = std::env::var(CLUSTER_ID_ENV)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or(self.cluster_id.clone());
+        if let Some(id) = &cluster_id {
+            if !crate::store::identity::valid(id) {
+                return Err(invalid(format!(
+                    "cluster_id {id:?} must be 1 to 64 of A-Z a-z 0-9 . _ -"
+                )));
+            }
+        }
         let peer_dial_addrs = parse_id_map("peer_dial_addrs", &self.peer_dial_addrs)?;
         let forward_dial_addrs = parse_id_map("forward_dial_addrs", &self.forward_dial_addrs)?;
         self.limits.validate().map_err(invalid)?;
@@ -440,6 +462,7 @@ impl Config {
             raft_advertise_addr,
             data_dir: self.data_dir,
             cluster_secret,
+            cluster_id,
             initial_members,
             peer_dial_addrs,
             forward_dial_addrs,

@@ -51,6 +51,15 @@ pub async fn run(
         source,
     })?;
     let db = store::open_db(&config.data_dir, &config.store)?;
+    let members: Vec<u64> = config.initial_members.keys().copied().collect();
+    let bootstrap =
+        (!members.is_empty()).then(|| store::identity::derive(&config.cluster_secret, &members));
+    let identity = Arc::new(store::ClusterIdentity::open(
+        &db,
+        &config.data_dir.display().to_string(),
+        config.cluster_id.as_deref(),
+        bootstrap,
+    )?);
     let (log_store, state_machine) = store::open(&db)?;
 
     let http = reqwest::Client::builder()
@@ -61,6 +70,7 @@ pub async fn run(
     let network = Network::new(
         http.clone(),
         &config.cluster_secret,
+        identity.clone(),
         config.peer_dial_addrs.clone(),
     );
     let raft = Raft::new(
@@ -93,8 +103,9 @@ pub async fn run(
         forward_dial_addrs: config.forward_dial_addrs.clone(),
         limits: config.limits.clone(),
         auth: config.auth.clone(),
+        identity: identity.clone(),
     });
-    tracing::info!(node_id = config.node_id, addr = %config.listen_addr, raft_addr = %config.raft_listen_addr, data_dir = %config.data_dir.display(), "serving");
+    tracing::info!(node_id = config.node_id, cluster_id = identity.get().as_deref().unwrap_or("(adopted from the first peer)"), addr = %config.listen_addr, raft_addr = %config.raft_listen_addr, data_dir = %config.data_dir.display(), "serving");
     if config.auth.is_open() {
         tracing::warn!(
             addr = %config.listen_addr,
@@ -107,6 +118,7 @@ pub async fn run(
         node_id: config.node_id,
         raft: raft.clone(),
         cluster_secret: config.cluster_secret.clone(),
+        identity: identity.clone(),
         max_body_bytes: max_raft_body_bytes(&config),
         max_snapshot_bytes: config.limits.max_snapshot_bytes as u64,
         snapshot_receipt: Default::default(),

@@ -214,6 +214,7 @@ async fn the_peer_listener_takes_only_the_cluster_secret_and_serves_no_client_ro
         http.post(format!("{url}/raft/vote"))
             .header("x-conclave-target", "1")
             .header("x-conclave-format", &format)
+            .header("x-conclave-cluster", &cluster.cluster_id)
             .body(vec![0xff])
     };
     let status = |request: reqwest::RequestBuilder| async move {
@@ -423,4 +424,77 @@ async fn another_subjects_session_cannot_be_used() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Issue #11: an orphaned node of an earlier run, sharing the secret and reusing
+/// the ports, could answer a new cluster's RPCs. Every RPC carries the cluster id
+/// and a node refuses another cluster's (or none); a node refuses to start on a
+/// data directory of another cluster, naming both ids.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_of_another_cluster_is_refused_on_rpcs_and_at_start() {
+    let _serial = common::serial().await;
+    let mut cluster = Cluster::start(1, Options::default()).await;
+    let info = common::send(
+        reqwest::Client::new()
+            .get(format!("{}/v1/cluster", cluster.url(1)))
+            .bearer_auth(common::admin_token()),
+    )
+    .await
+    .1;
+    let ours = info["cluster_id"]
+        .as_str()
+        .expect("a cluster id")
+        .to_owned();
+    assert!(ours.starts_with("test-"), "{info}");
+    let http = reqwest::Client::new();
+    let raft_url = cluster.node(1).raft_url();
+    let vote = |cluster_id: Option<&str>| {
+        let request = http
+            .post(format!("{raft_url}/raft/vote"))
+            .header("x-conclave-secret", common::SECRET)
+            .header("x-conclave-target", "1")
+            .header(
+                "x-conclave-format",
+                conclave::codec::FORMAT_VERSION.to_string(),
+            )
+            .body(vec![0xff]);
+        match cluster_id {
+            Some(id) => request.header("x-conclave-cluster", id),
+            None => request,
+        }
+    };
+    for other in [Some("another-cluster"), None] {
+        let (status, body) = common::send(vote(other)).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (409, Some("cluster_mismatch")),
+            "{other:?}: {body}"
+        );
+    }
+    let (status, _) = common::send(vote(Some(&ours))).await;
+    assert_eq!(status, 400, "our own id passes; the body does not decode");
+
+    // The same data directory under another cluster's config does not start.
+    cluster.kill(1);
+    let config_path = cluster.node(1).config_path.clone();
+    let config = std::fs::read_to_string(&config_path).unwrap();
+    let config = config.replace(
+        &format!("cluster_id = \"{ours}\""),
+        "cluster_id = \"another-cluster\"",
+    );
+    std::fs::write(&config_path, config).unwrap();
+    cluster.spawn(1);
+    let exited = common::wait_until(Duration::from_secs(30), || {
+        let status = cluster.try_wait(1);
+        async move { status }
+    })
+    .await
+    .expect("the node exits");
+    assert!(!exited.success());
+    let log = cluster.log(1);
+    assert!(
+        log.contains(&format!("belongs to cluster \"{ours}\""))
+            && log.contains("configured for cluster \"another-cluster\""),
+        "{log}"
+    );
 }

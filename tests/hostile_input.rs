@@ -269,6 +269,7 @@ async fn two_raft_snapshot_chunks_kill_a_node() {
             .post(format!("{url}/raft/snapshot"))
             .header("x-conclave-secret", SECRET)
             .header("x-conclave-target", "1")
+            .header("x-conclave-cluster", &cluster.cluster_id)
             .header(
                 "x-conclave-format",
                 conclave::codec::FORMAT_VERSION.to_string(),

@@ -302,6 +302,7 @@ async fn bad_input_gets_a_documented_4xx_and_never_hurts_the_node() {
             .header("x-conclave-secret", secret)
             .header("x-conclave-target", target)
             .header("x-conclave-format", format)
+            .header("x-conclave-cluster", &cluster.cluster_id)
             .body(vec![0xff, 0xff, 0xff])
     };
     let format = conclave::codec::FORMAT_VERSION.to_string();

@@ -56,6 +56,8 @@ pub struct App {
     pub forward_dial_addrs: BTreeMap<NodeId, String>,
     /// How client requests are authenticated (`routes::gate`).
     pub auth: crate::auth::Auth,
+    /// Which cluster this node belongs to (shown by `GET /v1/cluster`).
+    pub identity: Arc<crate::store::ClusterIdentity>,
 }
 
 pub type AppState = Arc<App>;

@@ -3,7 +3,8 @@
 //!
 //! Layout (all values encoded by `codec`):
 //! - tree `log`: big-endian `u64` log index → `Entry` (big-endian so keys sort by index);
-//! - tree `meta`: `format_version`, `vote`, `committed`, `last_purged`;
+//! - tree `meta`: `format_version`, `cluster_id` ([`identity`]), `vote`, `committed`,
+//!   `last_purged`;
 //! - tree `snapshot`: `current` → the latest built or installed snapshot (meta + data).
 //!
 //! The state machine itself lives in memory (`state_machine`); it is rebuilt at start
@@ -13,6 +14,7 @@
 
 // openraft's storage traits fix the error type (`StorageError`, ~224 bytes); the
 // helpers here return it as the traits do rather than boxing and unboxing it.
+pub mod identity;
 #[allow(clippy::result_large_err)]
 pub mod log_store;
 #[allow(clippy::result_large_err)]
@@ -22,6 +24,7 @@ use std::path::Path;
 
 use crate::codec;
 
+pub use identity::ClusterIdentity;
 pub use log_store::LogStore;
 pub use state_machine::StateMachineStore;
 
@@ -35,6 +38,12 @@ pub enum OpenError {
         path: String,
         found: u32,
         expected: u32,
+    },
+    #[error("data directory {path} belongs to cluster {stored:?}, but this node is configured for cluster {configured:?}: point data_dir at this cluster's directory (or an empty one), or fix cluster_id")]
+    OtherCluster {
+        path: String,
+        stored: String,
+        configured: String,
     },
     #[error("data directory {path}: {source}")]
     Corrupt {

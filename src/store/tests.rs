@@ -57,3 +57,61 @@ fn a_data_directory_of_another_format_version_is_refused_naming_both_versions() 
         "{message}"
     );
 }
+
+/// A data directory keeps the cluster id it was bootstrapped with: reopening it for
+/// another cluster is refused naming both ids; with none configured the stored one
+/// is used.
+#[test]
+fn a_data_directory_of_another_cluster_is_refused_naming_both_ids() {
+    use super::identity::ClusterIdentity;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().display().to_string();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let identity = ClusterIdentity::open(&db, &path, Some("alpha"), None).unwrap();
+        assert_eq!(identity.get().as_deref(), Some("alpha"));
+    }
+    let db = sled::open(dir.path()).unwrap();
+    let refused = ClusterIdentity::open(&db, &path, Some("beta"), Some("derived".into()));
+    let message = refused.unwrap_err().to_string();
+    assert!(
+        message.contains("\"alpha\"") && message.contains("\"beta\""),
+        "{message}"
+    );
+    let reopened = ClusterIdentity::open(&db, &path, None, Some("derived".into())).unwrap();
+    assert_eq!(reopened.get().as_deref(), Some("alpha"));
+}
+
+/// A joining node (no id configured, not bootstrapping) adopts the first cluster id
+/// it hears, durably, and from then on refuses any other, and RPCs without one.
+#[tokio::test]
+async fn a_joining_node_adopts_its_clusters_id_once_and_refuses_others() {
+    use super::identity::ClusterIdentity;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().display().to_string();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let identity = ClusterIdentity::open(&db, &path, None, None).unwrap();
+        assert_eq!(identity.get(), None);
+        identity.admit(None).await.unwrap();
+        identity.admit(Some("gamma")).await.unwrap();
+        identity.admit(Some("gamma")).await.unwrap();
+        let other = identity.admit(Some("delta")).await.unwrap_err();
+        assert_eq!(other.this, "gamma");
+        assert!(identity.admit(None).await.is_err());
+        assert!(identity.admit(Some("not valid!")).await.is_err());
+    }
+    let db = sled::open(dir.path()).unwrap();
+    let reopened = ClusterIdentity::open(&db, &path, None, None).unwrap();
+    assert_eq!(reopened.get().as_deref(), Some("gamma"), "adopted durably");
+}
+
+#[test]
+fn every_initial_member_derives_the_same_cluster_id_and_another_secret_another() {
+    use super::identity::{derive, valid};
+    let id = derive("secret-0123456789abcdef", &[1, 2, 3]);
+    assert_eq!(id, derive("secret-0123456789abcdef", &[1, 2, 3]));
+    assert_ne!(id, derive("secret-0123456789abcdeg", &[1, 2, 3]));
+    assert_ne!(id, derive("secret-0123456789abcdef", &[1, 2]));
+    assert!(valid(&id) && id.len() == 16, "{id}");
+}

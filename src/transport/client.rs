@@ -1,7 +1,7 @@
 //! The Raft network client: openraft's RPCs to peers over HTTP with bincode bodies.
 //!
-//! Every call carries the cluster secret, the target node id and the codec format
-//! version as headers (checked by `transport::server`). One pooled `reqwest::Client`
+//! Every call carries the cluster secret, the cluster id (once known), the target
+//! node id and the codec format version as headers (checked by `transport::server`). One pooled `reqwest::Client`
 //! per node is shared by every peer client, so `new_client` (which openraft calls
 //! inline on every election and read-index round) is a cheap clone. A peer that
 //! that cannot be connected to, or that refuses the call with an HTTP error status,
@@ -23,7 +23,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{FORMAT_HEADER, SECRET_HEADER, TARGET_HEADER};
+use super::{CLUSTER_HEADER, FORMAT_HEADER, SECRET_HEADER, TARGET_HEADER};
 use crate::codec;
 use crate::raft_types::{Member, NodeId, TypeConfig};
 
@@ -35,6 +35,7 @@ const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(200);
 pub struct Network {
     http: reqwest::Client,
     secret: Arc<str>,
+    identity: Arc<crate::store::ClusterIdentity>,
     dial_overrides: Arc<BTreeMap<NodeId, String>>,
 }
 
@@ -42,11 +43,13 @@ impl Network {
     pub fn new(
         http: reqwest::Client,
         secret: &str,
+        identity: Arc<crate::store::ClusterIdentity>,
         dial_overrides: BTreeMap<NodeId, String>,
     ) -> Self {
         Self {
             http,
             secret: secret.into(),
+            identity,
             dial_overrides: Arc::new(dial_overrides),
         }
     }
@@ -56,6 +59,7 @@ impl Network {
 pub struct PeerClient {
     http: reqwest::Client,
     secret: Arc<str>,
+    identity: Arc<crate::store::ClusterIdentity>,
     target: NodeId,
     base_url: String,
 }
@@ -69,6 +73,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             http: self.http.clone(),
             secret: self.secret.clone(),
+            identity: self.identity.clone(),
             target,
             base_url: format!("http://{addr}"),
         }
@@ -90,9 +95,11 @@ impl PeerClient {
         E: std::error::Error + DeserializeOwned,
     {
         let body = codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base_url))
+        let mut post = self.http.post(format!("{}{path}", self.base_url));
+        if let Some(cluster) = self.identity.get() {
+            post = post.header(CLUSTER_HEADER, cluster);
+        }
+        let response = post
             .header(SECRET_HEADER, &*self.secret)
             .header(TARGET_HEADER, self.target.to_string())
             .header(FORMAT_HEADER, codec::FORMAT_VERSION.to_string())

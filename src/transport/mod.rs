@@ -3,7 +3,8 @@
 //!
 //! `client` is openraft's network (one pooled HTTP client, bincode bodies);
 //! `server` is the `/raft/*` router each node serves, admitting only requests that
-//! carry the cluster secret, this node's id and this binary's format version;
+//! carry the cluster secret, this cluster's id, this node's id and this binary's
+//! format version;
 //! `snapshot_receipt` admits snapshot chunks in order. This module must not depend
 //! on the client API (`server`: its `ApiError`, extractors or handlers) so peer and
 //! client traffic stay apart; `node` composes the two routers.
@@ -19,5 +20,7 @@ pub use server::{router, Peers};
 pub const SECRET_HEADER: &str = "x-conclave-secret";
 /// Header carrying the node id the RPC is meant for.
 pub const TARGET_HEADER: &str = "x-conclave-target";
+/// Header carrying the sender's cluster id (`store::identity`).
+pub const CLUSTER_HEADER: &str = "x-conclave-cluster";
 /// Header carrying the sender's codec format version.
 pub const FORMAT_HEADER: &str = "x-conclave-format";

@@ -4,7 +4,7 @@
 //!
 //! The whole `Result` of the local Raft call is encoded in a 200 response; the
 //! caller (`client`) turns an `Err` into openraft's `RemoteError`. Refusals before
-//! Raft sees the request (secret, target, format, body, a snapshot chunk out of
+//! Raft sees the request (secret, target, format, cluster id, body, a snapshot chunk out of
 //! order) are [`Refusal`]s: JSON errors with 4xx in the same shape as the client
 //! API's, built here.
 
@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::snapshot_receipt::{Chunk, SnapshotReceipt};
-use super::{FORMAT_HEADER, SECRET_HEADER, TARGET_HEADER};
+use super::{CLUSTER_HEADER, FORMAT_HEADER, SECRET_HEADER, TARGET_HEADER};
 use crate::codec;
 use crate::raft_types::{NodeId, Raft, TypeConfig};
 
@@ -29,6 +29,8 @@ pub struct Peers {
     pub node_id: NodeId,
     pub raft: Raft,
     pub cluster_secret: String,
+    /// This node's cluster id: RPCs of another cluster are refused.
+    pub identity: Arc<crate::store::ClusterIdentity>,
     /// Largest `/raft/*` body accepted.
     pub max_body_bytes: usize,
     /// Largest snapshot received (all chunks together).
@@ -55,6 +57,8 @@ pub enum Refusal {
     Unauthorized,
     #[error("this is node {this}, not node {target}")]
     WrongNode { this: NodeId, target: String },
+    #[error("{0}")]
+    OtherCluster(crate::store::identity::Mismatch),
     #[error("sender format {0:?}, this node speaks {this}", this = codec::FORMAT_VERSION)]
     FormatMismatch(String),
     #[error("{0}")]
@@ -71,6 +75,7 @@ impl Refusal {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::WrongNode { .. } => (StatusCode::MISDIRECTED_REQUEST, "wrong_node"),
             Self::FormatMismatch(_) => (StatusCode::BAD_REQUEST, "format_mismatch"),
+            Self::OtherCluster(_) => (StatusCode::CONFLICT, "cluster_mismatch"),
             Self::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::InvalidSnapshotChunk(_) => (StatusCode::BAD_REQUEST, "invalid_snapshot_chunk"),
@@ -122,6 +127,14 @@ async fn admit<T: DeserializeOwned>(peers: &Peers, request: Request) -> Result<T
     if format != codec::FORMAT_VERSION.to_string() {
         return Err(Refusal::FormatMismatch(format.to_owned()));
     }
+    let cluster = headers
+        .get(CLUSTER_HEADER)
+        .map(|value| value.to_str().unwrap_or("\u{fffd}").to_owned());
+    peers
+        .identity
+        .admit(cluster.as_deref())
+        .await
+        .map_err(Refusal::OtherCluster)?;
     let body = crate::body::read_limited(request.into_body(), peers.max_body_bytes)
         .await
         .map_err(|error| match error {

@@ -97,6 +97,8 @@ impl Node {
 
 pub struct Cluster {
     pub dir: tempfile::TempDir,
+    /// The `cluster_id` every node's config names.
+    pub cluster_id: String,
     pub nodes: Vec<Node>,
     pub http: reqwest::Client,
 }
@@ -122,6 +124,16 @@ impl Cluster {
         let addrs: String = (1..=size)
             .map(|id| format!("{id} = \"127.0.0.1:{}\"\n", ports[id as usize - 1]))
             .collect();
+        // A fresh cluster id per cluster, as `cluster/up.sh` makes: an orphaned node of
+        // an earlier test on reused ports refuses this cluster's RPCs.
+        let cluster_id: String = dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
         let mut nodes = Vec::new();
         for id in 1..=size {
             let port = ports[id as usize - 1];
@@ -130,7 +142,7 @@ impl Cluster {
             let config = format!(
                 "node_id = {id}\nlisten_addr = \"127.0.0.1:{port}\"\n\
                  raft_listen_addr = \"127.0.0.1:{raft_port}\"\ndata_dir = \"{}\"\ncluster_secret = \"{SECRET}\"\n\
-                 initial_members = [{}]\n{}\n{}[member_addrs]\n{addrs}[member_raft_addrs]\n{raft_addrs}",
+                 cluster_id = \"test-{cluster_id}\"\ninitial_members = [{}]\n{}\n{}[member_addrs]\n{addrs}[member_raft_addrs]\n{raft_addrs}",
                 data_dir.display(),
                 members.join(", "),
                 options.extra_toml,
@@ -154,6 +166,7 @@ impl Cluster {
             });
         }
         let mut cluster = Cluster {
+            cluster_id: format!("test-{cluster_id}"),
             dir,
             nodes,
             http: client(),
@@ -204,6 +217,14 @@ impl Cluster {
             .spawn()
             .expect("spawn conclave");
         node.child = Some(child);
+    }
+
+    /// Node `id`'s exit status if its process has exited (then it is reaped).
+    pub fn try_wait(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        let node = &mut self.nodes[id as usize - 1];
+        let status = node.child.as_mut()?.try_wait().ok()??;
+        node.child = None;
+        Some(status)
     }
 
     /// SIGKILL: the process gets no chance to flush anything.
