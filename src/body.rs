@@ -15,6 +15,9 @@ pub enum BodyError {
     /// mid-body. (Bug: every read error was answered as too large.)
     #[error("the request body could not be read: {0}")]
     Malformed(String),
+    /// The whole body did not arrive within the body-read timeout (`serve`).
+    #[error("{0}")]
+    TimedOut(String),
 }
 
 /// Reads a whole body of at most `limit` bytes.
@@ -22,10 +25,24 @@ pub async fn read_limited(body: axum::body::Body, limit: usize) -> Result<Bytes,
     axum::body::to_bytes(body, limit).await.map_err(|error| {
         if is_length_limit(&error) {
             BodyError::TooLarge { limit }
+        } else if let Some(timed_out) = timed_out(&error) {
+            BodyError::TimedOut(timed_out)
         } else {
             BodyError::Malformed(error.to_string())
         }
     })
+}
+
+/// The body-read deadline's message, if that is what ended the read.
+fn timed_out(error: &axum::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = cause {
+        if let Some(timed_out) = error.downcast_ref::<crate::serve::BodyTimedOut>() {
+            return Some(timed_out.to_string());
+        }
+        cause = error.source();
+    }
+    None
 }
 
 /// Whether a body-read error is the length limit (anywhere in its source chain).

@@ -12,6 +12,8 @@
 //!   No IO, clock, RNG or Raft.
 //! - [`codec`]: every byte encoding on disk and on the wire, and `FORMAT_VERSION`.
 //! - [`limits`]: every named limit, replicated (compiled in) and per node.
+//! - [`serve`]: the connection loop of both listeners (connection limit, header and
+//!   body timeouts, `Content-Length` over the limit refused before reading).
 //! - [`config`]: TOML → validated `NodeConfig`.
 //! - [`raft_types`]: openraft's type configuration.
 //! - [`store`]: the sled log store and state-machine store (where the fsyncs are).
@@ -37,6 +39,7 @@ pub mod limits;
 pub mod node;
 pub mod raft_types;
 pub mod replica;
+pub mod serve;
 pub mod server;
 pub mod sm;
 pub mod store;

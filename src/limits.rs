@@ -100,6 +100,15 @@ pub struct Limits {
     /// Largest snapshot a node receives over `/raft/snapshot` (all chunks of one
     /// snapshot together, held in memory until installed), in bytes.
     pub max_snapshot_bytes: usize,
+    /// Client connections served at once; a new one past it is closed at once.
+    pub max_connections: usize,
+    /// Peer-listener connections served at once.
+    pub max_peer_connections: usize,
+    /// How long a connection may take to send a request's headers, counted from
+    /// when it is ready for the next request (so also the keep-alive idle timeout).
+    pub header_read_timeout_ms: u64,
+    /// How long a request's whole body may take to arrive (408 `body_timeout`).
+    pub body_read_timeout_ms: u64,
 }
 
 /// How deeply a client-supplied JSON value (KV value, metadata, payload, result,
@@ -157,6 +166,10 @@ impl Default for Limits {
             max_semaphore_limit: 10_000,
             max_barrier_parties: 10_000,
             max_snapshot_bytes: 4 * 1024 * 1024 * 1024,
+            max_connections: 4_096,
+            max_peer_connections: 256,
+            header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 30_000,
         }
     }
 }
@@ -176,7 +189,7 @@ impl Limits {
         Ok(())
     }
 
-    fn named(&self) -> [(&'static str, u64); 28] {
+    fn named(&self) -> [(&'static str, u64); 32] {
         [
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_key_bytes", self.max_key_bytes as u64),
@@ -206,6 +219,10 @@ impl Limits {
             ("max_semaphore_limit", u64::from(self.max_semaphore_limit)),
             ("max_barrier_parties", u64::from(self.max_barrier_parties)),
             ("max_snapshot_bytes", self.max_snapshot_bytes as u64),
+            ("max_connections", self.max_connections as u64),
+            ("max_peer_connections", self.max_peer_connections as u64),
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
         ]
     }
 }

@@ -16,6 +16,7 @@ use crate::config::NodeConfig;
 use crate::raft_types::Raft;
 use crate::replica::clock::LeaderClock;
 use crate::replica::Replica;
+use crate::serve;
 use crate::server::{self, App};
 use crate::store;
 use crate::transport::{self, Network, Peers};
@@ -64,7 +65,11 @@ pub async fn run(
 
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(60))
+        // Under the peers' keep-alive idle timeout (their header-read timeout), so a
+        // pooled connection is not reused just as the peer closes it.
+        .pool_idle_timeout(Duration::from_millis(
+            config.limits.header_read_timeout_ms / 3,
+        ))
         .connect_timeout(Duration::from_millis(config.raft.election_timeout_min))
         .build()?;
     let network = Network::new(
@@ -133,17 +138,40 @@ pub async fn run(
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let clients = axum::serve(listener, server::catch_panics(server::router(app)))
-        .with_graceful_shutdown(until_stopped(stopped.clone()));
-    let peers = axum::serve(
+    let limits = &config.limits;
+    let client_hygiene = serve::Hygiene {
+        max_connections: serve::fit_to_descriptors(
+            limits.max_connections,
+            limits.max_peer_connections,
+        ),
+        header_read_timeout: Duration::from_millis(limits.header_read_timeout_ms),
+        body_read_timeout: Duration::from_millis(limits.body_read_timeout_ms),
+        max_body_bytes: limits.max_body_bytes,
+    };
+    let peer_hygiene = serve::Hygiene {
+        max_connections: limits.max_peer_connections,
+        max_body_bytes: peers.max_body_bytes,
+        ..client_hygiene
+    };
+    if client_hygiene.max_connections < limits.max_connections {
+        tracing::warn!(
+            max_connections = client_hygiene.max_connections,
+            "the descriptor limit (ulimit -n) lowers limits.max_connections"
+        );
+    }
+    let clients = serve::serve(
+        listener,
+        server::catch_panics(server::router(app)),
+        client_hygiene,
+        until_stopped(stopped.clone()),
+    );
+    let peers = serve::serve(
         raft_listener,
         server::catch_panics(transport::router(peers)),
-    )
-    .with_graceful_shutdown(until_stopped(stopped));
-    let (clients, peers) = tokio::join!(
-        std::future::IntoFuture::into_future(clients),
-        std::future::IntoFuture::into_future(peers)
+        peer_hygiene,
+        until_stopped(stopped),
     );
+    let (clients, peers) = tokio::join!(clients, peers);
     let served = clients.and(peers);
     if let Err(e) = raft.shutdown().await {
         tracing::warn!("raft shutdown: {e}");

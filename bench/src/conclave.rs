@@ -23,6 +23,9 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         );
     }
     Ok(reqwest::Client::builder()
+        // Under the server's keep-alive idle timeout (`header_read_timeout_ms`, 30 s),
+        // so a pooled connection is never reused just as the server closes it.
+        .pool_idle_timeout(std::time::Duration::from_secs(10))
         .default_headers(headers)
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)

@@ -161,6 +161,9 @@ impl Cluster {
             })
             .collect();
         let http = reqwest::Client::builder()
+            // Under the server's keep-alive idle timeout (`header_read_timeout_ms`, 30 s),
+            // so a pooled connection is never reused just as the server closes it.
+            .pool_idle_timeout(std::time::Duration::from_secs(10))
             .default_headers(auth_headers())
             .timeout(Duration::from_secs(2))
             .build()?;

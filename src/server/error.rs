@@ -55,6 +55,9 @@ pub enum ApiError {
     /// 409: another conflict with current state.
     #[error("{message}")]
     Conflict { code: ErrorCode, message: String },
+    /// 408 `body_timeout`: the body did not arrive within the body-read timeout.
+    #[error("{0}")]
+    BodyTimeout(String),
     /// 413.
     #[error("too large: the limit is {limit} bytes")]
     TooLarge { limit: usize },
@@ -110,6 +113,7 @@ impl ApiError {
             Self::Deadlock { .. } => (StatusCode::CONFLICT, ErrorCode::Deadlock),
             Self::StaleToken { .. } => (StatusCode::CONFLICT, ErrorCode::StaleFencingToken),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::BodyTimeout),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
             Self::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::Overloaded),
             Self::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoLeader),

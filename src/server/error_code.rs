@@ -29,6 +29,7 @@ macro_rules! error_codes {
 }
 
 error_codes! {
+    BodyTimeout => "body_timeout",
     CasMismatch => "cas_mismatch",
     Deadlock => "deadlock",
     EmptyMembership => "empty_membership",

@@ -3,7 +3,6 @@
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
@@ -18,16 +17,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        let limit = state.limits.max_body_bytes;
-        let bytes = Bytes::from_request(request, state)
-            .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::TooLarge { limit }
-                } else {
-                    ApiError::invalid(ErrorCode::InvalidBody, rejection.body_text())
-                }
-            })?;
+        let bytes = read_body(request.into_body(), state.limits.max_body_bytes).await?;
         let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {
@@ -77,12 +67,14 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathPar
 }
 
 /// Reads a whole body of at most `limit` bytes: 413 `payload_too_large` past the
-/// limit, 400 `invalid_body` for a body that cannot be read.
+/// limit, 408 `body_timeout` past the body-read deadline, 400 `invalid_body` for a
+/// body that cannot be read.
 pub async fn read_body(body: axum::body::Body, limit: usize) -> Result<Bytes, ApiError> {
     crate::body::read_limited(body, limit)
         .await
         .map_err(|error| match error {
             crate::body::BodyError::TooLarge { limit } => ApiError::TooLarge { limit },
+            crate::body::BodyError::TimedOut(message) => ApiError::BodyTimeout(message),
             malformed => ApiError::invalid(ErrorCode::InvalidBody, malformed.to_string()),
         })
 }

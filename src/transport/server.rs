@@ -66,6 +66,8 @@ pub enum Refusal {
     #[error("too large: the limit is {limit} bytes")]
     TooLarge { limit: usize },
     #[error("{0}")]
+    BodyTimeout(String),
+    #[error("{0}")]
     InvalidSnapshotChunk(String),
 }
 
@@ -78,6 +80,7 @@ impl Refusal {
             Self::OtherCluster(_) => (StatusCode::CONFLICT, "cluster_mismatch"),
             Self::InvalidBody(_) => (StatusCode::BAD_REQUEST, "invalid_body"),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::InvalidSnapshotChunk(_) => (StatusCode::BAD_REQUEST, "invalid_snapshot_chunk"),
         }
     }
@@ -139,6 +142,7 @@ async fn admit<T: DeserializeOwned>(peers: &Peers, request: Request) -> Result<T
         .await
         .map_err(|error| match error {
             crate::body::BodyError::TooLarge { limit } => Refusal::TooLarge { limit },
+            crate::body::BodyError::TimedOut(message) => Refusal::BodyTimeout(message),
             malformed => Refusal::InvalidBody(malformed.to_string()),
         })?;
     codec::decode(&body).map_err(|e| Refusal::InvalidBody(e.to_string()))

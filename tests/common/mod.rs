@@ -323,7 +323,11 @@ pub fn client_builder() -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
     let bearer = format!("Bearer {}", admin_token());
     headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
-    reqwest::Client::builder().default_headers(headers)
+    reqwest::Client::builder()
+        // Under the server's keep-alive idle timeout (`header_read_timeout_ms`, 30 s),
+        // so a pooled connection is never reused just as the server closes it.
+        .pool_idle_timeout(std::time::Duration::from_secs(10))
+        .default_headers(headers)
 }
 
 pub fn client() -> reqwest::Client {

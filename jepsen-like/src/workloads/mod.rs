@@ -127,6 +127,9 @@ impl Context {
 
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
+        // Under the server's keep-alive idle timeout (`header_read_timeout_ms`, 30 s),
+        // so a pooled connection is never reused just as the server closes it.
+        .pool_idle_timeout(std::time::Duration::from_secs(10))
         .default_headers(crate::cluster::auth_headers())
         .timeout(timeout)
         .build()
