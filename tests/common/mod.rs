@@ -385,6 +385,21 @@ where
     }
 }
 
+/// Sends a body over the limit: it is refused from its `Content-Length` before it is
+/// read, so the client reads `413 payload_too_large`, or, if it was still writing the
+/// body when the server closed the connection, gets a send error (broken pipe).
+pub async fn expect_too_large(request: reqwest::RequestBuilder) {
+    if let Ok(response) = request.send().await {
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (413, Some("payload_too_large")),
+            "{body}"
+        );
+    }
+}
+
 /// A response's status and JSON body (Null when the body is not JSON).
 pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     let response = request.send().await.expect("request failed to send");
