@@ -126,7 +126,14 @@ impl AuthSettings {
     }
 }
 
-/// Test-only switches. Never set them in production.
+/// Whether this build has the test-only `[debug]` switches (the `test-switches`
+/// cargo feature; the chaos harness builds with it, release builds do not). A build
+/// that has them says so in `GET /v1/cluster`, `/metrics` and its start-up log; one
+/// that does not refuses a config that sets them.
+pub const TEST_SWITCHES_BUILT: bool = cfg!(feature = "test-switches");
+
+/// Test-only switches, honoured only by a build with the `test-switches` cargo
+/// feature ([`TEST_SWITCHES_BUILT`]). Never set them in production.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DebugSettings {
@@ -141,6 +148,22 @@ pub struct DebugSettings {
     /// the endpoint answers 404 `not_found`.
     #[serde(default)]
     pub clock_offset_endpoint: bool,
+}
+
+impl DebugSettings {
+    /// Refuses any switch unless the build has them (`built` is
+    /// [`TEST_SWITCHES_BUILT`]; a parameter so both answers are unit-tested).
+    pub fn admitted_by(&self, built: bool) -> Result<(), String> {
+        if !built && (self.inject_bug.is_some() || self.clock_offset_endpoint) {
+            return Err(
+                "[debug] inject_bug and clock_offset_endpoint are compiled only into \
+                 builds with the `test-switches` cargo feature (jepsen-like/run.sh builds \
+                 one); this build has none"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 fn default_node_id() -> NodeId {
@@ -426,6 +449,9 @@ impl Config {
             return Err(invalid("storage.cache_capacity_mib must be at least 1"));
         }
         let raft = raft_config(&self.raft)?;
+        self.debug
+            .admitted_by(TEST_SWITCHES_BUILT)
+            .map_err(invalid)?;
         let (stale_reads_bug, unbounded_clock_bug) = match self.debug.inject_bug.as_deref() {
             None => (false, false),
             Some("stale-reads") => (true, false),

@@ -101,7 +101,32 @@ fn the_clock_offset_endpoint_is_off_unless_the_debug_switch_is_set() {
     let on =
         toml::from_str::<Config>("initial_members = [1]\n[debug]\nclock_offset_endpoint = true\n")
             .unwrap()
-            .resolve(7000)
-            .unwrap();
-    assert!(on.clock_offset_endpoint);
+            .resolve(7000);
+    if cfg!(feature = "test-switches") {
+        assert!(on.unwrap().clock_offset_endpoint);
+    } else {
+        assert!(on.unwrap_err().to_string().contains("test-switches"));
+    }
+}
+
+#[test]
+fn a_build_without_test_switches_refuses_every_debug_switch() {
+    for text in [
+        "initial_members = [1]\n[debug]\ninject_bug = \"stale-reads\"\n",
+        "initial_members = [1]\n[debug]\ninject_bug = \"unbounded-clock\"\n",
+        "initial_members = [1]\n[debug]\nclock_offset_endpoint = true\n",
+    ] {
+        let config = toml::from_str::<Config>(text).unwrap();
+        assert!(config.debug.admitted_by(true).is_ok(), "{text}");
+        let refused = config.debug.admitted_by(false).unwrap_err();
+        assert!(refused.contains("test-switches"), "{text}: {refused}");
+        // This build's own answer is the same rule with its own flag.
+        assert_eq!(
+            config.clone().resolve(7000).is_ok(),
+            crate::config::TEST_SWITCHES_BUILT,
+            "{text}"
+        );
+    }
+    let none = Config::single_node(7000);
+    assert!(none.debug.admitted_by(false).is_ok());
 }

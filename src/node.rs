@@ -111,6 +111,12 @@ pub async fn run(
         identity: identity.clone(),
     });
     tracing::info!(node_id = config.node_id, cluster_id = identity.get().as_deref().unwrap_or("(adopted from the first peer)"), addr = %config.listen_addr, raft_addr = %config.raft_listen_addr, data_dir = %config.data_dir.display(), "serving");
+    if crate::config::TEST_SWITCHES_BUILT {
+        tracing::warn!(
+            "THIS BUILD HAS TEST SWITCHES (cargo feature test-switches): [debug] inject_bug \
+             and clock_offset_endpoint can plant bugs; never run it in production"
+        );
+    }
     if config.auth.is_open() {
         tracing::warn!(
             addr = %config.listen_addr,

@@ -248,4 +248,24 @@ async fn the_debug_clock_endpoint_is_not_found_without_the_switch() {
     assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
     let (status, body) = post(&cluster.http, url, json!({ "offset_ms": HOUR_MS })).await;
     assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
+    // This is a test-switches build (the test requires the feature), and it says so.
+    let (status, info) = send(cluster.http.get(format!("{}/v1/cluster", cluster.url(1)))).await;
+    assert_eq!(
+        (status, &info["test_switches"]),
+        (200, &json!(true)),
+        "{info}"
+    );
+    let metrics = cluster
+        .http
+        .get(format!("{}/metrics", cluster.url(1)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("\nconclave_build_test_switches 1\n"),
+        "{metrics}"
+    );
 }

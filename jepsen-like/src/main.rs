@@ -39,8 +39,8 @@ struct Args {
     /// Plant a known server bug (`stale-reads`) to show the checker catches it.
     #[arg(long)]
     inject_bug: Option<String>,
-    /// The conclave binary to run.
-    #[arg(long, default_value = "target/release/conclave")]
+    /// The conclave binary to run (built with the `test-switches` feature, as run.sh does).
+    #[arg(long, default_value = "target/chaos/release/conclave")]
     binary: PathBuf,
     /// Where report folders go.
     #[arg(long, default_value = "jepsen-like/runs")]

@@ -112,14 +112,18 @@ impl Replica {
     pub async fn read_barrier(&self, consistency: Consistency) -> Result<(), ReadError> {
         match consistency {
             Consistency::Stale => Ok(()),
-            Consistency::Linearizable if self.stale_reads_bug => Ok(()),
+            Consistency::Linearizable
+                if crate::config::TEST_SWITCHES_BUILT && self.stale_reads_bug =>
+            {
+                Ok(())
+            }
             Consistency::Linearizable => self.reads.wait().await,
         }
     }
 
     /// Whether the planted stale-reads bug is on (test-only; see `config`).
     pub fn stale_reads_bug(&self) -> bool {
-        self.stale_reads_bug
+        crate::config::TEST_SWITCHES_BUILT && self.stale_reads_bug
     }
 
     /// The applied state, for reading.

@@ -78,6 +78,7 @@ pub async fn info(State(app): State<AppState>) -> Response {
         "last_command_index": applied.last_command_index,
         "cluster_time_ms": applied.cluster_time_ms,
         "members": members,
+        "test_switches": crate::config::TEST_SWITCHES_BUILT,
     }))
     .into_response()
 }
@@ -199,7 +200,12 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             applied.last_command_index,
         )
     };
-    let gauges: [(&str, &str, u64); 11] = [
+    let gauges: [(&str, &str, u64); 12] = [
+        (
+            "conclave_build_test_switches",
+            "1 if this build has the test-only [debug] switches (never in production).",
+            u64::from(crate::config::TEST_SWITCHES_BUILT),
+        ),
         ("conclave_node_id", "This node's Raft id.", app.node_id),
         ("conclave_raft_term", "Current Raft term.", facts.term),
         (
