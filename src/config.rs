@@ -86,6 +86,44 @@ pub struct Config {
     pub debug: DebugSettings,
     #[serde(default)]
     pub auth: AuthSettings,
+    #[serde(default)]
+    pub admission: AdmissionSettings,
+}
+
+/// `[admission]`: optional per-subject request rate (see `server::admission`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionSettings {
+    /// Requests per second each token subject may send to this node (fractions
+    /// allowed); unset, no rate is enforced. `admin` is never limited.
+    pub rate_per_subject: Option<f64>,
+    /// How many requests a subject may send at once before the rate applies;
+    /// defaults to the rate (at least 1).
+    pub burst_per_subject: Option<u32>,
+}
+
+impl AdmissionSettings {
+    /// The bucket size for `per_s`.
+    pub fn burst(&self, per_s: f64) -> f64 {
+        match self.burst_per_subject {
+            Some(burst) => f64::from(burst),
+            None => per_s.ceil().max(1.0),
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(per_s) = self.rate_per_subject {
+            if !(per_s.is_finite() && per_s > 0.0 && per_s <= 1_000_000.0) {
+                return Err(format!(
+                    "admission.rate_per_subject must be above 0 and at most 1000000, got {per_s}"
+                ));
+            }
+        }
+        if self.burst_per_subject == Some(0) {
+            return Err("admission.burst_per_subject must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 /// Environment variable with the cluster secret; when set it takes the place of
@@ -248,6 +286,8 @@ pub struct NodeConfig {
     pub raft_settings: RaftSettings,
     pub store: StoreOptions,
     pub limits: Limits,
+    /// `[admission]` (see `server::admission`).
+    pub admission: AdmissionSettings,
     /// `[debug] inject_bug = "stale-reads"` (test-only).
     pub stale_reads_bug: bool,
     /// `[debug] clock_offset_endpoint = true` (test-only).
@@ -285,6 +325,7 @@ impl Default for Config {
             limits: Limits::default(),
             debug: DebugSettings::default(),
             auth: AuthSettings::default(),
+            admission: AdmissionSettings::default(),
         }
     }
 }
@@ -445,6 +486,7 @@ impl Config {
         let peer_dial_addrs = parse_id_map("peer_dial_addrs", &self.peer_dial_addrs)?;
         let forward_dial_addrs = parse_id_map("forward_dial_addrs", &self.forward_dial_addrs)?;
         self.limits.validate().map_err(invalid)?;
+        self.admission.validate().map_err(invalid)?;
         if self.storage.cache_capacity_mib == 0 {
             return Err(invalid("storage.cache_capacity_mib must be at least 1"));
         }
@@ -498,6 +540,7 @@ impl Config {
                 cache_capacity_bytes: self.storage.cache_capacity_mib * 1024 * 1024,
             },
             limits: self.limits,
+            admission: self.admission,
             stale_reads_bug,
             clock_offset_endpoint: self.debug.clock_offset_endpoint,
             unbounded_clock_bug,

@@ -109,7 +109,14 @@ pub struct Limits {
     pub header_read_timeout_ms: u64,
     /// How long a request's whole body may take to arrive (408 `body_timeout`).
     pub body_read_timeout_ms: u64,
+    /// Requests a follower forwards to the leader at once; past it, 429 `overloaded`
+    /// (not sent, so not applied).
+    pub max_inflight_forwards: usize,
 }
+
+/// Most token subjects `[admission] rate_per_subject` keeps a bucket for on one node
+/// (past it, refilled buckets are forgotten first).
+pub const MAX_RATE_SUBJECTS: usize = 10_000;
 
 /// How deeply a client-supplied JSON value (KV value, metadata, payload, result,
 /// election value) may nest. serde_json refuses to build values deeper than 128
@@ -170,6 +177,7 @@ impl Default for Limits {
             max_peer_connections: 256,
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 30_000,
+            max_inflight_forwards: 1_024,
         }
     }
 }
@@ -189,7 +197,7 @@ impl Limits {
         Ok(())
     }
 
-    fn named(&self) -> [(&'static str, u64); 32] {
+    fn named(&self) -> [(&'static str, u64); 33] {
         [
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_key_bytes", self.max_key_bytes as u64),
@@ -223,6 +231,7 @@ impl Limits {
             ("max_peer_connections", self.max_peer_connections as u64),
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("body_read_timeout_ms", self.body_read_timeout_ms),
+            ("max_inflight_forwards", self.max_inflight_forwards as u64),
         ]
     }
 }

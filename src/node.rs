@@ -109,6 +109,7 @@ pub async fn run(
         limits: config.limits.clone(),
         auth: config.auth.clone(),
         identity: identity.clone(),
+        admission: crate::server::admission::Admission::new(&config.limits, &config.admission),
     });
     tracing::info!(node_id = config.node_id, cluster_id = identity.get().as_deref().unwrap_or("(adopted from the first peer)"), addr = %config.listen_addr, raft_addr = %config.raft_listen_addr, data_dir = %config.data_dir.display(), "serving");
     if crate::config::TEST_SWITCHES_BUILT {

@@ -200,7 +200,17 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             applied.last_command_index,
         )
     };
-    let gauges: [(&str, &str, u64); 12] = [
+    let gauges: [(&str, &str, u64); 14] = [
+        (
+            "conclave_forwards_inflight",
+            "Requests this node is forwarding to the leader now.",
+            app.admission.forwards_inflight() as u64,
+        ),
+        (
+            "conclave_admission_refused_total",
+            "Requests refused 429 by admission control here (forward limit, subject rate).",
+            app.admission.refused(),
+        ),
         (
             "conclave_build_test_switches",
             "1 if this build has the test-only [debug] switches (never in production).",

@@ -64,6 +64,9 @@ pub enum ApiError {
     /// 429: overloaded; retry after a moment.
     #[error("{0}")]
     Overloaded(String),
+    /// 429 `rate_limited`: this subject is over its rate on this node.
+    #[error("{message}")]
+    RateLimited { message: String, retry_after_s: u64 },
     /// 503 `no_leader`: not applied; retry (at `leader` if given).
     #[error("no leader available{}", leader.map(|l| format!(" (leader is node {l})")).unwrap_or_default())]
     NoLeader { leader: Option<NodeId> },
@@ -116,6 +119,7 @@ impl ApiError {
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::BodyTimeout),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
             Self::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::Overloaded),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited),
             Self::NoLeader { .. } => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::NoLeader),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, ErrorCode::Unavailable),
             Self::Indeterminate(_) => (StatusCode::GATEWAY_TIMEOUT, ErrorCode::Indeterminate),
@@ -146,6 +150,9 @@ impl ApiError {
             Self::TooLarge { limit } => {
                 details.insert("limit_bytes".into(), json!(limit));
             }
+            Self::RateLimited { retry_after_s, .. } => {
+                details.insert("retry_after_s".into(), json!(retry_after_s));
+            }
             _ => {}
         }
         details
@@ -175,6 +182,11 @@ impl IntoResponse for ApiError {
                 response
                     .headers_mut()
                     .insert("retry-after", HeaderValue::from_static("1"));
+            }
+            Self::RateLimited { retry_after_s, .. } => {
+                response
+                    .headers_mut()
+                    .insert("retry-after", HeaderValue::from(retry_after_s));
             }
             Self::NoLeader { .. } => {
                 response.extensions_mut().insert(NotLeaderMarker);

@@ -73,6 +73,7 @@ error_codes! {
     Overloaded => "overloaded",
     PayloadTooLarge => "payload_too_large",
     PermitsUnavailable => "permits_unavailable",
+    RateLimited => "rate_limited",
     RequestIdConflict => "request_id_conflict",
     SessionNotFound => "session_not_found",
     StaleFencingToken => "stale_fencing_token",

@@ -175,6 +175,11 @@ async fn forward(
     body: Bytes,
 ) -> Response {
     let is_write = method != Method::GET;
+    // Held until the leader's answer is relayed (or lost); none free: 429, not sent.
+    let _place = match app.admission.forward_permit() {
+        Ok(place) => place,
+        Err(refused) => return refused.into_response(),
+    };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut request = app
         .http

@@ -9,6 +9,7 @@
 //! leadership themselves: they return `ApiError::NoLeader` and `forward` decides.
 //! Must not depend on `transport` (peer traffic) or storage internals.
 
+pub mod admission;
 pub mod cluster;
 pub mod debug_clock;
 pub mod error;
@@ -58,6 +59,8 @@ pub struct App {
     pub auth: crate::auth::Auth,
     /// Which cluster this node belongs to (shown by `GET /v1/cluster`).
     pub identity: Arc<crate::store::ClusterIdentity>,
+    /// What this node refuses at once rather than queue (`admission`).
+    pub admission: admission::Admission,
 }
 
 pub type AppState = Arc<App>;

@@ -210,7 +210,8 @@ pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Res
         Err(error) => return unauthenticated(error).into_response(),
     };
     // `admin` (and every caller of an open node) may do everything: no need to read
-    // the resource's name out of the path or query on the hot path.
+    // the resource's name out of the path or query on the hot path. It is never
+    // rate-limited either, so an operator can always reach the cluster.
     if caller.grants.is_admin() {
         parts.extensions.insert(caller);
         return next.run(Request::from_parts(parts, body)).await;
@@ -225,6 +226,10 @@ pub async fn gate(State(gate): State<Gate>, request: Request, next: Next) -> Res
             caller.subject
         );
         return ApiError::Forbidden(message).into_response();
+    }
+    // Counted after authorization, so a refused request costs its subject nothing.
+    if let Err(refused) = gate.app.admission.charge(&caller.subject) {
+        return refused.into_response();
     }
     parts.extensions.insert(caller);
     next.run(Request::from_parts(parts, body)).await
