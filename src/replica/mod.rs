@@ -30,7 +30,7 @@ use read_index::{ReadError, ReadIndex};
 use ticker::Keepalives;
 
 /// How fresh a read must be (`?consistency=` on reads).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Consistency {
     /// Served only after a read-index round confirms this node leads and has

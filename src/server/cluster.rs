@@ -83,7 +83,7 @@ pub async fn info(State(app): State<AppState>) -> Response {
     .into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     id: NodeId,

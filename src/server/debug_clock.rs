@@ -17,7 +17,7 @@ use super::extract::JsonBody;
 use super::AppState;
 use crate::replica::clock::{OffsetError, MAX_DEBUG_OFFSET_MS};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SetOffset {
     offset_ms: i64,

@@ -51,6 +51,20 @@ impl JsonValue {
     }
 }
 
+/// Any JSON value, in the OpenAPI document.
+impl utoipa::PartialSchema for JsonValue {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::AnyValue)
+            .description(Some(format!(
+                "any JSON value, nesting at most {MAX_JSON_DEPTH} levels"
+            )))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for JsonValue {}
+
 impl<'de> Deserialize<'de> for JsonValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let raw = Box::<RawValue>::deserialize(deserializer)?;
@@ -98,7 +112,7 @@ pub fn path_id(text: &str, code: ErrorCode, what: &str) -> Result<u64, ApiError>
 
 /// A fencing guard in a request body: `{"lock" | "semaphore" | "election": name,
 /// "fencing_token": n}` (see docs/api.md, Guards).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuardBody {
     lock: Option<String>,

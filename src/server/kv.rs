@@ -15,7 +15,7 @@ use crate::limits::Limits;
 use crate::sm::kv::{KvCommand, KvEntry};
 use crate::sm::{Command, KvOutcome};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PutBody {
     value: super::input::JsonValue,
@@ -26,7 +26,7 @@ pub struct PutBody {
     request_id: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteBody {
     if_version: Option<u64>,
@@ -34,13 +34,15 @@ pub struct DeleteBody {
     request_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     #[serde(default)]
     prefix: String,
     after: Option<String>,
     limit: Option<usize>,
     #[serde(default)]
+    #[param(inline)]
     consistency: Consistency,
 }
 

@@ -18,8 +18,9 @@ use crate::sm::locks::{LockCommand, LockMode};
 use crate::sm::sessions::SessionId;
 use crate::sm::{Command, LockOutcome};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = LockAcquireBody)]
 pub struct AcquireBody {
     session_id: SessionId,
     #[serde(default = "default_mode")]

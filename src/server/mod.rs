@@ -19,6 +19,7 @@ pub mod forward;
 pub mod input;
 pub mod kv;
 pub mod locks;
+pub mod openapi;
 pub mod outcome;
 pub mod primitives;
 pub mod propose;
@@ -66,9 +67,11 @@ pub struct App {
 pub type AppState = Arc<App>;
 
 /// The query of a read endpoint: `?consistency=linearizable|stale`.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReadQuery {
     #[serde(default)]
+    #[param(inline)]
     pub consistency: Consistency,
 }
 

@@ -25,8 +25,9 @@ use crate::sm::{BarrierOutcome, Command, ElectionOutcome, Outcome, SemaphoreOutc
 
 // ----- semaphores ---------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = SemaphoreAcquireBody)]
 pub struct AcquireBody {
     session_id: SessionId,
     #[serde(default = "one")]
@@ -129,7 +130,7 @@ impl View for Semaphore {
 
 // ----- barriers -----------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BarrierBody {
     session_id: SessionId,
@@ -220,7 +221,7 @@ impl View for Barrier {
 
 // ----- elections ----------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignBody {
     session_id: SessionId,
@@ -232,7 +233,7 @@ pub struct CampaignBody {
     request_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResignBody {
     session_id: SessionId,

@@ -63,17 +63,21 @@ pub async fn get<R: View>(
     Ok(Json(R::view(&state, &name)).into_response())
 }
 
+/// Which room a body is for (a function type, so the body is `Send` for any room).
+type Room<R> = PhantomData<fn() -> R>;
+
 /// `POST /v1/<room>/{name}/release` of room `R` (routed as
 /// `propose::<ReleaseBody<R>>`).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields, bound(deserialize = ""))]
+#[schema(bound = "")]
 pub struct ReleaseBody<R> {
     session_id: SessionId,
     fencing_token: u64,
     guard: Option<GuardBody>,
     request_id: Option<String>,
     #[serde(skip)]
-    room: PhantomData<fn() -> R>,
+    room: Room<R>,
 }
 
 impl<R: Release + 'static> CommandBody for ReleaseBody<R> {

@@ -17,9 +17,12 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::propose::propose;
-use super::AppState;
 use super::{cluster, debug_clock, kv, locks, primitives, requests, resource, sessions, tasks};
+use super::{AppState, ReadQuery};
 use crate::auth::{Kind, Need, TokenError};
+use utoipa::openapi::path::{Parameter, ParameterIn};
+use utoipa::openapi::{Ref, RefOr, Schema};
+use utoipa::{IntoParams, ToSchema};
 
 /// Where a name an agent scope is checked against comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +68,54 @@ pub struct Route {
     pub access: Access,
     pub place: Place,
     pub handler: MethodRouter<AppState>,
+    /// The JSON body it reads, for the OpenAPI document (`openapi`).
+    pub body: Option<BodyDoc>,
+    /// Its query parameters, for the OpenAPI document.
+    pub query: Option<fn() -> Vec<Parameter>>,
+}
+
+/// The named schemas an OpenAPI document's `components` collect.
+pub type Components = Vec<(String, RefOr<Schema>)>;
+
+/// A route's request body in the OpenAPI document: the body type's schema (its
+/// nested types added to the components) and whether an empty body will do.
+#[derive(Clone, Copy)]
+pub struct BodyDoc {
+    pub required: bool,
+    pub schema: fn(&mut Components) -> RefOr<Schema>,
+}
+
+/// The schema of body type `T` as a reference, `T` and its nested types added.
+fn body_schema<T: ToSchema>(components: &mut Components) -> RefOr<Schema> {
+    T::schemas(components);
+    components.push((T::name().into_owned(), T::schema()));
+    Ref::from_schema_name(T::name()).into()
+}
+
+impl Route {
+    /// The route reads a JSON body of type `T` (the type its handler parses).
+    fn body<T: ToSchema>(mut self) -> Self {
+        self.body = Some(BodyDoc {
+            required: true,
+            schema: body_schema::<T>,
+        });
+        self
+    }
+
+    /// The route reads a JSON body of type `T`, or none (every field optional).
+    fn optional_body<T: ToSchema>(mut self) -> Self {
+        self.body = Some(BodyDoc {
+            required: false,
+            schema: body_schema::<T>,
+        });
+        self
+    }
+
+    /// The route reads query parameters of type `T`.
+    fn query<T: IntoParams>(mut self) -> Self {
+        self.query = Some(|| T::into_params(|| Some(ParameterIn::Query)));
+        self
+    }
 }
 
 fn route<H, T>(
@@ -85,6 +136,8 @@ where
         access,
         place,
         handler: on(filter, handler),
+        body: None,
+        query: None,
     }
 }
 
@@ -99,43 +152,44 @@ pub fn table() -> Vec<Route> {
     let key = Path("key");
     let name = Path("name");
     vec![
-        route(get.clone(), "/v1/kv", ReadOf(Kv, Query("prefix")), Leader, resource::list::<kv::ListQuery>),
-        route(get.clone(), "/v1/kv/{*key}", ReadOf(Kv, key), Leader, kv::get),
-        route(put, "/v1/kv/{*key}", AgentOf(Kv, key), Leader, propose::<kv::PutBody>),
-        route(delete.clone(), "/v1/kv/{*key}", AgentOf(Kv, key), Leader, propose::<kv::DeleteBody>),
-        route(get.clone(), "/v1/requests/{request_id}", Read, Leader, requests::get),
-        route(get.clone(), "/v1/sessions", Read, Leader, resource::list::<sessions::ListQuery>),
-        route(post.clone(), "/v1/sessions", Agent, Leader, sessions::create),
-        route(get.clone(), "/v1/sessions/{id}", Read, Leader, sessions::get),
+        route(get.clone(), "/v1/kv", ReadOf(Kv, Query("prefix")), Leader, resource::list::<kv::ListQuery>).query::<kv::ListQuery>(),
+        route(get.clone(), "/v1/kv/{*key}", ReadOf(Kv, key), Leader, kv::get).query::<ReadQuery>(),
+        route(put, "/v1/kv/{*key}", AgentOf(Kv, key), Leader, propose::<kv::PutBody>).body::<kv::PutBody>(),
+        route(delete.clone(), "/v1/kv/{*key}", AgentOf(Kv, key), Leader, propose::<kv::DeleteBody>).optional_body::<kv::DeleteBody>(),
+        route(get.clone(), "/v1/requests/{request_id}", Read, Leader, requests::get).query::<ReadQuery>(),
+        route(get.clone(), "/v1/sessions", Read, Leader, resource::list::<sessions::ListQuery>).query::<sessions::ListQuery>(),
+        route(post.clone(), "/v1/sessions", Agent, Leader, sessions::create).body::<sessions::CreateBody>(),
+        route(get.clone(), "/v1/sessions/{id}", Read, Leader, sessions::get).query::<ReadQuery>(),
         route(delete.clone(), "/v1/sessions/{id}", Agent, Leader, sessions::end),
         route(post.clone(), "/v1/sessions/{id}/keepalive", Agent, Leader, sessions::keepalive),
-        route(get.clone(), "/v1/tasks", Read, Leader, resource::list::<tasks::ListQuery>),
-        route(post.clone(), "/v1/tasks", AgentKind(Tasks), Leader, tasks::submit),
-        route(post.clone(), "/v1/tasks/claim", AgentKind(Tasks), Leader, tasks::claim),
-        route(get.clone(), "/v1/tasks/{id}", Read, Leader, tasks::get),
-        route(delete.clone(), "/v1/tasks/{id}", AgentKind(Tasks), Leader, propose::<tasks::CancelBody>),
-        route(post.clone(), "/v1/tasks/{id}/heartbeat", AgentKind(Tasks), Leader, propose::<tasks::HeartbeatBody>),
-        route(post.clone(), "/v1/tasks/{id}/complete", AgentKind(Tasks), Leader, propose::<tasks::CompleteBody>),
-        route(post.clone(), "/v1/tasks/{id}/fail", AgentKind(Tasks), Leader, propose::<tasks::FailBody>),
-        route(post.clone(), "/v1/tasks/{id}/retry", AgentKind(Tasks), Leader, propose::<tasks::RetryBody>),
-        route(get.clone(), "/v1/locks/{name}", ReadOf(Locks, name), Leader, resource::get::<locks::Lock>),
-        route(post.clone(), "/v1/locks/{name}/acquire", AgentOf(Locks, name), Leader, locks::acquire),
-        route(post.clone(), "/v1/locks/{name}/release", AgentOf(Locks, name), Leader, propose::<resource::ReleaseBody<locks::Lock>>),
-        route(get.clone(), "/v1/semaphores/{name}", ReadOf(Semaphores, name), Leader, resource::get::<primitives::Semaphore>),
-        route(post.clone(), "/v1/semaphores/{name}/acquire", AgentOf(Semaphores, name), Leader, primitives::semaphore_acquire),
-        route(post.clone(), "/v1/semaphores/{name}/release", AgentOf(Semaphores, name), Leader, propose::<resource::ReleaseBody<primitives::Semaphore>>),
-        route(get.clone(), "/v1/barriers/{name}", ReadOf(Barriers, name), Leader, resource::get::<primitives::Barrier>),
-        route(post.clone(), "/v1/barriers/{name}/wait", AgentOf(Barriers, name), Leader, primitives::barrier_wait),
-        route(get.clone(), "/v1/elections/{name}", ReadOf(Elections, name), Leader, resource::get::<primitives::Election>),
-        route(post.clone(), "/v1/elections/{name}/campaign", AgentOf(Elections, name), Leader, primitives::campaign),
-        route(post.clone(), "/v1/elections/{name}/resign", AgentOf(Elections, name), Leader, propose::<primitives::ResignBody>),
-        route(post.clone(), "/v1/cluster/members", Admin, Leader, cluster::add_member),
+        route(get.clone(), "/v1/tasks", Read, Leader, resource::list::<tasks::ListQuery>).query::<tasks::ListQuery>(),
+        route(post.clone(), "/v1/tasks", AgentKind(Tasks), Leader, tasks::submit).body::<tasks::SubmitBody>(),
+        route(post.clone(), "/v1/tasks/claim", AgentKind(Tasks), Leader, tasks::claim).body::<tasks::ClaimBody>(),
+        route(get.clone(), "/v1/tasks/{id}", Read, Leader, tasks::get).query::<ReadQuery>(),
+        route(delete.clone(), "/v1/tasks/{id}", AgentKind(Tasks), Leader, propose::<tasks::CancelBody>).optional_body::<tasks::CancelBody>(),
+        route(post.clone(), "/v1/tasks/{id}/heartbeat", AgentKind(Tasks), Leader, propose::<tasks::HeartbeatBody>).body::<tasks::HeartbeatBody>(),
+        route(post.clone(), "/v1/tasks/{id}/complete", AgentKind(Tasks), Leader, propose::<tasks::CompleteBody>).body::<tasks::CompleteBody>(),
+        route(post.clone(), "/v1/tasks/{id}/fail", AgentKind(Tasks), Leader, propose::<tasks::FailBody>).body::<tasks::FailBody>(),
+        route(post.clone(), "/v1/tasks/{id}/retry", AgentKind(Tasks), Leader, propose::<tasks::RetryBody>).optional_body::<tasks::RetryBody>(),
+        route(get.clone(), "/v1/locks/{name}", ReadOf(Locks, name), Leader, resource::get::<locks::Lock>).query::<ReadQuery>(),
+        route(post.clone(), "/v1/locks/{name}/acquire", AgentOf(Locks, name), Leader, locks::acquire).body::<locks::AcquireBody>(),
+        route(post.clone(), "/v1/locks/{name}/release", AgentOf(Locks, name), Leader, propose::<resource::ReleaseBody<locks::Lock>>).body::<resource::ReleaseBody<locks::Lock>>(),
+        route(get.clone(), "/v1/semaphores/{name}", ReadOf(Semaphores, name), Leader, resource::get::<primitives::Semaphore>).query::<ReadQuery>(),
+        route(post.clone(), "/v1/semaphores/{name}/acquire", AgentOf(Semaphores, name), Leader, primitives::semaphore_acquire).body::<primitives::AcquireBody>(),
+        route(post.clone(), "/v1/semaphores/{name}/release", AgentOf(Semaphores, name), Leader, propose::<resource::ReleaseBody<primitives::Semaphore>>).body::<resource::ReleaseBody<primitives::Semaphore>>(),
+        route(get.clone(), "/v1/barriers/{name}", ReadOf(Barriers, name), Leader, resource::get::<primitives::Barrier>).query::<ReadQuery>(),
+        route(post.clone(), "/v1/barriers/{name}/wait", AgentOf(Barriers, name), Leader, primitives::barrier_wait).body::<primitives::BarrierBody>(),
+        route(get.clone(), "/v1/elections/{name}", ReadOf(Elections, name), Leader, resource::get::<primitives::Election>).query::<ReadQuery>(),
+        route(post.clone(), "/v1/elections/{name}/campaign", AgentOf(Elections, name), Leader, primitives::campaign).body::<primitives::CampaignBody>(),
+        route(post.clone(), "/v1/elections/{name}/resign", AgentOf(Elections, name), Leader, propose::<primitives::ResignBody>).body::<primitives::ResignBody>(),
+        route(post.clone(), "/v1/cluster/members", Admin, Leader, cluster::add_member).body::<cluster::AddMember>(),
         route(delete, "/v1/cluster/members/{id}", Admin, Leader, cluster::remove_member),
         route(get.clone(), "/v1/cluster", Read, Local, cluster::info),
         route(post.clone(), "/v1/cluster/snapshot", Admin, Local, cluster::snapshot),
         route(get.clone(), "/v1/debug/state", Admin, Local, cluster::state_digest),
         route(get.clone(), "/v1/debug/clock", Admin, Local, debug_clock::get),
-        route(post, "/v1/debug/clock", Admin, Local, debug_clock::set),
+        route(post, "/v1/debug/clock", Admin, Local, debug_clock::set).body::<debug_clock::SetOffset>(),
+        route(get.clone(), "/v1/openapi.json", Read, Local, super::openapi::serve),
         route(get.clone(), "/health", Public, Local, cluster::health),
         route(get.clone(), "/ready", Public, Local, cluster::ready),
         route(get, "/metrics", Read, Local, cluster::metrics),

@@ -18,7 +18,7 @@ use super::{AppState, Consistency, ReadQuery};
 use crate::sm::sessions::{NewSession, Session, SessionId};
 use crate::sm::{Command, SessionOutcome};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBody {
     name: String,
@@ -40,12 +40,14 @@ fn default_ttl_ms() -> u64 {
     10_000
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     capability: Option<String>,
     after: Option<SessionId>,
     limit: Option<usize>,
     #[serde(default)]
+    #[param(inline)]
     consistency: Consistency,
 }
 

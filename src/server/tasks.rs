@@ -23,7 +23,7 @@ use crate::sm::sessions::SessionId;
 use crate::sm::tasks::{NewTask, Task, TaskId, TaskState};
 use crate::sm::{Command, Outcome, Submission, TaskOutcome};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubmitBody {
     kind: String,
@@ -52,7 +52,7 @@ fn default_lease_ms() -> u64 {
     30_000
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     session_id: SessionId,
@@ -60,7 +60,7 @@ pub struct ClaimBody {
     wait_ms: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatBody {
     fencing_token: u64,
@@ -69,7 +69,7 @@ pub struct HeartbeatBody {
     request_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
     fencing_token: u64,
@@ -78,7 +78,7 @@ pub struct CompleteBody {
     request_id: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailBody {
     fencing_token: u64,
@@ -93,13 +93,15 @@ fn default_true() -> bool {
     true
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     state: Option<String>,
     kind: Option<String>,
     after: Option<TaskId>,
     limit: Option<usize>,
     #[serde(default)]
+    #[param(inline)]
     consistency: Consistency,
 }
 
@@ -366,7 +368,7 @@ impl CommandBody for FailBody {
 }
 
 /// The body of a task command that carries only `request_id` and `guard`.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlainBody<const RETRY: bool> {
     guard: Option<super::input::GuardBody>,
