@@ -198,6 +198,54 @@ async fn an_agent_submits_only_tasks_of_its_kinds() {
     assert_eq!(body["error"]["code"], "forbidden");
 }
 
+/// Cancel and retry name a task by id, not by kind; the caller's tasks prefix must
+/// still cover the task's kind (it was enough to hold any `agent:tasks` scope).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_and_retry_need_a_scope_covering_the_task_s_kind() {
+    let _serial = common::serial().await;
+    let cluster = Cluster::start(1, Options::default()).await;
+    let base = cluster.url(1);
+    let http = reqwest::Client::new();
+    let billing = common::token("billing", &["agent:tasks:billing"]);
+    let renderer = common::token("renderer", &["agent:tasks:render"]);
+    let call = |method: Method, path: String, token: &str| {
+        common::send(
+            http.request(method, format!("{base}{path}"))
+                .bearer_auth(token)
+                .json(&serde_json::json!({})),
+        )
+    };
+    let (status, submitted) = common::send(
+        http.post(format!("{base}/v1/tasks"))
+            .bearer_auth(&billing)
+            .json(&serde_json::json!({"kind": "billing-run", "max_attempts": 1})),
+    )
+    .await;
+    assert_eq!(status, 200, "{submitted}");
+    let task = submitted["task_id"].as_u64().unwrap();
+    for (method, path) in [
+        (Method::DELETE, format!("/v1/tasks/{task}")),
+        (Method::POST, format!("/v1/tasks/{task}/retry")),
+    ] {
+        let (status, body) = call(method.clone(), path.clone(), &renderer).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{method} {path}: {body}"
+        );
+    }
+    let (_, view) = call(Method::GET, format!("/v1/tasks/{task}"), &billing).await;
+    assert_eq!(view["state"], "queued", "{view}");
+    // The kind's own agent may cancel it; an unknown task is the state machine's 404.
+    let (status, body) = call(Method::DELETE, format!("/v1/tasks/{task}"), &billing).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(Method::DELETE, "/v1/tasks/999999".into(), &renderer).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("task_not_found"))
+    );
+}
+
 /// `/raft/*` has its own listener (issue #11: it shared the client listener, so
 /// the two could not be firewalled apart). It takes only the cluster secret, never
 /// a client token; the client listener serves no `/raft/*` route and the peer

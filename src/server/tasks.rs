@@ -397,6 +397,48 @@ impl<const RETRY: bool> CommandBody for PlainBody<RETRY> {
     }
 }
 
+/// `DELETE /v1/tasks/{id}` and `POST /v1/tasks/{id}/retry` (routed as
+/// `by_kind::<false>` / `by_kind::<true>`): like `propose::<PlainBody<RETRY>>`, but, as
+/// for submit, the caller's tasks scope must cover the task's kind. A task's kind
+/// never changes, so the leader's applied state (where the route is served) answers
+/// it; a task it does not have goes on to the state machine, which answers
+/// `task_not_found`.
+pub async fn by_kind<const RETRY: bool>(
+    State(app): State<AppState>,
+    acting: super::extract::Acting,
+    Extension(caller): Extension<Caller>,
+    path: TaskIdPath,
+    JsonBody(body): JsonBody<PlainBody<RETRY>>,
+) -> Result<Response, ApiError> {
+    if !caller.grants.is_admin() {
+        let kind = app
+            .replica
+            .state()
+            .tasks
+            .get(path.0)
+            .map(|task| task.spec.kind.clone());
+        if let Some(kind) = kind {
+            if !caller
+                .grants
+                .allows(&Need::AgentOf(Kind::Tasks, kind.clone()))
+            {
+                let verb = if RETRY { "retry" } else { "cancel" };
+                return Err(ApiError::Forbidden(format!(
+                    "the token of {:?} may not {verb} tasks of kind {kind:?}",
+                    caller.subject
+                )));
+            }
+        }
+    }
+    let Proposed {
+        command,
+        request_id,
+        guard,
+    } = body.command(path, &app.limits)?;
+    app.propose_and_respond(&acting, request_id, guard, command)
+        .await
+}
+
 pub async fn get(
     State(app): State<AppState>,
     super::input::TaskIdPath(task_id): super::input::TaskIdPath,
