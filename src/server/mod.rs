@@ -12,6 +12,8 @@
 pub mod admission;
 pub mod cluster;
 pub mod debug_clock;
+#[cfg(test)]
+mod decode_fuzz_tests;
 pub mod error;
 pub mod error_code;
 pub mod extract;

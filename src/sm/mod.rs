@@ -284,6 +284,8 @@ fn may_free_capacity_or_ready_work(command: &Command) -> bool {
 }
 
 #[cfg(test)]
+mod decode_fuzz_tests;
+#[cfg(test)]
 mod scheduler_scale_tests;
 #[cfg(test)]
 mod scheduler_tests;

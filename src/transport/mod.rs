@@ -13,6 +13,9 @@ pub mod client;
 pub mod server;
 mod snapshot_receipt;
 
+#[cfg(test)]
+mod decode_fuzz_tests;
+
 pub use client::Network;
 pub use server::{router, Peers};
 
