@@ -22,8 +22,10 @@ use serde::Serialize;
 /// outcomes nest per primitive too (`Outcome::Lock(LockOutcome)` …, shared refusals
 /// in `Outcome::Refused(Refusal)`; outcomes are kept in the idempotency records);
 /// 4 — a member records its peer listener's address (`Member::raft_addr`; #11); 5 —
-/// a session records its owner and a submission the subject it acts as (#11).
-pub const FORMAT_VERSION: u32 = 5;
+/// a session records its owner and a submission the subject it acts as (#11); 6 —
+/// a session records the semaphores, barriers and elections it joined
+/// (`Session::joined`, #11).
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Encoding or decoding failed. Decoding failures of persisted data are fatal to the
 /// node (a log entry that cannot be decoded must stop it rather than let replicas

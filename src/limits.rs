@@ -31,6 +31,18 @@ impl Replicated {
     pub const TASK_RETRY_BACKOFF_BASE_MS: u64 = 1_000;
     /// The longest retry backoff.
     pub const TASK_RETRY_BACKOFF_MAX_MS: u64 = 60_000;
+    /// Keys stored at most; a put of a new key beyond it is refused (429).
+    pub const MAX_KEYS: usize = 1_000_000;
+    /// Locks, semaphores, barriers and elections in use at most, each room counted
+    /// on its own; an acquire, arrival or campaign that would add one more is
+    /// refused (429). (A resource nobody holds or awaits is dropped.)
+    pub const MAX_RESOURCES_PER_ROOM: usize = 100_000;
+    /// Waiters queued at most on one lock or semaphore, candidates standing in one
+    /// election; one more is refused (429). Barrier arrivals are bounded by
+    /// `parties`.
+    pub const MAX_WAITERS: usize = 10_000;
+    /// How many ended generations a barrier remembers (for waiters to read).
+    pub const BARRIER_HISTORY: usize = 64;
 }
 
 /// Per-node limits; each may be lowered (never raised past its default) by the
@@ -252,3 +264,31 @@ pub const MAX_TOKEN_BYTES: usize = 4_096;
 pub const TOKEN_LEEWAY_S: u64 = 30;
 /// Longest token lifetime `conclave token issue` mints.
 pub const MAX_TOKEN_TTL_S: u64 = 366 * 86_400;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every per-node limit (by its config name) and every named constant of this
+    /// file appears in docs/security.md's Limits section.
+    #[test]
+    fn every_limit_is_in_the_security_doc() {
+        let doc = include_str!("../docs/security.md");
+        let mut missing = Vec::new();
+        for (name, _) in Limits::default().named() {
+            if !doc.contains(&format!("`{name}`")) {
+                missing.push(name.to_owned());
+            }
+        }
+        for line in include_str!("limits.rs").lines() {
+            let Some(rest) = line.trim().strip_prefix("pub const ") else {
+                continue;
+            };
+            let name = &rest[..rest.find(':').expect("a typed const")];
+            if !doc.contains(name) {
+                missing.push(name.to_owned());
+            }
+        }
+        assert!(missing.is_empty(), "docs/security.md lacks {missing:?}");
+    }
+}

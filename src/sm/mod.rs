@@ -283,6 +283,15 @@ fn may_free_capacity_or_ready_work(command: &Command) -> bool {
     }
 }
 
+/// The refusal of a command past a replicated count limit (429, not remembered).
+pub(in crate::sm) fn too_many(what: &str, limit: usize) -> Outcome {
+    Outcome::Refused(Refusal::LimitReached {
+        message: format!("at most {limit} {what}"),
+    })
+}
+
+#[cfg(test)]
+mod bounds_tests;
 #[cfg(test)]
 mod decode_fuzz_tests;
 #[cfg(test)]

@@ -160,13 +160,19 @@ pub fn drop_if_idle<T: Idle>(room: &mut BTreeMap<String, T>, name: &str) {
     }
 }
 
-/// Applies `forget` (what an ended session leaves behind) to every resource of
-/// `room`, and drops those left idle.
-pub fn forget_session<T: Idle>(room: &mut BTreeMap<String, T>, mut forget: impl FnMut(&mut T)) {
-    room.retain(|_, resource| {
-        forget(resource);
-        !resource.is_idle()
-    });
+/// Applies `forget` (what an ended session leaves behind) to the resources of
+/// `room` named in `names` (those the session joined), and drops those left idle.
+pub fn forget_session<'a, T: Idle>(
+    room: &mut BTreeMap<String, T>,
+    names: impl Iterator<Item = &'a str>,
+    mut forget: impl FnMut(&mut T),
+) {
+    for name in names {
+        if let Some(resource) = room.get_mut(name) {
+            forget(resource);
+        }
+        drop_if_idle(room, name);
+    }
 }
 
 /// Stamps a grant: the next token from the cluster-wide allocator `tokens` (see

@@ -67,11 +67,11 @@ fn a_data_directory_of_another_cluster_is_refused_naming_both_ids() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().display().to_string();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_without_flusher(dir.path());
         let identity = ClusterIdentity::open(&db, &path, Some("alpha"), None).unwrap();
         assert_eq!(identity.get().as_deref(), Some("alpha"));
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_without_flusher(dir.path());
     let refused = ClusterIdentity::open(&db, &path, Some("beta"), Some("derived".into()));
     let message = refused.unwrap_err().to_string();
     assert!(
@@ -90,7 +90,7 @@ async fn a_joining_node_adopts_its_clusters_id_once_and_refuses_others() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().display().to_string();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_without_flusher(dir.path());
         let identity = ClusterIdentity::open(&db, &path, None, None).unwrap();
         assert_eq!(identity.get(), None);
         identity.admit(None).await.unwrap();
@@ -101,7 +101,7 @@ async fn a_joining_node_adopts_its_clusters_id_once_and_refuses_others() {
         assert!(identity.admit(None).await.is_err());
         assert!(identity.admit(Some("not valid!")).await.is_err());
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_without_flusher(dir.path());
     let reopened = ClusterIdentity::open(&db, &path, None, None).unwrap();
     assert_eq!(reopened.get().as_deref(), Some("gamma"), "adopted durably");
 }
@@ -114,4 +114,15 @@ fn every_initial_member_derives_the_same_cluster_id_and_another_secret_another()
     assert_ne!(id, derive("secret-0123456789abcdeg", &[1, 2, 3]));
     assert_ne!(id, derive("secret-0123456789abcdef", &[1, 2]));
     assert!(valid(&id) && id.len() == 16, "{id}");
+}
+
+/// A sled database without its background flusher, so dropping it releases the
+/// directory's lock at once (a flusher thread still holding it made a reopen in the
+/// same test fail with `WouldBlock` on a loaded machine).
+fn open_without_flusher(path: &std::path::Path) -> sled::Db {
+    sled::Config::new()
+        .path(path)
+        .flush_every_ms(None)
+        .open()
+        .unwrap()
 }

@@ -32,14 +32,11 @@ pub struct Barrier {
     pub ended: BTreeMap<u64, bool>,
 }
 
-/// How many ended generations a barrier remembers (for waiters to read).
-pub const BARRIER_HISTORY: usize = 64;
-
 impl Barrier {
     /// Ends the gathering generation (released, or broken) and starts the next.
     pub fn end_generation(&mut self, broken: bool) {
         self.ended.insert(self.generation, broken);
-        while self.ended.len() > BARRIER_HISTORY {
+        while self.ended.len() > crate::limits::Replicated::BARRIER_HISTORY {
             self.ended.pop_first();
         }
         self.generation += 1;

@@ -3,7 +3,10 @@
 //! read sessions only to check an arrival is alive.
 
 use super::BarrierCommand;
+use crate::limits::Replicated;
+use crate::sm::sessions::Room;
 use crate::sm::sessions::SessionId;
+use crate::sm::too_many;
 use crate::sm::{BarrierOutcome, Refusal};
 use crate::sm::{Outcome, State};
 
@@ -33,6 +36,11 @@ impl State {
                 message: "parties must be at least 1".into(),
             });
         }
+        if !self.barriers.contains_key(name)
+            && self.barriers.len() >= Replicated::MAX_RESOURCES_PER_ROOM
+        {
+            return too_many("barriers", Replicated::MAX_RESOURCES_PER_ROOM);
+        }
         let barrier = self.barriers.entry(name.to_owned()).or_default();
         if barrier.arrived.is_empty() {
             barrier.parties = parties;
@@ -51,6 +59,7 @@ impl State {
             barrier.end_generation(false);
             return Outcome::Barrier(BarrierOutcome::Released { generation });
         }
+        self.joined(session_id, Room::Barrier, name);
         Outcome::Barrier(BarrierOutcome::Waiting { generation })
     }
 
@@ -66,15 +75,23 @@ impl State {
             };
         }
         barrier.arrived.remove(&session_id);
+        self.left(session_id, Room::Barrier, name);
         Outcome::Barrier(BarrierOutcome::Left)
     }
 
     /// The session-end hook: breaks every barrier generation the ended session had
     /// joined.
-    pub(in crate::sm) fn barriers_on_session_end(&mut self, session_id: SessionId) {
-        for barrier in self.barriers.values_mut() {
-            if barrier.arrived.contains(&session_id) {
-                barrier.end_generation(true);
+    /// Visits only the barriers the session joined (`names`).
+    pub(in crate::sm) fn barriers_on_session_end<'a>(
+        &mut self,
+        session_id: SessionId,
+        names: impl Iterator<Item = &'a str>,
+    ) {
+        for name in names {
+            if let Some(barrier) = self.barriers.get_mut(name) {
+                if barrier.arrived.contains(&session_id) {
+                    barrier.end_generation(true);
+                }
             }
         }
     }

@@ -4,7 +4,10 @@
 //! candidate is alive.
 
 use super::{Candidate, ElectionCommand};
+use crate::limits::Replicated;
+use crate::sm::sessions::Room;
 use crate::sm::sessions::SessionId;
+use crate::sm::too_many;
 use crate::sm::wait_queue::{drop_if_idle, forget_session, granted_to, release_position};
 use crate::sm::{ElectionOutcome, Refusal};
 use crate::sm::{Outcome, State};
@@ -48,6 +51,11 @@ impl State {
             return Outcome::Refused(Refusal::SessionNotFound { session_id });
         }
         let now = self.cluster_time_ms;
+        if !self.elections.contains_key(name)
+            && self.elections.len() >= Replicated::MAX_RESOURCES_PER_ROOM
+        {
+            return too_many("elections", Replicated::MAX_RESOURCES_PER_ROOM);
+        }
         let election = self.elections.entry(name.to_owned()).or_default();
         if let Some(leader) = election
             .leader
@@ -76,6 +84,7 @@ impl State {
             election.enqueue(candidate);
             election.promote(index, now, &mut self.last_fencing_token);
             let term = election.leader.as_ref().map_or(0, |l| l.term);
+            self.joined(session_id, Room::Election, name);
             return Outcome::Election(ElectionOutcome::Elected { term });
         }
         if !wait {
@@ -85,7 +94,11 @@ impl State {
                 term: leader.map_or(0, |l| l.term),
             });
         }
+        if election.candidates.len() >= Replicated::MAX_WAITERS {
+            return too_many("candidates per election", Replicated::MAX_WAITERS);
+        }
         election.enqueue(candidate);
+        self.joined(session_id, Room::Election, name);
         Outcome::Election(ElectionOutcome::Queued { waiter_id: index })
     }
 
@@ -103,6 +116,7 @@ impl State {
         election.leader = None;
         election.promote(index, now, &mut self.last_fencing_token);
         drop_if_idle(&mut self.elections, name);
+        self.left(session_id, Room::Election, name);
         Outcome::Election(ElectionOutcome::Resigned)
     }
 
@@ -114,6 +128,11 @@ impl State {
         if let Some(leader) = granted_to(election.leader.as_slice(), waiter_id) {
             return Outcome::Election(ElectionOutcome::Elected { term: leader.term });
         }
+        let standing = election
+            .candidates
+            .iter()
+            .find(|c| c.waiter_id == waiter_id)
+            .map(|c| c.session_id);
         election.candidates.retain(|c| c.waiter_id != waiter_id);
         let leader = election.leader.as_ref();
         let refusal = Outcome::Election(ElectionOutcome::NotElected {
@@ -121,15 +140,23 @@ impl State {
             term: leader.map_or(0, |l| l.term),
         });
         drop_if_idle(&mut self.elections, name);
+        if let Some(session_id) = standing {
+            self.left(session_id, Room::Election, name);
+        }
         refusal
     }
 
     /// The session-end hook: withdraws an ended session's candidacies and, if it
     /// led, promotes the next candidate.
-    pub(in crate::sm) fn elections_on_session_end(&mut self, session_id: SessionId) {
+    /// Visits only the elections the session joined (`names`, in name order).
+    pub(in crate::sm) fn elections_on_session_end<'a>(
+        &mut self,
+        session_id: SessionId,
+        names: impl Iterator<Item = &'a str>,
+    ) {
         let (index, now) = (self.last_command_index, self.cluster_time_ms);
         let tokens = &mut self.last_fencing_token;
-        forget_session(&mut self.elections, |election| {
+        forget_session(&mut self.elections, names, |election| {
             election.candidates.retain(|c| c.session_id != session_id);
             if election
                 .leader

@@ -2,6 +2,7 @@
 //! sets of ephemeral keys in step.
 
 use super::KvCommand;
+use crate::limits::Replicated;
 use crate::sm::sessions::{Session, SessionId};
 use crate::sm::{KvOutcome, Refusal};
 use crate::sm::{Outcome, State};
@@ -53,6 +54,9 @@ impl State {
             if self.sessions.get(id).is_none() {
                 return Outcome::Refused(Refusal::SessionNotFound { session_id: id });
             }
+        }
+        if !self.kv.contains_key(key) && self.kv.len() >= Replicated::MAX_KEYS {
+            return crate::sm::too_many("keys", Replicated::MAX_KEYS);
         }
         let previous_owner = self.kv.get(key).and_then(|entry| entry.session_id);
         let outcome = super::put(&mut self.kv, key, value_json, if_version, session_id, index);

@@ -5,6 +5,7 @@
 //! sessions only to check a requester is alive.
 
 use super::{Hold, LockCommand, LockMode, Waiter};
+use crate::limits::Replicated;
 use crate::sm::sessions::{Session, SessionId};
 use crate::sm::wait_queue::{again, granted_to, release_position};
 use crate::sm::{LockOutcome, Refusal};
@@ -54,6 +55,10 @@ impl State {
             return Outcome::Refused(Refusal::SessionNotFound { session_id });
         }
         let clock = (index, self.cluster_time_ms);
+        if self.locks.get(name).is_none() && self.locks.len() >= Replicated::MAX_RESOURCES_PER_ROOM
+        {
+            return crate::sm::too_many("locks", Replicated::MAX_RESOURCES_PER_ROOM);
+        }
         let lock = self.locks.get_or_create(name, lock_delay_ms);
         // The expired holder presenting its token takes the lock back during its
         // lock-delay (as in Chubby), ahead of any waiter; that ends the delay.
@@ -84,6 +89,9 @@ impl State {
         if !wait {
             self.locks.drop_if_idle(name);
             return Outcome::Lock(LockOutcome::Held);
+        }
+        if lock.waiters.len() >= Replicated::MAX_WAITERS {
+            return crate::sm::too_many("waiters per lock", Replicated::MAX_WAITERS);
         }
         if let Some(cycle) = self.deadlock_cycle(name, session_id) {
             self.locks.drop_if_idle(name);

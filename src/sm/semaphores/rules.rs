@@ -3,7 +3,10 @@
 //! waiters that now fit). They read sessions only to check a requester is alive.
 
 use super::{Permit, PermitWaiter, SemaphoreCommand};
+use crate::limits::Replicated;
+use crate::sm::sessions::Room;
 use crate::sm::sessions::SessionId;
+use crate::sm::too_many;
 use crate::sm::wait_queue::{
     again, drop_if_idle, forget_session, granted_to, release_position, Idle,
 };
@@ -54,6 +57,11 @@ impl State {
             });
         }
         let now = self.cluster_time_ms;
+        if !self.semaphores.contains_key(name)
+            && self.semaphores.len() >= Replicated::MAX_RESOURCES_PER_ROOM
+        {
+            return too_many("semaphores", Replicated::MAX_RESOURCES_PER_ROOM);
+        }
         let semaphore = self.semaphores.entry(name.to_owned()).or_default();
         if semaphore.is_idle() && semaphore.limit == 0 {
             semaphore.limit = limit;
@@ -75,11 +83,15 @@ impl State {
         if semaphore.waiters.is_empty() && semaphore.used() + permits <= limit {
             let tokens = &mut self.last_fencing_token;
             let fencing_token = semaphore.grant(session_id, permits, 0, index, now, tokens);
+            self.joined(session_id, Room::Semaphore, name);
             return Outcome::Semaphore(SemaphoreOutcome::Granted { fencing_token });
         }
         if !wait {
             drop_if_idle(&mut self.semaphores, name);
             return Outcome::Semaphore(SemaphoreOutcome::Unavailable);
+        }
+        if semaphore.waiters.len() >= Replicated::MAX_WAITERS {
+            return too_many("waiters per semaphore", Replicated::MAX_WAITERS);
         }
         semaphore.waiters.push_back(PermitWaiter {
             waiter_id: index,
@@ -87,6 +99,7 @@ impl State {
             permits,
             since_ms: now,
         });
+        self.joined(session_id, Room::Semaphore, name);
         Outcome::Semaphore(SemaphoreOutcome::Queued { waiter_id: index })
     }
 
@@ -102,6 +115,8 @@ impl State {
         semaphore.holders.remove(position);
         semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
         drop_if_idle(&mut self.semaphores, name);
+        // A session holds or awaits a semaphore once (`again`), so it has left it.
+        self.left(hold.0, Room::Semaphore, name);
         Outcome::Semaphore(SemaphoreOutcome::Released)
     }
 
@@ -115,18 +130,31 @@ impl State {
                 fencing_token: held.fencing_token,
             });
         }
+        let waiting = semaphore
+            .waiters
+            .iter()
+            .find(|w| w.waiter_id == waiter_id)
+            .map(|w| w.session_id);
         semaphore.waiters.retain(|w| w.waiter_id != waiter_id);
         semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
         drop_if_idle(&mut self.semaphores, name);
+        if let Some(session_id) = waiting {
+            self.left(session_id, Room::Semaphore, name);
+        }
         Outcome::Semaphore(SemaphoreOutcome::Unavailable)
     }
 
     /// The session-end hook: releases an ended session's permits, withdraws its
     /// waiters, and grants the waiters that now fit.
-    pub(in crate::sm) fn semaphores_on_session_end(&mut self, session_id: SessionId) {
+    /// Visits only the semaphores the session joined (`names`, in name order).
+    pub(in crate::sm) fn semaphores_on_session_end<'a>(
+        &mut self,
+        session_id: SessionId,
+        names: impl Iterator<Item = &'a str>,
+    ) {
         let (index, now) = (self.last_command_index, self.cluster_time_ms);
         let tokens = &mut self.last_fencing_token;
-        forget_session(&mut self.semaphores, |semaphore| {
+        forget_session(&mut self.semaphores, names, |semaphore| {
             let before = (semaphore.holders.len(), semaphore.waiters.len());
             semaphore.holders.retain(|p| p.session_id != session_id);
             semaphore.waiters.retain(|w| w.session_id != session_id);

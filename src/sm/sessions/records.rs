@@ -37,6 +37,20 @@ pub struct Session {
     /// The token subject that created it: only that subject (or `admin`) may act
     /// for it. `None` when created on an open node.
     pub owner: Option<String>,
+    /// The semaphores, barriers and elections it joined (holds, waits on, arrived
+    /// at, leads or stands in), so that its end visits those and no others: ending a
+    /// session costs what it joined, not what exists. Entries it left may linger
+    /// (a visit then finds nothing to do); those it left itself are removed.
+    pub joined: BTreeSet<(Room, String)>,
+}
+
+/// A room a session can join by name, besides locks (which keep their own index,
+/// `locks::WaitFor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Room {
+    Semaphore,
+    Barrier,
+    Election,
 }
 
 impl Session {
@@ -205,6 +219,7 @@ impl Sessions {
             load: 0,
             ephemeral_keys: BTreeSet::new(),
             owner: new.owner,
+            joined: BTreeSet::new(),
         };
         self.by_id.entry(id).or_insert(session)
     }

@@ -4,7 +4,7 @@
 //!
 //! Must not depend on storage, Raft, clocks or IO.
 
-use super::{NewSession, SessionCommand, SessionId};
+use super::{NewSession, Room, SessionCommand, SessionId};
 use crate::limits::Replicated;
 use crate::sm::command::Outcome;
 use crate::sm::State;
@@ -66,9 +66,32 @@ impl State {
         self.kv_on_session_end(&session);
         self.tasks_on_session_end(id, reason);
         self.locks_on_session_end(&session, expired);
-        self.semaphores_on_session_end(id);
-        self.barriers_on_session_end(id);
-        self.elections_on_session_end(id);
+        let named = |room: Room| {
+            session
+                .joined
+                .iter()
+                .filter(move |(joined, _)| *joined == room)
+                .map(|(_, name)| name.as_str())
+        };
+        self.semaphores_on_session_end(id, named(Room::Semaphore));
+        self.barriers_on_session_end(id, named(Room::Barrier));
+        self.elections_on_session_end(id, named(Room::Election));
         Outcome::Session(SessionOutcome::Ended)
+    }
+
+    /// Records that `session_id` joined `name` of `room` (`Session::joined`).
+    pub(in crate::sm) fn joined(&mut self, session_id: SessionId, room: Room, name: &str) {
+        if let Some(session) = self.sessions.get_mut(session_id) {
+            if !session.joined.contains(&(room, name.to_owned())) {
+                session.joined.insert((room, name.to_owned()));
+            }
+        }
+    }
+
+    /// Records that `session_id` left `name` of `room`.
+    pub(in crate::sm) fn left(&mut self, session_id: SessionId, room: Room, name: &str) {
+        if let Some(session) = self.sessions.get_mut(session_id) {
+            session.joined.remove(&(room, name.to_owned()));
+        }
     }
 }
