@@ -88,6 +88,9 @@ pub struct Config {
     pub auth: AuthSettings,
     #[serde(default)]
     pub admission: AdmissionSettings,
+    /// `[tls]`: HTTPS on both listeners and for what this node dials (`tls`).
+    #[serde(default)]
+    pub tls: crate::tls::TlsSettings,
 }
 
 /// `[admission]`: optional per-subject request rate (see `server::admission`).
@@ -288,6 +291,8 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// `[admission]` (see `server::admission`).
     pub admission: AdmissionSettings,
+    /// `[tls]` loaded; `None` serves and dials plain HTTP.
+    pub tls: Option<std::sync::Arc<crate::tls::NodeTls>>,
     /// `[debug] inject_bug = "stale-reads"` (test-only).
     pub stale_reads_bug: bool,
     /// `[debug] clock_offset_endpoint = true` (test-only).
@@ -326,6 +331,7 @@ impl Default for Config {
             debug: DebugSettings::default(),
             auth: AuthSettings::default(),
             admission: AdmissionSettings::default(),
+            tls: crate::tls::TlsSettings::default(),
         }
     }
 }
@@ -541,6 +547,9 @@ impl Config {
             },
             limits: self.limits,
             admission: self.admission,
+            tls: crate::tls::NodeTls::load(&self.tls)
+                .map_err(invalid)?
+                .map(std::sync::Arc::new),
             stale_reads_bug,
             clock_offset_endpoint: self.debug.clock_offset_endpoint,
             unbounded_clock_bug,

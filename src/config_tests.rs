@@ -130,3 +130,33 @@ fn a_build_without_test_switches_refuses_every_debug_switch() {
     let none = Config::single_node(7000);
     assert!(none.debug.admitted_by(false).is_ok());
 }
+
+#[test]
+fn tls_needs_cert_key_and_ca_together_and_names_a_missing_file() {
+    for text in [
+        "initial_members = [1]\n[tls]\ncert = \"c.pem\"\n",
+        "initial_members = [1]\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n",
+        "initial_members = [1]\n[tls]\npeer_client_auth = true\n",
+    ] {
+        let error = toml::from_str::<Config>(text)
+            .unwrap()
+            .resolve(7000)
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("cert, key and ca together"),
+            "{error}"
+        );
+    }
+    let missing = "initial_members = [1]\n[tls]\ncert = \"/nonexistent/c.pem\"\n\
+                   key = \"/nonexistent/k.pem\"\nca = \"/nonexistent/ca.pem\"\n";
+    let error = toml::from_str::<Config>(missing)
+        .unwrap()
+        .resolve(7000)
+        .unwrap_err();
+    assert!(error.to_string().contains("/nonexistent/c.pem"), "{error}");
+    assert!(Config::single_node(7000)
+        .resolve(7000)
+        .unwrap()
+        .tls
+        .is_none());
+}

@@ -43,4 +43,5 @@ pub mod serve;
 pub mod server;
 pub mod sm;
 pub mod store;
+pub mod tls;
 pub mod transport;

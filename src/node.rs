@@ -63,20 +63,26 @@ pub async fn run(
     )?);
     let (log_store, state_machine) = store::open(&db)?;
 
-    let http = reqwest::Client::builder()
+    let mut http = reqwest::Client::builder()
         .tcp_nodelay(true)
         // Under the peers' keep-alive idle timeout (their header-read timeout), so a
         // pooled connection is not reused just as the peer closes it.
         .pool_idle_timeout(Duration::from_millis(
             config.limits.header_read_timeout_ms / 3,
         ))
-        .connect_timeout(Duration::from_millis(config.raft.election_timeout_min))
-        .build()?;
+        .connect_timeout(Duration::from_millis(config.raft.election_timeout_min));
+    if let Some(tls) = &config.tls {
+        // Dials peers and the leader over HTTPS, trusting only `[tls] ca`.
+        http = tls.client(http)?;
+    }
+    let http = http.build()?;
+    let scheme = crate::tls::scheme(config.tls.as_deref());
     let network = Network::new(
         http.clone(),
         &config.cluster_secret,
         identity.clone(),
         config.peer_dial_addrs.clone(),
+        scheme,
     );
     let raft = Raft::new(
         config.node_id,
@@ -110,8 +116,16 @@ pub async fn run(
         auth: config.auth.clone(),
         identity: identity.clone(),
         admission: crate::server::admission::Admission::new(&config.limits, &config.admission),
+        scheme,
     });
     tracing::info!(node_id = config.node_id, cluster_id = identity.get().as_deref().unwrap_or("(adopted from the first peer)"), addr = %config.listen_addr, raft_addr = %config.raft_listen_addr, data_dir = %config.data_dir.display(), "serving");
+    match &config.tls {
+        Some(tls) => tracing::info!(
+            peer_client_auth = tls.peer_client_auth,
+            "TLS on both listeners; dialing peers with [tls] ca as the only roots"
+        ),
+        None => tracing::warn!("TLS is off: client and peer traffic is plain HTTP (see [tls])"),
+    }
     if crate::config::TEST_SWITCHES_BUILT {
         tracing::warn!(
             "THIS BUILD HAS TEST SWITCHES (cargo feature test-switches): [debug] inject_bug \
@@ -170,12 +184,14 @@ pub async fn run(
         listener,
         server::catch_panics(server::router(app)),
         client_hygiene,
+        config.tls.as_ref().map(|tls| tls.client_listener.clone()),
         until_stopped(stopped.clone()),
     );
     let peers = serve::serve(
         raft_listener,
         server::catch_panics(transport::router(peers)),
         peer_hygiene,
+        config.tls.as_ref().map(|tls| tls.peer_listener.clone()),
         until_stopped(stopped),
     );
     let (clients, peers) = tokio::join!(clients, peers);

@@ -14,6 +14,9 @@
 //! - a `Content-Length` over the listener's body limit answered `413` at once, before
 //!   the body is read, so an `Expect: 100-continue` client never gets a `100`.
 //!
+//! With TLS (`tls`), the handshake must also finish within the header-read
+//! timeout; a connection that fails it is closed.
+//!
 //! Must not depend on the client API or the peer routes: both pass their router in.
 
 use std::future::Future;
@@ -57,8 +60,10 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     hygiene: Hygiene,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let router = router.layer(axum::middleware::from_fn_with_state(hygiene, admit_body));
     let slots = Arc::new(tokio::sync::Semaphore::new(hygiene.max_connections));
     let (closing, closed) = tokio::sync::watch::channel(false);
@@ -87,20 +92,17 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
-        let mut closed = closed.clone();
+        let closed = closed.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(hygiene.header_read_timeout);
-            let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    _ = connection.as_mut() => break,
-                    _ = closed.wait_for(|closed| *closed), if !closing => {
-                        closing = true;
-                        connection.as_mut().graceful_shutdown();
+            match acceptor {
+                None => serve_connection(stream, service, hygiene, closed).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(hygiene.header_read_timeout, handshake).await {
+                        Ok(Ok(stream)) => serve_connection(stream, service, hygiene, closed).await,
+                        Ok(Err(error)) => tracing::debug!("TLS handshake refused: {error}"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
                 }
             }
@@ -117,6 +119,33 @@ pub async fn serve(
         tracing::warn!("shutting down with connections still open");
     }
     Ok(())
+}
+
+/// Serves one accepted connection (plain or TLS) until it ends or, after the
+/// listener's shutdown, finishes its request in flight.
+async fn serve_connection<IO>(
+    stream: IO,
+    service: TowerToHyperService<Router>,
+    hygiene: Hygiene,
+    mut closed: tokio::sync::watch::Receiver<bool>,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(hygiene.header_read_timeout);
+    let mut connection = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            _ = connection.as_mut() => break,
+            _ = closed.wait_for(|closed| *closed), if !closing => {
+                closing = true;
+                connection.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 /// Refuses a declared body over the limit before reading it, and puts a deadline on

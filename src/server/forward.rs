@@ -111,7 +111,7 @@ pub async fn serve_here_or_forward_to_leader(
     };
     if routing.redirect {
         return match app.member_addr(leader) {
-            Some(addr) => redirect(&addr, &uri, leader),
+            Some(addr) => redirect(app.scheme, &addr, &uri, leader),
             None => ApiError::NoLeader {
                 leader: Some(leader),
             }
@@ -152,9 +152,9 @@ fn forward_deadline(app: &AppState, uri: &Uri, body: &[u8]) -> std::time::Durati
     normal + std::time::Duration::from_millis(wait_ms.min(app.limits.max_wait_ms))
 }
 
-fn redirect(addr: &str, uri: &Uri, leader: NodeId) -> Response {
+fn redirect(scheme: &str, addr: &str, uri: &Uri, leader: NodeId) -> Response {
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let location = format!("http://{addr}{path}");
+    let location = format!("{scheme}://{addr}{path}");
     let mut response = StatusCode::TEMPORARY_REDIRECT.into_response();
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert("location", value);
@@ -183,7 +183,7 @@ async fn forward(
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
     let mut request = app
         .http
-        .request(method, format!("http://{addr}{path}"))
+        .request(method, format!("{}://{addr}{path}", app.scheme))
         .header(FORWARDED_HEADER, app.node_id.to_string())
         .timeout(forward_deadline(app, uri, &body))
         .body(body);

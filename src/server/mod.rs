@@ -64,6 +64,8 @@ pub struct App {
     pub identity: Arc<crate::store::ClusterIdentity>,
     /// What this node refuses at once rather than queue (`admission`).
     pub admission: admission::Admission,
+    /// `http`, or `https` with `[tls]`: how other nodes' client APIs are dialed.
+    pub scheme: &'static str,
 }
 
 pub type AppState = Arc<App>;

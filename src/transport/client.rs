@@ -37,6 +37,8 @@ pub struct Network {
     secret: Arc<str>,
     identity: Arc<crate::store::ClusterIdentity>,
     dial_overrides: Arc<BTreeMap<NodeId, String>>,
+    /// `http`, or `https` with `[tls]` (every node of a cluster uses the same).
+    scheme: &'static str,
 }
 
 impl Network {
@@ -45,12 +47,14 @@ impl Network {
         secret: &str,
         identity: Arc<crate::store::ClusterIdentity>,
         dial_overrides: BTreeMap<NodeId, String>,
+        scheme: &'static str,
     ) -> Self {
         Self {
             http,
             secret: secret.into(),
             identity,
             dial_overrides: Arc::new(dial_overrides),
+            scheme,
         }
     }
 }
@@ -75,7 +79,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             secret: self.secret.clone(),
             identity: self.identity.clone(),
             target,
-            base_url: format!("http://{addr}"),
+            base_url: format!("{}://{addr}", self.scheme),
         }
     }
 }

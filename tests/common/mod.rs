@@ -73,16 +73,18 @@ pub struct Node {
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     pub child: Option<Child>,
+    /// `https` when the cluster runs with `[tls]` (`Options::tls_ca_pem`).
+    pub scheme: &'static str,
 }
 
 impl Node {
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.port)
     }
 
     /// The base URL of the node's peer listener.
     pub fn raft_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.raft_port)
+        format!("{}://127.0.0.1:{}", self.scheme, self.raft_port)
     }
 
     /// The peer address as the membership records it.
@@ -109,6 +111,9 @@ pub struct Options {
     pub extra_toml: String,
     /// Runs the nodes open (no `[auth]` keys); by default they require tokens.
     pub open: bool,
+    /// The CA the nodes' `[tls]` certificates chain to (the `[tls]` table itself goes
+    /// in `extra_toml`): the harness then speaks HTTPS, trusting only it.
+    pub tls_ca_pem: Option<Vec<u8>>,
 }
 
 impl Cluster {
@@ -163,13 +168,26 @@ impl Cluster {
                 data_dir,
                 log_path,
                 child: None,
+                scheme: if options.tls_ca_pem.is_some() {
+                    "https"
+                } else {
+                    "http"
+                },
             });
         }
         let mut cluster = Cluster {
             cluster_id: format!("test-{cluster_id}"),
             dir,
             nodes,
-            http: client(),
+            http: match &options.tls_ca_pem {
+                None => client(),
+                Some(ca) => client_builder()
+                    .tls_built_in_root_certs(false)
+                    .add_root_certificate(reqwest::Certificate::from_pem(ca).unwrap())
+                    .timeout(Duration::from_secs(15))
+                    .build()
+                    .unwrap(),
+            },
         };
         for id in 1..=size {
             cluster.spawn(id);
