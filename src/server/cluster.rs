@@ -66,7 +66,7 @@ pub async fn info(State(app): State<AppState>) -> Response {
     let applied = app.replica.state();
     Json(json!({
         "node_id": app.node_id,
-        "cluster_id": app.identity.get(),
+        "cluster_id": app.identity.get().as_deref(),
         "state": facts.role,
         "leader_id": facts.leader_id,
         "term": facts.term,

@@ -7,7 +7,7 @@
 //!
 //! Depends only on sled and `codec`.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use super::OpenError;
 use crate::codec;
@@ -47,7 +47,8 @@ pub fn derive(secret: &str, initial_members: &[u64]) -> String {
 pub struct ClusterIdentity {
     db: sled::Db,
     meta: sled::Tree,
-    current: RwLock<Option<String>>,
+    /// Shared, not cloned, by every outgoing RPC (`get`).
+    current: RwLock<Option<Arc<str>>>,
 }
 
 impl ClusterIdentity {
@@ -95,12 +96,12 @@ impl ClusterIdentity {
         Ok(Self {
             db: db.clone(),
             meta,
-            current: RwLock::new(current),
+            current: RwLock::new(current.map(Arc::from)),
         })
     }
 
     /// The cluster id, if known yet.
-    pub fn get(&self) -> Option<String> {
+    pub fn get(&self) -> Option<Arc<str>> {
         self.current.read().expect("not poisoned").clone()
     }
 
@@ -109,9 +110,9 @@ impl ClusterIdentity {
     pub async fn admit(&self, sender: Option<&str>) -> Result<(), Mismatch> {
         let mine = self.get();
         match (mine, sender) {
-            (Some(mine), Some(sender)) if mine == sender => Ok(()),
+            (Some(mine), Some(sender)) if &*mine == sender => Ok(()),
             (Some(mine), sender) => Err(Mismatch {
-                this: mine,
+                this: mine.to_string(),
                 sender: sender.map(str::to_owned),
             }),
             (None, None) => Ok(()),
@@ -144,7 +145,7 @@ impl ClusterIdentity {
                     .flush_async()
                     .await
                     .map_err(|_| refused(String::new()))?;
-                *self.current.write().expect("not poisoned") = Some(adopted.clone());
+                *self.current.write().expect("not poisoned") = Some(Arc::from(adopted.as_str()));
                 if adopted == sender {
                     Ok(())
                 } else {

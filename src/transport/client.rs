@@ -101,7 +101,7 @@ impl PeerClient {
         let body = codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut post = self.http.post(format!("{}{path}", self.base_url));
         if let Some(cluster) = self.identity.get() {
-            post = post.header(CLUSTER_HEADER, cluster);
+            post = post.header(CLUSTER_HEADER, &*cluster);
         }
         let response = post
             .header(SECRET_HEADER, &*self.secret)
