@@ -525,7 +525,7 @@ impl Config {
             }
             crate::auth::Auth::Open
         } else {
-            crate::auth::Auth::Keys(crate::auth::Keys::new(&keys).map_err(invalid)?)
+            crate::auth::Auth::with_keys(crate::auth::Keys::new(&keys).map_err(invalid)?)
         };
         Ok(NodeConfig {
             auth,

@@ -260,6 +260,9 @@ pub const MIN_AUTH_KEY_BYTES: usize = 32;
 /// Longest bearer token accepted, in bytes (a larger `Authorization` header is
 /// refused before any decoding).
 pub const MAX_TOKEN_BYTES: usize = 4_096;
+/// Verified tokens a node remembers (`auth::Verified`), so an agent's next request
+/// skips decoding and the signature check; past it the memory is emptied.
+pub const MAX_VERIFIED_TOKENS: usize = 4_096;
 /// Clock skew tolerated when checking a token's expiry, in seconds.
 pub const TOKEN_LEEWAY_S: u64 = 30;
 /// Longest token lifetime `conclave token issue` mints.
