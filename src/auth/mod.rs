@@ -34,9 +34,10 @@ pub enum Auth {
 /// At most [`MAX_VERIFIED_TOKENS`] entries: when full it is emptied. Keys change
 /// only with a restart, so the entries never outlive the key that verified them.
 #[derive(Debug, Clone, Default)]
-pub struct Verified(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<Box<str>, (Caller, u64)>>>,
-);
+pub struct Verified(std::sync::Arc<std::sync::Mutex<VerifiedEntries>>);
+
+/// A verified token's text → the caller it names and its expiry (seconds).
+type VerifiedEntries = std::collections::HashMap<Box<str>, (Caller, u64)>;
 
 impl Verified {
     fn get(&self, token: &str, now_s: u64) -> Option<Caller> {
