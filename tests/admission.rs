@@ -7,25 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, Options};
+use common::{metric, Cluster, Options};
 use serde_json::{json, Value};
-
-/// A metric's value in `/metrics` of the node at `base`.
-async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
-        .parse()
-        .unwrap()
-}
 
 /// The status, `Retry-After` and body of a response.
 async fn answer(request: reqwest::RequestBuilder) -> (u16, Option<String>, Value) {

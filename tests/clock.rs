@@ -255,17 +255,11 @@ async fn the_debug_clock_endpoint_is_not_found_without_the_switch() {
         (200, &json!(true)),
         "{info}"
     );
-    let metrics = cluster
-        .http
-        .get(format!("{}/metrics", cluster.url(1)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("\nconclave_build_test_switches 1\n"),
-        "{metrics}"
-    );
+    let switches = common::metric(
+        &cluster.http,
+        &cluster.url(1),
+        "conclave_build_test_switches",
+    )
+    .await;
+    assert_eq!(switches, 1);
 }

@@ -373,15 +373,7 @@ async fn list_pages_through_a_prefix_and_delete_honours_if_version() {
             .0,
         200
     );
-    let listed = cluster
-        .http
-        .get(format!("{url}/v1/kv?prefix=big/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let listed = common::text(cluster.http.get(format!("{url}/v1/kv?prefix=big/"))).await;
     assert!(
         listed.contains("123456789012345678901234567890"),
         "{listed}"

@@ -433,3 +433,18 @@ pub async fn put(http: &reqwest::Client, base: &str, key: &str, body: Value) -> 
 pub async fn get(http: &reqwest::Client, base: &str, key: &str) -> (u16, Value) {
     send(http.get(format!("{base}/v1/kv/{key}"))).await
 }
+
+/// A response's body as text (the request must get one).
+pub async fn text(request: reqwest::RequestBuilder) -> String {
+    request.send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of metric `name` in `/metrics` of the node at `base`.
+pub async fn metric(http: &reqwest::Client, base: &str, name: &str) -> u64 {
+    let text = text(http.get(format!("{base}/metrics"))).await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+        .parse()
+        .unwrap()
+}

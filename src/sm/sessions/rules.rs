@@ -82,9 +82,7 @@ impl State {
     /// Records that `session_id` joined `name` of `room` (`Session::joined`).
     pub(in crate::sm) fn joined(&mut self, session_id: SessionId, room: Room, name: &str) {
         if let Some(session) = self.sessions.get_mut(session_id) {
-            if !session.joined.contains(&(room, name.to_owned())) {
-                session.joined.insert((room, name.to_owned()));
-            }
+            session.joined.insert((room, name.to_owned()));
         }
     }
 
