@@ -116,13 +116,28 @@ fn every_initial_member_derives_the_same_cluster_id_and_another_secret_another()
     assert!(valid(&id) && id.len() == 16, "{id}");
 }
 
-/// A sled database without its background flusher, so dropping it releases the
-/// directory's lock at once (a flusher thread still holding it made a reopen in the
-/// same test fail with `WouldBlock` on a loaded machine).
+/// A sled database without its background flusher, reopened in the same test after
+/// an earlier handle was dropped. sled releases the directory's file lock only when
+/// its last internal reference goes, and its I/O pool can hold one for a moment after
+/// the drop (on a loaded machine the reopen failed with `WouldBlock`), so the open
+/// waits on that condition: it retries while the lock is held, up to
+/// [`REOPEN_ATTEMPTS`] times, and fails on any other error at once.
 fn open_without_flusher(path: &std::path::Path) -> sled::Db {
-    sled::Config::new()
-        .path(path)
-        .flush_every_ms(None)
-        .open()
-        .unwrap()
+    for _ in 0..REOPEN_ATTEMPTS {
+        match sled::Config::new().path(path).flush_every_ms(None).open() {
+            Ok(db) => return db,
+            Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("opening {}: {e}", path.display()),
+        }
+    }
+    panic!(
+        "{} stayed locked after {REOPEN_ATTEMPTS} attempts",
+        path.display()
+    );
 }
+
+/// How often [`open_without_flusher`] retries a directory whose lock an earlier,
+/// dropped handle still holds (20 ms apart: 10 s in all).
+const REOPEN_ATTEMPTS: u32 = 500;
