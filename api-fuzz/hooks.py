@@ -61,7 +61,7 @@ def claimed(max_attempts=3):
     capability = unique("cap")
     owner = session([capability])
     submit(capability, max_attempts=max_attempts)
-    claim = call("POST", "/v1/tasks/claim", {"session_id": owner, "wait_ms": 5_000})
+    claim = call("POST", "/v1/tasks/claim", {"session_id": owner, "wait_ms": 1_000})
     return claim["task"]["task_id"], claim["fencing_token"]
 
 
@@ -109,6 +109,22 @@ def a_heartbeat(kind):
     if kind == "fail":
         body["error"] = "x"
     return {"path_parameters": {"id": task}, "body": body}
+
+
+def proposal():
+    body = {"title": unique("proposal"), "voters": ["a", "b"], "rule": "majority", "deadline_ms": 600_000}
+    return call("POST", "/v1/proposals", body)["proposal_id"]
+
+
+def transaction(participants=("a",)):
+    body = {"participants": list(participants), "timeout_ms": 600_000}
+    return call("POST", "/v1/2pc", body)["id"]
+
+
+def an_ack():
+    id = transaction()
+    call("POST", f"/v1/2pc/{id}/vote", {"participant": "a", "vote": "commit"})
+    return {"path_parameters": {"id": id}, "body": {"participant": "a"}}
 
 
 def a_claim():
@@ -164,6 +180,20 @@ FIXTURES = {
         "body": {"session_id": session()},
     },
     "POST /v1/elections/{name}/resign": a_resign,
+    "GET /v1/proposals": lambda: {"query": {}},
+    "POST /v1/proposals": lambda: {
+        "body": {"title": "t", "voters": ["a", 7], "rule": {"threshold": 1}, "deadline_ms": 60_000, "payload": {"x": 1}}
+    },
+    "GET /v1/proposals/{id}": lambda: {"path_parameters": {"id": proposal()}},
+    "POST /v1/proposals/{id}/votes": lambda: {"path_parameters": {"id": proposal()}, "body": {"voter": "a", "vote": "yes"}},
+    "GET /v1/2pc": lambda: {"query": {}},
+    "POST /v1/2pc": lambda: {"body": {"participants": ["a", "b"], "timeout_ms": 60_000, "payload": [1]}},
+    "GET /v1/2pc/{id}": lambda: {"path_parameters": {"id": transaction()}},
+    "POST /v1/2pc/{id}/vote": lambda: {
+        "path_parameters": {"id": transaction()},
+        "body": {"participant": "a", "vote": "commit"},
+    },
+    "POST /v1/2pc/{id}/ack": an_ack,
     "POST /v1/cluster/members": lambda: {
         "body": {"id": 10 + next(_serial) % 10, "addr": "127.0.0.1:9", "voter": False}
     },

@@ -41,6 +41,10 @@ keys = ["$key"]
 required = true
 [debug]
 clock_offset_endpoint = true
+# Random wait_ms values on reads that wait for a change (a 2PC list, a proposal)
+# would otherwise hold a worker up to 60 s each; past this they are 400 invalid_wait.
+[limits]
+max_wait_ms = 1000
 TOML
 "$bin" serve --config "$work/node.toml" > "$work/node.log" 2>&1 &
 pid=$!

@@ -25,7 +25,7 @@ use serde::Serialize;
 /// a session records its owner and a submission the subject it acts as (#11); 6 —
 /// a session records the semaphores, barriers and elections it joined
 /// (`Session::joined`, #11).
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// Encoding or decoding failed. Decoding failures of persisted data are fatal to the
 /// node (a log entry that cannot be decoded must stop it rather than let replicas

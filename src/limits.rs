@@ -43,6 +43,18 @@ impl Replicated {
     pub const MAX_WAITERS: usize = 10_000;
     /// How many ended generations a barrier remembers (for waiters to read).
     pub const BARRIER_HISTORY: usize = 64;
+    /// Most proposals kept at once (open, or decided and within retention).
+    pub const MAX_PROPOSALS: usize = 100_000;
+    /// How long a decided proposal is kept when its creator did not say.
+    pub const PROPOSAL_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+    /// Most proposals one step expires, and most it removes after retention.
+    pub const PROPOSAL_GC_BATCH: usize = 10_000;
+    /// Most two-phase transactions kept at once: a record stays until every
+    /// participant acked, so past this a new one is refused (429), never an old
+    /// one dropped.
+    pub const MAX_TWO_PHASE: usize = 10_000;
+    /// Most two-phase transactions one step aborts at their timeout.
+    pub const TWO_PHASE_TIMEOUT_BATCH: usize = 10_000;
 }
 
 /// Per-node limits; each may be lowered (never raised past its default) by the
@@ -124,6 +136,14 @@ pub struct Limits {
     /// Requests a follower forwards to the leader at once; past it, 429 `overloaded`
     /// (not sent, so not applied).
     pub max_inflight_forwards: usize,
+    /// Most voters of a proposal, participants of a two-phase transaction.
+    pub max_voters: usize,
+    /// Longest proposal title, in bytes.
+    pub max_title_bytes: usize,
+    /// Longest proposal `deadline_ms` and two-phase `timeout_ms`.
+    pub max_decision_ms: u64,
+    /// Longest `retention_ms` of a decided proposal.
+    pub max_retention_ms: u64,
 }
 
 /// Most token subjects `[admission] rate_per_subject` keeps a bucket for on one node
@@ -190,6 +210,10 @@ impl Default for Limits {
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 30_000,
             max_inflight_forwards: 1_024,
+            max_voters: 1_000,
+            max_title_bytes: 1_024,
+            max_decision_ms: 7 * 24 * 60 * 60 * 1000,
+            max_retention_ms: 30 * 24 * 60 * 60 * 1000,
         }
     }
 }
@@ -209,7 +233,7 @@ impl Limits {
         Ok(())
     }
 
-    fn named(&self) -> [(&'static str, u64); 33] {
+    fn named(&self) -> [(&'static str, u64); 37] {
         [
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_key_bytes", self.max_key_bytes as u64),
@@ -244,6 +268,10 @@ impl Limits {
             ("header_read_timeout_ms", self.header_read_timeout_ms),
             ("body_read_timeout_ms", self.body_read_timeout_ms),
             ("max_inflight_forwards", self.max_inflight_forwards as u64),
+            ("max_voters", self.max_voters as u64),
+            ("max_title_bytes", self.max_title_bytes as u64),
+            ("max_decision_ms", self.max_decision_ms),
+            ("max_retention_ms", self.max_retention_ms),
         ]
     }
 }

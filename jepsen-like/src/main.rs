@@ -10,7 +10,9 @@ use jepsen_like::run::{execute, RunConfig};
 use jepsen_like::workloads::Workload;
 
 /// The smoke tier: every cell of these workloads × nemeses, this long each.
-const SMOKE_WORKLOADS: [Workload; 3] = [Workload::Register, Workload::Lock, Workload::Tasks];
+/// The decision workloads share the register cells (one cell per nemesis for them).
+const SMOKE_WORKLOADS: [Workload; 3] =
+    [Workload::RegisterDecisions, Workload::Lock, Workload::Tasks];
 const SMOKE_NEMESES: [Nemesis; 3] = [Nemesis::Kill, Nemesis::Pause, Nemesis::PartitionMajority];
 const SMOKE_SECONDS: u64 = 25;
 

@@ -37,6 +37,10 @@ pub enum ApiError {
     /// subject created.
     #[error("session {session_id} belongs to another subject: only its creator's token (or an admin token) may use it")]
     NotSessionOwner { session_id: u64 },
+    /// 403 with a `code` of its own: the request names a voter or participant it
+    /// may not act as (`not_a_voter`, `not_a_participant`, `not_the_party`).
+    #[error("{message}")]
+    Denied { code: ErrorCode, message: String },
     /// 404: no such route or resource.
     #[error("{message}")]
     NotFound { code: ErrorCode, message: String },
@@ -110,6 +114,7 @@ impl ApiError {
             Self::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, *code),
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden),
             Self::NotSessionOwner { .. } => (StatusCode::FORBIDDEN, ErrorCode::NotSessionOwner),
+            Self::Denied { code, .. } => (StatusCode::FORBIDDEN, *code),
             Self::NotFound { code, .. } => (StatusCode::NOT_FOUND, *code),
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, ErrorCode::MethodNotAllowed),
             Self::CasMismatch { .. } => (StatusCode::CONFLICT, ErrorCode::CasMismatch),

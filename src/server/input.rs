@@ -303,6 +303,12 @@ pub struct TaskIdPath(pub u64);
 /// A session id from the path (`/v1/sessions/{id}`), canonical decimal.
 pub struct SessionIdPath(pub u64);
 
+/// A proposal id from the path (`/v1/proposals/{id}`), canonical decimal.
+pub struct ProposalIdPath(pub u64);
+
+/// A two-phase transaction id from the path (`/v1/2pc/{id}`), canonical decimal.
+pub struct TransactionIdPath(pub u64);
+
 /// Implements `FromRequestParts` for a path type: the one path parameter's text,
 /// validated by `$parse(limits, text)`.
 macro_rules! from_path {
@@ -331,6 +337,12 @@ from_path!(TaskIdPath, |_, text| {
 });
 from_path!(SessionIdPath, |_, text| {
     path_id(&text, ErrorCode::InvalidSessionId, "session").map(SessionIdPath)
+});
+from_path!(ProposalIdPath, |_, text| {
+    path_id(&text, ErrorCode::InvalidProposalId, "proposal").map(ProposalIdPath)
+});
+from_path!(TransactionIdPath, |_, text| {
+    path_id(&text, ErrorCode::InvalidTransactionId, "transaction").map(TransactionIdPath)
 });
 
 #[cfg(test)]

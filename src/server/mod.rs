@@ -24,12 +24,14 @@ pub mod locks;
 pub mod openapi;
 pub mod outcome;
 pub mod primitives;
+pub mod proposals;
 pub mod propose;
 pub mod requests;
 pub mod resource;
 pub mod routes;
 pub mod sessions;
 pub mod tasks;
+pub mod twophase;
 pub mod wait;
 
 use std::collections::BTreeMap;

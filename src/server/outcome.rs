@@ -25,6 +25,8 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
         Outcome::Semaphore(outcome) => super::primitives::describe_semaphore(outcome)?,
         Outcome::Barrier(outcome) => super::primitives::describe_barrier(outcome),
         Outcome::Election(outcome) => super::primitives::describe_election(outcome),
+        Outcome::Proposal(outcome) => super::proposals::describe(outcome)?,
+        Outcome::TwoPhase(outcome) => super::twophase::describe(outcome)?,
         Outcome::Refused(refusal) => return Err(refused(refusal, index)),
     };
     body["index"] = json!(index);
@@ -49,6 +51,12 @@ fn refused(refusal: &Refusal, index: u64) -> ApiError {
             ApiError::invalid(ErrorCode::InvalidRequest, message.clone())
         }
         Refusal::NotSessionOwner { session_id } => ApiError::not_session_owner(*session_id),
+        Refusal::NotTheParty { party } => ApiError::Denied {
+            code: ErrorCode::NotTheParty,
+            message: format!(
+                "only {party:?} (its token's subject) or an admin may vote or ack as {party:?}"
+            ),
+        },
     }
 }
 

@@ -17,7 +17,8 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::propose::propose;
-use super::{cluster, debug_clock, kv, locks, primitives, requests, resource, sessions, tasks};
+use super::{cluster, debug_clock, kv, locks, primitives, proposals, requests, resource};
+use super::{sessions, tasks, twophase};
 use super::{AppState, ReadQuery};
 use crate::auth::{Kind, Need, TokenError};
 use utoipa::openapi::path::{Parameter, ParameterIn};
@@ -182,6 +183,15 @@ pub fn table() -> Vec<Route> {
         route(get.clone(), "/v1/elections/{name}", ReadOf(Elections, name), Leader, resource::get::<primitives::Election>).query::<ReadQuery>(),
         route(post.clone(), "/v1/elections/{name}/campaign", AgentOf(Elections, name), Leader, primitives::campaign).body::<primitives::CampaignBody>(),
         route(post.clone(), "/v1/elections/{name}/resign", AgentOf(Elections, name), Leader, propose::<primitives::ResignBody>).body::<primitives::ResignBody>(),
+        route(get.clone(), "/v1/proposals", Read, Leader, resource::list::<proposals::ListQuery>).query::<proposals::ListQuery>(),
+        route(post.clone(), "/v1/proposals", AgentKind(Proposals), Leader, proposals::create).body::<proposals::CreateBody>(),
+        route(get.clone(), "/v1/proposals/{id}", Read, Leader, proposals::get).query::<proposals::GetQuery>(),
+        route(post.clone(), "/v1/proposals/{id}/votes", AgentKind(Proposals), Leader, proposals::vote).body::<proposals::VoteBody>(),
+        route(get.clone(), "/v1/2pc", Read, Leader, twophase::list).query::<twophase::ListQuery>(),
+        route(post.clone(), "/v1/2pc", AgentKind(Txn), Leader, twophase::create).body::<twophase::CreateBody>(),
+        route(get.clone(), "/v1/2pc/{id}", Read, Leader, twophase::get).query::<twophase::GetQuery>(),
+        route(post.clone(), "/v1/2pc/{id}/vote", AgentKind(Txn), Leader, twophase::vote).body::<twophase::VoteBody>(),
+        route(post.clone(), "/v1/2pc/{id}/ack", AgentKind(Txn), Leader, twophase::ack).body::<twophase::AckBody>(),
         route(post.clone(), "/v1/cluster/members", Admin, Leader, cluster::add_member).body::<cluster::AddMember>(),
         route(delete, "/v1/cluster/members/{id}", Admin, Leader, cluster::remove_member),
         route(get.clone(), "/v1/cluster", Read, Local, cluster::info),

@@ -12,9 +12,11 @@ use super::barriers::{BarrierCommand, BarrierOutcome};
 use super::elections::{ElectionCommand, ElectionOutcome};
 use super::kv::{KvCommand, KvOutcome};
 use super::locks::{LockCommand, LockOutcome};
+use super::proposals::{ProposalCommand, ProposalOutcome};
 use super::semaphores::{SemaphoreCommand, SemaphoreOutcome};
 use super::sessions::{SessionCommand, SessionId, SessionOutcome};
 use super::tasks::{TaskCommand, TaskOutcome};
+use super::twophase::{TwoPhaseCommand, TwoPhaseOutcome};
 
 /// One Raft log entry's payload: commands stamped with the proposing leader's time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,6 +63,8 @@ impl Command {
             Self::Semaphore(command) => command.size_hint(),
             Self::Barrier(command) => command.size_hint(),
             Self::Election(command) => command.size_hint(),
+            Self::Proposal(command) => command.size_hint(),
+            Self::TwoPhase(command) => command.size_hint(),
         }
     }
 }
@@ -102,6 +106,10 @@ pub enum Command {
     Barrier(BarrierCommand),
     /// An election campaign, resignation or withdrawal (`sm::elections`).
     Election(ElectionCommand),
+    /// A proposal's creation or a vote (`sm::proposals`).
+    Proposal(ProposalCommand),
+    /// A two-phase commit's creation, vote or ack (`sm::twophase`).
+    TwoPhase(TwoPhaseCommand),
 }
 
 /// What applying one command did: its room's outcome, or a refusal any room may
@@ -115,6 +123,8 @@ pub enum Outcome {
     Semaphore(SemaphoreOutcome),
     Barrier(BarrierOutcome),
     Election(ElectionOutcome),
+    Proposal(ProposalOutcome),
+    TwoPhase(TwoPhaseOutcome),
     Refused(Refusal),
 }
 
@@ -143,6 +153,11 @@ pub enum Refusal {
     /// recorded against its `request_id` (the owner may still use the id).
     NotSessionOwner {
         session_id: SessionId,
+    },
+    /// The command votes or acks as a named voter or participant that is not the
+    /// token subject it acts as. Never recorded against its `request_id`.
+    NotTheParty {
+        party: String,
     },
 }
 

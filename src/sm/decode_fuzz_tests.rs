@@ -52,11 +52,54 @@ fn seeds() -> Vec<Vec<u8>> {
                 end_session(2),
             ],
         ),
+        batch(6_000, decisions()),
     ];
     batches
         .iter()
         .map(|batch| codec::encode(batch).expect("a batch encodes"))
         .collect()
+}
+
+/// A proposal and a two-phase transaction, each created, voted on and acked.
+fn decisions() -> Vec<super::Command> {
+    use super::proposals::{NewProposal, ProposalCommand, Rule, Vote};
+    use super::twophase::{Decision, NewTransaction, TwoPhaseCommand};
+    use super::Command;
+    vec![
+        Command::Proposal(ProposalCommand::Create(NewProposal {
+            title: "t".into(),
+            payload_json: "{}".into(),
+            rule: Rule::Threshold(1),
+            voters: vec!["1".into(), "2".into()],
+            voters_are_sessions: true,
+            deadline_ms: 1_000,
+            retention_ms: 1_000,
+            created_by: Some("a".into()),
+        })),
+        Command::Proposal(ProposalCommand::Vote {
+            proposal_id: 1,
+            voter: "1".into(),
+            vote: Vote::Abstain,
+            cast_by: None,
+        }),
+        Command::TwoPhase(TwoPhaseCommand::Create(NewTransaction {
+            participants: vec!["db".into()],
+            participants_are_sessions: false,
+            payload_json: "[]".into(),
+            timeout_ms: 500,
+            created_by: None,
+        })),
+        Command::TwoPhase(TwoPhaseCommand::Vote {
+            id: 3,
+            participant: "db".into(),
+            decision: Decision::Commit,
+            cast_by: Some("db".into()),
+        }),
+        Command::TwoPhase(TwoPhaseCommand::Ack {
+            id: 3,
+            participant: "db".into(),
+        }),
+    ]
 }
 
 /// One edit of an encoding: overwrite, insert or delete a byte, or cut it short.

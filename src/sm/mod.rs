@@ -18,11 +18,13 @@ pub mod command;
 pub mod elections;
 pub mod kv;
 pub mod locks;
+pub mod proposals;
 pub mod requests;
 pub mod semaphores;
 pub mod sessions;
 pub mod tasks;
 pub mod time;
+pub mod twophase;
 pub mod wait_queue;
 
 use serde::{Deserialize, Serialize};
@@ -35,12 +37,14 @@ pub use elections::ElectionOutcome;
 use kv::KvMap;
 pub use kv::KvOutcome;
 pub use locks::LockOutcome;
+pub use proposals::ProposalOutcome;
 use requests::RequestTable;
 pub use semaphores::SemaphoreOutcome;
 pub use sessions::SessionOutcome;
 use sessions::{SessionId, Sessions};
 pub use tasks::TaskOutcome;
 use tasks::Tasks;
+pub use twophase::TwoPhaseOutcome;
 
 /// All replicated coordination state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +67,8 @@ pub struct State {
     pub semaphores: semaphores::Semaphores,
     pub barriers: barriers::Barriers,
     pub elections: elections::Elections,
+    pub proposals: proposals::Proposals,
+    pub two_phase: twophase::TwoPhase,
 }
 
 impl State {
@@ -121,6 +127,7 @@ impl State {
         let index = self.last_command_index;
         let refusal = self
             .owner_refusal(submission)
+            .or_else(|| self.party_refusal(submission))
             .or_else(|| self.guard_refusal(submission.guard.as_ref()));
         let outcome = match refusal {
             Some(refusal) => refusal,
@@ -155,7 +162,11 @@ impl State {
         // take the owner's request id.
         let transient = matches!(
             applied.outcome,
-            Outcome::Refused(Refusal::LimitReached { .. } | Refusal::NotSessionOwner { .. })
+            Outcome::Refused(
+                Refusal::LimitReached { .. }
+                    | Refusal::NotSessionOwner { .. }
+                    | Refusal::NotTheParty { .. }
+            )
         );
         if let (Some(request_id), Some(fingerprint), false) =
             (&submission.request_id, fingerprint, transient)
@@ -193,6 +204,8 @@ impl State {
             Command::Semaphore(command) => self.apply_semaphore(command, index),
             Command::Barrier(command) => self.apply_barrier(command),
             Command::Election(command) => self.apply_election(command, index),
+            Command::Proposal(command) => self.apply_proposal(command, index),
+            Command::TwoPhase(command) => self.apply_two_phase(command, index),
         }
     }
 
@@ -235,10 +248,62 @@ impl State {
             | Command::Election(E::Campaign { session_id, .. } | E::Resign { session_id, .. }) => {
                 Some(*session_id)
             }
+            Command::Proposal(proposals::ProposalCommand::Vote {
+                proposal_id, voter, ..
+            }) => self
+                .proposals
+                .get(*proposal_id)
+                .filter(|p| p.voters_are_sessions)
+                .and_then(|_| voter.parse().ok()),
+            Command::TwoPhase(
+                twophase::TwoPhaseCommand::Vote {
+                    id, participant, ..
+                }
+                | twophase::TwoPhaseCommand::Ack { id, participant },
+            ) => self
+                .two_phase
+                .get(*id)
+                .filter(|t| t.participants_are_sessions)
+                .and_then(|_| participant.parse().ok()),
+            Command::Proposal(proposals::ProposalCommand::Create(_))
+            | Command::TwoPhase(twophase::TwoPhaseCommand::Create(_)) => None,
             Command::Lock(L::Withdraw { .. })
             | Command::Semaphore(S::Withdraw { .. })
             | Command::Election(E::Withdraw { .. }) => None,
         }
+    }
+
+    /// `Some(refusal)` if the submission votes or acks as a named (not session)
+    /// voter or participant other than the subject it acts as: nobody casts
+    /// another's vote (`admin` and open nodes are held to nothing). A name not on
+    /// the list is left to the room (`not_a_voter`, `not_a_participant`).
+    fn party_refusal(&self, submission: &Submission) -> Option<Outcome> {
+        let subject = submission.acting_as.as_deref()?;
+        let party = match &submission.command {
+            Command::Proposal(proposals::ProposalCommand::Vote {
+                proposal_id, voter, ..
+            }) => {
+                let proposal = self.proposals.get(*proposal_id)?;
+                let listed = proposal.voters.contains(voter);
+                (!proposal.voters_are_sessions && listed).then_some(voter)?
+            }
+            Command::TwoPhase(
+                twophase::TwoPhaseCommand::Vote {
+                    id, participant, ..
+                }
+                | twophase::TwoPhaseCommand::Ack { id, participant },
+            ) => {
+                let transaction = self.two_phase.get(*id)?;
+                let listed = transaction.participants.contains(participant);
+                (!transaction.participants_are_sessions && listed).then_some(participant)?
+            }
+            _ => return None,
+        };
+        (party != subject).then(|| {
+            Outcome::Refused(Refusal::NotTheParty {
+                party: party.clone(),
+            })
+        })
     }
 
     /// `Some(refusal)` unless the guard's token is current for its resource.

@@ -48,6 +48,8 @@ impl State {
             }
         }
         self.remove_expired_tasks(now);
+        self.advance_proposals();
+        self.advance_two_phase();
     }
 
     /// The earliest cluster time at which something expires or becomes ready.
@@ -59,6 +61,8 @@ impl State {
                 .oldest_terminal()
                 .map(|(at, _)| at.saturating_add(TaskLimits::current().retention_ms)),
             self.lock_delays.first().map(|(until, _)| *until),
+            self.proposals.next_due_ms(),
+            self.two_phase.next_due_ms(),
         ]
         .into_iter()
         .flatten()

@@ -15,12 +15,15 @@
 //! applied, never assumed absent.
 
 pub mod barrier;
+pub mod decisions;
 pub mod lock;
+pub mod proposals;
 pub mod register;
 pub mod semaphore;
 pub mod session;
 pub mod set;
 pub mod tasks;
+pub mod twophase;
 
 use std::time::{Duration, Instant};
 
@@ -45,20 +48,41 @@ pub enum Workload {
     Barrier,
     /// Task queue: no acknowledged task lost, no double completion.
     Tasks,
+    /// Two-phase commit: one decision per transaction, committed only if all voted
+    /// commit.
+    #[value(name = "2pc")]
+    TwoPhase,
+    /// Quorum proposals: a decision never changes and matches its tally.
+    Proposals,
+    /// `2pc` and `proposals` together.
+    Decisions,
+    /// `register` and the decision workloads together: the smoke tier's cell that
+    /// covers them (shared cells keep CI short).
+    #[value(name = "register+decisions")]
+    RegisterDecisions,
     /// Every workload above except `lock-unfenced`, at once on one cluster, each
     /// with its own clients; checks are prefixed with the workload's name.
     All,
 }
 
 /// The workloads `All` runs together.
-pub const ALL: [Workload; 6] = [
+pub const ALL: [Workload; 8] = [
     Workload::Register,
     Workload::Set,
     Workload::Lock,
     Workload::Semaphore,
     Workload::Barrier,
     Workload::Tasks,
+    Workload::TwoPhase,
+    Workload::Proposals,
 ];
+
+/// The workloads `Decisions` runs together.
+pub const DECISIONS: [Workload; 2] = [Workload::TwoPhase, Workload::Proposals];
+
+/// The workloads `RegisterDecisions` runs together.
+pub const REGISTER_DECISIONS: [Workload; 3] =
+    [Workload::Register, Workload::TwoPhase, Workload::Proposals];
 
 impl Workload {
     pub fn name(self) -> &'static str {
@@ -70,6 +94,10 @@ impl Workload {
             Workload::Semaphore => "semaphore",
             Workload::Barrier => "barrier",
             Workload::Tasks => "tasks",
+            Workload::TwoPhase => "2pc",
+            Workload::Proposals => "proposals",
+            Workload::Decisions => "decisions",
+            Workload::RegisterDecisions => "register+decisions",
             Workload::All => "all",
         }
     }
@@ -222,12 +250,14 @@ pub struct WorkloadResult {
 /// Runs `workload` to completion (clients, final reads, checks).
 pub async fn run(workload: Workload, context: Context) -> anyhow::Result<WorkloadResult> {
     match workload {
-        Workload::All => run_all(context).await,
+        Workload::All => run_together(&ALL, context).await,
+        Workload::Decisions => run_together(&DECISIONS, context).await,
+        Workload::RegisterDecisions => run_together(&REGISTER_DECISIONS, context).await,
         single => run_one(single, context).await,
     }
 }
 
-/// One workload other than `All` (which is not recursive).
+/// One workload that is not a group (groups are not recursive).
 async fn run_one(workload: Workload, context: Context) -> anyhow::Result<WorkloadResult> {
     match workload {
         Workload::Register => register::run(context).await,
@@ -237,15 +267,19 @@ async fn run_one(workload: Workload, context: Context) -> anyhow::Result<Workloa
         Workload::Semaphore => semaphore::run(context).await,
         Workload::Barrier => barrier::run(context).await,
         Workload::Tasks => tasks::run(context).await,
-        Workload::All => anyhow::bail!("`all` cannot contain itself"),
+        Workload::TwoPhase => twophase::run(context).await,
+        Workload::Proposals => proposals::run(context).await,
+        Workload::Decisions | Workload::RegisterDecisions | Workload::All => {
+            anyhow::bail!("a group of workloads cannot contain a group")
+        }
     }
 }
 
-/// Runs every workload of [`ALL`] concurrently, each with `processes` clients and a
-/// seed of its own, and merges their operations and checks.
-async fn run_all(context: Context) -> anyhow::Result<WorkloadResult> {
+/// Runs `group` concurrently, each with `processes` clients and a seed of its own,
+/// and merges their operations and checks.
+async fn run_together(group: &[Workload], context: Context) -> anyhow::Result<WorkloadResult> {
     let mut handles = Vec::new();
-    for (i, workload) in ALL.into_iter().enumerate() {
+    for (i, &workload) in group.iter().enumerate() {
         let sub = Context {
             urls: context.urls.clone(),
             processes: context.processes,

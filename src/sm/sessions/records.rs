@@ -51,6 +51,8 @@ pub enum Room {
     Semaphore,
     Barrier,
     Election,
+    Proposal,
+    TwoPhase,
 }
 
 impl Session {

@@ -76,6 +76,8 @@ impl State {
         self.semaphores_on_session_end(id, named(Room::Semaphore));
         self.barriers_on_session_end(id, named(Room::Barrier));
         self.elections_on_session_end(id, named(Room::Election));
+        self.proposals_on_session_end(id, named(Room::Proposal));
+        self.two_phase_on_session_end(id, named(Room::TwoPhase));
         Outcome::Session(SessionOutcome::Ended)
     }
 
