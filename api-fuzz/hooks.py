@@ -186,6 +186,13 @@ FIXTURES = {
     },
     "GET /v1/proposals/{id}": lambda: {"path_parameters": {"id": proposal()}},
     "POST /v1/proposals/{id}/votes": lambda: {"path_parameters": {"id": proposal()}, "body": {"voter": "a", "vote": "yes"}},
+    "POST /v1/txn": lambda: {
+        "body": {
+            "compare": [{"key": unique("txn"), "exists": False}],
+            "success": [{"put": {"key": unique("txn"), "value": {"a": 1}}}],
+            "failure": [],
+        }
+    },
     "GET /v1/2pc": lambda: {"query": {}},
     "POST /v1/2pc": lambda: {"body": {"participants": ["a", "b"], "timeout_ms": 60_000, "payload": [1]}},
     "GET /v1/2pc/{id}": lambda: {"path_parameters": {"id": transaction()}},

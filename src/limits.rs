@@ -144,6 +144,12 @@ pub struct Limits {
     pub max_decision_ms: u64,
     /// Longest `retention_ms` of a decided proposal.
     pub max_retention_ms: u64,
+    /// Most ops in one branch of a transaction (`POST /v1/txn`).
+    pub max_txn_ops: usize,
+    /// Most compares of one transaction.
+    pub max_txn_compares: usize,
+    /// Most bytes of keys, values and payloads one transaction carries in all.
+    pub max_txn_bytes: usize,
 }
 
 /// Most token subjects `[admission] rate_per_subject` keeps a bucket for on one node
@@ -214,6 +220,9 @@ impl Default for Limits {
             max_title_bytes: 1_024,
             max_decision_ms: 7 * 24 * 60 * 60 * 1000,
             max_retention_ms: 30 * 24 * 60 * 60 * 1000,
+            max_txn_ops: 128,
+            max_txn_compares: 128,
+            max_txn_bytes: 512 * 1024,
         }
     }
 }
@@ -233,7 +242,7 @@ impl Limits {
         Ok(())
     }
 
-    fn named(&self) -> [(&'static str, u64); 37] {
+    fn named(&self) -> [(&'static str, u64); 40] {
         [
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_key_bytes", self.max_key_bytes as u64),
@@ -272,6 +281,9 @@ impl Limits {
             ("max_title_bytes", self.max_title_bytes as u64),
             ("max_decision_ms", self.max_decision_ms),
             ("max_retention_ms", self.max_retention_ms),
+            ("max_txn_ops", self.max_txn_ops as u64),
+            ("max_txn_compares", self.max_txn_compares as u64),
+            ("max_txn_bytes", self.max_txn_bytes as u64),
         ]
     }
 }

@@ -416,3 +416,148 @@ async fn proposals_decide_early_wake_their_waiters_and_count_a_dead_session_as_a
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_txn_applies_all_or_nothing_is_idempotent_and_checks_every_ops_scope() {
+    let _serial = common::serial().await;
+    let cluster = Cluster::start(1, Options::default()).await;
+    let base = cluster.url(1);
+    let admin = &cluster.http;
+    for (key, value) in [("acct/a", 10), ("acct/b", 0)] {
+        let (status, _) = common::put(admin, &base, key, json!({"value": value})).await;
+        assert_eq!(status, 200);
+    }
+    let version = |key: &'static str| {
+        let (http, base) = (admin.clone(), base.clone());
+        async move {
+            common::get(&http, &base, key).await.1["version"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let bank = client_of("bank", &["agent:txn", "agent:kv:acct/"]);
+    let transfer = json!({
+        "compare": [{"key": "acct/a", "version": version("acct/a").await},
+                    {"key": "acct/b", "version": version("acct/b").await},
+                    {"key": "acct/a", "value": 10}],
+        "success": [{"put": {"key": "acct/a", "value": 5}}, {"put": {"key": "acct/b", "value": 5}}],
+        "failure": [],
+        "request_id": "transfer-1"});
+    let (status, first) = post(&bank, format!("{base}/v1/txn"), transfer.clone()).await;
+    assert_eq!(
+        (status, first["succeeded"].as_bool()),
+        (200, Some(true)),
+        "{first}"
+    );
+    let index = first["index"].as_u64().unwrap();
+    assert_eq!(
+        first["results"],
+        json!([{"version": index}, {"version": index}]),
+        "{first}"
+    );
+    // The same request again answers the same, applying nothing twice.
+    let (status, again) = post(&bank, format!("{base}/v1/txn"), transfer.clone()).await;
+    assert_eq!((status, &again), (200, &first));
+    // The same compares now fail: the (empty) failure branch is taken.
+    let mut stale = transfer.clone();
+    stale["request_id"] = json!("transfer-2");
+    let (status, body) = post(&bank, format!("{base}/v1/txn"), stale).await;
+    assert_eq!(
+        (status, body["succeeded"].as_bool(), body["results"].clone()),
+        (200, Some(false), json!([])),
+        "{body}"
+    );
+    assert_eq!(common::get(admin, &base, "acct/a").await.1["value"], 5);
+
+    // Every op and compare needs the scope its own route would.
+    let outside = json!({"success": [{"put": {"key": "other/x", "value": 1}}]});
+    let (status, body) = post(&bank, format!("{base}/v1/txn"), outside).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    let peek = json!({"compare": [{"key": "secret/k", "exists": true}], "success": []});
+    let (status, _) = post(&bank, format!("{base}/v1/txn"), peek).await;
+    assert_eq!(status, 403, "a compare reads its key");
+    let no_txn = client_of("kv-only", &["agent:kv"]);
+    let (status, _) = post(&no_txn, format!("{base}/v1/txn"), json!({"success": []})).await;
+    assert_eq!(status, 403, "the route needs agent:txn");
+
+    // A refused op aborts everything and names itself.
+    let (_, holder) = post(
+        admin,
+        format!("{base}/v1/sessions"),
+        json!({"name": "h", "ttl_ms": 60_000}),
+    )
+    .await;
+    let (_, other) = post(
+        admin,
+        format!("{base}/v1/sessions"),
+        json!({"name": "o", "ttl_ms": 60_000}),
+    )
+    .await;
+    let (holder, other) = (
+        holder["session_id"].as_u64().unwrap(),
+        other["session_id"].as_u64().unwrap(),
+    );
+    let (status, held) = post(
+        admin,
+        format!("{base}/v1/locks/db/acquire"),
+        json!({"session_id": holder}),
+    )
+    .await;
+    assert_eq!(status, 200, "{held}");
+    let blocked = json!({"success": [{"put": {"key": "acct/c", "value": 1}},
+                                     {"acquire_lock": {"name": "db", "session_id": other}}]});
+    let (status, body) = post(admin, format!("{base}/v1/txn"), blocked).await;
+    assert_eq!(
+        (
+            status,
+            body["error"]["code"].as_str(),
+            body["error"]["op_index"].as_u64()
+        ),
+        (409, Some("lock_held"), Some(1)),
+        "{body}"
+    );
+    assert_eq!(
+        common::get(admin, &base, "acct/c").await.0,
+        404,
+        "nothing applied"
+    );
+    // Ops of other rooms, with the lock's token as a compare (a fenced write).
+    let token = held["fencing_token"].as_u64().unwrap();
+    let mixed = json!({"compare": [{"lock": "db", "fencing_token": token}],
+                       "success": [{"submit_task": {"kind": "k", "payload": {"n": 1}}},
+                                   {"acquire_semaphore": {"name": "pool", "session_id": other, "limit": 2}},
+                                   {"release_lock": {"name": "db", "session_id": holder, "fencing_token": token}},
+                                   {"delete": {"key": "acct/b"}}]});
+    let (status, body) = post(admin, format!("{base}/v1/txn"), mixed).await;
+    assert_eq!(
+        (status, body["succeeded"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    let results = &body["results"];
+    assert!(
+        results[0]["task_id"].is_u64() && results[1]["fencing_token"].is_u64(),
+        "{body}"
+    );
+    assert_eq!(
+        (
+            results[2]["released"].as_bool(),
+            results[3]["deleted"].as_bool()
+        ),
+        (Some(true), Some(true)),
+        "{body}"
+    );
+    // Shape: two ops on one key are refused before anything is proposed.
+    let twice =
+        json!({"success": [{"put": {"key": "acct/a", "value": 1}}, {"delete": {"key": "acct/a"}}]});
+    let (status, body) = post(admin, format!("{base}/v1/txn"), twice).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_txn")),
+        "{body}"
+    );
+}

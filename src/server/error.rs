@@ -56,6 +56,14 @@ pub enum ApiError {
     /// 409 `deadlock`: waiting would close this cycle of sessions.
     #[error("waiting would deadlock: sessions {cycle:?} would wait for each other")]
     Deadlock { cycle: Vec<u64> },
+    /// 409: op `op_index` of a transaction's branch was refused (`code` is the op's
+    /// own refusal); nothing of the transaction was applied.
+    #[error("op {op_index} of the transaction was refused: {message}")]
+    TxnOpRefused {
+        op_index: usize,
+        code: ErrorCode,
+        message: String,
+    },
     /// 409: another conflict with current state.
     #[error("{message}")]
     Conflict { code: ErrorCode, message: String },
@@ -107,6 +115,11 @@ impl ApiError {
         }
     }
 
+    /// The stable error code this error answers with.
+    pub fn code(&self) -> ErrorCode {
+        self.status_and_code().1
+    }
+
     fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedJson),
@@ -121,6 +134,7 @@ impl ApiError {
             Self::Deadlock { .. } => (StatusCode::CONFLICT, ErrorCode::Deadlock),
             Self::StaleToken { .. } => (StatusCode::CONFLICT, ErrorCode::StaleFencingToken),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
+            Self::TxnOpRefused { code, .. } => (StatusCode::CONFLICT, *code),
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::BodyTimeout),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
             Self::Overloaded(_) => (StatusCode::TOO_MANY_REQUESTS, ErrorCode::Overloaded),
@@ -143,6 +157,9 @@ impl ApiError {
             }
             Self::NotSessionOwner { session_id } => {
                 details.insert("session_id".into(), json!(session_id));
+            }
+            Self::TxnOpRefused { op_index, .. } => {
+                details.insert("op_index".into(), json!(op_index));
             }
             Self::StaleToken { current } => {
                 details.insert("current_token".into(), json!(current));

@@ -61,6 +61,7 @@ error_codes! {
     InvalidTaskId => "invalid_task_id",
     InvalidTitle => "invalid_title",
     InvalidTransactionId => "invalid_transaction_id",
+    InvalidTxn => "invalid_txn",
     InvalidVoters => "invalid_voters",
     InvalidWait => "invalid_wait",
     KeyNotFound => "key_not_found",

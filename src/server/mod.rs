@@ -32,6 +32,7 @@ pub mod routes;
 pub mod sessions;
 pub mod tasks;
 pub mod twophase;
+pub mod txn;
 pub mod wait;
 
 use std::collections::BTreeMap;

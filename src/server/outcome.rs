@@ -27,6 +27,7 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
         Outcome::Election(outcome) => super::primitives::describe_election(outcome),
         Outcome::Proposal(outcome) => super::proposals::describe(outcome)?,
         Outcome::TwoPhase(outcome) => super::twophase::describe(outcome)?,
+        Outcome::Txn(outcome) => super::txn::describe(outcome, index)?,
         Outcome::Refused(refusal) => return Err(refused(refusal, index)),
     };
     body["index"] = json!(index);

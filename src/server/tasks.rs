@@ -44,6 +44,13 @@ pub struct SubmitBody {
     request_id: Option<String>,
 }
 
+impl SubmitBody {
+    /// The task kind (what a tasks scope's prefix is checked against).
+    pub fn kind(&self) -> &str {
+        &self.kind
+    }
+}
+
 fn default_max_attempts() -> u32 {
     3
 }
@@ -204,39 +211,52 @@ pub async fn submit(
         );
         return Err(ApiError::Forbidden(message));
     }
-    let required_capabilities =
-        super::input::capabilities(&app.limits, body.required_capabilities)?;
-    if body.max_attempts == 0 || body.max_attempts > app.limits.max_task_attempts {
+    let (new, request_id, guard) = new_task(&app.limits, body)?;
+    app.propose_and_respond(
+        &acting,
+        request_id,
+        guard,
+        Command::Task(TaskCommand::Submit(new)),
+    )
+    .await
+}
+
+/// A submit body checked against `limits`: the task, its `request_id` and `guard`
+/// (also used for a transaction's `submit_task` op, `txn`).
+pub fn new_task(
+    limits: &Limits,
+    body: SubmitBody,
+) -> Result<(NewTask, Option<String>, Option<super::input::GuardBody>), ApiError> {
+    super::input::name(limits, "kind", &body.kind)?;
+    let required_capabilities = super::input::capabilities(limits, body.required_capabilities)?;
+    if body.max_attempts == 0 || body.max_attempts > limits.max_task_attempts {
         return Err(ApiError::invalid(
             ErrorCode::InvalidMaxAttempts,
-            format!("max_attempts must be 1 to {}", app.limits.max_task_attempts),
+            format!("max_attempts must be 1 to {}", limits.max_task_attempts),
         ));
     }
-    super::input::duration(&app.limits, "lease_ms", body.lease_ms)?;
+    super::input::duration(limits, "lease_ms", body.lease_ms)?;
     if body
         .not_before_ms
-        .is_some_and(|delay| delay > app.limits.max_not_before_ms)
+        .is_some_and(|delay| delay > limits.max_not_before_ms)
     {
         return Err(ApiError::invalid(
             ErrorCode::InvalidDuration,
-            format!("not_before_ms is at most {}", app.limits.max_not_before_ms),
+            format!("not_before_ms is at most {}", limits.max_not_before_ms),
         ));
     }
-    if body.depends_on.len() > app.limits.max_depends_on {
+    if body.depends_on.len() > limits.max_depends_on {
         return Err(ApiError::invalid(
             ErrorCode::TooManyDependencies,
-            format!(
-                "depends_on lists at most {} tasks",
-                app.limits.max_depends_on
-            ),
+            format!("depends_on lists at most {} tasks", limits.max_depends_on),
         ));
     }
     if let Some(key) = &body.idempotency_key {
-        super::input::name(&app.limits, "idempotency_key", key)?;
+        super::input::name(limits, "idempotency_key", key)?;
     }
     let new = NewTask {
         kind: body.kind,
-        payload_json: super::input::json_text(&app.limits, body.payload, "null")?,
+        payload_json: super::input::json_text(limits, body.payload, "null")?,
         required_capabilities,
         priority: body.priority,
         max_attempts: body.max_attempts,
@@ -245,13 +265,7 @@ pub async fn submit(
         depends_on: body.depends_on,
         idempotency_key: body.idempotency_key,
     };
-    app.propose_and_respond(
-        &acting,
-        body.request_id,
-        body.guard,
-        Command::Task(TaskCommand::Submit(new)),
-    )
-    .await
+    Ok((new, body.request_id, body.guard))
 }
 
 /// Claims the session's next assigned task, waiting up to `wait_ms` for one. The

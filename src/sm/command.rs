@@ -17,6 +17,7 @@ use super::semaphores::{SemaphoreCommand, SemaphoreOutcome};
 use super::sessions::{SessionCommand, SessionId, SessionOutcome};
 use super::tasks::{TaskCommand, TaskOutcome};
 use super::twophase::{TwoPhaseCommand, TwoPhaseOutcome};
+use super::txn::{TxnCommand, TxnOutcome};
 
 /// One Raft log entry's payload: commands stamped with the proposing leader's time.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +66,7 @@ impl Command {
             Self::Election(command) => command.size_hint(),
             Self::Proposal(command) => command.size_hint(),
             Self::TwoPhase(command) => command.size_hint(),
+            Self::Txn(command) => command.size_hint(),
         }
     }
 }
@@ -110,6 +112,8 @@ pub enum Command {
     Proposal(ProposalCommand),
     /// A two-phase commit's creation, vote or ack (`sm::twophase`).
     TwoPhase(TwoPhaseCommand),
+    /// An atomic transaction over other rooms' commands (`sm::txn`).
+    Txn(TxnCommand),
 }
 
 /// What applying one command did: its room's outcome, or a refusal any room may
@@ -125,6 +129,7 @@ pub enum Outcome {
     Election(ElectionOutcome),
     Proposal(ProposalOutcome),
     TwoPhase(TwoPhaseOutcome),
+    Txn(TxnOutcome),
     Refused(Refusal),
 }
 

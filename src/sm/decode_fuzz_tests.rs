@@ -99,6 +99,17 @@ fn decisions() -> Vec<super::Command> {
             id: 3,
             participant: "db".into(),
         }),
+        Command::Txn(super::txn::TxnCommand {
+            compare: vec![super::txn::Compare::KeyVersion {
+                key: "k".into(),
+                version: 0,
+            }],
+            success: vec![
+                put("k", None),
+                acquire_lock("L", 1, LockMode::Shared, false),
+            ],
+            failure: vec![delete("k")],
+        }),
     ]
 }
 

@@ -25,6 +25,7 @@ pub mod sessions;
 pub mod tasks;
 pub mod time;
 pub mod twophase;
+pub mod txn;
 pub mod wait_queue;
 
 use serde::{Deserialize, Serialize};
@@ -45,6 +46,7 @@ use sessions::{SessionId, Sessions};
 pub use tasks::TaskOutcome;
 use tasks::Tasks;
 pub use twophase::TwoPhaseOutcome;
+pub use txn::TxnOutcome;
 
 /// All replicated coordination state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,25 +139,7 @@ impl State {
             self.assign_ready(index);
         }
         // Report a task's state as the command left it (after any assignment it caused).
-        let outcome = match outcome {
-            Outcome::Task(TaskOutcome::Submitted {
-                task_id, existing, ..
-            }) => Outcome::Task(TaskOutcome::Submitted {
-                task_id,
-                existing,
-                state: self
-                    .tasks
-                    .get(task_id)
-                    .map_or(tasks::TaskState::Cancelled, |task| task.state),
-            }),
-            Outcome::Task(TaskOutcome::Updated { task_id, state }) => {
-                Outcome::Task(TaskOutcome::Updated {
-                    task_id,
-                    state: self.tasks.get(task_id).map_or(state, |task| task.state),
-                })
-            }
-            other => other,
-        };
+        let outcome = self.as_left(outcome);
         let applied = Applied { index, outcome };
         // A capacity refusal is transient: a retry with the same id must try again.
         // Another subject's use of a session is not recorded either, so it cannot
@@ -206,16 +190,54 @@ impl State {
             Command::Election(command) => self.apply_election(command, index),
             Command::Proposal(command) => self.apply_proposal(command, index),
             Command::TwoPhase(command) => self.apply_two_phase(command, index),
+            Command::Txn(command) => self.apply_txn(command, index),
         }
     }
 
     /// `Some(refusal)` if the submission acts for a session whose owner is not the
     /// subject it acts as (`Submission::acting_as`).
+    /// A task outcome with the task's state as the command left it (after any
+    /// assignment it caused); a transaction's results likewise.
+    fn as_left(&self, outcome: Outcome) -> Outcome {
+        match outcome {
+            Outcome::Task(TaskOutcome::Submitted {
+                task_id, existing, ..
+            }) => Outcome::Task(TaskOutcome::Submitted {
+                task_id,
+                existing,
+                state: self
+                    .tasks
+                    .get(task_id)
+                    .map_or(tasks::TaskState::Cancelled, |task| task.state),
+            }),
+            Outcome::Task(TaskOutcome::Updated { task_id, state }) => {
+                Outcome::Task(TaskOutcome::Updated {
+                    task_id,
+                    state: self.tasks.get(task_id).map_or(state, |task| task.state),
+                })
+            }
+            Outcome::Txn(TxnOutcome::Applied { succeeded, results }) => {
+                Outcome::Txn(TxnOutcome::Applied {
+                    succeeded,
+                    results: results.into_iter().map(|r| self.as_left(r)).collect(),
+                })
+            }
+            other => other,
+        }
+    }
+
     fn owner_refusal(&self, submission: &Submission) -> Option<Outcome> {
         let subject = submission.acting_as.as_deref()?;
-        let session_id = self.session_acted_for(&submission.command)?;
-        let owner = self.sessions.get(session_id)?.owner.as_deref()?;
-        (owner != subject).then_some(Outcome::Refused(Refusal::NotSessionOwner { session_id }))
+        // A transaction acts for every session its ops (of either branch) name.
+        let commands: Vec<&Command> = match &submission.command {
+            Command::Txn(txn) => txn.success.iter().chain(&txn.failure).collect(),
+            command => vec![command],
+        };
+        commands.into_iter().find_map(|command| {
+            let session_id = self.session_acted_for(command)?;
+            let owner = self.sessions.get(session_id)?.owner.as_deref()?;
+            (owner != subject).then_some(Outcome::Refused(Refusal::NotSessionOwner { session_id }))
+        })
     }
 
     /// The session a command acts for: the one it names, or for a task's
@@ -266,7 +288,8 @@ impl State {
                 .filter(|t| t.participants_are_sessions)
                 .and_then(|_| participant.parse().ok()),
             Command::Proposal(proposals::ProposalCommand::Create(_))
-            | Command::TwoPhase(twophase::TwoPhaseCommand::Create(_)) => None,
+            | Command::TwoPhase(twophase::TwoPhaseCommand::Create(_))
+            | Command::Txn(_) => None,
             Command::Lock(L::Withdraw { .. })
             | Command::Semaphore(S::Withdraw { .. })
             | Command::Election(E::Withdraw { .. }) => None,
@@ -344,6 +367,11 @@ fn may_free_capacity_or_ready_work(command: &Command) -> bool {
     match command {
         Command::Session(command) => command.may_free_capacity_or_ready_work(),
         Command::Task(command) => command.may_free_capacity_or_ready_work(),
+        Command::Txn(txn) => txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .any(may_free_capacity_or_ready_work),
         _ => false,
     }
 }

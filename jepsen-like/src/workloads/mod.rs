@@ -14,6 +14,7 @@
 //! ignored by checkers); 504, timeouts and lost connections are `unknown`: maybe
 //! applied, never assumed absent.
 
+pub mod bank;
 pub mod barrier;
 pub mod decisions;
 pub mod lock;
@@ -48,13 +49,15 @@ pub enum Workload {
     Barrier,
     /// Task queue: no acknowledged task lost, no double completion.
     Tasks,
+    /// Transfers between accounts through `/v1/txn`: the total never changes.
+    Bank,
     /// Two-phase commit: one decision per transaction, committed only if all voted
     /// commit.
     #[value(name = "2pc")]
     TwoPhase,
     /// Quorum proposals: a decision never changes and matches its tally.
     Proposals,
-    /// `2pc` and `proposals` together.
+    /// `bank`, `2pc` and `proposals` together.
     Decisions,
     /// `register` and the decision workloads together: the smoke tier's cell that
     /// covers them (shared cells keep CI short).
@@ -66,23 +69,28 @@ pub enum Workload {
 }
 
 /// The workloads `All` runs together.
-pub const ALL: [Workload; 8] = [
+pub const ALL: [Workload; 9] = [
     Workload::Register,
     Workload::Set,
     Workload::Lock,
     Workload::Semaphore,
     Workload::Barrier,
     Workload::Tasks,
+    Workload::Bank,
     Workload::TwoPhase,
     Workload::Proposals,
 ];
 
 /// The workloads `Decisions` runs together.
-pub const DECISIONS: [Workload; 2] = [Workload::TwoPhase, Workload::Proposals];
+pub const DECISIONS: [Workload; 3] = [Workload::Bank, Workload::TwoPhase, Workload::Proposals];
 
 /// The workloads `RegisterDecisions` runs together.
-pub const REGISTER_DECISIONS: [Workload; 3] =
-    [Workload::Register, Workload::TwoPhase, Workload::Proposals];
+pub const REGISTER_DECISIONS: [Workload; 4] = [
+    Workload::Register,
+    Workload::Bank,
+    Workload::TwoPhase,
+    Workload::Proposals,
+];
 
 impl Workload {
     pub fn name(self) -> &'static str {
@@ -94,6 +102,7 @@ impl Workload {
             Workload::Semaphore => "semaphore",
             Workload::Barrier => "barrier",
             Workload::Tasks => "tasks",
+            Workload::Bank => "bank",
             Workload::TwoPhase => "2pc",
             Workload::Proposals => "proposals",
             Workload::Decisions => "decisions",
@@ -267,6 +276,7 @@ async fn run_one(workload: Workload, context: Context) -> anyhow::Result<Workloa
         Workload::Semaphore => semaphore::run(context).await,
         Workload::Barrier => barrier::run(context).await,
         Workload::Tasks => tasks::run(context).await,
+        Workload::Bank => bank::run(context).await,
         Workload::TwoPhase => twophase::run(context).await,
         Workload::Proposals => proposals::run(context).await,
         Workload::Decisions | Workload::RegisterDecisions | Workload::All => {

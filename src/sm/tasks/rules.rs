@@ -116,6 +116,40 @@ impl State {
         }
     }
 
+    /// What `submit_task` would refuse of `new` in this state, if anything (a
+    /// transaction checks its ops before applying any: `sm::txn`). A submit with a
+    /// known idempotency key is never refused (it answers the existing task).
+    pub(in crate::sm) fn submit_refusal(&self, new: &NewTask) -> Option<Outcome> {
+        if new
+            .idempotency_key
+            .as_deref()
+            .and_then(|key| self.tasks.by_idempotency_key(key))
+            .is_some()
+        {
+            return None;
+        }
+        let unique: BTreeSet<TaskId> = new.depends_on.iter().copied().collect();
+        if unique.len() != new.depends_on.len() {
+            return Some(Outcome::Refused(Refusal::InvalidCommand {
+                message: "depends_on lists a task twice".into(),
+            }));
+        }
+        if let Some(missing) = new
+            .depends_on
+            .iter()
+            .find(|id| self.tasks.get(**id).is_none())
+        {
+            return Some(task_not_found(*missing));
+        }
+        let max_tasks = TaskLimits::current().max_tasks;
+        if self.tasks.len() >= max_tasks && self.tasks.oldest_terminal_except(&unique).is_none() {
+            return Some(Outcome::Refused(Refusal::LimitReached {
+                message: format!("at most {max_tasks} tasks, and none is terminal (to evict)"),
+            }));
+        }
+        None
+    }
+
     fn submit_task(&mut self, new: &NewTask, index: u64) -> Outcome {
         if let Some(existing) = new
             .idempotency_key
