@@ -155,6 +155,43 @@ impl App {
         }
     }
 
+    /// The read path of an item that settles (a proposal or two-phase transaction
+    /// being decided): `look` gives the item's view and whether it has settled.
+    /// With `wait_ms`, an unsettled item is answered once it settles (re-checked
+    /// after every apply, no polling) or the wait ends (then as it is); 404 with
+    /// `code` and `missing` when there is none.
+    pub async fn read_until_settled(
+        &self,
+        consistency: Consistency,
+        wait_ms: u64,
+        look: impl Fn(&crate::sm::State) -> Option<(bool, serde_json::Value)>,
+        code: error_code::ErrorCode,
+        missing: impl Fn() -> String,
+    ) -> Result<axum::response::Response, ApiError> {
+        let deadline = tokio::time::Instant::now() + input::wait(&self.limits, wait_ms)?;
+        let not_found = || ApiError::NotFound {
+            code,
+            message: missing(),
+        };
+        let found = look(&*self.read(consistency).await?);
+        let (settled, body) = found.ok_or_else(not_found)?;
+        if settled || wait_ms == 0 {
+            return Ok(axum::Json(body).into_response());
+        }
+        let settled = self
+            .wait_for_state(deadline, |state| match look(state) {
+                Some((false, _)) => None,
+                Some((true, body)) => Some(Some(body)),
+                None => Some(None),
+            })
+            .await;
+        let body = match settled {
+            Some(found) => found,
+            None => look(&self.replica.state()).map(|(_, body)| body),
+        };
+        Ok(axum::Json(body.ok_or_else(not_found)?).into_response())
+    }
+
     /// Waits until `check` finds what it looks for in the applied state (re-checked
     /// after every apply), or `deadline` passes.
     pub async fn wait_for_state<T>(

@@ -5,8 +5,7 @@
 //! replica only through `AppState`.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -366,35 +365,19 @@ pub async fn get(
     ProposalIdPath(id): ProposalIdPath,
     QueryParams(query): QueryParams<GetQuery>,
 ) -> Result<Response, ApiError> {
-    let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, query.wait_ms)?;
-    let found = {
-        let state = app.read(query.consistency).await?;
-        state.proposals.get(id).map(|p| (p.state, view(p)))
+    let look = |state: &crate::sm::State| {
+        let item = state.proposals.get(id)?;
+        Some((item.state != ProposalState::Open, view(item)))
     };
-    let missing = || ApiError::NotFound {
-        code: ErrorCode::ProposalNotFound,
-        message: format!("no proposal {id}"),
-    };
-    let (state, body) = found.ok_or_else(missing)?;
-    if state != ProposalState::Open || query.wait_ms == 0 {
-        return Ok(Json(body).into_response());
-    }
-    let decided = app
-        .wait_for_state(deadline, |state| match state.proposals.get(id) {
-            Some(p) if p.state == ProposalState::Open => None,
-            Some(p) => Some(Some(view(p))),
-            None => Some(None),
-        })
-        .await;
-    match decided {
-        Some(Some(body)) => Ok(Json(body).into_response()),
-        Some(None) => Err(missing()),
-        None => {
-            let state = app.replica.state();
-            let body = state.proposals.get(id).map(view).ok_or_else(missing)?;
-            Ok(Json(body).into_response())
-        }
-    }
+    let missing = || format!("no proposal {id}");
+    app.read_until_settled(
+        query.consistency,
+        query.wait_ms,
+        look,
+        ErrorCode::ProposalNotFound,
+        missing,
+    )
+    .await
 }
 
 impl super::resource::ListQuery for ListQuery {

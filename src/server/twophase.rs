@@ -6,8 +6,7 @@
 //! `AppState`.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -241,35 +240,19 @@ pub async fn get(
     TransactionIdPath(id): TransactionIdPath,
     QueryParams(query): QueryParams<GetQuery>,
 ) -> Result<Response, ApiError> {
-    let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, query.wait_ms)?;
-    let found = {
-        let state = app.read(query.consistency).await?;
-        state.two_phase.get(id).map(|t| (t.state, view(t)))
+    let look = |state: &crate::sm::State| {
+        let item = state.two_phase.get(id)?;
+        Some((item.state != TwoPhaseState::Preparing, view(item)))
     };
-    let missing = || ApiError::NotFound {
-        code: ErrorCode::TransactionNotFound,
-        message: format!("no two-phase transaction {id} (or every participant acked it)"),
-    };
-    let (state, body) = found.ok_or_else(missing)?;
-    if state != TwoPhaseState::Preparing || query.wait_ms == 0 {
-        return Ok(Json(body).into_response());
-    }
-    let decided = app
-        .wait_for_state(deadline, |state| match state.two_phase.get(id) {
-            Some(t) if t.state == TwoPhaseState::Preparing => None,
-            Some(t) => Some(Some(view(t))),
-            None => Some(None),
-        })
-        .await;
-    match decided {
-        Some(Some(body)) => Ok(Json(body).into_response()),
-        Some(None) => Err(missing()),
-        None => {
-            let state = app.replica.state();
-            let body = state.two_phase.get(id).map(view).ok_or_else(missing)?;
-            Ok(Json(body).into_response())
-        }
-    }
+    let missing = || format!("no two-phase transaction {id} (or every participant acked it)");
+    app.read_until_settled(
+        query.consistency,
+        query.wait_ms,
+        look,
+        ErrorCode::TransactionNotFound,
+        missing,
+    )
+    .await
 }
 
 /// A list query checked: its state filter parsed.

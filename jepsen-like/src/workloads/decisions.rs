@@ -18,6 +18,9 @@ use serde_json::Value;
 use super::session::{op, Net, Reply, BACKOFF};
 use super::{Op, Status};
 
+/// How long the final read of one record may take in all.
+const FINAL_READ_FOR: Duration = Duration::from_secs(30);
+
 /// How long a write is retried in place without a definite answer.
 pub const RETRY_WINDOW: Duration = Duration::from_secs(8);
 
@@ -116,4 +119,31 @@ pub(crate) async fn observe(
         }
         _ => None,
     }
+}
+
+/// After healing: reads each of `ids` (`path(id)`, a read with `wait_ms`) on the
+/// nodes in turn until its `state` is no longer `unsettled`, for at most
+/// [`FINAL_READ_FOR`] each; returns the settled views (a record that never settled
+/// is missing, which the workloads' `decided` checks report).
+pub(crate) async fn settle(
+    net: &Net,
+    ids: &[u64],
+    path: impl Fn(u64) -> String,
+    unsettled: &str,
+    seen: &Observations,
+) -> std::collections::BTreeMap<u64, Value> {
+    let mut settled = std::collections::BTreeMap::new();
+    for (n, &id) in ids.iter().enumerate() {
+        let deadline = Instant::now() + FINAL_READ_FOR;
+        while Instant::now() < deadline {
+            if let Some(view) = observe(net, n, id, &path(id), seen).await {
+                if view["state"] != unsettled {
+                    settled.insert(id, view);
+                    break;
+                }
+            }
+            tokio::time::sleep(BACKOFF).await;
+        }
+    }
+    settled
 }

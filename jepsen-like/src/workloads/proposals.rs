@@ -29,8 +29,8 @@ use rand::{Rng, SeedableRng};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::decisions::{observe, write, Observations, Seen};
-use super::session::{Net, BACKOFF};
+use super::decisions::{observe, settle, write, Observations, Seen};
+use super::session::Net;
 use super::{Check, Context, Op, Sent, Status, WorkloadResult};
 
 /// Voters of every proposal.
@@ -43,8 +43,6 @@ const SILENT_ONE_IN: u32 = 6;
 const CREATE_EVERY: Duration = Duration::from_millis(200);
 /// Pause between two looks at what awaits a voter.
 const LOOK_EVERY: Duration = Duration::from_millis(100);
-/// How long the final read of one proposal may take in all.
-const FINAL_READ_FOR: Duration = Duration::from_secs(30);
 
 fn name(voter: usize) -> String {
     format!("jepsen-v{voter}")
@@ -81,20 +79,8 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
         votes.extend(sent);
     }
     context.wait_healed().await;
-    let mut finals: BTreeMap<u64, Value> = BTreeMap::new();
-    for (n, &id) in created.iter().enumerate() {
-        let deadline = std::time::Instant::now() + FINAL_READ_FOR;
-        while std::time::Instant::now() < deadline {
-            let path = format!("/v1/proposals/{id}?wait_ms=3000");
-            if let Some(view) = observe(&net, n, id, &path, &seen).await {
-                if view["state"] != "open" {
-                    finals.insert(id, view);
-                    break;
-                }
-            }
-            tokio::time::sleep(BACKOFF).await;
-        }
-    }
+    let path = |id| format!("/v1/proposals/{id}?wait_ms=3000");
+    let finals = settle(&net, &created, path, "open", &seen).await;
     let observations = seen.take();
     let missing: Vec<Value> = created
         .iter()

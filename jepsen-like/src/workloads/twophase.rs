@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::decisions::{observe, write, Observations, Seen};
+use super::decisions::{observe, settle, write, Observations, Seen};
 use super::session::{Net, BACKOFF};
 use super::{Check, Context, Op, Sent, Status, WorkloadResult};
 
@@ -42,8 +42,6 @@ const ABORT_ONE_IN: u32 = 8;
 const SILENT_ONE_IN: u32 = 15;
 /// Pause between two creations.
 const CREATE_EVERY: Duration = Duration::from_millis(150);
-/// How long the final read of one transaction may take in all.
-const FINAL_READ_FOR: Duration = Duration::from_secs(30);
 
 fn name(participant: usize) -> String {
     format!("jepsen-p{participant}")
@@ -82,20 +80,8 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
     context.wait_healed().await;
 
     // Final reads: each transaction until decided.
-    let mut finals: BTreeMap<u64, Value> = BTreeMap::new();
-    for (n, &id) in created.iter().enumerate() {
-        let deadline = std::time::Instant::now() + FINAL_READ_FOR;
-        while std::time::Instant::now() < deadline {
-            let path = format!("/v1/2pc/{id}?wait_ms=3000");
-            if let Some(view) = observe(&net, n, id, &path, &seen).await {
-                if view["state"] != "preparing" {
-                    finals.insert(id, view);
-                    break;
-                }
-            }
-            tokio::time::sleep(BACKOFF).await;
-        }
-    }
+    let path = |id| format!("/v1/2pc/{id}?wait_ms=3000");
+    let finals = settle(&net, &created, path, "preparing", &seen).await;
     // Acks: every participant acks every decided transaction; the last removes it.
     let mut not_removed = Vec::new();
     for (&id, _) in finals.iter() {
