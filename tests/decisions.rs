@@ -210,8 +210,11 @@ async fn two_phase_commit_aborts_on_one_abort_and_on_silence_and_survives_a_lead
         // The restarted node serves a stale read once it has caught up.
         let view = common::wait_until(Duration::from_secs(20), || async {
             let url = format!("{}/v1/2pc/{across}?consistency=stale", base(node));
-            let (status, view) = send(clients[i].get(url)).await;
-            (status == 200 && view["state"] != "preparing").then_some(view)
+            // Until the restarted node listens again, its connection is refused.
+            let response = clients[i].get(url).send().await.ok()?;
+            let ok = response.status() == 200;
+            let view: Value = response.json().await.ok()?;
+            (ok && view["state"] != "preparing").then_some(view)
         })
         .await
         .unwrap_or_else(|| panic!("node {node} never saw the decision\n{}", cluster.logs()));
