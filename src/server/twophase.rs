@@ -78,7 +78,8 @@ pub struct ListQuery {
     /// its ack (decided, not acked).
     #[serde(default)]
     awaiting: bool,
-    /// Wait up to this long for at least one transaction to match.
+    /// Wait up to this long for at least one transaction to match (needs
+    /// `participant`).
     #[serde(default)]
     wait_ms: u64,
     after: Option<TransactionId>,
@@ -308,8 +309,10 @@ pub async fn list(
         })?),
         None => None,
     };
-    if query.awaiting && query.participant.is_none() {
-        let message = "awaiting=true needs participant";
+    // A wait re-checks the filter after every apply, so it must be one
+    // participant's transactions, not every record.
+    if (query.awaiting || query.wait_ms > 0) && query.participant.is_none() {
+        let message = "awaiting=true and wait_ms need participant";
         return Err(ApiError::invalid(ErrorCode::InvalidQuery, message));
     }
     let filter = Filter {
