@@ -279,6 +279,22 @@ pub fn count(field: &str, value: u32, max: u32, code: ErrorCode) -> Result<u32, 
     Ok(value)
 }
 
+/// A list's `?state=` filter: `parse` of the name, `None` when absent, `400
+/// invalid_query` naming `what` when it is not a state.
+pub fn state_filter<T>(
+    name: Option<&str>,
+    what: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Result<Option<T>, ApiError> {
+    name.map(|name| {
+        parse(name).ok_or_else(|| {
+            let message = format!("unknown {what} state {name:?}");
+            ApiError::invalid(ErrorCode::InvalidQuery, message)
+        })
+    })
+    .transpose()
+}
+
 /// Checks a requested `wait_ms` against the limit.
 pub fn wait(limits: &Limits, wait_ms: u64) -> Result<std::time::Duration, ApiError> {
     if wait_ms > limits.max_wait_ms {

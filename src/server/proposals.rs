@@ -252,21 +252,24 @@ pub fn describe(outcome: &ProposalOutcome) -> Result<Value, ApiError> {
                 message: format!("{voter:?} is not a voter of this proposal"),
             })
         }
-        ProposalOutcome::AlreadyVoted { vote } => {
-            let message = format!(
-                "this voter already voted {:?}; a vote cannot be changed",
-                vote.name()
-            );
-            return Err(ApiError::conflict(ErrorCode::AlreadyVoted, message));
-        }
+        ProposalOutcome::AlreadyVoted { vote } => return Err(already_voted("voter", vote.name())),
         ProposalOutcome::Decided { state } => {
-            let message = format!(
-                "the proposal was decided ({}) before this vote; it is not counted",
-                state.name()
-            );
-            return Err(ApiError::conflict(ErrorCode::ProposalDecided, message));
+            let code = ErrorCode::ProposalDecided;
+            return Err(decided_before(code, "proposal", state.name()));
         }
     })
+}
+
+/// `409 already_voted`: a `party` (voter, participant) voted otherwise before.
+pub fn already_voted(party: &str, vote: &str) -> ApiError {
+    let message = format!("this {party} already voted {vote:?}; a vote cannot be changed");
+    ApiError::conflict(ErrorCode::AlreadyVoted, message)
+}
+
+/// A first vote on a `what` already decided (`state`): not counted.
+pub fn decided_before(code: ErrorCode, what: &str, state: &str) -> ApiError {
+    let message = format!("the {what} was decided ({state}) before this vote; it is not counted");
+    ApiError::conflict(code, message)
 }
 
 /// `POST /v1/proposals`.
@@ -386,13 +389,8 @@ impl super::resource::ListQuery for ListQuery {
     }
 
     fn list(self, applied: &crate::sm::State, limit: usize) -> Result<Response, ApiError> {
-        let state = match self.state.as_deref() {
-            Some(name) => Some(ProposalState::parse(name).ok_or_else(|| {
-                let message = format!("unknown proposal state {name:?}");
-                ApiError::invalid(ErrorCode::InvalidQuery, message)
-            })?),
-            None => None,
-        };
+        let state =
+            super::input::state_filter(self.state.as_deref(), "proposal", ProposalState::parse)?;
         if self.awaiting && self.voter.is_none() {
             let message = "awaiting=true needs voter";
             return Err(ApiError::invalid(ErrorCode::InvalidQuery, message));

@@ -473,13 +473,7 @@ impl super::resource::ListQuery for ListQuery {
     }
 
     fn list(self, applied: &crate::sm::State, limit: usize) -> Result<Response, ApiError> {
-        let state = match self.state.as_deref() {
-            Some(name) => Some(TaskState::parse(name).ok_or_else(|| {
-                let message = format!("unknown task state {name:?}");
-                ApiError::invalid(ErrorCode::InvalidQuery, message)
-            })?),
-            None => None,
-        };
+        let state = super::input::state_filter(self.state.as_deref(), "task", TaskState::parse)?;
         let tasks = &applied.tasks;
         let matching = tasks
             .range_from(self.after)

@@ -14,7 +14,8 @@ use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::extract::{Acting, JsonBody, QueryParams};
 use super::input::{json_text, TransactionIdPath};
-use super::proposals::{decision_ms, parties, party_json, party_name, Party};
+use super::proposals::{already_voted, decided_before, decision_ms, parties, party_json};
+use super::proposals::{party_name, Party};
 use super::sessions::raw;
 use super::{AppState, Consistency};
 use crate::sm::twophase::{
@@ -151,18 +152,11 @@ pub fn describe(outcome: &TwoPhaseOutcome) -> Result<Value, ApiError> {
             })
         }
         TwoPhaseOutcome::AlreadyVoted { decision } => {
-            let message = format!(
-                "this participant already voted {:?}; a vote cannot be changed",
-                decision.name()
-            );
-            return Err(ApiError::conflict(ErrorCode::AlreadyVoted, message));
+            return Err(already_voted("participant", decision.name()))
         }
         TwoPhaseOutcome::Decided { state } => {
-            let message = format!(
-                "the transaction was decided ({}) before this vote; it is not counted",
-                state.name()
-            );
-            return Err(ApiError::conflict(ErrorCode::TransactionDecided, message));
+            let code = ErrorCode::TransactionDecided;
+            return Err(decided_before(code, "transaction", state.name()));
         }
         TwoPhaseOutcome::NotDecided => {
             let message = "the transaction is not decided yet: ack after the decision";
@@ -302,13 +296,8 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let limit = super::input::page_limit(&app.limits, query.limit)?;
     let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, query.wait_ms)?;
-    let state = match query.state.as_deref() {
-        Some(name) => Some(TwoPhaseState::parse(name).ok_or_else(|| {
-            let message = format!("unknown two-phase state {name:?}");
-            ApiError::invalid(ErrorCode::InvalidQuery, message)
-        })?),
-        None => None,
-    };
+    let state =
+        super::input::state_filter(query.state.as_deref(), "two-phase", TwoPhaseState::parse)?;
     // A wait re-checks the filter after every apply, so it must be one
     // participant's transactions, not every record.
     if (query.awaiting || query.wait_ms > 0) && query.participant.is_none() {

@@ -18,6 +18,7 @@ pub mod command;
 pub mod elections;
 pub mod kv;
 pub mod locks;
+pub mod parties;
 pub mod proposals;
 pub mod requests;
 pub mod semaphores;
@@ -228,16 +229,16 @@ impl State {
 
     fn owner_refusal(&self, submission: &Submission) -> Option<Outcome> {
         let subject = submission.acting_as.as_deref()?;
-        // A transaction acts for every session its ops (of either branch) name.
-        let commands: Vec<&Command> = match &submission.command {
-            Command::Txn(txn) => txn.success.iter().chain(&txn.failure).collect(),
-            command => vec![command],
-        };
-        commands.into_iter().find_map(|command| {
+        let refusal = |command: &Command| {
             let session_id = self.session_acted_for(command)?;
             let owner = self.sessions.get(session_id)?.owner.as_deref()?;
             (owner != subject).then_some(Outcome::Refused(Refusal::NotSessionOwner { session_id }))
-        })
+        };
+        match &submission.command {
+            // A transaction acts for every session its ops (of either branch) name.
+            Command::Txn(txn) => txn.success.iter().chain(&txn.failure).find_map(refusal),
+            command => refusal(command),
+        }
     }
 
     /// The session a command acts for: the one it names, or for a task's

@@ -402,11 +402,9 @@ mod tests {
         )]);
         let check = tally(&finals, &votes);
         assert_eq!(check.verdict, CheckVerdict::Fail);
-        assert!(
-            check.summary.starts_with('3') || check.summary.starts_with('2'),
-            "{}",
-            check.summary
-        );
+        // v1's acknowledged vote is missing, v3's was never sent, and an open
+        // proposal is not what the tally gives (expired).
+        assert!(check.summary.starts_with("3 "), "{}", check.summary);
     }
 
     #[test]

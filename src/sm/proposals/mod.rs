@@ -18,10 +18,11 @@ mod tests;
 
 pub use command::{NewProposal, ProposalCommand, ProposalOutcome};
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::parties::{ByParty, Parties};
 use super::time::Timers;
 
 pub type ProposalId = u64;
@@ -182,32 +183,40 @@ pub fn accepted(rule: Rule, voters: u32, counts: Counts) -> bool {
 /// Every proposal, with its timers and the voter index.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposals {
-    by_id: BTreeMap<ProposalId, Proposal>,
+    /// By id, indexed by voter (for `?voter=`).
+    records: ByParty<Proposal>,
     /// (deadline, id) of open proposals.
     deadlines: Timers,
     /// (decided_at_ms + retention_ms, id) of decided ones.
     removals: Timers,
-    /// (voter, id) of every kept proposal, for `?voter=`.
-    by_voter: BTreeSet<(String, ProposalId)>,
+}
+
+impl Parties for Proposal {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn parties(&self) -> &[String] {
+        &self.voters
+    }
 }
 
 impl Proposals {
     pub fn get(&self, id: ProposalId) -> Option<&Proposal> {
-        self.by_id.get(&id)
+        self.records.get(id)
     }
 
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.records.is_empty()
     }
 
     /// Proposals with ids above `after`, in id order.
     pub fn range_from(&self, after: Option<ProposalId>) -> impl Iterator<Item = &Proposal> {
-        let start = after.map_or(0, |after| after.saturating_add(1));
-        self.by_id.range(start..).map(|(_, proposal)| proposal)
+        self.records.range_from(after)
     }
 
     /// Proposals `voter` is a voter of, with ids above `after`, in id order.
@@ -216,31 +225,23 @@ impl Proposals {
         voter: &str,
         after: Option<ProposalId>,
     ) -> impl Iterator<Item = &'a Proposal> + 'a {
-        let start = after.map_or(0, |after| after.saturating_add(1));
-        let voter = voter.to_owned();
-        self.by_voter
-            .range((voter.clone(), start)..)
-            .take_while(move |(v, _)| *v == voter)
-            .filter_map(|(_, id)| self.by_id.get(id))
+        self.records.of_party(voter, after)
     }
 
     fn insert(&mut self, proposal: Proposal) {
-        for voter in &proposal.voters {
-            self.by_voter.insert((voter.clone(), proposal.id));
-        }
         self.deadlines
             .insert((proposal.deadline_at_ms, proposal.id));
-        self.by_id.insert(proposal.id, proposal);
+        self.records.insert(proposal);
     }
 
     fn get_mut(&mut self, id: ProposalId) -> Option<&mut Proposal> {
-        self.by_id.get_mut(&id)
+        self.records.get_mut(id)
     }
 
     /// Records the decision of an open proposal (moving it from the deadline timers
     /// to the removal timers).
     fn decided(&mut self, id: ProposalId, state: ProposalState, index: u64, now_ms: u64) {
-        let Some(proposal) = self.by_id.get_mut(&id) else {
+        let Some(proposal) = self.records.get_mut(id) else {
             return;
         };
         if proposal.state != ProposalState::Open {
@@ -255,10 +256,7 @@ impl Proposals {
     }
 
     fn remove(&mut self, id: ProposalId) {
-        if let Some(proposal) = self.by_id.remove(&id) {
-            for voter in &proposal.voters {
-                self.by_voter.remove(&(voter.clone(), id));
-            }
+        if let Some(proposal) = self.records.remove(id) {
             self.deadlines.remove(&(proposal.deadline_at_ms, id));
             if let Some(at) = proposal.decided_at_ms {
                 self.removals

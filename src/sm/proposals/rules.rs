@@ -31,40 +31,23 @@ impl State {
     }
 
     fn create_proposal(&mut self, new: &NewProposal, index: u64) -> Outcome {
-        let invalid = |message: String| Outcome::Refused(Refusal::InvalidCommand { message });
-        if new.voters.is_empty() {
-            return invalid("a proposal needs at least one voter".into());
-        }
-        let distinct: std::collections::BTreeSet<&String> = new.voters.iter().collect();
-        if distinct.len() != new.voters.len() {
-            return invalid("each voter may be named once".into());
-        }
+        let sessions = match self.party_sessions(&new.voters, new.voters_are_sessions, "voter") {
+            Ok(sessions) => sessions,
+            Err(refusal) => return refusal,
+        };
         if let Rule::Threshold(n) = new.rule {
             if n == 0 || n as usize > new.voters.len() {
-                return invalid(format!(
-                    "a threshold must be between 1 and the number of voters ({}), got {n}",
-                    new.voters.len()
-                ));
+                return Outcome::Refused(Refusal::InvalidCommand {
+                    message: format!(
+                        "a threshold must be between 1 and the number of voters ({}), got {n}",
+                        new.voters.len()
+                    ),
+                });
             }
         }
         if self.proposals.len() >= Replicated::MAX_PROPOSALS {
             return too_many("proposals", Replicated::MAX_PROPOSALS);
         }
-        let sessions = if new.voters_are_sessions {
-            let mut ids = Vec::with_capacity(new.voters.len());
-            for voter in &new.voters {
-                let Ok(session_id) = voter.parse::<SessionId>() else {
-                    return invalid(format!("voter {voter:?} is not a session id"));
-                };
-                if self.sessions.get(session_id).is_none() {
-                    return Outcome::Refused(Refusal::SessionNotFound { session_id });
-                }
-                ids.push(session_id);
-            }
-            ids
-        } else {
-            Vec::new()
-        };
         let now = self.cluster_time_ms;
         let proposal = Proposal {
             id: index,

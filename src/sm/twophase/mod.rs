@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::parties::{ByParty, Parties};
 use super::time::Timers;
 
 pub type TransactionId = u64;
@@ -123,30 +124,38 @@ pub struct Transaction {
 /// Every kept transaction, its timeouts and the participant index.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TwoPhase {
-    by_id: BTreeMap<TransactionId, Transaction>,
+    /// By id, indexed by participant (for `?participant=`).
+    records: ByParty<Transaction>,
     /// (timeout, id) of preparing transactions.
     timeouts: Timers,
-    /// (participant, id) of every kept transaction.
-    by_participant: BTreeSet<(String, TransactionId)>,
+}
+
+impl Parties for Transaction {
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn parties(&self) -> &[String] {
+        &self.participants
+    }
 }
 
 impl TwoPhase {
     pub fn get(&self, id: TransactionId) -> Option<&Transaction> {
-        self.by_id.get(&id)
+        self.records.get(id)
     }
 
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.records.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.records.is_empty()
     }
 
     /// Transactions with ids above `after`, in id order.
     pub fn range_from(&self, after: Option<TransactionId>) -> impl Iterator<Item = &Transaction> {
-        let start = after.map_or(0, |after| after.saturating_add(1));
-        self.by_id.range(start..).map(|(_, t)| t)
+        self.records.range_from(after)
     }
 
     /// Transactions `participant` takes part in, ids above `after`, in id order.
@@ -155,12 +164,7 @@ impl TwoPhase {
         participant: &str,
         after: Option<TransactionId>,
     ) -> impl Iterator<Item = &'a Transaction> + 'a {
-        let start = after.map_or(0, |after| after.saturating_add(1));
-        let participant = participant.to_owned();
-        self.by_participant
-            .range((participant.clone(), start)..)
-            .take_while(move |(p, _)| *p == participant)
-            .filter_map(|(_, id)| self.by_id.get(id))
+        self.records.of_party(participant, after)
     }
 
     /// When the next timeout is due.
@@ -169,17 +173,13 @@ impl TwoPhase {
     }
 
     fn insert(&mut self, transaction: Transaction) {
-        for participant in &transaction.participants {
-            self.by_participant
-                .insert((participant.clone(), transaction.id));
-        }
         self.timeouts
             .insert((transaction.timeout_at_ms, transaction.id));
-        self.by_id.insert(transaction.id, transaction);
+        self.records.insert(transaction);
     }
 
     fn get_mut(&mut self, id: TransactionId) -> Option<&mut Transaction> {
-        self.by_id.get_mut(&id)
+        self.records.get_mut(id)
     }
 
     fn decide(
@@ -189,7 +189,7 @@ impl TwoPhase {
         reason: Option<AbortReason>,
         index: u64,
     ) {
-        let Some(transaction) = self.by_id.get_mut(&id) else {
+        let Some(transaction) = self.records.get_mut(id) else {
             return;
         };
         if transaction.state != TwoPhaseState::Preparing {
@@ -206,7 +206,7 @@ impl TwoPhase {
     /// before the decision); removes the record once it is decided and every
     /// participant acked. `true` if it was removed.
     fn ack(&mut self, id: TransactionId, participant: &str) -> bool {
-        let Some(transaction) = self.by_id.get_mut(&id) else {
+        let Some(transaction) = self.records.get_mut(id) else {
             return false;
         };
         transaction.acks.insert(participant.to_owned());
@@ -214,17 +214,15 @@ impl TwoPhase {
     }
 
     fn remove_if_done(&mut self, id: TransactionId) -> bool {
-        let done = self.by_id.get(&id).is_some_and(|t| {
+        let done = self.records.get(id).is_some_and(|t| {
             t.state != TwoPhaseState::Preparing && t.acks.len() == t.participants.len()
         });
         if !done {
             return false;
         }
-        let transaction = self.by_id.remove(&id).expect("present");
-        for participant in &transaction.participants {
-            self.by_participant.remove(&(participant.clone(), id));
+        if let Some(transaction) = self.records.remove(id) {
+            self.timeouts.remove(&(transaction.timeout_at_ms, id));
         }
-        self.timeouts.remove(&(transaction.timeout_at_ms, id));
         true
     }
 }

@@ -7,7 +7,7 @@ use super::{TwoPhaseCommand, TwoPhaseOutcome, TwoPhaseState};
 use crate::limits::Replicated;
 use crate::sm::sessions::{Room, SessionId};
 use crate::sm::too_many;
-use crate::sm::{Outcome, Refusal, State};
+use crate::sm::{Outcome, State};
 
 impl State {
     /// Applies one two-phase-commit command at command index `index`.
@@ -29,31 +29,16 @@ impl State {
     }
 
     fn create_transaction(&mut self, new: &NewTransaction, index: u64) -> Outcome {
-        let invalid = |message: String| Outcome::Refused(Refusal::InvalidCommand { message });
-        if new.participants.is_empty() {
-            return invalid("a transaction needs at least one participant".into());
-        }
-        let distinct: std::collections::BTreeSet<&String> = new.participants.iter().collect();
-        if distinct.len() != new.participants.len() {
-            return invalid("each participant may be named once".into());
-        }
+        let are_sessions = new.participants_are_sessions;
+        let sessions = match self.party_sessions(&new.participants, are_sessions, "participant") {
+            Ok(sessions) => sessions,
+            Err(refusal) => return refusal,
+        };
         if self.two_phase.len() >= Replicated::MAX_TWO_PHASE {
             return too_many(
                 "two-phase transactions not yet acked by every participant",
                 Replicated::MAX_TWO_PHASE,
             );
-        }
-        let mut sessions = Vec::new();
-        if new.participants_are_sessions {
-            for participant in &new.participants {
-                let Ok(session_id) = participant.parse::<SessionId>() else {
-                    return invalid(format!("participant {participant:?} is not a session id"));
-                };
-                if self.sessions.get(session_id).is_none() {
-                    return Outcome::Refused(Refusal::SessionNotFound { session_id });
-                }
-                sessions.push(session_id);
-            }
         }
         let now = self.cluster_time_ms;
         self.two_phase.insert(Transaction {
@@ -115,25 +100,21 @@ impl State {
         };
         transaction.votes.insert(participant.to_owned(), ballot);
         let all = transaction.votes.len() == transaction.participants.len();
-        match decision {
+        let state = match decision {
             Decision::Abort => {
                 let reason = Some(AbortReason::Vote);
                 self.two_phase
                     .decide(id, TwoPhaseState::Aborted, reason, index);
+                TwoPhaseState::Aborted
             }
             Decision::Commit if all => {
                 self.two_phase
                     .decide(id, TwoPhaseState::Committed, None, index);
+                TwoPhaseState::Committed
             }
-            Decision::Commit => {}
-        }
-        match self.two_phase.get(id) {
-            Some(transaction) => voted(transaction),
-            None => Outcome::TwoPhase(TwoPhaseOutcome::Voted {
-                id,
-                state: TwoPhaseState::Aborted,
-            }),
-        }
+            Decision::Commit => TwoPhaseState::Preparing,
+        };
+        Outcome::TwoPhase(TwoPhaseOutcome::Voted { id, state })
     }
 
     fn ack_transaction(&mut self, id: TransactionId, participant: &str) -> Outcome {
