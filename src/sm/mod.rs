@@ -16,6 +16,7 @@
 pub mod barriers;
 pub mod command;
 pub mod elections;
+pub mod events;
 pub mod kv;
 pub mod locks;
 pub mod parties;
@@ -72,9 +73,29 @@ pub struct State {
     pub elections: elections::Elections,
     pub proposals: proposals::Proposals,
     pub two_phase: twophase::TwoPhase,
+    /// The events of the entry being applied (`events`): not state, never stored.
+    #[serde(skip)]
+    pub events: events::Events,
 }
 
 impl State {
+    /// Records that the command being applied changed `body`.
+    pub(in crate::sm) fn emit(&mut self, body: events::EventBody) {
+        self.events.push(self.last_command_index, body);
+    }
+
+    /// The events applied since the last call, in order (see `events`).
+    pub fn take_events(&mut self) -> Vec<events::Event> {
+        self.events.take()
+    }
+
+    /// Applies a Raft membership entry: it takes a command index of its own, so the
+    /// event stream has a place for it (`membership.changed`).
+    pub fn apply_membership(&mut self, voters: Vec<u64>, learners: Vec<u64>) {
+        self.last_command_index += 1;
+        self.emit(events::EventBody::MembershipChanged { voters, learners });
+    }
+
     /// Applies one log entry's batch and returns one [`Applied`] per submission.
     pub fn apply_batch(&mut self, batch: &Batch) -> BatchResponse {
         self.cluster_time_ms = self.cluster_time_ms.max(batch.leader_time_ms);
@@ -388,6 +409,8 @@ pub(in crate::sm) fn too_many(what: &str, limit: usize) -> Outcome {
 mod bounds_tests;
 #[cfg(test)]
 mod decode_fuzz_tests;
+#[cfg(test)]
+mod events_tests;
 #[cfg(test)]
 mod scheduler_scale_tests;
 #[cfg(test)]

@@ -165,11 +165,11 @@ pub fn drop_if_idle<T: Idle>(room: &mut BTreeMap<String, T>, name: &str) {
 pub fn forget_session<'a, T: Idle>(
     room: &mut BTreeMap<String, T>,
     names: impl Iterator<Item = &'a str>,
-    mut forget: impl FnMut(&mut T),
+    mut forget: impl FnMut(&str, &mut T),
 ) {
     for name in names {
         if let Some(resource) = room.get_mut(name) {
-            forget(resource);
+            forget(name, resource);
         }
         drop_if_idle(room, name);
     }

@@ -99,13 +99,16 @@ pub fn open_db(path: &Path, options: &StoreOptions) -> Result<sled::Db, OpenErro
     Ok(db)
 }
 
-/// Opens both halves of the Raft storage over one `Db`.
-pub fn open(db: &sled::Db) -> Result<(LogStore, StateMachineStore), OpenError> {
+/// Opens both halves of the Raft storage over one `Db`; applied events go to `hub`.
+pub fn open(
+    db: &sled::Db,
+    hub: crate::watch::Hub,
+) -> Result<(LogStore, StateMachineStore), OpenError> {
     let log = LogStore::new(db).map_err(|source| OpenError::Sled {
         path: String::new(),
         source,
     })?;
-    let state_machine = StateMachineStore::open(db)?;
+    let state_machine = StateMachineStore::open_with(db, hub)?;
     Ok((log, state_machine))
 }
 

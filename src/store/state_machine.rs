@@ -23,6 +23,7 @@ use crate::raft_types::{
     Entry, LogId, Snapshot, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::sm::{BatchResponse, State};
+use crate::watch::Hub;
 
 const CURRENT_SNAPSHOT_KEY: &[u8] = b"current";
 
@@ -52,6 +53,9 @@ struct Shared {
     /// subscribe to it.
     applied_index: watch::Sender<u64>,
     builds: AtomicU64,
+    /// Where each entry's events go (`crate::watch`), pushed under the write lock
+    /// so a watch and a read of the state see the same order.
+    hub: Hub,
 }
 
 /// The state-machine store. Cloning shares it (openraft gets one clone, the HTTP
@@ -66,8 +70,15 @@ fn read_error(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl StateMachineStore {
-    /// Opens the store, restoring the latest persisted snapshot if any.
+    /// Opens the store, restoring the latest persisted snapshot if any, with a watch
+    /// hub of default limits.
     pub fn open(db: &sled::Db) -> Result<Self, OpenError> {
+        Self::open_with(db, Hub::default())
+    }
+
+    /// Opens the store feeding `hub`: its history starts after the restored
+    /// snapshot and is rebuilt from the log tail openraft re-applies.
+    pub fn open_with(db: &sled::Db, hub: Hub) -> Result<Self, OpenError> {
         let sled_error = |source| OpenError::Sled {
             path: String::new(),
             source,
@@ -89,6 +100,7 @@ impl StateMachineStore {
             persisted = stored.meta.last_log_id;
         }
         let applied_index = applied.last_applied.map_or(0, |log_id| log_id.index);
+        hub.reset(applied.state.last_command_index);
         Ok(Self {
             shared: Arc::new(Shared {
                 applied: RwLock::new(applied),
@@ -97,6 +109,7 @@ impl StateMachineStore {
                 persisted: tokio::sync::Mutex::new(persisted),
                 applied_index: watch::channel(applied_index).0,
                 builds: AtomicU64::new(0),
+                hub,
             }),
         })
     }
@@ -107,6 +120,11 @@ impl StateMachineStore {
             .applied
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The watch hub this store feeds.
+    pub fn hub(&self) -> &Hub {
+        &self.shared.hub
     }
 
     /// A receiver of the applied Raft log index, updated after every apply.
@@ -206,12 +224,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Blank => BatchResponse::default(),
                     EntryPayload::Normal(batch) => applied.state.apply_batch(&batch),
                     EntryPayload::Membership(membership) => {
+                        let voters = membership.voter_ids().collect();
+                        let learners = membership.learner_ids().collect();
+                        applied.state.apply_membership(voters, learners);
                         applied.membership = StoredMembership::new(Some(entry.log_id), membership);
                         BatchResponse::default()
                     }
                 };
                 responses.push(response);
             }
+            let events = applied.state.take_events();
+            self.shared
+                .hub
+                .push(events, applied.state.last_command_index);
             applied.last_applied.map_or(0, |log_id| log_id.index)
         };
         self.shared.applied_index.send_replace(last_index);
@@ -243,6 +268,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .await?;
         let last_index = {
             let mut applied = self.write();
+            // The commands up to the snapshot were skipped here: no history of them.
+            self.shared.hub.reset(state.last_command_index);
             *applied = AppliedState {
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),

@@ -4,6 +4,7 @@
 
 use super::BarrierCommand;
 use crate::limits::Replicated;
+use crate::sm::events::EventBody;
 use crate::sm::sessions::Room;
 use crate::sm::sessions::SessionId;
 use crate::sm::too_many;
@@ -57,6 +58,10 @@ impl State {
         barrier.arrived.insert(session_id);
         if barrier.arrived.len() as u32 >= barrier.parties {
             barrier.end_generation(false);
+            self.emit(EventBody::BarrierReleased {
+                name: name.to_owned(),
+                generation,
+            });
             return Outcome::Barrier(BarrierOutcome::Released { generation });
         }
         self.joined(session_id, Room::Barrier, name);
@@ -90,7 +95,13 @@ impl State {
         for name in names {
             if let Some(barrier) = self.barriers.get_mut(name) {
                 if barrier.arrived.contains(&session_id) {
+                    let generation = barrier.generation;
                     barrier.end_generation(true);
+                    self.emit(EventBody::BarrierBroken {
+                        name: name.to_owned(),
+                        generation,
+                        session_id,
+                    });
                 }
             }
         }

@@ -5,12 +5,23 @@
 
 use super::{Candidate, ElectionCommand};
 use crate::limits::Replicated;
+use crate::sm::events::{EventBody, LostReason};
 use crate::sm::sessions::Room;
 use crate::sm::sessions::SessionId;
 use crate::sm::too_many;
 use crate::sm::wait_queue::{drop_if_idle, forget_session, granted_to, release_position};
 use crate::sm::{ElectionOutcome, Refusal};
 use crate::sm::{Outcome, State};
+
+/// `election.leader` for `name`'s current leader (or nobody).
+fn leader_event(name: &str, election: &super::Election) -> EventBody {
+    let leader = election.leader.as_ref();
+    EventBody::ElectionLeader {
+        name: name.to_owned(),
+        session_id: leader.map(|l| l.session_id),
+        term: leader.map_or(0, |l| l.term),
+    }
+}
 
 impl State {
     /// Applies one election command at command index `index`.
@@ -85,6 +96,11 @@ impl State {
             election.promote(index, now, &mut self.last_fencing_token);
             let term = election.leader.as_ref().map_or(0, |l| l.term);
             self.joined(session_id, Room::Election, name);
+            self.emit(EventBody::ElectionLeader {
+                name: name.to_owned(),
+                session_id: Some(session_id),
+                term,
+            });
             return Outcome::Election(ElectionOutcome::Elected { term });
         }
         if !wait {
@@ -115,7 +131,14 @@ impl State {
         let election = self.elections.get_mut(name).expect("it has a leader");
         election.leader = None;
         election.promote(index, now, &mut self.last_fencing_token);
+        let next = leader_event(name, election);
         drop_if_idle(&mut self.elections, name);
+        self.emit(EventBody::ElectionResigned {
+            name: name.to_owned(),
+            session_id,
+            term,
+        });
+        self.emit(next);
         self.left(session_id, Room::Election, name);
         Outcome::Election(ElectionOutcome::Resigned)
     }
@@ -153,18 +176,28 @@ impl State {
         &mut self,
         session_id: SessionId,
         names: impl Iterator<Item = &'a str>,
+        expired: bool,
     ) {
         let (index, now) = (self.last_command_index, self.cluster_time_ms);
-        let tokens = &mut self.last_fencing_token;
-        forget_session(&mut self.elections, names, |election| {
+        let (tokens, events) = (&mut self.last_fencing_token, &mut self.events);
+        forget_session(&mut self.elections, names, |name, election| {
             election.candidates.retain(|c| c.session_id != session_id);
-            if election
+            if let Some(term) = election
                 .leader
                 .as_ref()
-                .is_some_and(|l| l.session_id == session_id)
+                .filter(|l| l.session_id == session_id)
+                .map(|l| l.term)
             {
                 election.leader = None;
                 election.promote(index, now, tokens);
+                let lost = EventBody::ElectionLost {
+                    name: name.to_owned(),
+                    session_id,
+                    term,
+                    reason: LostReason::of(expired),
+                };
+                events.push(index, lost);
+                events.push(index, leader_event(name, election));
             }
         });
     }

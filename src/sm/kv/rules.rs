@@ -3,6 +3,7 @@
 
 use super::KvCommand;
 use crate::limits::Replicated;
+use crate::sm::events::EventBody;
 use crate::sm::sessions::{Session, SessionId};
 use crate::sm::{KvOutcome, Refusal};
 use crate::sm::{Outcome, State};
@@ -19,9 +20,14 @@ impl State {
             } => self.put_key(key, value_json, *if_version, *session_id, index),
             KvCommand::Delete { key, if_version } => {
                 let owner = self.kv.get(key).and_then(|entry| entry.session_id);
+                let previous_version = self.kv.get(key).map_or(0, |entry| entry.version);
                 let outcome = super::delete(&mut self.kv, key, *if_version);
                 if matches!(outcome, Outcome::Kv(KvOutcome::Deleted { existed: true })) {
                     self.unbind_key(owner, key);
+                    self.emit(EventBody::KvDeleted {
+                        key: key.clone(),
+                        previous_version,
+                    });
                 }
                 outcome
             }
@@ -32,12 +38,17 @@ impl State {
     /// still bound to it).
     pub(in crate::sm) fn kv_on_session_end(&mut self, session: &Session) {
         for key in &session.ephemeral_keys {
-            if self
-                .kv
-                .get(key)
-                .is_some_and(|entry| entry.session_id == Some(session.id))
-            {
+            let Some(entry) = self.kv.get(key) else {
+                continue;
+            };
+            if entry.session_id == Some(session.id) {
+                let previous_version = entry.version;
                 self.kv.remove(key);
+                self.emit(EventBody::KvExpired {
+                    key: key.clone(),
+                    previous_version,
+                    session_id: session.id,
+                });
             }
         }
     }
@@ -65,6 +76,14 @@ impl State {
             if let Some(session) = session_id.and_then(|id| self.sessions.get_mut(id)) {
                 session.ephemeral_keys.insert(key.to_owned());
             }
+            let create_index = self.kv.get(key).map_or(index, |entry| entry.create_index);
+            self.emit(EventBody::KvPut {
+                key: key.to_owned(),
+                value: value_json.to_owned(),
+                version: index,
+                create_index,
+                session_id,
+            });
         }
         outcome
     }

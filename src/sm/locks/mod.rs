@@ -41,6 +41,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::sm::events::{EventBody, Events};
 use crate::sm::sessions::SessionId;
 use wait_for::{waiter_edge, Node, WaitFor};
 
@@ -304,7 +305,13 @@ impl Locks {
     }
 
     /// Grants waiters of `name` from the head of its queue while the rule allows.
-    pub fn grant_waiters(&mut self, name: &str, clock: (u64, u64), tokens: &mut u64) {
+    pub fn grant_waiters(
+        &mut self,
+        name: &str,
+        clock: (u64, u64),
+        tokens: &mut u64,
+        events: &mut Events,
+    ) {
         while let Some(lock) = self.by_name.get(name) {
             let grantable = lock
                 .waiters
@@ -314,13 +321,22 @@ impl Locks {
                 return;
             }
             let waiter = self.remove_waiter_at(name, 0).expect("head exists");
-            self.grant(
+            let fencing_token = self.grant(
                 name,
                 waiter.session_id,
                 waiter.mode,
                 waiter.waiter_id,
                 clock,
                 tokens,
+            );
+            events.push(
+                clock.0,
+                EventBody::LockGranted {
+                    name: name.to_owned(),
+                    session_id: waiter.session_id,
+                    fencing_token,
+                    mode: waiter.mode.name(),
+                },
             );
         }
     }

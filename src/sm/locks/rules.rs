@@ -6,6 +6,7 @@
 
 use super::{Hold, LockCommand, LockMode, Waiter};
 use crate::limits::Replicated;
+use crate::sm::events::{EventBody, LostReason};
 use crate::sm::sessions::{Session, SessionId};
 use crate::sm::wait_queue::{again, granted_to, release_position};
 use crate::sm::{LockOutcome, Refusal};
@@ -119,6 +120,12 @@ impl State {
     ) -> Outcome {
         let tokens = &mut self.last_fencing_token;
         let fencing_token = self.locks.grant(name, session_id, mode, 0, clock, tokens);
+        self.emit(EventBody::LockGranted {
+            name: name.to_owned(),
+            session_id,
+            fencing_token,
+            mode: mode.name(),
+        });
         Outcome::Lock(LockOutcome::Granted { fencing_token })
     }
 
@@ -146,9 +153,14 @@ impl State {
             Err(refusal) => return refusal,
         };
         self.locks.remove_hold(name, position);
+        self.emit(EventBody::LockReleased {
+            name: name.to_owned(),
+            session_id: hold.0,
+            fencing_token: hold.1,
+        });
         let clock = (index, self.cluster_time_ms);
         self.locks
-            .grant_waiters(name, clock, &mut self.last_fencing_token);
+            .grant_waiters(name, clock, &mut self.last_fencing_token, &mut self.events);
         self.locks.drop_if_idle(name);
         Outcome::Lock(LockOutcome::Released)
     }
@@ -168,7 +180,7 @@ impl State {
         // Removing a waiter can unblock readers queued behind a writer.
         let clock = (self.last_command_index, self.cluster_time_ms);
         self.locks
-            .grant_waiters(name, clock, &mut self.last_fencing_token);
+            .grant_waiters(name, clock, &mut self.last_fencing_token, &mut self.events);
         self.locks.drop_if_idle(name);
         Outcome::Lock(LockOutcome::Held)
     }
@@ -195,12 +207,19 @@ impl State {
                 .iter()
                 .position(|hold| hold.session_id == session_id)
             {
+                let fencing_token = lock.holders[position].fencing_token;
                 self.locks.remove_hold(&name, position);
+                self.emit(EventBody::LockLost {
+                    name: name.clone(),
+                    session_id,
+                    fencing_token,
+                    reason: LostReason::of(expired),
+                });
             }
             self.locks
                 .remove_waiters(&name, |waiter| waiter.session_id == session_id);
             self.locks
-                .grant_waiters(&name, clock, &mut self.last_fencing_token);
+                .grant_waiters(&name, clock, &mut self.last_fencing_token, &mut self.events);
             self.locks.drop_if_idle(&name);
         }
     }
@@ -219,8 +238,12 @@ impl State {
                 .is_some_and(|lock| lock.delayed_until_ms == until)
             {
                 self.locks.set_delay(&name, 0, 0);
-                self.locks
-                    .grant_waiters(&name, clock, &mut self.last_fencing_token);
+                self.locks.grant_waiters(
+                    &name,
+                    clock,
+                    &mut self.last_fencing_token,
+                    &mut self.events,
+                );
             }
             self.locks.drop_if_idle(&name);
         }

@@ -240,12 +240,13 @@ impl Proposals {
 
     /// Records the decision of an open proposal (moving it from the deadline timers
     /// to the removal timers).
-    fn decided(&mut self, id: ProposalId, state: ProposalState, index: u64, now_ms: u64) {
+    /// Decides open proposal `id`; false if there is none (or it was decided).
+    fn decided(&mut self, id: ProposalId, state: ProposalState, index: u64, now_ms: u64) -> bool {
         let Some(proposal) = self.records.get_mut(id) else {
-            return;
+            return false;
         };
         if proposal.state != ProposalState::Open {
-            return;
+            return false;
         }
         proposal.state = state;
         proposal.decided_at_index = Some(index);
@@ -253,6 +254,7 @@ impl Proposals {
         self.deadlines.remove(&(proposal.deadline_at_ms, id));
         let at = now_ms.saturating_add(proposal.retention_ms);
         self.removals.insert((at, id));
+        true
     }
 
     fn remove(&mut self, id: ProposalId) {

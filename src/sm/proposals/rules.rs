@@ -5,6 +5,7 @@
 use super::{Cast, NewProposal, Proposal, ProposalCommand, ProposalId, ProposalOutcome};
 use super::{ProposalState, Rule, Vote};
 use crate::limits::Replicated;
+use crate::sm::events::EventBody;
 use crate::sm::sessions::{Room, SessionId};
 use crate::sm::too_many;
 use crate::sm::{Outcome, Refusal, State};
@@ -66,6 +67,10 @@ impl State {
             decided_at_ms: None,
         };
         self.proposals.insert(proposal);
+        self.emit(EventBody::ProposalCreated {
+            proposal_id: index,
+            title: new.title.clone(),
+        });
         let name = index.to_string();
         for session_id in sessions {
             self.joined(session_id, Room::Proposal, &name);
@@ -118,7 +123,6 @@ impl State {
         cast_by: Option<String>,
         index: u64,
     ) {
-        let now = self.cluster_time_ms;
         let Some(proposal) = self.proposals.get_mut(proposal_id) else {
             return;
         };
@@ -132,12 +136,23 @@ impl State {
         let decision = super::decide(proposal.rule, voters, proposal.counts());
         let sessions = proposal.voters_are_sessions;
         if let Some(state) = decision {
-            self.proposals.decided(proposal_id, state, index, now);
+            self.decide_proposal(proposal_id, state, index);
         }
         if sessions {
             if let Ok(session_id) = voter.parse::<SessionId>() {
                 self.left(session_id, Room::Proposal, &proposal_id.to_string());
             }
+        }
+    }
+
+    /// Decides open proposal `id` and says so (`proposal.decided`).
+    fn decide_proposal(&mut self, id: ProposalId, state: ProposalState, index: u64) {
+        let now = self.cluster_time_ms;
+        if self.proposals.decided(id, state, index, now) {
+            self.emit(EventBody::ProposalDecided {
+                proposal_id: id,
+                state: state.name().to_owned(),
+            });
         }
     }
 
@@ -149,8 +164,7 @@ impl State {
             let Some(id) = crate::sm::time::first_due(&self.proposals.deadlines, now) else {
                 break;
             };
-            self.proposals
-                .decided(id, ProposalState::Expired, index, now);
+            self.decide_proposal(id, ProposalState::Expired, index);
         }
         for _ in 0..Replicated::PROPOSAL_GC_BATCH {
             let Some(id) = crate::sm::time::first_due(&self.proposals.removals, now) else {

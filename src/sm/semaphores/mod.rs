@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
+use crate::sm::events::{EventBody, Events};
 use crate::sm::sessions::SessionId;
 use crate::sm::wait_queue;
 
@@ -79,19 +80,36 @@ impl Semaphore {
     }
 
     /// Grants waiters from the head of the queue while their permits fit.
-    pub fn grant_waiters(&mut self, index: u64, now_ms: u64, tokens: &mut u64) {
+    /// `name` is this semaphore's, for the `semaphore.granted` events.
+    pub fn grant_waiters(
+        &mut self,
+        name: &str,
+        clock: (u64, u64),
+        tokens: &mut u64,
+        events: &mut Events,
+    ) {
+        let (index, now_ms) = clock;
         while let Some(head) = self.waiters.front() {
             if self.used() + head.permits > self.limit {
                 return;
             }
             let waiter = self.waiters.pop_front().expect("head exists");
-            self.grant(
+            let fencing_token = self.grant(
                 waiter.session_id,
                 waiter.permits,
                 waiter.waiter_id,
                 index,
                 now_ms,
                 tokens,
+            );
+            events.push(
+                index,
+                EventBody::SemaphoreGranted {
+                    name: name.to_owned(),
+                    session_id: waiter.session_id,
+                    fencing_token,
+                    permits: waiter.permits,
+                },
             );
         }
     }

@@ -4,6 +4,7 @@
 
 use super::{Permit, PermitWaiter, SemaphoreCommand};
 use crate::limits::Replicated;
+use crate::sm::events::{EventBody, LostReason};
 use crate::sm::sessions::Room;
 use crate::sm::sessions::SessionId;
 use crate::sm::too_many;
@@ -84,6 +85,12 @@ impl State {
             let tokens = &mut self.last_fencing_token;
             let fencing_token = semaphore.grant(session_id, permits, 0, index, now, tokens);
             self.joined(session_id, Room::Semaphore, name);
+            self.emit(EventBody::SemaphoreGranted {
+                name: name.to_owned(),
+                session_id,
+                fencing_token,
+                permits,
+            });
             return Outcome::Semaphore(SemaphoreOutcome::Granted { fencing_token });
         }
         if !wait {
@@ -113,7 +120,16 @@ impl State {
         };
         let semaphore = self.semaphores.get_mut(name).expect("it holds permits");
         semaphore.holders.remove(position);
-        semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
+        self.events.push(
+            index,
+            EventBody::SemaphoreReleased {
+                name: name.to_owned(),
+                session_id: hold.0,
+                fencing_token: hold.1,
+            },
+        );
+        let (tokens, events) = (&mut self.last_fencing_token, &mut self.events);
+        semaphore.grant_waiters(name, (index, now), tokens, events);
         drop_if_idle(&mut self.semaphores, name);
         // A session holds or awaits a semaphore once (`again`), so it has left it.
         self.left(hold.0, Room::Semaphore, name);
@@ -136,7 +152,8 @@ impl State {
             .find(|w| w.waiter_id == waiter_id)
             .map(|w| w.session_id);
         semaphore.waiters.retain(|w| w.waiter_id != waiter_id);
-        semaphore.grant_waiters(index, now, &mut self.last_fencing_token);
+        let (tokens, events) = (&mut self.last_fencing_token, &mut self.events);
+        semaphore.grant_waiters(name, (index, now), tokens, events);
         drop_if_idle(&mut self.semaphores, name);
         if let Some(session_id) = waiting {
             self.left(session_id, Room::Semaphore, name);
@@ -151,15 +168,30 @@ impl State {
         &mut self,
         session_id: SessionId,
         names: impl Iterator<Item = &'a str>,
+        expired: bool,
     ) {
-        let (index, now) = (self.last_command_index, self.cluster_time_ms);
-        let tokens = &mut self.last_fencing_token;
-        forget_session(&mut self.semaphores, names, |semaphore| {
+        let clock = (self.last_command_index, self.cluster_time_ms);
+        let (tokens, events) = (&mut self.last_fencing_token, &mut self.events);
+        forget_session(&mut self.semaphores, names, |name, semaphore| {
             let before = (semaphore.holders.len(), semaphore.waiters.len());
+            // A session holds a semaphore's permits under one grant (`again`).
+            if let Some(lost) = semaphore
+                .holders
+                .iter()
+                .find(|p| p.session_id == session_id)
+            {
+                let body = EventBody::SemaphoreLost {
+                    name: name.to_owned(),
+                    session_id,
+                    fencing_token: lost.fencing_token,
+                    reason: LostReason::of(expired),
+                };
+                events.push(clock.0, body);
+            }
             semaphore.holders.retain(|p| p.session_id != session_id);
             semaphore.waiters.retain(|w| w.session_id != session_id);
             if before != (semaphore.holders.len(), semaphore.waiters.len()) {
-                semaphore.grant_waiters(index, now, tokens);
+                semaphore.grant_waiters(name, clock, tokens, events);
             }
         });
     }

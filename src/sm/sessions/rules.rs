@@ -7,6 +7,7 @@
 use super::{NewSession, Room, SessionCommand, SessionId};
 use crate::limits::Replicated;
 use crate::sm::command::Outcome;
+use crate::sm::events::EventBody;
 use crate::sm::State;
 use crate::sm::{Refusal, SessionOutcome};
 
@@ -37,9 +38,16 @@ impl State {
         let session = self
             .sessions
             .create(index, new.clone(), self.cluster_time_ms);
+        let (session_id, expires_at_ms) = (session.id, session.expires_at_ms);
+        self.emit(EventBody::SessionOpened {
+            session_id,
+            name: new.name.clone(),
+            capabilities: new.capabilities.iter().cloned().collect(),
+            expires_at_ms,
+        });
         Outcome::Session(SessionOutcome::Created {
-            session_id: session.id,
-            expires_at_ms: session.expires_at_ms,
+            session_id,
+            expires_at_ms,
         })
     }
 
@@ -63,6 +71,12 @@ impl State {
         let Some(session) = self.sessions.remove(id) else {
             return session_not_found(id);
         };
+        // The session's own event first, then what its end did in each room.
+        self.emit(if expired {
+            EventBody::SessionExpired { session_id: id }
+        } else {
+            EventBody::SessionEnded { session_id: id }
+        });
         self.kv_on_session_end(&session);
         self.tasks_on_session_end(id, reason);
         self.locks_on_session_end(&session, expired);
@@ -73,9 +87,9 @@ impl State {
                 .filter(move |(joined, _)| *joined == room)
                 .map(|(_, name)| name.as_str())
         };
-        self.semaphores_on_session_end(id, named(Room::Semaphore));
+        self.semaphores_on_session_end(id, named(Room::Semaphore), expired);
         self.barriers_on_session_end(id, named(Room::Barrier));
-        self.elections_on_session_end(id, named(Room::Election));
+        self.elections_on_session_end(id, named(Room::Election), expired);
         self.proposals_on_session_end(id, named(Room::Proposal));
         self.two_phase_on_session_end(id, named(Room::TwoPhase));
         Outcome::Session(SessionOutcome::Ended)

@@ -15,6 +15,7 @@ use std::collections::BTreeSet;
 use super::{NewTask, Task, TaskCommand, TaskError, TaskId, TaskState};
 use crate::limits::Replicated;
 use crate::sm::command::Outcome;
+use crate::sm::events::EventBody;
 use crate::sm::sessions::session_not_found;
 use crate::sm::sessions::SessionId;
 use crate::sm::State;
@@ -230,6 +231,11 @@ impl State {
             .tasks
             .get(index)
             .map_or(TaskState::Pending, |task| task.state);
+        self.emit(EventBody::TaskSubmitted {
+            task_id: index,
+            kind: new.kind.clone(),
+            state: state.name(),
+        });
         Outcome::Task(TaskOutcome::Submitted {
             task_id: index,
             state,
@@ -241,6 +247,7 @@ impl State {
     /// once `max_attempts` assignments have been used.
     pub(in crate::sm) fn lose_lease(&mut self, task_id: TaskId, reason: &str) {
         let now = self.cluster_time_ms;
+        let facts = self.task_facts(task_id);
         self.release(task_id);
         let out_of_attempts = self.tasks.update(task_id, |task| {
             task.errors.push(TaskError {
@@ -252,12 +259,39 @@ impl State {
             task.updated_at_ms = now;
             task.attempts >= task.spec.max_attempts
         });
-        if out_of_attempts == Some(true) {
+        let dead = out_of_attempts == Some(true);
+        if let Some((kind, session_id, attempt)) = facts {
+            let reason = reason.to_owned();
+            self.emit(match dead {
+                true => EventBody::TaskDead {
+                    task_id,
+                    kind,
+                    session_id,
+                    attempt,
+                    reason,
+                },
+                false => EventBody::TaskRetrying {
+                    task_id,
+                    kind,
+                    session_id,
+                    attempt,
+                    reason,
+                },
+            });
+        }
+        if dead {
             self.dead_letter(task_id);
         } else {
             self.tasks
                 .update(task_id, |task| task.state = TaskState::Queued);
         }
+    }
+
+    /// A task's kind, holder and attempt count, for its events (taken before a
+    /// change that detaches it from its session).
+    fn task_facts(&self, task_id: TaskId) -> Option<(String, Option<SessionId>, u32)> {
+        let task = self.tasks.get(task_id)?;
+        Some((task.spec.kind.clone(), task.session_id, task.attempts))
     }
 
     fn dead_letter(&mut self, task_id: TaskId) {
@@ -289,12 +323,28 @@ impl State {
 
     pub(in crate::sm) fn cancel_task(&mut self, task_id: TaskId) {
         let now = self.cluster_time_ms;
-        if self
+        let facts = self.task_facts(task_id);
+        let assigned = self
             .tasks
             .get(task_id)
-            .is_some_and(|task| task.state == TaskState::Assigned)
-        {
+            .is_some_and(|task| task.state == TaskState::Assigned);
+        if assigned {
             self.release(task_id);
+        }
+        if let Some((kind, session_id, _)) = facts {
+            // The worker holding it hears of it on its session's stream.
+            if let (true, Some(session_id)) = (assigned, session_id) {
+                self.emit(EventBody::TaskCancelRequested {
+                    task_id,
+                    kind: kind.clone(),
+                    session_id,
+                });
+            }
+            self.emit(EventBody::TaskCancelled {
+                task_id,
+                kind,
+                session_id,
+            });
         }
         self.tasks.update(task_id, |task| {
             task.cancel_requested = true;
@@ -341,6 +391,15 @@ impl State {
             return Outcome::Task(TaskOutcome::NoneAssigned);
         };
         let (fencing_token, lease_expires_at_ms, _) = self.lease_task(task_id, false, &None);
+        if let Some((kind, _, attempt)) = self.task_facts(task_id) {
+            self.emit(EventBody::TaskClaimed {
+                task_id,
+                kind,
+                session_id,
+                fencing_token,
+                attempt,
+            });
+        }
         Outcome::Task(TaskOutcome::Claimed {
             task_id,
             fencing_token,
@@ -409,6 +468,13 @@ impl State {
             return refusal;
         }
         let now = self.cluster_time_ms;
+        if let Some((kind, session_id, _)) = self.task_facts(task_id) {
+            self.emit(EventBody::TaskSucceeded {
+                task_id,
+                kind,
+                session_id,
+            });
+        }
         self.release(task_id);
         let dependents = self.tasks.update(task_id, |task| {
             task.state = TaskState::Succeeded;
@@ -443,6 +509,7 @@ impl State {
             return refusal;
         }
         let now = self.cluster_time_ms;
+        let facts = self.task_facts(task_id);
         self.release(task_id);
         let retry_at = self.tasks.update(task_id, |task| {
             task.errors.push(TaskError {
@@ -455,7 +522,25 @@ impl State {
             let retry = retryable && task.attempts < task.spec.max_attempts;
             retry.then(|| now.saturating_add(retry_backoff_ms(task.attempts)))
         });
-        match retry_at.flatten() {
+        let retry_at = retry_at.flatten();
+        if let Some((kind, session_id, attempt)) = facts {
+            self.emit(match retry_at {
+                Some(_) => EventBody::TaskFailed {
+                    task_id,
+                    kind,
+                    session_id,
+                    attempt,
+                },
+                None => EventBody::TaskDead {
+                    task_id,
+                    kind,
+                    session_id,
+                    attempt,
+                    reason: "failed".into(),
+                },
+            });
+        }
+        match retry_at {
             Some(at) => {
                 self.tasks.update(task_id, |task| {
                     task.state = TaskState::Failed;
@@ -506,6 +591,15 @@ impl State {
                     .tasks
                     .get(task_id)
                     .map_or(TaskState::Dead, |task| task.state);
+                if let Some((kind, _, attempt)) = self.task_facts(task_id) {
+                    self.emit(EventBody::TaskRetrying {
+                        task_id,
+                        kind,
+                        session_id: None,
+                        attempt,
+                        reason: "retried".into(),
+                    });
+                }
                 Outcome::Task(TaskOutcome::Updated { task_id, state })
             }
             Some(state) => Outcome::Refused(Refusal::WrongState {

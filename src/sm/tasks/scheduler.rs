@@ -136,6 +136,16 @@ impl State {
             task.updated_at_ms = now;
         });
         self.sessions.change_load(session_id, 1);
+        if let Some(task) = self.tasks.get(task_id) {
+            let body = crate::sm::events::EventBody::TaskAssigned {
+                task_id,
+                kind: task.spec.kind.clone(),
+                session_id,
+                fencing_token: index,
+                attempt: task.attempts,
+            };
+            self.emit(body);
+        }
     }
 
     /// Detaches an assigned task from its session, freeing the session's capacity.

@@ -188,18 +188,19 @@ impl TwoPhase {
         state: TwoPhaseState,
         reason: Option<AbortReason>,
         index: u64,
-    ) {
+    ) -> bool {
         let Some(transaction) = self.records.get_mut(id) else {
-            return;
+            return false;
         };
         if transaction.state != TwoPhaseState::Preparing {
-            return;
+            return false;
         }
         transaction.state = state;
         transaction.reason = reason;
         transaction.decided_at_index = Some(index);
         self.timeouts.remove(&(transaction.timeout_at_ms, id));
         self.remove_if_done(id);
+        true
     }
 
     /// Records `participant`'s ack (a session participant's end counts as one, even

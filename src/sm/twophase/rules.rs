@@ -5,6 +5,7 @@
 use super::{AbortReason, Ballot, Decision, NewTransaction, Transaction, TransactionId};
 use super::{TwoPhaseCommand, TwoPhaseOutcome, TwoPhaseState};
 use crate::limits::Replicated;
+use crate::sm::events::EventBody;
 use crate::sm::sessions::{Room, SessionId};
 use crate::sm::too_many;
 use crate::sm::{Outcome, State};
@@ -55,6 +56,7 @@ impl State {
             reason: None,
             decided_at_index: None,
         });
+        self.emit(EventBody::TwoPhaseCreated { id: index });
         let name = index.to_string();
         for session_id in sessions {
             self.joined(session_id, Room::TwoPhase, &name);
@@ -103,13 +105,11 @@ impl State {
         let state = match decision {
             Decision::Abort => {
                 let reason = Some(AbortReason::Vote);
-                self.two_phase
-                    .decide(id, TwoPhaseState::Aborted, reason, index);
+                self.decide_two_phase(id, TwoPhaseState::Aborted, reason, index);
                 TwoPhaseState::Aborted
             }
             Decision::Commit if all => {
-                self.two_phase
-                    .decide(id, TwoPhaseState::Committed, None, index);
+                self.decide_two_phase(id, TwoPhaseState::Committed, None, index);
                 TwoPhaseState::Committed
             }
             Decision::Commit => TwoPhaseState::Preparing,
@@ -140,6 +140,23 @@ impl State {
         Outcome::TwoPhase(TwoPhaseOutcome::Acked { id, state, removed })
     }
 
+    /// Decides preparing transaction `id` and says so (`2pc.decided`).
+    fn decide_two_phase(
+        &mut self,
+        id: TransactionId,
+        state: TwoPhaseState,
+        reason: Option<AbortReason>,
+        index: u64,
+    ) {
+        if self.two_phase.decide(id, state, reason, index) {
+            self.emit(EventBody::TwoPhaseDecided {
+                id,
+                state: state.name().to_owned(),
+                reason: reason.map(|r| r.name().to_owned()),
+            });
+        }
+    }
+
     /// Aborts preparing transactions whose timeout passed, at most
     /// [`Replicated::TWO_PHASE_TIMEOUT_BATCH`] per step.
     pub(in crate::sm) fn advance_two_phase(&mut self) {
@@ -149,8 +166,7 @@ impl State {
                 break;
             };
             let reason = Some(AbortReason::Timeout);
-            self.two_phase
-                .decide(id, TwoPhaseState::Aborted, reason, index);
+            self.decide_two_phase(id, TwoPhaseState::Aborted, reason, index);
         }
     }
 
@@ -175,8 +191,7 @@ impl State {
                 && !transaction.votes.contains_key(&participant)
             {
                 let reason = Some(AbortReason::SessionEnded);
-                self.two_phase
-                    .decide(id, TwoPhaseState::Aborted, reason, index);
+                self.decide_two_phase(id, TwoPhaseState::Aborted, reason, index);
             }
             self.two_phase.ack(id, &participant);
         }
