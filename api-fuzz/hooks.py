@@ -206,7 +206,19 @@ FIXTURES = {
     },
     "DELETE /v1/cluster/members/{id}": a_member_removal,
     "POST /v1/debug/clock": lambda: {"body": {"offset_ms": 0}},
+    "GET /v1/watch": lambda: {"query": {"from_index": 1, "timeout_ms": 200}},
 }
+
+
+@schemathesis.hook
+def map_query(context, query):
+    """A watch streams until its client leaves: give every generated one an end
+    (`timeout_ms`, at most the node's max_wait_ms), so each answers in time."""
+    if context.operation.path == "/v1/watch" and isinstance(query, dict):
+        timeout = query.get("timeout_ms")
+        if not isinstance(timeout, int) or not 0 <= timeout <= 200:
+            query = {**query, "timeout_ms": 200}
+    return query
 
 
 @schemathesis.hook

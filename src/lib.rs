@@ -17,6 +17,8 @@
 //! - [`config`]: TOML → validated `NodeConfig`.
 //! - [`raft_types`]: openraft's type configuration.
 //! - [`store`]: the sled log store and state-machine store (where the fsyncs are).
+//! - [`watch`]: the watch hub — the bounded in-memory history of applied events
+//!   the store's apply feeds and every watch reads (`GET /v1/watch`).
 //! - [`replica`]: the one front handlers use — propose, read at a consistency
 //!   level, wait on the applied state, leader facts, membership changes; it owns
 //!   the write batcher (`proposer`), the read-index batcher, the ticker and the
@@ -45,3 +47,4 @@ pub mod sm;
 pub mod store;
 pub mod tls;
 pub mod transport;
+pub mod watch;

@@ -150,6 +150,16 @@ pub struct Limits {
     pub max_txn_compares: usize,
     /// Most bytes of keys, values and payloads one transaction carries in all.
     pub max_txn_bytes: usize,
+    /// Watch streams (`GET /v1/watch`) one node serves at once; one more is 429.
+    pub max_watchers: usize,
+    /// Events a node keeps for watches to replay (`from_index`), at most...
+    pub watch_history_events: usize,
+    /// ...and at most this many bytes of them (estimated); the oldest go first. A
+    /// watch whose next event is dropped is sent `lagged` and closed: the history
+    /// is how far a consumer may fall behind.
+    pub watch_history_bytes: usize,
+    /// A watch with nothing to send sends an SSE comment this often.
+    pub watch_keepalive_ms: u64,
 }
 
 /// Most token subjects `[admission] rate_per_subject` keeps a bucket for on one node
@@ -223,6 +233,10 @@ impl Default for Limits {
             max_txn_ops: 128,
             max_txn_compares: 128,
             max_txn_bytes: 512 * 1024,
+            max_watchers: 1_024,
+            watch_history_events: 100_000,
+            watch_history_bytes: 64 * 1024 * 1024,
+            watch_keepalive_ms: 5_000,
         }
     }
 }
@@ -242,7 +256,7 @@ impl Limits {
         Ok(())
     }
 
-    fn named(&self) -> [(&'static str, u64); 40] {
+    fn named(&self) -> [(&'static str, u64); 44] {
         [
             ("max_body_bytes", self.max_body_bytes as u64),
             ("max_key_bytes", self.max_key_bytes as u64),
@@ -284,6 +298,10 @@ impl Limits {
             ("max_txn_ops", self.max_txn_ops as u64),
             ("max_txn_compares", self.max_txn_compares as u64),
             ("max_txn_bytes", self.max_txn_bytes as u64),
+            ("max_watchers", self.max_watchers as u64),
+            ("watch_history_events", self.watch_history_events as u64),
+            ("watch_history_bytes", self.watch_history_bytes as u64),
+            ("watch_keepalive_ms", self.watch_keepalive_ms),
         ]
     }
 }
@@ -293,6 +311,16 @@ impl Limits {
 /// tries (doubling each time): a withdrawal dropped under load leaves a ghost waiter.
 pub const WITHDRAW_ATTEMPTS: u32 = 8;
 pub const WITHDRAW_RETRY_BASE_MS: u64 = 50;
+
+/// Most events a watch reads from the hub per wake-up (one write to its
+/// connection); the rest follow at once.
+pub const WATCH_EVENTS_PER_WRITE: usize = 1_024;
+/// A watch's write stops growing past this many bytes (plus one event): what one
+/// watcher holds beyond the shared history, however far behind its reader is.
+pub const WATCH_BYTES_PER_WRITE: usize = 256 * 1024;
+/// How often at most a node's `cluster` view is republished to watchers only
+/// because indexes or lag moved (a new leader, term or membership goes at once).
+pub const CLUSTER_VIEW_REFRESH_MS: u64 = 1_000;
 
 /// Shortest accepted auth (token signing) key, in bytes: HS256 wants at least the
 /// hash's 256 bits.

@@ -61,7 +61,8 @@ pub async fn run(
         config.cluster_id.as_deref(),
         bootstrap,
     )?);
-    let (log_store, state_machine) = store::open(&db)?;
+    let hub = crate::watch::Hub::new(crate::watch::HubLimits::of(&config.limits));
+    let (log_store, state_machine) = store::open(&db, hub.clone())?;
 
     let mut http = reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -154,6 +155,9 @@ pub async fn run(
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
+        // Watch streams never finish on their own: end them so the listener's
+        // graceful shutdown does not wait out its grace period for them.
+        hub.close();
         let _ = stop.send(true);
     });
     let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {

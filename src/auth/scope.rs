@@ -175,6 +175,17 @@ impl Grants {
         self.0.contains(&Scope::Admin)
     }
 
+    /// Whether these grants read every resource (`admin` or `read`).
+    pub fn reads_everything(&self) -> bool {
+        self.is_admin() || self.0.contains(&Scope::Read)
+    }
+
+    /// `allows(&Need::ReadOf(kind, name))` without building the need (a watch
+    /// asks it of every event it might send).
+    pub fn may_read(&self, kind: Kind, name: &str) -> bool {
+        self.reads_everything() || self.0.iter().any(|s| s.agent_covers(kind, name))
+    }
+
     /// Whether these grants meet `need`.
     pub fn allows(&self, need: &Need) -> bool {
         if self.is_admin() || *need == Need::Public {

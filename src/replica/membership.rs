@@ -108,7 +108,7 @@ fn written(
     }
 }
 
-fn role_name(state: ServerState) -> &'static str {
+pub(super) fn role_name(state: ServerState) -> &'static str {
     match state {
         ServerState::Leader => "leader",
         ServerState::Follower => "follower",

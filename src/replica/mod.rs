@@ -12,6 +12,7 @@
 //! Must not depend on the HTTP layer (`server`, `transport`).
 
 pub mod clock;
+pub mod cluster_view;
 pub mod membership;
 pub mod proposer;
 pub mod read_index;
@@ -67,6 +68,8 @@ pub struct Replica {
     proposer: Proposer,
     reads: ReadIndex,
     keepalives: Keepalives,
+    /// The node-local cluster view `cluster` events carry (`cluster_view`).
+    cluster: tokio::sync::watch::Receiver<std::sync::Arc<cluster_view::ClusterView>>,
     /// Test-only planted bug: linearizable reads served locally (see `config`).
     stale_reads_bug: bool,
 }
@@ -94,6 +97,7 @@ impl Replica {
         .spawn();
         Self {
             node_id,
+            cluster: cluster_view::spawn(node_id, raft.clone()),
             reads: ReadIndex::spawn(raft.clone(), limits),
             raft,
             state_machine,
@@ -168,6 +172,19 @@ impl Replica {
         at_ms: u64,
     ) -> ticker::Renewal {
         self.keepalives.record(session_id, at_ms)
+    }
+
+    /// The watch hub: this node's history of applied events (`crate::watch`).
+    pub fn hub(&self) -> &crate::watch::Hub {
+        self.state_machine.hub()
+    }
+
+    /// A receiver of this node's cluster view, updated when the role, leader,
+    /// term or membership changes.
+    pub fn cluster_view(
+        &self,
+    ) -> tokio::sync::watch::Receiver<std::sync::Arc<cluster_view::ClusterView>> {
+        self.cluster.clone()
     }
 
     /// Proposer counters for `/metrics`.

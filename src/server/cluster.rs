@@ -200,7 +200,9 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
             applied.last_command_index,
         )
     };
-    let gauges: [(&str, &str, u64); 14] = [
+    let watch = &app.replica.hub().stats;
+    let (watch_oldest, _) = app.replica.hub().bounds();
+    let gauges: [(&str, &str, u64); 19] = [
         (
             "conclave_forwards_inflight",
             "Requests this node is forwarding to the leader now.",
@@ -265,6 +267,31 @@ pub async fn metrics(State(app): State<AppState>) -> Response {
                 .proposer_stats()
                 .commands
                 .load(Ordering::Relaxed),
+        ),
+        (
+            "conclave_watchers",
+            "Watch streams this node serves now.",
+            watch.watchers.load(Ordering::Relaxed),
+        ),
+        (
+            "conclave_watch_events_sent_total",
+            "Events this node sent to watchers.",
+            watch.events_sent.load(Ordering::Relaxed),
+        ),
+        (
+            "conclave_watch_lagged_total",
+            "Watchers sent `lagged` and disconnected for falling behind.",
+            watch.lagged.load(Ordering::Relaxed),
+        ),
+        (
+            "conclave_watch_compacted_total",
+            "Watches refused 410 compacted (asked for history no longer retained).",
+            watch.compacted.load(Ordering::Relaxed),
+        ),
+        (
+            "conclave_watch_oldest_index",
+            "The oldest command index a watch can start from on this node.",
+            watch_oldest,
         ),
     ];
     let mut text = String::new();

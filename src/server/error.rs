@@ -79,6 +79,12 @@ pub enum ApiError {
     /// 429 `rate_limited`: this subject is over its rate on this node.
     #[error("{message}")]
     RateLimited { message: String, retry_after_s: u64 },
+    /// 410 `compacted`: a watch asked to start before this node's retained history.
+    #[error("events before command index {oldest_index} are no longer retained on this node: re-read the state you need, then watch from_index={oldest_index} or later (docs/watch.md)")]
+    Compacted { oldest_index: u64 },
+    /// 429 `too_many_watchers`: this node serves its most watches already.
+    #[error("this node serves {limit} watches already; try another node or later")]
+    TooManyWatchers { limit: usize },
     /// 503 `no_leader`: not applied; retry (at `leader` if given).
     #[error("no leader available{}", leader.map(|l| format!(" (leader is node {l})")).unwrap_or_default())]
     NoLeader { leader: Option<NodeId> },
@@ -122,6 +128,10 @@ impl ApiError {
 
     fn status_and_code(&self) -> (StatusCode, ErrorCode) {
         match self {
+            Self::Compacted { .. } => (StatusCode::GONE, ErrorCode::Compacted),
+            Self::TooManyWatchers { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, ErrorCode::TooManyWatchers)
+            }
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, ErrorCode::MalformedJson),
             Self::Invalid { code, .. } => (StatusCode::BAD_REQUEST, *code),
             Self::Unauthenticated { code, .. } => (StatusCode::UNAUTHORIZED, *code),
@@ -172,6 +182,12 @@ impl ApiError {
             Self::TooLarge { limit } => {
                 details.insert("limit_bytes".into(), json!(limit));
             }
+            Self::Compacted { oldest_index } => {
+                details.insert("oldest_index".into(), json!(oldest_index));
+            }
+            Self::TooManyWatchers { limit } => {
+                details.insert("limit".into(), json!(limit));
+            }
             Self::RateLimited { retry_after_s, .. } => {
                 details.insert("retry_after_s".into(), json!(retry_after_s));
             }
@@ -200,7 +216,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let mut response = (status, axum::Json(json!({ "error": self.body() }))).into_response();
         match self {
-            Self::Overloaded(_) => {
+            Self::Overloaded(_) | Self::TooManyWatchers { .. } => {
                 response
                     .headers_mut()
                     .insert("retry-after", HeaderValue::from_static("1"));

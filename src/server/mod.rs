@@ -34,6 +34,7 @@ pub mod tasks;
 pub mod twophase;
 pub mod txn;
 pub mod wait;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

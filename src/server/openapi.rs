@@ -91,6 +91,19 @@ fn responses(route: &Route) -> Value {
             "description": "Prometheus text exposition",
             "content": {"text/plain": {"schema": {"type": "string"}}}
         })
+    } else if route.path == "/v1/watch" {
+        json!({
+            "description": "Server-Sent Events (docs/watch.md): each event's `data` is JSON",
+            "content": {"text/event-stream": {"schema": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "string"},
+                    "event": {"type": "string"},
+                    "data": {"type": "string"},
+                    "retry": {"type": "integer"}
+                }
+            }}}
+        })
     } else {
         json!({
             "description": "done (docs/api.md has the body's fields)",

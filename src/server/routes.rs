@@ -18,7 +18,7 @@ use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::propose::propose;
 use super::{cluster, debug_clock, kv, locks, primitives, proposals, requests, resource};
-use super::{sessions, tasks, twophase, txn};
+use super::{sessions, tasks, twophase, txn, watch};
 use super::{AppState, ReadQuery};
 use crate::auth::{Kind, Need, TokenError};
 use utoipa::openapi::path::{Parameter, ParameterIn};
@@ -193,6 +193,7 @@ pub fn table() -> Vec<Route> {
         route(post.clone(), "/v1/2pc/{id}/vote", AgentKind(Txn), Leader, twophase::vote).body::<twophase::VoteBody>(),
         route(post.clone(), "/v1/2pc/{id}/ack", AgentKind(Txn), Leader, twophase::ack).body::<twophase::AckBody>(),
         route(post.clone(), "/v1/txn", AgentKind(Txn), Leader, txn::txn).body::<txn::TxnBody>(),
+        route(get.clone(), "/v1/watch", Read, Local, watch::watch).query::<watch::WatchQuery>(),
         route(post.clone(), "/v1/cluster/members", Admin, Leader, cluster::add_member).body::<cluster::AddMember>(),
         route(delete, "/v1/cluster/members/{id}", Admin, Leader, cluster::remove_member),
         route(get.clone(), "/v1/cluster", Read, Local, cluster::info),
