@@ -196,7 +196,19 @@ async fn read_writes(
 async fn a_followers_stream_has_every_write_once_in_order_and_resumes_without_gap_on_another_node()
 {
     let _serial = common::serial().await;
-    let mut cluster = Cluster::start(3, Options::default()).await;
+    // A snapshot every 50 entries: the restarted node below starts from its own,
+    // so it has no history before it. (The log behind a snapshot is kept, so no
+    // follower needs one installed meanwhile: an install empties the history and
+    // ends every watch on that node with `lagged`, as docs/watch.md says.)
+    let raft = "[raft]\nsnapshot_logs_since_last = 50\n";
+    let mut cluster = Cluster::start(
+        3,
+        Options {
+            extra_toml: raft.into(),
+            ..Options::default()
+        },
+    )
+    .await;
     let leader = cluster.wait_for_leader(WAIT).await;
     let follower = (1..=3).find(|&id| id != leader).unwrap();
     let http = stream_client(common::admin_token());
@@ -253,6 +265,59 @@ async fn a_followers_stream_has_every_write_once_in_order_and_resumes_without_ga
     read_writes(&mut other, &second, &mut after).await;
     // Nothing of the first run came again (ids only went up from the last one).
     assert!(after > last);
+
+    // 4. The killed node restarts: its history starts after its snapshot (410 before
+    //    it, with the oldest index), and from there it has exactly the ids every
+    //    other node gave the same writes.
+    cluster.spawn(follower);
+    let target = cluster.status(others[0]).await.unwrap()["last_applied_index"]
+        .as_u64()
+        .unwrap();
+    cluster.wait_applied(follower, target, WAIT).await;
+    let third = write_all(&cluster, &[1, 2, 3], 1_100..1_120).await;
+    let (status, body) = open(&http, &watch(follower, "from_index=1"), None)
+        .await
+        .err()
+        .expect("history before the snapshot is gone");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (410, Some("compacted")),
+        "{body}"
+    );
+    let oldest = body["error"]["oldest_index"].as_u64().unwrap();
+    let mut restarted = open(
+        &http,
+        &watch(follower, &format!("from_index={oldest}")),
+        None,
+    )
+    .await
+    .unwrap();
+    let all: BTreeMap<u64, u64> = first
+        .iter()
+        .chain(&second)
+        .chain(&third)
+        .map(|(n, v)| (*n, *v))
+        .collect();
+    let kept: BTreeMap<u64, u64> = all
+        .iter()
+        .filter(|(_, v)| **v >= oldest)
+        .map(|(n, v)| (*n, *v))
+        .collect();
+    assert!(
+        kept.len() >= third.len(),
+        "writes after the restart are all kept"
+    );
+    let replayed = read_writes(&mut restarted, &kept, &mut None).await;
+    let ids: BTreeMap<u64, (u64, u32)> = frames
+        .iter()
+        .map(|f| (f.data["value"].as_u64().unwrap(), f.id()))
+        .collect();
+    for frame in &replayed {
+        let n = frame.data["value"].as_u64().unwrap();
+        if let Some(id) = ids.get(&n) {
+            assert_eq!(*id, frame.id(), "write {n} has the same id on every node");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
