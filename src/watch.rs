@@ -351,9 +351,17 @@ mod tests {
     fn a_start_picks_the_exact_event_and_replay_then_live_has_no_gap_or_duplicate() {
         let hub = small_hub(100);
         hub.push(vec![put(1, "a"), put(2, "b"), put(2, "c"), put(4, "d")], 4);
-        let (got, _) = ids(read_all(&hub, hub.cursor(Start::FromIndex(2)).unwrap(), 100));
+        let (got, _) = ids(read_all(
+            &hub,
+            hub.cursor(Start::FromIndex(2)).unwrap(),
+            100,
+        ));
         assert_eq!(got, vec![(2, 0), (2, 1), (4, 0)]);
-        let (got, _) = ids(read_all(&hub, hub.cursor(Start::After((2, 0))).unwrap(), 100));
+        let (got, _) = ids(read_all(
+            &hub,
+            hub.cursor(Start::After((2, 0))).unwrap(),
+            100,
+        ));
         assert_eq!(got, vec![(2, 1), (4, 0)]);
         // Read in pieces while new events arrive: each exactly once, in order.
         let mut cursor = hub.cursor(Start::FromIndex(1)).unwrap();
@@ -417,7 +425,11 @@ mod tests {
         // After a reset (a snapshot installed) even a caught-up watcher notices.
         let hub2 = small_hub(100);
         hub2.push(vec![put(1, "a")], 1);
-        let (_, caught_up) = ids(read_all(&hub2, hub2.cursor(Start::FromIndex(1)).unwrap(), 10));
+        let (_, caught_up) = ids(read_all(
+            &hub2,
+            hub2.cursor(Start::FromIndex(1)).unwrap(),
+            10,
+        ));
         hub2.reset(50);
         assert!(matches!(read_all(&hub2, caught_up, 10), Read::Lagged));
         assert_eq!(

@@ -229,7 +229,8 @@ pub async fn watch(
         hub,
         cursor,
         views: app.replica.cluster_view(),
-        views_alive: true,
+        // A watch without `cluster` frames need not wake for the view at all.
+        views_alive: filter.wants_type("cluster"),
         send_cluster: filter.wants_type("cluster"),
         filter,
         keepalive: Duration::from_millis(app.limits.watch_keepalive_ms),

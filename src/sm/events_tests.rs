@@ -417,3 +417,13 @@ fn every_event_type_is_named_once_and_in_a_watch_family() {
         );
     }
 }
+
+#[test]
+fn every_event_type_is_documented_in_docs_watch_md() {
+    let doc = include_str!("../../docs/watch.md");
+    let missing: Vec<_> = TYPE_NAMES
+        .iter()
+        .filter(|name| !doc.contains(&format!("| `{name}` |")))
+        .collect();
+    assert!(missing.is_empty(), "docs/watch.md lacks {missing:?}");
+}
