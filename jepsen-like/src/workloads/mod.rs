@@ -25,6 +25,7 @@ pub mod session;
 pub mod set;
 pub mod tasks;
 pub mod twophase;
+pub mod watch;
 
 use std::time::{Duration, Instant};
 

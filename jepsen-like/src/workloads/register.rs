@@ -36,7 +36,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use super::{send, Check, CheckVerdict, Context, Op, Sent, Status, WorkloadResult};
+use super::{send, watch, Check, CheckVerdict, Context, Op, Sent, Status, WorkloadResult};
 use crate::checker::wgl::{self, Verdict};
 use crate::history::{Operation, Outcome, RegisterOp};
 
@@ -78,9 +78,19 @@ struct ClientRecord {
     pending: Vec<Pending>,
 }
 
-/// Runs the clients, resolves indeterminate operations after healing, and checks
-/// linearizability per key.
+/// Runs the clients (and two watchers of `/v1/watch`, see [`watch`]), resolves
+/// indeterminate operations after healing, checks linearizability per key, and
+/// checks the watchers' streams against the writes.
 pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
+    let watches = [("watch-leader", false), ("watch-follower", true)].map(|(name, follower)| {
+        watch::start(
+            name,
+            context.urls.clone(),
+            follower,
+            context.seed.wrapping_add(u64::from(follower) + 77),
+            context.started,
+        )
+    });
     let attempted = Arc::new(AtomicU64::new(0));
     let tasks: Vec<_> = (0..context.processes)
         .map(|index| {
@@ -119,10 +129,14 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
                 continue;
             }
             let mut answer = None;
+            let mut version = None;
             for _ in 0..RESOLVE_ATTEMPTS {
                 let sent = send(http.put(&pending.url).json(&pending.body)).await;
                 match sent {
-                    Sent::Answer(200, _) => answer = Some(Outcome::Ok),
+                    Sent::Answer(200, ref body) => {
+                        version = body["version"].as_u64();
+                        answer = Some(Outcome::Ok)
+                    }
                     Sent::Answer(409, ref body) if body["error"]["code"] == "cas_mismatch" => {
                         answer = Some(Outcome::Fail)
                     }
@@ -147,6 +161,9 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
                     };
                     generic.complete_ns = op.complete_ns;
                     generic.value["resolved_by_retry"] = Value::Bool(true);
+                    if let Some(version) = version {
+                        generic.value["version"] = version.into();
+                    }
                 }
                 None => unresolved += 1,
             }
@@ -156,6 +173,13 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
     }
     typed.sort_by_key(|op| op.invoke_ns);
     generic.sort_by_key(|op| op.invoke_ns);
+    // The watchers go on until they have seen the last acknowledged write (while
+    // the linearizability check runs).
+    let writes = watch::writes_of(&generic);
+    let target = watch::target_of(&writes);
+    for watch in &watches {
+        watch.finish_at(target);
+    }
     let results = wgl::check(&typed, PER_KEY_CHECK_TIMEOUT, TOTAL_CHECK_TIMEOUT);
     let verdict = if results
         .iter()
@@ -175,12 +199,15 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
         results.len(),
         typed.len()
     );
-    let checks = vec![Check::new(
+    let mut checks = vec![Check::new(
         "linearizable",
         verdict,
         summary,
         serde_json::to_value(&results)?,
     )];
+    for watch in watches {
+        checks.push(watch::check(&watch.join().await, &writes));
+    }
     Ok(WorkloadResult {
         ops: generic,
         checks,
@@ -248,6 +275,7 @@ async fn client(
         }
         let complete_ns = now_ns();
         let status = sent.status();
+        let mut acknowledged_version = None;
         let (op, outcome) = match (op, sent) {
             (RegisterOp::Read { .. }, Sent::Answer(200, body)) => {
                 let read = body["value"].as_i64();
@@ -261,6 +289,7 @@ async fn client(
                 (RegisterOp::Read { value: None }, Some(Outcome::Ok))
             }
             (op @ (RegisterOp::Write { .. } | RegisterOp::Cas { .. }), Sent::Answer(200, body)) => {
+                acknowledged_version = body["version"].as_u64();
                 seen.insert(
                     key,
                     body["version"].as_u64().map(|version| (value, version)),
@@ -283,13 +312,17 @@ async fn client(
                 (op, Some(Outcome::Unknown))
             }
         };
-        let (f, args) = match &op {
+        let (f, mut args) = match &op {
             RegisterOp::Read { value } => ("read", json!({ "read": value })),
             RegisterOp::Write { value } => ("write", json!({ "value": value })),
             RegisterOp::Cas { expected, value } => {
                 ("cas", json!({ "expected": expected, "value": value }))
             }
         };
+        // The command index of the write (the watch checker's `version`).
+        if let Some(version) = acknowledged_version {
+            args["version"] = version.into();
+        }
         let generic_status = match outcome {
             Some(Outcome::Ok) => Status::Ok,
             Some(Outcome::Fail) => Status::Fail,
