@@ -301,6 +301,8 @@ pub struct NodeConfig {
     pub unbounded_clock_bug: bool,
     /// Token checking, or open (loopback only unless forced).
     pub auth: crate::auth::Auth,
+    /// `serve --join`: ask this member to add this node as a voter once it serves.
+    pub join: Option<crate::join::Join>,
 }
 
 impl NodeConfig {
@@ -529,6 +531,7 @@ impl Config {
         };
         Ok(NodeConfig {
             auth,
+            join: None,
             node_id: self.node_id,
             listen_addr,
             advertise_addr,

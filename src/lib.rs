@@ -28,6 +28,7 @@
 //!   input checks, error codes, forwarding, handlers.
 //! - [`transport`]: peer traffic: the Raft RPC client and the `/raft/*` router.
 //! - [`body`]: reading a request body within a limit (shared by the two fronts).
+//! - [`join`]: `serve --join`: asking a member to add this node as a voter.
 //! - [`node`]: the composition root, `run(config, listener, raft_listener, shutdown)`:
 //!   the client API and the peer listener, two routers that share nothing.
 //!
@@ -37,6 +38,7 @@ pub mod auth;
 pub mod body;
 pub mod codec;
 pub mod config;
+pub mod join;
 pub mod limits;
 pub mod node;
 pub mod raft_types;

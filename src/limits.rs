@@ -322,6 +322,13 @@ pub const WATCH_BYTES_PER_WRITE: usize = 256 * 1024;
 /// because indexes or lag moved (a new leader, term or membership goes at once).
 pub const CLUSTER_VIEW_REFRESH_MS: u64 = 1_000;
 
+/// `serve --join`: how many times a node asks to be added while the answer is
+/// "not now" (no leader, a change in progress, unreachable), and the pause between
+/// tries, doubling from the base up to the max.
+pub const JOIN_ATTEMPTS: u32 = 30;
+pub const JOIN_RETRY_BASE_MS: u64 = 200;
+pub const JOIN_RETRY_MAX_MS: u64 = 5_000;
+
 /// Shortest accepted auth (token signing) key, in bytes: HS256 wants at least the
 /// hash's 256 bits.
 pub const MIN_AUTH_KEY_BYTES: usize = 32;

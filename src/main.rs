@@ -29,6 +29,23 @@ enum Command {
         /// Overrides the config's data_dir.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Join an existing cluster: once serving, ask the member at this
+        /// `host:port` (its client API) to add this node as a voter. The config
+        /// lists no initial_members. See docs/operations.md, Grow the cluster.
+        #[arg(long, value_name = "HOST:PORT")]
+        join: Option<String>,
+        /// The bearer token (`admin`) the join request presents; or set
+        /// CONCLAVE_JOIN_TOKEN, or use --join-token-file.
+        #[arg(long, value_name = "TOKEN", requires = "join")]
+        join_token: Option<String>,
+        /// A file holding the join token (e.g. cluster/run/admin.token).
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "join",
+            conflicts_with = "join_token"
+        )]
+        join_token_file: Option<PathBuf>,
     },
     /// Bearer tokens.
     Token {
@@ -97,8 +114,31 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
         )
         .init();
-    let (path, data_dir) = match Cli::parse().command {
-        Command::Serve { config, data_dir } => (config, data_dir),
+    let (path, data_dir, join) = match Cli::parse().command {
+        Command::Serve {
+            config,
+            data_dir,
+            join,
+            join_token,
+            join_token_file,
+        } => {
+            let join = join
+                .map(|addr| -> anyhow::Result<conclave::join::Join> {
+                    let token = match (join_token, join_token_file) {
+                        (Some(token), _) => Some(token),
+                        (None, Some(file)) => Some(
+                            std::fs::read_to_string(&file)
+                                .with_context(|| format!("reading {}", file.display()))?
+                                .trim()
+                                .to_owned(),
+                        ),
+                        (None, None) => std::env::var("CONCLAVE_JOIN_TOKEN").ok(),
+                    };
+                    Ok(conclave::join::Join { addr, token })
+                })
+                .transpose()?;
+            (config, data_dir, join)
+        }
         Command::Token {
             command:
                 TokenCommand::Issue {
@@ -117,7 +157,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(data_dir) = data_dir {
         file.data_dir = data_dir;
     }
-    let node = file.resolve(base)?;
+    if join.is_some() && !file.initial_members.is_empty() {
+        anyhow::bail!(
+            "--join adds this node to an existing cluster: its config must list no initial_members"
+        );
+    }
+    let mut node = file.resolve(base)?;
+    node.join = join;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

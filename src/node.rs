@@ -78,12 +78,14 @@ pub async fn run(
     }
     let http = http.build()?;
     let scheme = crate::tls::scheme(config.tls.as_deref());
+    let acks = crate::raft_types::PeerAcks::default();
     let network = Network::new(
         http.clone(),
         &config.cluster_secret,
         identity.clone(),
         config.peer_dial_addrs.clone(),
         scheme,
+        acks.clone(),
     );
     let raft = Raft::new(
         config.node_id,
@@ -94,6 +96,8 @@ pub async fn run(
     )
     .await
     .map_err(|e| NodeError::Raft(e.to_string()))?;
+    // Whether this node starts with empty storage (a `--join` says so).
+    let fresh = !raft.is_initialized().await.unwrap_or(true);
     initialize_if_new(&raft, &config).await?;
 
     let clock = Arc::new(
@@ -107,11 +111,12 @@ pub async fn run(
         &config.limits,
         clock,
         config.stale_reads_bug,
+        acks,
     );
     let app = Arc::new(App {
         node_id: config.node_id,
         replica,
-        http,
+        http: http.clone(),
         forward_dial_addrs: config.forward_dial_addrs.clone(),
         limits: config.limits.clone(),
         auth: config.auth.clone(),
@@ -198,6 +203,39 @@ pub async fn run(
         config.tls.as_ref().map(|tls| tls.peer_listener.clone()),
         until_stopped(stopped),
     );
+    if let Some(join) = config.join.clone() {
+        let (http, raft) = (http.clone(), raft.clone());
+        let (id, addr, raft_addr) = (
+            config.node_id,
+            config.advertise_addr.clone(),
+            config.raft_advertise_addr.clone(),
+        );
+        tokio::spawn(async move {
+            let voter = |raft: &Raft| {
+                let metrics = raft.metrics();
+                let metrics = metrics.borrow();
+                metrics
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .any(|v| v == id)
+            };
+            if voter(&raft) {
+                tracing::info!(join = %join.addr, "already a voter: not asking to join");
+                return;
+            }
+            tracing::info!(join = %join.addr, fresh, "asking to join the cluster as a voter");
+            match crate::join::run(&http, scheme, &join, id, (&addr, &raft_addr), fresh).await {
+                crate::join::Joined::Voter => tracing::info!("joined the cluster as a voter"),
+                crate::join::Joined::Refused(status, body) => {
+                    tracing::error!("the cluster refused to add this node ({status}): {body}")
+                }
+                crate::join::Joined::GaveUp(last) => {
+                    tracing::error!("gave up joining the cluster; last answer: {last}")
+                }
+            }
+        });
+    }
     let (clients, peers) = tokio::join!(clients, peers);
     let served = clients.and(peers);
     if let Err(e) = raft.shutdown().await {

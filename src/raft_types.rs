@@ -48,3 +48,43 @@ pub type Snapshot = openraft::Snapshot<TypeConfig>;
 pub type Vote = openraft::Vote<NodeId>;
 pub type StorageError = openraft::StorageError<NodeId>;
 pub type RaftMetrics = openraft::RaftMetrics<NodeId, Member>;
+
+/// What each peer acknowledged holding in the leader's current term: the highest
+/// log index, by node, with the term it was acknowledged in. The peer network
+/// (`transport::client`) records it and refuses to pass openraft a conflict below
+/// it (a wiped node's: openraft would panic on the "log reversion"); membership
+/// (`replica::membership`) forgets a node when it leaves, so a re-added node starts
+/// afresh. Shared by clones.
+#[derive(Debug, Clone, Default)]
+pub struct PeerAcks(
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<NodeId, (u64, u64)>>>,
+);
+
+impl PeerAcks {
+    fn entries(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<NodeId, (u64, u64)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The highest index `node` acknowledged in `term`, if any.
+    pub fn get(&self, node: NodeId, term: u64) -> Option<u64> {
+        match self.entries().get(&node) {
+            Some(&(acked_term, index)) if acked_term == term => Some(index),
+            _ => None,
+        }
+    }
+
+    /// Records that `node` holds the log up to `index` in `term`.
+    pub fn record(&self, node: NodeId, term: u64, index: u64) {
+        let mut entries = self.entries();
+        let entry = entries.entry(node).or_insert((term, index));
+        if entry.0 != term {
+            *entry = (term, index);
+        }
+        entry.1 = entry.1.max(index);
+    }
+
+    /// Forgets `node` (it left the membership).
+    pub fn forget(&self, node: NodeId) {
+        self.entries().remove(&node);
+    }
+}

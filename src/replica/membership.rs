@@ -66,6 +66,9 @@ pub enum MembershipError {
     LearnerNotFound(String),
     #[error("node {id} is not a member")]
     NotMember { id: NodeId },
+    /// The id is a member with other addresses.
+    #[error("{0}")]
+    Conflict(String),
     #[error("node {id} was added as a learner but did not replicate the log within {waited:?}")]
     NotCaughtUp { id: NodeId, waited: Duration },
     /// Proposed, but whether it took effect is unknown (a timeout, a fatal error).
@@ -172,13 +175,44 @@ impl Replica {
     /// `member.raft_addr`) as a learner; with `voter`, promotes it once it has
     /// replicated the log up to the entry that added it (within `catch_up`), so
     /// only a node that really follows the log is ever promoted.
+    ///
+    /// Repeating the call converges: a voter at the same addresses is left as it is
+    /// (a learner asked for is not demoted), a learner is caught up and promoted. A
+    /// `fresh` node (empty storage: it was wiped, or is new under a reused id) that
+    /// is still listed as a voter is first removed, then added as a learner, caught
+    /// up and promoted: it is never a voter in place, where it could vote twice in
+    /// a term it had forgotten.
     pub async fn add_member(
         &self,
         id: NodeId,
         member: Member,
         voter: bool,
+        fresh: bool,
         catch_up: Duration,
     ) -> Result<(), MembershipError> {
+        let (is_voter, existing) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            let is_voter = membership.voter_ids().any(|voter| voter == id);
+            (is_voter, membership.get_node(&id).cloned())
+        };
+        if is_voter && fresh {
+            tracing::warn!(
+                node = id,
+                "a fresh node rejoins under a voter's id: removing the old voter first"
+            );
+            self.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])))
+                .await?;
+            self.acks.forget(id);
+        } else if is_voter && existing.as_ref() == Some(&member) {
+            return Ok(());
+        } else if is_voter {
+            return Err(MembershipError::Conflict(format!(
+                "node {id} is a voter at {:?}; remove it first to move it",
+                existing.map(|m| (m.addr, m.raft_addr))
+            )));
+        }
         // Not openraft's blocking add: its catch-up check compares the lag with
         // `replication_lag_threshold`, which an unreachable node passes on a short log.
         let add = self.raft.add_learner(id, member, false);
@@ -223,7 +257,9 @@ impl Replica {
             true => ChangeMembers::RemoveVoters(ids),
             false => ChangeMembers::RemoveNodes(ids),
         };
-        self.change_membership(change).await
+        self.change_membership(change).await?;
+        self.acks.forget(id);
+        Ok(())
     }
 
     /// Proposes a membership change and waits (within the timeout) until it is

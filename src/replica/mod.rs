@@ -70,6 +70,8 @@ pub struct Replica {
     keepalives: Keepalives,
     /// The node-local cluster view `cluster` events carry (`cluster_view`).
     cluster: tokio::sync::watch::Receiver<std::sync::Arc<cluster_view::ClusterView>>,
+    /// What peers acknowledged (forgotten when a node leaves; see `PeerAcks`).
+    acks: crate::raft_types::PeerAcks,
     /// Test-only planted bug: linearizable reads served locally (see `config`).
     stale_reads_bug: bool,
 }
@@ -83,6 +85,7 @@ impl Replica {
         limits: &crate::limits::Limits,
         clock: std::sync::Arc<LeaderClock>,
         stale_reads_bug: bool,
+        acks: crate::raft_types::PeerAcks,
     ) -> Self {
         let proposer = Proposer::spawn(raft.clone(), state_machine.clone(), limits, clock);
         let keepalives = Keepalives::default();
@@ -104,6 +107,7 @@ impl Replica {
             proposer,
             keepalives,
             stale_reads_bug,
+            acks,
         }
     }
 

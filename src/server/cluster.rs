@@ -45,6 +45,7 @@ fn membership_error(error: MembershipError) -> ApiError {
             ),
         ),
         MembershipError::Indeterminate(message) => ApiError::Indeterminate(message),
+        MembershipError::Conflict(message) => ApiError::conflict(ErrorCode::MemberConflict, message),
     }
 }
 
@@ -92,6 +93,10 @@ pub struct AddMember {
     raft_addr: Option<String>,
     #[serde(default = "default_true")]
     voter: bool,
+    /// The node starts with empty storage (`conclave serve --join` says so): if
+    /// its id is still a voter, it is removed and re-added as a learner first.
+    #[serde(default)]
+    fresh: bool,
 }
 
 fn default_true() -> bool {
@@ -135,7 +140,7 @@ pub async fn add_member(
     };
     let catch_up = Duration::from_millis(app.limits.learner_catch_up_ms);
     app.replica
-        .add_member(body.id, member, body.voter, catch_up)
+        .add_member(body.id, member, body.voter, body.fresh, catch_up)
         .await
         .map_err(membership_error)?;
     Ok(info(State(app)).await)

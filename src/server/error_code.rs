@@ -74,6 +74,7 @@ error_codes! {
     LimitMismatch => "limit_mismatch",
     LockHeld => "lock_held",
     MalformedJson => "malformed_json",
+    MemberConflict => "member_conflict",
     MemberNotFound => "member_not_found",
     MembershipChangeInProgress => "membership_change_in_progress",
     MethodNotAllowed => "method_not_allowed",

@@ -39,6 +39,7 @@ pub struct Network {
     dial_overrides: Arc<BTreeMap<NodeId, String>>,
     /// `http`, or `https` with `[tls]` (every node of a cluster uses the same).
     scheme: &'static str,
+    acks: crate::raft_types::PeerAcks,
 }
 
 impl Network {
@@ -48,6 +49,7 @@ impl Network {
         identity: Arc<crate::store::ClusterIdentity>,
         dial_overrides: BTreeMap<NodeId, String>,
         scheme: &'static str,
+        acks: crate::raft_types::PeerAcks,
     ) -> Self {
         Self {
             http,
@@ -55,6 +57,7 @@ impl Network {
             identity,
             dial_overrides: Arc::new(dial_overrides),
             scheme,
+            acks,
         }
     }
 }
@@ -66,6 +69,9 @@ pub struct PeerClient {
     identity: Arc<crate::store::ClusterIdentity>,
     target: NodeId,
     base_url: String,
+    /// What peers acknowledged in this leader's term (see `PeerAcks`): kept across
+    /// clients, which openraft rebuilds after errors.
+    acks: crate::raft_types::PeerAcks,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -80,6 +86,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             identity: self.identity.clone(),
             target,
             base_url: format!("{}://{addr}", self.scheme),
+            acks: self.acks.clone(),
         }
     }
 }
@@ -146,7 +153,40 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        self.call("/raft/append", &request, &option).await
+        let term = request.vote.leader_id().term;
+        let prev = request.prev_log_id.map(|log_id| log_id.index);
+        let last = request.entries.last().map(|e| e.log_id.index).or(prev);
+        let response: AppendEntriesResponse<NodeId> =
+            self.call("/raft/append", &request, &option).await?;
+        let matched = self.acks.get(self.target, term);
+        match &response {
+            AppendEntriesResponse::Success => {
+                if let Some(last) = last {
+                    self.acks.record(self.target, term, last);
+                }
+            }
+            AppendEntriesResponse::PartialSuccess(Some(upto)) => {
+                self.acks.record(self.target, term, upto.index);
+            }
+            // A peer that held index `matched` for this stream now says it has not
+            // got `prev` ≤ it: its log went back (its directory was wiped, and it
+            // came back at the same address under the same id). openraft panics on
+            // that ("follower log reversion"), taking the leader down; answer as if
+            // the peer were unreachable instead, until an operator removes it and
+            // re-adds it (or it rejoins with `--join`, which does that).
+            AppendEntriesResponse::Conflict if prev.is_some() && prev <= matched => {
+                tracing::error!(
+                    node = self.target,
+                    matched,
+                    "node {} lost log entries it had acknowledged (wiped?): not replicating                      to it; remove it and add it again (or restart it with --join)",
+                    self.target
+                );
+                let error = std::io::Error::other("the peer's log went back");
+                return Err(RPCError::Unreachable(Unreachable::new(&error)));
+            }
+            _ => {}
+        }
+        Ok(response)
     }
 
     async fn install_snapshot(
@@ -154,7 +194,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         request: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.call("/raft/snapshot", &request, &option).await
+        let term = request.vote.leader_id().term;
+        let last = request.meta.last_log_id.map(|log_id| log_id.index);
+        let done = request.done;
+        let response = self.call("/raft/snapshot", &request, &option).await?;
+        if let (true, Some(last)) = (done, last) {
+            self.acks.record(self.target, term, last);
+        }
+        Ok(response)
     }
 
     async fn vote(

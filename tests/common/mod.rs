@@ -75,6 +75,8 @@ pub struct Node {
     pub child: Option<Child>,
     /// `https` when the cluster runs with `[tls]` (`Options::tls_ca_pem`).
     pub scheme: &'static str,
+    /// Extra `serve` arguments (e.g. `--join`).
+    pub args: Vec<String>,
 }
 
 impl Node {
@@ -173,6 +175,7 @@ impl Cluster {
                 } else {
                     "http"
                 },
+                args: Vec::new(),
             });
         }
         let mut cluster = Cluster {
@@ -229,12 +232,47 @@ impl Cluster {
         let child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&node.config_path)
+            .args(&node.args)
             .env("CONCLAVE_LOG", "info,openraft=warn")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
             .expect("spawn conclave");
         node.child = Some(child);
+    }
+
+    /// Adds node `id` (not yet started) whose config lists no initial members and
+    /// which starts with `serve --join` at node `via`, presenting the admin token.
+    pub fn add_joiner(&mut self, id: u64, via: u64) {
+        let ports = free_ports(2);
+        let (port, raft_port) = (ports[0], ports[1]);
+        let data_dir = self.dir.path().join(format!("node{id}"));
+        let config = format!(
+            "node_id = {id}\nlisten_addr = \"127.0.0.1:{port}\"\n\
+             raft_listen_addr = \"127.0.0.1:{raft_port}\"\ndata_dir = \"{}\"\ncluster_secret = \"{SECRET}\"\n\
+             cluster_id = \"{}\"\ninitial_members = []\n[auth]\nkeys = [\"{AUTH_KEY}\"]\n",
+            data_dir.display(),
+            self.cluster_id,
+        );
+        let config_path = self.dir.path().join(format!("node{id}.toml"));
+        std::fs::write(&config_path, config).unwrap();
+        let join = format!("127.0.0.1:{}", self.node(via).port);
+        self.nodes.push(Node {
+            id,
+            port,
+            raft_port,
+            config_path,
+            data_dir,
+            log_path: self.dir.path().join(format!("node{id}.log")),
+            child: None,
+            scheme: "http",
+            args: vec![
+                "--join".into(),
+                join,
+                "--join-token".into(),
+                admin_token().into(),
+            ],
+        });
     }
 
     /// Node `id`'s exit status if its process has exited (then it is reaped).

@@ -1,0 +1,212 @@
+//! Operator workflows on real `conclave` processes with auth on, under a steady
+//! write load from a background client: grow 1 → 3 with `serve --join` (one
+//! command per node), repeat the add (it converges), replace a wiped node under its
+//! old id (removed, re-added as a learner, caught up, promoted), shrink 3 → 2 with
+//! `DELETE`. No acknowledged write is lost (503s are allowed: every 2xx is read
+//! back at the end) and all members end with the same state hash.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{send, Cluster, Options};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Writes `load/<n>` = n through the running nodes in turn until `stop`; returns
+/// the acknowledged ones.
+async fn load(urls: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>) -> Vec<u64> {
+    let http = common::client();
+    let mut acknowledged = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let url = {
+            let urls = urls.lock().unwrap();
+            urls[n as usize % urls.len()].clone()
+        };
+        let body = json!({"value": n, "request_id": format!("load-{n}")});
+        if let Ok(response) = http
+            .put(format!("{url}/v1/kv/load/{n}"))
+            .json(&body)
+            .send()
+            .await
+        {
+            if response.status().as_u16() == 200 {
+                acknowledged.push(n);
+            }
+        }
+    }
+    acknowledged
+}
+
+/// The voters and learners node `id` sees.
+async fn members(cluster: &Cluster, id: u64) -> Option<(Vec<u64>, Vec<u64>)> {
+    let status = cluster.status(id).await?;
+    let mut voters = Vec::new();
+    let mut learners = Vec::new();
+    for member in status["members"].as_array()? {
+        let id = member["id"].as_u64()?;
+        match member["role"].as_str()? {
+            "voter" => voters.push(id),
+            _ => learners.push(id),
+        }
+    }
+    voters.sort();
+    learners.sort();
+    Some((voters, learners))
+}
+
+async fn wait_voters(cluster: &Cluster, on: u64, voters: &[u64]) {
+    let reached = common::wait_until(WAIT, || async {
+        let (seen, learners) = members(cluster, on).await?;
+        (seen == voters && learners.is_empty()).then_some(())
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "node {on} never saw voters {voters:?}: {:?}\n{}",
+        members(cluster, on).await,
+        cluster.logs()
+    );
+}
+
+/// Every running node's state hash once all have applied the same entries.
+async fn same_state(cluster: &Cluster, nodes: &[u64]) {
+    let equal = common::wait_until(WAIT, || async {
+        let mut digests = Vec::new();
+        for &id in nodes {
+            let (status, digest) = send(
+                cluster
+                    .http
+                    .get(format!("{}/v1/debug/state", cluster.url(id))),
+            )
+            .await;
+            (status == 200).then_some(())?;
+            digests.push((
+                digest["last_applied_index"].clone(),
+                digest["state_hash"].clone(),
+            ));
+        }
+        digests
+            .windows(2)
+            .all(|pair| pair[0] == pair[1])
+            .then_some(())
+    })
+    .await;
+    assert!(equal.is_some(), "nodes {nodes:?} never had equal state");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grow_with_join_replace_a_wiped_node_and_shrink_under_load() {
+    let _serial = common::serial().await;
+    let mut cluster = Cluster::start(1, Options::default()).await;
+    let urls = Arc::new(Mutex::new(vec![cluster.url(1)]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(load(urls.clone(), stop.clone()));
+
+    // 1. Grow 1 → 3: each new node is one `serve --join` command.
+    for id in [2, 3] {
+        cluster.add_joiner(id, 1);
+        cluster.spawn(id);
+        let voters: Vec<u64> = (1..=id).collect();
+        wait_voters(&cluster, 1, &voters).await;
+        urls.lock().unwrap().push(cluster.url(id));
+    }
+    let said = common::wait_until(WAIT, || async {
+        cluster
+            .log(3)
+            .contains("joined the cluster as a voter")
+            .then_some(())
+    })
+    .await;
+    assert!(said.is_some(), "{}", cluster.log(3));
+
+    // 2. The same add again converges: 200, nothing changes.
+    let node2 = cluster.node(2);
+    let again = json!({"id": 2, "addr": format!("127.0.0.1:{}", node2.port), "raft_addr": node2.raft_addr()});
+    let (status, body) = send(
+        cluster
+            .http
+            .post(format!("{}/v1/cluster/members", cluster.url(3)))
+            .json(&again),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    wait_voters(&cluster, 1, &[1, 2, 3]).await;
+    // Another address under a voter's id is refused, not silently moved.
+    let moved = json!({"id": 2, "addr": "127.0.0.1:1", "raft_addr": "127.0.0.1:2"});
+    let (status, body) = send(
+        cluster
+            .http
+            .post(format!("{}/v1/cluster/members", cluster.url(1)))
+            .json(&moved),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("member_conflict")),
+        "{body}"
+    );
+
+    // 3. Replace node 3: wiped, it comes back under its id with --join; it is
+    //    removed, re-added as a learner, caught up and promoted.
+    urls.lock().unwrap().retain(|url| *url != cluster.url(3));
+    cluster.kill(3);
+    std::fs::remove_dir_all(&cluster.node(3).data_dir).unwrap();
+    let before = cluster
+        .log(3)
+        .matches("joined the cluster as a voter")
+        .count();
+    cluster.spawn(3);
+    let rejoined = common::wait_until(WAIT, || async {
+        let now = cluster
+            .log(3)
+            .matches("joined the cluster as a voter")
+            .count();
+        (now > before).then_some(())
+    })
+    .await;
+    assert!(rejoined.is_some(), "{}", cluster.logs());
+    assert!(
+        cluster.log(1).contains("rejoins under a voter's id")
+            || cluster.log(2).contains("rejoins under a voter's id"),
+        "the leader removed the old voter first"
+    );
+    wait_voters(&cluster, 1, &[1, 2, 3]).await;
+    urls.lock().unwrap().push(cluster.url(3));
+
+    // 4. Shrink 3 → 2.
+    let (status, body) = send(
+        cluster
+            .http
+            .delete(format!("{}/v1/cluster/members/3", cluster.url(2))),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    urls.lock().unwrap().retain(|url| *url != cluster.url(3));
+    wait_voters(&cluster, 1, &[1, 2]).await;
+
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = writer.await.unwrap();
+    assert!(
+        acknowledged.len() > 20,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+    // Every acknowledged write is there, read linearizably through both members.
+    for (i, n) in acknowledged.iter().enumerate() {
+        let base = cluster.url(1 + (i as u64 % 2));
+        let (status, body): (u16, Value) =
+            common::get(&cluster.http, &base, &format!("load/{n}")).await;
+        assert_eq!(
+            (status, body["value"].as_u64()),
+            (200, Some(*n)),
+            "write {n}: {body}"
+        );
+    }
+    same_state(&cluster, &[1, 2]).await;
+}
