@@ -10,6 +10,12 @@ import collections
 import json
 import sys
 
+# Operations that cannot succeed on the fuzz run's single voter, and where their
+# success is tested instead.
+NO_2XX_ON_ONE_VOTER = {
+    "POST /v1/cluster/leader": "a transfer needs another voter (tests/operations.rs)",
+}
+
 
 def main(spec_path, report_path):
     spec = json.load(open(spec_path))
@@ -35,7 +41,9 @@ def main(spec_path, report_path):
         ok = sum(n for status, n in counts.items() if status and 200 <= status < 300)
         shown = ", ".join(f"{status}: {n}" for status, n in sorted(counts.items(), key=lambda kv: str(kv[0])))
         print(f"{ok:5d} 2xx  {label}  ({shown})")
-        if ok == 0:
+        if ok == 0 and label in NO_2XX_ON_ONE_VOTER:
+            print(f"      (no 2xx expected: {NO_2XX_ON_ONE_VOTER[label]})")
+        elif ok == 0:
             missing.append(label)
     if missing:
         print(f"FAIL: {len(missing)} operations never answered 2xx:", *missing, sep="\n  ")

@@ -322,6 +322,12 @@ pub const WATCH_BYTES_PER_WRITE: usize = 256 * 1024;
 /// because indexes or lag moved (a new leader, term or membership goes at once).
 pub const CLUSTER_VIEW_REFRESH_MS: u64 = 1_000;
 
+/// A leadership transfer (`POST /v1/cluster/leader`, SIGTERM) gives up after this
+/// long, and waits this much past the followers' leader lease before the target
+/// calls its election.
+pub const TRANSFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+pub const TRANSFER_LEASE_MARGIN: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// `serve --join`: how many times a node asks to be added while the answer is
 /// "not now" (no leader, a change in progress, unreachable), and the pause between
 /// tries, doubling from the base up to the max.

@@ -87,6 +87,11 @@ pub async fn run(
         scheme,
         acks.clone(),
     );
+    let campaigner = network.campaigner();
+    let campaign: server::Campaign = Arc::new(move |target, raft_addr, term| {
+        let campaigner = campaigner.clone();
+        Box::pin(async move { campaigner.ask(target, &raft_addr, term).await })
+    });
     let raft = Raft::new(
         config.node_id,
         Arc::new(config.raft.clone()),
@@ -123,6 +128,7 @@ pub async fn run(
         identity: identity.clone(),
         admission: crate::server::admission::Admission::new(&config.limits, &config.admission),
         scheme,
+        campaign,
     });
     tracing::info!(node_id = config.node_id, cluster_id = identity.get().as_deref().unwrap_or("(adopted from the first peer)"), addr = %config.listen_addr, raft_addr = %config.raft_listen_addr, data_dir = %config.data_dir.display(), "serving");
     match &config.tls {
@@ -158,8 +164,25 @@ pub async fn run(
     // Two listeners, two routers: a client route is a 404 on the peer listener and
     // `/raft/*` a 404 on the client one.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let leaving = app.clone();
     tokio::spawn(async move {
         shutdown.await;
+        // A leader hands over before it goes (SIGTERM, Ctrl-C), so a rolling
+        // restart costs a transfer, not an election timeout. Bounded; on failure
+        // the others elect as after a crash.
+        let others = leaving
+            .replica
+            .raft_facts()
+            .await
+            .members
+            .iter()
+            .any(|m| m.voter && m.id != leaving.node_id);
+        if leaving.replica.is_leader() && others {
+            match server::cluster::transfer(&leaving, None).await {
+                Ok(to) => tracing::info!(to, "stopping: handed leadership over"),
+                Err(error) => tracing::warn!("stopping without handing leadership over: {error}"),
+            }
+        }
         // Watch streams never finish on their own: end them so the listener's
         // graceful shutdown does not wait out its grace period for them.
         hub.close();

@@ -210,3 +210,79 @@ async fn grow_with_join_replace_a_wiped_node_and_shrink_under_load() {
     }
     same_state(&cluster, &[1, 2]).await;
 }
+
+/// The current leader as node `on` sees it.
+async fn leader(cluster: &Cluster, on: u64) -> Option<u64> {
+    cluster.status(on).await?["leader_id"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leadership_is_handed_over_on_request_and_on_sigterm_under_load() {
+    let _serial = common::serial().await;
+    let mut cluster = Cluster::start(3, Options::default()).await;
+    let urls = Arc::new(Mutex::new(
+        (1..=3).map(|id| cluster.url(id)).collect::<Vec<_>>(),
+    ));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(load(urls.clone(), stop.clone()));
+
+    // 1. To the most caught-up other voter, asked through a follower.
+    let first = cluster.wait_for_leader(WAIT).await;
+    let follower = (1..=3).find(|&id| id != first).unwrap();
+    let url = format!("{}/v1/cluster/leader", cluster.url(follower));
+    let (status, body) = send(cluster.http.post(&url)).await;
+    assert_eq!(status, 200, "{body}");
+    let second = body["leader_id"].as_u64().unwrap();
+    assert_ne!(second, first, "{body}");
+    // 2. To a named voter.
+    let target = (1..=3).find(|&id| id != second).unwrap();
+    let (status, body) = send(cluster.http.post(&url).json(&json!({"to": target}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["leader_id"].as_u64(), Some(target), "{body}");
+    // Not a member: 404; itself: 409.
+    let (status, _) = send(cluster.http.post(&url).json(&json!({"to": 9}))).await;
+    assert_eq!(status, 404);
+    let (status, _) = send(cluster.http.post(&url).json(&json!({"to": target}))).await;
+    assert_eq!(status, 409);
+
+    // 3. SIGTERM on the leader: it hands over before it exits.
+    cluster.signal(target, "TERM");
+    let other = (1..=3).find(|&id| id != target).unwrap();
+    let exited = common::wait_until(WAIT, || async {
+        leader(&cluster, other).await.filter(|&l| l != target)
+    })
+    .await;
+    assert!(
+        exited.is_some(),
+        "a new leader after SIGTERM\n{}",
+        cluster.logs()
+    );
+    let handed = common::wait_until(WAIT, || async {
+        cluster
+            .log(target)
+            .contains("stopping: handed leadership over")
+            .then_some(())
+    })
+    .await;
+    assert!(handed.is_some(), "{}", cluster.log(target));
+    let _ = cluster.try_wait(target);
+
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = writer.await.unwrap();
+    assert!(
+        acknowledged.len() >= 5,
+        "the load ran: {}",
+        acknowledged.len()
+    );
+    let alive: Vec<u64> = (1..=3).filter(|&id| id != target).collect();
+    for (i, n) in acknowledged.iter().enumerate() {
+        let base = cluster.url(alive[i % 2]);
+        let (status, body): (u16, Value) =
+            common::get(&cluster.http, &base, &format!("load/{n}")).await;
+        assert_eq!(
+            (status, body["value"].as_u64()),
+            (200, Some(*n)),
+            "write {n}: {body}"
+        );
+    }
+}

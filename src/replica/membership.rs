@@ -13,7 +13,9 @@ use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
 use super::Replica;
-use crate::limits::{MEMBERSHIP_CHANGE_TIMEOUT, SNAPSHOT_WAIT};
+use crate::limits::{
+    MEMBERSHIP_CHANGE_TIMEOUT, SNAPSHOT_WAIT, TRANSFER_LEASE_MARGIN, TRANSFER_TIMEOUT,
+};
 use crate::raft_types::{Member, NodeId};
 
 /// A member of the Raft membership as this node sees it.
@@ -270,6 +272,107 @@ impl Replica {
     ) -> Result<(), MembershipError> {
         let change = self.raft.change_membership(change, false);
         written(tokio::time::timeout(MEMBERSHIP_CHANGE_TIMEOUT, change).await).map(|_| ())
+    }
+
+    /// Hands leadership to voter `to` (or the most caught-up other voter) and
+    /// returns it: openraft 0.9.25 has no transfer call, so this leader stops
+    /// proposing (writes queue) and sending heartbeats, waits until the target has
+    /// the whole log and until the followers' leader lease (the election timeout's
+    /// max, during which they refuse votes) has run out, then `campaign(target)`
+    /// makes the target call an election, which it wins with the longest log. Then
+    /// proposing resumes here: what queued meanwhile is answered `503 no_leader`
+    /// (not applied; retry at the new leader). Bounded by [`TRANSFER_TIMEOUT`]; on
+    /// failure this node stays (or becomes again) a leader sending heartbeats.
+    pub async fn transfer_leadership<F, Fut>(
+        &self,
+        to: Option<NodeId>,
+        campaign: F,
+    ) -> Result<NodeId, MembershipError>
+    where
+        F: FnOnce(NodeId, String, u64) -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let (target, raft_addr, term) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            if metrics.current_leader != Some(self.node_id) {
+                return Err(MembershipError::NotLeader {
+                    leader: metrics.current_leader,
+                });
+            }
+            let membership = metrics.membership_config.membership();
+            let matched = |id: &NodeId| {
+                metrics
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned().flatten())
+                    .map(|log_id| log_id.index)
+            };
+            let target = match to {
+                Some(id) if id == self.node_id => {
+                    return Err(MembershipError::Conflict(format!(
+                        "node {id} already leads"
+                    )))
+                }
+                Some(id) if membership.voter_ids().any(|v| v == id) => id,
+                Some(id) => return Err(MembershipError::NotMember { id }),
+                None => membership
+                    .voter_ids()
+                    .filter(|id| *id != self.node_id)
+                    .max_by_key(|id| (matched(id), std::cmp::Reverse(*id)))
+                    .ok_or_else(|| {
+                        MembershipError::Conflict("no other voter to hand leadership to".into())
+                    })?,
+            };
+            let node = membership.get_node(&target);
+            let raft_addr = node.map(|m| m.raft_addr.clone()).unwrap_or_default();
+            (target, raft_addr, metrics.current_term)
+        };
+        let deadline = tokio::time::Instant::now() + TRANSFER_TIMEOUT;
+        let paused = tokio::time::timeout_at(deadline, self.proposer.pause()).await;
+        self.raft.runtime_config().heartbeat(false);
+        let result = async {
+            let _paused = paused.map_err(|_| "in-flight writes did not finish".to_string())?;
+            let last = self.raft.metrics().borrow().last_log_index;
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.raft
+                .wait(Some(remaining))
+                .metrics(
+                    |m| {
+                        let replication = m.replication.as_ref();
+                        let matched = replication.and_then(|r| r.get(&target).cloned().flatten());
+                        matched.map(|log_id| log_id.index) >= last
+                    },
+                    "transfer target caught up",
+                )
+                .await
+                .map_err(|e| format!("node {target} did not catch up: {e}"))?;
+            // Followers refuse votes for a lease after the last append they got.
+            let lease = Duration::from_millis(self.raft.config().election_timeout_max);
+            tokio::time::sleep(lease + TRANSFER_LEASE_MARGIN).await;
+            campaign(target, raft_addr, term).await?;
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            self.raft
+                .wait(Some(remaining))
+                .metrics(|m| m.current_leader == Some(target), "new leader")
+                .await
+                .map_err(|e| format!("node {target} did not take over: {e}"))?;
+            Ok::<_, String>(())
+        }
+        .await;
+        self.raft.runtime_config().heartbeat(true);
+        match result {
+            Ok(()) => {
+                tracing::info!(to = target, "handed leadership over");
+                Ok(target)
+            }
+            Err(message) => {
+                tracing::warn!(to = target, "leadership transfer failed: {message}");
+                Err(MembershipError::Indeterminate(format!(
+                    "leadership transfer to node {target} did not complete: {message}"
+                )))
+            }
+        }
     }
 
     /// Builds a snapshot on this node now and waits until it covers what was

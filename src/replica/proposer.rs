@@ -69,6 +69,9 @@ struct Pending {
 #[derive(Clone)]
 pub struct Proposer {
     queue: mpsc::Sender<Pending>,
+    /// The batch task's in-flight slots; holding all of them pauses proposing.
+    inflight: Arc<Semaphore>,
+    max_inflight: u32,
     write_timeout: Duration,
     pub stats: Arc<ProposerStats>,
     clock: Arc<LeaderClock>,
@@ -87,10 +90,11 @@ impl Proposer {
         let (queue, receiver) = mpsc::channel(limits.max_queued_commands);
         let stats = Arc::new(ProposerStats::default());
         let write_timeout = Duration::from_millis(limits.write_timeout_ms);
+        let inflight = Arc::new(Semaphore::new(limits.max_inflight_batches));
         let task = BatchTask {
             raft,
             receiver,
-            inflight: Arc::new(Semaphore::new(limits.max_inflight_batches)),
+            inflight: inflight.clone(),
             max_commands: limits.max_batch_commands,
             max_bytes: limits.max_batch_bytes,
             write_timeout,
@@ -102,6 +106,8 @@ impl Proposer {
         tokio::spawn(observe_applied(state_machine.clone(), clock.clone()));
         Self {
             queue,
+            inflight,
+            max_inflight: u32::try_from(limits.max_inflight_batches).unwrap_or(u32::MAX),
             write_timeout,
             stats,
             clock,
@@ -113,6 +119,17 @@ impl Proposer {
     /// same clock the batches are stamped with.
     pub fn leader_now_ms(&self) -> u64 {
         leader_now_ms(&self.clock, &self.state_machine)
+    }
+
+    /// Stops proposing (new writes queue, bounded as ever) once the batches in Raft
+    /// have finished; proposing resumes when the guard is dropped. For a leadership
+    /// transfer, which needs the log to stand still.
+    pub async fn pause(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inflight
+            .clone()
+            .acquire_many_owned(self.max_inflight)
+            .await
+            .ok()
     }
 
     /// The leader clock (the test-only offset endpoint acts on it).

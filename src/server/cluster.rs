@@ -146,6 +146,34 @@ pub async fn add_member(
     Ok(info(State(app)).await)
 }
 
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TransferBody {
+    /// The voter to hand leadership to; by default the most caught-up other voter.
+    to: Option<NodeId>,
+}
+
+/// `POST /v1/cluster/leader`: hands leadership to another voter (for draining a
+/// node and rolling upgrades); see `Replica::transfer_leadership`.
+pub async fn transfer_leader(
+    State(app): State<AppState>,
+    JsonBody(body): JsonBody<TransferBody>,
+) -> Result<Response, ApiError> {
+    transfer(&app, body.to).await?;
+    Ok(info(State(app)).await)
+}
+
+/// Hands this leader's leadership to `to` (or the most caught-up other voter).
+pub async fn transfer(app: &AppState, to: Option<NodeId>) -> Result<NodeId, ApiError> {
+    let campaign = app.campaign.clone();
+    app.replica
+        .transfer_leadership(to, move |target, raft_addr, term| {
+            campaign(target, raft_addr, term)
+        })
+        .await
+        .map_err(membership_error)
+}
+
 pub async fn remove_member(
     State(app): State<AppState>,
     PathParam(id): PathParam<String>,

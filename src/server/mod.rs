@@ -70,7 +70,22 @@ pub struct App {
     pub admission: admission::Admission,
     /// `http`, or `https` with `[tls]`: how other nodes' client APIs are dialed.
     pub scheme: &'static str,
+    /// Asks a peer to call an election (a leadership transfer's last step): the
+    /// peer network's, passed in by `node` so this layer needs no `transport`.
+    pub campaign: Campaign,
 }
+
+/// `(target, its peer address, this leader's term)` → whether it campaigned.
+pub type Campaign = Arc<
+    dyn Fn(
+            NodeId,
+            String,
+            u64,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 pub type AppState = Arc<App>;
 

@@ -196,6 +196,7 @@ pub fn table() -> Vec<Route> {
         route(get.clone(), "/v1/watch", Read, Local, watch::watch).query::<watch::WatchQuery>(),
         route(post.clone(), "/v1/cluster/members", Admin, Leader, cluster::add_member).body::<cluster::AddMember>(),
         route(delete, "/v1/cluster/members/{id}", Admin, Leader, cluster::remove_member),
+        route(post.clone(), "/v1/cluster/leader", Admin, Leader, cluster::transfer_leader).optional_body::<cluster::TransferBody>(),
         route(get.clone(), "/v1/cluster", Read, Local, cluster::info),
         route(post.clone(), "/v1/cluster/snapshot", Admin, Local, cluster::snapshot),
         route(get.clone(), "/v1/debug/state", Admin, Local, cluster::state_digest),

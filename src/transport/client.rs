@@ -62,6 +62,67 @@ impl Network {
     }
 }
 
+/// Asks a peer to call an election (a leadership transfer's last step:
+/// `POST /raft/campaign`, cluster secret, the asking leader's term as the body).
+#[derive(Clone)]
+pub struct Campaigner {
+    http: reqwest::Client,
+    secret: Arc<str>,
+    identity: Arc<crate::store::ClusterIdentity>,
+    dial_overrides: Arc<BTreeMap<NodeId, String>>,
+    scheme: &'static str,
+}
+
+impl Network {
+    /// A campaigner dialing peers as this network does.
+    pub fn campaigner(&self) -> Campaigner {
+        Campaigner {
+            http: self.http.clone(),
+            secret: self.secret.clone(),
+            identity: self.identity.clone(),
+            dial_overrides: self.dial_overrides.clone(),
+            scheme: self.scheme,
+        }
+    }
+}
+
+impl Campaigner {
+    /// Asks node `target` (peer listener `raft_addr`) to campaign, as the leader of
+    /// `term`; `Err` says why it did not.
+    pub async fn ask(&self, target: NodeId, raft_addr: &str, term: u64) -> Result<(), String> {
+        let addr = self
+            .dial_overrides
+            .get(&target)
+            .map_or(raft_addr, String::as_str);
+        let body = codec::encode(&term).map_err(|e| e.to_string())?;
+        let mut post = self
+            .http
+            .post(format!("{}://{addr}/raft/campaign", self.scheme));
+        if let Some(cluster) = self.identity.get() {
+            post = post.header(CLUSTER_HEADER, &*cluster);
+        }
+        let response = post
+            .header(SECRET_HEADER, &*self.secret)
+            .header(TARGET_HEADER, target.to_string())
+            .header(FORMAT_HEADER, codec::FORMAT_VERSION.to_string())
+            .timeout(Duration::from_secs(2))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("node {target} refused: HTTP {status}"));
+        }
+        match codec::decode::<bool>(&bytes) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!("node {target} is no longer in term {term}")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 /// A client for one peer.
 pub struct PeerClient {
     http: reqwest::Client,

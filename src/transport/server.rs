@@ -46,6 +46,7 @@ pub fn router(peers: Arc<Peers>) -> Router {
         .route("/raft/append", post(append))
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
+        .route("/raft/campaign", post(campaign))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(peers)
 }
@@ -167,6 +168,18 @@ pub async fn append(State(peers): PeerState, request: Request) -> Result<Respons
 pub async fn vote(State(peers): PeerState, request: Request) -> Result<Response, Refusal> {
     let request = admit(&peers, request).await?;
     Ok(reply(&peers.raft.vote(request).await))
+}
+
+/// The last step of a leadership transfer (`replica::membership`): the leader of
+/// term `T` (the body) asks this node to call an election now. Refused (`false`)
+/// unless this node is still in term `T`, so a late request starts nothing.
+pub async fn campaign(State(peers): PeerState, request: Request) -> Result<Response, Refusal> {
+    let term: u64 = admit(&peers, request).await?;
+    let current = peers.raft.metrics().borrow().current_term;
+    if current != term {
+        return Ok(reply(&false));
+    }
+    Ok(reply(&peers.raft.trigger().elect().await.is_ok()))
 }
 
 pub async fn snapshot(State(peers): PeerState, request: Request) -> Result<Response, Refusal> {
