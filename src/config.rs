@@ -60,6 +60,12 @@ pub struct Config {
     /// Leave empty on a node that will be added later with `POST /v1/cluster/members`.
     #[serde(default)]
     pub initial_members: Vec<NodeId>,
+    /// `DELETE /v1/cluster/members/{id}` is refused when it would leave fewer voters
+    /// than this (default 1: any removal but the last voter's, which openraft
+    /// refuses anyway). Set it to 3 on a production cluster so a mistaken removal
+    /// cannot leave it without fault tolerance.
+    #[serde(default = "default_min_voters")]
+    pub min_voters: usize,
     /// Explicit addresses of initial members (by id as a string key).
     #[serde(default)]
     pub member_addrs: BTreeMap<String, String>,
@@ -302,6 +308,8 @@ pub struct NodeConfig {
     /// Token checking, or open (loopback only unless forced).
     pub auth: crate::auth::Auth,
     /// `serve --join`: ask this member to add this node as a voter once it serves.
+    /// See [`Config::min_voters`].
+    pub min_voters: usize,
     pub join: Option<crate::join::Join>,
 }
 
@@ -323,6 +331,7 @@ impl Default for Config {
             cluster_secret: None,
             cluster_id: None,
             initial_members: Vec::new(),
+            min_voters: default_min_voters(),
             member_addrs: BTreeMap::new(),
             member_raft_addrs: BTreeMap::new(),
             peer_dial_addrs: BTreeMap::new(),
@@ -413,6 +422,9 @@ impl Config {
 
     /// Validates everything and fills in derived values.
     pub fn resolve(self, base: u16) -> Result<NodeConfig, ConfigError> {
+        if self.min_voters == 0 {
+            return Err(ConfigError("min_voters must be at least 1".into()));
+        }
         if self.node_id == 0 {
             return Err(invalid("node_id must be at least 1"));
         }
@@ -532,6 +544,7 @@ impl Config {
         Ok(NodeConfig {
             auth,
             join: None,
+            min_voters: self.min_voters,
             node_id: self.node_id,
             listen_addr,
             advertise_addr,
@@ -558,6 +571,10 @@ impl Config {
             unbounded_clock_bug,
         })
     }
+}
+
+fn default_min_voters() -> usize {
+    1
 }
 
 /// A per-process secret for a node that has no peers yet (it can still be grown

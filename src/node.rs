@@ -88,10 +88,11 @@ pub async fn run(
         acks.clone(),
     );
     let campaigner = network.campaigner();
-    let campaign: server::Campaign = Arc::new(move |target, raft_addr, term| {
+    let peer_call: server::PeerCall = Arc::new(move |path, target, raft_addr, term| {
         let campaigner = campaigner.clone();
-        Box::pin(async move { campaigner.ask(target, &raft_addr, term).await })
+        Box::pin(async move { campaigner.ask(path, target, &raft_addr, term).await })
     });
+    let removed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let raft = Raft::new(
         config.node_id,
         Arc::new(config.raft.clone()),
@@ -116,7 +117,10 @@ pub async fn run(
         &config.limits,
         clock,
         config.stale_reads_bug,
-        acks,
+        crate::replica::PeerNotes {
+            acks,
+            removed: removed.clone(),
+        },
     );
     let app = Arc::new(App {
         node_id: config.node_id,
@@ -128,7 +132,8 @@ pub async fn run(
         identity: identity.clone(),
         admission: crate::server::admission::Admission::new(&config.limits, &config.admission),
         scheme,
-        campaign,
+        peer_call,
+        min_voters: config.min_voters,
     });
     tracing::info!(node_id = config.node_id, cluster_id = identity.get().as_deref().unwrap_or("(adopted from the first peer)"), addr = %config.listen_addr, raft_addr = %config.raft_listen_addr, data_dir = %config.data_dir.display(), "serving");
     match &config.tls {
@@ -160,6 +165,7 @@ pub async fn run(
         max_body_bytes: max_raft_body_bytes(&config),
         max_snapshot_bytes: config.limits.max_snapshot_bytes as u64,
         snapshot_receipt: Default::default(),
+        removed,
     });
     // Two listeners, two routers: a client route is a 404 on the peer listener and
     // `/raft/*` a 404 on the client one.

@@ -217,9 +217,13 @@ async fn leader(cluster: &Cluster, on: u64) -> Option<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn leadership_is_handed_over_on_request_and_on_sigterm_under_load() {
+async fn leadership_is_handed_over_on_request_on_sigterm_and_before_the_leader_is_removed() {
     let _serial = common::serial().await;
-    let mut cluster = Cluster::start(3, Options::default()).await;
+    let options = Options {
+        extra_toml: "min_voters = 2\n".into(),
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start(3, options).await;
     let urls = Arc::new(Mutex::new(
         (1..=3).map(|id| cluster.url(id)).collect::<Vec<_>>(),
     ));
@@ -265,7 +269,59 @@ async fn leadership_is_handed_over_on_request_and_on_sigterm_under_load() {
     })
     .await;
     assert!(handed.is_some(), "{}", cluster.log(target));
-    let _ = cluster.try_wait(target);
+    let deadline = std::time::Instant::now() + WAIT;
+    while cluster.try_wait(target).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the TERMed node exits"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.spawn(target);
+    cluster.wait_for_leader(WAIT).await;
+
+    // 4. Removing the leader: it hands over first, then the new leader removes it.
+    let old = cluster.wait_for_leader(WAIT).await;
+    let via = (1..=3).find(|&id| id != old).unwrap();
+    let (status, body) = send(
+        cluster
+            .http
+            .delete(format!("{}/v1/cluster/members/{old}", cluster.url(via))),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let new = body["leader_id"].as_u64().unwrap();
+    assert_ne!(new, old, "{body}");
+    let listed = body["members"].as_array().unwrap();
+    assert!(listed.iter().all(|m| m["id"] != old), "{body}");
+    urls.lock().unwrap().retain(|url| *url != cluster.url(old));
+    assert!(
+        cluster.log(old).contains("handed leadership over"),
+        "{}",
+        cluster.log(old)
+    );
+    let said = common::wait_until(WAIT, || async {
+        cluster
+            .log(old)
+            .contains("this node was removed from the cluster")
+            .then_some(())
+    })
+    .await;
+    assert!(said.is_some(), "the removed node says so");
+    let (status, ready) = send(cluster.http.get(format!("{}/ready", cluster.url(old)))).await;
+    assert_eq!((status, &ready["member"]), (503, &json!(false)), "{ready}");
+    // min_voters = 2: the next removal is refused.
+    let (status, body) = send(
+        cluster
+            .http
+            .delete(format!("{}/v1/cluster/members/{via}", cluster.url(new))),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("below_min_voters")),
+        "{body}"
+    );
 
     stop.store(true, Ordering::Relaxed);
     let acknowledged = writer.await.unwrap();
@@ -274,7 +330,7 @@ async fn leadership_is_handed_over_on_request_and_on_sigterm_under_load() {
         "the load ran: {}",
         acknowledged.len()
     );
-    let alive: Vec<u64> = (1..=3).filter(|&id| id != target).collect();
+    let alive: Vec<u64> = (1..=3).filter(|&id| id != old).collect();
     for (i, n) in acknowledged.iter().enumerate() {
         let base = cluster.url(alive[i % 2]);
         let (status, body): (u16, Value) =

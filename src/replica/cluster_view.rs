@@ -39,13 +39,30 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
     pub last_log_index: Option<u64>,
     pub last_applied_index: Option<u64>,
+    /// The Raft log index of the membership entry this view's members come from.
+    pub membership_index: Option<u64>,
 }
+
+/// Role, leader, term, (member, voter), membership entry: what a view is news for.
+type ViewKey = (
+    &'static str,
+    Option<NodeId>,
+    u64,
+    Vec<(NodeId, bool)>,
+    Option<u64>,
+);
 
 impl ClusterView {
     /// What makes a new view worth sending: not the indexes or the lag.
-    fn key(&self) -> (&'static str, Option<NodeId>, u64, Vec<(NodeId, bool)>) {
+    fn key(&self) -> ViewKey {
         let members = self.members.iter().map(|m| (m.id, m.voter)).collect();
-        (self.role, self.leader_id, self.term, members)
+        (
+            self.role,
+            self.leader_id,
+            self.term,
+            members,
+            self.membership_index,
+        )
     }
 }
 
@@ -72,11 +89,22 @@ fn view_of(node_id: NodeId, metrics: &crate::raft_types::RaftMetrics) -> Cluster
         members,
         last_log_index: metrics.last_log_index,
         last_applied_index: metrics.last_applied.map(|log_id| log_id.index),
+        membership_index: metrics
+            .membership_config
+            .log_id()
+            .map(|log_id| log_id.index),
     }
 }
 
 /// Starts the task that follows `raft`'s metrics; returns the receiver to clone.
-pub fn spawn(node_id: NodeId, raft: Raft) -> watch::Receiver<Arc<ClusterView>> {
+/// `removed` is set when the leader said this node was removed (`transport`'s
+/// `/raft/removed`); the task clears it, and lets the node campaign again, once
+/// the node is a member again.
+pub fn spawn(
+    node_id: NodeId,
+    raft: Raft,
+    removed: Arc<std::sync::atomic::AtomicBool>,
+) -> watch::Receiver<Arc<ClusterView>> {
     let mut metrics = raft.metrics();
     let first = view_of(node_id, &metrics.borrow_and_update());
     let (publish, views) = watch::channel(Arc::new(first));
@@ -86,6 +114,15 @@ pub fn spawn(node_id: NodeId, raft: Raft) -> watch::Receiver<Arc<ClusterView>> {
             let view = view_of(node_id, &metrics.borrow_and_update());
             let current = publish.borrow().clone();
             let news = view.key() != current.key();
+            // Added again after a removal: a new membership entry lists it as a
+            // learner (a re-add always starts as one; the joint entry of its own
+            // removal lists it as a voter). It may campaign again once promoted.
+            let learner = view.members.iter().any(|m| m.id == node_id && !m.voter);
+            let new_entry = view.membership_index != current.membership_index;
+            if learner && new_entry && removed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                raft.runtime_config().elect(true);
+                tracing::info!(node_id, "added to the cluster again");
+            }
             let refresh = view != *current
                 && published.elapsed() >= std::time::Duration::from_millis(CLUSTER_VIEW_REFRESH_MS);
             if news || refresh {

@@ -60,6 +60,14 @@ impl std::ops::Deref for StateRef<'_> {
     }
 }
 
+/// What the replica shares with the peer network (`node::run` hands both halves
+/// their clones): what each peer acknowledged (`PeerAcks`), and whether the leader
+/// said this node was removed.
+pub struct PeerNotes {
+    pub acks: crate::raft_types::PeerAcks,
+    pub removed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
 /// See the module doc. Built once by `node::run`.
 pub struct Replica {
     node_id: NodeId,
@@ -70,6 +78,8 @@ pub struct Replica {
     keepalives: Keepalives,
     /// The node-local cluster view `cluster` events carry (`cluster_view`).
     cluster: tokio::sync::watch::Receiver<std::sync::Arc<cluster_view::ClusterView>>,
+    /// Set when the leader said this node was removed (see `cluster_view`).
+    removed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// What peers acknowledged (forgotten when a node leaves; see `PeerAcks`).
     acks: crate::raft_types::PeerAcks,
     /// Test-only planted bug: linearizable reads served locally (see `config`).
@@ -85,8 +95,9 @@ impl Replica {
         limits: &crate::limits::Limits,
         clock: std::sync::Arc<LeaderClock>,
         stale_reads_bug: bool,
-        acks: crate::raft_types::PeerAcks,
+        peers: PeerNotes,
     ) -> Self {
+        let PeerNotes { acks, removed } = peers;
         let proposer = Proposer::spawn(raft.clone(), state_machine.clone(), limits, clock);
         let keepalives = Keepalives::default();
         ticker::Ticker {
@@ -100,7 +111,8 @@ impl Replica {
         .spawn();
         Self {
             node_id,
-            cluster: cluster_view::spawn(node_id, raft.clone()),
+            cluster: cluster_view::spawn(node_id, raft.clone(), removed.clone()),
+            removed,
             reads: ReadIndex::spawn(raft.clone(), limits),
             raft,
             state_machine,
@@ -176,6 +188,11 @@ impl Replica {
         at_ms: u64,
     ) -> ticker::Renewal {
         self.keepalives.record(session_id, at_ms)
+    }
+
+    /// Whether the leader said this node was removed (and it was not added again).
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The watch hub: this node's history of applied events (`crate::watch`).

@@ -165,24 +165,76 @@ pub async fn transfer_leader(
 
 /// Hands this leader's leadership to `to` (or the most caught-up other voter).
 pub async fn transfer(app: &AppState, to: Option<NodeId>) -> Result<NodeId, ApiError> {
-    let campaign = app.campaign.clone();
+    let call = app.peer_call.clone();
     app.replica
         .transfer_leadership(to, move |target, raft_addr, term| {
-            campaign(target, raft_addr, term)
+            call("/raft/campaign", target, raft_addr, term)
         })
         .await
         .map_err(membership_error)
 }
 
+/// `DELETE /v1/cluster/members/{id}`. Removing this node, the leader, hands
+/// leadership to another voter first and then has the new leader remove it (the
+/// same request, with the caller's token), so the cluster never waits out an
+/// election for it. A removal that would leave fewer than `min_voters` voters is
+/// refused (`409 below_min_voters`).
 pub async fn remove_member(
     State(app): State<AppState>,
     PathParam(id): PathParam<String>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let id: NodeId = super::input::path_id(&id, ErrorCode::InvalidNodeId, "node")?;
+    let facts = app.replica.raft_facts().await;
+    let voters = facts.members.iter().filter(|m| m.voter).count();
+    let removes_voter = facts.members.iter().any(|m| m.voter && m.id == id);
+    if removes_voter && voters.saturating_sub(1) < app.min_voters {
+        return Err(ApiError::conflict(
+            ErrorCode::BelowMinVoters,
+            format!(
+                "removing voter {id} would leave {} voters, below min_voters ({})",
+                voters - 1,
+                app.min_voters
+            ),
+        ));
+    }
+    if id == app.node_id && voters > 1 && app.replica.is_leader() {
+        let to = transfer(&app, None).await?;
+        let addr = app.replica.member_addr(to).unwrap_or_default();
+        let mut request = app
+            .http
+            .delete(format!("{}://{addr}/v1/cluster/members/{id}", app.scheme))
+            .timeout(crate::limits::MEMBERSHIP_REQUEST_TIMEOUT);
+        if let Some(authorization) = headers.get(axum::http::header::AUTHORIZATION) {
+            request = request.header(axum::http::header::AUTHORIZATION, authorization);
+        }
+        let response = request.send().await.map_err(|e| {
+            ApiError::Indeterminate(format!("removal sent to the new leader {to}: {e}"))
+        })?;
+        let status =
+            StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+        let body = response.bytes().await.unwrap_or_default();
+        return Ok((
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response());
+    }
     app.replica
         .remove_member(id)
         .await
         .map_err(membership_error)?;
+    // Tell it (best effort), so it stops campaigning: a removed voter may have
+    // missed the entry that removed it.
+    if let Some(member) = facts.members.iter().find(|m| m.id == id) {
+        let (call, raft_addr, term) = (app.peer_call.clone(), member.raft_addr.clone(), facts.term);
+        tokio::spawn(async move {
+            if let Err(error) = call("/raft/removed", id, raft_addr, term).await {
+                tracing::info!(node = id, "could not tell the removed node: {error}");
+            }
+        });
+    }
     Ok(info(State(app)).await)
 }
 
@@ -206,10 +258,13 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     // A leader is only ready while a quorum has answered it recently.
     let ready = facts.leader_id.is_some()
         && facts.is_member(app.node_id)
+        && !app.replica.is_removed()
         && facts.quorum_fresh
         && facts.last_applied_index >= facts.commit_index;
+    let member = facts.is_member(app.node_id) && !app.replica.is_removed();
     let body = json!({
         "ready": ready,
+        "member": member,
         "leader_id": facts.leader_id,
         "commit_index": facts.commit_index,
         "last_applied_index": facts.last_applied_index,

@@ -30,6 +30,7 @@ macro_rules! error_codes {
 
 error_codes! {
     BodyTimeout => "body_timeout",
+    BelowMinVoters => "below_min_voters",
     AlreadyVoted => "already_voted",
     CasMismatch => "cas_mismatch",
     Compacted => "compacted",

@@ -70,14 +70,18 @@ pub struct App {
     pub admission: admission::Admission,
     /// `http`, or `https` with `[tls]`: how other nodes' client APIs are dialed.
     pub scheme: &'static str,
-    /// Asks a peer to call an election (a leadership transfer's last step): the
-    /// peer network's, passed in by `node` so this layer needs no `transport`.
-    pub campaign: Campaign,
+    /// Sends a peer a leader's request over the peer listener (`/raft/campaign`:
+    /// a transfer's last step; `/raft/removed`): the peer network's, passed in by
+    /// `node` so this layer needs no `transport`.
+    pub peer_call: PeerCall,
+    /// A removal that would leave fewer voters is refused (`config::Config::min_voters`).
+    pub min_voters: usize,
 }
 
-/// `(target, its peer address, this leader's term)` → whether it campaigned.
-pub type Campaign = Arc<
+/// `(path, target, its peer address, this leader's term)` → whether it was done.
+pub type PeerCall = Arc<
     dyn Fn(
+            &'static str,
             NodeId,
             String,
             u64,

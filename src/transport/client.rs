@@ -63,7 +63,8 @@ impl Network {
 }
 
 /// Asks a peer to call an election (a leadership transfer's last step:
-/// `POST /raft/campaign`, cluster secret, the asking leader's term as the body).
+/// `POST /raft/campaign`) or tells it it was removed (`POST /raft/removed`); cluster
+/// secret, the asking leader's term as the body.
 #[derive(Clone)]
 pub struct Campaigner {
     http: reqwest::Client,
@@ -87,17 +88,22 @@ impl Network {
 }
 
 impl Campaigner {
-    /// Asks node `target` (peer listener `raft_addr`) to campaign, as the leader of
-    /// `term`; `Err` says why it did not.
-    pub async fn ask(&self, target: NodeId, raft_addr: &str, term: u64) -> Result<(), String> {
+    /// Sends node `target` (peer listener `raft_addr`) `path` (`/raft/campaign`:
+    /// call an election; `/raft/removed`: you were removed) as the leader of
+    /// `term`; `Err` says why it was not done.
+    pub async fn ask(
+        &self,
+        path: &str,
+        target: NodeId,
+        raft_addr: &str,
+        term: u64,
+    ) -> Result<(), String> {
         let addr = self
             .dial_overrides
             .get(&target)
             .map_or(raft_addr, String::as_str);
         let body = codec::encode(&term).map_err(|e| e.to_string())?;
-        let mut post = self
-            .http
-            .post(format!("{}://{addr}/raft/campaign", self.scheme));
+        let mut post = self.http.post(format!("{}://{addr}{path}", self.scheme));
         if let Some(cluster) = self.identity.get() {
             post = post.header(CLUSTER_HEADER, &*cluster);
         }

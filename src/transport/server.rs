@@ -37,6 +37,9 @@ pub struct Peers {
     pub max_snapshot_bytes: u64,
     /// Which chunks of an incoming snapshot may be handed to Raft next.
     pub snapshot_receipt: tokio::sync::Mutex<SnapshotReceipt>,
+    /// Set when the leader says this node was removed (`/raft/removed`); shared
+    /// with the replica (`/ready`, the cluster view).
+    pub removed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The `/raft/*` routes.
@@ -47,6 +50,7 @@ pub fn router(peers: Arc<Peers>) -> Router {
         .route("/raft/vote", post(vote))
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/campaign", post(campaign))
+        .route("/raft/removed", post(removed))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(peers)
 }
@@ -180,6 +184,24 @@ pub async fn campaign(State(peers): PeerState, request: Request) -> Result<Respo
         return Ok(reply(&false));
     }
     Ok(reply(&peers.raft.trigger().elect().await.is_ok()))
+}
+
+/// The leader of term `T` (the body) removed this node: it stops campaigning (a
+/// removed voter that missed the final membership entry would otherwise keep
+/// calling elections) and says so in its log and `/ready`, until it is added again.
+pub async fn removed(State(peers): PeerState, request: Request) -> Result<Response, Refusal> {
+    let term: u64 = admit(&peers, request).await?;
+    peers.raft.runtime_config().elect(false);
+    peers
+        .removed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    tracing::warn!(
+        node_id = peers.node_id,
+        term,
+        "this node was removed from the cluster: it no longer campaigns, and /ready \
+         answers 503 with \"member\": false; stop it, or add it again"
+    );
+    Ok(reply(&true))
 }
 
 pub async fn snapshot(State(peers): PeerState, request: Request) -> Result<Response, Refusal> {
