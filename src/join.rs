@@ -11,7 +11,8 @@
 //! most [`JOIN_ATTEMPTS`] times) on anything that says "not now" — no leader,
 //! overloaded, a membership change in progress, the member unreachable — and
 //! given up on a refusal that will not change (a bad token, a bad address). The
-//! token (admin scope) is sent only to the member named; nothing secret comes back.
+//! token (`join` or `admin` scope) is sent only to the member named; nothing
+//! secret comes back.
 //!
 //! Must not depend on the HTTP server, the store or Raft's internals.
 
@@ -29,7 +30,7 @@ use crate::raft_types::NodeId;
 pub struct Join {
     /// `host:port` of any member's client API.
     pub addr: String,
-    /// A bearer token with `admin`, sent with the request.
+    /// A bearer token with `join` (or `admin`), sent with the request.
     pub token: Option<String>,
 }
 

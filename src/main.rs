@@ -34,7 +34,7 @@ enum Command {
         /// lists no initial_members. See docs/operations.md, Grow the cluster.
         #[arg(long, value_name = "HOST:PORT")]
         join: Option<String>,
-        /// The bearer token (`admin`) the join request presents; or set
+        /// The bearer token (`join` or `admin` scope) the join request presents; or set
         /// CONCLAVE_JOIN_TOKEN, or use --join-token-file.
         #[arg(long, value_name = "TOKEN", requires = "join")]
         join_token: Option<String>,

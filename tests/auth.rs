@@ -36,7 +36,8 @@ fn wrong_scope(access: Access) -> Option<String> {
     let other_prefix = |kind: Kind| format!("agent:{kind}:elsewhere/");
     let scopes = match access {
         Access::Public => return None,
-        Access::Admin => vec!["agent".to_string(), "read".to_string()],
+        Access::Admin => vec!["agent".to_string(), "read".to_string(), "join".to_string()],
+        Access::Join => vec!["agent".to_string(), "read".to_string()],
         Access::Read => vec![],
         Access::Agent => vec!["read".to_string()],
         Access::AgentKind(Kind::Tasks) => vec!["agent:kv".to_string(), "read".to_string()],

@@ -2,6 +2,8 @@
 //!
 //! A token carries scopes:
 //! - `admin`: everything (membership, snapshots, debug, every resource);
+//! - `join`: adding members (`POST /v1/cluster/members`, what `serve --join`
+//!   sends) and nothing else: a credential to provision nodes with;
 //! - `read`: every read of state (GETs), no writes;
 //! - `agent`, `agent:<kind>` or `agent:<kind>:<prefix>`: the agent operations
 //!   (sessions, claims) and reads and writes of resources of `<kind>` (`kv`, `locks`,
@@ -66,6 +68,7 @@ impl fmt::Display for Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     Admin,
+    Join,
     Read,
     /// `kind: None` is every kind; `prefix` empty is every name.
     Agent {
@@ -79,6 +82,7 @@ impl Scope {
         let mut parts = text.splitn(3, ':');
         match (parts.next(), parts.next(), parts.next()) {
             (Some("admin"), None, None) => Ok(Scope::Admin),
+            (Some("join"), None, None) => Ok(Scope::Join),
             (Some("read"), None, None) => Ok(Scope::Read),
             (Some("agent"), kind, prefix) => {
                 let kind = match kind {
@@ -91,7 +95,7 @@ impl Scope {
                 Ok(Scope::Agent { kind, prefix })
             }
             _ => Err(format!(
-                "unknown scope {text:?} (admin, read, agent[:<kind>[:<prefix>]])"
+                "unknown scope {text:?} (admin, join, read, agent[:<kind>[:<prefix>]])"
             )),
         }
     }
@@ -119,6 +123,8 @@ pub enum Need {
     Public,
     /// `admin`.
     Admin,
+    /// `admin` or `join`: adding a member.
+    Join,
     /// A read of state no prefix names (cluster facts, session and task lists,
     /// request lookups): `admin`, `read` or any agent scope.
     Read,
@@ -141,6 +147,7 @@ impl fmt::Display for Need {
         match self {
             Need::Public => f.write_str("nothing"),
             Need::Admin => f.write_str("admin"),
+            Need::Join => f.write_str("join"),
             Need::Read => f.write_str("read or an agent scope"),
             Need::ReadOf(kind, name) => {
                 write!(f, "read, or agent:{kind} with a prefix of {name:?}")
@@ -196,6 +203,7 @@ impl Grants {
         match need {
             Need::Public => true,
             Need::Admin => false,
+            Need::Join => self.0.contains(&Scope::Join),
             Need::Read => read || any(&Scope::is_agent),
             Need::ReadOf(kind, name) => read || any(&|s| s.agent_covers(*kind, name)),
             Need::Agent => any(&Scope::is_agent),
@@ -215,6 +223,17 @@ mod tests {
 
     fn of(kind: Kind, name: &str) -> Need {
         Need::AgentOf(kind, name.into())
+    }
+
+    #[test]
+    fn join_adds_members_and_nothing_else() {
+        let join = grants(&["join"]);
+        assert!(join.allows(&Need::Join));
+        for need in [Need::Admin, Need::Read, Need::Agent, of(Kind::Kv, "x")] {
+            assert!(!join.allows(&need), "{need}");
+        }
+        assert!(grants(&["admin"]).allows(&Need::Join));
+        assert!(!grants(&["read", "agent"]).allows(&Need::Join));
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum Access {
     Public,
     /// `admin`.
     Admin,
+    /// `admin` or `join` (adding members).
+    Join,
     /// `admin`, `read` or any agent scope.
     Read,
     /// `admin`, `read`, or an agent scope covering the named resource.
@@ -194,7 +196,7 @@ pub fn table() -> Vec<Route> {
         route(post.clone(), "/v1/2pc/{id}/ack", AgentKind(Txn), Leader, twophase::ack).body::<twophase::AckBody>(),
         route(post.clone(), "/v1/txn", AgentKind(Txn), Leader, txn::txn).body::<txn::TxnBody>(),
         route(get.clone(), "/v1/watch", Read, Local, watch::watch).query::<watch::WatchQuery>(),
-        route(post.clone(), "/v1/cluster/members", Admin, Leader, cluster::add_member).body::<cluster::AddMember>(),
+        route(post.clone(), "/v1/cluster/members", Join, Leader, cluster::add_member).body::<cluster::AddMember>(),
         route(delete, "/v1/cluster/members/{id}", Admin, Leader, cluster::remove_member),
         route(post.clone(), "/v1/cluster/leader", Admin, Leader, cluster::transfer_leader).optional_body::<cluster::TransferBody>(),
         route(get.clone(), "/v1/cluster", Read, Local, cluster::info),
@@ -240,6 +242,7 @@ async fn need(access: Access, parts: &mut Parts) -> Result<Need, ApiError> {
     Ok(match access {
         Access::Public => Need::Public,
         Access::Admin => Need::Admin,
+        Access::Join => Need::Join,
         Access::Read => Need::Read,
         Access::Agent => Need::Agent,
         Access::AgentKind(kind) => Need::AgentKind(kind),
@@ -313,6 +316,7 @@ impl Access {
         match self {
             Access::Public => "nothing (public)".into(),
             Access::Admin => "`admin`".into(),
+            Access::Join => "`join`".into(),
             Access::Read => "`read` or any `agent`".into(),
             Access::Agent => "any `agent`".into(),
             Access::AgentKind(kind) => format!("`agent:{kind}` (any prefix; see below)"),
@@ -375,7 +379,9 @@ mod tests {
                 route.path
             );
             if route.path.starts_with("/v1/cluster/") || route.path.starts_with("/v1/debug/") {
-                assert_eq!(route.access, Access::Admin, "{}", route.path);
+                let joins = route.path == "/v1/cluster/members" && route.method == Method::POST;
+                let expected = if joins { Access::Join } else { Access::Admin };
+                assert_eq!(route.access, expected, "{}", route.path);
             }
         }
     }

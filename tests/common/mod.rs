@@ -242,7 +242,7 @@ impl Cluster {
     }
 
     /// Adds node `id` (not yet started) whose config lists no initial members and
-    /// which starts with `serve --join` at node `via`, presenting the admin token.
+    /// which starts with `serve --join` at node `via`, presenting a `join` token.
     pub fn add_joiner(&mut self, id: u64, via: u64) {
         let ports = free_ports(2);
         let (port, raft_port) = (ports[0], ports[1]);
@@ -270,7 +270,7 @@ impl Cluster {
                 "--join".into(),
                 join,
                 "--join-token".into(),
-                admin_token().into(),
+                token("provisioner", &["join"]),
             ],
         });
     }
