@@ -7,7 +7,8 @@
 # count, ROUNDS rounds of "Conclave, then etcd". Then Conclave-only rows (task cycle,
 # the mixed agent workload, 10,000 keepalive sessions), a leader-kill failover on
 # both, and last, on a fresh Conclave cluster (etcd stopped), the memory footprint
-# of 100,000 queued tasks and 10,000 sessions (it leaves that data behind). Results go to
+# of 100,000 queued tasks and 10,000 sessions (it leaves that data behind). On request
+# (WATCH_FANOUT=1) also the watch fan-out of issue #13, Conclave only. Results go to
 # bench/results/<UTC timestamp>/: results.jsonl (one line per run), runs.log,
 # progress.log, machine.md, table.md (medians) and chart.svg.
 # Everything it starts is stopped by PID on exit.
@@ -25,6 +26,18 @@
 #                       cluster, once; about 30 s)
 #   FOOTPRINT_SESSIONS=10000 FOOTPRINT_TASKS=100000  what the footprint run stores
 #   FAILOVER_ROUNDS=$ROUNDS  0 skips the failover measurement
+#   WATCH_FANOUT=0       1 adds the watch fan-out (#13; Conclave only, as the bench has no
+#                       etcd watch client), after the failover rows with etcd (and a
+#                       baseline) stopped: WATCH_WATCHERS streams of GET /v1/watch
+#                       round-robin over the 3 nodes while WATCH_CLIENTS writers put
+#                       under their prefix for WATCH_DURATION s, WATCH_ROUNDS times.
+#                       Reports events delivered/s, delivery lag p50/p99/max, missing
+#                       and duplicate deliveries (errors) and each node's CPU
+#   WATCH_WATCHERS=100 WATCH_CLIENTS=64 WATCH_DURATION=20 WATCH_ROUNDS=1
+#   ETCD=1              0: no etcd at all (neither installed nor started): side-by-side
+#                       workloads and failover run on Conclave alone. A watch fan-out
+#                       on its own: ETCD=0 WORKLOADS="" ONLY_CONCLAVE_ROWS=0
+#                       FAILOVER_ROUNDS=0 FOOTPRINT=0 WATCH_FANOUT=1 bench/compare.sh
 #   CONCLAVE_BENCH_PORT=17100  Conclave node i on 127.0.0.1:(port + i), its peer listener on (port + 1000 + i)
 #   ETCD_BENCH_PORT=17200      etcd member i: client port + i, peer port + 10 + i
 #   BASELINE=<git rev>  A/B against an earlier Conclave in the same run: that revision
@@ -49,6 +62,12 @@ FOOTPRINT=${FOOTPRINT:-1}
 FOOTPRINT_SESSIONS=${FOOTPRINT_SESSIONS:-10000}
 FOOTPRINT_TASKS=${FOOTPRINT_TASKS:-100000}
 FAILOVER_ROUNDS=${FAILOVER_ROUNDS:-$ROUNDS}
+WATCH_FANOUT=${WATCH_FANOUT:-0}
+WATCH_WATCHERS=${WATCH_WATCHERS:-100}
+WATCH_CLIENTS=${WATCH_CLIENTS:-64}
+WATCH_DURATION=${WATCH_DURATION:-20}
+WATCH_ROUNDS=${WATCH_ROUNDS:-1}
+ETCD=${ETCD:-1}
 conclave_port=${CONCLAVE_BENCH_PORT:-17100}
 etcd_port=${ETCD_BENCH_PORT:-17200}
 BASELINE=${BASELINE:-}
@@ -190,11 +209,14 @@ bench() {
     --json "$out/results.jsonl" "$@" 2>> "$out/progress.log" | tee -a "$out/runs.log"
 }
 
-ensure_etcd
-for port in $((conclave_port + 1)) $((conclave_port + 2)) $((conclave_port + 3)) \
-            $((conclave_port + 1001)) $((conclave_port + 1002)) $((conclave_port + 1003)) \
-            $((etcd_port + 1)) $((etcd_port + 2)) $((etcd_port + 3)) \
-            $((etcd_port + 11)) $((etcd_port + 12)) $((etcd_port + 13)); do
+ports="$((conclave_port + 1)) $((conclave_port + 2)) $((conclave_port + 3))
+  $((conclave_port + 1001)) $((conclave_port + 1002)) $((conclave_port + 1003))"
+if [ "$ETCD" = 1 ]; then
+  ensure_etcd
+  ports+=" $((etcd_port + 1)) $((etcd_port + 2)) $((etcd_port + 3))
+    $((etcd_port + 11)) $((etcd_port + 12)) $((etcd_port + 13))"
+fi
+for port in $ports; do
   port_free "$port" || { echo "port $port is in use; set CONCLAVE_BENCH_PORT / ETCD_BENCH_PORT" >&2; exit 1; }
 done
 
@@ -208,6 +230,7 @@ export CONCLAVE_AUTH_KEYS=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export CONCLAVE_TOKEN=$("$bin/conclave" token issue --subject bench --scope admin --ttl 1d)
 
 systems="conclave etcd"
+[ "$ETCD" = 1 ] || systems="conclave"
 if [ -n "$BASELINE" ]; then
   baseline_rev=$(git rev-parse --short "$BASELINE")
   baseline_tree="$work/baseline-tree"
@@ -221,12 +244,18 @@ if [ -n "$BASELINE" ]; then
   baseline_bin="$baseline_target/release"
   for i in 1 2 3; do start_baseline "$i"; done
   for i in 1 2 3; do wait_writable conclave-baseline "$i"; done
-  systems="conclave-baseline conclave etcd"
+  systems="conclave-baseline $systems"
 fi
 
-for i in 1 2 3; do start_conclave "$i"; start_etcd "$i"; done
-for i in 1 2 3; do wait_writable conclave "$i"; wait_writable etcd "$i"; done
-log "clusters up: conclave pids $(pids_of conclave), etcd pids $(pids_of etcd)${BASELINE:+, conclave-baseline ($baseline_rev) pids $(pids_of conclave-baseline)}"
+for i in 1 2 3; do
+  start_conclave "$i"
+  if [ "$ETCD" = 1 ]; then start_etcd "$i"; fi
+done
+for i in 1 2 3; do
+  wait_writable conclave "$i"
+  if [ "$ETCD" = 1 ]; then wait_writable etcd "$i"; fi
+done
+log "clusters up: conclave pids $(pids_of conclave)$([ "$ETCD" = 1 ] && echo ", etcd pids $(pids_of etcd)")${BASELINE:+, conclave-baseline ($baseline_rev) pids $(pids_of conclave-baseline)}"
 
 {
   echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
@@ -234,11 +263,15 @@ log "clusters up: conclave pids $(pids_of conclave), etcd pids $(pids_of etcd)${
   echo "- memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
   echo "- disk (data dirs): $(df -hT "$work" | awk 'NR == 2 {print $1, $2, $3}')"
   echo "- kernel: $(uname -r)"
-  echo "- etcd: $(etcd --version | head -1 | sed 's/etcd Version: //') (Debian etcd-server), gRPC API"
+  if [ "$ETCD" = 1 ]; then
+    echo "- etcd: $(etcd --version | head -1 | sed 's/etcd Version: //') (Debian etcd-server), gRPC API"
+  else
+    echo "- etcd: not run (ETCD=0)"
+  fi
   echo "- conclave: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'), release build"
   [ -z "$BASELINE" ] || echo "- conclave-baseline: $baseline_rev, release build, same settings, ports $((baseline_port + 1))-$((baseline_port + 3))"
   echo "- load average before the run (1/5/15 min): $load_before"
-  echo "- settings: ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" PLACEMENT=$PLACEMENT ETCD_CLIENTS_PER_CONNECTION=$ETCD_CLIENTS_PER_CONNECTION ONLY_CONCLAVE_ROWS=$ONLY_CONCLAVE_ROWS FOOTPRINT=$FOOTPRINT FOOTPRINT_SESSIONS=$FOOTPRINT_SESSIONS FOOTPRINT_TASKS=$FOOTPRINT_TASKS"
+  echo "- settings: ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" PLACEMENT=$PLACEMENT ETCD_CLIENTS_PER_CONNECTION=$ETCD_CLIENTS_PER_CONNECTION ONLY_CONCLAVE_ROWS=$ONLY_CONCLAVE_ROWS FOOTPRINT=$FOOTPRINT FOOTPRINT_SESSIONS=$FOOTPRINT_SESSIONS FOOTPRINT_TASKS=$FOOTPRINT_TASKS WATCH_FANOUT=$WATCH_FANOUT WATCH_WATCHERS=$WATCH_WATCHERS WATCH_CLIENTS=$WATCH_CLIENTS WATCH_DURATION=$WATCH_DURATION WATCH_ROUNDS=$WATCH_ROUNDS ETCD=$ETCD"
 } > "$out/machine.md"
 
 for workload in $WORKLOADS; do
@@ -275,8 +308,10 @@ if [ "$ONLY_CONCLAVE_ROWS" = 1 ]; then
   done
 fi
 
+failover_systems="conclave etcd"
+[ "$ETCD" = 1 ] || failover_systems="conclave"
 for round in $(seq 1 "$FAILOVER_ROUNDS"); do
-  for system in conclave etcd; do
+  for system in $failover_systems; do
     log "failover round $round/$FAILOVER_ROUNDS: $system"
     bench "$system" --workload failover
     killed=$(tail -1 "$out/results.jsonl" | sed -n 's/.*"killed_node":\([0-9]*\).*/\1/p')
@@ -289,12 +324,28 @@ for round in $(seq 1 "$FAILOVER_ROUNDS"); do
   done
 done
 
+# The watch fan-out (#13), Conclave only; etcd and a baseline are done with by now
+# and stopped so that they take no CPU from it (the failover rows have restarted any
+# killed node and waited for it).
+if [ "$WATCH_FANOUT" = 1 ]; then
+  if [ "$ETCD" = 1 ]; then for i in 1 2 3; do stop_pid "${pid_of[etcd$i]}"; done; fi
+  if [ -n "$BASELINE" ]; then for i in 1 2 3; do stop_pid "${pid_of[conclave-baseline$i]}"; done; fi
+  for round in $(seq 1 "$WATCH_ROUNDS"); do
+    log "watch-fanout $WATCH_WATCHERS watchers, $WATCH_CLIENTS writers, ${WATCH_DURATION} s, round $round/$WATCH_ROUNDS: conclave"
+    bench conclave --workload watch-fanout --watchers "$WATCH_WATCHERS" --clients "$WATCH_CLIENTS" \
+      --duration "$WATCH_DURATION" --placement "$PLACEMENT"
+  done
+fi
+
 # Last, as it leaves its data behind: a fresh Conclave cluster (empty data dirs), etcd
 # stopped, then (by default) 100,000 queued tasks and 10,000 sessions stored; RSS per
 # node after.
 if [ "$FOOTPRINT" = 1 ]; then
   log "footprint: fresh conclave cluster, etcd stopped"
-  for i in 1 2 3; do stop_pid "${pid_of[etcd$i]}"; stop_pid "${pid_of[conclave$i]}"; done
+  for i in 1 2 3; do
+    if [ "$ETCD" = 1 ]; then stop_pid "${pid_of[etcd$i]}"; fi
+    stop_pid "${pid_of[conclave$i]}"
+  done
   if [ -n "$BASELINE" ]; then for i in 1 2 3; do stop_pid "${pid_of[conclave-baseline$i]}"; done; fi
   for i in 1 2 3; do rm -rf "$work/conclave-node$i"; start_conclave "$i"; done
   for i in 1 2 3; do wait_writable conclave "$i"; done
@@ -305,8 +356,11 @@ if [ "$FOOTPRINT" = 1 ]; then
 fi
 
 "$bin/conclave-bench" summary --input "$out/results.jsonl" > "$out/table.md"
-"$bin/conclave-bench" chart --input "$out/results.jsonl" --out "$out/chart.svg" \
-  --title "Conclave vs etcd 3.4, 3 nodes each on one $(nproc)-core machine, $PLACEMENT, median of $ROUNDS × ${DURATION} s ($(date -u +%Y-%m-%d))" 2> /dev/null
+# The chart pairs the systems; there is nothing to pair without etcd.
+if [ "$ETCD" = 1 ]; then
+  "$bin/conclave-bench" chart --input "$out/results.jsonl" --out "$out/chart.svg" \
+    --title "Conclave vs etcd 3.4, 3 nodes each on one $(nproc)-core machine, $PLACEMENT, median of $ROUNDS × ${DURATION} s ($(date -u +%Y-%m-%d))" 2> /dev/null
+fi
 elapsed=$(( $(date +%s) - started_at ))
 echo "- wall time of compare.sh: ${elapsed} s" >> "$out/machine.md"
 echo

@@ -80,6 +80,10 @@ pub enum Workload {
     /// One writer; SIGKILL the leader (needs `--pids`) and time the first
     /// acknowledged write after it.
     Failover,
+    /// Conclave only (#13): `--watchers` `GET /v1/watch` streams over all nodes while
+    /// `--clients` writers put under their prefix; events delivered/s, delivery lag,
+    /// missing and duplicate deliveries.
+    WatchFanout,
 }
 
 impl Workload {
@@ -131,6 +135,10 @@ pub struct RunArgs {
     /// Sessions kept alive by the `keepalive` workload, or stored by `footprint`.
     #[arg(long, default_value_t = 10_000)]
     pub sessions: usize,
+    /// Event streams (`GET /v1/watch`) of the `watch-fanout` workload, spread
+    /// round-robin over every node of --urls whatever the placement.
+    #[arg(long, default_value_t = 100)]
+    pub watchers: usize,
     /// Tasks stored (and left queued) by the `footprint` workload.
     #[arg(long, default_value_t = 100_000)]
     pub tasks: usize,

@@ -56,6 +56,7 @@ pub async fn run(args: &RunArgs, progress: Arc<Progress>) -> anyhow::Result<Repo
         Workload::Keepalive => keepalive(args, &http, &urls[0], progress).await?,
         Workload::Mixed => crate::mixed::run(args, &http, &urls, progress).await?,
         Workload::Footprint => crate::footprint::run(args, &http, &urls, progress).await?,
+        Workload::WatchFanout => crate::watch_fanout::run(args, &http, &urls, progress).await?,
         Workload::Failover => unreachable!("failover has its own runner"),
     };
     Ok(Report {

@@ -188,6 +188,11 @@ pub async fn run(args: &RunArgs, progress: Arc<Progress>) -> anyhow::Result<Repo
             key_value(args, clients, progress).await?
         }
         Workload::Lock | Workload::ContendedLock => lock_cycle(args, clients, progress).await?,
+        Workload::WatchFanout => {
+            anyhow::bail!(
+                "the watch-fanout workload is Conclave-only: the bench has no etcd watch client"
+            )
+        }
         other => anyhow::bail!("the {} workload is Conclave-only", other.name()),
     };
     Ok(Report {

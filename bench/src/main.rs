@@ -12,6 +12,8 @@
 //! - `mixed.rs`, `footprint.rs`: the Conclave-only agent mix and the memory held
 //!   by 100,000 stored tasks and 10,000 sessions;
 //! - `failover.rs`: kill the leader, time the first acknowledged write after it;
+//! - `watch_fanout.rs`: Conclave's event streams (`GET /v1/watch`) under writes:
+//!   events delivered per second, delivery lag, missing or duplicate deliveries;
 //! - `report.rs`: the result line, the JSON line and per-node RSS;
 //! - `summary.rs`, `chart.rs`: medians over rounds → markdown and SVG.
 
@@ -26,6 +28,7 @@ mod footprint;
 mod mixed;
 mod report;
 mod summary;
+mod watch_fanout;
 
 use std::sync::Arc;
 

@@ -26,6 +26,12 @@ pub struct Point {
     pub stored_s: Option<f64>,
     /// `keepalive` / `footprint`: sessions kept alive or stored.
     pub sessions: Option<f64>,
+    /// `watch-fanout`: events delivered per second over all watchers, their
+    /// delivery lag, and how many watchers there were.
+    pub events_per_sec: Option<f64>,
+    pub lag_p50_us: Option<f64>,
+    pub lag_p99_us: Option<f64>,
+    pub watchers: Option<f64>,
 }
 
 /// (system, workload) → clients → medians.
@@ -91,6 +97,10 @@ pub fn summarize(lines: &[Value]) -> Summary {
             tasks: field("tasks"),
             stored_s: field("stored_s"),
             sessions: field("sessions"),
+            events_per_sec: field("events_per_sec"),
+            lag_p50_us: field("lag_p50_us"),
+            lag_p99_us: field("lag_p99_us"),
+            watchers: field("watchers"),
         };
         summary
             .entry((system, workload))
@@ -243,6 +253,15 @@ pub fn render(summary: &Summary) -> String {
         for (clients, point) in by_clients {
             errors += point.errors;
             let result = match (point.entries_per_sec, point.stored_s) {
+                _ if point.events_per_sec.is_some() => format!(
+                    "**{:.0} events/s delivered** to {:.0} watchers, delivery lag p50 {} p99 {}; {:.0} writes/s (p99 {})",
+                    point.events_per_sec.unwrap_or(0.0),
+                    point.watchers.unwrap_or(0.0),
+                    ms(point.lag_p50_us.unwrap_or(0.0)),
+                    ms(point.lag_p99_us.unwrap_or(0.0)),
+                    point.ops_per_sec,
+                    ms(point.p99_us)
+                ),
                 (Some(entries), _) => format!(
                     "**{entries:.1} log entries/s**, {:.0} keepalives/s, p99 {}",
                     point.ops_per_sec,
@@ -349,8 +368,13 @@ mod tests {
         let lines = vec![
             json!({"system":"conclave","workload":"footprint","clients":64,"ops_per_sec":2000.0,"p50_us":1000,"p99_us":5000,"errors":0,"sessions":10000,"tasks":100000,"stored_s":55.0,"rss_kib":[102400, 153600, 112640]}),
             json!({"system":"conclave","workload":"mixed","clients":16,"ops_per_sec":3000.0,"p50_us":2000,"p99_us":9000,"errors":2}),
+            json!({"system":"conclave","workload":"watch-fanout","clients":64,"ops_per_sec":3000.0,"p50_us":2000,"p99_us":9000,"errors":0,"watchers":100,"events_per_sec":300000.0,"lag_p50_us":4000,"lag_p99_us":30000}),
         ];
         let table = render(&summarize(&lines));
+        assert!(
+            table.contains("| conclave | watch-fanout | 64 | **300000 events/s delivered** to 100 watchers, delivery lag p50 4.00 ms p99 30.00 ms; 3000 writes/s (p99 9.00 ms) | – | 1 |"),
+            "{table}"
+        );
         assert!(
             table.contains("| conclave | footprint | 64 | **10000 sessions + 100000 queued tasks stored** in 55.0 s (2000 requests/s, p99 5.00 ms); RSS = largest node's after | 150 | 1 |"),
             "{table}"

@@ -1,7 +1,7 @@
-//! End-to-end checks of the `conclave-bench` binary: short put and `mixed` runs
-//! against one real `conclave` node (the debug binary `cargo test --workspace` builds; override
-//! with `CONCLAVE_BINARY`), and the `summary` / `chart` subcommands on synthetic
-//! JSON lines. Nothing here measures performance.
+//! End-to-end checks of the `conclave-bench` binary: short put, `mixed` and
+//! `watch-fanout` runs against one real `conclave` node (the debug binary `cargo test
+//! --workspace` builds; override with `CONCLAVE_BINARY`), and the `summary` / `chart`
+//! subcommands on synthetic JSON lines. Nothing here measures performance.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -176,6 +176,46 @@ fn a_short_mixed_run_against_one_node_has_no_errors() {
         let ops = line["ops_by_kind"][kind]["ops"].as_u64().unwrap_or(0);
         assert!(ops > 0, "no {kind} in {line}");
     }
+}
+
+#[test]
+fn a_short_watch_fanout_run_delivers_every_write_to_every_watcher() {
+    let node = Node::start();
+    let out = tempfile::tempdir().expect("temp dir");
+    let json = out.path().join("results.jsonl");
+    let run = bench()
+        .args(["--urls", &node.url(), "--workload", "watch-fanout"])
+        .args(["--watchers", "4", "--clients", "2", "--duration", "2"])
+        .args(["--pids", &node.child.id().to_string(), "--json"])
+        .arg(&json)
+        .output()
+        .expect("running conclave-bench");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "exit {}: {stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout.contains("watch-fanout watchers=4"), "{stdout}");
+    let line: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&json).expect("json file").trim())
+            .expect("one JSON line");
+    assert_eq!(line["workload"], "watch-fanout");
+    assert_eq!(line["errors"], 0, "{line}");
+    assert_eq!(line["missing"], 0, "{line}");
+    assert_eq!(line["duplicates"], 0, "{line}");
+    let acked = line["writes_acked"].as_u64().unwrap_or(0);
+    assert!(acked > 0, "{line}");
+    assert_eq!(line["events_delivered"].as_u64(), Some(4 * acked), "{line}");
+    assert!(
+        line["events_per_sec"].as_f64().unwrap_or(0.0) > 0.0,
+        "{line}"
+    );
+    assert!(
+        line["cpu"]["nodes"][0]["percent"].as_f64().is_some(),
+        "{line}"
+    );
 }
 
 #[test]
