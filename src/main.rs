@@ -52,6 +52,38 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Back up the cluster's state, or seed a new cluster from a backup.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Saves a consistent backup of the cluster's state (taken on the leader, after
+    /// a read-index round) to FILE and prints what it holds.
+    Save {
+        file: PathBuf,
+        /// Any member's client address (the request is forwarded to the leader).
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        endpoint: String,
+        /// An `admin` bearer token; or set CONCLAVE_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Seeds a new single-node cluster's data directory from a backup FILE (disaster
+    /// recovery); start it with `serve` and grow it with `serve --join`.
+    Restore {
+        file: PathBuf,
+        /// The new node's directory (new or empty).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The config the restored node will run with (its id and addresses);
+        /// without one, the single-node defaults (node 1 on 127.0.0.1:7000).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -73,6 +105,92 @@ enum TokenCommand {
         #[arg(long, default_value = "24h")]
         ttl: String,
     },
+}
+
+/// `conclave snapshot save|restore`.
+fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
+    use conclave::store::backup;
+    let show = |summary: &backup::Summary| {
+        format!(
+            "raft index {}, command index {}, state hash {}",
+            summary
+                .raft_index
+                .map_or_else(|| "none".to_string(), |i| i.to_string()),
+            summary.command_index,
+            summary.state_hash
+        )
+    };
+    match command {
+        SnapshotCommand::Save {
+            file,
+            endpoint,
+            token,
+        } => {
+            let token = token.or_else(|| std::env::var("CONCLAVE_TOKEN").ok());
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let bytes = runtime.block_on(async {
+                let url = format!("http://{endpoint}/v1/cluster/backup");
+                let mut request = reqwest::Client::new().get(&url);
+                if let Some(token) = &token {
+                    request = request.bearer_auth(token);
+                }
+                let response = request.send().await.with_context(|| format!("GET {url}"))?;
+                let status = response.status();
+                let mut response = response;
+                let mut bytes = Vec::new();
+                while let Some(chunk) = response.chunk().await? {
+                    bytes.extend_from_slice(&chunk);
+                    if bytes.len() % (64 << 20) < chunk.len() {
+                        eprintln!("... {} MiB", bytes.len() >> 20);
+                    }
+                }
+                anyhow::ensure!(
+                    status.is_success(),
+                    "{url}: {status}: {}",
+                    String::from_utf8_lossy(&bytes)
+                );
+                anyhow::Ok(bytes)
+            })?;
+            let (_, summary) = backup::decode(&bytes)?;
+            std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+            println!(
+                "saved {} bytes to {}: {}",
+                bytes.len(),
+                file.display(),
+                show(&summary)
+            );
+        }
+        SnapshotCommand::Restore {
+            file,
+            data_dir,
+            config: path,
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let base = config::base_port()?;
+            let mut file_config = match &path {
+                Some(path) => Config::from_file(path)?,
+                None => Config::single_node(base),
+            };
+            file_config.data_dir = data_dir.clone();
+            let node = file_config.resolve(base)?;
+            let member = conclave::raft_types::Member {
+                addr: node.advertise_addr.clone(),
+                raft_addr: node.raft_advertise_addr.clone(),
+            };
+            let summary = backup::restore(&bytes, &data_dir, node.node_id, member, &node.store)?;
+            println!(
+                "restored node {} in {}: {}; start it with `conclave serve` on this data \
+                 directory, then grow it with `serve --join`",
+                node.node_id,
+                data_dir.display(),
+                show(&summary)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `conclave token issue`: prints the token.
@@ -148,6 +266,7 @@ fn main() -> anyhow::Result<()> {
                     ttl,
                 },
         } => return issue_token(config, &subject, &scopes, &ttl),
+        Command::Snapshot { command } => return snapshot(command),
     };
     let base = config::base_port()?;
     let mut file = match &path {

@@ -342,3 +342,149 @@ async fn leadership_is_handed_over_on_request_on_sigterm_and_before_the_leader_i
         );
     }
 }
+
+/// Kills the process when dropped (a node started outside `Cluster`).
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `state_hash` and `last_command_index` of `/v1/debug/state` at `base`.
+async fn digest(http: &reqwest::Client, base: &str) -> Option<(String, u64)> {
+    let (status, digest) = send(http.get(format!("{base}/v1/debug/state"))).await;
+    (status == 200).then_some(())?;
+    Some((
+        digest["state_hash"].as_str()?.to_owned(),
+        digest["last_command_index"].as_u64()?,
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backup_restores_into_a_new_node_with_the_same_state_hash() {
+    let _serial = common::serial().await;
+    let cluster = Cluster::start(3, Options::default()).await;
+    let leader = cluster.wait_for_leader(WAIT).await;
+    for n in 0..50 {
+        let (status, _) = common::put(
+            &cluster.http,
+            &cluster.url(1),
+            &format!("b/{n}"),
+            json!({"value": n}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let owner = common::observer_session(&cluster.api(2), "holder", 600_000).await;
+    let (status, _) = send(
+        cluster
+            .http
+            .post(format!("{}/v1/locks/db/acquire", cluster.url(2)))
+            .json(&json!({"session_id": owner})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Save through a follower (forwarded to the leader).
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let file = cluster.dir.path().join("backup.bin");
+    let saved = std::process::Command::new(common::binary())
+        .args(["snapshot", "save"])
+        .arg(&file)
+        .args([
+            "--endpoint",
+            &format!("127.0.0.1:{}", cluster.node(follower).port),
+        ])
+        .env("CONCLAVE_TOKEN", common::admin_token())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&saved.stdout).to_string();
+    assert!(
+        saved.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&saved.stderr)
+    );
+    let hash_of = |text: &str| text.rsplit("state hash ").next().unwrap().trim().to_owned();
+    let saved_hash = hash_of(&said);
+    let (leader_hash, _) = digest(&cluster.http, &cluster.url(leader)).await.unwrap();
+    assert_eq!(
+        saved_hash, leader_hash,
+        "the backup is the leader's state: {said}"
+    );
+
+    // Restore into a new directory for a new single node, start it: same hash.
+    let ports = common::free_ports(2);
+    let dir = cluster.dir.path().join("restored");
+    let config = cluster.dir.path().join("restored.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = 1\nlisten_addr = \"127.0.0.1:{}\"\nraft_listen_addr = \"127.0.0.1:{}\"\n\
+             data_dir = \"{}\"\ninitial_members = [1]\n[auth]\nkeys = [\"{}\"]\n",
+            ports[0],
+            ports[1],
+            dir.display(),
+            common::AUTH_KEY
+        ),
+    )
+    .unwrap();
+    let restored = std::process::Command::new(common::binary())
+        .args(["snapshot", "restore"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let told = String::from_utf8_lossy(&restored.stdout).to_string();
+    assert!(
+        restored.status.success(),
+        "{told}{}",
+        String::from_utf8_lossy(&restored.stderr)
+    );
+    assert_eq!(
+        hash_of(told.split(';').next().unwrap()),
+        saved_hash,
+        "{told}"
+    );
+    // A second restore into the same directory is refused.
+    let again = std::process::Command::new(common::binary())
+        .args(["snapshot", "restore"])
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+
+    let log = std::fs::File::create(cluster.dir.path().join("restored.log")).unwrap();
+    let _node = Process(
+        std::process::Command::new(common::binary())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{}", ports[0]);
+    let ready = common::wait_until(WAIT, || async {
+        let response = cluster.http.get(format!("{base}/ready")).send().await.ok()?;
+        (response.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    let restored_log =
+        || std::fs::read_to_string(cluster.dir.path().join("restored.log")).unwrap_or_default();
+    assert!(ready.is_some(), "{}", restored_log());
+    let (hash, _) = digest(&cluster.http, &base).await.unwrap();
+    assert_eq!(hash, saved_hash, "{}", restored_log());
+    let (status, body) = common::get(&cluster.http, &base, "b/49").await;
+    assert_eq!((status, body["value"].as_u64()), (200, Some(49)), "{body}");
+    // And it takes writes in a later term.
+    let (status, body) = common::put(&cluster.http, &base, "after", json!({"value": 1})).await;
+    assert_eq!(status, 200, "{body}");
+}

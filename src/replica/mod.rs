@@ -50,6 +50,11 @@ impl StateRef<'_> {
     pub fn last_applied_index(&self) -> Option<u64> {
         self.0.last_applied.map(|log_id| log_id.index)
     }
+
+    /// A backup of this state (`store::backup`), encoded under the read lock.
+    pub fn backup(&self) -> Result<Vec<u8>, crate::codec::CodecError> {
+        crate::store::backup::encode(self.0.last_applied, &self.0.state)
+    }
 }
 
 impl std::ops::Deref for StateRef<'_> {

@@ -238,6 +238,27 @@ pub async fn remove_member(
     Ok(info(State(app)).await)
 }
 
+/// `GET /v1/cluster/backup`: a consistent backup of the state on the leader, after
+/// a read-index round (so it holds everything acknowledged before the request):
+/// `store::backup`'s bytes, which `conclave snapshot save` writes to a file and
+/// `conclave snapshot restore` seeds a new cluster from. Encoded under the read
+/// lock, like `/v1/debug/state` (admin only; its cost is docs/security.md's).
+pub async fn backup(State(app): State<AppState>) -> Result<Response, ApiError> {
+    app.replica
+        .read_barrier(crate::replica::Consistency::Linearizable)
+        .await?;
+    let bytes = app
+        .replica
+        .state()
+        .backup()
+        .map_err(|e| ApiError::Unavailable(format!("encoding the backup: {e}")))?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
+}
+
 /// Builds a snapshot on this node now and waits until it covers what was applied.
 pub async fn snapshot(State(app): State<AppState>) -> Result<Response, ApiError> {
     let snapshot_index = app

@@ -91,6 +91,11 @@ fn responses(route: &Route) -> Value {
             "description": "Prometheus text exposition",
             "content": {"text/plain": {"schema": {"type": "string"}}}
         })
+    } else if route.path == "/v1/cluster/backup" {
+        json!({
+            "description": "a backup (docs/operations.md, Back up and restore)",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+        })
     } else if route.path == "/v1/watch" {
         json!({
             "description": "Server-Sent Events (docs/watch.md): each event's `data` is JSON",

@@ -201,6 +201,7 @@ pub fn table() -> Vec<Route> {
         route(post.clone(), "/v1/cluster/leader", Admin, Leader, cluster::transfer_leader).optional_body::<cluster::TransferBody>(),
         route(get.clone(), "/v1/cluster", Read, Local, cluster::info),
         route(post.clone(), "/v1/cluster/snapshot", Admin, Local, cluster::snapshot),
+        route(get.clone(), "/v1/cluster/backup", Admin, Leader, cluster::backup),
         route(get.clone(), "/v1/debug/state", Admin, Local, cluster::state_digest),
         route(get.clone(), "/v1/debug/clock", Admin, Local, debug_clock::get),
         route(post, "/v1/debug/clock", Admin, Local, debug_clock::set).body::<debug_clock::SetOffset>(),

@@ -14,6 +14,7 @@
 
 // openraft's storage traits fix the error type (`StorageError`, ~224 bytes); the
 // helpers here return it as the traits do rather than boxing and unboxing it.
+pub mod backup;
 pub mod identity;
 #[allow(clippy::result_large_err)]
 pub mod log_store;

@@ -27,6 +27,20 @@ use crate::watch::Hub;
 
 const CURRENT_SNAPSHOT_KEY: &[u8] = b"current";
 
+/// Writes `data` with `meta` as the current snapshot of `db`'s `snapshot` tree, as
+/// a build would (for `backup::restore`; the caller flushes).
+pub(super) fn write_snapshot(
+    db: &sled::Db,
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+) -> Result<(), String> {
+    let bytes = codec::encode(&StoredSnapshot { meta, data }).map_err(|e| e.to_string())?;
+    let tree = db.open_tree("snapshot").map_err(|e| e.to_string())?;
+    tree.insert(CURRENT_SNAPSHOT_KEY, bytes)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 /// The applied state: what the log up to `last_applied` produced.
 #[derive(Debug, Default)]
 pub struct AppliedState {
