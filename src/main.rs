@@ -57,6 +57,29 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Export a node's committed commands, or replay an export offline.
+    Log {
+        #[command(subcommand)]
+        command: LogCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCommand {
+    /// Writes the node's latest snapshot and its log up to its applied index to FILE
+    /// (for post-mortems and chaos analysis).
+    Export {
+        file: PathBuf,
+        /// The node's client address (served by that node, not forwarded).
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        endpoint: String,
+        /// An `admin` bearer token; or set CONCLAVE_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Rebuilds the state from an export offline and prints its Raft index, command
+    /// index and state hash (compare with `GET /v1/debug/state` at that index).
+    Replay { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -107,52 +130,90 @@ enum TokenCommand {
     },
 }
 
+/// `GET {endpoint}{path}` with an optional bearer token; the whole body.
+fn download(endpoint: &str, path: &str, token: Option<String>) -> anyhow::Result<Vec<u8>> {
+    let token = token.or_else(|| std::env::var("CONCLAVE_TOKEN").ok());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let url = format!("http://{endpoint}{path}");
+        let mut request = reqwest::Client::new().get(&url);
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        let mut response = request.send().await.with_context(|| format!("GET {url}"))?;
+        let status = response.status();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() % (64 << 20) < chunk.len() {
+                eprintln!("... {} MiB", bytes.len() >> 20);
+            }
+        }
+        anyhow::ensure!(
+            status.is_success(),
+            "{url}: {status}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        anyhow::Ok(bytes)
+    })
+}
+
+/// How a backup or replay summary is printed.
+fn shown(summary: &conclave::store::backup::Summary) -> String {
+    format!(
+        "raft index {}, command index {}, state hash {}",
+        summary
+            .raft_index
+            .map_or_else(|| "none".to_string(), |i| i.to_string()),
+        summary.command_index,
+        summary.state_hash
+    )
+}
+
+/// `conclave log export|replay`.
+fn log(command: LogCommand) -> anyhow::Result<()> {
+    match command {
+        LogCommand::Export {
+            file,
+            endpoint,
+            token,
+        } => {
+            let bytes = download(&endpoint, "/v1/cluster/log", token)?;
+            std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+            let (summary, entries) = conclave::store::backup::replay(&bytes)?;
+            println!(
+                "exported {} bytes to {} ({entries} log entries after the snapshot): {}",
+                bytes.len(),
+                file.display(),
+                shown(&summary)
+            );
+        }
+        LogCommand::Replay { file } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let (summary, entries) = conclave::store::backup::replay(&bytes)?;
+            println!(
+                "replayed {entries} log entries after the snapshot: {}",
+                shown(&summary)
+            );
+        }
+    }
+    Ok(())
+}
+
 /// `conclave snapshot save|restore`.
 fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
     use conclave::store::backup;
-    let show = |summary: &backup::Summary| {
-        format!(
-            "raft index {}, command index {}, state hash {}",
-            summary
-                .raft_index
-                .map_or_else(|| "none".to_string(), |i| i.to_string()),
-            summary.command_index,
-            summary.state_hash
-        )
-    };
+    let show = shown;
     match command {
         SnapshotCommand::Save {
             file,
             endpoint,
             token,
         } => {
-            let token = token.or_else(|| std::env::var("CONCLAVE_TOKEN").ok());
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let bytes = runtime.block_on(async {
-                let url = format!("http://{endpoint}/v1/cluster/backup");
-                let mut request = reqwest::Client::new().get(&url);
-                if let Some(token) = &token {
-                    request = request.bearer_auth(token);
-                }
-                let response = request.send().await.with_context(|| format!("GET {url}"))?;
-                let status = response.status();
-                let mut response = response;
-                let mut bytes = Vec::new();
-                while let Some(chunk) = response.chunk().await? {
-                    bytes.extend_from_slice(&chunk);
-                    if bytes.len() % (64 << 20) < chunk.len() {
-                        eprintln!("... {} MiB", bytes.len() >> 20);
-                    }
-                }
-                anyhow::ensure!(
-                    status.is_success(),
-                    "{url}: {status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                );
-                anyhow::Ok(bytes)
-            })?;
+            let bytes = download(&endpoint, "/v1/cluster/backup", token)?;
             let (_, summary) = backup::decode(&bytes)?;
             std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
             println!(
@@ -267,6 +328,7 @@ fn main() -> anyhow::Result<()> {
                 },
         } => return issue_token(config, &subject, &scopes, &ttl),
         Command::Snapshot { command } => return snapshot(command),
+        Command::Log { command } => return log(command),
     };
     let base = config::base_port()?;
     let mut file = match &path {

@@ -364,7 +364,8 @@ async fn digest(http: &reqwest::Client, base: &str) -> Option<(String, u64)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_backup_restores_into_a_new_node_with_the_same_state_hash() {
+async fn export_replays_to_the_live_hash_and_a_backup_restores_into_a_new_node_with_the_same_hash()
+{
     let _serial = common::serial().await;
     let cluster = Cluster::start(3, Options::default()).await;
     let leader = cluster.wait_for_leader(WAIT).await;
@@ -387,6 +388,64 @@ async fn a_backup_restores_into_a_new_node_with_the_same_state_hash() {
     )
     .await;
     assert_eq!(status, 200);
+
+    // Export a node's log (a snapshot in the middle, then more writes) and replay
+    // it offline: the same hash as that node's at the same index.
+    let (status, _) = send(
+        cluster
+            .http
+            .post(format!("{}/v1/cluster/snapshot", cluster.url(leader))),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for n in 50..60 {
+        let (status, _) = common::put(
+            &cluster.http,
+            &cluster.url(leader),
+            &format!("b/{n}"),
+            json!({"value": n}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let export = cluster.dir.path().join("log.bin");
+    let exported = std::process::Command::new(common::binary())
+        .args(["log", "export"])
+        .arg(&export)
+        .args([
+            "--endpoint",
+            &format!("127.0.0.1:{}", cluster.node(leader).port),
+        ])
+        .env("CONCLAVE_TOKEN", common::admin_token())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&exported.stdout).to_string();
+    assert!(
+        exported.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let replayed = std::process::Command::new(common::binary())
+        .args(["log", "replay"])
+        .arg(&export)
+        .output()
+        .unwrap();
+    let replay = String::from_utf8_lossy(&replayed.stdout).to_string();
+    assert!(replayed.status.success(), "{replay}");
+    let (live_hash, live_index) = digest(&cluster.http, &cluster.url(leader)).await.unwrap();
+    assert!(
+        replay.contains(&format!("command index {live_index},")),
+        "{replay} vs {live_index}"
+    );
+    assert_eq!(
+        replay.rsplit("state hash ").next().unwrap().trim(),
+        live_hash,
+        "{replay}"
+    );
+    assert!(
+        !replay.starts_with("replayed 0 "),
+        "entries after the snapshot: {replay}"
+    );
 
     // Save through a follower (forwarded to the leader).
     let follower = (1..=3).find(|&id| id != leader).unwrap();
@@ -473,7 +532,12 @@ async fn a_backup_restores_into_a_new_node_with_the_same_state_hash() {
     );
     let base = format!("http://127.0.0.1:{}", ports[0]);
     let ready = common::wait_until(WAIT, || async {
-        let response = cluster.http.get(format!("{base}/ready")).send().await.ok()?;
+        let response = cluster
+            .http
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .ok()?;
         (response.status().as_u16() == 200).then_some(())
     })
     .await;

@@ -195,6 +195,11 @@ impl Replica {
         self.keepalives.record(session_id, at_ms)
     }
 
+    /// This node's snapshot and log up to its applied index (`store::backup::export`).
+    pub fn export_log(&self) -> Result<Vec<u8>, String> {
+        self.state_machine.export_log()
+    }
+
     /// Whether the leader said this node was removed (and it was not added again).
     pub fn is_removed(&self) -> bool {
         self.removed.load(std::sync::atomic::Ordering::SeqCst)

@@ -259,6 +259,18 @@ pub async fn backup(State(app): State<AppState>) -> Result<Response, ApiError> {
         .into_response())
 }
 
+/// `GET /v1/cluster/log`: this node's latest snapshot and its log after it up to
+/// its applied index (`store::backup::LogExport`), for `conclave log export` and
+/// offline replay. Served locally.
+pub async fn export_log(State(app): State<AppState>) -> Result<Response, ApiError> {
+    let bytes = app.replica.export_log().map_err(ApiError::Unavailable)?;
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        bytes,
+    )
+        .into_response())
+}
+
 /// Builds a snapshot on this node now and waits until it covers what was applied.
 pub async fn snapshot(State(app): State<AppState>) -> Result<Response, ApiError> {
     let snapshot_index = app

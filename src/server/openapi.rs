@@ -91,7 +91,7 @@ fn responses(route: &Route) -> Value {
             "description": "Prometheus text exposition",
             "content": {"text/plain": {"schema": {"type": "string"}}}
         })
-    } else if route.path == "/v1/cluster/backup" {
+    } else if route.path == "/v1/cluster/backup" || route.path == "/v1/cluster/log" {
         json!({
             "description": "a backup (docs/operations.md, Back up and restore)",
             "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}

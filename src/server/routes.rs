@@ -202,6 +202,7 @@ pub fn table() -> Vec<Route> {
         route(get.clone(), "/v1/cluster", Read, Local, cluster::info),
         route(post.clone(), "/v1/cluster/snapshot", Admin, Local, cluster::snapshot),
         route(get.clone(), "/v1/cluster/backup", Admin, Leader, cluster::backup),
+        route(get.clone(), "/v1/cluster/log", Admin, Local, cluster::export_log),
         route(get.clone(), "/v1/debug/state", Admin, Local, cluster::state_digest),
         route(get.clone(), "/v1/debug/clock", Admin, Local, debug_clock::get),
         route(post, "/v1/debug/clock", Admin, Local, debug_clock::set).body::<debug_clock::SetOffset>(),

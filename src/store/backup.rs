@@ -147,3 +147,104 @@ pub fn restore(
     db.flush().map_err(|e| write(&e))?;
     Ok(summary)
 }
+
+/// A snapshot's log id and its encoded state.
+pub type SnapshotData = (Option<LogId>, Vec<u8>);
+
+/// What `GET /v1/cluster/log` (`conclave log export`) holds: this node's latest
+/// snapshot and every log entry after it up to an applied index — the committed
+/// commands, enough to rebuild the state offline (`replay`).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct LogExport {
+    pub format_version: u32,
+    /// The snapshot's log id and its encoded state, if the node has one.
+    pub snapshot: Option<SnapshotData>,
+    /// The entries after the snapshot, each as stored (an encoded `Entry`).
+    pub entries: Vec<Vec<u8>>,
+}
+
+/// Exports `db`'s snapshot and the log after it up to index `up_to`. A purge between
+/// reading the snapshot and the log (a newer snapshot) is retried.
+pub fn export(db: &sled::Db, up_to: u64) -> Result<Vec<u8>, String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    for _ in 0..EXPORT_ATTEMPTS {
+        let snapshot = super::state_machine::read_snapshot(db)?;
+        let from = snapshot
+            .as_ref()
+            .and_then(|(log_id, _)| log_id.map(|l| l.index + 1))
+            .unwrap_or(0);
+        let log = db.open_tree("log").map_err(|e| err(&e))?;
+        let mut entries = Vec::new();
+        let mut expected = from;
+        let mut gap = false;
+        for item in log.range(from.to_be_bytes()..=up_to.to_be_bytes()) {
+            let (key, value) = item.map_err(|e| err(&e))?;
+            let mut index = [0u8; 8];
+            index.copy_from_slice(&key);
+            let index = u64::from_be_bytes(index);
+            if entries.is_empty() && from == 0 {
+                expected = index;
+            }
+            if index != expected {
+                gap = true;
+                break;
+            }
+            expected += 1;
+            entries.push(value.to_vec());
+        }
+        if !gap {
+            let export = LogExport {
+                format_version: codec::FORMAT_VERSION,
+                snapshot,
+                entries,
+            };
+            return codec::encode(&export).map_err(|e| err(&e));
+        }
+    }
+    Err("the log kept being purged while it was read".into())
+}
+
+/// How many times [`export`] reads again after the log was purged under it.
+const EXPORT_ATTEMPTS: usize = 3;
+
+/// Rebuilds the state from an export, offline: the snapshot's state, then every
+/// entry applied as a node applies it.
+pub fn replay(bytes: &[u8]) -> Result<(Summary, usize), RestoreError> {
+    let export: LogExport = codec::decode(bytes).map_err(RestoreError::Corrupt)?;
+    if export.format_version != codec::FORMAT_VERSION {
+        return Err(RestoreError::FormatVersion {
+            found: export.format_version,
+            expected: codec::FORMAT_VERSION,
+        });
+    }
+    let (mut last, mut state) = match export.snapshot {
+        Some((log_id, data)) => (
+            log_id.map(|l| l.index),
+            codec::decode::<State>(&data).map_err(RestoreError::Corrupt)?,
+        ),
+        None => (None, State::default()),
+    };
+    for bytes in &export.entries {
+        let entry: crate::raft_types::Entry =
+            codec::decode(bytes).map_err(RestoreError::Corrupt)?;
+        match entry.payload {
+            openraft::EntryPayload::Blank => {}
+            openraft::EntryPayload::Normal(batch) => {
+                state.apply_batch(&batch);
+            }
+            openraft::EntryPayload::Membership(membership) => {
+                let voters = membership.voter_ids().collect();
+                let learners = membership.learner_ids().collect();
+                state.apply_membership(voters, learners);
+            }
+        }
+        state.take_events();
+        last = Some(entry.log_id.index);
+    }
+    let summary = Summary {
+        raft_index: last,
+        command_index: state.last_command_index,
+        state_hash: state_hash(&state).map_err(RestoreError::Corrupt)?,
+    };
+    Ok((summary, export.entries.len()))
+}

@@ -27,6 +27,17 @@ use crate::watch::Hub;
 
 const CURRENT_SNAPSHOT_KEY: &[u8] = b"current";
 
+/// The current snapshot of `db` as (its log id, its encoded state), if any (for
+/// `backup::export`).
+pub(super) fn read_snapshot(db: &sled::Db) -> Result<Option<super::backup::SnapshotData>, String> {
+    let tree = db.open_tree("snapshot").map_err(|e| e.to_string())?;
+    let Some(bytes) = tree.get(CURRENT_SNAPSHOT_KEY).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let stored: StoredSnapshot = codec::decode(&bytes).map_err(|e| e.to_string())?;
+    Ok(Some((stored.meta.last_log_id, stored.data)))
+}
+
 /// Writes `data` with `meta` as the current snapshot of `db`'s `snapshot` tree, as
 /// a build would (for `backup::restore`; the caller flushes).
 pub(super) fn write_snapshot(
@@ -134,6 +145,12 @@ impl StateMachineStore {
             .applied
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `backup::export` of this node's storage up to its applied index.
+    pub fn export_log(&self) -> Result<Vec<u8>, String> {
+        let applied = self.read().last_applied.map_or(0, |log_id| log_id.index);
+        super::backup::export(&self.shared.db, applied)
     }
 
     /// The watch hub this store feeds.
