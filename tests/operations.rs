@@ -103,7 +103,13 @@ async fn same_state(cluster: &Cluster, nodes: &[u64]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grow_with_join_replace_a_wiped_node_and_shrink_under_load() {
     let _serial = common::serial().await;
-    let mut cluster = Cluster::start(1, Options::default()).await;
+    // No log kept behind a snapshot: a node re-added after one catches up by it.
+    let raft = "[raft]\nmax_in_snapshot_log_to_keep = 0\npurge_batch_size = 1\n";
+    let options = Options {
+        extra_toml: raft.into(),
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start(1, options).await;
     let urls = Arc::new(Mutex::new(vec![cluster.url(1)]));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(load(urls.clone(), stop.clone()));
@@ -177,6 +183,42 @@ async fn grow_with_join_replace_a_wiped_node_and_shrink_under_load() {
         "the leader removed the old voter first"
     );
     wait_voters(&cluster, 1, &[1, 2, 3]).await;
+    urls.lock().unwrap().push(cluster.url(3));
+
+    // 3b. Replace it the documented way: remove it, wipe it, re-add it under the
+    //     same id at a new port; the log it needs is purged, so it catches up by
+    //     snapshot.
+    let (status, body) = send(
+        cluster
+            .http
+            .delete(format!("{}/v1/cluster/members/3", cluster.url(1))),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    urls.lock().unwrap().retain(|url| *url != cluster.url(3));
+    cluster.kill(3);
+    std::fs::remove_dir_all(&cluster.node(3).data_dir).unwrap();
+    for id in [1, 2] {
+        let (status, body) = send(
+            cluster
+                .http
+                .post(format!("{}/v1/cluster/snapshot", cluster.url(id))),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    cluster.add_joiner(3, 1);
+    cluster.spawn(3);
+    wait_voters(&cluster, 1, &[1, 2, 3]).await;
+    let by_snapshot = common::wait_until(WAIT, || async {
+        cluster.status(3).await?["snapshot_index"].as_u64()
+    })
+    .await;
+    assert!(
+        by_snapshot.is_some(),
+        "caught up by snapshot\n{}",
+        cluster.log(3)
+    );
     urls.lock().unwrap().push(cluster.url(3));
 
     // 4. Shrink 3 → 2.
@@ -343,6 +385,21 @@ async fn leadership_is_handed_over_on_request_on_sigterm_and_before_the_leader_i
     }
 }
 
+/// Runs `conclave <args>` with the admin token in `CONCLAVE_TOKEN`: whether it
+/// succeeded, and its stdout (stderr appended on failure).
+fn cli(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let output = std::process::Command::new(common::binary())
+        .args(args)
+        .env("CONCLAVE_TOKEN", common::admin_token())
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&output.stdout).to_string();
+    if !output.status.success() {
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+    }
+    (output.status.success(), text)
+}
+
 /// Kills the process when dropped (a node started outside `Cluster`).
 struct Process(std::process::Child);
 
@@ -409,29 +466,17 @@ async fn export_replays_to_the_live_hash_and_a_backup_restores_into_a_new_node_w
         assert_eq!(status, 200);
     }
     let export = cluster.dir.path().join("log.bin");
-    let exported = std::process::Command::new(common::binary())
-        .args(["log", "export"])
-        .arg(&export)
-        .args([
-            "--endpoint",
-            &format!("127.0.0.1:{}", cluster.node(leader).port),
-        ])
-        .env("CONCLAVE_TOKEN", common::admin_token())
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&exported.stdout).to_string();
-    assert!(
-        exported.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&exported.stderr)
-    );
-    let replayed = std::process::Command::new(common::binary())
-        .args(["log", "replay"])
-        .arg(&export)
-        .output()
-        .unwrap();
-    let replay = String::from_utf8_lossy(&replayed.stdout).to_string();
-    assert!(replayed.status.success(), "{replay}");
+    let endpoint = |id: u64| format!("127.0.0.1:{}", cluster.node(id).port);
+    let (ok, said) = cli(&[
+        "log".as_ref(),
+        "export".as_ref(),
+        export.as_ref(),
+        "--endpoint".as_ref(),
+        endpoint(leader).as_ref(),
+    ]);
+    assert!(ok, "{said}");
+    let (ok, replay) = cli(&["log".as_ref(), "replay".as_ref(), export.as_ref()]);
+    assert!(ok, "{replay}");
     let (live_hash, live_index) = digest(&cluster.http, &cluster.url(leader)).await.unwrap();
     assert!(
         replay.contains(&format!("command index {live_index},")),
@@ -450,22 +495,14 @@ async fn export_replays_to_the_live_hash_and_a_backup_restores_into_a_new_node_w
     // Save through a follower (forwarded to the leader).
     let follower = (1..=3).find(|&id| id != leader).unwrap();
     let file = cluster.dir.path().join("backup.bin");
-    let saved = std::process::Command::new(common::binary())
-        .args(["snapshot", "save"])
-        .arg(&file)
-        .args([
-            "--endpoint",
-            &format!("127.0.0.1:{}", cluster.node(follower).port),
-        ])
-        .env("CONCLAVE_TOKEN", common::admin_token())
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&saved.stdout).to_string();
-    assert!(
-        saved.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&saved.stderr)
-    );
+    let (ok, said) = cli(&[
+        "snapshot".as_ref(),
+        "save".as_ref(),
+        file.as_ref(),
+        "--endpoint".as_ref(),
+        endpoint(follower).as_ref(),
+    ]);
+    assert!(ok, "{said}");
     let hash_of = |text: &str| text.rsplit("state hash ").next().unwrap().trim().to_owned();
     let saved_hash = hash_of(&said);
     let (leader_hash, _) = digest(&cluster.http, &cluster.url(leader)).await.unwrap();
@@ -490,35 +527,23 @@ async fn export_replays_to_the_live_hash_and_a_backup_restores_into_a_new_node_w
         ),
     )
     .unwrap();
-    let restored = std::process::Command::new(common::binary())
-        .args(["snapshot", "restore"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(&dir)
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let told = String::from_utf8_lossy(&restored.stdout).to_string();
-    assert!(
-        restored.status.success(),
-        "{told}{}",
-        String::from_utf8_lossy(&restored.stderr)
-    );
+    let restore = [
+        "snapshot".as_ref(),
+        "restore".as_ref(),
+        file.as_ref(),
+        "--data-dir".as_ref(),
+        dir.as_ref(),
+    ];
+    let (ok, told) = cli(&[&restore[..], &["--config".as_ref(), config.as_ref()]].concat());
+    assert!(ok, "{told}");
     assert_eq!(
         hash_of(told.split(';').next().unwrap()),
         saved_hash,
         "{told}"
     );
     // A second restore into the same directory is refused.
-    let again = std::process::Command::new(common::binary())
-        .args(["snapshot", "restore"])
-        .arg(&file)
-        .arg("--data-dir")
-        .arg(&dir)
-        .output()
-        .unwrap();
-    assert!(!again.status.success());
+    let (ok, refused) = cli(&restore);
+    assert!(!ok && refused.contains("not empty"), "{refused}");
 
     let log = std::fs::File::create(cluster.dir.path().join("restored.log")).unwrap();
     let _node = Process(

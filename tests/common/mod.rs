@@ -242,7 +242,8 @@ impl Cluster {
     }
 
     /// Adds node `id` (not yet started) whose config lists no initial members and
-    /// which starts with `serve --join` at node `via`, presenting a `join` token.
+    /// which starts with `serve --join` at node `via`, presenting a `join` token. An
+    /// existing (stopped) node `id` is replaced: new ports, the same data directory.
     pub fn add_joiner(&mut self, id: u64, via: u64) {
         let ports = free_ports(2);
         let (port, raft_port) = (ports[0], ports[1]);
@@ -257,7 +258,7 @@ impl Cluster {
         let config_path = self.dir.path().join(format!("node{id}.toml"));
         std::fs::write(&config_path, config).unwrap();
         let join = format!("127.0.0.1:{}", self.node(via).port);
-        self.nodes.push(Node {
+        let node = Node {
             id,
             port,
             raft_port,
@@ -272,7 +273,14 @@ impl Cluster {
                 "--join-token".into(),
                 token("provisioner", &["join"]),
             ],
-        });
+        };
+        match self.nodes.get_mut(id as usize - 1) {
+            Some(existing) => {
+                assert!(existing.child.is_none(), "node {id} is running");
+                *existing = node;
+            }
+            None => self.nodes.push(node),
+        }
     }
 
     /// Node `id`'s exit status if its process has exited (then it is reaped).
