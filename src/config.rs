@@ -19,6 +19,10 @@ use crate::limits::Limits;
 use crate::raft_types::{Member, NodeId};
 use crate::store::StoreOptions;
 
+#[path = "config_raft.rs"]
+mod raft;
+pub use raft::RaftSettings;
+
 /// Environment variable giving the base port (node `i` listens on base + i).
 pub const BASE_PORT_ENV: &str = "CONCLAVE_BASE_PORT";
 /// The base port when [`BASE_PORT_ENV`] is unset.
@@ -219,43 +223,6 @@ fn default_node_id() -> NodeId {
 
 fn default_data_dir() -> PathBuf {
     PathBuf::from("conclave-data")
-}
-
-/// Raft timing and log-compaction policy.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RaftSettings {
-    /// Leader heartbeat period; also openraft's timeout for each AppendEntries.
-    pub heartbeat_interval_ms: u64,
-    pub election_timeout_min_ms: u64,
-    pub election_timeout_max_ms: u64,
-    /// Timeout for sending one snapshot chunk (the last includes the install).
-    pub install_snapshot_timeout_ms: u64,
-    pub snapshot_max_chunk_bytes: u64,
-    /// Most log entries (each a batch of commands) per AppendEntries.
-    pub max_payload_entries: u64,
-    /// Build a snapshot after this many log entries since the last one.
-    pub snapshot_logs_since_last: u64,
-    /// Log entries kept behind a snapshot (so slightly lagging followers need no snapshot).
-    pub max_in_snapshot_log_to_keep: u64,
-    /// Purge the log only once this many entries are purgeable.
-    pub purge_batch_size: u64,
-}
-
-impl Default for RaftSettings {
-    fn default() -> Self {
-        Self {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 150,
-            election_timeout_max_ms: 300,
-            install_snapshot_timeout_ms: 5_000,
-            snapshot_max_chunk_bytes: 4 * 1024 * 1024,
-            max_payload_entries: 64,
-            snapshot_logs_since_last: 10_000,
-            max_in_snapshot_log_to_keep: 1_000,
-            purge_batch_size: 256,
-        }
-    }
 }
 
 /// Storage settings.

@@ -252,11 +252,16 @@ pub async fn backup(State(app): State<AppState>) -> Result<Response, ApiError> {
         .state()
         .backup()
         .map_err(|e| ApiError::Unavailable(format!("encoding the backup: {e}")))?;
-    Ok((
+    Ok(octets(bytes))
+}
+
+/// A binary body (a backup, a log export).
+fn octets(bytes: Vec<u8>) -> Response {
+    (
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
         bytes,
     )
-        .into_response())
+        .into_response()
 }
 
 /// `GET /v1/cluster/log`: this node's latest snapshot and its log after it up to
@@ -264,11 +269,7 @@ pub async fn backup(State(app): State<AppState>) -> Result<Response, ApiError> {
 /// offline replay. Served locally.
 pub async fn export_log(State(app): State<AppState>) -> Result<Response, ApiError> {
     let bytes = app.replica.export_log().map_err(ApiError::Unavailable)?;
-    Ok((
-        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
-        bytes,
-    )
-        .into_response())
+    Ok(octets(bytes))
 }
 
 /// Builds a snapshot on this node now and waits until it covers what was applied.

@@ -9,6 +9,7 @@ mod command;
 mod records;
 mod rules;
 mod scheduler;
+mod submit;
 #[cfg(test)]
 mod test_switches;
 

@@ -1,5 +1,5 @@
-//! The rules that move tasks between states, as `State` methods: submit (with
-//! idempotency keys, dependencies and eviction), claim, heartbeat, complete, fail
+//! The rules that move tasks between states, as `State` methods (submit, with
+//! idempotency keys, dependencies and eviction, is in `submit`): claim, heartbeat, complete, fail
 //! (retries with backoff, the dead-letter state), cancel, retry; a lease lost to a
 //! session end; terminal-task retention.
 //!
@@ -10,9 +10,7 @@
 //! task strands nothing: its dependents were resolved when it became terminal (see
 //! `remove_expired_tasks`). Must not depend on storage, Raft or clocks.
 
-use std::collections::BTreeSet;
-
-use super::{NewTask, Task, TaskCommand, TaskError, TaskId, TaskState};
+use super::{Task, TaskCommand, TaskError, TaskId, TaskState};
 use crate::limits::Replicated;
 use crate::sm::command::Outcome;
 use crate::sm::events::EventBody;
@@ -27,7 +25,7 @@ pub fn retry_backoff_ms(attempts: u32) -> u64 {
     (Replicated::TASK_RETRY_BACKOFF_BASE_MS << doublings).min(Replicated::TASK_RETRY_BACKOFF_MAX_MS)
 }
 
-fn task_not_found(task_id: TaskId) -> Outcome {
+pub(super) fn task_not_found(task_id: TaskId) -> Outcome {
     Outcome::Task(TaskOutcome::NotFound { task_id })
 }
 
@@ -115,132 +113,6 @@ impl State {
                 _ => return,
             }
         }
-    }
-
-    /// What `submit_task` would refuse of `new` in this state, if anything (a
-    /// transaction checks its ops before applying any: `sm::txn`). A submit with a
-    /// known idempotency key is never refused (it answers the existing task).
-    pub(in crate::sm) fn submit_refusal(&self, new: &NewTask) -> Option<Outcome> {
-        if new
-            .idempotency_key
-            .as_deref()
-            .and_then(|key| self.tasks.by_idempotency_key(key))
-            .is_some()
-        {
-            return None;
-        }
-        let unique: BTreeSet<TaskId> = new.depends_on.iter().copied().collect();
-        if unique.len() != new.depends_on.len() {
-            return Some(Outcome::Refused(Refusal::InvalidCommand {
-                message: "depends_on lists a task twice".into(),
-            }));
-        }
-        if let Some(missing) = new
-            .depends_on
-            .iter()
-            .find(|id| self.tasks.get(**id).is_none())
-        {
-            return Some(task_not_found(*missing));
-        }
-        let max_tasks = TaskLimits::current().max_tasks;
-        if self.tasks.len() >= max_tasks && self.tasks.oldest_terminal_except(&unique).is_none() {
-            return Some(Outcome::Refused(Refusal::LimitReached {
-                message: format!("at most {max_tasks} tasks, and none is terminal (to evict)"),
-            }));
-        }
-        None
-    }
-
-    fn submit_task(&mut self, new: &NewTask, index: u64) -> Outcome {
-        if let Some(existing) = new
-            .idempotency_key
-            .as_deref()
-            .and_then(|key| self.tasks.by_idempotency_key(key))
-        {
-            let state = self
-                .tasks
-                .get(existing)
-                .map_or(TaskState::Cancelled, |task| task.state);
-            return Outcome::Task(TaskOutcome::Submitted {
-                task_id: existing,
-                state,
-                existing: true,
-            });
-        }
-        let unique: BTreeSet<TaskId> = new.depends_on.iter().copied().collect();
-        if unique.len() != new.depends_on.len() {
-            return Outcome::Refused(Refusal::InvalidCommand {
-                message: "depends_on lists a task twice".into(),
-            });
-        }
-        // Dependencies must already exist, so a new task can never close a cycle. A
-        // removed (expired or evicted) task is as unknown as one that never existed.
-        if let Some(missing) = new
-            .depends_on
-            .iter()
-            .find(|id| self.tasks.get(**id).is_none())
-        {
-            return task_not_found(*missing);
-        }
-        let max_tasks = TaskLimits::current().max_tasks;
-        if self.tasks.len() >= max_tasks {
-            // Make room by evicting the oldest terminal task, but not one this task
-            // depends on (its state decides below whether this task runs). Refuse only
-            // when there is none: all stored tasks are live.
-            match self.tasks.oldest_terminal_except(&unique) {
-                Some(oldest) => {
-                    self.tasks.remove(oldest);
-                }
-                None => {
-                    return Outcome::Refused(Refusal::LimitReached {
-                        message: format!(
-                            "at most {max_tasks} tasks, and none is terminal (to evict)"
-                        ),
-                    });
-                }
-            }
-        }
-        let now = self.cluster_time_ms;
-        let task = Task {
-            id: index,
-            spec: new.clone(),
-            state: TaskState::Pending,
-            attempts: 0,
-            // `not_before_ms` is a delay from submission (a duration, per the API).
-            not_before_ms: now.saturating_add(new.not_before_ms.unwrap_or(0)),
-            session_id: None,
-            fencing_token: 0,
-            lease_expires_at_ms: 0,
-            claimed: false,
-            progress_json: None,
-            cancel_requested: false,
-            result_json: None,
-            errors: Vec::new(),
-            dependents: Vec::new(),
-            created_at_ms: now,
-            updated_at_ms: now,
-            timer_ms: None,
-        };
-        self.tasks.insert(task);
-        for dependency in &new.depends_on {
-            self.tasks
-                .update(*dependency, |task| task.dependents.push(index));
-        }
-        self.make_ready_or_wait(index);
-        let state = self
-            .tasks
-            .get(index)
-            .map_or(TaskState::Pending, |task| task.state);
-        self.emit(EventBody::TaskSubmitted {
-            task_id: index,
-            kind: new.kind.clone(),
-            state: state.name(),
-        });
-        Outcome::Task(TaskOutcome::Submitted {
-            task_id: index,
-            state,
-            existing: false,
-        })
     }
 
     /// A lease ended without success (expiry or session end): requeue, or dead-letter
