@@ -24,8 +24,21 @@ use serde::Serialize;
 /// 4 — a member records its peer listener's address (`Member::raft_addr`; #11); 5 —
 /// a session records its owner and a submission the subject it acts as (#11); 6 —
 /// a session records the semaphores, barriers and elections it joined
-/// (`Session::joined`, #11).
-pub const FORMAT_VERSION: u32 = 7;
+/// (`Session::joined`, #11); 7 — proposals and two-phase commit (#12); 8 — the state
+/// ends with its format and the idle-record index (`sm::format`, `sm::retention`;
+/// `Command::Upgrade`, #14).
+///
+/// A node reads a directory, a backup and a Raft RPC of [`PREVIOUS_FORMAT_VERSION`]
+/// too (a rolling upgrade; see `sm::format` and docs/operations.md "Upgrades").
+pub const FORMAT_VERSION: u32 = 8;
+
+/// The one earlier format this binary still reads and speaks.
+pub const PREVIOUS_FORMAT_VERSION: u32 = 7;
+
+/// Whether this binary reads data written in `format`.
+pub fn reads(format: u32) -> bool {
+    format == FORMAT_VERSION || format == PREVIOUS_FORMAT_VERSION
+}
 
 /// Encoding or decoding failed. Decoding failures of persisted data are fatal to the
 /// node (a log entry that cannot be decoded must stop it rather than let replicas

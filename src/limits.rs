@@ -35,7 +35,9 @@ impl Replicated {
     pub const MAX_KEYS: usize = 1_000_000;
     /// Locks, semaphores, barriers and elections in use at most, each room counted
     /// on its own; an acquire, arrival or campaign that would add one more is
-    /// refused (429). (A resource nobody holds or awaits is dropped.)
+    /// refused (429). (A lock, semaphore or election nobody holds or awaits is
+    /// dropped at once; a barrier nobody has arrived at after
+    /// `IDLE_RECORD_RETENTION_MS`.)
     pub const MAX_RESOURCES_PER_ROOM: usize = 100_000;
     /// Waiters queued at most on one lock or semaphore, candidates standing in one
     /// election; one more is refused (429). Barrier arrivals are bounded by
@@ -55,6 +57,12 @@ impl Replicated {
     pub const MAX_TWO_PHASE: usize = 10_000;
     /// Most two-phase transactions one step aborts at their timeout.
     pub const TWO_PHASE_TIMEOUT_BATCH: usize = 10_000;
+    /// How long a barrier nobody has arrived at is kept (with how its recent
+    /// generations ended), in cluster time; then it is removed (`sm::retention`,
+    /// from format 8).
+    pub const IDLE_RECORD_RETENTION_MS: u64 = 60 * 60 * 1000;
+    /// Most idle records one step removes; the rest go on the next.
+    pub const IDLE_REMOVALS_PER_STEP: usize = 10_000;
 }
 
 /// Per-node limits; each may be lowered (never raised past its default) by the

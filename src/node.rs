@@ -79,6 +79,7 @@ pub async fn run(
     let http = http.build()?;
     let scheme = crate::tls::scheme(config.tls.as_deref());
     let acks = crate::raft_types::PeerAcks::default();
+    let formats = state_machine.formats();
     let network = Network::new(
         http.clone(),
         &config.cluster_secret,
@@ -86,6 +87,7 @@ pub async fn run(
         config.peer_dial_addrs.clone(),
         scheme,
         acks.clone(),
+        formats.clone(),
     );
     let campaigner = network.campaigner();
     let peer_call: server::PeerCall = Arc::new(move |path, target, raft_addr, term| {

@@ -88,3 +88,42 @@ impl PeerAcks {
         self.entries().remove(&node);
     }
 }
+
+/// Which format the cluster runs, as this node last applied it (`sm::State`'s
+/// active format, set by the state machine store), and which format each peer
+/// said it speaks (the `x-conclave-speaks` header of its replies, recorded by the
+/// peer network). RPCs are sent in the active format, so nodes of the previous
+/// release understand them until the cluster upgrades; the leader upgrades once
+/// every member speaks this binary's format (`replica::ticker`). Shared by clones.
+#[derive(Debug, Clone, Default)]
+pub struct Formats {
+    active: std::sync::Arc<std::sync::atomic::AtomicU32>,
+    peers: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<NodeId, u32>>>,
+}
+
+impl Formats {
+    /// The format the cluster runs (the previous one until it upgrades).
+    pub fn active(&self) -> u32 {
+        self.active
+            .load(std::sync::atomic::Ordering::Acquire)
+            .max(crate::codec::PREVIOUS_FORMAT_VERSION)
+    }
+
+    /// Records the format the applied state is in.
+    pub fn set_active(&self, format: u32) {
+        self.active
+            .store(format, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Records that `node` replied speaking `format`.
+    pub fn heard(&self, node: NodeId, format: u32) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.insert(node, format);
+    }
+
+    /// The format `node` last said it speaks (`None`: not heard from yet).
+    pub fn speaks(&self, node: NodeId) -> Option<u32> {
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        peers.get(&node).copied()
+    }
+}

@@ -15,6 +15,11 @@
 //! result, so a leader cut off from its quorum never tells an agent it is alive.
 //! Renewals recorded under a leadership that is lost, or whose tick fails, are
 //! answered with that failure (not applied, or outcome unknown).
+//!
+//! The ticker also upgrades the cluster's format: once every member (voters and
+//! learners) has replied speaking this binary's format (`raft_types::Formats`),
+//! it proposes `Command::Upgrade` (`sm::format`). Until then RPCs go out in the
+//! previous format, which nodes of the previous release read.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -127,6 +132,10 @@ impl Ticker {
                 }
                 continue;
             }
+            let upgrade = self.upgrade_due(&metrics.borrow());
+            if let Some(format) = upgrade {
+                self.upgrade(format).await;
+            }
             let now = self.proposer.leader_now_ms();
             let due = self.state_machine.read().state.next_due_ms();
             let flush_due =
@@ -151,6 +160,33 @@ impl Ticker {
                 _ = metrics.changed() => {}
                 _ = self.keepalives.arrived.notified() => {}
             }
+        }
+    }
+
+    /// The format to upgrade the cluster to, if every member speaks it now.
+    fn upgrade_due(&self, metrics: &crate::raft_types::RaftMetrics) -> Option<u32> {
+        let formats = self.state_machine.formats();
+        let target = crate::codec::FORMAT_VERSION;
+        if formats.active() >= target {
+            return None;
+        }
+        let mut members = metrics.membership_config.membership().nodes();
+        members
+            .all(|(id, _)| *id == self.node_id || formats.speaks(*id) == Some(target))
+            .then_some(target)
+    }
+
+    /// Proposes `Command::Upgrade { format }` and waits for it to apply.
+    async fn upgrade(&self, format: u32) {
+        let submission = Submission {
+            guard: None,
+            acting_as: None,
+            request_id: None,
+            command: Command::Upgrade { format },
+        };
+        match self.proposer.propose(submission).await {
+            Ok(_) => tracing::info!(format, "the cluster now runs format {format}"),
+            Err(error) => tracing::warn!(format, "upgrading the cluster's format: {error}"),
         }
     }
 

@@ -78,6 +78,10 @@ pub async fn info(State(app): State<AppState>) -> Response {
         "purged_index": facts.purged_index,
         "last_command_index": applied.last_command_index,
         "cluster_time_ms": applied.cluster_time_ms,
+        // The format the cluster runs (the previous one until every member speaks
+        // this binary's, then the leader upgrades it) and the newest this node reads.
+        "format": applied.active_format(),
+        "binary_format": crate::codec::FORMAT_VERSION,
         "members": members,
         "test_switches": crate::config::TEST_SWITCHES_BUILT,
     }))

@@ -29,6 +29,7 @@ pub fn describe(applied: &Applied) -> Result<Value, ApiError> {
         Outcome::TwoPhase(outcome) => super::twophase::describe(outcome)?,
         Outcome::Txn(outcome) => super::txn::describe(outcome, index)?,
         Outcome::Refused(refusal) => return Err(refused(refusal, index)),
+        Outcome::Upgraded { format } => json!({ "format": format }),
     };
     body["index"] = json!(index);
     Ok(body)

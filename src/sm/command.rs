@@ -67,6 +67,7 @@ impl Command {
             Self::Proposal(command) => command.size_hint(),
             Self::TwoPhase(command) => command.size_hint(),
             Self::Txn(command) => command.size_hint(),
+            Self::Upgrade { .. } => 0,
         }
     }
 }
@@ -114,6 +115,10 @@ pub enum Command {
     TwoPhase(TwoPhaseCommand),
     /// An atomic transaction over other rooms' commands (`sm::txn`).
     Txn(TxnCommand),
+    /// Proposed by the leader once every member speaks `format` (format 8 on;
+    /// `sm::format`): the state moves to it. Takes no command index (clients never
+    /// see it) and answers `Outcome::Upgraded`.
+    Upgrade { format: u32 },
 }
 
 /// What applying one command did: its room's outcome, or a refusal any room may
@@ -131,6 +136,10 @@ pub enum Outcome {
     TwoPhase(TwoPhaseOutcome),
     Txn(TxnOutcome),
     Refused(Refusal),
+    /// `Command::Upgrade` was applied: the state's format now.
+    Upgraded {
+        format: u32,
+    },
 }
 
 /// A refusal shared by the rooms: nothing was changed.

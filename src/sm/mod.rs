@@ -17,11 +17,15 @@ pub mod barriers;
 pub mod command;
 pub mod elections;
 pub mod events;
+pub mod format;
 pub mod kv;
 pub mod locks;
 pub mod parties;
 pub mod proposals;
 pub mod requests;
+pub mod retention;
+#[cfg(test)]
+mod retention_tests;
 pub mod semaphores;
 pub mod sessions;
 pub mod tasks;
@@ -29,8 +33,6 @@ pub mod time;
 pub mod twophase;
 pub mod txn;
 pub mod wait_queue;
-
-use serde::{Deserialize, Serialize};
 
 pub use barriers::BarrierOutcome;
 pub use command::{
@@ -50,8 +52,9 @@ use tasks::Tasks;
 pub use twophase::TwoPhaseOutcome;
 pub use txn::TxnOutcome;
 
-/// All replicated coordination state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// All replicated coordination state. Its byte layout, per format version, is in
+/// `format`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     /// Cluster time: the largest leader timestamp applied so far, ms since the epoch.
     pub cluster_time_ms: u64,
@@ -73,8 +76,12 @@ pub struct State {
     pub elections: elections::Elections,
     pub proposals: proposals::Proposals,
     pub two_phase: twophase::TwoPhase,
+    /// The format the cluster upgraded this state to (`Command::Upgrade`); 0 before
+    /// any upgrade, which means the previous format ([`format::LEGACY`]).
+    pub format: u32,
+    /// Semaphores, barriers and elections nobody uses, and since when (`retention`).
+    pub idle: retention::Idle,
     /// The events of the entry being applied (`events`): not state, never stored.
-    #[serde(skip)]
     pub events: events::Events,
 }
 
@@ -130,6 +137,16 @@ impl State {
     }
 
     fn apply_submission(&mut self, submission: &Submission) -> Applied {
+        if let Command::Upgrade { format } = submission.command {
+            // Not a client command: no index, no request id, no event.
+            self.upgrade(format);
+            return Applied {
+                index: self.last_command_index,
+                outcome: Outcome::Upgraded {
+                    format: self.active_format(),
+                },
+            };
+        }
         let fingerprint = submission
             .request_id
             .as_ref()
@@ -208,11 +225,20 @@ impl State {
             Command::Task(command) => self.apply_task(command, index),
             Command::Lock(command) => self.apply_lock(command, index),
             Command::Semaphore(command) => self.apply_semaphore(command, index),
-            Command::Barrier(command) => self.apply_barrier(command),
+            Command::Barrier(command) => {
+                let outcome = self.apply_barrier(command);
+                self.note_use(sessions::Room::Barrier, command.name());
+                outcome
+            }
             Command::Election(command) => self.apply_election(command, index),
             Command::Proposal(command) => self.apply_proposal(command, index),
             Command::TwoPhase(command) => self.apply_two_phase(command, index),
             Command::Txn(command) => self.apply_txn(command, index),
+            // Applied before a command index is taken (`apply_submission`); inside a
+            // transaction it is refused by the transaction's own checks.
+            Command::Upgrade { .. } => Outcome::Refused(Refusal::InvalidCommand {
+                message: "an upgrade is not a client command".into(),
+            }),
         }
     }
 
@@ -274,7 +300,9 @@ impl State {
         use tasks::TaskCommand as T;
         match command {
             Command::Kv(kv::KvCommand::Put { session_id, .. }) => *session_id,
-            Command::Kv(kv::KvCommand::Delete { .. }) | Command::Tick { .. } => None,
+            Command::Kv(kv::KvCommand::Delete { .. })
+            | Command::Tick { .. }
+            | Command::Upgrade { .. } => None,
             Command::Session(Se::Keepalive { session_id } | Se::End { session_id }) => {
                 Some(*session_id)
             }

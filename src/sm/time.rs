@@ -50,6 +50,7 @@ impl State {
         self.remove_expired_tasks(now);
         self.advance_proposals();
         self.advance_two_phase();
+        self.remove_idle_records();
     }
 
     /// The earliest cluster time at which something expires or becomes ready.
@@ -63,6 +64,7 @@ impl State {
             self.lock_delays.first().map(|(until, _)| *until),
             self.proposals.next_due_ms(),
             self.two_phase.next_due_ms(),
+            self.next_idle_removal_ms(),
         ]
         .into_iter()
         .flatten()

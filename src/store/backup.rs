@@ -57,7 +57,9 @@ pub fn encode(last_log_id: Option<LogId>, state: &State) -> Result<Vec<u8>, code
         state: &'a State,
     }
     codec::encode(&BackupRef {
-        format_version: codec::FORMAT_VERSION,
+        // The format of the state's layout: a cluster not upgraded yet writes
+        // backups the previous release restores.
+        format_version: state.active_format(),
         last_log_id,
         state,
     })
@@ -81,7 +83,7 @@ pub enum RestoreError {
 /// Decodes a backup and says what it holds.
 pub fn decode(bytes: &[u8]) -> Result<(Backup, Summary), RestoreError> {
     let backup: Backup = codec::decode(bytes).map_err(RestoreError::Corrupt)?;
-    if backup.format_version != codec::FORMAT_VERSION {
+    if !codec::reads(backup.format_version) {
         return Err(RestoreError::FormatVersion {
             found: backup.format_version,
             expected: codec::FORMAT_VERSION,
@@ -211,7 +213,7 @@ const EXPORT_ATTEMPTS: usize = 3;
 /// entry applied as a node applies it.
 pub fn replay(bytes: &[u8]) -> Result<(Summary, usize), RestoreError> {
     let export: LogExport = codec::decode(bytes).map_err(RestoreError::Corrupt)?;
-    if export.format_version != codec::FORMAT_VERSION {
+    if !codec::reads(export.format_version) {
         return Err(RestoreError::FormatVersion {
             found: export.format_version,
             expected: codec::FORMAT_VERSION,

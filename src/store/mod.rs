@@ -11,6 +11,9 @@
 //! from the latest snapshot plus the committed log tail, which openraft re-applies
 //! (`save_committed`). Durability: sled's `flush_async` flushes the whole `Db` (all
 //! trees), and every flush point is marked `FSYNC` in the code.
+//!
+//! A directory of `codec::PREVIOUS_FORMAT_VERSION` is migrated on open ([`open_db`]);
+//! any other format is refused.
 
 // openraft's storage traits fix the error type (`StorageError`, ~224 bytes); the
 // helpers here return it as the traits do rather than boxing and unboxing it.
@@ -82,12 +85,15 @@ pub fn open_db(path: &Path, options: &StoreOptions) -> Result<sled::Db, OpenErro
                 path: shown.clone(),
                 source,
             })?;
-            if found != codec::FORMAT_VERSION {
+            if !codec::reads(found) {
                 return Err(OpenError::FormatVersion {
                     path: shown,
                     found,
                     expected: codec::FORMAT_VERSION,
                 });
+            }
+            if found != codec::FORMAT_VERSION {
+                migrate(&db, &meta, found).map_err(sled_error)?;
             }
         }
         None => {
@@ -98,6 +104,24 @@ pub fn open_db(path: &Path, options: &StoreOptions) -> Result<sled::Db, OpenErro
         }
     }
     Ok(db)
+}
+
+/// Migrates a directory of the previous format to this one, in place. From 7 to 8
+/// nothing but the marker changes: the log's entries encode alike, and the stored
+/// snapshot's state (the format-7 layout) is read as it is (`sm::format`) until
+/// the cluster upgrades and the next snapshot writes format 8.
+fn migrate(db: &sled::Db, meta: &sled::Tree, found: u32) -> Result<(), sled::Error> {
+    tracing::warn!(
+        from = found,
+        to = codec::FORMAT_VERSION,
+        "migrating the data directory to format {} (written by format {found})",
+        codec::FORMAT_VERSION
+    );
+    let bytes = codec::encode(&codec::FORMAT_VERSION).expect("a u32 always encodes");
+    meta.insert(FORMAT_VERSION_KEY, bytes)?;
+    // FSYNC: the migrated marker is durable before the node uses the directory.
+    db.flush()?;
+    Ok(())
 }
 
 /// Opens both halves of the Raft storage over one `Db`; applied events go to `hub`.

@@ -81,6 +81,8 @@ struct Shared {
     /// Where each entry's events go (`crate::watch`), pushed under the write lock
     /// so a watch and a read of the state see the same order.
     hub: Hub,
+    /// The applied state's format, for the peer network (`raft_types::Formats`).
+    formats: crate::raft_types::Formats,
 }
 
 /// The state-machine store. Cloning shares it (openraft gets one clone, the HTTP
@@ -126,6 +128,8 @@ impl StateMachineStore {
         }
         let applied_index = applied.last_applied.map_or(0, |log_id| log_id.index);
         hub.reset(applied.state.last_command_index);
+        let formats = crate::raft_types::Formats::default();
+        formats.set_active(applied.state.active_format());
         Ok(Self {
             shared: Arc::new(Shared {
                 applied: RwLock::new(applied),
@@ -135,6 +139,7 @@ impl StateMachineStore {
                 applied_index: watch::channel(applied_index).0,
                 builds: AtomicU64::new(0),
                 hub,
+                formats,
             }),
         })
     }
@@ -151,6 +156,11 @@ impl StateMachineStore {
     pub fn export_log(&self) -> Result<Vec<u8>, String> {
         let applied = self.read().last_applied.map_or(0, |log_id| log_id.index);
         super::backup::export(&self.shared.db, applied)
+    }
+
+    /// The cluster's format as last applied here, and what peers speak.
+    pub fn formats(&self) -> crate::raft_types::Formats {
+        self.shared.formats.clone()
     }
 
     /// The watch hub this store feeds.
@@ -268,6 +278,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             self.shared
                 .hub
                 .push(events, applied.state.last_command_index);
+            self.shared
+                .formats
+                .set_active(applied.state.active_format());
             applied.last_applied.map_or(0, |log_id| log_id.index)
         };
         self.shared.applied_index.send_replace(last_index);
@@ -301,6 +314,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let mut applied = self.write();
             // The commands up to the snapshot were skipped here: no history of them.
             self.shared.hub.reset(state.last_command_index);
+            self.shared.formats.set_active(state.active_format());
             *applied = AppliedState {
                 last_applied: meta.last_log_id,
                 membership: meta.last_membership.clone(),

@@ -58,6 +58,51 @@ fn a_data_directory_of_another_format_version_is_refused_naming_both_versions() 
     );
 }
 
+#[test]
+fn a_data_directory_of_the_previous_format_is_migrated_in_place() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let options = StoreOptions {
+        cache_capacity_bytes: 16 * 1024 * 1024,
+    };
+    let marker = |db: &sled::Db| -> u32 {
+        let bytes = db
+            .open_tree("meta")
+            .unwrap()
+            .get(FORMAT_VERSION_KEY)
+            .unwrap();
+        codec::decode(&bytes.expect("a marker")).unwrap()
+    };
+    {
+        let db = open_db(dir.path(), &options).expect("first open");
+        let previous = codec::PREVIOUS_FORMAT_VERSION;
+        db.open_tree("meta")
+            .unwrap()
+            .insert(FORMAT_VERSION_KEY, codec::encode(&previous).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let db = open_db(dir.path(), &options).expect("the previous format opens");
+    assert_eq!(
+        marker(&db),
+        codec::FORMAT_VERSION,
+        "the marker was rewritten"
+    );
+    // One older than the previous is refused.
+    db.open_tree("meta")
+        .unwrap()
+        .insert(
+            FORMAT_VERSION_KEY,
+            codec::encode(&(codec::PREVIOUS_FORMAT_VERSION - 1)).unwrap(),
+        )
+        .unwrap();
+    db.flush().unwrap();
+    drop(db);
+    assert!(matches!(
+        open_db(dir.path(), &options),
+        Err(OpenError::FormatVersion { .. })
+    ));
+}
+
 /// A data directory keeps the cluster id it was bootstrapped with: reopening it for
 /// another cluster is refused naming both ids; with none configured the stored one
 /// is used.

@@ -1,7 +1,9 @@
 //! The Raft network client: openraft's RPCs to peers over HTTP with bincode bodies.
 //!
 //! Every call carries the cluster secret, the cluster id (once known), the target
-//! node id and the codec format version as headers (checked by `transport::server`). One pooled `reqwest::Client`
+//! node id and the format it is encoded in (the cluster's active format,
+//! `raft_types::Formats`) as headers (checked by `transport::server`); each reply
+//! says which format the peer speaks, recorded for the upgrade. One pooled `reqwest::Client`
 //! per node is shared by every peer client, so `new_client` (which openraft calls
 //! inline on every election and read-index round) is a cheap clone. A peer that
 //! that cannot be connected to, or that refuses the call with an HTTP error status,
@@ -23,7 +25,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{CLUSTER_HEADER, FORMAT_HEADER, SECRET_HEADER, TARGET_HEADER};
+use super::{CLUSTER_HEADER, FORMAT_HEADER, SECRET_HEADER, SPEAKS_HEADER, TARGET_HEADER};
 use crate::codec;
 use crate::raft_types::{Member, NodeId, TypeConfig};
 
@@ -40,6 +42,7 @@ pub struct Network {
     /// `http`, or `https` with `[tls]` (every node of a cluster uses the same).
     scheme: &'static str,
     acks: crate::raft_types::PeerAcks,
+    formats: crate::raft_types::Formats,
 }
 
 impl Network {
@@ -50,6 +53,7 @@ impl Network {
         dial_overrides: BTreeMap<NodeId, String>,
         scheme: &'static str,
         acks: crate::raft_types::PeerAcks,
+        formats: crate::raft_types::Formats,
     ) -> Self {
         Self {
             http,
@@ -58,6 +62,7 @@ impl Network {
             dial_overrides: Arc::new(dial_overrides),
             scheme,
             acks,
+            formats,
         }
     }
 }
@@ -72,6 +77,7 @@ pub struct Campaigner {
     identity: Arc<crate::store::ClusterIdentity>,
     dial_overrides: Arc<BTreeMap<NodeId, String>>,
     scheme: &'static str,
+    formats: crate::raft_types::Formats,
 }
 
 impl Network {
@@ -83,6 +89,7 @@ impl Network {
             identity: self.identity.clone(),
             dial_overrides: self.dial_overrides.clone(),
             scheme: self.scheme,
+            formats: self.formats.clone(),
         }
     }
 }
@@ -110,7 +117,7 @@ impl Campaigner {
         let response = post
             .header(SECRET_HEADER, &*self.secret)
             .header(TARGET_HEADER, target.to_string())
-            .header(FORMAT_HEADER, codec::FORMAT_VERSION.to_string())
+            .header(FORMAT_HEADER, self.formats.active().to_string())
             .timeout(Duration::from_secs(2))
             .body(body)
             .send()
@@ -139,6 +146,7 @@ pub struct PeerClient {
     /// What peers acknowledged in this leader's term (see `PeerAcks`): kept across
     /// clients, which openraft rebuilds after errors.
     acks: crate::raft_types::PeerAcks,
+    formats: crate::raft_types::Formats,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -154,6 +162,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             base_url: format!("{}://{addr}", self.scheme),
             acks: self.acks.clone(),
+            formats: self.formats.clone(),
         }
     }
 }
@@ -180,7 +189,7 @@ impl PeerClient {
         let response = post
             .header(SECRET_HEADER, &*self.secret)
             .header(TARGET_HEADER, self.target.to_string())
-            .header(FORMAT_HEADER, codec::FORMAT_VERSION.to_string())
+            .header(FORMAT_HEADER, self.formats.active().to_string())
             .timeout(option.hard_ttl())
             .body(body)
             .send()
@@ -193,6 +202,15 @@ impl PeerClient {
                 }
             })?;
         let status = response.status();
+        if status.is_success() {
+            // A node of the previous release says nothing: it speaks that format.
+            let speaks = response
+                .headers()
+                .get(SPEAKS_HEADER)
+                .and_then(|value| value.to_str().ok()?.parse().ok())
+                .unwrap_or(codec::PREVIOUS_FORMAT_VERSION);
+            self.formats.heard(self.target, speaks);
+        }
         let bytes = response
             .bytes()
             .await

@@ -3,8 +3,8 @@
 //!
 //! `client` is openraft's network (one pooled HTTP client, bincode bodies);
 //! `server` is the `/raft/*` router each node serves, admitting only requests that
-//! carry the cluster secret, this cluster's id, this node's id and this binary's
-//! format version;
+//! carry the cluster secret, this cluster's id, this node's id and a format
+//! version this binary reads (its own or the previous one, for rolling upgrades);
 //! `snapshot_receipt` admits snapshot chunks in order. This module must not depend
 //! on the client API (`server`: its `ApiError`, extractors or handlers) so peer and
 //! client traffic stay apart; `node` composes the two routers.
@@ -25,5 +25,9 @@ pub const SECRET_HEADER: &str = "x-conclave-secret";
 pub const TARGET_HEADER: &str = "x-conclave-target";
 /// Header carrying the sender's cluster id (`store::identity`).
 pub const CLUSTER_HEADER: &str = "x-conclave-cluster";
-/// Header carrying the sender's codec format version.
+/// Header carrying the format the request is encoded in: the cluster's active
+/// format (`raft_types::Formats`).
 pub const FORMAT_HEADER: &str = "x-conclave-format";
+/// Header of every `/raft/*` reply: the newest format the replying node speaks. A
+/// node of the previous release sends none (it speaks the previous format).
+pub const SPEAKS_HEADER: &str = "x-conclave-speaks";

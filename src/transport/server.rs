@@ -1,6 +1,6 @@
 //! The peer listener's router: node-to-node Raft RPCs under `/raft/*`, bincode
 //! bodies, authenticated by the cluster secret, addressed to one node id, and
-//! refused across format versions.
+//! refused in a format this binary does not read.
 //!
 //! The whole `Result` of the local Raft call is encoded in a 200 response; the
 //! caller (`client`) turns an `Err` into openraft's `RemoteError`. Refusals before
@@ -64,7 +64,7 @@ pub enum Refusal {
     WrongNode { this: NodeId, target: String },
     #[error("{0}")]
     OtherCluster(crate::store::identity::Mismatch),
-    #[error("sender format {0:?}, this node speaks {this}", this = codec::FORMAT_VERSION)]
+    #[error("sender format {0:?}, this node reads {previous} and {this}", previous = codec::PREVIOUS_FORMAT_VERSION, this = codec::FORMAT_VERSION)]
     FormatMismatch(String),
     #[error("{0}")]
     InvalidBody(String),
@@ -132,7 +132,7 @@ async fn admit<T: DeserializeOwned>(peers: &Peers, request: Request) -> Result<T
         .get(FORMAT_HEADER)
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    if format != codec::FORMAT_VERSION.to_string() {
+    if !format.parse::<u32>().is_ok_and(codec::reads) {
         return Err(Refusal::FormatMismatch(format.to_owned()));
     }
     let cluster = headers
@@ -153,9 +153,19 @@ async fn admit<T: DeserializeOwned>(peers: &Peers, request: Request) -> Result<T
     codec::decode(&body).map_err(|e| Refusal::InvalidBody(e.to_string()))
 }
 
+/// `codec::FORMAT_VERSION`, as the `x-conclave-speaks` header says it.
+const SPEAKS: &str = "8";
+
 fn reply<T: Serialize>(result: &T) -> Response {
     match codec::encode(result) {
-        Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
+        Ok(bytes) => (
+            [
+                ("content-type", "application/octet-stream"),
+                (super::SPEAKS_HEADER, SPEAKS),
+            ],
+            bytes,
+        )
+            .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("encoding the reply: {e}"),
@@ -221,4 +231,12 @@ pub async fn snapshot(State(peers): PeerState, request: Request) -> Result<Respo
         receipt.received(snapshot_id, end, done);
     }
     Ok(reply(&result))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_speaks_header_names_this_binarys_format() {
+        assert_eq!(super::SPEAKS, crate::codec::FORMAT_VERSION.to_string());
+    }
 }

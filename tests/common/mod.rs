@@ -77,6 +77,8 @@ pub struct Node {
     pub scheme: &'static str,
     /// Extra `serve` arguments (e.g. `--join`).
     pub args: Vec<String>,
+    /// Another `conclave` binary to run (the previous release's, for upgrades).
+    pub binary: Option<PathBuf>,
 }
 
 impl Node {
@@ -116,6 +118,8 @@ pub struct Options {
     /// The CA the nodes' `[tls]` certificates chain to (the `[tls]` table itself goes
     /// in `extra_toml`): the harness then speaks HTTPS, trusting only it.
     pub tls_ca_pem: Option<Vec<u8>>,
+    /// Runs every node on this binary instead of this build's (`Node::binary`).
+    pub binary: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -176,6 +180,7 @@ impl Cluster {
                     "http"
                 },
                 args: Vec::new(),
+                binary: options.binary.clone(),
             });
         }
         let mut cluster = Cluster {
@@ -229,7 +234,8 @@ impl Cluster {
             .append(true)
             .open(&node.log_path)
             .unwrap();
-        let child = Command::new(binary())
+        let program = node.binary.clone().unwrap_or_else(|| binary().into());
+        let child = Command::new(program)
             .args(["serve", "--config"])
             .arg(&node.config_path)
             .args(&node.args)
@@ -273,6 +279,7 @@ impl Cluster {
                 "--join-token".into(),
                 token("provisioner", &["join"]),
             ],
+            binary: None,
         };
         match self.nodes.get_mut(id as usize - 1) {
             Some(existing) => {

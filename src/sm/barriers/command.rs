@@ -23,6 +23,13 @@ pub enum BarrierCommand {
 }
 
 impl BarrierCommand {
+    /// The barrier it concerns.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Wait { name, .. } | Self::Leave { name, .. } => name,
+        }
+    }
+
     /// A cheap estimate of the variable part of its encoded size, in bytes.
     pub fn size_hint(&self) -> usize {
         match self {

@@ -92,6 +92,9 @@ impl State {
         self.elections_on_session_end(id, named(Room::Election), expired);
         self.proposals_on_session_end(id, named(Room::Proposal));
         self.two_phase_on_session_end(id, named(Room::TwoPhase));
+        for name in named(Room::Barrier) {
+            self.note_use(Room::Barrier, name);
+        }
         Outcome::Session(SessionOutcome::Ended)
     }
 

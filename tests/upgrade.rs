@@ -1,0 +1,240 @@
+//! A rolling upgrade from the previous format version, on real processes: three
+//! nodes of the previous release (built from this repository's history by
+//! `tests/upgrade/build-previous.sh`) write data and snapshots in format 7; each is
+//! stopped (SIGTERM, so a leader hands over) and started again on this build, on
+//! the same directory, while a background writer keeps writing. Checked: the
+//! mixed cluster keeps one state (old and new nodes show the same state hash), it
+//! stays in format 7 until every member runs this build, then upgrades itself to
+//! format 8; every acknowledged write is readable; a node restarted on a format-8
+//! snapshot reads it; the barrier written by the old release is still there.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{send, Cluster, Options};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// The previous release's binary, built on first use (idempotent).
+fn previous_binary() -> PathBuf {
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/upgrade/build-previous.sh"
+    );
+    let output = std::process::Command::new("bash")
+        .arg(script)
+        .output()
+        .expect("run build-previous.sh");
+    assert!(
+        output.status.success(),
+        "building the previous release failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+/// Writes `load/<n>` round-robin over `urls` until `stop`; the acknowledged `n`s.
+async fn load(urls: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>) -> Vec<u64> {
+    let http = common::client();
+    let mut acknowledged = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let url = {
+            let urls = urls.lock().unwrap();
+            urls[n as usize % urls.len()].clone()
+        };
+        let body = json!({"value": n, "request_id": format!("load-{n}")});
+        let put = http.put(format!("{url}/v1/kv/load/{n}")).json(&body);
+        if let Ok(response) = put.send().await {
+            if response.status().as_u16() == 200 {
+                acknowledged.push(n);
+            }
+        }
+    }
+    acknowledged
+}
+
+async fn cluster_view(cluster: &Cluster, id: u64) -> Option<Value> {
+    let (status, view) = send(cluster.http.get(format!("{}/v1/cluster", cluster.url(id)))).await;
+    (status == 200).then_some(view)
+}
+
+/// Waits until every node in `nodes` shows the same applied index and state hash.
+async fn same_state(cluster: &Cluster, nodes: &[u64]) -> String {
+    let equal = common::wait_until(WAIT, || async {
+        let mut digests = Vec::new();
+        for &id in nodes {
+            let url = format!("{}/v1/debug/state", cluster.url(id));
+            let (status, digest) = send(cluster.http.get(url)).await;
+            (status == 200).then_some(())?;
+            digests.push((
+                digest["last_applied_index"].clone(),
+                digest["state_hash"].clone(),
+            ));
+        }
+        digests
+            .windows(2)
+            .all(|pair| pair[0] == pair[1])
+            .then(|| digests[0].1.to_string())
+    })
+    .await;
+    equal.unwrap_or_else(|| panic!("nodes {nodes:?} never had equal state"))
+}
+
+/// Stops node `id` with SIGTERM (a leader hands over first) and waits for its exit.
+async fn stop(cluster: &mut Cluster, id: u64) {
+    cluster.signal(id, "TERM");
+    let exited = common::wait_until(WAIT, || {
+        let status = cluster.try_wait(id);
+        async move { status }
+    })
+    .await;
+    assert!(exited.is_some(), "node {id} did not exit on SIGTERM");
+}
+
+/// Waits until node `id` answers `/ready` 200.
+async fn ready(cluster: &Cluster, id: u64) {
+    let url = format!("{}/ready", cluster.url(id));
+    let ready = common::wait_until(WAIT, || async {
+        let response = cluster.http.get(&url).send().await.ok()?;
+        (response.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "node {id} never became ready:\n{}",
+        cluster.log(id)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_upgrade_from_the_previous_format_keeps_every_write_and_then_upgrades() {
+    let _serial = common::serial().await;
+    let previous = previous_binary();
+    let mut cluster = Cluster::start(
+        3,
+        Options {
+            binary: Some(previous),
+            ..Options::default()
+        },
+    )
+    .await;
+    let leader = cluster.wait_for_leader(WAIT).await;
+    let view = cluster_view(&cluster, leader).await.unwrap();
+    assert!(
+        view.get("format").is_none(),
+        "the previous release has no format field"
+    );
+
+    // Data of the previous release: keys, a released barrier (kept as a record), a
+    // snapshot on every node (format-7 layout on disk), and a log tail after it.
+    let api = cluster.api(leader);
+    for i in 0..20 {
+        api.kv_put(&format!("old/{i}"), &json!(i)).await.unwrap();
+    }
+    let session = common::observer_session(&api, "upgrader", 600_000).await;
+    let (status, _) = send(
+        cluster
+            .http
+            .post(format!(
+                "{}/v1/barriers/old-barrier/wait",
+                cluster.url(leader)
+            ))
+            .json(&json!({"session_id": session, "parties": 1})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for id in 1..=3 {
+        cluster.api(id).snapshot().await.unwrap();
+    }
+    for i in 20..30 {
+        api.kv_put(&format!("old/{i}"), &json!(i)).await.unwrap();
+    }
+
+    let urls = Arc::new(Mutex::new((1..=3).map(|id| cluster.url(id)).collect()));
+    let mut acknowledged = Vec::new();
+    for (step, id) in [1u64, 2, 3].into_iter().enumerate() {
+        let halt = Arc::new(AtomicBool::new(false));
+        let writer = tokio::spawn(load(urls.clone(), halt.clone()));
+        stop(&mut cluster, id).await;
+        cluster.nodes[id as usize - 1].binary = None;
+        cluster.spawn(id);
+        ready(&cluster, id).await;
+        let view = cluster_view(&cluster, id).await.unwrap();
+        assert_eq!(view["binary_format"], 8, "node {id} runs this build");
+        halt.store(true, Ordering::Relaxed);
+        acknowledged.extend(writer.await.unwrap());
+        if step < 2 {
+            // Mixed: old and new nodes hold the same bytes, and nobody upgraded.
+            same_state(&cluster, &[1, 2, 3]).await;
+            for new in 1..=id {
+                let view = cluster_view(&cluster, new).await.unwrap();
+                assert_eq!(
+                    view["format"], 7,
+                    "node {new} upgraded with old members left"
+                );
+            }
+        }
+    }
+
+    // Every member runs this build: the leader upgrades the cluster to format 8.
+    let upgraded = common::wait_until(WAIT, || async {
+        for id in 1..=3 {
+            (cluster_view(&cluster, id).await?["format"] == 8).then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    assert!(
+        upgraded.is_some(),
+        "the cluster never upgraded:\n{}",
+        cluster.logs()
+    );
+    same_state(&cluster, &[1, 2, 3]).await;
+
+    // A format-8 snapshot is read back by a restart.
+    cluster.api(1).snapshot().await.unwrap();
+    stop(&mut cluster, 1).await;
+    cluster.spawn(1);
+    ready(&cluster, 1).await;
+    let view = cluster_view(&cluster, 1).await.unwrap();
+    assert_eq!(view["format"], 8);
+    same_state(&cluster, &[1, 2, 3]).await;
+
+    // Every acknowledged write, the old keys and the old barrier are readable.
+    let leader = cluster.wait_for_leader(WAIT).await;
+    let api = cluster.api(leader);
+    assert!(
+        !acknowledged.is_empty(),
+        "the writer never got a write through"
+    );
+    let linearizable = conclave_client::Consistency::default();
+    for n in &acknowledged {
+        let entry = api
+            .kv_get(&format!("load/{n}"), linearizable)
+            .await
+            .unwrap();
+        assert_eq!(entry["value"], json!(n), "acknowledged write load/{n}");
+    }
+    for i in 0..30 {
+        let entry = api.kv_get(&format!("old/{i}"), linearizable).await.unwrap();
+        assert_eq!(entry["value"], json!(i));
+    }
+    let (status, barrier) = send(
+        cluster
+            .http
+            .get(format!("{}/v1/barriers/old-barrier", cluster.url(leader))),
+    )
+    .await;
+    assert_eq!(status, 200, "{barrier}");
+    eprintln!(
+        "rolling upgrade: {} writes acknowledged during it, all readable",
+        acknowledged.len()
+    );
+}
