@@ -234,6 +234,10 @@ async fn members_are_listed_added_promoted_and_removed_and_status_shows_the_lead
     let members = parsed["members"].as_array().unwrap();
     assert_eq!(members.len(), 3, "{parsed}");
     assert!(members.iter().all(|m| m["lag"].is_u64()), "{parsed}");
+    // A follower's own view knows no lag: only the leader does.
+    let own = cluster.status(follower).await.unwrap();
+    let own_members = own["members"].as_array().unwrap();
+    assert!(own_members.iter().all(|m| m["lag"].is_null()), "{own}");
     let listed: Value = serde_json::from_str(&ok(&[
         "member",
         "list",
