@@ -38,7 +38,9 @@ pub enum MemberCommand {
     /// with `initial_members = []`). Its catch-up is shown on stderr, and the add
     /// (idempotent) is repeated until it converges or --timeout passes.
     Add {
+        /// The new member's node id (its config's `node_id`).
         id: u64,
+        /// Its client API, `host:port` (its `advertise_addr`).
         #[arg(value_name = "ADDR")]
         addr: String,
         /// Its peer listener; by default ADDR's host with the port + 1000.
@@ -59,6 +61,7 @@ pub enum MemberCommand {
     /// Removes node ID (a voter or a learner); removing the leader hands leadership
     /// over first. Stop its process afterwards.
     Remove {
+        /// The member's node id.
         id: u64,
         #[command(flatten)]
         remote: Remote,
@@ -69,6 +72,7 @@ pub enum MemberCommand {
     /// Promotes learner ID to voter once it has caught up (shown on stderr; repeated
     /// until it converges or --timeout passes). A voter is left as it is.
     Promote {
+        /// The learner's node id.
         id: u64,
         /// How long to keep trying: 90s, 5m.
         #[arg(long, default_value = "120s")]
