@@ -1,5 +1,8 @@
-//! The `conclave` binary: `conclave serve [--config FILE]` and
-//! `conclave token issue --scope ... --ttl ...`.
+//! The `conclave` binary: `conclave serve [--config FILE]`, `conclave token issue
+//! --scope ... --ttl ...`, `conclave snapshot save|restore`, `conclave log
+//! export|replay`, and the client commands of `cli` (`member ...`, `status`).
+
+mod cli;
 
 use std::path::PathBuf;
 
@@ -62,20 +65,32 @@ enum Command {
         #[command(subcommand)]
         command: LogCommand,
     },
+    /// List, add, remove or promote cluster members.
+    Member {
+        #[command(subcommand)]
+        command: cli::members::MemberCommand,
+    },
+    /// The leader, term, commit and applied index, and the members with their
+    /// roles, matched indexes and lag (the leader's view).
+    Status {
+        #[command(flatten)]
+        remote: cli::Remote,
+        /// Prints the leader's `GET /v1/cluster` body.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
 enum LogCommand {
     /// Writes the node's latest snapshot and its log up to its applied index to FILE
     /// (for post-mortems and chaos analysis).
+    /// Progress goes to stderr. Served by the --endpoint node, not forwarded; needs
+    /// an `admin` token.
     Export {
         file: PathBuf,
-        /// The node's client address (served by that node, not forwarded).
-        #[arg(long, default_value = "127.0.0.1:7000")]
-        endpoint: String,
-        /// An `admin` bearer token; or set CONCLAVE_TOKEN.
-        #[arg(long)]
-        token: Option<String>,
+        #[command(flatten)]
+        remote: cli::Remote,
     },
     /// Rebuilds the state from an export offline and prints its Raft index, command
     /// index and state hash (compare with `GET /v1/debug/state` at that index).
@@ -85,15 +100,12 @@ enum LogCommand {
 #[derive(Subcommand)]
 enum SnapshotCommand {
     /// Saves a consistent backup of the cluster's state (taken on the leader, after
-    /// a read-index round) to FILE and prints what it holds.
+    /// a read-index round) to FILE and prints what it holds. Progress goes to
+    /// stderr. Any member will do (it forwards to the leader); needs an `admin` token.
     Save {
         file: PathBuf,
-        /// Any member's client address (the request is forwarded to the leader).
-        #[arg(long, default_value = "127.0.0.1:7000")]
-        endpoint: String,
-        /// An `admin` bearer token; or set CONCLAVE_TOKEN.
-        #[arg(long)]
-        token: Option<String>,
+        #[command(flatten)]
+        remote: cli::Remote,
     },
     /// Seeds a new single-node cluster's data directory from a backup FILE (disaster
     /// recovery); start it with `serve` and grow it with `serve --join`.
@@ -130,36 +142,6 @@ enum TokenCommand {
     },
 }
 
-/// `GET {endpoint}{path}` with an optional bearer token; the whole body.
-fn download(endpoint: &str, path: &str, token: Option<String>) -> anyhow::Result<Vec<u8>> {
-    let token = token.or_else(|| std::env::var("CONCLAVE_TOKEN").ok());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let url = format!("http://{endpoint}{path}");
-        let mut request = reqwest::Client::new().get(&url);
-        if let Some(token) = &token {
-            request = request.bearer_auth(token);
-        }
-        let mut response = request.send().await.with_context(|| format!("GET {url}"))?;
-        let status = response.status();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = response.chunk().await? {
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() % (64 << 20) < chunk.len() {
-                eprintln!("... {} MiB", bytes.len() >> 20);
-            }
-        }
-        anyhow::ensure!(
-            status.is_success(),
-            "{url}: {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        );
-        anyhow::Ok(bytes)
-    })
-}
-
 /// How a backup or replay summary is printed.
 fn shown(summary: &conclave::store::backup::Summary) -> String {
     format!(
@@ -175,17 +157,22 @@ fn shown(summary: &conclave::store::backup::Summary) -> String {
 /// `conclave log export|replay`.
 fn log(command: LogCommand) -> anyhow::Result<()> {
     match command {
-        LogCommand::Export {
-            file,
-            endpoint,
-            token,
-        } => {
-            let bytes = download(&endpoint, "/v1/cluster/log", token)?;
-            std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
-            let (summary, entries) = conclave::store::backup::replay(&bytes)?;
+        LogCommand::Export { file, remote } => {
+            let partial = cli::download::download(&remote, "/v1/cluster/log", &file)?;
+            let bytes = partial.bytes;
+            let replayed = std::fs::read(&partial.path)
+                .map_err(anyhow::Error::from)
+                .and_then(|read| Ok(conclave::store::backup::replay(&read)?));
+            let (summary, entries) = match replayed {
+                Ok(replayed) => replayed,
+                Err(error) => {
+                    partial.discard();
+                    return Err(error.context("the export does not replay"));
+                }
+            };
+            partial.keep()?;
             println!(
-                "exported {} bytes to {} ({entries} log entries after the snapshot): {}",
-                bytes.len(),
+                "exported {bytes} bytes to {} ({entries} log entries after the snapshot): {}",
                 file.display(),
                 shown(&summary)
             );
@@ -208,17 +195,22 @@ fn snapshot(command: SnapshotCommand) -> anyhow::Result<()> {
     use conclave::store::backup;
     let show = shown;
     match command {
-        SnapshotCommand::Save {
-            file,
-            endpoint,
-            token,
-        } => {
-            let bytes = download(&endpoint, "/v1/cluster/backup", token)?;
-            let (_, summary) = backup::decode(&bytes)?;
-            std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+        SnapshotCommand::Save { file, remote } => {
+            let partial = cli::download::download(&remote, "/v1/cluster/backup", &file)?;
+            let bytes = partial.bytes;
+            let decoded = std::fs::read(&partial.path)
+                .map_err(anyhow::Error::from)
+                .and_then(|read| Ok(backup::decode(&read)?.1));
+            let summary = match decoded {
+                Ok(summary) => summary,
+                Err(error) => {
+                    partial.discard();
+                    return Err(error.context("the backup does not decode"));
+                }
+            };
+            partial.keep()?;
             println!(
-                "saved {} bytes to {}: {}",
-                bytes.len(),
+                "saved {bytes} bytes to {}: {}",
                 file.display(),
                 show(&summary)
             );
@@ -329,6 +321,8 @@ fn main() -> anyhow::Result<()> {
         } => return issue_token(config, &subject, &scopes, &ttl),
         Command::Snapshot { command } => return snapshot(command),
         Command::Log { command } => return log(command),
+        Command::Member { command } => return cli::members::member(command),
+        Command::Status { remote, json } => return cli::members::status(remote, json),
     };
     let base = config::base_port()?;
     let mut file = match &path {

@@ -423,6 +423,9 @@ async fn a_node_that_cannot_replicate_is_never_promoted_to_voter() {
         (409, json!("learner_not_caught_up")),
         "{body}"
     );
+    // How far it got (nothing: nothing listens there) and what it had to reach.
+    assert_eq!(body["error"]["matched_index"], json!(null), "{body}");
+    assert!(body["error"]["target_index"].as_u64() > Some(1), "{body}");
     let info = cluster.status(leader).await.unwrap();
     let node4 = info["members"]
         .as_array()

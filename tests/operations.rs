@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{send, Cluster, Options};
+use common::{cli, send, Cluster, Options};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -383,21 +383,6 @@ async fn leadership_is_handed_over_on_request_on_sigterm_and_before_the_leader_i
             "write {n}: {body}"
         );
     }
-}
-
-/// Runs `conclave <args>` with the admin token in `CONCLAVE_TOKEN`: whether it
-/// succeeded, and its stdout (stderr appended on failure).
-fn cli(args: &[&std::ffi::OsStr]) -> (bool, String) {
-    let output = std::process::Command::new(common::binary())
-        .args(args)
-        .env("CONCLAVE_TOKEN", common::admin_token())
-        .output()
-        .unwrap();
-    let mut text = String::from_utf8_lossy(&output.stdout).to_string();
-    if !output.status.success() {
-        text.push_str(&String::from_utf8_lossy(&output.stderr));
-    }
-    (output.status.success(), text)
 }
 
 /// Kills the process when dropped (a node started outside `Cluster`).

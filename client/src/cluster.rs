@@ -1,6 +1,7 @@
-//! Cluster and node operations: `GET /v1/cluster`, member add/remove, snapshot,
-//! `GET /v1/requests/{request_id}`, `/health` and `/ready`. These are served by
-//! the receiving node unless noted, so the answer is that node's view.
+//! Cluster and node operations: `GET /v1/cluster`, member add/remove/promote,
+//! leadership transfer, snapshot, `GET /v1/requests/{request_id}`, `/health` and
+//! `/ready`. These are served by the receiving node unless noted, so the answer is
+//! that node's view.
 
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,36 @@ impl Client {
     /// `POST /v1/cluster/members` (leader route): the cluster view after the change.
     pub async fn member_add(&self, member: &MemberAdd) -> Result<Value, Error> {
         self.write(Method::POST, &["v1", "cluster", "members"], member)
+            .await
+    }
+
+    /// Promotes learner `node_id` to voter: reads its recorded addresses from this
+    /// node's `GET /v1/cluster` and repeats the add with `voter: true`, which the
+    /// leader answers once the learner has caught up and was promoted (`409
+    /// learner_not_caught_up` if it did not within the server's wait; call again).
+    /// A voter already is left as it is (`200`). [`Error::NotMember`] if the node is
+    /// not in the membership.
+    pub async fn member_promote(&self, node_id: u64) -> Result<Value, Error> {
+        let view = self.cluster_info().await?;
+        let member = view["members"]
+            .as_array()
+            .and_then(|members| members.iter().find(|m| m["id"].as_u64() == Some(node_id)))
+            .ok_or(Error::NotMember(node_id))?;
+        let text = |field: &str| member[field].as_str().map(str::to_owned);
+        let add = MemberAdd {
+            id: node_id,
+            addr: text("addr").ok_or(Error::NotMember(node_id))?,
+            raft_addr: text("raft_addr"),
+            voter: Some(true),
+        };
+        self.member_add(&add).await
+    }
+
+    /// `POST /v1/cluster/leader` (leader route): hands leadership to voter `to`
+    /// (or the most caught-up other voter); the cluster view after.
+    pub async fn leader_transfer(&self, to: Option<u64>) -> Result<Value, Error> {
+        let body = serde_json::json!({ "to": to });
+        self.write(Method::POST, &["v1", "cluster", "leader"], &body)
             .await
     }
 

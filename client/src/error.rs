@@ -42,19 +42,28 @@ pub enum Error {
     /// A key or name `.` or `..`: no URL can carry it as a path segment.
     #[error("a path segment {0:?} cannot be sent (URLs normalize dot segments)")]
     UnsendableSegment(String),
+    /// A member operation named a node the cluster view does not list.
+    #[error("node {0} is not a member")]
+    NotMember(u64),
     /// The base URL given to the client is not an absolute `http(s)://` URL.
     #[error("invalid base url {0:?}")]
     InvalidBaseUrl(String),
 }
 
 impl Error {
+    /// The error of a non-2xx answer read by hand (a binary download): the API's
+    /// refusal when `body` has the error model, else `Unexpected`.
+    pub fn from_answer(status: u16, body: &[u8]) -> Error {
+        from_error_body(status, body)
+    }
+
     /// The HTTP status of an answered request (`None` for transport errors).
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api(api) => Some(api.status),
             Error::Unexpected { status, .. } => Some(*status),
             Error::Transport(error) => error.status().map(|status| status.as_u16()),
-            Error::InvalidBaseUrl(_) | Error::UnsendableSegment(_) => None,
+            Error::InvalidBaseUrl(_) | Error::UnsendableSegment(_) | Error::NotMember(_) => None,
         }
     }
 

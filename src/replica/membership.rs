@@ -71,8 +71,15 @@ pub enum MembershipError {
     /// The id is a member with other addresses.
     #[error("{0}")]
     Conflict(String),
-    #[error("node {id} was added as a learner but did not replicate the log within {waited:?}")]
-    NotCaughtUp { id: NodeId, waited: Duration },
+    /// `matched` is the last index known replicated to it when the wait ran out,
+    /// `target` the index it had to reach (the entry that added it).
+    #[error("node {id} was added as a learner but did not replicate the log within {waited:?} (matched {}, needs {target})", matched.map_or_else(|| "nothing".to_string(), |m| m.to_string()))]
+    NotCaughtUp {
+        id: NodeId,
+        waited: Duration,
+        matched: Option<u64>,
+        target: u64,
+    },
     /// Proposed, but whether it took effect is unknown (a timeout, a fatal error).
     #[error("{0}")]
     Indeterminate(String),
@@ -235,8 +242,22 @@ impl Replica {
             )
             .await;
         if caught_up.is_err() {
-            let waited = catch_up;
-            return Err(MembershipError::NotCaughtUp { id, waited });
+            let matched = self
+                .raft
+                .metrics()
+                .borrow()
+                .replication
+                .as_ref()
+                .and_then(|r| {
+                    let matched = r.get(&id).cloned().flatten();
+                    matched.map(|log_id| log_id.index)
+                });
+            return Err(MembershipError::NotCaughtUp {
+                id,
+                waited: catch_up,
+                matched,
+                target: added_at,
+            });
         }
         self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
             .await

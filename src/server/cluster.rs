@@ -38,12 +38,15 @@ fn membership_error(error: MembershipError) -> ApiError {
             code: ErrorCode::MemberNotFound,
             message,
         },
-        MembershipError::NotCaughtUp { .. } => ApiError::conflict(
-            ErrorCode::LearnerNotCaughtUp,
-            format!(
+        MembershipError::NotCaughtUp {
+            matched, target, ..
+        } => ApiError::NotCaughtUp {
+            message: format!(
                 "{message}; it was not promoted (check its address and cluster_secret, then POST again or remove it)"
             ),
-        ),
+            matched_index: matched,
+            target_index: target,
+        },
         MembershipError::Indeterminate(message) => ApiError::Indeterminate(message),
         MembershipError::Conflict(message) => ApiError::conflict(ErrorCode::MemberConflict, message),
     }
@@ -51,16 +54,21 @@ fn membership_error(error: MembershipError) -> ApiError {
 
 pub async fn info(State(app): State<AppState>) -> Response {
     let facts = app.replica.raft_facts().await;
+    // Entries each member is behind the leader's log: known on the leader only.
+    let leads = facts.role == "leader";
+    let last = facts.last_log_index.unwrap_or(0);
     let members: Vec<_> = facts
         .members
         .iter()
         .map(|member| {
+            let lag = leads.then(|| last.saturating_sub(member.matched_index.unwrap_or(0)));
             json!({
                 "id": member.id,
                 "addr": member.addr,
                 "raft_addr": member.raft_addr,
                 "role": if member.voter { "voter" } else { "learner" },
                 "matched_index": member.matched_index,
+                "lag": lag,
             })
         })
         .collect();

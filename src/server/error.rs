@@ -64,6 +64,15 @@ pub enum ApiError {
         code: ErrorCode,
         message: String,
     },
+    /// 409 `learner_not_caught_up`: a member to promote did not replicate far
+    /// enough in time; how far it got (`matched_index`, `null` if nothing is known)
+    /// and the index it had to reach (`target_index`).
+    #[error("{message}")]
+    NotCaughtUp {
+        message: String,
+        matched_index: Option<u64>,
+        target_index: u64,
+    },
     /// 409: another conflict with current state.
     #[error("{message}")]
     Conflict { code: ErrorCode, message: String },
@@ -144,6 +153,7 @@ impl ApiError {
             Self::Deadlock { .. } => (StatusCode::CONFLICT, ErrorCode::Deadlock),
             Self::StaleToken { .. } => (StatusCode::CONFLICT, ErrorCode::StaleFencingToken),
             Self::Conflict { code, .. } => (StatusCode::CONFLICT, *code),
+            Self::NotCaughtUp { .. } => (StatusCode::CONFLICT, ErrorCode::LearnerNotCaughtUp),
             Self::TxnOpRefused { code, .. } => (StatusCode::CONFLICT, *code),
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, ErrorCode::BodyTimeout),
             Self::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::PayloadTooLarge),
@@ -178,6 +188,14 @@ impl ApiError {
                 leader: Some(leader),
             } => {
                 details.insert("leader_id".into(), json!(leader));
+            }
+            Self::NotCaughtUp {
+                matched_index,
+                target_index,
+                ..
+            } => {
+                details.insert("matched_index".into(), json!(matched_index));
+                details.insert("target_index".into(), json!(target_index));
             }
             Self::TooLarge { limit } => {
                 details.insert("limit_bytes".into(), json!(limit));

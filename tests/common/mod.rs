@@ -64,6 +64,27 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_conclave")
 }
 
+/// Runs `conclave <args>` with the admin token in `CONCLAVE_TOKEN`: whether it
+/// succeeded, and its stdout (stderr appended on failure).
+pub fn cli(args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let output = cli_output(args, Some(admin_token()));
+    let mut text = String::from_utf8_lossy(&output.stdout).to_string();
+    if !output.status.success() {
+        text.push_str(&String::from_utf8_lossy(&output.stderr));
+    }
+    (output.status.success(), text)
+}
+
+/// Runs `conclave <args>` to its end with `token` (if any) in `CONCLAVE_TOKEN`.
+pub fn cli_output(args: &[&std::ffi::OsStr], token: Option<&str>) -> std::process::Output {
+    let mut command = Command::new(binary());
+    command.args(args).env_remove("CONCLAVE_TOKEN");
+    if let Some(token) = token {
+        command.env("CONCLAVE_TOKEN", token);
+    }
+    command.output().unwrap()
+}
+
 pub struct Node {
     pub id: u64,
     pub port: u16,
