@@ -168,6 +168,12 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_write_and_then_u
         ready(&cluster, id).await;
         let view = cluster_view(&cluster, id).await.unwrap();
         assert_eq!(view["binary_format"], 8, "node {id} runs this build");
+        assert!(
+            cluster
+                .log(id)
+                .contains("migrating the data directory to format 8"),
+            "node {id} opened its format-7 directory without migrating it"
+        );
         halt.store(true, Ordering::Relaxed);
         acknowledged.extend(writer.await.unwrap());
         if step < 2 {
@@ -196,6 +202,7 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_write_and_then_u
         "the cluster never upgraded:\n{}",
         cluster.logs()
     );
+    assert!(cluster.logs().contains("the cluster now runs format 8"));
     same_state(&cluster, &[1, 2, 3]).await;
 
     // A format-8 snapshot is read back by a restart.
