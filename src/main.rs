@@ -79,6 +79,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    Resource(cli::ResourceCommand),
 }
 
 #[derive(Subcommand)]
@@ -323,6 +325,7 @@ fn main() -> anyhow::Result<()> {
         Command::Log { command } => return log(command),
         Command::Member { command } => return cli::members::member(command),
         Command::Status { remote, json } => return cli::members::status(remote, json),
+        Command::Resource(command) => cli::resource(command),
     };
     let base = config::base_port()?;
     let mut file = match &path {

@@ -8,8 +8,14 @@
 //! these commands speak HTTP + JSON through `conclave-client` like any other tool,
 //! so what they show is what the API answers.
 
+pub mod call;
 pub mod download;
+pub mod exit;
 pub mod members;
+pub mod primitives;
+pub mod render;
+pub mod resources;
+pub mod watch;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,19 +31,24 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The node a command asks, and the bearer token it presents.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Remote {
-    /// A node's client address, `host:port` (plain HTTP).
+    /// A node's client address, `host:port` (plain HTTP); or several,
+    /// comma-separated (or set CONCLAVE_ENDPOINTS): the resource commands try the
+    /// next when one cannot be connected to.
     #[arg(
         long,
         visible_alias = "addr",
+        visible_alias = "endpoints",
         value_name = "HOST:PORT",
-        default_value = "127.0.0.1:7000"
+        env = "CONCLAVE_ENDPOINTS",
+        default_value = "127.0.0.1:7000",
+        global = true
     )]
     pub endpoint: String,
     /// The bearer token; or set CONCLAVE_TOKEN, or use --token-file.
-    #[arg(long, value_name = "TOKEN")]
+    #[arg(long, value_name = "TOKEN", global = true)]
     pub token: Option<String>,
     /// A file holding the bearer token (e.g. cluster/run/admin.token).
-    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    #[arg(long, value_name = "FILE", conflicts_with = "token", global = true)]
     pub token_file: Option<PathBuf>,
 }
 
@@ -60,8 +71,8 @@ impl Remote {
         format!("http://{addr}")
     }
 
-    /// An HTTP client that sends the token on every request.
-    pub fn http(&self) -> anyhow::Result<reqwest::Client> {
+    /// The headers every request carries: the bearer token, if any.
+    pub fn headers(&self) -> anyhow::Result<reqwest::header::HeaderMap> {
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(token) = self.token()? {
             let value = format!("Bearer {token}")
@@ -69,19 +80,40 @@ impl Remote {
                 .context("the token is not a valid header value")?;
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
+        Ok(headers)
+    }
+
+    /// An HTTP client that sends the token on every request.
+    pub fn http(&self) -> anyhow::Result<reqwest::Client> {
         reqwest::Client::builder()
-            .default_headers(headers)
+            .default_headers(self.headers()?)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .build()
             .context("building the HTTP client")
     }
 
-    /// A typed client of the node at `--endpoint`, sharing `http`.
+    /// A typed client of the (first) node `--endpoint` names, sharing `http`.
     pub fn client(&self, http: &reqwest::Client) -> anyhow::Result<conclave_client::Client> {
-        let url = Self::url_of(&self.endpoint);
-        conclave_client::Client::with_http(&url, http.clone())
-            .with_context(|| format!("--endpoint {:?}", self.endpoint))
+        let first = self.endpoints().next().unwrap_or_default();
+        Self::client_of(first, http)
+    }
+
+    /// The nodes `--endpoint` names, in order.
+    pub fn endpoints(&self) -> impl Iterator<Item = &str> {
+        self.endpoint
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+    }
+
+    /// A typed client of the node at `endpoint`, sharing `http`.
+    pub fn client_of(
+        endpoint: &str,
+        http: &reqwest::Client,
+    ) -> anyhow::Result<conclave_client::Client> {
+        conclave_client::Client::with_http(&Self::url_of(endpoint), http.clone())
+            .with_context(|| format!("--endpoint {endpoint:?}"))
     }
 }
 
@@ -91,4 +123,104 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the runtime")
+}
+
+/// The resource commands (`conclave kv ...`, `conclave lock ...`, `conclave watch`).
+#[derive(clap::Subcommand, Debug)]
+pub enum ResourceCommand {
+    /// Read, write, delete and list keys.
+    Kv {
+        #[command(subcommand)]
+        command: resources::KvCommand,
+        #[command(flatten)]
+        common: call::Common,
+    },
+    /// Open, renew, end, show and list sessions.
+    Session {
+        #[command(subcommand)]
+        command: resources::SessionCommand,
+        #[command(flatten)]
+        common: call::Common,
+    },
+    /// Submit, claim, complete, fail, cancel, retry, show and list tasks.
+    Task {
+        #[command(subcommand)]
+        command: resources::TaskCommand,
+        #[command(flatten)]
+        common: call::Common,
+    },
+    /// Acquire, release and show locks.
+    Lock {
+        #[command(subcommand)]
+        command: primitives::LockCommand,
+        #[command(flatten)]
+        common: call::Common,
+    },
+    /// Acquire, release and show semaphores.
+    Semaphore {
+        #[command(subcommand)]
+        command: primitives::SemaphoreCommand,
+        #[command(flatten)]
+        common: call::Common,
+    },
+    /// Wait at and show barriers.
+    Barrier {
+        #[command(subcommand)]
+        command: primitives::BarrierCommand,
+        #[command(flatten)]
+        common: call::Common,
+    },
+    /// Campaign, resign and show elections.
+    Election {
+        #[command(subcommand)]
+        command: primitives::ElectionCommand,
+        #[command(flatten)]
+        common: call::Common,
+    },
+    /// Create, vote on, show and list proposals.
+    Proposal {
+        #[command(subcommand)]
+        command: primitives::ProposalCommand,
+        #[command(flatten)]
+        common: call::Common,
+    },
+    /// Create, vote on, ack and show two-phase commits.
+    #[command(name = "2pc")]
+    TwoPhase {
+        #[command(subcommand)]
+        command: primitives::TwoPhaseCommand,
+        #[command(flatten)]
+        common: call::Common,
+    },
+    /// Apply the transaction in FILE (`-`: stdin), a `POST /v1/txn` body.
+    Txn {
+        file: PathBuf,
+        #[command(flatten)]
+        common: call::Common,
+    },
+    /// Print events as they are applied (`GET /v1/watch`).
+    Watch {
+        #[command(flatten)]
+        args: watch::WatchArgs,
+        #[command(flatten)]
+        common: call::Common,
+    },
+}
+
+/// Runs a resource command and exits with its code (`exit`).
+pub fn resource(command: ResourceCommand) -> ! {
+    use ResourceCommand as R;
+    exit::finish(match command {
+        R::Kv { command, common } => resources::kv(&common, command),
+        R::Session { command, common } => resources::session(&common, command),
+        R::Task { command, common } => resources::task(&common, command),
+        R::Lock { command, common } => primitives::lock(&common, command),
+        R::Semaphore { command, common } => primitives::semaphore(&common, command),
+        R::Barrier { command, common } => primitives::barrier(&common, command),
+        R::Election { command, common } => primitives::election(&common, command),
+        R::Proposal { command, common } => primitives::proposal(&common, command),
+        R::TwoPhase { command, common } => primitives::two_phase(&common, command),
+        R::Txn { file, common } => primitives::txn(&common, &file),
+        R::Watch { args, common } => watch::watch(&common, args),
+    })
 }
