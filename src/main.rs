@@ -323,8 +323,8 @@ fn main() -> anyhow::Result<()> {
         } => return issue_token(config, &subject, &scopes, &ttl),
         Command::Snapshot { command } => return snapshot(command),
         Command::Log { command } => return log(command),
-        Command::Member { command } => return cli::members::member(command),
-        Command::Status { remote, json } => return cli::members::status(remote, json),
+        Command::Member { command } => cli::exit::finish(cli::members::member(command)),
+        Command::Status { remote, json } => cli::exit::finish(cli::members::status(remote, json)),
         Command::Resource(command) => cli::resource(command),
     };
     let base = config::base_port()?;
