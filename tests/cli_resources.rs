@@ -114,6 +114,8 @@ async fn every_resource_command_works_against_a_cluster_with_tables_json_and_exi
         .to_string();
     let shown = ok(at, &["lock", "get", "db"]);
     assert!(shown.contains(&token), "{shown}");
+    let locks = json_of(at, &["lock", "list", "--prefix", "d"]);
+    assert_eq!(locks["items"][0]["name"], json!("db"), "{locks}");
     ok(
         at,
         &[
@@ -152,6 +154,11 @@ async fn every_resource_command_works_against_a_cluster_with_tables_json_and_exi
         ],
     );
     assert_eq!(released["released"], json!(true), "{released}");
+    let barriers = ok(at, &["barrier", "list"]);
+    assert!(
+        barriers.contains("NAME") && barriers.contains("start"),
+        "{barriers}"
+    );
     let elected = json_of(
         at,
         &[

@@ -16,6 +16,15 @@ use super::call::{self, body, json_value, some, Call, Common};
 
 #[derive(Subcommand, Debug)]
 pub enum LockCommand {
+    /// Lists the locks in use (`--prefix`, `--after` pages on).
+    List {
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
     /// Shows lock NAME's holders and waiters.
     Get { name: String },
     /// Acquires NAME for SESSION; prints the fencing token.
@@ -43,6 +52,15 @@ pub enum LockCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum SemaphoreCommand {
+    /// Lists the semaphores in use (`--prefix`, `--after` pages on).
+    List {
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
     /// Shows semaphore NAME.
     Get { name: String },
     /// Takes PERMITS (default 1) of NAME, whose limit is LIMIT, for SESSION.
@@ -69,6 +87,15 @@ pub enum SemaphoreCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum BarrierCommand {
+    /// Lists the barriers in use (`--prefix`, `--after` pages on).
+    List {
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
     /// Shows barrier NAME.
     Get { name: String },
     /// Arrives at NAME of PARTIES for SESSION, waiting up to --wait-ms.
@@ -85,6 +112,15 @@ pub enum BarrierCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum ElectionCommand {
+    /// Lists the elections in use (`--prefix`, `--after` pages on).
+    List {
+        #[arg(long)]
+        prefix: Option<String>,
+        #[arg(long)]
+        after: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+    },
     /// Shows election NAME's leader and candidates.
     Get { name: String },
     /// Campaigns for NAME with VALUE (JSON) for SESSION.
@@ -193,6 +229,13 @@ fn named(room: &str, name: &str, action: &str) -> Vec<String> {
     path
 }
 
+fn list(room: &str, prefix: Option<String>, after: Option<String>, limit: Option<u32>) -> Call {
+    Call::get(&["v1", room])
+        .query("prefix", prefix)
+        .query("after", after)
+        .query("limit", limit)
+}
+
 fn post(path: Vec<String>, body: Value) -> Call {
     Call {
         method: Method::POST,
@@ -214,6 +257,11 @@ fn get(path: Vec<String>) -> Call {
 pub fn lock(common: &Common, command: LockCommand) -> anyhow::Result<()> {
     let call = match command {
         LockCommand::Get { name } => get(named("locks", &name, "")),
+        LockCommand::List {
+            prefix,
+            after,
+            limit,
+        } => list("locks", prefix, after, limit),
         LockCommand::Acquire {
             name,
             session,
@@ -246,6 +294,11 @@ pub fn lock(common: &Common, command: LockCommand) -> anyhow::Result<()> {
 pub fn semaphore(common: &Common, command: SemaphoreCommand) -> anyhow::Result<()> {
     let call = match command {
         SemaphoreCommand::Get { name } => get(named("semaphores", &name, "")),
+        SemaphoreCommand::List {
+            prefix,
+            after,
+            limit,
+        } => list("semaphores", prefix, after, limit),
         SemaphoreCommand::Acquire {
             name,
             session,
@@ -276,6 +329,11 @@ pub fn semaphore(common: &Common, command: SemaphoreCommand) -> anyhow::Result<(
 pub fn barrier(common: &Common, command: BarrierCommand) -> anyhow::Result<()> {
     let call = match command {
         BarrierCommand::Get { name } => get(named("barriers", &name, "")),
+        BarrierCommand::List {
+            prefix,
+            after,
+            limit,
+        } => list("barriers", prefix, after, limit),
         BarrierCommand::Wait {
             name,
             session,
@@ -296,6 +354,11 @@ pub fn barrier(common: &Common, command: BarrierCommand) -> anyhow::Result<()> {
 pub fn election(common: &Common, command: ElectionCommand) -> anyhow::Result<()> {
     let call = match command {
         ElectionCommand::Get { name } => get(named("elections", &name, "")),
+        ElectionCommand::List {
+            prefix,
+            after,
+            limit,
+        } => list("elections", prefix, after, limit),
         ElectionCommand::Campaign {
             name,
             session,

@@ -28,6 +28,7 @@ pub mod proposals;
 pub mod propose;
 pub mod requests;
 pub mod resource;
+pub mod room_list;
 pub mod routes;
 pub mod sessions;
 pub mod tasks;

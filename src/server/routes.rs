@@ -17,6 +17,7 @@ use axum::routing::{on, MethodFilter, MethodRouter};
 use super::error::ApiError;
 use super::error_code::ErrorCode;
 use super::propose::propose;
+use super::room_list::RoomListQuery;
 use super::{cluster, debug_clock, kv, locks, primitives, proposals, requests, resource};
 use super::{sessions, tasks, twophase, txn, watch};
 use super::{AppState, ReadQuery};
@@ -174,14 +175,18 @@ pub fn table() -> Vec<Route> {
         route(post.clone(), "/v1/tasks/{id}/complete", AgentKind(Tasks), Leader, propose::<tasks::CompleteBody>).body::<tasks::CompleteBody>(),
         route(post.clone(), "/v1/tasks/{id}/fail", AgentKind(Tasks), Leader, propose::<tasks::FailBody>).body::<tasks::FailBody>(),
         route(post.clone(), "/v1/tasks/{id}/retry", AgentKind(Tasks), Leader, tasks::by_kind::<true>).optional_body::<tasks::RetryBody>(),
+        route(get.clone(), "/v1/locks", ReadOf(Locks, Query("prefix")), Leader, resource::list::<RoomListQuery<locks::Lock>>).query::<RoomListQuery<locks::Lock>>(),
         route(get.clone(), "/v1/locks/{name}", ReadOf(Locks, name), Leader, resource::get::<locks::Lock>).query::<ReadQuery>(),
         route(post.clone(), "/v1/locks/{name}/acquire", AgentOf(Locks, name), Leader, locks::acquire).body::<locks::AcquireBody>(),
         route(post.clone(), "/v1/locks/{name}/release", AgentOf(Locks, name), Leader, propose::<resource::ReleaseBody<locks::Lock>>).body::<resource::ReleaseBody<locks::Lock>>(),
+        route(get.clone(), "/v1/semaphores", ReadOf(Semaphores, Query("prefix")), Leader, resource::list::<RoomListQuery<primitives::Semaphore>>).query::<RoomListQuery<primitives::Semaphore>>(),
         route(get.clone(), "/v1/semaphores/{name}", ReadOf(Semaphores, name), Leader, resource::get::<primitives::Semaphore>).query::<ReadQuery>(),
         route(post.clone(), "/v1/semaphores/{name}/acquire", AgentOf(Semaphores, name), Leader, primitives::semaphore_acquire).body::<primitives::AcquireBody>(),
         route(post.clone(), "/v1/semaphores/{name}/release", AgentOf(Semaphores, name), Leader, propose::<resource::ReleaseBody<primitives::Semaphore>>).body::<resource::ReleaseBody<primitives::Semaphore>>(),
+        route(get.clone(), "/v1/barriers", ReadOf(Barriers, Query("prefix")), Leader, resource::list::<RoomListQuery<primitives::Barrier>>).query::<RoomListQuery<primitives::Barrier>>(),
         route(get.clone(), "/v1/barriers/{name}", ReadOf(Barriers, name), Leader, resource::get::<primitives::Barrier>).query::<ReadQuery>(),
         route(post.clone(), "/v1/barriers/{name}/wait", AgentOf(Barriers, name), Leader, primitives::barrier_wait).body::<primitives::BarrierBody>(),
+        route(get.clone(), "/v1/elections", ReadOf(Elections, Query("prefix")), Leader, resource::list::<RoomListQuery<primitives::Election>>).query::<RoomListQuery<primitives::Election>>(),
         route(get.clone(), "/v1/elections/{name}", ReadOf(Elections, name), Leader, resource::get::<primitives::Election>).query::<ReadQuery>(),
         route(post.clone(), "/v1/elections/{name}/campaign", AgentOf(Elections, name), Leader, primitives::campaign).body::<primitives::CampaignBody>(),
         route(post.clone(), "/v1/elections/{name}/resign", AgentOf(Elections, name), Leader, propose::<primitives::ResignBody>).body::<primitives::ResignBody>(),

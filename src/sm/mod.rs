@@ -444,6 +444,6 @@ mod scheduler_scale_tests;
 #[cfg(test)]
 mod scheduler_tests;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;

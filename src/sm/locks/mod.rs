@@ -213,6 +213,14 @@ impl Locks {
         self.by_name.iter()
     }
 
+    /// The names from `start` (inclusive) on, in byte order.
+    pub fn names_from<'a>(&'a self, start: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let bounds = (std::ops::Bound::Included(start), std::ops::Bound::Unbounded);
+        self.by_name
+            .range::<str, _>(bounds)
+            .map(|(name, _)| name.as_str())
+    }
+
     pub fn len(&self) -> usize {
         self.by_name.len()
     }
