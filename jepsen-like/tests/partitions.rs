@@ -262,6 +262,10 @@ async fn real_nodes_join_and_leave_and_a_removed_voter_is_added_back() {
                 assert_eq!(removed["done"], true, "{d:#}");
                 assert_eq!(removed["logged_joined"], true, "{d:#}");
             }
+            // A spare made leader is removed all the same (it hands over first).
+            if d["transfer"]["status"] == 200 {
+                assert_eq!(d["transfer"]["leader_id"], d["transfer"]["to"], "{d:#}");
+            }
             assert_eq!(
                 d["stopped_pids"].as_array().unwrap().len(),
                 change.nodes.len(),

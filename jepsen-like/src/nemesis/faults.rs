@@ -177,7 +177,8 @@ pub(super) async fn install(ctx: &Ctx, kind: Nemesis, rng: &mut SmallRng) -> Opt
                     1
                 };
                 let via = *ids.choose(rng).expect("nodes");
-                let (joined, detail) = grow(ctx, &out[..count], via, detail).await;
+                let lead = rng.gen_bool(0.5);
+                let (joined, detail) = grow(ctx, &out[..count], via, lead, detail).await;
                 let undo = Undo::Shrink {
                     spares: out[..count].to_vec(),
                     joined,

@@ -28,11 +28,14 @@ fn joins_logged(cluster: &crate::cluster::Cluster, id: u64) -> usize {
 /// Starts each of `spares` fresh (wiped) with `serve --join` at node `via`, one
 /// after the other, and waits until the leader's view shows it a voter. Returns,
 /// per spare, how its join went, and `detail` with the evidence: the
-/// PIDs started, each join's outcome, what each spare logged.
+/// PIDs started, each join's outcome, what each spare logged. With `lead`, once
+/// all joined, leadership is handed to the last spare (`POST /v1/cluster/leader`),
+/// so that its removal later is the removal of the leader (handed over first).
 pub(super) async fn grow(
     ctx: &Ctx,
     spares: &[u64],
     via: u64,
+    lead: bool,
     mut detail: Map<String, Value>,
 ) -> (Vec<Joined>, Map<String, Value>) {
     detail.insert("change".into(), json!("grow"));
@@ -65,7 +68,30 @@ pub(super) async fn grow(
     }
     detail.insert("started_pids".into(), json!(pids));
     detail.insert("joined".into(), Value::Object(joins));
+    if lead && joined.iter().all(|j| j.seen_voter) {
+        let to = spares[spares.len() - 1];
+        detail.insert("transfer".into(), transfer_leadership(ctx, via, to).await);
+    }
     (joined, detail)
+}
+
+/// Asks node `via` (forwarded to the leader) to hand leadership to `to`; the
+/// answer's status, the leader it names and the error, if any.
+async fn transfer_leadership(ctx: &Ctx, via: u64, to: u64) -> Value {
+    let request = ctx
+        .slow_http
+        .post(format!("{}/v1/cluster/leader", ctx.url(via)))
+        .json(&json!({ "to": to }));
+    let at_ms = ctx.now_ms();
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            json!({"at_ms": at_ms, "to": to, "status": status,
+                "leader_id": body["leader_id"], "error": body["error"]})
+        }
+        Err(e) => json!({"at_ms": at_ms, "to": to, "error": e.to_string()}),
+    }
 }
 
 /// Removes each of `spares` through the leader, then stops and wipes it (a spare

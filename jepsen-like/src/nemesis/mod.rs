@@ -64,10 +64,10 @@ pub enum Nemesis {
     /// Connections reset every few hundred ms on every link, or on one node's links.
     Reset,
     /// Half of the time grow the cluster with one or two real nodes: fresh spare
-    /// processes that join with `serve --join`, hold, then are removed with
-    /// `DELETE`, stopped and wiped. Otherwise remove a non-leader founding voter
-    /// through the API, stop it, then add it back (with its data wiped half of the
-    /// time, as a fresh node).
+    /// processes that join with `serve --join` (half of those times one of them is
+    /// then made leader), hold, then are removed with `DELETE`, stopped and wiped.
+    /// Otherwise remove a non-leader founding voter through the API, stop it, then
+    /// add it back (with its data wiped half of the time, as a fresh node).
     Membership,
     /// Move the current leader's wall clock 1–2 h (ahead three times in four, else
     /// behind) through the test-only `POST /v1/debug/clock`, then clear it. Cluster
