@@ -8,6 +8,12 @@
 //! life, so a restarted node keeps its links. A node can also be wiped (data
 //! directory removed, config rewritten with `initial_members = []`) so that it can
 //! rejoin through `POST /v1/cluster/members` as a fresh node.
+//!
+//! A cluster may also have *spare* nodes (ids after the founding ones): their
+//! links and configs (`initial_members = []`) exist from the start, but they run
+//! only while the `membership` nemesis has them join (`serve --join`) and are
+//! stopped and wiped once it removed them again. [`Cluster::ids`] names the
+//! founding nodes only, the ones the workloads talk to and the run converges.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -88,7 +94,9 @@ pub struct Node {
 
 pub struct Cluster {
     pub binary: PathBuf,
+    /// The founding nodes (ids `1..=founding`), then the spares.
     pub nodes: Vec<Node>,
+    founding: u64,
     pub http: reqwest::Client,
     /// Every directed peer link (`from → to`).
     pub proxy: Proxy,
@@ -112,15 +120,18 @@ fn free_ports(count: u64) -> anyhow::Result<(Vec<u16>, Vec<std::net::TcpListener
 }
 
 impl Cluster {
-    /// Starts one proxy link per ordered pair of nodes, writes configs under `dir`
-    /// (each node dialing its peers through its links) and starts `size` nodes.
+    /// Starts one proxy link per ordered pair of nodes (spares included), writes
+    /// configs under `dir` (each node dialing its peers through its links) and
+    /// starts the `founding` nodes; the `spares` wait for [`Cluster::spawn_joining`].
     /// Must be called inside a tokio runtime (the proxy runs on it).
     pub fn start(
         binary: &Path,
         dir: &Path,
-        size: u64,
+        founding: u64,
+        spares: u64,
         extra_toml: &str,
     ) -> anyhow::Result<Cluster> {
+        let size = founding + spares;
         std::fs::create_dir_all(dir)?;
         if AUTH.get().is_none() {
             let key = fresh_secret();
@@ -170,6 +181,7 @@ impl Cluster {
         let mut cluster = Cluster {
             binary: binary.to_owned(),
             nodes,
+            founding,
             http,
             proxy,
             extra_toml: extra_toml.to_owned(),
@@ -177,7 +189,9 @@ impl Cluster {
         };
         drop(reserved);
         for id in 1..=size {
-            cluster.write_config(id, true)?;
+            cluster.write_config(id, id <= founding)?;
+        }
+        for id in 1..=founding {
             cluster.spawn(id)?;
         }
         Ok(cluster)
@@ -257,15 +271,12 @@ impl Cluster {
         format!("127.0.0.1:{}", self.node(id).raft_port)
     }
 
-    /// The HTTP client and every node's base URL, to probe nodes without holding
-    /// the cluster.
+    /// The HTTP client and every node's base URL (spares included), to probe
+    /// nodes without holding the cluster.
     pub fn probe(&self) -> (reqwest::Client, Vec<(u64, String)>) {
         (
             self.http.clone(),
-            self.ids()
-                .into_iter()
-                .map(|id| (id, self.url(id)))
-                .collect(),
+            self.nodes.iter().map(|n| (n.id, self.url(n.id))).collect(),
         )
     }
 
@@ -277,11 +288,29 @@ impl Cluster {
         format!("http://127.0.0.1:{}", self.node(id).port)
     }
 
+    /// The founding nodes: the cluster the workloads use and the run converges.
     pub fn ids(&self) -> Vec<u64> {
-        self.nodes.iter().map(|n| n.id).collect()
+        (1..=self.founding).collect()
+    }
+
+    /// The spare nodes, which run only while the `membership` nemesis has them in.
+    pub fn spare_ids(&self) -> Vec<u64> {
+        (self.founding + 1..=self.nodes.len() as u64).collect()
     }
 
     pub fn spawn(&mut self, id: u64) -> anyhow::Result<()> {
+        self.spawn_with(id, &[])
+    }
+
+    /// Starts node `id` (a fresh spare, or a wiped node) with `serve --join` at
+    /// node `via`, presenting the harness's admin token (`CONCLAVE_JOIN_TOKEN`): it
+    /// asks the cluster to add it as a voter once it serves.
+    pub fn spawn_joining(&mut self, id: u64, via: u64) -> anyhow::Result<()> {
+        let join = self.addr(via);
+        self.spawn_with(id, &["--join", &join])
+    }
+
+    fn spawn_with(&mut self, id: u64, args: &[&str]) -> anyhow::Result<()> {
         let binary = self.binary.clone();
         let node = &mut self.nodes[id as usize - 1];
         if node.child.is_some() {
@@ -294,7 +323,12 @@ impl Cluster {
         let child = Command::new(&binary)
             .args(["serve", "--config"])
             .arg(&node.config_path)
+            .args(args)
             .env("CONCLAVE_LOG", "info,openraft=error")
+            .env(
+                "CONCLAVE_JOIN_TOKEN",
+                AUTH.get().map_or("", |(_, token)| token.as_str()),
+            )
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log))
             .spawn()
@@ -330,7 +364,8 @@ impl Cluster {
         Some(pid)
     }
 
-    /// Opens every proxy link, resumes paused nodes and restarts dead ones.
+    /// Opens every proxy link, resumes paused nodes and restarts dead founding
+    /// ones (spares stay as the nemesis left them: stopped once removed).
     /// (Membership is restored by the nemesis before it returns: that needs the API.)
     pub fn heal(&mut self) -> anyhow::Result<()> {
         self.proxy.heal();
@@ -399,7 +434,7 @@ fn signal(pid: u32, name: &str) {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        for id in self.ids() {
+        for id in 1..=self.nodes.len() as u64 {
             self.kill(id);
         }
     }

@@ -126,6 +126,7 @@ pub async fn execute(config: RunConfig) -> anyhow::Result<Report> {
         &config.binary,
         &config.out.join("cluster"),
         config.nodes,
+        config.nemesis.spares(),
         &extra,
     )?;
     if cluster

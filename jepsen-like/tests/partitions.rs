@@ -1,8 +1,9 @@
 //! Network faults: the per-link proxy really opens, cuts (blackhole and refuse),
 //! delays and resets a TCP link (against a local echo server), and against real
 //! `conclave` processes an isolated leader is replaced by a new one on the majority
-//! side while the register history stays linearizable; a voter removed through the
-//! API and added back leaves a full, converged cluster.
+//! side while the register history stays linearizable; under the `membership`
+//! nemesis real spare nodes join with `serve --join` and are removed again, and a
+//! voter removed through the API is added back, leaving a full, converged cluster.
 
 mod common;
 
@@ -226,28 +227,66 @@ async fn an_isolated_leader_is_replaced_on_the_majority_side() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_removed_voter_is_added_back_and_the_cluster_converges() {
+async fn real_nodes_join_and_leave_and_a_removed_voter_is_added_back() {
     let _serial = SERIAL.lock().await;
     let dir = out_dir("partitions");
-    let report = execute(config(Workload::Register, Nemesis::Membership, 12, 5, &dir))
+    let report = execute(config(Workload::Register, Nemesis::Membership, 15, 5, &dir))
         .await
         .expect("harness");
     let changes = of_kind(&report.faults, "membership");
     assert!(!changes.is_empty(), "the nemesis never fired");
+    let mut grown = 0;
     for change in &changes {
         let d = &change.detail;
-        assert!(!change.was_leader && change.pid > 0, "{change:#?}");
-        assert_eq!(d["remove"]["done"], true, "{d:#}");
-        assert!(
-            !d["remove"]["voters"]
-                .as_array()
-                .unwrap()
-                .contains(&change.node.into()),
-            "{d:#}"
-        );
-        assert_eq!(d["readd"]["done"], true, "{d:#}");
+        assert!(!change.was_leader, "{change:#?}");
+        if d["change"] == "grow" {
+            // Spares (ids 4 and 5) started with --join, voters, removed, stopped.
+            grown += 1;
+            assert_eq!(
+                d["started_pids"].as_array().unwrap().len(),
+                change.nodes.len(),
+                "{d:#}"
+            );
+            for spare in &change.nodes {
+                assert!(*spare > 3, "{d:#}");
+                let joined = &d["joined"][spare.to_string()];
+                assert_eq!(joined["done"], true, "{d:#}");
+                assert!(
+                    joined["voters"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&(*spare).into()),
+                    "{d:#}"
+                );
+                let removed = &d["remove"][spare.to_string()];
+                assert_eq!(removed["done"], true, "{d:#}");
+                assert_eq!(removed["logged_joined"], true, "{d:#}");
+            }
+            // A spare made leader is removed all the same (it hands over first).
+            if d["transfer"]["status"] == 200 {
+                assert_eq!(d["transfer"]["leader_id"], d["transfer"]["to"], "{d:#}");
+            }
+            assert_eq!(
+                d["stopped_pids"].as_array().unwrap().len(),
+                change.nodes.len(),
+                "{d:#}"
+            );
+        } else {
+            assert_eq!(d["change"], "replace", "{d:#}");
+            assert!(change.pid > 0, "{change:#?}");
+            assert_eq!(d["remove"]["done"], true, "{d:#}");
+            assert!(
+                !d["remove"]["voters"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&change.node.into()),
+                "{d:#}"
+            );
+            assert_eq!(d["readd"]["done"], true, "{d:#}");
+        }
         assert_eq!(d["voters_after"], serde_json::json!([1, 2, 3]), "{d:#}");
     }
+    assert!(grown > 0, "no real node joined: {changes:#?}");
     assert!(
         of_kind(&report.faults, "restore").is_empty(),
         "membership had to be restored after the schedule: {:#?}",

@@ -5,6 +5,8 @@
 //! to synchronize.
 #![allow(dead_code)]
 
+pub mod ops;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
