@@ -13,12 +13,10 @@ mod common;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
+use common::ops::{load, read_back, same_state, wait_exited, wait_ready, WAIT};
 use common::{send, Cluster, Options};
 use serde_json::{json, Value};
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// The previous release's binary, built on first use (idempotent).
 fn previous_binary() -> PathBuf {
@@ -38,79 +36,22 @@ fn previous_binary() -> PathBuf {
     PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
-/// Writes `load/<n>` round-robin over `urls` until `stop`; the acknowledged `n`s.
-async fn load(urls: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>) -> Vec<u64> {
-    let http = common::client();
-    let mut acknowledged = Vec::new();
-    let mut n = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        n += 1;
-        let url = {
-            let urls = urls.lock().unwrap();
-            urls[n as usize % urls.len()].clone()
-        };
-        let body = json!({"value": n, "request_id": format!("load-{n}")});
-        let put = http.put(format!("{url}/v1/kv/load/{n}")).json(&body);
-        if let Ok(response) = put.send().await {
-            if response.status().as_u16() == 200 {
-                acknowledged.push(n);
-            }
-        }
-    }
-    acknowledged
-}
-
 async fn cluster_view(cluster: &Cluster, id: u64) -> Option<Value> {
     let (status, view) = send(cluster.http.get(format!("{}/v1/cluster", cluster.url(id)))).await;
     (status == 200).then_some(view)
 }
 
-/// Waits until every node in `nodes` shows the same applied index and state hash.
-async fn same_state(cluster: &Cluster, nodes: &[u64]) -> String {
-    let equal = common::wait_until(WAIT, || async {
-        let mut digests = Vec::new();
-        for &id in nodes {
-            let url = format!("{}/v1/debug/state", cluster.url(id));
-            let (status, digest) = send(cluster.http.get(url)).await;
-            (status == 200).then_some(())?;
-            digests.push((
-                digest["last_applied_index"].clone(),
-                digest["state_hash"].clone(),
-            ));
-        }
-        digests
-            .windows(2)
-            .all(|pair| pair[0] == pair[1])
-            .then(|| digests[0].1.to_string())
-    })
-    .await;
-    equal.unwrap_or_else(|| panic!("nodes {nodes:?} never had equal state"))
-}
-
 /// Stops node `id` with SIGTERM (a leader hands over first) and waits for its exit.
 async fn stop(cluster: &mut Cluster, id: u64) {
     cluster.signal(id, "TERM");
-    let exited = common::wait_until(WAIT, || {
-        let status = cluster.try_wait(id);
-        async move { status }
-    })
-    .await;
-    assert!(exited.is_some(), "node {id} did not exit on SIGTERM");
+    let exited = wait_exited(cluster, id).await;
+    assert!(exited, "node {id} did not exit on SIGTERM");
 }
 
 /// Waits until node `id` answers `/ready` 200.
 async fn ready(cluster: &Cluster, id: u64) {
-    let url = format!("{}/ready", cluster.url(id));
-    let ready = common::wait_until(WAIT, || async {
-        let response = cluster.http.get(&url).send().await.ok()?;
-        (response.status().as_u16() == 200).then_some(())
-    })
-    .await;
-    assert!(
-        ready.is_some(),
-        "node {id} never became ready:\n{}",
-        cluster.log(id)
-    );
+    let ready = wait_ready(cluster, id).await;
+    assert!(ready, "node {id} never became ready:\n{}", cluster.log(id));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,13 +163,7 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_write_and_then_u
         "the writer never got a write through"
     );
     let linearizable = conclave_client::Consistency::default();
-    for n in &acknowledged {
-        let entry = api
-            .kv_get(&format!("load/{n}"), linearizable)
-            .await
-            .unwrap();
-        assert_eq!(entry["value"], json!(n), "acknowledged write load/{n}");
-    }
+    read_back(&cluster, &[1, 2, 3], "load", &acknowledged).await;
     for i in 0..30 {
         let entry = api.kv_get(&format!("old/{i}"), linearizable).await.unwrap();
         assert_eq!(entry["value"], json!(i));

@@ -1,5 +1,5 @@
 //! Helpers of the operator-workflow tests (`tests/operations.rs`,
-//! `tests/operations_growth.rs`): a background writer, membership and leader views
+//! `tests/operations_growth.rs`, `tests/upgrade.rs`): a background writer, membership and leader views
 //! from `GET /v1/cluster`, waits for a voter set and for equal state hashes, and the
 //! read-back of every acknowledged write.
 
