@@ -2,9 +2,9 @@
 //! write load: leadership handed over on request, on SIGTERM and before the leader
 //! is removed; a rolling restart of every node, one at a time, with a client that
 //! retries by the 503/504 contract and sees every acknowledged write at the end
-//! (each node's unavailability window is printed, not asserted); `log export` /
-//! `log replay` and `snapshot save` / `snapshot restore`. Growing and shrinking
-//! are in `tests/operations_growth.rs`.
+//! (each node's unavailability window is printed, not asserted). Growing,
+//! shrinking, replacing, backup/restore and export/replay are one sequential
+//! lifecycle in `tests/operations_growth.rs`.
 
 mod common;
 
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::ops::{leader, load, read_back, same_state, wait_exited, wait_ready, WAIT};
-use common::{cli, send, Cluster, Options};
+use common::{send, Cluster, Options};
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -320,182 +320,4 @@ async fn a_rolling_restart_with_leader_handover_loses_no_acknowledged_write() {
         read_back(&cluster, &[1, 2, 3], &format!("roll{w}"), &s.acknowledged).await;
     }
     same_state(&cluster, &[1, 2, 3]).await;
-}
-
-/// Kills the process when dropped (a node started outside `Cluster`).
-struct Process(std::process::Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The `state_hash` and `last_command_index` of `/v1/debug/state` at `base`.
-async fn digest(http: &reqwest::Client, base: &str) -> Option<(String, u64)> {
-    let (status, digest) = send(http.get(format!("{base}/v1/debug/state"))).await;
-    (status == 200).then_some(())?;
-    Some((
-        digest["state_hash"].as_str()?.to_owned(),
-        digest["last_command_index"].as_u64()?,
-    ))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn export_replays_to_the_live_hash_and_a_backup_restores_into_a_new_node_with_the_same_hash()
-{
-    let _serial = common::serial().await;
-    let cluster = Cluster::start(3, Options::default()).await;
-    let leader = cluster.wait_for_leader(WAIT).await;
-    for n in 0..50 {
-        let (status, _) = common::put(
-            &cluster.http,
-            &cluster.url(1),
-            &format!("b/{n}"),
-            json!({"value": n}),
-        )
-        .await;
-        assert_eq!(status, 200);
-    }
-    let owner = common::observer_session(&cluster.api(2), "holder", 600_000).await;
-    let (status, _) = send(
-        cluster
-            .http
-            .post(format!("{}/v1/locks/db/acquire", cluster.url(2)))
-            .json(&json!({"session_id": owner})),
-    )
-    .await;
-    assert_eq!(status, 200);
-
-    // Export a node's log (a snapshot in the middle, then more writes) and replay
-    // it offline: the same hash as that node's at the same index.
-    let (status, _) = send(
-        cluster
-            .http
-            .post(format!("{}/v1/cluster/snapshot", cluster.url(leader))),
-    )
-    .await;
-    assert_eq!(status, 200);
-    for n in 50..60 {
-        let (status, _) = common::put(
-            &cluster.http,
-            &cluster.url(leader),
-            &format!("b/{n}"),
-            json!({"value": n}),
-        )
-        .await;
-        assert_eq!(status, 200);
-    }
-    let export = cluster.dir.path().join("log.bin");
-    let endpoint = |id: u64| format!("127.0.0.1:{}", cluster.node(id).port);
-    let (ok, said) = cli(&[
-        "log".as_ref(),
-        "export".as_ref(),
-        export.as_ref(),
-        "--endpoint".as_ref(),
-        endpoint(leader).as_ref(),
-    ]);
-    assert!(ok, "{said}");
-    let (ok, replay) = cli(&["log".as_ref(), "replay".as_ref(), export.as_ref()]);
-    assert!(ok, "{replay}");
-    let (live_hash, live_index) = digest(&cluster.http, &cluster.url(leader)).await.unwrap();
-    assert!(
-        replay.contains(&format!("command index {live_index},")),
-        "{replay} vs {live_index}"
-    );
-    assert_eq!(
-        replay.rsplit("state hash ").next().unwrap().trim(),
-        live_hash,
-        "{replay}"
-    );
-    assert!(
-        !replay.starts_with("replayed 0 "),
-        "entries after the snapshot: {replay}"
-    );
-
-    // Save through a follower (forwarded to the leader).
-    let follower = (1..=3).find(|&id| id != leader).unwrap();
-    let file = cluster.dir.path().join("backup.bin");
-    let (ok, said) = cli(&[
-        "snapshot".as_ref(),
-        "save".as_ref(),
-        file.as_ref(),
-        "--endpoint".as_ref(),
-        endpoint(follower).as_ref(),
-    ]);
-    assert!(ok, "{said}");
-    let hash_of = |text: &str| text.rsplit("state hash ").next().unwrap().trim().to_owned();
-    let saved_hash = hash_of(&said);
-    let (leader_hash, _) = digest(&cluster.http, &cluster.url(leader)).await.unwrap();
-    assert_eq!(
-        saved_hash, leader_hash,
-        "the backup is the leader's state: {said}"
-    );
-
-    // Restore into a new directory for a new single node, start it: same hash.
-    let ports = common::free_ports(2);
-    let dir = cluster.dir.path().join("restored");
-    let config = cluster.dir.path().join("restored.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "node_id = 1\nlisten_addr = \"127.0.0.1:{}\"\nraft_listen_addr = \"127.0.0.1:{}\"\n\
-             data_dir = \"{}\"\ninitial_members = [1]\n[auth]\nkeys = [\"{}\"]\n",
-            ports[0],
-            ports[1],
-            dir.display(),
-            common::AUTH_KEY
-        ),
-    )
-    .unwrap();
-    let restore = [
-        "snapshot".as_ref(),
-        "restore".as_ref(),
-        file.as_ref(),
-        "--data-dir".as_ref(),
-        dir.as_ref(),
-    ];
-    let (ok, told) = cli(&[&restore[..], &["--config".as_ref(), config.as_ref()]].concat());
-    assert!(ok, "{told}");
-    assert_eq!(
-        hash_of(told.split(';').next().unwrap()),
-        saved_hash,
-        "{told}"
-    );
-    // A second restore into the same directory is refused.
-    let (ok, refused) = cli(&restore);
-    assert!(!ok && refused.contains("not empty"), "{refused}");
-
-    let log = std::fs::File::create(cluster.dir.path().join("restored.log")).unwrap();
-    let _node = Process(
-        std::process::Command::new(common::binary())
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let base = format!("http://127.0.0.1:{}", ports[0]);
-    let ready = common::wait_until(WAIT, || async {
-        let response = cluster
-            .http
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .ok()?;
-        (response.status().as_u16() == 200).then_some(())
-    })
-    .await;
-    let restored_log =
-        || std::fs::read_to_string(cluster.dir.path().join("restored.log")).unwrap_or_default();
-    assert!(ready.is_some(), "{}", restored_log());
-    let (hash, _) = digest(&cluster.http, &base).await.unwrap();
-    assert_eq!(hash, saved_hash, "{}", restored_log());
-    let (status, body) = common::get(&cluster.http, &base, "b/49").await;
-    assert_eq!((status, body["value"].as_u64()), (200, Some(49)), "{body}");
-    // And it takes writes in a later term.
-    let (status, body) = common::put(&cluster.http, &base, "after", json!({"value": 1})).await;
-    assert_eq!(status, 200, "{body}");
 }

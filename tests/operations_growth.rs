@@ -5,7 +5,9 @@
 //! up, promoted) and the documented way (removed, wiped, re-added at a new port,
 //! caught up by snapshot), grow 3 → 5 with the spares 4 and 5 joining, shrink
 //! 5 → 3 with `DELETE`. No acknowledged write is lost (503s are allowed: every 2xx
-//! is read back at the end) and all members end with the same state hash.
+//! is read back at the end) and all members end with the same state hash. Then, on
+//! the same cluster (CI's one sequential lifecycle test): export → replay gives the
+//! live hash, backup → restore into a new node gives the saved hash.
 
 mod common;
 
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::ops::{load, read_back, same_state, wait_voters, WAIT};
-use common::{send, Cluster, Options};
+use common::{cli, send, Cluster, Options};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,4 +189,185 @@ async fn grow_1_to_3_to_5_with_join_replace_a_wiped_node_and_shrink_5_to_3_under
         "grow/shrink: {} writes acknowledged under load",
         acknowledged.len()
     );
+    export_replay_backup_and_restore(&cluster, &[1, 2, 5]).await;
+}
+
+/// The rest of the lifecycle on the grown and shrunk cluster: export a node's log
+/// (a snapshot in the middle, then more writes) and replay it offline to the same
+/// hash; save a backup through a follower (the leader's state hash); restore it
+/// into a new directory for a new single node, which serves the same hash and the
+/// data and takes writes; a second restore there is refused.
+async fn export_replay_backup_and_restore(cluster: &Cluster, nodes: &[u64]) {
+    let leader = cluster.wait_for_leader(WAIT).await;
+    let first = nodes[0];
+    for n in 0..50 {
+        let (status, _) = common::put(
+            &cluster.http,
+            &cluster.url(first),
+            &format!("b/{n}"),
+            json!({"value": n}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let owner = common::observer_session(&cluster.api(first), "holder", 600_000).await;
+    let (status, _) = send(
+        cluster
+            .http
+            .post(format!("{}/v1/locks/db/acquire", cluster.url(2)))
+            .json(&json!({"session_id": owner})),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Export a node's log (a snapshot in the middle, then more writes) and replay
+    // it offline: the same hash as that node's at the same index.
+    let (status, _) = send(
+        cluster
+            .http
+            .post(format!("{}/v1/cluster/snapshot", cluster.url(leader))),
+    )
+    .await;
+    assert_eq!(status, 200);
+    for n in 50..60 {
+        let (status, _) = common::put(
+            &cluster.http,
+            &cluster.url(leader),
+            &format!("b/{n}"),
+            json!({"value": n}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let export = cluster.dir.path().join("log.bin");
+    let endpoint = |id: u64| format!("127.0.0.1:{}", cluster.node(id).port);
+    let (ok, said) = cli(&[
+        "log".as_ref(),
+        "export".as_ref(),
+        export.as_ref(),
+        "--endpoint".as_ref(),
+        endpoint(leader).as_ref(),
+    ]);
+    assert!(ok, "{said}");
+    let (ok, replay) = cli(&["log".as_ref(), "replay".as_ref(), export.as_ref()]);
+    assert!(ok, "{replay}");
+    let (live_hash, live_index) = digest(&cluster.http, &cluster.url(leader)).await.unwrap();
+    assert!(
+        replay.contains(&format!("command index {live_index},")),
+        "{replay} vs {live_index}"
+    );
+    assert_eq!(
+        replay.rsplit("state hash ").next().unwrap().trim(),
+        live_hash,
+        "{replay}"
+    );
+    assert!(
+        !replay.starts_with("replayed 0 "),
+        "entries after the snapshot: {replay}"
+    );
+
+    // Save through a follower (forwarded to the leader).
+    let follower = *nodes.iter().find(|&&id| id != leader).unwrap();
+    let file = cluster.dir.path().join("backup.bin");
+    let (ok, said) = cli(&[
+        "snapshot".as_ref(),
+        "save".as_ref(),
+        file.as_ref(),
+        "--endpoint".as_ref(),
+        endpoint(follower).as_ref(),
+    ]);
+    assert!(ok, "{said}");
+    let hash_of = |text: &str| text.rsplit("state hash ").next().unwrap().trim().to_owned();
+    let saved_hash = hash_of(&said);
+    let (leader_hash, _) = digest(&cluster.http, &cluster.url(leader)).await.unwrap();
+    assert_eq!(
+        saved_hash, leader_hash,
+        "the backup is the leader's state: {said}"
+    );
+
+    // Restore into a new directory for a new single node, start it: same hash.
+    let ports = common::free_ports(2);
+    let dir = cluster.dir.path().join("restored");
+    let config = cluster.dir.path().join("restored.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "node_id = 1\nlisten_addr = \"127.0.0.1:{}\"\nraft_listen_addr = \"127.0.0.1:{}\"\n\
+             data_dir = \"{}\"\ninitial_members = [1]\n[auth]\nkeys = [\"{}\"]\n",
+            ports[0],
+            ports[1],
+            dir.display(),
+            common::AUTH_KEY
+        ),
+    )
+    .unwrap();
+    let restore = [
+        "snapshot".as_ref(),
+        "restore".as_ref(),
+        file.as_ref(),
+        "--data-dir".as_ref(),
+        dir.as_ref(),
+    ];
+    let (ok, told) = cli(&[&restore[..], &["--config".as_ref(), config.as_ref()]].concat());
+    assert!(ok, "{told}");
+    assert_eq!(
+        hash_of(told.split(';').next().unwrap()),
+        saved_hash,
+        "{told}"
+    );
+    // A second restore into the same directory is refused.
+    let (ok, refused) = cli(&restore);
+    assert!(!ok && refused.contains("not empty"), "{refused}");
+
+    let log = std::fs::File::create(cluster.dir.path().join("restored.log")).unwrap();
+    let _node = Process(
+        std::process::Command::new(common::binary())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{}", ports[0]);
+    let ready = common::wait_until(WAIT, || async {
+        let response = cluster
+            .http
+            .get(format!("{base}/ready"))
+            .send()
+            .await
+            .ok()?;
+        (response.status().as_u16() == 200).then_some(())
+    })
+    .await;
+    let restored_log =
+        || std::fs::read_to_string(cluster.dir.path().join("restored.log")).unwrap_or_default();
+    assert!(ready.is_some(), "{}", restored_log());
+    let (hash, _) = digest(&cluster.http, &base).await.unwrap();
+    assert_eq!(hash, saved_hash, "{}", restored_log());
+    let (status, body) = common::get(&cluster.http, &base, "b/49").await;
+    assert_eq!((status, body["value"].as_u64()), (200, Some(49)), "{body}");
+    // And it takes writes in a later term.
+    let (status, body) = common::put(&cluster.http, &base, "after", json!({"value": 1})).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Kills the process when dropped (a node started outside `Cluster`).
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The `state_hash` and `last_command_index` of `/v1/debug/state` at `base`.
+async fn digest(http: &reqwest::Client, base: &str) -> Option<(String, u64)> {
+    let (status, digest) = send(http.get(format!("{base}/v1/debug/state"))).await;
+    (status == 200).then_some(())?;
+    Some((
+        digest["state_hash"].as_str()?.to_owned(),
+        digest["last_command_index"].as_u64()?,
+    ))
 }
