@@ -24,6 +24,15 @@ async fn leadership_is_handed_over_on_request_on_sigterm_and_before_the_leader_i
         ..Options::default()
     };
     let mut cluster = Cluster::start(3, options).await;
+
+    // 0. An idle leader hands over too (no write in flight to wait for: the
+    // proposer held a permit while idle, and the transfer waited for a write).
+    let idle = cluster.wait_for_leader(WAIT).await;
+    let url = format!("{}/v1/cluster/leader", cluster.url(idle));
+    let (status, body) = send(cluster.http.post(&url)).await;
+    assert_eq!(status, 200, "an idle leader's transfer: {body}");
+    assert_ne!(body["leader_id"].as_u64(), Some(idle), "{body}");
+
     let urls = Arc::new(Mutex::new(
         (1..=3).map(|id| cluster.url(id)).collect::<Vec<_>>(),
     ));

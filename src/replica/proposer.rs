@@ -193,10 +193,14 @@ async fn observe_applied(state_machine: StateMachineStore, clock: Arc<LeaderCloc
 impl BatchTask {
     async fn run(mut self) {
         loop {
-            let Ok(permit) = self.inflight.clone().acquire_owned().await else {
+            // The first command before the permit: an idle proposer holds no permit,
+            // so `pause` (which takes them all) returns at once when nothing is in
+            // flight (a leadership transfer of an idle leader used to wait for a
+            // write that never came).
+            let Some(first) = self.receiver.recv().await else {
                 return;
             };
-            let Some(first) = self.receiver.recv().await else {
+            let Ok(permit) = self.inflight.clone().acquire_owned().await else {
                 return;
             };
             let mut bytes = first.bytes;
