@@ -1445,6 +1445,9 @@ class Watch:
             return
         text = str(frame[1])
         if text.startswith("watching from "):
-            index, _, _ = text[len("watching from "):].partition(".")
-            if index.isdigit():
-                self.from_index = int(index)
+            index, _, seq = text[len("watching from "):].partition(".")
+            if index.isdigit() and seq.isdigit():
+                if int(seq) == 0:
+                    self.from_index = int(index)
+                else:
+                    self.last_id = f"{index}.{int(seq) - 1}"
