@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import threading
-from typing import List
+from typing import Any, Dict, List
 
 import pytest
 
@@ -72,7 +72,7 @@ def test_barrier(client: Client, uid: str) -> None:
 def test_proposal(client: Client, uid: str) -> None:
     pid = client.create_proposal(f"deploy {uid}", ["alice", "bob", "carol"],
                                  rule={"threshold": 2}, deadline_ms=30_000, payload={"v": 1})
-    decided: List[dict] = []
+    decided: List[Dict[str, Any]] = []
     t = threading.Thread(target=lambda: decided.append(client.wait_proposal(pid, timeout=20)))
     t.start()
     assert client.vote(pid, "alice", "yes")["state"] == "open"

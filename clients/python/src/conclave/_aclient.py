@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections import Counter
 from dataclasses import dataclass
 from typing import (
     Any,
@@ -118,6 +119,9 @@ class AsyncClient:
         self.backoff_max = backoff_max
         self.discover = discover
         self._router = Router(self.endpoints)
+        #: How many attempts were retried, by the code that caused the retry
+        #: (``no_leader``, ``indeterminate``, ``connect_failed``, ``connection_lost``...).
+        self.retried: Counter[str] = Counter()
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -232,6 +236,7 @@ class AsyncClient:
                         last.details, request_id,
                     )
                 raise last
+            self.retried[last.code if last is not None else "unknown"] += 1
             await _acompat.sleep(delay)
 
     async def _reply(self, url: str, resp: httpx.Response) -> _Reply:
@@ -911,7 +916,8 @@ class AsyncSession:
                     self.id, deadline=min(self._deadline, sent + max(interval, 0.5))
                 )
             except SessionNotFound:
-                self._set(EXPIRED, "the server says the session is gone")
+                if not self._stop.is_set():  # else end() is ending it
+                    self._set(EXPIRED, "the server says the session is gone")
                 return
             except Exception:
                 failing = True
