@@ -65,7 +65,7 @@ def test_504_without_quorum_is_retried_and_applies_once(cluster: LocalCluster, u
     key, rid = f"{uid}/q", f"{uid}-q"
     c = Client([cluster.node(leader).url], cluster.token, discover=False,
                attempt_timeout=8.0, timeout=60.0)
-    result: list = []
+    result: list[int] = []
     for f in followers:
         cluster.pause(f)
     try:
