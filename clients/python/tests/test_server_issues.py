@@ -1,20 +1,17 @@
-"""Server behaviour found while testing the client, kept as strict xfails: each
-turns into a failure (XPASS) once the server is fixed, so the marker gets removed."""
+"""Server bugs found while testing the client, kept as regression tests.
+
+An idle leader's handover used to answer 504 after 5 s: the proposer's batch task
+held an in-flight permit while it waited for the next write, so pausing it (all
+permits) never finished (fixed in src/replica/proposer.rs; also pinned by
+tests/operations.rs)."""
 
 from __future__ import annotations
 
 import httpx
-import pytest
 
 from conclave.testing import LocalCluster
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "server bug: on an idle leader the proposer's batch task holds an in-flight permit "
-    "while it waits for the next write (src/replica/proposer.rs BatchTask::run acquires "
-    "before recv), so Proposer::pause() never gets all max_inflight_batches permits: "
-    "POST /v1/cluster/leader answers 504 'in-flight writes did not finish' after 5 s and "
-    "SIGTERM stops the leader without handing leadership over"))
 def test_leadership_handover_on_an_idle_cluster(cluster: LocalCluster) -> None:
     leader = cluster.wait_for_leader()
     r = httpx.post(cluster.node(leader).url + "/v1/cluster/leader", json={},
