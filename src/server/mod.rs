@@ -34,6 +34,7 @@ pub mod sessions;
 pub mod tasks;
 pub mod twophase;
 pub mod txn;
+pub mod ui;
 pub mod wait;
 pub mod watch;
 

@@ -91,6 +91,16 @@ fn responses(route: &Route) -> Value {
             "description": "Prometheus text exposition",
             "content": {"text/plain": {"schema": {"type": "string"}}}
         })
+    } else if route.path == "/ui" || route.path == "/ui/app.js" {
+        let kind = if route.path == "/ui" {
+            "text/html"
+        } else {
+            "text/javascript"
+        };
+        json!({
+            "description": "the dashboard (docs/ui.md)",
+            "content": {kind: {"schema": {"type": "string"}}}
+        })
     } else if route.path == "/v1/cluster/backup" || route.path == "/v1/cluster/log" {
         json!({
             "description": "a backup (docs/operations.md, Back up and restore)",

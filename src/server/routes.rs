@@ -214,6 +214,8 @@ pub fn table() -> Vec<Route> {
         route(get.clone(), "/v1/openapi.json", Read, Local, super::openapi::serve),
         route(get.clone(), "/health", Public, Local, cluster::health),
         route(get.clone(), "/ready", Public, Local, cluster::ready),
+        route(get.clone(), "/ui", Public, Local, super::ui::page),
+        route(get.clone(), "/ui/app.js", Public, Local, super::ui::script),
         route(get, "/metrics", Read, Local, cluster::metrics),
     ]
 }
@@ -375,12 +377,12 @@ mod tests {
     }
 
     #[test]
-    fn only_health_and_ready_are_public_and_cluster_changes_need_admin() {
+    fn only_health_ready_and_the_dashboard_files_are_public_and_cluster_changes_need_admin() {
         for route in table() {
             let public = route.access == Access::Public;
             assert_eq!(
                 public,
-                ["/health", "/ready"].contains(&route.path),
+                ["/health", "/ready", "/ui", "/ui/app.js"].contains(&route.path),
                 "{} {}",
                 route.method,
                 route.path
