@@ -213,9 +213,12 @@ impl Client {
                     if !(retrying && retryable) {
                         return Ok(answer);
                     }
-                    let hinted = leader.or_else(|| hinted_leader(&answer.body));
-                    if hinted.is_none_or(|id| !self.inner.endpoints.prefer_node(id)) {
-                        if let Some(slot) = slot {
+                    // At the leader the answer names, unless that is the node that
+                    // just failed (a leader that cannot serve): then the next one.
+                    let hinted = hinted_leader(&answer.body).or(leader);
+                    let moved = hinted.and_then(|id| self.inner.endpoints.prefer_node(id));
+                    if let Some(slot) = slot {
+                        if moved.is_none_or(|to| to == slot) {
                             self.inner.endpoints.failed(slot);
                         }
                     }
@@ -276,7 +279,7 @@ impl Client {
     /// list (at most once a second) when discovery is on.
     async fn follow_hint(&self, base: &Url, leader: Option<u64>) {
         let Some(leader) = leader else { return };
-        if self.inner.endpoints.prefer_node(leader) || !self.inner.policy.discover {
+        if self.inner.endpoints.prefer_node(leader).is_some() || !self.inner.policy.discover {
             return;
         }
         if !self.inner.endpoints.may_refresh() {

@@ -59,16 +59,11 @@ impl Endpoints {
         );
     }
 
-    /// Makes node `id` the next endpoint if its address is known.
-    pub fn prefer_node(&self, id: u64) -> bool {
-        let slot = self.nodes.lock().unwrap().get(&id).copied();
-        match slot {
-            Some(slot) => {
-                self.current.store(slot, Ordering::Relaxed);
-                true
-            }
-            None => false,
-        }
+    /// Makes node `id` the next endpoint if its address is known; its slot.
+    pub fn prefer_node(&self, id: u64) -> Option<usize> {
+        let slot = self.nodes.lock().unwrap().get(&id).copied()?;
+        self.current.store(slot, Ordering::Relaxed);
+        Some(slot)
     }
 
     /// Whether a member list may be read now (at most once per interval).
@@ -139,13 +134,13 @@ mod tests {
     #[test]
     fn a_learned_leader_is_preferred_and_an_unknown_address_appended() {
         let endpoints = Endpoints::new(vec![url("http://127.0.0.1:7001/p")]);
-        assert!(!endpoints.prefer_node(2));
+        assert_eq!(endpoints.prefer_node(2), None);
         endpoints.learn(1, &url("http://127.0.0.1:7001/p"), "127.0.0.1:7001");
         endpoints.learn(2, &url("http://127.0.0.1:7001/p"), "127.0.0.1:7002");
         assert_eq!(endpoints.all().len(), 2);
-        assert!(endpoints.prefer_node(2));
+        assert_eq!(endpoints.prefer_node(2), Some(1));
         assert_eq!(endpoints.pick().1.as_str(), "http://127.0.0.1:7002/p");
-        assert!(endpoints.prefer_node(1));
+        assert_eq!(endpoints.prefer_node(1), Some(0));
         assert_eq!(endpoints.pick().0, 0);
     }
 
