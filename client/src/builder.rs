@@ -58,12 +58,23 @@ impl Policy {
 ///     .build()?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientBuilder {
     endpoints: Vec<String>,
     token: Option<String>,
     http: Option<reqwest::Client>,
     policy: Policy,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    /// Everything but the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("endpoints", &self.endpoints)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("policy", &self.policy)
+            .finish()
+    }
 }
 
 impl Default for ClientBuilder {

@@ -103,7 +103,6 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 pub(crate) struct Inner {
     http: reqwest::Client,
     /// The first endpoint: [`Client::base_url`], and where node-local calls go.
@@ -113,6 +112,18 @@ pub(crate) struct Inner {
     token: Option<String>,
     policy: Policy,
     retries: AtomicU64,
+}
+
+impl std::fmt::Debug for Inner {
+    /// Everything but the token, which must not reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("endpoints", &self.endpoints)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("policy", &self.policy)
+            .finish()
+    }
 }
 
 impl Client {
@@ -384,6 +395,20 @@ mod tests {
                 "{base}"
             );
         }
+    }
+
+    #[test]
+    fn the_token_is_not_in_the_debug_output() {
+        let client = Client::builder()
+            .endpoint("http://h:1")
+            .token("very-secret")
+            .build()
+            .unwrap();
+        let text = format!("{client:?}");
+        assert!(
+            !text.contains("very-secret") && text.contains("<redacted>"),
+            "{text}"
+        );
     }
 
     #[test]
