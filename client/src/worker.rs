@@ -5,7 +5,8 @@
 //! fails the task by the handler's result (each with a generated `request_id`, so a
 //! lost answer is retried safely).
 //!
-//! Depends on the session helper and the task endpoints; nothing depends on it.
+//! Depends on the session helper and the task endpoints only (not on the lock or
+//! watch helpers); nothing depends on it.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
