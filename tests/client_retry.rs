@@ -163,10 +163,16 @@ async fn a_session_whose_endpoints_are_unreachable_goes_jeopardy_then_expired_be
     })
     .await
     .expect("a keepalive was acknowledged");
+    let guard = session.lock("jeopardy/lock").await.unwrap();
     cluster.signal(follower, "STOP");
     tokio::time::timeout(Duration::from_secs(20), session.expired())
         .await
         .expect("the session expired locally");
+    // Its lock counts as lost here at once.
+    assert_eq!(
+        tokio::time::timeout(Duration::from_secs(5), guard.lost()).await,
+        Ok(conclave_client::LockLoss::SessionExpired)
+    );
     // The server has not expired it yet: the local deadline comes a margin early.
     let admin = cluster.api(leader);
     let view = admin
@@ -174,6 +180,15 @@ async fn a_session_whose_endpoints_are_unreachable_goes_jeopardy_then_expired_be
         .await
         .expect("still live on the server when the client gave it up");
     assert_eq!(view["session_id"].as_u64(), Some(session.id()));
+    let lock = admin
+        .lock_get("jeopardy/lock", Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(
+        lock["holders"][0]["session_id"].as_u64(),
+        Some(session.id()),
+        "{lock}"
+    );
     let seen = recorder.await.unwrap();
     assert_eq!(
         seen,
@@ -193,4 +208,46 @@ async fn a_session_whose_endpoints_are_unreachable_goes_jeopardy_then_expired_be
     .await;
     assert!(gone.is_some(), "the server expired the session");
     cluster.signal(follower, "CONT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_in_jeopardy_is_live_again_when_a_renewal_gets_through() {
+    let _serial = common::serial().await;
+    let cluster = Cluster::start(3, Options::default()).await;
+    let leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
+    let follower = followers(&cluster, leader)[0];
+    let client = client_of(&cluster, &[follower])
+        .discover(false)
+        .build()
+        .unwrap();
+    let create = SessionCreate {
+        name: "recovers".into(),
+        capacity: Some(0),
+        ttl_ms: Some(6_000),
+        ..SessionCreate::default()
+    };
+    let session = Session::create(&client, &create, SessionOptions::default())
+        .await
+        .unwrap();
+    let mut states = session.states();
+    cluster.signal(follower, "STOP");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        states.wait_for(|state| *state != SessionState::Live),
+    )
+    .await
+    .expect("a state change")
+    .unwrap();
+    assert_eq!(session.state(), SessionState::Jeopardy);
+    // The node comes back before the local deadline: a renewal gets through.
+    cluster.signal(follower, "CONT");
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        states.wait_for(|state| *state != SessionState::Jeopardy),
+    )
+    .await
+    .expect("a state change")
+    .unwrap();
+    assert_eq!(session.state(), SessionState::Live);
+    session.close().await.unwrap();
 }
