@@ -7,6 +7,7 @@ use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::call::{Call, Retry};
 use crate::{Client, Consistency, Error};
 
 /// Body of `POST /v1/cluster/members`.
@@ -47,7 +48,8 @@ pub struct Ready {
 impl Client {
     /// `GET /v1/cluster`: this node's view of Raft and the membership.
     pub async fn cluster_info(&self) -> Result<Value, Error> {
-        self.read(&["v1", "cluster"], Consistency::default()).await
+        let call = Call::new(Method::GET, &["v1", "cluster"], Retry::Repeatable).pinned();
+        self.execute(call).await?.decode()
     }
 
     /// `POST /v1/cluster/members` (leader route): the cluster view after the change.
@@ -89,12 +91,19 @@ impl Client {
     /// `DELETE /v1/cluster/members/{id}` (leader route): the cluster view after.
     pub async fn member_remove(&self, node_id: u64) -> Result<Value, Error> {
         let id = node_id.to_string();
-        crate::receive(self.request(Method::DELETE, &["v1", "cluster", "members", &id])?).await
+        self.send_empty(
+            Method::DELETE,
+            &["v1", "cluster", "members", &id],
+            Retry::Once,
+        )
+        .await?
+        .decode()
     }
 
     /// `POST /v1/cluster/snapshot`: builds a snapshot on this node and waits for it.
     pub async fn snapshot(&self) -> Result<Snapshot, Error> {
-        crate::receive(self.request(Method::POST, &["v1", "cluster", "snapshot"])?).await
+        let call = Call::new(Method::POST, &["v1", "cluster", "snapshot"], Retry::Once).pinned();
+        self.execute(call).await?.decode()
     }
 
     /// `GET /v1/requests/{request_id}`: `{applied: true, index, applied_at_ms,
@@ -110,14 +119,14 @@ impl Client {
 
     /// `GET /health`.
     pub async fn health(&self) -> Result<Health, Error> {
-        self.read(&["health"], Consistency::default()).await
+        let call = Call::new(Method::GET, &["health"], Retry::Repeatable).pinned();
+        self.execute(call).await?.decode()
     }
 
     /// `GET /ready`: `Ok` for both `200` and `503` (check `ready`).
     pub async fn ready(&self) -> Result<Ready, Error> {
-        let response = self.request(Method::GET, &["ready"])?.send().await?;
-        let status = response.status();
-        let body = response.bytes().await?;
+        let call = Call::new(Method::GET, &["ready"], Retry::Repeatable).pinned();
+        let crate::call::Answer { status, body } = self.execute(call).await?;
         if status != StatusCode::OK && status != StatusCode::SERVICE_UNAVAILABLE {
             return Err(crate::error::from_error_body(status.as_u16(), &body));
         }

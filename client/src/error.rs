@@ -48,6 +48,22 @@ pub enum Error {
     /// The base URL given to the client is not an absolute `http(s)://` URL.
     #[error("invalid base url {0:?}")]
     InvalidBaseUrl(String),
+    /// A builder was given no endpoint at all.
+    #[error("no endpoints given")]
+    NoEndpoints,
+    /// The call's overall timeout passed before any attempt could be made or
+    /// answered (when an attempt failed, its error is returned instead).
+    #[error("the call's deadline passed")]
+    DeadlineExceeded,
+    /// A watch stream fell behind the node's history (`event: lagged`): events after
+    /// `last_event_id` may be gone. Polling the stream again resumes from it (which
+    /// may answer `410 compacted`).
+    #[error("the watch fell behind the node's history (last event {last_event_id:?})")]
+    Lagged { last_event_id: Option<String> },
+    /// The session helper's lease ran out locally (or the server said the session is
+    /// gone): nothing may be done in its name any more.
+    #[error("session {0} expired")]
+    SessionExpired(u64),
 }
 
 impl Error {
@@ -63,7 +79,13 @@ impl Error {
             Error::Api(api) => Some(api.status),
             Error::Unexpected { status, .. } => Some(*status),
             Error::Transport(error) => error.status().map(|status| status.as_u16()),
-            Error::InvalidBaseUrl(_) | Error::UnsendableSegment(_) | Error::NotMember(_) => None,
+            Error::InvalidBaseUrl(_)
+            | Error::UnsendableSegment(_)
+            | Error::NotMember(_)
+            | Error::NoEndpoints
+            | Error::DeadlineExceeded
+            | Error::Lagged { .. }
+            | Error::SessionExpired(_) => None,
         }
     }
 

@@ -84,7 +84,8 @@ impl Client {
         options: &KvPut,
     ) -> Result<Written, Error> {
         let body = PutBody { value, options };
-        self.write(Method::PUT, &["v1", "kv", key], &body).await
+        self.write_idempotent(Method::PUT, &["v1", "kv", key], &body)
+            .await
     }
 
     /// `GET /v1/kv/{key}`: `{key, value, version, create_index, session_id?}`.
@@ -95,7 +96,7 @@ impl Client {
 
     /// `DELETE /v1/kv/{key}`.
     pub async fn kv_delete(&self, key: &str, options: &KvDelete) -> Result<Deleted, Error> {
-        self.write(Method::DELETE, &["v1", "kv", key], options)
+        self.write_idempotent(Method::DELETE, &["v1", "kv", key], options)
             .await
     }
 

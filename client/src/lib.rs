@@ -1,6 +1,7 @@
 //! `conclave-client`: a typed HTTP client for Conclave's API as implemented today
 //! (`docs/api.md`): key/value, request lookup, sessions, tasks, locks, semaphores,
-//! barriers, elections, cluster operations, `/health` and `/ready`.
+//! barriers, elections, cluster operations, `/health` and `/ready`, watch; and the
+//! helpers agents build on them (`docs/client.md`).
 //!
 //! It speaks only HTTP + JSON and must not depend on the server crate (`conclave`)
 //! or any of its types, so agents and tools can use it without linking the server.
@@ -8,42 +9,70 @@
 //!
 //! # Layout
 //!
-//! - `lib.rs`: [`Client`] (base URL + a shared `reqwest::Client`), path building
-//!   (every path segment percent-encoded, so a key may contain `/`), sending and
-//!   reading answers, [`Consistency`].
+//! - `lib.rs`: [`Client`] (endpoints + a shared `reqwest::Client` + retry policy),
+//!   path building (every path segment percent-encoded, so a key may contain `/`),
+//!   the read/write plumbing every endpoint method uses, [`Consistency`].
+//! - `builder.rs`: [`ClientBuilder`] (endpoints, token, timeouts, backoff).
+//! - `call.rs`: one logical call: retry rules, deadline, backoff, leader hints,
+//!   generated `request_id`s. `endpoints.rs`: the endpoint list and leader map.
 //! - `error.rs`: [`Error`] and [`ApiError`] (status, stable `code`, `message`).
 //! - `kv.rs`, `sessions.rs`, `tasks.rs`, `primitives.rs` (locks, semaphores,
 //!   barriers, elections), `cluster.rs` (cluster, requests, health, ready): one
 //!   `impl Client` block per API area, with its request and response types.
+//! - Helpers for agents, built on those methods only: `session.rs` ([`Session`]:
+//!   background keepalive, local lease deadline, Live/Jeopardy/Expired), `lock.rs`
+//!   ([`LockGuard`]: fencing token, release on drop, `lost()`), `worker.rs` (the
+//!   claim/heartbeat/complete loop), `watch.rs` + `sse.rs` ([`Watch`]: a resuming
+//!   `Stream` of events).
 //!
 //! Responses are typed structs where the shape is small and stable, and
 //! `serde_json::Value` for the large views (a task, a session, the cluster).
 
+mod builder;
+mod call;
 mod cluster;
+mod endpoints;
 mod error;
 mod kv;
+mod lock;
 mod primitives;
+mod session;
 mod sessions;
+mod sse;
 mod tasks;
+mod watch;
+mod worker;
 
+pub use builder::ClientBuilder;
 pub use cluster::{Health, MemberAdd, Ready, Snapshot};
 pub use error::{ApiError, Error};
 pub use kv::{Deleted, KvDelete, KvList, KvPut, Written};
+pub use lock::{LockGuard, LockLoss, LockOptions};
 pub use primitives::{
     Acquired, BarrierWait, BarrierWaited, Campaign, Campaigned, LockAcquire, LockMode, Release,
     Released, Resign, SemaphoreAcquire,
 };
 pub use serde_json::Value;
+pub use session::{Session, SessionOptions, SessionState};
 pub use sessions::{Keepalive, SessionCreate, SessionCreated, SessionEnded, SessionList};
 pub use tasks::{
     Claimed, Heartbeat, HeartbeatSent, TaskComplete, TaskFail, TaskList, TaskSubmit, TaskSubmitted,
     TaskWritten,
 };
+pub use watch::{Event, Watch, WatchOptions, WatchStart};
+pub use worker::{TaskContext, TaskFailure, WorkerOptions, WorkerReport};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use builder::Policy;
+use call::{Answer, Call, Retry};
+use endpoints::Endpoints;
 
 /// Which replica answers a read (`?consistency=`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,11 +93,37 @@ impl Consistency {
     }
 }
 
-/// A client of one Conclave node (any node: writes are forwarded to the leader).
+/// A client of a Conclave cluster. [`Client::new`] and [`Client::with_http`] make
+/// a client of one node that sends each call once, as it always did;
+/// [`Client::builder`] makes one over a list of endpoints that follows the leader
+/// and retries what the API says is safe (`docs/client.md`). Cloning is cheap and
+/// shares the endpoints, the pool and the learned leader.
 #[derive(Debug, Clone)]
 pub struct Client {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
     http: reqwest::Client,
+    /// The first endpoint: [`Client::base_url`], and where node-local calls go.
     base: Url,
+    endpoints: Endpoints,
+    /// `Bearer <token>`, sent on every request when set.
+    token: Option<String>,
+    policy: Policy,
+    retries: AtomicU64,
+}
+
+impl std::fmt::Debug for Inner {
+    /// Everything but the token, which must not reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base.as_str())
+            .field("endpoints", &self.endpoints)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("policy", &self.policy)
+            .finish()
+    }
 }
 
 impl Client {
@@ -78,24 +133,50 @@ impl Client {
         Client::with_http(base_url, reqwest::Client::new())
     }
 
-    /// A client of the node at `base_url` sharing `http`'s pool and timeouts.
+    /// A client of the node at `base_url` sharing `http`'s pool and timeouts. It
+    /// sends each call once (no retries, no generated `request_id`).
     pub fn with_http(base_url: &str, http: reqwest::Client) -> Result<Client, Error> {
-        let invalid = || Error::InvalidBaseUrl(base_url.to_owned());
-        let base = Url::parse(base_url).map_err(|_| invalid())?;
-        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
-            return Err(invalid());
-        }
-        Ok(Client { http, base })
+        let base = parse_base(base_url)?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                base: base.clone(),
+                endpoints: Endpoints::new(vec![base]),
+                token: None,
+                policy: Policy::single(),
+                retries: AtomicU64::new(0),
+            }),
+        })
     }
 
-    /// The node's base URL.
+    /// A builder of a client over several endpoints, with retries.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The first endpoint's base URL.
     pub fn base_url(&self) -> &Url {
-        &self.base
+        &self.inner.base
+    }
+
+    /// Every endpoint the client knows: those it was given, then members it learned.
+    pub fn endpoints(&self) -> Vec<Url> {
+        self.inner.endpoints.all()
+    }
+
+    /// The endpoint the next call goes to first (the leader's, once a hint named it).
+    pub fn current_endpoint(&self) -> Url {
+        self.inner.endpoints.pick().1
+    }
+
+    /// How many attempts this client (and its clones) repeated so far.
+    pub fn retries(&self) -> u64 {
+        self.inner.retries.load(Ordering::Relaxed)
     }
 
     /// The shared `reqwest::Client`, for requests this crate has no method for.
     pub fn http(&self) -> &reqwest::Client {
-        &self.http
+        &self.inner.http
     }
 
     /// The URL of `segments` under the base URL, each segment percent-encoded (a `/`
@@ -103,25 +184,7 @@ impl Client {
     /// `..` cannot be sent: URLs normalize it away even percent-encoded (WHATWG), so
     /// `/v1/kv/..` would address `/v1`; it is `Error::UnsendableSegment`.
     pub fn url(&self, segments: &[&str]) -> Result<Url, Error> {
-        if let Some(segment) = segments.iter().find(|s| **s == "." || **s == "..") {
-            return Err(Error::UnsendableSegment((*segment).to_owned()));
-        }
-        let mut path = self.base.path().trim_end_matches('/').to_owned();
-        for segment in segments {
-            path.push('/');
-            path.push_str(&encode_segment(segment));
-        }
-        let mut url = self.base.clone();
-        url.set_path(&path);
-        Ok(url)
-    }
-
-    pub(crate) fn request(
-        &self,
-        method: Method,
-        segments: &[&str],
-    ) -> Result<RequestBuilder, Error> {
-        Ok(self.http.request(method, self.url(segments)?))
+        url_under(&self.inner.base, segments)
     }
 
     /// `GET segments?consistency=...` read as `T`.
@@ -140,22 +203,80 @@ impl Client {
         query: &[(&str, String)],
         consistency: Consistency,
     ) -> Result<T, Error> {
-        let mut request = self.request(Method::GET, segments)?.query(query);
+        let mut query = query.to_vec();
         if consistency != Consistency::default() {
-            request = request.query(&[("consistency", consistency.as_str())]);
+            query.push(("consistency", consistency.as_str().to_owned()));
         }
-        receive(request).await
+        let call = Call::new(Method::GET, segments, Retry::Repeatable).query(query);
+        self.execute(call).await?.decode()
     }
 
-    /// `method segments` with a JSON body, read as `T`.
+    /// `method segments` with a JSON body that takes no `request_id`, read as `T`:
+    /// retried only when surely not applied.
     pub(crate) async fn write<B: Serialize + ?Sized, T: DeserializeOwned>(
         &self,
         method: Method,
         segments: &[&str],
         body: &B,
     ) -> Result<T, Error> {
-        receive(self.request(method, segments)?.json(body)).await
+        let call = Call::new(method, segments, Retry::Once).body(to_value(body)?);
+        self.execute(call).await?.decode()
     }
+
+    /// `method segments` with a JSON body that accepts a `request_id` (given, or
+    /// generated here and reused by every retry), read as `T`.
+    pub(crate) async fn write_idempotent<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<T, Error> {
+        let (body, retry) = self.with_request_id(to_value(body)?);
+        let call = Call::new(method, segments, retry).body(body);
+        self.execute(call).await?.decode()
+    }
+
+    /// `method segments` with no body.
+    pub(crate) async fn send_empty(
+        &self,
+        method: Method,
+        segments: &[&str],
+        retry: Retry,
+    ) -> Result<Answer, Error> {
+        self.execute(Call::new(method, segments, retry)).await
+    }
+}
+
+fn to_value<B: Serialize + ?Sized>(body: &B) -> Result<Value, Error> {
+    serde_json::to_value(body).map_err(|error| Error::Unexpected {
+        status: 0,
+        body: format!("request body: {error}"),
+    })
+}
+
+/// `base_url` as a client base: an absolute `http(s)://` URL that can have paths.
+pub(crate) fn parse_base(base_url: &str) -> Result<Url, Error> {
+    let invalid = || Error::InvalidBaseUrl(base_url.to_owned());
+    let base = Url::parse(base_url).map_err(|_| invalid())?;
+    if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+        return Err(invalid());
+    }
+    Ok(base)
+}
+
+/// The URL of `segments` under `base` (see [`Client::url`]).
+pub(crate) fn url_under(base: &Url, segments: &[&str]) -> Result<Url, Error> {
+    if let Some(segment) = segments.iter().find(|s| **s == "." || **s == "..") {
+        return Err(Error::UnsendableSegment((*segment).to_owned()));
+    }
+    let mut path = base.path().trim_end_matches('/').to_owned();
+    for segment in segments {
+        path.push('/');
+        path.push_str(&encode_segment(segment));
+    }
+    let mut url = base.clone();
+    url.set_path(&path);
+    Ok(url)
 }
 
 /// Sends `request`; a 2xx body is read as `T`, anything else as an [`Error`].
@@ -274,6 +395,20 @@ mod tests {
                 "{base}"
             );
         }
+    }
+
+    #[test]
+    fn the_token_is_not_in_the_debug_output() {
+        let client = Client::builder()
+            .endpoint("http://h:1")
+            .token("very-secret")
+            .build()
+            .unwrap();
+        let text = format!("{client:?}");
+        assert!(
+            !text.contains("very-secret") && text.contains("<redacted>"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -134,13 +134,13 @@ pub struct Resign {
 impl Client {
     /// `POST /v1/locks/{name}/acquire`.
     pub async fn lock_acquire(&self, name: &str, acquire: &LockAcquire) -> Result<Acquired, Error> {
-        self.write(Method::POST, &["v1", "locks", name, "acquire"], acquire)
+        self.write_idempotent(Method::POST, &["v1", "locks", name, "acquire"], acquire)
             .await
     }
 
     /// `POST /v1/locks/{name}/release`.
     pub async fn lock_release(&self, name: &str, release: &Release) -> Result<Released, Error> {
-        self.write(Method::POST, &["v1", "locks", name, "release"], release)
+        self.write_idempotent(Method::POST, &["v1", "locks", name, "release"], release)
             .await
     }
 
@@ -155,7 +155,7 @@ impl Client {
         name: &str,
         acquire: &SemaphoreAcquire,
     ) -> Result<Acquired, Error> {
-        self.write(
+        self.write_idempotent(
             Method::POST,
             &["v1", "semaphores", name, "acquire"],
             acquire,
@@ -169,7 +169,7 @@ impl Client {
         name: &str,
         release: &Release,
     ) -> Result<Released, Error> {
-        self.write(
+        self.write_idempotent(
             Method::POST,
             &["v1", "semaphores", name, "release"],
             release,
@@ -207,7 +207,7 @@ impl Client {
         name: &str,
         campaign: &Campaign,
     ) -> Result<Campaigned, Error> {
-        self.write(
+        self.write_idempotent(
             Method::POST,
             &["v1", "elections", name, "campaign"],
             campaign,
@@ -217,7 +217,7 @@ impl Client {
 
     /// `POST /v1/elections/{name}/resign`.
     pub async fn election_resign(&self, name: &str, resign: &Resign) -> Result<Released, Error> {
-        self.write(Method::POST, &["v1", "elections", name, "resign"], resign)
+        self.write_idempotent(Method::POST, &["v1", "elections", name, "resign"], resign)
             .await
     }
 

@@ -4,6 +4,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::call::{Call, Retry};
 use crate::{query_pairs, Client, Consistency, Error};
 
 /// Body of `POST /v1/sessions`. Unset fields take the server's defaults
@@ -58,19 +59,45 @@ pub struct SessionList {
 impl Client {
     /// `POST /v1/sessions`.
     pub async fn session_create(&self, create: &SessionCreate) -> Result<SessionCreated, Error> {
-        self.write(Method::POST, &["v1", "sessions"], create).await
+        self.write_idempotent(Method::POST, &["v1", "sessions"], create)
+            .await
     }
 
-    /// `POST /v1/sessions/{id}/keepalive`.
+    /// `POST /v1/sessions/{id}/keepalive` (idempotent by nature: retried like a
+    /// read).
     pub async fn session_keepalive(&self, session_id: u64) -> Result<Keepalive, Error> {
         let id = session_id.to_string();
-        crate::receive(self.request(Method::POST, &["v1", "sessions", &id, "keepalive"])?).await
+        self.send_empty(
+            Method::POST,
+            &["v1", "sessions", &id, "keepalive"],
+            Retry::Repeatable,
+        )
+        .await?
+        .decode()
     }
 
-    /// `DELETE /v1/sessions/{id}`.
+    /// A keepalive whose call ends within `timeout` and whose attempts each end
+    /// within `attempt_timeout` (the session helper's renewals).
+    pub(crate) async fn session_keepalive_within(
+        &self,
+        session_id: u64,
+        timeout: std::time::Duration,
+        attempt_timeout: std::time::Duration,
+    ) -> Result<Keepalive, Error> {
+        let id = session_id.to_string();
+        let segments = ["v1", "sessions", id.as_str(), "keepalive"];
+        let call =
+            Call::new(Method::POST, &segments, Retry::Repeatable).within(timeout, attempt_timeout);
+        self.execute(call).await?.decode()
+    }
+
+    /// `DELETE /v1/sessions/{id}` (takes no `request_id`: retried only when surely
+    /// not applied; a repeat would answer `404 session_not_found`).
     pub async fn session_end(&self, session_id: u64) -> Result<SessionEnded, Error> {
         let id = session_id.to_string();
-        crate::receive(self.request(Method::DELETE, &["v1", "sessions", &id])?).await
+        self.send_empty(Method::DELETE, &["v1", "sessions", &id], Retry::Once)
+            .await?
+            .decode()
     }
 
     /// `GET /v1/sessions/{id}`: the session view, with its `load`.

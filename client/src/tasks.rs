@@ -5,6 +5,7 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::call::{Call, Retry};
 use crate::{query_pairs, Client, Consistency, Error};
 
 /// Body of `POST /v1/tasks`. Unset fields take the server's defaults.
@@ -136,7 +137,8 @@ struct Optional<'a> {
 impl Client {
     /// `POST /v1/tasks`.
     pub async fn task_submit(&self, submit: &TaskSubmit) -> Result<TaskSubmitted, Error> {
-        self.write(Method::POST, &["v1", "tasks"], submit).await
+        self.write_idempotent(Method::POST, &["v1", "tasks"], submit)
+            .await
     }
 
     /// `POST /v1/tasks/claim`: waits up to `wait_ms` for a task assigned to the
@@ -150,10 +152,11 @@ impl Client {
             session_id,
             wait_ms,
         };
-        let request = self
-            .request(Method::POST, &["v1", "tasks", "claim"])?
-            .json(&body);
-        crate::receive_optional(request).await
+        let body = serde_json::to_value(body).expect("a claim body serializes");
+        // No request_id: a claim whose answer was lost is not repeated (the task
+        // stays claimed by the session; docs/api.md, claim).
+        let call = Call::new(Method::POST, &["v1", "tasks", "claim"], Retry::Once).body(body);
+        self.execute(call).await?.decode_optional()
     }
 
     /// `POST /v1/tasks/{id}/heartbeat`.
@@ -235,6 +238,6 @@ impl Client {
         let id = task_id.to_string();
         let mut segments = vec!["v1", "tasks", id.as_str()];
         segments.extend(action);
-        self.write(method, &segments, body).await
+        self.write_idempotent(method, &segments, body).await
     }
 }
