@@ -31,9 +31,14 @@ pub fn code_of(error: &anyhow::Error) -> i32 {
         Error::Transport(_) => INDETERMINATE,
         Error::Unexpected { status: 503, .. } => UNAVAILABLE,
         Error::Unexpected { status: 504, .. } => INDETERMINATE,
-        Error::Unexpected { .. } | Error::UnsendableSegment(_) | Error::InvalidBaseUrl(_) => {
-            REFUSED
-        }
+        Error::Unexpected { .. }
+        | Error::UnsendableSegment(_)
+        | Error::InvalidBaseUrl(_)
+        | Error::NoEndpoints
+        | Error::Lagged { .. }
+        | Error::SessionExpired(_) => REFUSED,
+        // The call's overall deadline passed: whether a sent write applied is unknown.
+        Error::DeadlineExceeded => INDETERMINATE,
     }
 }
 
