@@ -209,7 +209,7 @@ pub fn table() -> Vec<Route> {
         route(get.clone(), "/v1/openapi.json", Read, Local, super::openapi::serve),
         route(get.clone(), "/health", Public, Local, cluster::health),
         route(get.clone(), "/ready", Public, Local, cluster::ready),
-        route(get, "/metrics", Read, Local, cluster::metrics),
+        route(get, "/metrics", Read, Local, super::metrics::metrics),
     ]
 }
 
