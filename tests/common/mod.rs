@@ -100,6 +100,9 @@ pub struct Node {
     pub args: Vec<String>,
     /// Another `conclave` binary to run (the previous release's, for upgrades).
     pub binary: Option<PathBuf>,
+    /// Extra environment of the process (after the harness's own `CONCLAVE_LOG`, so
+    /// it may override it).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -141,6 +144,8 @@ pub struct Options {
     pub tls_ca_pem: Option<Vec<u8>>,
     /// Runs every node on this binary instead of this build's (`Node::binary`).
     pub binary: Option<PathBuf>,
+    /// `(node id, variable, value)`: extra environment of that node (`Node::env`).
+    pub env: Vec<(u64, String, String)>,
 }
 
 impl Cluster {
@@ -202,6 +207,10 @@ impl Cluster {
                 },
                 args: Vec::new(),
                 binary: options.binary.clone(),
+                env: (options.env.iter())
+                    .filter(|(node, _, _)| *node == id)
+                    .map(|(_, name, value)| (name.clone(), value.clone()))
+                    .collect(),
             });
         }
         let mut cluster = Cluster {
@@ -261,6 +270,7 @@ impl Cluster {
             .arg(&node.config_path)
             .args(&node.args)
             .env("CONCLAVE_LOG", "info,openraft=warn")
+            .envs(node.env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -301,6 +311,7 @@ impl Cluster {
                 token("provisioner", &["join"]),
             ],
             binary: None,
+            env: Vec::new(),
         };
         match self.nodes.get_mut(id as usize - 1) {
             Some(existing) => {
