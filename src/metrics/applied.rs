@@ -49,7 +49,7 @@ impl Metrics {
         self.state.decisions.get_or_create(&labels).inc();
     }
 
-    /// A task assigned or claimed at the state's cluster time: the time since it
+    /// A task assigned at the state's cluster time: the time since it
     /// could first run this attempt (submitted, its delay or its retry backoff
     /// over). A task with dependencies is left out: when its last dependency
     /// succeeded is not recorded, so its wait would count theirs.
@@ -78,9 +78,9 @@ impl Metrics {
             SessionExpired { .. } => {
                 self.state.sessions_expired.inc();
             }
-            TaskAssigned { task_id, .. } | TaskClaimed { task_id, .. } => {
-                self.assigned(*task_id, state)
-            }
+            // Not `TaskClaimed`: a claim takes a task already assigned to the
+            // session, and counting it too would count the assignment twice.
+            TaskAssigned { task_id, .. } => self.assigned(*task_id, state),
             TaskRetrying { reason, .. } | TaskDead { reason, .. } if reason == "lease_expired" => {
                 self.state.task_lease_expirations.inc();
             }

@@ -24,13 +24,13 @@ pub mod log_store;
 #[allow(clippy::result_large_err)]
 pub mod state_machine;
 
-/// What a node-local observer (its metrics) is shown of the store's work: every
-/// applied entry's events with the state after them, under the state's write lock
+/// What a node-local observer (its metrics) is shown of the store's work: each
+/// applied entry's events with the state right after that entry, under the state's write lock
 /// (so it must be quick and must not block), and every snapshot built. It sees,
 /// never changes: the state machine neither knows of it nor waits for anything but
 /// the call.
 pub trait ApplyObserver: Send + Sync {
-    /// The events of the entries just applied, and the state after them.
+    /// The events of the entry just applied, and the state after it.
     fn applied(&self, events: &[crate::sm::events::Event], state: &crate::sm::State);
     /// A snapshot of `bytes` built and persisted in `took`.
     fn snapshot_built(&self, bytes: usize, took: std::time::Duration);

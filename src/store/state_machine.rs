@@ -274,6 +274,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let mut responses = Vec::new();
+        let mut events = Vec::new();
         let last_index = {
             let mut applied = self.write();
             for entry in entries {
@@ -290,11 +291,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 };
                 responses.push(response);
+                // Shown entry by entry, so it sees each entry's events with the
+                // state (and cluster time) right after that entry.
+                if let Some(observer) = &self.shared.observer {
+                    let mut fresh = applied.state.take_events();
+                    observer.applied(&fresh, &applied.state);
+                    events.append(&mut fresh);
+                }
             }
-            let events = applied.state.take_events();
-            if let Some(observer) = &self.shared.observer {
-                observer.applied(&events, &applied.state);
-            }
+            events.append(&mut applied.state.take_events());
             self.shared
                 .hub
                 .push(events, applied.state.last_command_index);
