@@ -29,6 +29,9 @@
 //! - [`transport`]: peer traffic: the Raft RPC client and the `/raft/*` router.
 //! - [`body`]: reading a request body within a limit (shared by the two fronts).
 //! - [`join`]: `serve --join`: asking a member to add this node as a voter.
+//! - [`metrics`]: the registry behind `/metrics` and the handles the layers feed
+//!   (HTTP, proposer, applied events, Raft); [`logging`]: the tracing subscriber
+//!   (text or JSON, colour only on a terminal).
 //! - [`node`]: the composition root, `run(config, listener, raft_listener, shutdown)`:
 //!   the client API and the peer listener, two routers that share nothing.
 //!
@@ -40,6 +43,8 @@ pub mod codec;
 pub mod config;
 pub mod join;
 pub mod limits;
+pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod raft_types;
 pub mod replica;

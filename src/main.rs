@@ -49,6 +49,10 @@ enum Command {
             conflicts_with = "join_token"
         )]
         join_token_file: Option<PathBuf>,
+        /// Log lines as `text` (colours only on a terminal) or `json` (one object
+        /// per line); or set CONCLAVE_LOG_FORMAT. See docs/observability.md.
+        #[arg(long, value_name = "FORMAT")]
+        log_format: Option<conclave::logging::LogFormat>,
     },
     /// Bearer tokens.
     Token {
@@ -281,19 +285,21 @@ fn issue_token(
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("CONCLAVE_LOG")
-                .unwrap_or_else(|_| "info,openraft=warn,sled=warn".into()),
-        )
-        .init();
-    let (path, data_dir, join) = match Cli::parse().command {
+    let cli = Cli::parse();
+    let flag = match &cli.command {
+        Command::Serve { log_format, .. } => *log_format,
+        _ => None,
+    };
+    let format = conclave::logging::LogFormat::chosen(flag).map_err(anyhow::Error::msg)?;
+    conclave::logging::init(format);
+    let (path, data_dir, join) = match cli.command {
         Command::Serve {
             config,
             data_dir,
             join,
             join_token,
             join_token_file,
+            log_format: _,
         } => {
             let join = join
                 .map(|addr| -> anyhow::Result<conclave::join::Join> {

@@ -62,7 +62,9 @@ pub async fn run(
         bootstrap,
     )?);
     let hub = crate::watch::Hub::new(crate::watch::HubLimits::of(&config.limits));
-    let (log_store, state_machine) = store::open(&db, hub.clone())?;
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let observer: Arc<dyn store::ApplyObserver> = metrics.clone();
+    let (log_store, state_machine) = store::open(&db, hub.clone(), Some(observer))?;
 
     let mut http = reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -123,7 +125,12 @@ pub async fn run(
             acks,
             removed: removed.clone(),
         },
+        metrics.proposer.clone(),
     );
+    tokio::spawn(crate::metrics::raft::count_changes(
+        raft.metrics(),
+        metrics.clone(),
+    ));
     let app = Arc::new(App {
         node_id: config.node_id,
         replica,
@@ -136,6 +143,8 @@ pub async fn run(
         scheme,
         peer_call,
         min_voters: config.min_voters,
+        metrics,
+        request_ids: server::observe::RequestIds::new(config.node_id),
     });
     tracing::info!(node_id = config.node_id, cluster_id = identity.get().as_deref().unwrap_or("(adopted from the first peer)"), addr = %config.listen_addr, raft_addr = %config.raft_listen_addr, data_dir = %config.data_dir.display(), "serving");
     match &config.tls {

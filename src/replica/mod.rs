@@ -93,6 +93,8 @@ pub struct Replica {
 
 impl Replica {
     /// Starts the proposer, the read-index batcher and the ticker for `raft`.
+    // The composition root's one call; each argument is a different part.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         node_id: NodeId,
         raft: Raft,
@@ -101,9 +103,16 @@ impl Replica {
         clock: std::sync::Arc<LeaderClock>,
         stale_reads_bug: bool,
         peers: PeerNotes,
+        proposer_metrics: crate::metrics::ProposerMetrics,
     ) -> Self {
         let PeerNotes { acks, removed } = peers;
-        let proposer = Proposer::spawn(raft.clone(), state_machine.clone(), limits, clock);
+        let proposer = Proposer::spawn(
+            raft.clone(),
+            state_machine.clone(),
+            limits,
+            clock,
+            proposer_metrics,
+        );
         let keepalives = Keepalives::default();
         ticker::Ticker {
             node_id,
@@ -218,9 +227,9 @@ impl Replica {
         self.cluster.clone()
     }
 
-    /// Proposer counters for `/metrics`.
-    pub fn proposer_stats(&self) -> &proposer::ProposerStats {
-        &self.proposer.stats
+    /// Commands queued for the proposer's next batch (`/metrics`).
+    pub fn proposer_queued(&self) -> usize {
+        self.proposer.queued()
     }
 
     /// The leader this node currently believes in.

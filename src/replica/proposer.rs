@@ -14,7 +14,6 @@
 //! through [`Proposer::leader_now_ms`]) comes from [`super::clock::LeaderClock`], which
 //! bounds how far one node's wall clock can move cluster time.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::clock::LeaderClock;
 use crate::limits::Limits;
+use crate::metrics::ProposerMetrics;
 use crate::raft_types::{NodeId, Raft};
 use crate::sm::{Applied, Batch, Submission};
 use crate::store::StateMachineStore;
@@ -52,13 +52,6 @@ pub enum ProposeError {
     Indeterminate(String),
 }
 
-/// Counters exposed on `/metrics`.
-#[derive(Debug, Default)]
-pub struct ProposerStats {
-    pub batches: AtomicU64,
-    pub commands: AtomicU64,
-}
-
 struct Pending {
     submission: Submission,
     bytes: usize,
@@ -73,22 +66,22 @@ pub struct Proposer {
     inflight: Arc<Semaphore>,
     max_inflight: u32,
     write_timeout: Duration,
-    pub stats: Arc<ProposerStats>,
     clock: Arc<LeaderClock>,
     state_machine: StateMachineStore,
 }
 
 impl Proposer {
-    /// Starts the batching task for `raft`, stamping batches with `clock`, and the
-    /// task that shows `clock` every cluster time applied here.
+    /// Starts the batching task for `raft`, stamping batches with `clock` and
+    /// counting them in `metrics`, and the task that shows `clock` every cluster
+    /// time applied here.
     pub fn spawn(
         raft: Raft,
         state_machine: StateMachineStore,
         limits: &Limits,
         clock: Arc<LeaderClock>,
+        metrics: ProposerMetrics,
     ) -> Self {
         let (queue, receiver) = mpsc::channel(limits.max_queued_commands);
-        let stats = Arc::new(ProposerStats::default());
         let write_timeout = Duration::from_millis(limits.write_timeout_ms);
         let inflight = Arc::new(Semaphore::new(limits.max_inflight_batches));
         let task = BatchTask {
@@ -98,7 +91,7 @@ impl Proposer {
             max_commands: limits.max_batch_commands,
             max_bytes: limits.max_batch_bytes,
             write_timeout,
-            stats: stats.clone(),
+            metrics,
             state_machine: state_machine.clone(),
             clock: clock.clone(),
         };
@@ -109,10 +102,14 @@ impl Proposer {
             inflight,
             max_inflight: u32::try_from(limits.max_inflight_batches).unwrap_or(u32::MAX),
             write_timeout,
-            stats,
             clock,
             state_machine,
         }
+    }
+
+    /// Commands queued for the next batch (for `/metrics`).
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
     }
 
     /// This node's time as a leader (for the ticker and accepted keepalives): the
@@ -172,7 +169,7 @@ struct BatchTask {
     max_commands: usize,
     max_bytes: usize,
     write_timeout: Duration,
-    stats: Arc<ProposerStats>,
+    metrics: ProposerMetrics,
     state_machine: StateMachineStore,
     clock: Arc<LeaderClock>,
 }
@@ -217,12 +214,16 @@ impl BatchTask {
             let leader_time_ms = self.stamp();
             let (submissions, replies): (Vec<_>, Vec<_>) =
                 pending.into_iter().map(|p| (p.submission, p.reply)).unzip();
-            self.stats.batches.fetch_add(1, Ordering::Relaxed);
-            self.stats
-                .commands
-                .fetch_add(submissions.len() as u64, Ordering::Relaxed);
+            // Once per batch: two atomic adds and a histogram bucket.
+            self.metrics.batches.inc();
+            self.metrics.commands.inc_by(submissions.len() as u64);
+            self.metrics
+                .batch_commands
+                .observe(submissions.len() as f64);
             let raft = self.raft.clone();
             let write_timeout = self.write_timeout;
+            let inflight = self.metrics.inflight_batches.clone();
+            inflight.inc();
             tokio::spawn(async move {
                 let batch = Batch {
                     leader_time_ms,
@@ -230,6 +231,7 @@ impl BatchTask {
                 };
                 let outcome = tokio::time::timeout(write_timeout, raft.client_write(batch)).await;
                 drop(permit);
+                inflight.dec();
                 deliver(outcome, replies);
             });
         }

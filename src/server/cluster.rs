@@ -1,9 +1,7 @@
 //! Cluster and operations endpoints: `/v1/cluster`, membership changes, snapshots,
-//! `/health`, `/ready`, `/metrics`. Raft is reached only through the replica's
+//! `/health`, `/ready` (`/metrics` is `metrics`). Raft is reached only through the replica's
 //! `membership` facts and operations, never openraft itself.
 
-use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -321,126 +319,6 @@ pub async fn ready(State(app): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
-}
-
-/// Prometheus text exposition.
-pub async fn metrics(State(app): State<AppState>) -> Response {
-    let facts = app.replica.raft_facts().await;
-    let (keys, requests, commands) = {
-        let applied = app.replica.state();
-        (
-            applied.kv.len(),
-            applied.requests.len(),
-            applied.last_command_index,
-        )
-    };
-    let watch = &app.replica.hub().stats;
-    let (watch_oldest, _) = app.replica.hub().bounds();
-    let gauges: [(&str, &str, u64); 19] = [
-        (
-            "conclave_forwards_inflight",
-            "Requests this node is forwarding to the leader now.",
-            app.admission.forwards_inflight() as u64,
-        ),
-        (
-            "conclave_admission_refused_total",
-            "Requests refused 429 by admission control here (forward limit, subject rate).",
-            app.admission.refused(),
-        ),
-        (
-            "conclave_build_test_switches",
-            "1 if this build has the test-only [debug] switches (never in production).",
-            u64::from(crate::config::TEST_SWITCHES_BUILT),
-        ),
-        ("conclave_node_id", "This node's Raft id.", app.node_id),
-        ("conclave_raft_term", "Current Raft term.", facts.term),
-        (
-            "conclave_raft_is_leader",
-            "1 if this node is the leader.",
-            u64::from(facts.role == "leader"),
-        ),
-        (
-            "conclave_raft_last_log_index",
-            "Last Raft log index.",
-            facts.last_log_index.unwrap_or(0),
-        ),
-        (
-            "conclave_raft_applied_index",
-            "Last applied Raft log index.",
-            facts.last_applied_index.unwrap_or(0),
-        ),
-        (
-            "conclave_raft_snapshot_index",
-            "Raft log index of the last snapshot.",
-            facts.snapshot_index.unwrap_or(0),
-        ),
-        (
-            "conclave_state_command_index",
-            "Last applied command index.",
-            commands,
-        ),
-        (
-            "conclave_state_kv_keys",
-            "Keys in the KV store.",
-            keys as u64,
-        ),
-        (
-            "conclave_state_request_ids",
-            "Remembered request ids.",
-            requests as u64,
-        ),
-        (
-            "conclave_proposer_batches_total",
-            "Batches (Raft entries) proposed by this node.",
-            app.replica.proposer_stats().batches.load(Ordering::Relaxed),
-        ),
-        (
-            "conclave_proposer_commands_total",
-            "Commands proposed by this node.",
-            app.replica
-                .proposer_stats()
-                .commands
-                .load(Ordering::Relaxed),
-        ),
-        (
-            "conclave_watchers",
-            "Watch streams this node serves now.",
-            watch.watchers.load(Ordering::Relaxed),
-        ),
-        (
-            "conclave_watch_events_sent_total",
-            "Events this node sent to watchers.",
-            watch.events_sent.load(Ordering::Relaxed),
-        ),
-        (
-            "conclave_watch_lagged_total",
-            "Watchers sent `lagged` and disconnected for falling behind.",
-            watch.lagged.load(Ordering::Relaxed),
-        ),
-        (
-            "conclave_watch_compacted_total",
-            "Watches refused 410 compacted (asked for history no longer retained).",
-            watch.compacted.load(Ordering::Relaxed),
-        ),
-        (
-            "conclave_watch_oldest_index",
-            "The oldest command index a watch can start from on this node.",
-            watch_oldest,
-        ),
-    ];
-    let mut text = String::new();
-    for (name, help, value) in gauges {
-        let kind = if name.ends_with("_total") {
-            "counter"
-        } else {
-            "gauge"
-        };
-        let _ = write!(
-            text,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        );
-    }
-    ([("content-type", "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// `GET /v1/debug/state`: this replica's applied position and a hash of its whole

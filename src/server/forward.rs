@@ -28,6 +28,11 @@ pub const LEADER_HEADER: &str = "x-conclave-leader";
 /// The command index of a write, on write responses.
 pub const INDEX_HEADER: &str = "x-conclave-index";
 
+/// On a response this node got by forwarding the request to the leader (for the
+/// `conclave_http_forwarded_total` count in `observe`).
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarded;
+
 /// Response headers copied back from the leader.
 const RELAYED_HEADERS: [&str; 5] = [
     "content-type",
@@ -124,7 +129,9 @@ pub async fn serve_here_or_forward_to_leader(
         }
         .into_response();
     };
-    forward(&app, leader, &addr, method, &uri, &headers, body).await
+    let mut response = forward(&app, leader, &addr, method, &uri, &headers, body).await;
+    response.extensions_mut().insert(Forwarded);
+    response
 }
 
 /// Waits (at most `leader_wait_ms`) for an election to produce a leader.
@@ -181,14 +188,21 @@ async fn forward(
         Err(refused) => return refused.into_response(),
     };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    // On the request's span (`observe`): its request id goes along, below.
+    tracing::debug!(leader, %addr, "forwarding to the leader");
     let mut request = app
         .http
         .request(method, format!("{}://{addr}{path}", app.scheme))
         .header(FORWARDED_HEADER, app.node_id.to_string())
         .timeout(forward_deadline(app, uri, &body))
         .body(body);
-    // The caller's token goes along: the leader authorizes the request again.
-    for name in ["content-type", "authorization"] {
+    // The caller's token goes along: the leader authorizes the request again. So
+    // does the request id, for following the request across nodes.
+    for name in [
+        "content-type",
+        "authorization",
+        super::observe::REQUEST_ID_HEADER,
+    ] {
         if let Some(value) = headers.get(name) {
             request = request.header(name, value);
         }

@@ -5,7 +5,8 @@
 //! code), `input` (every input check), `extract` (request parsing), `forward` (the
 //! one module that sends requests to the leader), `outcome` (replicated outcome →
 //! response), `wait` (blocking waits), and the handlers `kv`, `requests`,
-//! `sessions`, `tasks`, `locks`, `primitives`, `cluster`. Handlers never match on
+//! `sessions`, `tasks`, `locks`, `primitives`, `cluster`; `observe` (request ids,
+//! spans, HTTP metrics: the outermost layer) and `metrics` (`/metrics`). Handlers never match on
 //! leadership themselves: they return `ApiError::NoLeader` and `forward` decides.
 //! Must not depend on `transport` (peer traffic) or storage internals.
 
@@ -21,6 +22,8 @@ pub mod forward;
 pub mod input;
 pub mod kv;
 pub mod locks;
+pub mod metrics;
+pub mod observe;
 pub mod openapi;
 pub mod outcome;
 pub mod primitives;
@@ -78,6 +81,10 @@ pub struct App {
     pub peer_call: PeerCall,
     /// A removal that would leave fewer voters is refused (`config::Config::min_voters`).
     pub min_voters: usize,
+    /// This node's metrics (`crate::metrics`), fed by the handlers and `observe`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The request ids made here for requests that came without one (`observe`).
+    pub request_ids: observe::RequestIds,
 }
 
 /// `(path, target, its peer address, this leader's term)` → whether it was done.
@@ -278,6 +285,11 @@ pub fn router(app: AppState) -> Router {
         .layer(DefaultBodyLimit::max(app.limits.max_body_bytes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outermost: sees the matched route of every request, and every answer.
+        .layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            observe::track,
+        ))
         .with_state(app)
 }
 

@@ -64,6 +64,7 @@ fn refused(refusal: &Refusal, index: u64) -> ApiError {
 
 /// The HTTP response for an applied write: its body plus `X-Conclave-Index`.
 pub fn respond(applied: &Applied) -> Result<Response, ApiError> {
+    super::observe::record_index(applied.index);
     let mut response = Json(describe(applied)?).into_response();
     response
         .headers_mut()

@@ -216,7 +216,7 @@ pub fn table() -> Vec<Route> {
         route(get.clone(), "/ready", Public, Local, cluster::ready),
         route(get.clone(), "/ui", Public, Local, super::ui::page),
         route(get.clone(), "/ui/app.js", Public, Local, super::ui::script),
-        route(get, "/metrics", Read, Local, cluster::metrics),
+        route(get, "/metrics", Read, Local, super::metrics::metrics),
     ]
 }
 

@@ -302,6 +302,7 @@ pub async fn claim(
                     "lease_expires_at_ms": lease_expires_at_ms,
                     "index": applied.index,
                 });
+                super::observe::record_index(applied.index);
                 let mut response = Json(body).into_response();
                 response
                     .headers_mut()

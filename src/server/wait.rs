@@ -230,6 +230,15 @@ pub enum Queue {
 }
 
 impl Queue {
+    /// Its `primitive` label on `/metrics`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Queue::Lock => "lock",
+            Queue::Semaphore => "semaphore",
+            Queue::Election => "election",
+        }
+    }
+
     /// The command that withdraws waiter `waiter_id` from resource `name`.
     fn withdraw(self, name: String, waiter_id: u64) -> Command {
         match self {
@@ -291,6 +300,8 @@ pub async fn acquire_or_withdraw(
     let Some(waiter_id) = applied.outcome.queued_waiter() else {
         return Ok(Acquired::Answered(applied));
     };
+    // How long it queued, for `conclave_acquire_wait_seconds` (this node's clock).
+    let queued_at = std::time::Instant::now();
     let withdraw = queue.withdraw(how.name.clone(), waiter_id);
     let waited = wait_or_withdraw(app, how.deadline, withdraw, |state| {
         match queue.standing(state, &how.name, waiter_id) {
@@ -300,7 +311,7 @@ pub async fn acquire_or_withdraw(
         }
     })
     .await?;
-    Ok(match waited {
+    let acquired = match waited {
         Waited::Found(Some(token)) => Acquired::Granted(token),
         Waited::Found(None) if !app.session_alive(how.session_id) => {
             return Err(session_ended(how.session_id))
@@ -311,7 +322,17 @@ pub async fn acquire_or_withdraw(
             Some(token) => Acquired::Granted(token),
             None => Acquired::NotGranted { timed_out: true },
         },
-    })
+    };
+    if let Acquired::Granted(_) = acquired {
+        let primitive = crate::metrics::PrimitiveLabels {
+            primitive: queue.name(),
+        };
+        let waits = &app.metrics.state.acquire_wait_seconds;
+        waits
+            .get_or_create(&primitive)
+            .observe(queued_at.elapsed().as_secs_f64());
+    }
+    Ok(acquired)
 }
 
 #[cfg(test)]

@@ -24,6 +24,18 @@ pub mod log_store;
 #[allow(clippy::result_large_err)]
 pub mod state_machine;
 
+/// What a node-local observer (its metrics) is shown of the store's work: each
+/// applied entry's events with the state right after that entry, under the state's write lock
+/// (so it must be quick and must not block), and every snapshot built. It sees,
+/// never changes: the state machine neither knows of it nor waits for anything but
+/// the call.
+pub trait ApplyObserver: Send + Sync {
+    /// The events of the entry just applied, and the state after it.
+    fn applied(&self, events: &[crate::sm::events::Event], state: &crate::sm::State);
+    /// A snapshot of `bytes` built and persisted in `took`.
+    fn snapshot_built(&self, bytes: usize, took: std::time::Duration);
+}
+
 use std::path::Path;
 
 use crate::codec;
@@ -128,12 +140,13 @@ fn migrate(db: &sled::Db, meta: &sled::Tree, found: u32) -> Result<(), sled::Err
 pub fn open(
     db: &sled::Db,
     hub: crate::watch::Hub,
+    observer: Option<std::sync::Arc<dyn ApplyObserver>>,
 ) -> Result<(LogStore, StateMachineStore), OpenError> {
     let log = LogStore::new(db).map_err(|source| OpenError::Sled {
         path: String::new(),
         source,
     })?;
-    let state_machine = StateMachineStore::open_with(db, hub)?;
+    let state_machine = StateMachineStore::open_with(db, hub)?.observed_by(observer);
     Ok((log, state_machine))
 }
 

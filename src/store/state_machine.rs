@@ -83,6 +83,8 @@ struct Shared {
     hub: Hub,
     /// The applied state's format, for the peer network (`raft_types::Formats`).
     formats: crate::raft_types::Formats,
+    /// Shown every apply and snapshot build (the node's metrics), if any.
+    observer: Option<Arc<dyn super::ApplyObserver>>,
 }
 
 /// The state-machine store. Cloning shares it (openraft gets one clone, the HTTP
@@ -140,8 +142,18 @@ impl StateMachineStore {
                 builds: AtomicU64::new(0),
                 hub,
                 formats,
+                observer: None,
             }),
         })
+    }
+
+    /// The store, showing `observer` every apply and snapshot build (before it is
+    /// shared with anyone).
+    pub fn observed_by(mut self, observer: Option<Arc<dyn super::ApplyObserver>>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.observer = observer;
+        }
+        self
     }
 
     /// Read access to the applied state (hold it briefly; apply waits for it).
@@ -219,6 +231,8 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
+        // The node's clock, for the observer only: nothing in the snapshot depends on it.
+        let started = std::time::Instant::now();
         let (meta, data) = {
             let applied = self.read();
             let data = codec::encode(&applied.state).map_err(read_error)?;
@@ -236,6 +250,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         let stored = StoredSnapshot { meta, data };
         self.persist(&stored).await?;
+        if let Some(observer) = &self.shared.observer {
+            observer.snapshot_built(stored.data.len(), started.elapsed());
+        }
         Ok(Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
@@ -257,6 +274,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let mut responses = Vec::new();
+        let mut events = Vec::new();
         let last_index = {
             let mut applied = self.write();
             for entry in entries {
@@ -273,8 +291,15 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     }
                 };
                 responses.push(response);
+                // Shown entry by entry, so it sees each entry's events with the
+                // state (and cluster time) right after that entry.
+                if let Some(observer) = &self.shared.observer {
+                    let mut fresh = applied.state.take_events();
+                    observer.applied(&fresh, &applied.state);
+                    events.append(&mut fresh);
+                }
             }
-            let events = applied.state.take_events();
+            events.append(&mut applied.state.take_events());
             self.shared
                 .hub
                 .push(events, applied.state.last_command_index);

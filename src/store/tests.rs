@@ -19,7 +19,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
             },
         )
         .expect("open");
-        let (log, state_machine) = open(&db, crate::watch::Hub::default()).expect("open stores");
+        let (log, state_machine) =
+            open(&db, crate::watch::Hub::default(), None).expect("open stores");
         Ok((dir, log, state_machine))
     }
 }

@@ -102,6 +102,9 @@ pub struct Node {
     pub args: Vec<String>,
     /// Another `conclave` binary to run (the previous release's, for upgrades).
     pub binary: Option<PathBuf>,
+    /// Extra environment of the process (after the harness's own `CONCLAVE_LOG`, so
+    /// it may override it).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -143,6 +146,8 @@ pub struct Options {
     pub tls_ca_pem: Option<Vec<u8>>,
     /// Runs every node on this binary instead of this build's (`Node::binary`).
     pub binary: Option<PathBuf>,
+    /// `(node id, variable, value)`: extra environment of that node (`Node::env`).
+    pub env: Vec<(u64, String, String)>,
 }
 
 impl Cluster {
@@ -204,6 +209,10 @@ impl Cluster {
                 },
                 args: Vec::new(),
                 binary: options.binary.clone(),
+                env: (options.env.iter())
+                    .filter(|(node, _, _)| *node == id)
+                    .map(|(_, name, value)| (name.clone(), value.clone()))
+                    .collect(),
             });
         }
         let mut cluster = Cluster {
@@ -263,6 +272,7 @@ impl Cluster {
             .arg(&node.config_path)
             .args(&node.args)
             .env("CONCLAVE_LOG", "info,openraft=warn")
+            .envs(node.env.iter().map(|(name, value)| (name, value)))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -303,6 +313,7 @@ impl Cluster {
                 token("provisioner", &["join"]),
             ],
             binary: None,
+            env: Vec::new(),
         };
         match self.nodes.get_mut(id as usize - 1) {
             Some(existing) => {
