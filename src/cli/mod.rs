@@ -15,6 +15,7 @@ pub mod members;
 pub mod primitives;
 pub mod render;
 pub mod resources;
+pub mod run;
 pub mod watch;
 
 use std::path::PathBuf;
@@ -149,10 +150,28 @@ pub enum ResourceCommand {
         #[command(flatten)]
         common: call::Common,
     },
-    /// Acquire, release and show locks.
+    /// Acquire, release, show and list locks; or `conclave lock NAME -- CMD...`:
+    /// run CMD while holding lock NAME (its fencing token in
+    /// CONCLAVE_FENCING_TOKEN), stopping it if the lock is lost.
+    #[command(args_conflicts_with_subcommands = true)]
     Lock {
         #[command(subcommand)]
-        command: primitives::LockCommand,
+        command: Option<primitives::LockCommand>,
+        /// The lock to hold while CMD runs.
+        name: Option<String>,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true)]
+        run: Vec<String>,
+        #[command(flatten)]
+        held: run::Held,
+        #[command(flatten)]
+        common: call::Common,
+    },
+    /// Claim tasks and run a command per task: `conclave worker --capability a,b --
+    /// CMD...` (payload on stdin, result from stdout, exit code → complete or fail).
+    Worker {
+        #[command(flatten)]
+        args: run::WorkerArgs,
         #[command(flatten)]
         common: call::Common,
     },
@@ -214,7 +233,27 @@ pub fn resource(command: ResourceCommand) -> ! {
         R::Kv { command, common } => resources::kv(&common, command),
         R::Session { command, common } => resources::session(&common, command),
         R::Task { command, common } => resources::task(&common, command),
-        R::Lock { command, common } => primitives::lock(&common, command),
+        R::Lock {
+            command: Some(command),
+            common,
+            ..
+        } => primitives::lock(&common, command),
+        R::Lock {
+            command: None,
+            name,
+            run,
+            held,
+            common,
+        } => match (name, run.is_empty()) {
+            (Some(name), false) => match run::hold(&common, &name, &run, &held) {
+                Ok(code) => std::process::exit(code),
+                Err(error) => Err(error),
+            },
+            _ => Err(anyhow::anyhow!(
+                "usage: conclave lock NAME -- CMD..., or conclave lock acquire|release|get|list"
+            )),
+        },
+        R::Worker { args, common } => run::worker(&common, &args),
         R::Semaphore { command, common } => primitives::semaphore(&common, command),
         R::Barrier { command, common } => primitives::barrier(&common, command),
         R::Election { command, common } => primitives::election(&common, command),
