@@ -50,6 +50,16 @@ impl Call {
         }
     }
 
+    /// `method` on an owned path (`named`'s), with an optional body.
+    pub fn at(method: Method, path: Vec<String>, body: Option<Value>) -> Call {
+        Call {
+            method,
+            path,
+            query: Vec::new(),
+            body,
+        }
+    }
+
     /// Adds `name=value` to the query when `value` is set.
     pub fn query(mut self, name: &'static str, value: Option<impl ToString>) -> Call {
         if let Some(value) = value {
@@ -133,6 +143,15 @@ pub async fn send(client: &Client, call: Call) -> anyhow::Result<Value> {
             body: String::from_utf8_lossy(&bytes).into_owned(),
         })
         .with_context(what)
+}
+
+/// The path `/v1/<room>/<name>[/<action>]` (`action` empty: none).
+pub fn named(room: &str, name: &str, action: &str) -> Vec<String> {
+    let mut path = vec!["v1".to_owned(), room.to_owned(), name.to_owned()];
+    if !action.is_empty() {
+        path.push(action.to_owned());
+    }
+    path
 }
 
 /// Parses a command-line JSON value; text that is not JSON is taken as a string

@@ -12,7 +12,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::call::{self, body, json_value, some, Call, Common};
+use super::call::{self, body, json_value, named, some, Call, Common};
 
 #[derive(Subcommand, Debug)]
 pub enum LockCommand {
@@ -221,14 +221,6 @@ fn parties(texts: &[String]) -> (Value, bool) {
     (json!(list), sessions)
 }
 
-fn named(room: &str, name: &str, action: &str) -> Vec<String> {
-    let mut path = vec!["v1".to_owned(), room.to_owned(), name.to_owned()];
-    if !action.is_empty() {
-        path.push(action.to_owned());
-    }
-    path
-}
-
 fn list(room: &str, prefix: Option<String>, after: Option<String>, limit: Option<u32>) -> Call {
     Call::get(&["v1", room])
         .query("prefix", prefix)
@@ -237,21 +229,11 @@ fn list(room: &str, prefix: Option<String>, after: Option<String>, limit: Option
 }
 
 fn post(path: Vec<String>, body: Value) -> Call {
-    Call {
-        method: Method::POST,
-        path,
-        query: Vec::new(),
-        body: Some(body),
-    }
+    Call::at(Method::POST, path, Some(body))
 }
 
 fn get(path: Vec<String>) -> Call {
-    Call {
-        method: Method::GET,
-        path,
-        query: Vec::new(),
-        body: None,
-    }
+    Call::at(Method::GET, path, None)
 }
 
 pub fn lock(common: &Common, command: LockCommand) -> anyhow::Result<()> {

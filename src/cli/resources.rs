@@ -8,7 +8,7 @@ use clap::Subcommand;
 use reqwest::Method;
 use serde_json::json;
 
-use super::call::{self, body, json_value, some, Call, Common};
+use super::call::{self, body, json_value, named, some, Call, Common};
 
 #[derive(Subcommand, Debug)]
 pub enum KvCommand {
@@ -232,10 +232,9 @@ pub fn session(common: &Common, command: SessionCommand) -> anyhow::Result<()> {
             &["v1", "sessions", &id.to_string(), "keepalive"],
             json!({}),
         ),
-        SessionCommand::End { id } => Call {
-            method: Method::DELETE,
-            ..Call::get(&["v1", "sessions", &id.to_string()])
-        },
+        SessionCommand::End { id } => {
+            Call::at(Method::DELETE, named("sessions", &id.to_string(), ""), None)
+        }
         SessionCommand::Get { id, stale } => {
             Call::get(&["v1", "sessions", &id.to_string()]).stale(stale)
         }
@@ -247,19 +246,8 @@ pub fn session(common: &Common, command: SessionCommand) -> anyhow::Result<()> {
 }
 
 pub fn task(common: &Common, command: TaskCommand) -> anyhow::Result<()> {
-    let tasks = |id: u64, action: &str| -> Vec<String> {
-        let mut path = vec!["v1".into(), "tasks".into(), id.to_string()];
-        if !action.is_empty() {
-            path.push(action.into());
-        }
-        path
-    };
-    let post = |path: Vec<String>, body: serde_json::Value| Call {
-        method: Method::POST,
-        path,
-        query: Vec::new(),
-        body: Some(body),
-    };
+    let tasks = |id: u64, action: &str| named("tasks", &id.to_string(), action);
+    let post = |path, body| Call::at(Method::POST, path, Some(body));
     let call = match command {
         TaskCommand::Submit {
             kind,
@@ -317,12 +305,7 @@ pub fn task(common: &Common, command: TaskCommand) -> anyhow::Result<()> {
             tasks(id, "fail"),
             json!({"fencing_token": fencing_token, "error": error, "retryable": !fatal}),
         ),
-        TaskCommand::Cancel { id } => Call {
-            method: Method::DELETE,
-            path: tasks(id, ""),
-            query: Vec::new(),
-            body: None,
-        },
+        TaskCommand::Cancel { id } => Call::at(Method::DELETE, tasks(id, ""), None),
         TaskCommand::Retry { id } => post(tasks(id, "retry"), json!({})),
     };
     call::run(common, call)
