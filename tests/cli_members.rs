@@ -371,6 +371,7 @@ async fn members_are_listed_added_promoted_and_removed_and_status_shows_the_lead
             .any(|line| line.starts_with("node 5: ") && line.contains(" entries")),
         "progress lines: {stderr}"
     );
+    assert!(!stderr.contains(['\x1b', '\r']), "{stderr:?}");
     ok(&[
         "member",
         "remove",
@@ -459,6 +460,8 @@ async fn snapshot_save_streams_to_the_file_with_progress_and_a_refusal_leaves_no
         "{stdout}"
     );
     assert!(stderr.contains(" MiB received"), "{stderr}");
+    // Off a terminal the progress is whole lines: no bar's escapes or redraws.
+    assert!(!stderr.contains(['\x1b', '\r']), "{stderr:?}");
     assert!(
         stderr.contains(&format!("received {size} bytes")),
         "{stderr}"

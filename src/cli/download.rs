@@ -1,6 +1,7 @@
 //! Binary downloads to a file (`snapshot save`'s backup, `log export`'s export):
 //! the body is streamed to `FILE.partial` as it arrives, with progress on stderr
-//! (every MiB or every second, and a final line), and renamed to `FILE` only once
+//! (`super::progress`: a bar on a terminal, else a line every MiB or second, and a
+//! final line), and renamed to `FILE` only once
 //! the caller has checked what it holds, so a failed or cut download never leaves
 //! a file under the name asked for.
 //!
@@ -8,14 +9,12 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 
+use super::progress::{Progress, MIB};
 use super::Remote;
-
-const MIB: u64 = 1 << 20;
-const EVERY: Duration = Duration::from_secs(1);
 
 /// A download written to its `.partial` file, not yet under its final name.
 pub struct Partial {
@@ -44,11 +43,6 @@ fn partial_path(file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The progress line after `bytes`.
-pub fn progress_line(bytes: u64) -> String {
-    format!("... {:.1} MiB received", bytes as f64 / MIB as f64)
-}
-
 /// `GET {endpoint}{path}` streamed into `file`'s `.partial` file, with progress on
 /// stderr. A refusal is the API's `status code: message`.
 pub fn download(remote: &Remote, path: &str, file: &Path) -> anyhow::Result<Partial> {
@@ -70,16 +64,14 @@ pub fn download(remote: &Remote, path: &str, file: &Path) -> anyhow::Result<Part
         let mut out = std::fs::File::create(&partial)
             .with_context(|| format!("creating {}", partial.display()))?;
         let started = Instant::now();
-        let (mut bytes, mut shown_bytes, mut shown_at) = (0u64, 0u64, started);
+        let progress = Progress::bytes(response.content_length());
+        let mut bytes = 0u64;
         let written: anyhow::Result<()> = async {
             while let Some(chunk) = response.chunk().await.context("receiving the body")? {
                 out.write_all(&chunk)
                     .with_context(|| format!("writing {}", partial.display()))?;
                 bytes += chunk.len() as u64;
-                if bytes - shown_bytes >= MIB || shown_at.elapsed() >= EVERY {
-                    eprintln!("{}", progress_line(bytes));
-                    (shown_bytes, shown_at) = (bytes, Instant::now());
-                }
+                progress.received(bytes);
             }
             out.sync_all()
                 .with_context(|| format!("syncing {}", partial.display()))
@@ -89,11 +81,11 @@ pub fn download(remote: &Remote, path: &str, file: &Path) -> anyhow::Result<Part
             let _ = std::fs::remove_file(&partial);
             return Err(error);
         }
-        eprintln!(
+        progress.finish(&format!(
             "received {bytes} bytes ({:.1} MiB) in {:.1} s",
             bytes as f64 / MIB as f64,
             started.elapsed().as_secs_f64()
-        );
+        ));
         Ok(Partial {
             path: partial.clone(),
             target: file.to_owned(),
@@ -112,10 +104,5 @@ mod tests {
             partial_path(Path::new("/tmp/b/backup.bin")),
             PathBuf::from("/tmp/b/backup.bin.partial")
         );
-    }
-
-    #[test]
-    fn progress_is_in_mebibytes() {
-        assert_eq!(progress_line(3 * MIB / 2), "... 1.5 MiB received");
     }
 }

@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::Subcommand;
 use conclave_client::{Client, Error, MemberAdd, Value};
 
+use super::progress::Progress;
 use super::Remote;
 
 /// How often a change's progress is read from the leader.
@@ -237,7 +238,8 @@ where
     Fut: Future<Output = Result<Value, Error>>,
 {
     let deadline = tokio::time::Instant::now() + timeout;
-    let progress = show_progress(client, id);
+    let bar = Progress::entries(id);
+    let progress = show_progress(client, id, &bar);
     tokio::pin!(progress);
     loop {
         let answer = tokio::select! {
@@ -245,7 +247,10 @@ where
             never = &mut progress => match never {},
         };
         let error = match answer {
-            Ok(Ok(view)) => return Ok(view),
+            Ok(Ok(view)) => {
+                bar.finish(&format!("node {id}: converged"));
+                return Ok(view);
+            }
             Ok(Err(error)) => error,
             Err(_) => anyhow::bail!("{}", unconverged(id, timeout)),
         };
@@ -253,10 +258,12 @@ where
             Some("learner_not_caught_up") => {
                 let api = error.api().expect("an API refusal");
                 let line = behind_line(id, api.detail("matched_index"), api.detail("target_index"));
-                eprintln!("{line} (not caught up within the leader's wait; adding again)");
+                bar.note(&format!(
+                    "{line} (not caught up within the leader's wait; adding again)"
+                ));
             }
             Some("membership_change_in_progress" | "no_leader") => {
-                eprintln!("node {id}: {error}; trying again");
+                bar.note(&format!("node {id}: {error}; trying again"));
             }
             _ => return Err(error.into()),
         }
@@ -279,9 +286,8 @@ fn unconverged(id: u64, timeout: Duration) -> String {
     )
 }
 
-/// Prints node `id`'s catch-up (the leader's view) each time it moves.
-async fn show_progress(client: &Client, id: u64) -> Infallible {
-    let mut shown = None;
+/// Shows node `id`'s catch-up (the leader's view) on `bar` each time it is read.
+async fn show_progress(client: &Client, id: u64, bar: &Progress) -> Infallible {
     let mut every = tokio::time::interval(PROGRESS_EVERY);
     loop {
         every.tick().await;
@@ -289,10 +295,13 @@ async fn show_progress(client: &Client, id: u64) -> Infallible {
             continue;
         };
         if let Some(line) = progress_of(&view, id) {
-            if shown.as_ref() != Some(&line) {
-                eprintln!("{line}");
-                shown = Some(line);
-            }
+            let member = member_of(&view, id).expect("a member progress_of found");
+            bar.caught_up(
+                member["matched_index"].as_u64().unwrap_or(0),
+                view["last_log_index"].as_u64().unwrap_or(0),
+                member["role"].as_str().unwrap_or("?"),
+                line,
+            );
         }
     }
 }

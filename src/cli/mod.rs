@@ -13,6 +13,7 @@ pub mod download;
 pub mod exit;
 pub mod members;
 pub mod primitives;
+pub mod progress;
 pub mod render;
 pub mod resources;
 pub mod run;
