@@ -89,7 +89,7 @@ pub async fn answer(common: &Common, call: Call) -> anyhow::Result<Value> {
     let http = common.remote.http()?;
     let mut last = None;
     for endpoint in common.remote.endpoints() {
-        let client = Remote::client_of(endpoint, &http)?;
+        let client = common.remote.client_of(endpoint, &http)?;
         match send(&client, call.clone()).await {
             Err(error) if super::exit::code_of(&error) == super::exit::UNAVAILABLE => {
                 let refused = error

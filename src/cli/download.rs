@@ -47,7 +47,8 @@ fn partial_path(file: &Path) -> PathBuf {
 /// stderr. A refusal is the API's `status code: message`.
 pub fn download(remote: &Remote, path: &str, file: &Path) -> anyhow::Result<Partial> {
     let http = remote.http()?;
-    let url = format!("{}{path}", Remote::url_of(&remote.endpoint));
+    let first = remote.endpoints().next().unwrap_or_default();
+    let url = format!("{}{path}", remote.url_of(first));
     let partial = partial_path(file);
     super::runtime()?.block_on(async {
         let mut response = http

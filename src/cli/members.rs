@@ -190,7 +190,9 @@ async fn leader_view_noted(client: &Client) -> Result<(Value, Option<String>), E
         let note = format!("node {node} knows no leader: its own view (no matched indexes)");
         return Ok((view, Some(note)));
     };
-    let answer = match Client::with_http(&Remote::url_of(&addr), client.http().clone()) {
+    // The leader is asked over the scheme the first node was (HTTPS with --ca).
+    let url = format!("{}://{addr}", client.base_url().scheme());
+    let answer = match Client::with_http(&url, client.http().clone()) {
         Ok(leader) => leader.cluster_info().await,
         Err(error) => Err(error),
     };

@@ -33,9 +33,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The node a command asks, and the bearer token it presents.
 #[derive(clap::Args, Debug, Clone)]
 pub struct Remote {
-    /// A node's client address, `host:port` (plain HTTP); or several,
-    /// comma-separated (or set CONCLAVE_ENDPOINTS): the resource commands try the
-    /// next when one cannot be connected to.
+    /// A node's client address, `host:port` (HTTPS when --ca is given, else plain
+    /// HTTP; or a full `https://host:port`); or several, comma-separated (or set
+    /// CONCLAVE_ENDPOINTS): the resource commands try the next when one cannot be
+    /// connected to.
     #[arg(
         long,
         visible_alias = "addr",
@@ -52,6 +53,10 @@ pub struct Remote {
     /// A file holding the bearer token (e.g. cluster/run/admin.token).
     #[arg(long, value_name = "FILE", conflicts_with = "token", global = true)]
     pub token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) that signed the nodes' certificates (their `[tls]
+    /// ca`): the CLI then speaks HTTPS and trusts only that CA.
+    #[arg(long, value_name = "FILE", env = "CONCLAVE_CA", global = true)]
+    pub ca: Option<PathBuf>,
 }
 
 impl Remote {
@@ -68,9 +73,14 @@ impl Remote {
         Ok(std::env::var("CONCLAVE_TOKEN").ok())
     }
 
-    /// The base URL of `addr` (`host:port`).
-    pub fn url_of(addr: &str) -> String {
-        format!("http://{addr}")
+    /// The base URL of `addr`: as given when it names its scheme, else `host:port`
+    /// over HTTPS with `--ca` and plain HTTP without.
+    pub fn url_of(&self, addr: &str) -> String {
+        if addr.contains("://") {
+            return addr.to_owned();
+        }
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{addr}")
     }
 
     /// The headers every request carries: the bearer token, if any.
@@ -85,20 +95,30 @@ impl Remote {
         Ok(headers)
     }
 
-    /// An HTTP client that sends the token on every request.
+    /// An HTTP client that sends the token on every request and, with `--ca`,
+    /// trusts that CA (and no other: the build has no built-in roots).
     pub fn http(&self) -> anyhow::Result<reqwest::Client> {
-        reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .default_headers(self.headers()?)
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .context("building the HTTP client")
+            .timeout(REQUEST_TIMEOUT);
+        if let Some(ca) = &self.ca {
+            let pem =
+                std::fs::read(ca).with_context(|| format!("reading --ca {}", ca.display()))?;
+            let certificate = reqwest::Certificate::from_pem(&pem)
+                .with_context(|| format!("--ca {}: not a PEM certificate", ca.display()))?;
+            builder = builder
+                .use_rustls_tls()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(certificate);
+        }
+        builder.build().context("building the HTTP client")
     }
 
     /// A typed client of the (first) node `--endpoint` names, sharing `http`.
     pub fn client(&self, http: &reqwest::Client) -> anyhow::Result<conclave_client::Client> {
         let first = self.endpoints().next().unwrap_or_default();
-        Self::client_of(first, http)
+        self.client_of(first, http)
     }
 
     /// The nodes `--endpoint` names, in order.
@@ -111,10 +131,11 @@ impl Remote {
 
     /// A typed client of the node at `endpoint`, sharing `http`.
     pub fn client_of(
+        &self,
         endpoint: &str,
         http: &reqwest::Client,
     ) -> anyhow::Result<conclave_client::Client> {
-        conclave_client::Client::with_http(&Self::url_of(endpoint), http.clone())
+        conclave_client::Client::with_http(&self.url_of(endpoint), http.clone())
             .with_context(|| format!("--endpoint {endpoint:?}"))
     }
 }

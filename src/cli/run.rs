@@ -64,12 +64,9 @@ pub struct WorkerArgs {
 
 /// A client over `--endpoint`'s nodes with the contract's retries.
 fn client(common: &Common) -> anyhow::Result<Client> {
-    let urls: Vec<String> = common
-        .remote
-        .endpoints()
-        .map(super::Remote::url_of)
-        .collect();
-    let mut builder = Client::builder().endpoints(urls);
+    let remote = &common.remote;
+    let urls: Vec<String> = remote.endpoints().map(|e| remote.url_of(e)).collect();
+    let mut builder = Client::builder().endpoints(urls).http(remote.http()?);
     if let Some(token) = common.remote.token()? {
         builder = builder.token(token);
     }
