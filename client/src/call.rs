@@ -97,10 +97,14 @@ impl<'a> Call<'a> {
     /// How long the server may hold the request (`wait_ms` of a long poll, a blocking
     /// acquire): added to the call's deadline.
     fn server_wait(&self) -> Duration {
+        // A complete's or fail's `claim_next` long-polls like a claim.
         let wait_ms = self
             .body
             .as_ref()
-            .and_then(|body| body.get("wait_ms"))
+            .and_then(|body| {
+                body.get("wait_ms")
+                    .or_else(|| body.get("claim_next")?.get("wait_ms"))
+            })
             .and_then(Value::as_u64)
             .unwrap_or(0);
         Duration::from_millis(wait_ms)

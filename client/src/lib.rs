@@ -56,8 +56,8 @@ pub use serde_json::Value;
 pub use session::{Session, SessionOptions, SessionState};
 pub use sessions::{Keepalive, SessionCreate, SessionCreated, SessionEnded, SessionList};
 pub use tasks::{
-    Claimed, Heartbeat, HeartbeatSent, TaskComplete, TaskFail, TaskList, TaskSubmit, TaskSubmitted,
-    TaskWritten,
+    Claimed, Finished, Heartbeat, HeartbeatSent, TaskComplete, TaskFail, TaskList, TaskSubmit,
+    TaskSubmitted, TaskWritten,
 };
 pub use watch::{Event, Watch, WatchOptions, WatchStart};
 pub use worker::{TaskContext, TaskFailure, WorkerOptions, WorkerReport};
@@ -247,7 +247,7 @@ impl Client {
     }
 }
 
-fn to_value<B: Serialize + ?Sized>(body: &B) -> Result<Value, Error> {
+pub(crate) fn to_value<B: Serialize + ?Sized>(body: &B) -> Result<Value, Error> {
     serde_json::to_value(body).map_err(|error| Error::Unexpected {
         status: 0,
         body: format!("request body: {error}"),

@@ -110,6 +110,17 @@ pub struct TaskWritten {
     pub index: u64,
 }
 
+/// Answer of a complete or fail with `claim_next`: the finished task's state, and
+/// the session's next task when one was claimed within the wait (`None`: none).
+/// `next.index == index` when it was claimed in the same command.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Finished {
+    pub task_id: u64,
+    pub state: String,
+    pub index: u64,
+    pub next: Option<Claimed>,
+}
+
 /// Query of `GET /v1/tasks`.
 #[derive(Debug, Clone, Default)]
 pub struct TaskList {
@@ -183,6 +194,52 @@ impl Client {
     pub async fn task_fail(&self, task_id: u64, fail: &TaskFail) -> Result<TaskWritten, Error> {
         self.task_write(Method::POST, task_id, Some("fail"), fail)
             .await
+    }
+
+    /// `POST /v1/tasks/{id}/complete` with `claim_next`: completes the task and
+    /// claims the holder session's next one, waiting up to `wait_ms` for it — a
+    /// task cycle's second request (docs/api.md). With `wait_ms == 0` the whole is
+    /// one command and its same-`request_id` retry answers the first answer, so it
+    /// is retried like any idempotent write; with a wait, the claim may come from a
+    /// later command, so like a claim it is not repeated after an unknown outcome
+    /// (a lost answer may have claimed a task, which stays the session's until its
+    /// lease ends).
+    pub async fn task_complete_and_claim(
+        &self,
+        task_id: u64,
+        complete: &TaskComplete,
+        wait_ms: u64,
+    ) -> Result<Finished, Error> {
+        self.task_finish_and_claim(task_id, "complete", crate::to_value(complete)?, wait_ms)
+            .await
+    }
+
+    /// `POST /v1/tasks/{id}/fail` with `claim_next` (as [`Self::task_complete_and_claim`]).
+    pub async fn task_fail_and_claim(
+        &self,
+        task_id: u64,
+        fail: &TaskFail,
+        wait_ms: u64,
+    ) -> Result<Finished, Error> {
+        self.task_finish_and_claim(task_id, "fail", crate::to_value(fail)?, wait_ms)
+            .await
+    }
+
+    async fn task_finish_and_claim(
+        &self,
+        task_id: u64,
+        action: &str,
+        mut body: Value,
+        wait_ms: u64,
+    ) -> Result<Finished, Error> {
+        body["claim_next"] = serde_json::json!({ "wait_ms": wait_ms });
+        let id = task_id.to_string();
+        let segments = ["v1", "tasks", id.as_str(), action];
+        if wait_ms == 0 {
+            return self.write_idempotent(Method::POST, &segments, &body).await;
+        }
+        let call = Call::new(Method::POST, &segments, Retry::Once).body(body);
+        self.execute(call).await?.decode()
     }
 
     /// `DELETE /v1/tasks/{id}`: cancels it and its dependents.

@@ -3,7 +3,9 @@
 //! the handler's latest progress, tells the handler of a cancellation
 //! (`cancel_requested` in a heartbeat answer) or of a lost lease, and completes or
 //! fails the task by the handler's result (each with a generated `request_id`, so a
-//! lost answer is retried safely).
+//! lost answer is retried safely). While more tasks are to be handled, the
+//! completion carries `claim_next` with no wait: when a task is ready it is claimed
+//! by the completion's own command, saving the claim's request and log entry.
 //!
 //! Depends on the session helper and the task endpoints only (not on the lock or
 //! watch helpers); nothing depends on it.
@@ -155,8 +157,16 @@ impl Session {
     {
         let mut report = WorkerReport::default();
         let mut pause = Duration::from_millis(50);
+        // The next task when the last completion claimed it (`claim_next`).
+        let mut next = None;
         while options.max_tasks.is_none_or(|max| report.handled() < max) {
             self.check()?;
+            if let Some(claimed) = next.take() {
+                next = self
+                    .run_one(&options, claimed, &mut handler, &mut report)
+                    .await?;
+                continue;
+            }
             let claim = tokio::select! {
                 claim = self.client().task_claim(self.id(), options.wait_ms) => claim,
                 _ = self.expired() => return Err(Error::SessionExpired(self.id())),
@@ -178,7 +188,8 @@ impl Session {
                 Err(error) => return Err(error),
             };
             pause = Duration::from_millis(50);
-            self.run_one(&options, claimed, &mut handler, &mut report)
+            next = self
+                .run_one(&options, claimed, &mut handler, &mut report)
                 .await?;
         }
         Ok(report)
@@ -190,7 +201,7 @@ impl Session {
         claimed: Claimed,
         handler: &mut F,
         report: &mut WorkerReport,
-    ) -> Result<(), Error>
+    ) -> Result<Option<Claimed>, Error>
     where
         F: FnMut(TaskContext) -> Fut,
         Fut: Future<Output = Result<Value, TaskFailure>>,
@@ -226,6 +237,13 @@ impl Session {
         let result = handler(context).await;
         heartbeats.abort();
         let halted = halt.lock().unwrap().take();
+        // Another task will be handled after this one: its completion claims it
+        // when one is ready (`claim_next` with no wait: one command, retried with
+        // its request id like a plain completion; none ready → the claim's poll).
+        let more = options
+            .max_tasks
+            .is_none_or(|max| report.handled() + 1 < max);
+        let mut next = None;
         match halted.unwrap_or(Ending::Finished(result)) {
             Ending::Cancelled => report.cancelled += 1,
             Ending::Lost => report.lost += 1,
@@ -235,8 +253,20 @@ impl Session {
                     result: Some(result),
                     ..TaskComplete::default()
                 };
-                match self.client().task_complete(task_id, &complete).await {
-                    Ok(_) => report.completed += 1,
+                let done = match more {
+                    true => {
+                        self.client()
+                            .task_complete_and_claim(task_id, &complete, 0)
+                            .await
+                    }
+                    false => self
+                        .client()
+                        .task_complete(task_id, &complete)
+                        .await
+                        .map(plain),
+                };
+                match done {
+                    Ok(done) => (report.completed, next) = (report.completed + 1, done.next),
                     Err(error) if lost_lease(&error) => report.lost += 1,
                     Err(error) => return Err(error),
                 }
@@ -248,14 +278,18 @@ impl Session {
                     retryable: Some(failure.retryable),
                     ..TaskFail::default()
                 };
-                match self.client().task_fail(task_id, &fail).await {
-                    Ok(_) => report.failed += 1,
+                let done = match more {
+                    true => self.client().task_fail_and_claim(task_id, &fail, 0).await,
+                    false => self.client().task_fail(task_id, &fail).await.map(plain),
+                };
+                match done {
+                    Ok(done) => (report.failed, next) = (report.failed + 1, done.next),
                     Err(error) if lost_lease(&error) => report.lost += 1,
                     Err(error) => return Err(error),
                 }
             }
         }
-        Ok(())
+        Ok(next)
     }
 }
 
@@ -294,6 +328,16 @@ async fn heartbeat(
     };
     *halt.lock().unwrap() = Some(ending);
     let _ = stop.send(true);
+}
+
+/// A plain completion's answer as a `claim_next` one that claimed nothing.
+fn plain(written: crate::TaskWritten) -> crate::Finished {
+    crate::Finished {
+        task_id: written.task_id,
+        state: written.state,
+        index: written.index,
+        next: None,
+    }
 }
 
 /// A refusal meaning the task is no longer this token's.

@@ -34,6 +34,7 @@ pub mod resource;
 pub mod room_list;
 pub mod routes;
 pub mod sessions;
+pub mod task_finish;
 pub mod tasks;
 pub mod twophase;
 pub mod txn;

@@ -16,6 +16,7 @@ use super::extract::{JsonBody, QueryParams};
 use super::input::{json_text, TaskIdPath};
 use super::propose::{CommandBody, Proposed};
 use super::sessions::raw;
+use super::task_finish::{ClaimNext, Finish};
 use super::{AppState, Consistency, ReadQuery};
 use crate::auth::{Caller, Kind, Need};
 use crate::limits::Limits;
@@ -83,6 +84,7 @@ pub struct CompleteBody {
     result: Option<super::input::JsonValue>,
     guard: Option<super::input::GuardBody>,
     request_id: Option<String>,
+    claim_next: Option<ClaimNext>,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -94,6 +96,19 @@ pub struct FailBody {
     retryable: bool,
     guard: Option<super::input::GuardBody>,
     request_id: Option<String>,
+    claim_next: Option<ClaimNext>,
+}
+
+impl Finish for CompleteBody {
+    fn take_claim_next(&mut self) -> Option<ClaimNext> {
+        self.claim_next.take()
+    }
+}
+
+impl Finish for FailBody {
+    fn take_claim_next(&mut self) -> Option<ClaimNext> {
+        self.claim_next.take()
+    }
 }
 
 fn default_true() -> bool {
@@ -192,6 +207,14 @@ pub fn describe(outcome: &TaskOutcome) -> Result<Value, ApiError> {
                 message: format!("no task {task_id}"),
             })
         }
+        TaskOutcome::Finished { finished, next } => {
+            let mut body = describe(finished)?;
+            body["next"] = match next.as_ref() {
+                TaskOutcome::Claimed { .. } => describe(next)?,
+                _ => Value::Null,
+            };
+            body
+        }
     })
 }
 
@@ -277,7 +300,65 @@ pub async fn claim(
     JsonBody(body): JsonBody<ClaimBody>,
 ) -> Result<Response, ApiError> {
     let deadline = tokio::time::Instant::now() + super::input::wait(&app.limits, body.wait_ms)?;
-    let session_id = body.session_id;
+    match claim_until(&app, &acting, body.session_id, deadline, false).await? {
+        Claim::Claimed(body, index) => {
+            super::observe::record_index(index);
+            let mut response = Json(body).into_response();
+            response
+                .headers_mut()
+                .insert(super::forward::INDEX_HEADER, index.into());
+            Ok(response)
+        }
+        Claim::Nothing => Ok(StatusCode::NO_CONTENT.into_response()),
+        Claim::Refused(applied) => super::outcome::respond(&applied),
+    }
+}
+
+/// What a claim's wait ended with.
+pub enum Claim {
+    /// The claim answer `{task, fencing_token, lease_expires_at_ms, index}` and its
+    /// command index.
+    Claimed(Value, u64),
+    /// The wait ended with nothing assigned.
+    Nothing,
+    /// The claim was refused (the session is gone, not the caller's...).
+    Refused(crate::sm::Applied),
+}
+
+/// The claim answer of a `Claimed` outcome applied at `index`, with the task's view.
+pub fn claimed_body(app: &AppState, outcome: &TaskOutcome, index: u64) -> Option<Value> {
+    let TaskOutcome::Claimed {
+        task_id,
+        fencing_token,
+        lease_expires_at_ms,
+    } = outcome
+    else {
+        return None;
+    };
+    let applied_state = app.replica.state();
+    let tasks = &applied_state.tasks;
+    let task = tasks.get(*task_id).map(|task| view(task, tasks));
+    Some(json!({
+        "task": task,
+        "fencing_token": fencing_token,
+        "lease_expires_at_ms": lease_expires_at_ms,
+        "index": index,
+    }))
+}
+
+/// Proposes claims for `session_id` until one gets a task or `deadline` passes,
+/// waiting between them for applied state to assign it one (or end it); with
+/// `wait_first`, waiting before the first (a claim just found nothing).
+pub async fn claim_until(
+    app: &AppState,
+    acting: &super::extract::Acting,
+    session_id: SessionId,
+    deadline: tokio::time::Instant,
+    wait_first: bool,
+) -> Result<Claim, ApiError> {
+    if wait_first && !wait_assigned(app, session_id, deadline).await {
+        return Ok(Claim::Nothing);
+    }
     loop {
         let applied = app
             .propose(Submission {
@@ -287,47 +368,38 @@ pub async fn claim(
                 command: Command::Task(TaskCommand::Claim { session_id }),
             })
             .await?;
-        match applied.outcome {
-            Outcome::Task(TaskOutcome::Claimed {
-                task_id,
-                fencing_token,
-                lease_expires_at_ms,
-            }) => {
-                let applied_state = app.replica.state();
-                let tasks = &applied_state.tasks;
-                let task = tasks.get(task_id).map(|task| view(task, tasks));
-                let body = json!({
-                    "task": task,
-                    "fencing_token": fencing_token,
-                    "lease_expires_at_ms": lease_expires_at_ms,
-                    "index": applied.index,
-                });
-                super::observe::record_index(applied.index);
-                let mut response = Json(body).into_response();
-                response
-                    .headers_mut()
-                    .insert(super::forward::INDEX_HEADER, applied.index.into());
-                return Ok(response);
+        match &applied.outcome {
+            Outcome::Task(outcome @ TaskOutcome::Claimed { .. }) => {
+                let body = claimed_body(app, outcome, applied.index).expect("a claim");
+                return Ok(Claim::Claimed(body, applied.index));
             }
             Outcome::Task(TaskOutcome::NoneAssigned) => {}
-            _ => return super::outcome::respond(&applied),
+            _ => return Ok(Claim::Refused(applied)),
         }
-        // Wake when an unclaimed task is assigned to this session (or it ends).
-        let ready = app
-            .wait_for_state(deadline, |state| {
-                let gone = state.sessions.get(session_id).is_none();
-                let waiting = state
-                    .tasks
-                    .assigned_to(session_id)
-                    .into_iter()
-                    .any(|id| state.tasks.get(id).is_some_and(|task| !task.claimed));
-                (gone || waiting).then_some(())
-            })
-            .await;
-        if ready.is_none() {
-            return Ok(StatusCode::NO_CONTENT.into_response());
+        if !wait_assigned(app, session_id, deadline).await {
+            return Ok(Claim::Nothing);
         }
     }
+}
+
+/// Waits until an unclaimed task is assigned to `session_id` or it ends (`true`),
+/// or `deadline` passes (`false`).
+async fn wait_assigned(
+    app: &AppState,
+    session_id: SessionId,
+    deadline: tokio::time::Instant,
+) -> bool {
+    app.wait_for_state(deadline, |state| {
+        let gone = state.sessions.get(session_id).is_none();
+        let waiting = state
+            .tasks
+            .assigned_to(session_id)
+            .into_iter()
+            .any(|id| state.tasks.get(id).is_some_and(|task| !task.claimed));
+        (gone || waiting).then_some(())
+    })
+    .await
+    .is_some()
 }
 
 impl CommandBody for HeartbeatBody {

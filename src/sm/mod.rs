@@ -264,6 +264,19 @@ impl State {
                     state: self.tasks.get(task_id).map_or(state, |task| task.state),
                 })
             }
+            Outcome::Task(TaskOutcome::Finished { finished, next }) => {
+                let finished = match *finished {
+                    TaskOutcome::Updated { task_id, state } => TaskOutcome::Updated {
+                        task_id,
+                        state: self.tasks.get(task_id).map_or(state, |task| task.state),
+                    },
+                    other => other,
+                };
+                Outcome::Task(TaskOutcome::Finished {
+                    finished: Box::new(finished),
+                    next,
+                })
+            }
             Outcome::Txn(TxnOutcome::Applied { succeeded, results }) => {
                 Outcome::Txn(TxnOutcome::Applied {
                     succeeded,
@@ -313,6 +326,12 @@ impl State {
                 | T::Complete { task_id, .. }
                 | T::Fail { task_id, .. },
             ) => self.tasks.get(*task_id).and_then(|task| task.session_id),
+            Command::Task(T::FinishAndClaim { finish }) => match finish.as_ref() {
+                T::Complete { task_id, .. } | T::Fail { task_id, .. } => {
+                    self.tasks.get(*task_id).and_then(|task| task.session_id)
+                }
+                _ => None,
+            },
             Command::Task(T::Submit(_) | T::Cancel { .. } | T::Retry { .. }) => None,
             Command::Lock(L::Acquire { session_id, .. } | L::Release { session_id, .. })
             | Command::Semaphore(S::Acquire { session_id, .. } | S::Release { session_id, .. })

@@ -8,6 +8,7 @@ mod assignment;
 mod cancel_and_idempotency;
 mod claims_and_tokens;
 mod dependencies;
+mod finish_and_claim;
 mod golden;
 mod invariants;
 mod leases_and_retries;

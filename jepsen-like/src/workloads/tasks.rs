@@ -10,7 +10,9 @@
 //!   acknowledged tasks are not yet completed.
 //! - **Agents** long-poll `POST /v1/tasks/claim` (1 s), work a little, sometimes
 //!   heartbeat, then complete (`result` `{"tag": t}`, t unique per assignment, also
-//!   the `request_id`) or, now and then, fail retryably. A few times per run an agent
+//!   the `request_id`) or, now and then, fail retryably. Half of the unstalled
+//!   finishes carry `claim_next` (no wait): a next task the completion's command
+//!   claimed is recorded as a claim and worked without a claim request. A few times per run an agent
 //!   stalls while holding a task: past the task's lease (its session kept alive), or
 //!   past its session's TTL (keepalives stopped). The task is requeued meanwhile, and
 //!   the late `complete` is expected to be refused (`409 stale_fencing_token` or
@@ -521,8 +523,19 @@ impl Client {
         let net = Net::with(self.urls.clone(), http.clone(), self.started);
         let mut session: Option<Session> = None;
         let mut created = 0u64;
+        // A task the last completion claimed (`claim_next`), worked before claiming.
+        let mut carried: Option<(u64, u64, u64)> = None;
         let stop = || self.shared.stop.load(Ordering::Relaxed);
         while !stop() {
+            if let Some(next) = carried.take() {
+                let live = session.take().expect("a completion's session");
+                let (keep, next) = self
+                    .work(&mut rng, &http, &live, next, &mut process, &mut record)
+                    .await;
+                carried = next.filter(|_| keep);
+                session = keep.then_some(live);
+                continue;
+            }
             let live = match session.take() {
                 Some(live) if live.is_alive() => live,
                 _ => {
@@ -602,7 +615,7 @@ impl Client {
                 invoke_ns,
                 complete_ns,
             });
-            let keep = self
+            let (keep, next) = self
                 .work(
                     &mut rng,
                     &http,
@@ -612,6 +625,7 @@ impl Client {
                     &mut record,
                 )
                 .await;
+            carried = next.filter(|_| keep);
             if keep {
                 session = Some(live);
             }
@@ -620,7 +634,9 @@ impl Client {
     }
 
     /// Works on a claimed task and finishes it; false when the session should be
-    /// dropped (it was left to expire).
+    /// dropped (it was left to expire). Half the finishes carry `claim_next` (no
+    /// wait): the next task they claimed in the same command is returned, recorded
+    /// as a claim.
     async fn work(
         &self,
         rng: &mut SmallRng,
@@ -629,7 +645,7 @@ impl Client {
         (task_id, token, attempts): (u64, u64, u64),
         process: &mut u64,
         record: &mut Record,
-    ) -> bool {
+    ) -> (bool, Option<(u64, u64, u64)>) {
         let mut stalled = None;
         let roll = rng.gen_range(0..1000);
         let stalls_allowed = Instant::now() < self.until;
@@ -655,7 +671,7 @@ impl Client {
                     .await;
                 if sent.status() == Status::Fail {
                     // The task is no longer ours (reassigned or ended).
-                    return true;
+                    return (true, None);
                 }
                 tokio::time::sleep(Duration::from_millis(rng.gen_range(0..100))).await;
             }
@@ -675,7 +691,7 @@ impl Client {
             },
             self.index
         );
-        let (verb, body) = match kind {
+        let (verb, mut body) = match kind {
             FinishKind::Complete => (
                 "complete",
                 json!({
@@ -694,11 +710,36 @@ impl Client {
                 }),
             ),
         };
+        let claim_next = stalled.is_none() && rng.gen_bool(0.5);
+        if claim_next {
+            body["claim_next"] = json!({ "wait_ms": 0 });
+        }
         let invoke_ns = self.now_ns();
         let (sent, node) = self
             .finish_request(http, rng, task_id, verb, &body, process, record)
             .await;
         let status = sent.status();
+        let next = match &sent {
+            Sent::Answer(200, answer) if claim_next => {
+                let next = &answer["next"];
+                next["task"]["task_id"]
+                    .as_u64()
+                    .zip(next["fencing_token"].as_u64())
+                    .map(|(id, token)| (id, token, next["task"]["attempts"].as_u64().unwrap_or(1)))
+            }
+            _ => None,
+        };
+        if let Some((next_id, next_token, _)) = next {
+            // Answered after the finish's answer arrived: the recorded window holds
+            // the real one, so the lease-order check stays sound.
+            record.claims.push(Claim {
+                task_id: next_id,
+                token: next_token,
+                session: live.id,
+                invoke_ns,
+                complete_ns: self.now_ns(),
+            });
+        }
         let finished = match (&sent, kind) {
             (Sent::Answer(200, _), FinishKind::Complete) => true,
             (Sent::Answer(200, answer), FinishKind::Fail) => answer["state"] == "dead",
@@ -719,7 +760,7 @@ impl Client {
             node,
             invoke_ns,
         });
-        stalled != Some("past its session's TTL")
+        (stalled != Some("past its session's TTL"), next)
     }
 
     /// Sends a heartbeat, complete or fail, retrying the same request while it

@@ -36,6 +36,14 @@ pub enum TaskCommand {
     Retry {
         task_id: TaskId,
     },
+    /// A `Complete` or `Fail` (`finish`) that, once applied, claims the next task
+    /// assigned to the session that held it — after the assignment the freed
+    /// capacity allows, in the same step (`complete` with `claim_next`). Refused
+    /// whole, claiming nothing, when `finish` is. Proposed only once the cluster's
+    /// active format is 8 (a format-7 node cannot decode it).
+    FinishAndClaim {
+        finish: Box<TaskCommand>,
+    },
 }
 
 impl TaskCommand {
@@ -56,6 +64,7 @@ impl TaskCommand {
             Self::Complete { result_json, .. } => result_json.len(),
             Self::Fail { error, .. } => error.len(),
             Self::Claim { .. } | Self::Cancel { .. } | Self::Retry { .. } => 0,
+            Self::FinishAndClaim { finish } => finish.size_hint(),
         }
     }
 
@@ -92,5 +101,11 @@ pub enum TaskOutcome {
     },
     NotFound {
         task_id: TaskId,
+    },
+    /// A `FinishAndClaim`: the finish's outcome (`Updated`) and the claim's
+    /// (`Claimed` or `NoneAssigned`).
+    Finished {
+        finished: Box<TaskOutcome>,
+        next: Box<TaskOutcome>,
     },
 }

@@ -79,7 +79,51 @@ impl State {
             } => self.fail_task(*task_id, *fencing_token, error, *retryable),
             TaskCommand::Cancel { task_id } => self.cancel(*task_id),
             TaskCommand::Retry { task_id } => self.retry_task(*task_id),
+            TaskCommand::FinishAndClaim { finish } => self.finish_and_claim(finish, index),
         }
+    }
+
+    /// Applies `finish` (a complete or fail); if it was applied, assigns what the
+    /// freed capacity allows and claims the holder's next task.
+    fn finish_and_claim(&mut self, finish: &TaskCommand, index: u64) -> Outcome {
+        let (TaskCommand::Complete {
+            task_id,
+            fencing_token,
+            ..
+        }
+        | TaskCommand::Fail {
+            task_id,
+            fencing_token,
+            ..
+        }) = finish
+        else {
+            return Outcome::Refused(Refusal::InvalidCommand {
+                message: "claim_next follows only a complete or a fail".into(),
+            });
+        };
+        if self.active_format() < 8 {
+            return Outcome::Refused(Refusal::InvalidCommand {
+                message: "claim_next needs the cluster at format 8".into(),
+            });
+        }
+        let session_id = match self.check_lease(*task_id, *fencing_token) {
+            Ok(task) => task.session_id,
+            Err(refusal) => return refusal,
+        };
+        let finished = match self.apply_task(finish, index) {
+            Outcome::Task(finished) => finished,
+            other => return other,
+        };
+        self.assign_ready(index);
+        let next = match session_id.map(|session_id| self.claim_task(session_id)) {
+            Some(Outcome::Task(next)) => next,
+            // The holder's session is gone (it cannot be while it holds a lease).
+            _ => TaskOutcome::NoneAssigned,
+        };
+        Outcome::Task(TaskOutcome::Finished {
+            finished: Box::new(finished),
+            next: Box::new(next),
+        })
     }
 
     /// The session-end hook: the ended session's assigned tasks lose their lease
