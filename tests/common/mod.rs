@@ -463,6 +463,33 @@ pub fn api(base: &str) -> conclave_client::Client {
     conclave_client::Client::with_http(base, client()).unwrap()
 }
 
+/// A typed client of the node at `base` that sends `token` instead of the admin's,
+/// each call once (no retry, no leader following, no generated ids): what a test of
+/// one node under a scoped token needs.
+pub fn api_as(base: &str, token: &str) -> conclave_client::Client {
+    conclave_client::Client::builder()
+        .endpoint(base)
+        .token(token)
+        .retry(false)
+        .discover(false)
+        .request_ids(false)
+        .build()
+        .unwrap()
+}
+
+/// A raw client carrying `token`, without a total timeout (a stream lasts; SSE
+/// framing is tested on the wire).
+pub fn stream_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = format!("Bearer {token}");
+    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
 /// The status and API error code of a call expected to be refused.
 pub fn refusal<T: std::fmt::Debug>(result: Result<T, conclave_client::Error>) -> (u16, String) {
     let error = result.expect_err("expected a refusal");
@@ -513,10 +540,14 @@ pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     (status, body)
 }
 
+/// `PUT /v1/kv/{key}` raw: for the wire-level tests (auth, admission, TLS,
+/// connections, decisions) that must see every status; semantic tests use the
+/// client.
 pub async fn put(http: &reqwest::Client, base: &str, key: &str, body: Value) -> (u16, Value) {
     send(http.put(format!("{base}/v1/kv/{key}")).json(&body)).await
 }
 
+/// `GET /v1/kv/{key}` raw, for the same wire-level tests.
 pub async fn get(http: &reqwest::Client, base: &str, key: &str) -> (u16, Value) {
     send(http.get(format!("{base}/v1/kv/{key}"))).await
 }
