@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{send, wait_until, Cluster, Options};
-use conclave_client::{Client, Consistency, LockAcquire};
+use common::{acquire, send, wait_until, Cluster, Options};
+use conclave_client::{Client, Consistency};
 use serde_json::{json, Value};
 
 const HOUR_MS: u64 = 60 * 60 * 1000;
@@ -44,16 +44,6 @@ async fn session_live(api: &Client, id: u64) -> Result<Value, (u16, String)> {
     api.session_get(id, Consistency::Linearizable)
         .await
         .map_err(|error| common::refusal::<()>(Err(error)))
-}
-
-async fn acquire(api: &Client, lock: &str, session_id: u64) {
-    let acquire = LockAcquire {
-        session_id,
-        ..LockAcquire::default()
-    };
-    api.lock_acquire(lock, &acquire)
-        .await
-        .expect("lock granted");
 }
 
 async fn cluster_time(cluster: &Cluster, id: u64) -> u64 {
@@ -89,13 +79,7 @@ impl Keeper {
         tokio::spawn(async move {
             // One client per node, each sending once with a short timeout: a dead
             // node costs one turn, not the keeper.
-            let http = common::client_builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .unwrap();
-            let apis: Vec<Client> = (urls.iter())
-                .map(|url| Client::with_http(url, http.clone()).unwrap())
-                .collect();
+            let apis = common::apis(&urls, Duration::from_secs(2));
             let mut turn = 0;
             while !flag.load(Ordering::Relaxed) {
                 let api = &apis[turn % apis.len()];

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::{refusal, wait_until, Cluster, Options};
-use conclave_client::{Client, Consistency, KvPut, MemberAdd};
+use conclave_client::{Consistency, KvPut, MemberAdd};
 use serde_json::{json, Value};
 
 const LEADER_WAIT: Duration = Duration::from_secs(20);
@@ -146,14 +146,7 @@ impl Load {
                 tokio::spawn(async move {
                     // A client per node, each sending once: the writer itself spreads
                     // its writes and counts every failed attempt.
-                    let http = common::client_builder()
-                        .timeout(Duration::from_secs(3))
-                        .build()
-                        .unwrap();
-                    let apis: Vec<Client> = urls
-                        .iter()
-                        .map(|url| Client::with_http(url, http.clone()).unwrap())
-                        .collect();
+                    let apis = common::apis(&urls, Duration::from_secs(3));
                     let mut sequence = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         sequence += 1;

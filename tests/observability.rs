@@ -142,11 +142,7 @@ async fn metrics_cover_the_doc_and_logs_follow_a_forwarded_write() {
     // A lock acquire that queues, then is granted: one acquire wait observed.
     let holder = common::observer_session(&api, "holder", 30_000).await;
     let waiter = common::observer_session(&api, "waiter", 30_000).await;
-    let acquire = LockAcquire {
-        session_id: holder,
-        ..LockAcquire::default()
-    };
-    let held = api.lock_acquire("obs", &acquire).await.expect("granted");
+    let held = common::acquire(&api, "obs", holder).await;
     let waiting = {
         let api = api.clone();
         tokio::spawn(async move {

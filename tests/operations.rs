@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::ops::{leader, load, read_back, same_state, wait_exited, wait_ready, WAIT};
 use common::{refusal, send, Cluster, Options};
-use conclave_client::{Client, Consistency, Error, KvPut};
+use conclave_client::{Consistency, Error, KvPut};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -158,10 +158,7 @@ async fn retrying_writer(
     acks: Arc<AtomicU64>,
 ) -> Retried {
     // One client per node, each sending once: the retries are this writer's own.
-    let http = common::client();
-    let apis: Vec<Client> = (urls.iter())
-        .map(|url| Client::with_http(url, http.clone()).unwrap())
-        .collect();
+    let apis = common::apis(&urls, Duration::from_secs(15));
     let mut seen = Retried::default();
     let mut node = 0usize;
     let mut n = 0u64;

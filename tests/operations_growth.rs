@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use common::ops::{load, read_back, same_state, wait_voters, WAIT};
 use common::{cli, refusal, send, Cluster, Options};
-use conclave_client::{Consistency, LockAcquire, MemberAdd};
+use conclave_client::{Consistency, MemberAdd};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,11 +190,7 @@ async fn export_replay_backup_and_restore(cluster: &Cluster, nodes: &[u64]) {
         first.kv_put(&format!("b/{n}"), &json!(n)).await.unwrap();
     }
     let owner = common::observer_session(&first, "holder", 600_000).await;
-    let acquire = LockAcquire {
-        session_id: owner,
-        ..LockAcquire::default()
-    };
-    cluster.api(2).lock_acquire("db", &acquire).await.unwrap();
+    common::acquire(&cluster.api(2), "db", owner).await;
 
     // Export a node's log (a snapshot in the middle, then more writes) and replay
     // it offline: the same hash as that node's at the same index.

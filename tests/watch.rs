@@ -13,8 +13,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{stream_client, Cluster, Options};
-use conclave_client::{Client, LockAcquire, SessionCreate};
+use common::{acquire, stream_client, Cluster, Options};
+use conclave_client::SessionCreate;
 use serde_json::{json, Value};
 
 /// One SSE frame.
@@ -119,16 +119,6 @@ impl Sse {
 }
 
 const WAIT: Duration = Duration::from_secs(20);
-
-async fn acquire(api: &Client, lock: &str, session_id: u64) {
-    let acquire = LockAcquire {
-        session_id,
-        ..LockAcquire::default()
-    };
-    api.lock_acquire(lock, &acquire)
-        .await
-        .expect("lock granted");
-}
 
 /// Writes `w/<n>` = n for `n` in `range` through the nodes in turn, 8 at a time;
 /// returns each acknowledged write's version by n.
