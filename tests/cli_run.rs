@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{Cluster, Options};
+use conclave_client::{Consistency, TaskSubmit};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -64,9 +65,11 @@ async fn a_command_runs_under_a_fenced_lock_and_is_stopped_when_the_lock_is_lost
         .parse()
         .unwrap();
     assert!(token > 0);
-    let (status, lock) =
-        common::send(cluster.http.get(format!("{}/v1/locks/job", cluster.url(1)))).await;
-    assert_eq!(status, 200);
+    let api = cluster.api(1);
+    let lock = api
+        .lock_get("job", Consistency::Linearizable)
+        .await
+        .unwrap();
     assert_eq!(
         lock["holders"],
         json!([]),
@@ -103,21 +106,22 @@ async fn a_command_runs_under_a_fenced_lock_and_is_stopped_when_the_lock_is_lost
     })
     .await;
     assert!(started.is_some(), "the command started");
-    let lock_url = format!("{}/v1/locks/guarded", cluster.url(1));
-    let (_, lock) = common::send(cluster.http.get(&lock_url)).await;
-    let session = lock["holders"][0]["session_id"].as_u64().expect("held");
+    let lock = api.lock_get("guarded", Consistency::Linearizable).await;
+    let session = lock.unwrap()["holders"][0]["session_id"]
+        .as_u64()
+        .expect("held");
     signal(&held, "STOP");
-    let session_url = format!("{}/v1/sessions/{session}", cluster.url(1));
     let expired = common::wait_until(WAIT, || async {
-        let (status, _) = common::send(cluster.http.get(&session_url)).await;
-        (status == 404).then_some(())
+        let gone = api.session_get(session, Consistency::Linearizable).await;
+        (gone.err()?.status() == Some(404)).then_some(())
     })
     .await;
     assert!(
         expired.is_some(),
         "the server expired the stopped CLI's session"
     );
-    let (_, lock) = common::send(cluster.http.get(&lock_url)).await;
+    let lock = api.lock_get("guarded", Consistency::Linearizable).await;
+    let lock = lock.unwrap();
     assert_eq!(lock["holders"], json!([]), "{lock}");
     signal(&held, "CONT");
     assert_eq!(exit_code(&mut held).await, Some(1), "a lost lock exits 1");
@@ -133,18 +137,17 @@ async fn the_worker_runs_a_command_per_task_and_its_exit_code_completes_or_fails
     let _serial = common::serial().await;
     let cluster = Cluster::start(3, Options::default()).await;
     let at = format!("127.0.0.1:{}", cluster.node(2).port);
-    let submit = |payload: Value| {
-        let body = json!({"kind": "double", "payload": payload, "required_capabilities": ["sh"]});
-        cluster
-            .http
-            .post(format!("{}/v1/tasks", cluster.url(1)))
-            .json(&body)
+    let api = cluster.api(1);
+    let submit = |payload: Value| TaskSubmit {
+        kind: "double".into(),
+        payload: Some(payload),
+        required_capabilities: Some(vec!["sh".into()]),
+        ..TaskSubmit::default()
     };
     let mut ids = Vec::new();
     for n in [3, 5] {
-        let (status, body) = common::send(submit(json!(n))).await;
-        assert_eq!(status, 200, "{body}");
-        ids.push(body["task_id"].as_u64().unwrap());
+        let submitted = api.task_submit(&submit(json!(n))).await.unwrap();
+        ids.push(submitted.task_id);
     }
     let script = "read n; echo \"{\\\"doubled\\\": $((n * 2)), \\\"task\\\": $CONCLAVE_TASK_ID}\"";
     let mut worker = conclave(&[
@@ -164,8 +167,7 @@ async fn the_worker_runs_a_command_per_task_and_its_exit_code_completes_or_fails
     .unwrap();
     assert_eq!(exit_code(&mut worker).await, Some(0));
     for (id, n) in ids.iter().zip([3, 5]) {
-        let url = format!("{}/v1/tasks/{id}", cluster.url(1));
-        let (_, task) = common::send(cluster.http.get(url)).await;
+        let task = api.task_get(*id, Consistency::Linearizable).await.unwrap();
         assert_eq!(task["state"], "succeeded", "{task}");
         assert_eq!(
             task["result"],
@@ -175,8 +177,7 @@ async fn the_worker_runs_a_command_per_task_and_its_exit_code_completes_or_fails
     }
 
     // Exit 100: failed for good (dead), not retried.
-    let (_, body) = common::send(submit(json!(1))).await;
-    let id = body["task_id"].as_u64().unwrap();
+    let id = api.task_submit(&submit(json!(1))).await.unwrap().task_id;
     let mut failing = conclave(&[
         "worker",
         "--capability",
@@ -193,11 +194,6 @@ async fn the_worker_runs_a_command_per_task_and_its_exit_code_completes_or_fails
     .spawn()
     .unwrap();
     assert_eq!(exit_code(&mut failing).await, Some(0));
-    let (_, task) = common::send(
-        cluster
-            .http
-            .get(format!("{}/v1/tasks/{id}", cluster.url(1))),
-    )
-    .await;
+    let task = api.task_get(id, Consistency::Linearizable).await.unwrap();
     assert_eq!(task["state"], "dead", "{task}");
 }

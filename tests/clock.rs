@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{send, wait_until, Cluster, Options};
+use common::{acquire, send, wait_until, Cluster, Options};
+use conclave_client::{Client, Consistency};
 use serde_json::{json, Value};
 
 const HOUR_MS: u64 = 60 * 60 * 1000;
@@ -33,23 +34,16 @@ fn options() -> Options {
     }
 }
 
-async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    send(http.post(url).json(&body)).await
+async fn session(api: &Client, ttl_ms: u64) -> u64 {
+    common::observer_session(api, "clock", ttl_ms).await
 }
 
-async fn session(http: &reqwest::Client, base: &str, ttl_ms: u64) -> u64 {
-    let (status, body) = post(
-        http,
-        format!("{base}/v1/sessions"),
-        json!({ "name": "clock", "capacity": 0, "ttl_ms": ttl_ms }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body["session_id"].as_u64().unwrap()
-}
-
-async fn session_status(http: &reqwest::Client, base: &str, id: u64) -> (u16, Value) {
-    send(http.get(format!("{base}/v1/sessions/{id}"))).await
+/// Whether session `id` is still live at the node `api` speaks to (`Ok`), gone
+/// (`Err(404)`), or refused otherwise.
+async fn session_live(api: &Client, id: u64) -> Result<Value, (u16, String)> {
+    api.session_get(id, Consistency::Linearizable)
+        .await
+        .map_err(|error| common::refusal::<()>(Err(error)))
 }
 
 async fn cluster_time(cluster: &Cluster, id: u64) -> u64 {
@@ -58,11 +52,14 @@ async fn cluster_time(cluster: &Cluster, id: u64) -> u64 {
         .unwrap()
 }
 
+/// `POST /v1/debug/clock` (test-only, not in the client): raw HTTP.
 async fn set_offset(cluster: &Cluster, id: u64, offset_ms: u64) -> Value {
-    let (status, body) = post(
-        &cluster.http,
-        format!("{}/v1/debug/clock", cluster.url(id)),
-        json!({ "offset_ms": offset_ms }),
+    let url = format!("{}/v1/debug/clock", cluster.url(id));
+    let (status, body) = send(
+        cluster
+            .http
+            .post(url)
+            .json(&json!({ "offset_ms": offset_ms })),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -80,18 +77,14 @@ impl Keeper {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         tokio::spawn(async move {
-            let http = common::client_builder()
-                .timeout(Duration::from_secs(2))
-                .build()
-                .unwrap();
+            // One client per node, each sending once with a short timeout: a dead
+            // node costs one turn, not the keeper.
+            let apis = common::apis(&urls, Duration::from_secs(2));
             let mut turn = 0;
             while !flag.load(Ordering::Relaxed) {
-                let url = &urls[turn % urls.len()];
+                let api = &apis[turn % apis.len()];
                 turn += 1;
-                let _ = http
-                    .post(format!("{url}/v1/sessions/{session}/keepalive"))
-                    .send()
-                    .await;
+                let _ = api.session_keepalive(session).await;
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
@@ -123,20 +116,15 @@ async fn wait_cluster_time(cluster: &Cluster, id: u64, at_least_ms: u64) -> u64 
 /// The idle session (and the lock it holds) must still be live now, and must then
 /// expire after its TTL, not before: real time between sending its create and
 /// seeing it gone is at least 99 % of the TTL (the slew bound).
-async fn idle_session_expires_on_time(
-    cluster: &Cluster,
-    base: &str,
-    idle: u64,
-    created: Instant,
-    lock: &str,
-) {
-    let (status, body) = session_status(&cluster.http, base, idle).await;
-    assert_eq!(status, 200, "the idle session expired early: {body}");
-    let (_, held) = send(cluster.http.get(format!("{base}/v1/locks/{lock}"))).await;
+async fn idle_session_expires_on_time(api: &Client, idle: u64, created: Instant, lock: &str) {
+    if let Err(refused) = session_live(api, idle).await {
+        panic!("the idle session expired early: {refused:?}");
+    }
+    let held = api.lock_get(lock, Consistency::Linearizable).await.unwrap();
     assert_eq!(held["holders"][0]["session_id"], idle, "{held}");
     let gone = wait_until(Duration::from_secs(60), || async {
-        let (status, _) = session_status(&cluster.http, base, idle).await;
-        (status == 404).then_some(created.elapsed())
+        let refused = session_live(api, idle).await.err()?;
+        (refused.0 == 404).then_some(created.elapsed())
     })
     .await
     .expect("the idle session never expired");
@@ -144,7 +132,7 @@ async fn idle_session_expires_on_time(
         gone >= Duration::from_millis(IDLE_TTL_MS * 99 / 100),
         "the idle session expired after {gone:?}, before its {IDLE_TTL_MS} ms TTL"
     );
-    let (_, free) = send(cluster.http.get(format!("{base}/v1/locks/{lock}"))).await;
+    let free = api.lock_get(lock, Consistency::Linearizable).await.unwrap();
     assert_eq!(free["holders"], json!([]), "{free}");
 }
 
@@ -155,18 +143,12 @@ async fn one_leader_s_clock_jumping_an_hour_ahead_expires_nothing_early() {
     let _serial = common::serial().await;
     let cluster = Cluster::start(3, options()).await;
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
-    let base = cluster.url(leader);
-    let kept = session(&cluster.http, &base, KEPT_TTL_MS).await;
-    let _keeper = Keeper::start(vec![base.clone()], kept);
+    let api = cluster.api(leader);
+    let kept = session(&api, KEPT_TTL_MS).await;
+    let _keeper = Keeper::start(vec![cluster.url(leader)], kept);
     let created = Instant::now();
-    let idle = session(&cluster.http, &base, IDLE_TTL_MS).await;
-    let (status, body) = post(
-        &cluster.http,
-        format!("{base}/v1/locks/clock/acquire"),
-        json!({ "session_id": idle }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let idle = session(&api, IDLE_TTL_MS).await;
+    acquire(&api, "clock", idle).await;
 
     let view = set_offset(&cluster, leader, HOUR_MS).await;
     let before = cluster_time(&cluster, leader).await;
@@ -180,10 +162,11 @@ async fn one_leader_s_clock_jumping_an_hour_ahead_expires_nothing_early() {
         "cluster time jumped by {} ms",
         after - before
     );
-    idle_session_expires_on_time(&cluster, &base, idle, created, "clock").await;
+    idle_session_expires_on_time(&api, idle, created, "clock").await;
 
-    let (status, body) = session_status(&cluster.http, &base, kept).await;
-    assert_eq!(status, 200, "the kept-alive session expired: {body}");
+    if let Err(refused) = session_live(&api, kept).await {
+        panic!("the kept-alive session expired: {refused:?}");
+    }
     let end = cluster_time(&cluster, leader).await;
     assert!(end - before < NO_JUMP_MS, "cluster time jumped: {end}");
     assert_eq!(
@@ -209,17 +192,12 @@ async fn a_new_leader_whose_clock_jumped_continues_from_the_observed_cluster_tim
     let old = cluster.wait_for_leader(LEADER_WAIT).await;
     let others: Vec<u64> = (1..=3).filter(|id| *id != old).collect();
     let urls: Vec<String> = others.iter().map(|id| cluster.url(*id)).collect();
-    let kept = session(&cluster.http, &urls[0], KEPT_TTL_MS).await;
+    let survivor = cluster.api(others[0]);
+    let kept = session(&survivor, KEPT_TTL_MS).await;
     let _keeper = Keeper::start(urls.clone(), kept);
     let created = Instant::now();
-    let idle = session(&cluster.http, &urls[0], IDLE_TTL_MS).await;
-    let (status, body) = post(
-        &cluster.http,
-        format!("{}/v1/locks/failover/acquire", urls[0]),
-        json!({ "session_id": idle }),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let idle = session(&survivor, IDLE_TTL_MS).await;
+    acquire(&survivor, "failover", idle).await;
     for &id in &others {
         set_offset(&cluster, id, HOUR_MS).await;
     }
@@ -227,16 +205,17 @@ async fn a_new_leader_whose_clock_jumped_continues_from_the_observed_cluster_tim
     cluster.kill(old);
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
     assert!(others.contains(&leader));
-    let base = cluster.url(leader);
+    let api = cluster.api(leader);
     let after = wait_cluster_time(&cluster, leader, before + ADVANCE_MS).await;
     assert!(
         after - before < NO_JUMP_MS,
         "cluster time jumped by {} ms at the failover",
         after - before
     );
-    idle_session_expires_on_time(&cluster, &base, idle, created, "failover").await;
-    let (status, body) = session_status(&cluster.http, &base, kept).await;
-    assert_eq!(status, 200, "the kept-alive session expired: {body}");
+    idle_session_expires_on_time(&api, idle, created, "failover").await;
+    if let Err(refused) = session_live(&api, kept).await {
+        panic!("the kept-alive session expired: {refused:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,15 +225,17 @@ async fn the_debug_clock_endpoint_is_not_found_without_the_switch() {
     let url = format!("{}/v1/debug/clock", cluster.url(1));
     let (status, body) = send(cluster.http.get(&url)).await;
     assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
-    let (status, body) = post(&cluster.http, url, json!({ "offset_ms": HOUR_MS })).await;
+    let (status, body) = send(
+        cluster
+            .http
+            .post(&url)
+            .json(&json!({ "offset_ms": HOUR_MS })),
+    )
+    .await;
     assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
     // This is a test-switches build (the test requires the feature), and it says so.
-    let (status, info) = send(cluster.http.get(format!("{}/v1/cluster", cluster.url(1)))).await;
-    assert_eq!(
-        (status, &info["test_switches"]),
-        (200, &json!(true)),
-        "{info}"
-    );
+    let info = cluster.api(1).cluster_info().await.expect("cluster view");
+    assert_eq!(info["test_switches"], json!(true), "{info}");
     let switches = common::metric(
         &cluster.http,
         &cluster.url(1),

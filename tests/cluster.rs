@@ -8,10 +8,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{get, put, send, wait_until, Cluster, Options};
+use common::{refusal, wait_until, Cluster, Options};
+use conclave_client::{Consistency, KvPut, MemberAdd};
 use serde_json::{json, Value};
 
 const LEADER_WAIT: Duration = Duration::from_secs(20);
+
+fn member_ids(view: &Value) -> Vec<u64> {
+    (view["members"].as_array().unwrap().iter())
+        .map(|member| member["id"].as_u64().unwrap())
+        .collect()
+}
 
 fn followers(cluster: &Cluster, leader: u64) -> Vec<u64> {
     cluster
@@ -50,8 +57,11 @@ async fn write_through_a_follower_is_read_linearizably_through_the_third_node() 
     assert_eq!(body["version"], index);
 
     // The default read is linearizable: the third node forwards it to the leader.
-    let (status, body) = get(&cluster.http, &cluster.url(reader), "greeting").await;
-    assert_eq!(status, 200, "{body}");
+    let body = (cluster
+        .api(reader)
+        .kv_get("greeting", Consistency::Linearizable)
+        .await)
+        .expect("the write is read through the third node");
     assert_eq!(body["value"], json!({ "hello": "world" }));
     assert_eq!(body["version"], index);
 
@@ -79,21 +89,14 @@ async fn stale_read_works_on_a_node_cut_off_from_the_leader() {
     let mut cluster = Cluster::start(3, Options::default()).await;
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
     let isolated = followers(&cluster, leader)[0];
-    let (status, _) = put(
-        &cluster.http,
-        &cluster.url(leader),
-        "config/mode",
-        json!({ "value": "blue" }),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let stale_url = format!(
-        "{}/v1/kv/config/mode?consistency=stale",
-        cluster.url(isolated)
-    );
+    cluster
+        .api(leader)
+        .kv_put("config/mode", &json!("blue"))
+        .await
+        .expect("written");
+    let api = cluster.api(isolated);
     let replicated = wait_until(Duration::from_secs(10), || async {
-        let (status, body) = send(cluster.http.get(&stale_url)).await;
-        (status == 200).then_some(body)
+        api.kv_get("config/mode", Consistency::Stale).await.ok()
     })
     .await;
     assert!(replicated.is_some(), "the follower never applied the write");
@@ -102,15 +105,16 @@ async fn stale_read_works_on_a_node_cut_off_from_the_leader() {
     for id in [1, 2, 3].into_iter().filter(|&id| id != isolated) {
         cluster.kill(id);
     }
-    let (status, body) = send(cluster.http.get(&stale_url)).await;
-    assert_eq!(status, 200, "{body}");
+    let body =
+        (api.kv_get("config/mode", Consistency::Stale).await).expect("a stale read served alone");
     assert_eq!(body["value"], "blue");
     // A linearizable read cannot be served: a definite 503, never a stale answer.
-    let (status, body) = get(&cluster.http, &cluster.url(isolated), "config/mode").await;
-    assert_eq!(status, 503, "{body}");
+    // (`cluster.api` sends once to this node, so the 503 is what the test sees.)
+    let (status, code) = refusal(api.kv_get("config/mode", Consistency::Linearizable).await);
+    assert_eq!(status, 503, "{code}");
     assert!(
-        ["no_leader", "unavailable"].contains(&body["error"]["code"].as_str().unwrap()),
-        "{body}"
+        ["no_leader", "unavailable"].contains(&code.as_str()),
+        "{code}"
     );
 }
 
@@ -132,23 +136,33 @@ impl Load {
         let failures = Arc::new(Mutex::new(BTreeMap::new()));
         let tasks = (0..writers)
             .map(|writer| {
-                let (stop, acknowledged, attempts, failures, urls) =
-                    (stop.clone(), acknowledged.clone(), attempts.clone(), failures.clone(), urls.clone());
+                let (stop, acknowledged, attempts, failures, urls) = (
+                    stop.clone(),
+                    acknowledged.clone(),
+                    attempts.clone(),
+                    failures.clone(),
+                    urls.clone(),
+                );
                 tokio::spawn(async move {
-                    let http = common::client_builder().timeout(Duration::from_secs(3)).build().unwrap();
+                    // A client per node, each sending once: the writer itself spreads
+                    // its writes and counts every failed attempt.
+                    let apis = common::apis(&urls, Duration::from_secs(3));
                     let mut sequence = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         sequence += 1;
                         attempts.fetch_add(1, Ordering::Relaxed);
                         let key = format!("load/{writer}/{sequence}");
-                        let url = &urls[(sequence as usize + writer) % urls.len()];
-                        let body = json!({ "value": sequence, "request_id": format!("{writer}-{sequence}") });
-                        match http.put(format!("{url}/v1/kv/{key}")).json(&body).send().await {
-                            Ok(response) if response.status() == 200 => {
+                        let api = &apis[(sequence as usize + writer) % apis.len()];
+                        let options = KvPut {
+                            request_id: Some(format!("{writer}-{sequence}")),
+                            ..KvPut::default()
+                        };
+                        match api.kv_put_with(&key, &json!(sequence), &options).await {
+                            Ok(_) => {
                                 acknowledged.lock().unwrap().insert(key, sequence);
                             }
-                            failed => {
-                                let status = failed.map_or(0, |response| response.status().as_u16());
+                            Err(error) => {
+                                let status = error.status().unwrap_or(0);
                                 *failures.lock().unwrap().entry(status).or_default() += 1;
                                 // A client's retry backoff (dead node, election under way).
                                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -208,16 +222,10 @@ async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_write_ten_times(
         let new_leader = cluster.wait_for_leader(LEADER_WAIT).await;
         assert_ne!(new_leader, leader);
         // The new leader serves writes.
+        let api = cluster.api(new_leader);
         let served = wait_until(LEADER_WAIT, || async {
-            let body = json!({ "value": round });
-            let (status, _) = put(
-                &cluster.http,
-                &cluster.url(new_leader),
-                &format!("round/{round}"),
-                body,
-            )
-            .await;
-            (status == 200).then_some(())
+            let key = format!("round/{round}");
+            api.kv_put(&key, &json!(round)).await.ok()
         })
         .await;
         assert!(
@@ -243,9 +251,10 @@ async fn sigkill_of_the_leader_under_load_loses_no_acknowledged_write_ten_times(
 
     // Every acknowledged write is readable, linearizably, with its value.
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
+    let api = cluster.api(leader);
     for (key, sequence) in &acknowledged {
-        let (status, body) = get(&cluster.http, &cluster.url(leader), key).await;
-        assert_eq!(status, 200, "acknowledged write {key} lost: {body}");
+        let body = (api.kv_get(key, Consistency::Linearizable).await)
+            .unwrap_or_else(|error| panic!("acknowledged write {key} lost: {error}"));
         assert_eq!(body["value"], *sequence, "{key}");
     }
     // Every node (the restarted ones included) catches up to the same state.
@@ -291,15 +300,9 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
     cluster.kill(lagging);
 
     // Sequential writes make one log entry each, so the log grows past several snapshots.
+    let api = cluster.api(leader);
     for i in 0..300 {
-        let (status, body) = put(
-            &cluster.http,
-            &cluster.url(leader),
-            &format!("snap/{i}"),
-            json!({ "value": i }),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
+        api.kv_put(&format!("snap/{i}"), &json!(i)).await.unwrap();
     }
     let leader_status = cluster.status(leader).await.unwrap();
     let purged = leader_status["purged_index"].as_u64().unwrap_or(0);
@@ -321,10 +324,13 @@ async fn a_node_behind_the_purged_log_catches_up_by_snapshot() {
         "node {lagging} should have installed a snapshot: {status}"
     );
     assert!(cluster.log(lagging).contains("serving"));
+    let caught_up = cluster.api(lagging);
     for i in [0, 150, 299] {
-        let url = format!("{}/v1/kv/snap/{i}?consistency=stale", cluster.url(lagging));
-        let (code, body) = send(cluster.http.get(url)).await;
-        assert_eq!((code, body["value"].clone()), (200, json!(i)));
+        let body = (caught_up
+            .kv_get(&format!("snap/{i}"), Consistency::Stale)
+            .await)
+            .unwrap();
+        assert_eq!(body["value"], json!(i));
     }
 }
 
@@ -339,30 +345,13 @@ async fn a_removed_wiped_and_re_added_node_catches_up() {
     let leader = cluster.wait_for_leader(LEADER_WAIT).await;
     let leaving = followers(&cluster, leader)[0];
 
-    let (status, body) = send(cluster.http.delete(format!(
-        "{}/v1/cluster/members/{leaving}",
-        cluster.url(leader)
-    )))
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let members: Vec<u64> = body["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_u64().unwrap())
-        .collect();
-    assert!(!members.contains(&leaving), "{body}");
+    let api = cluster.api(leader);
+    let body = api.member_remove(leaving).await.expect("removed");
+    assert!(!member_ids(&body).contains(&leaving), "{body}");
     cluster.kill(leaving);
     std::fs::remove_dir_all(&cluster.node(leaving).data_dir).unwrap();
     for i in 0..60 {
-        let (status, _) = put(
-            &cluster.http,
-            &cluster.url(leader),
-            &format!("m/{i}"),
-            json!({ "value": i }),
-        )
-        .await;
-        assert_eq!(status, 200);
+        api.kv_put(&format!("m/{i}"), &json!(i)).await.unwrap();
     }
     // The wiped node comes back empty and must not initialize a cluster of its own.
     let config = std::fs::read_to_string(&cluster.node(leaving).config_path).unwrap();
@@ -371,12 +360,13 @@ async fn a_removed_wiped_and_re_added_node_catches_up() {
     cluster.spawn(leaving);
     let addr = format!("127.0.0.1:{}", cluster.node(leaving).port);
     let raft_addr = cluster.node(leaving).raft_addr();
-    let request = cluster
-        .http
-        .post(format!("{}/v1/cluster/members", cluster.url(leader)))
-        .json(&json!({ "id": leaving, "addr": addr, "raft_addr": raft_addr, "voter": true }));
-    let (status, body) = send(request).await;
-    assert_eq!(status, 200, "{body}");
+    let add = MemberAdd {
+        id: leaving,
+        addr,
+        raft_addr: Some(raft_addr),
+        voter: Some(true),
+    };
+    let body = api.member_add(&add).await.expect("re-added");
     let rejoined = body["members"]
         .as_array()
         .unwrap()
@@ -394,9 +384,12 @@ async fn a_removed_wiped_and_re_added_node_catches_up() {
     cluster
         .wait_applied(leaving, commit, Duration::from_secs(30))
         .await;
-    let url = format!("{}/v1/kv/m/59?consistency=stale", cluster.url(leaving));
-    let (code, body) = send(cluster.http.get(url)).await;
-    assert_eq!((code, body["value"].clone()), (200, json!(59)));
+    let body = (cluster
+        .api(leaving)
+        .kv_get("m/59", Consistency::Stale)
+        .await)
+        .unwrap();
+    assert_eq!(body["value"], json!(59));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -413,19 +406,23 @@ async fn a_node_that_cannot_replicate_is_never_promoted_to_voter() {
     let addr = format!("127.0.0.1:{}", dead[0]);
     let raft_addr = format!("127.0.0.1:{}", dead[1]);
     let follower = followers(&cluster, leader)[0];
-    let request = cluster
-        .http
-        .post(format!("{}/v1/cluster/members", cluster.url(follower)))
-        .json(&json!({ "id": 4, "addr": addr, "raft_addr": raft_addr, "voter": true }));
-    let (status, body) = send(request).await;
+    let through = cluster.api(follower);
+    let add = MemberAdd {
+        id: 4,
+        addr,
+        raft_addr: Some(raft_addr),
+        voter: Some(true),
+    };
+    let error = through.member_add(&add).await.expect_err("not caught up");
+    let refused = error.api().expect("an API refusal");
     assert_eq!(
-        (status, body["error"]["code"].clone()),
-        (409, json!("learner_not_caught_up")),
-        "{body}"
+        (refused.status, refused.code.as_str()),
+        (409, "learner_not_caught_up"),
+        "{error}"
     );
     // How far it got (nothing: nothing listens there) and what it had to reach.
-    assert_eq!(body["error"]["matched_index"], json!(null), "{body}");
-    assert!(body["error"]["target_index"].as_u64() > Some(1), "{body}");
+    assert_eq!(refused.detail("matched_index"), &json!(null), "{error}");
+    assert!(refused.detail("target_index").as_u64() > Some(1), "{error}");
     let info = cluster.status(leader).await.unwrap();
     let node4 = info["members"]
         .as_array()
@@ -436,30 +433,11 @@ async fn a_node_that_cannot_replicate_is_never_promoted_to_voter() {
         .unwrap();
     assert_eq!(node4["role"], "learner", "{info}");
     // The three voters still make progress, and the learner can be removed.
-    assert_eq!(
-        put(
-            &cluster.http,
-            &cluster.url(leader),
-            "after",
-            json!({ "value": 1 })
-        )
+    cluster
+        .api(leader)
+        .kv_put("after", &json!(1))
         .await
-        .0,
-        200
-    );
-    let (status, body) = send(
-        cluster
-            .http
-            .delete(format!("{}/v1/cluster/members/4", cluster.url(follower))),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    assert!(
-        body["members"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["id"] != 4),
-        "{body}"
-    );
+        .unwrap();
+    let body = through.member_remove(4).await.expect("the learner removed");
+    assert!(!member_ids(&body).contains(&4), "{body}");
 }

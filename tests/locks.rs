@@ -241,14 +241,7 @@ async fn a_leader_crash_during_waits_loses_no_waiter_and_no_grant() {
     for _ in 0..5 {
         let me = session(&cluster.api(2), 60_000).await;
         let grants = grants.clone();
-        let http = common::client_builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        let apis: Vec<Client> = urls
-            .iter()
-            .map(|url| Client::with_http(url, http.clone()).unwrap())
-            .collect();
+        let apis = common::apis(&urls, Duration::from_secs(30));
         waiters.push(tokio::spawn(async move {
             let limit = Duration::from_secs(60);
             let granted = definite(&apis, "acquire", limit, |api| async move {

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{Cluster, Options};
+use conclave_client::{Consistency, LockAcquire, Release};
 use serde_json::{json, Value};
 
 const DOC: &str = include_str!("../docs/observability.md");
@@ -92,11 +93,6 @@ fn count(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
     }
 }
 
-async fn post(cluster: &Cluster, id: u64, path: &str, body: Value) -> (u16, Value) {
-    let request = cluster.http.post(format!("{}{path}", cluster.url(id)));
-    common::send(request.json(&body)).await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_cover_the_doc_and_logs_follow_a_forwarded_write() {
     let _serial = common::serial().await;
@@ -118,17 +114,12 @@ async fn metrics_cover_the_doc_and_logs_follow_a_forwarded_write() {
     let follower = (1..=3).find(|id| *id != leader).unwrap();
     let http = &cluster.http;
 
+    let api = cluster.api(leader);
     for i in 0..5 {
-        let (status, _) = common::put(
-            http,
-            &cluster.url(leader),
-            &format!("obs/{i}"),
-            json!({"value": i}),
-        )
-        .await;
-        assert_eq!(status, 200);
+        api.kv_put(&format!("obs/{i}"), &json!(i)).await.unwrap();
     }
     // A write through the follower, named: forwarded to the leader with its id.
+    // (Raw HTTP: the `X-Request-Id` and `X-Conclave-Index` headers are the subject.)
     let response = http
         .put(format!("{}/v1/kv/obs/traced", cluster.url(follower)))
         .header("x-request-id", "obs-trace-1")
@@ -149,41 +140,37 @@ async fn metrics_cover_the_doc_and_logs_follow_a_forwarded_write() {
         .unwrap();
 
     // A lock acquire that queues, then is granted: one acquire wait observed.
-    let api = cluster.api(leader);
     let holder = common::observer_session(&api, "holder", 30_000).await;
     let waiter = common::observer_session(&api, "waiter", 30_000).await;
-    let (status, held) = post(
-        &cluster,
-        leader,
-        "/v1/locks/obs/acquire",
-        json!({"session_id": holder}),
-    )
-    .await;
-    assert_eq!(status, 200, "{held}");
+    let held = common::acquire(&api, "obs", holder).await;
     let waiting = {
-        let (http, url) = (http.clone(), cluster.url(leader));
+        let api = api.clone();
         tokio::spawn(async move {
-            let request = http.post(format!("{url}/v1/locks/obs/acquire"));
-            common::send(request.json(&json!({"session_id": waiter, "wait_ms": 20_000}))).await
+            let acquire = LockAcquire {
+                session_id: waiter,
+                wait_ms: Some(20_000),
+                ..LockAcquire::default()
+            };
+            api.lock_acquire("obs", &acquire).await
         })
     };
     let queued = common::wait_until(Duration::from_secs(10), || async {
-        let (_, lock) =
-            common::send(http.get(format!("{}/v1/locks/obs", cluster.url(leader)))).await;
+        let lock = api.lock_get("obs", Consistency::Linearizable).await.ok()?;
         (lock["waiters"].as_array().map_or(0, Vec::len) == 1).then_some(())
     })
     .await;
     assert!(queued.is_some(), "the second acquire never queued");
-    let release = json!({"session_id": holder, "fencing_token": held["fencing_token"]});
-    let (status, _) = post(&cluster, leader, "/v1/locks/obs/release", release).await;
-    assert_eq!(status, 200);
-    let (status, granted) = waiting.await.unwrap();
-    assert_eq!(status, 200, "{granted}");
+    let release = Release {
+        session_id: holder,
+        fencing_token: held.fencing_token,
+        ..Release::default()
+    };
+    api.lock_release("obs", &release).await.expect("released");
+    waiting.await.unwrap().expect("the waiter granted");
 
     // A snapshot built on every node (each builds its own).
     for id in 1..=3 {
-        let (status, body) = post(&cluster, id, "/v1/cluster/snapshot", json!({})).await;
-        assert_eq!(status, 200, "{body}");
+        cluster.api(id).snapshot().await.expect("snapshot built");
     }
     let last = cluster.status(leader).await.unwrap()["last_applied_index"]
         .as_u64()

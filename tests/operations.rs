@@ -13,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::ops::{leader, load, read_back, same_state, wait_exited, wait_ready, WAIT};
-use common::{send, Cluster, Options};
-use serde_json::{json, Value};
+use common::{refusal, send, Cluster, Options};
+use conclave_client::{Consistency, Error, KvPut};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leadership_is_handed_over_on_request_on_sigterm_and_before_the_leader_is_removed() {
@@ -28,9 +29,8 @@ async fn leadership_is_handed_over_on_request_on_sigterm_and_before_the_leader_i
     // 0. An idle leader hands over too (no write in flight to wait for: the
     // proposer held a permit while idle, and the transfer waited for a write).
     let idle = cluster.wait_for_leader(WAIT).await;
-    let url = format!("{}/v1/cluster/leader", cluster.url(idle));
-    let (status, body) = send(cluster.http.post(&url)).await;
-    assert_eq!(status, 200, "an idle leader's transfer: {body}");
+    let body = (cluster.api(idle).leader_transfer(None).await)
+        .unwrap_or_else(|error| panic!("an idle leader's transfer: {error}"));
     assert_ne!(body["leader_id"].as_u64(), Some(idle), "{body}");
 
     let urls = Arc::new(Mutex::new(
@@ -42,21 +42,20 @@ async fn leadership_is_handed_over_on_request_on_sigterm_and_before_the_leader_i
     // 1. To the most caught-up other voter, asked through a follower.
     let first = cluster.wait_for_leader(WAIT).await;
     let follower = (1..=3).find(|&id| id != first).unwrap();
-    let url = format!("{}/v1/cluster/leader", cluster.url(follower));
-    let (status, body) = send(cluster.http.post(&url)).await;
-    assert_eq!(status, 200, "{body}");
+    let api = cluster.api(follower);
+    let body = api.leader_transfer(None).await.expect("handed over");
     let second = body["leader_id"].as_u64().unwrap();
     assert_ne!(second, first, "{body}");
     // 2. To a named voter.
     let target = (1..=3).find(|&id| id != second).unwrap();
-    let (status, body) = send(cluster.http.post(&url).json(&json!({"to": target}))).await;
-    assert_eq!(status, 200, "{body}");
+    let body = api
+        .leader_transfer(Some(target))
+        .await
+        .expect("handed over");
     assert_eq!(body["leader_id"].as_u64(), Some(target), "{body}");
     // Not a member: 404; itself: 409.
-    let (status, _) = send(cluster.http.post(&url).json(&json!({"to": 9}))).await;
-    assert_eq!(status, 404);
-    let (status, _) = send(cluster.http.post(&url).json(&json!({"to": target}))).await;
-    assert_eq!(status, 409);
+    assert_eq!(refusal(api.leader_transfer(Some(9)).await).0, 404);
+    assert_eq!(refusal(api.leader_transfer(Some(target)).await).0, 409);
 
     // 3. SIGTERM on the leader: it hands over before it exits.
     cluster.signal(target, "TERM");
@@ -88,13 +87,7 @@ async fn leadership_is_handed_over_on_request_on_sigterm_and_before_the_leader_i
     // 4. Removing the leader: it hands over first, then the new leader removes it.
     let old = cluster.wait_for_leader(WAIT).await;
     let via = (1..=3).find(|&id| id != old).unwrap();
-    let (status, body) = send(
-        cluster
-            .http
-            .delete(format!("{}/v1/cluster/members/{old}", cluster.url(via))),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let body = cluster.api(via).member_remove(old).await.expect("removed");
     let new = body["leader_id"].as_u64().unwrap();
     assert_ne!(new, old, "{body}");
     let listed = body["members"].as_array().unwrap();
@@ -113,19 +106,13 @@ async fn leadership_is_handed_over_on_request_on_sigterm_and_before_the_leader_i
     })
     .await;
     assert!(said.is_some(), "the removed node says so");
+    // Raw: the client's `Ready` has no `member` field.
     let (status, ready) = send(cluster.http.get(format!("{}/ready", cluster.url(old)))).await;
     assert_eq!((status, &ready["member"]), (503, &json!(false)), "{ready}");
     // min_voters = 2: the next removal is refused.
-    let (status, body) = send(
-        cluster
-            .http
-            .delete(format!("{}/v1/cluster/members/{via}", cluster.url(new))),
-    )
-    .await;
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("below_min_voters")),
-        "{body}"
+        refusal(cluster.api(new).member_remove(via).await),
+        (409, "below_min_voters".to_owned())
     );
 
     stop.store(true, Ordering::Relaxed);
@@ -170,23 +157,29 @@ async fn retrying_writer(
     stop: Arc<AtomicBool>,
     acks: Arc<AtomicU64>,
 ) -> Retried {
-    let http = common::client();
+    // One client per node, each sending once: the retries are this writer's own.
+    let apis = common::apis(&urls, Duration::from_secs(15));
     let mut seen = Retried::default();
     let mut node = 0usize;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         n += 1;
         let request_id = format!("{prefix}-{n}");
-        let body = json!({"value": n, "request_id": request_id});
+        let key = format!("{prefix}/{n}");
+        let options = KvPut {
+            request_id: Some(request_id.clone()),
+            ..KvPut::default()
+        };
         let mut maybe_applied = false;
         let mut failing_since: Option<Instant> = None;
         loop {
-            let url = &urls[node % urls.len()];
+            let api = &apis[node % apis.len()];
             let attempt = Instant::now();
             if maybe_applied {
-                let lookup = http.get(format!("{url}/v1/requests/{request_id}"));
-                if let Ok(response) = lookup.send().await {
-                    let found: Value = response.json().await.unwrap_or(Value::Null);
+                if let Ok(found) = api
+                    .request_get(&request_id, Consistency::Linearizable)
+                    .await
+                {
                     if found["applied"] == true {
                         assert_eq!(found["result"]["status"], 200, "{found}");
                         seen.resolved_by_lookup += 1;
@@ -194,24 +187,20 @@ async fn retrying_writer(
                     }
                 }
             }
-            let put = http.put(format!("{url}/v1/kv/{prefix}/{n}")).json(&body);
-            match put.send().await {
-                Ok(response) => match response.status().as_u16() {
-                    200 => break,
-                    503 | 429 => seen.unavailable += 1,
-                    504 => {
-                        seen.indeterminate += 1;
-                        maybe_applied = true;
-                    }
-                    other => panic!(
-                        "write {prefix}/{n}: {other} {}",
-                        response.text().await.unwrap_or_default()
-                    ),
-                },
-                Err(e) => {
+            match api.kv_put_with(&key, &json!(n), &options).await {
+                Ok(_) => break,
+                Err(Error::Transport(e)) => {
                     seen.transport += 1;
                     maybe_applied |= !e.is_connect();
                 }
+                Err(error) => match error.status() {
+                    Some(503 | 429) => seen.unavailable += 1,
+                    Some(504) => {
+                        seen.indeterminate += 1;
+                        maybe_applied = true;
+                    }
+                    _ => panic!("write {key}: {error}"),
+                },
             }
             let since = *failing_since.get_or_insert(attempt);
             assert!(

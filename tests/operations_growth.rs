@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::ops::{load, read_back, same_state, wait_voters, WAIT};
-use common::{cli, send, Cluster, Options};
+use common::{cli, refusal, send, Cluster, Options};
+use conclave_client::{Consistency, MemberAdd};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,29 +52,28 @@ async fn grow_1_to_3_to_5_with_join_replace_a_wiped_node_and_shrink_5_to_3_under
 
     // 2. The same add again converges: 200, nothing changes.
     let node2 = cluster.node(2);
-    let again = json!({"id": 2, "addr": format!("127.0.0.1:{}", node2.port), "raft_addr": node2.raft_addr()});
-    let (status, body) = send(
-        cluster
-            .http
-            .post(format!("{}/v1/cluster/members", cluster.url(3)))
-            .json(&again),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    let again = MemberAdd {
+        id: 2,
+        addr: format!("127.0.0.1:{}", node2.port),
+        raft_addr: Some(node2.raft_addr()),
+        voter: None,
+    };
+    cluster
+        .api(3)
+        .member_add(&again)
+        .await
+        .expect("the same add converges");
     wait_voters(&cluster, 1, &[1, 2, 3]).await;
     // Another address under a voter's id is refused, not silently moved.
-    let moved = json!({"id": 2, "addr": "127.0.0.1:1", "raft_addr": "127.0.0.1:2"});
-    let (status, body) = send(
-        cluster
-            .http
-            .post(format!("{}/v1/cluster/members", cluster.url(1)))
-            .json(&moved),
-    )
-    .await;
+    let moved = MemberAdd {
+        id: 2,
+        addr: "127.0.0.1:1".into(),
+        raft_addr: Some("127.0.0.1:2".into()),
+        voter: None,
+    };
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("member_conflict")),
-        "{body}"
+        refusal(cluster.api(1).member_add(&moved).await),
+        (409, "member_conflict".to_owned())
     );
 
     // 3. Replace node 3: wiped, it comes back under its id with --join; it is
@@ -106,24 +106,16 @@ async fn grow_1_to_3_to_5_with_join_replace_a_wiped_node_and_shrink_5_to_3_under
     // 3b. Replace it the documented way: remove it, wipe it, re-add it under the
     //     same id at a new port; the log it needs is purged, so it catches up by
     //     snapshot.
-    let (status, body) = send(
-        cluster
-            .http
-            .delete(format!("{}/v1/cluster/members/3", cluster.url(1))),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    cluster
+        .api(1)
+        .member_remove(3)
+        .await
+        .expect("node 3 removed");
     urls.lock().unwrap().retain(|url| *url != cluster.url(3));
     cluster.kill(3);
     std::fs::remove_dir_all(&cluster.node(3).data_dir).unwrap();
     for id in [1, 2] {
-        let (status, body) = send(
-            cluster
-                .http
-                .post(format!("{}/v1/cluster/snapshot", cluster.url(id))),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
+        cluster.api(id).snapshot().await.expect("snapshot built");
     }
     cluster.add_joiner(3, 1);
     cluster.spawn(3);
@@ -156,13 +148,7 @@ async fn grow_1_to_3_to_5_with_join_replace_a_wiped_node_and_shrink_5_to_3_under
     for (id, via, left) in [(4, 5, vec![1, 2, 3, 5]), (3, 1, vec![1, 2, 5])] {
         // Node 3's log holds its earlier removal (3b).
         let before = cluster.log(id).matches(removed).count();
-        let (status, body) = send(
-            cluster
-                .http
-                .delete(format!("{}/v1/cluster/members/{id}", cluster.url(via))),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
+        cluster.api(via).member_remove(id).await.expect("removed");
         urls.lock().unwrap().retain(|url| *url != cluster.url(id));
         for &on in &left {
             wait_voters(&cluster, on, &left).await;
@@ -199,45 +185,22 @@ async fn grow_1_to_3_to_5_with_join_replace_a_wiped_node_and_shrink_5_to_3_under
 /// data and takes writes; a second restore there is refused.
 async fn export_replay_backup_and_restore(cluster: &Cluster, nodes: &[u64]) {
     let leader = cluster.wait_for_leader(WAIT).await;
-    let first = nodes[0];
+    let first = cluster.api(nodes[0]);
     for n in 0..50 {
-        let (status, _) = common::put(
-            &cluster.http,
-            &cluster.url(first),
-            &format!("b/{n}"),
-            json!({"value": n}),
-        )
-        .await;
-        assert_eq!(status, 200);
+        first.kv_put(&format!("b/{n}"), &json!(n)).await.unwrap();
     }
-    let owner = common::observer_session(&cluster.api(first), "holder", 600_000).await;
-    let (status, _) = send(
-        cluster
-            .http
-            .post(format!("{}/v1/locks/db/acquire", cluster.url(2)))
-            .json(&json!({"session_id": owner})),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let owner = common::observer_session(&first, "holder", 600_000).await;
+    common::acquire(&cluster.api(2), "db", owner).await;
 
     // Export a node's log (a snapshot in the middle, then more writes) and replay
     // it offline: the same hash as that node's at the same index.
-    let (status, _) = send(
-        cluster
-            .http
-            .post(format!("{}/v1/cluster/snapshot", cluster.url(leader))),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let on_leader = cluster.api(leader);
+    on_leader.snapshot().await.expect("snapshot built");
     for n in 50..60 {
-        let (status, _) = common::put(
-            &cluster.http,
-            &cluster.url(leader),
-            &format!("b/{n}"),
-            json!({"value": n}),
-        )
-        .await;
-        assert_eq!(status, 200);
+        on_leader
+            .kv_put(&format!("b/{n}"), &json!(n))
+            .await
+            .unwrap();
     }
     let export = cluster.dir.path().join("log.bin");
     let endpoint = |id: u64| format!("127.0.0.1:{}", cluster.node(id).port);
@@ -330,14 +293,9 @@ async fn export_replay_backup_and_restore(cluster: &Cluster, nodes: &[u64]) {
             .unwrap(),
     );
     let base = format!("http://127.0.0.1:{}", ports[0]);
+    let restored = common::api(&base);
     let ready = common::wait_until(WAIT, || async {
-        let response = cluster
-            .http
-            .get(format!("{base}/ready"))
-            .send()
-            .await
-            .ok()?;
-        (response.status().as_u16() == 200).then_some(())
+        restored.ready().await.ok()?.ready.then_some(())
     })
     .await;
     let restored_log =
@@ -345,11 +303,16 @@ async fn export_replay_backup_and_restore(cluster: &Cluster, nodes: &[u64]) {
     assert!(ready.is_some(), "{}", restored_log());
     let (hash, _) = digest(&cluster.http, &base).await.unwrap();
     assert_eq!(hash, saved_hash, "{}", restored_log());
-    let (status, body) = common::get(&cluster.http, &base, "b/49").await;
-    assert_eq!((status, body["value"].as_u64()), (200, Some(49)), "{body}");
+    let body = restored
+        .kv_get("b/49", Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(body["value"].as_u64(), Some(49), "{body}");
     // And it takes writes in a later term.
-    let (status, body) = common::put(&cluster.http, &base, "after", json!({"value": 1})).await;
-    assert_eq!(status, 200, "{body}");
+    restored
+        .kv_put("after", &json!(1))
+        .await
+        .expect("a write in a later term");
 }
 
 /// Kills the process when dropped (a node started outside `Cluster`).
@@ -362,7 +325,8 @@ impl Drop for Process {
     }
 }
 
-/// The `state_hash` and `last_command_index` of `/v1/debug/state` at `base`.
+/// The `state_hash` and `last_command_index` of `/v1/debug/state` at `base` (no
+/// typed call: raw HTTP).
 async fn digest(http: &reqwest::Client, base: &str) -> Option<(String, u64)> {
     let (status, digest) = send(http.get(format!("{base}/v1/debug/state"))).await;
     (status == 200).then_some(())?;

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{get, put, send, wait_until, Cluster, Options, SECRET};
+use common::{refusal, send, wait_until, Cluster, Options, SECRET};
+use conclave_client::{Consistency, KvDelete, KvList, KvPut};
 use serde_json::{json, Value};
 
 /// `conclave serve` with no arguments: a single-node cluster on the base port with
@@ -18,7 +19,7 @@ async fn serve_without_arguments_runs_and_reopens_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let http = common::client();
+    let api = common::api(&url);
     let start = || {
         Command::new(common::binary())
             .arg("serve")
@@ -31,8 +32,7 @@ async fn serve_without_arguments_runs_and_reopens_its_data() {
     };
     let wait_ready = || async {
         let ready = wait_until(Duration::from_secs(20), || async {
-            let response = http.get(format!("{url}/ready")).send().await.ok()?;
-            (response.status() == 200).then_some(())
+            api.ready().await.ok()?.ready.then_some(())
         })
         .await;
         assert!(ready.is_some(), "node never became ready");
@@ -40,8 +40,7 @@ async fn serve_without_arguments_runs_and_reopens_its_data() {
 
     let mut node = start();
     wait_ready().await;
-    let (status, body) = put(&http, &url, "survives", json!({ "value": [1, 2, 3] })).await;
-    assert_eq!(status, 200, "{body}");
+    api.kv_put("survives", &json!([1, 2, 3])).await.unwrap();
     assert!(dir.path().join("conclave-data").is_dir());
 
     // SIGKILL, then a plain restart: no re-initialization error, data intact.
@@ -49,14 +48,9 @@ async fn serve_without_arguments_runs_and_reopens_its_data() {
     node.wait().unwrap();
     let mut node = start();
     wait_ready().await;
-    let (status, body) = get(&http, &url, "survives").await;
-    assert_eq!(
-        (status, body["value"].clone()),
-        (200, json!([1, 2, 3])),
-        "{body}"
-    );
-    let (status, _) = put(&http, &url, "after-restart", json!({ "value": true })).await;
-    assert_eq!(status, 200);
+    let body = api.kv_get("survives", Consistency::Linearizable).await;
+    assert_eq!(body.unwrap()["value"], json!([1, 2, 3]));
+    api.kv_put("after-restart", &json!(true)).await.unwrap();
     node.kill().unwrap();
     node.wait().unwrap();
 }
@@ -75,15 +69,17 @@ async fn sixty_four_concurrent_clients_are_acknowledged_once_each_and_batched() 
         .map(|client| {
             let url = url.clone();
             tokio::spawn(async move {
-                let http = common::client();
+                // Its own pool: 64 clients, 64 connections.
+                let api = common::api(&url);
                 let mut indexes = Vec::new();
                 for write in 0..WRITES {
-                    let body =
-                        json!({ "value": write, "request_id": format!("c{client}-w{write}") });
-                    let (status, body) =
-                        put(&http, &url, &format!("c/{client}/{write}"), body).await;
-                    assert_eq!(status, 200, "{body}");
-                    indexes.push(body["index"].as_u64().unwrap());
+                    let options = KvPut {
+                        request_id: Some(format!("c{client}-w{write}")),
+                        ..KvPut::default()
+                    };
+                    let key = format!("c/{client}/{write}");
+                    let written = api.kv_put_with(&key, &json!(write), &options).await;
+                    indexes.push(written.expect("acknowledged").index);
                 }
                 indexes
             })
@@ -113,9 +109,11 @@ async fn sixty_four_concurrent_clients_are_acknowledged_once_each_and_batched() 
         entries < requests,
         "no batching: {entries} log entries for {requests} writes"
     );
+    let api = cluster.api(1);
     for client in [0, 31, 63] {
-        let (status, body) = get(&cluster.http, &url, &format!("c/{client}/{}", WRITES - 1)).await;
-        assert_eq!((status, body["value"].clone()), (200, json!(WRITES - 1)));
+        let key = format!("c/{client}/{}", WRITES - 1);
+        let body = api.kv_get(&key, Consistency::Linearizable).await.unwrap();
+        assert_eq!(body["value"], json!(WRITES - 1));
     }
 }
 
@@ -123,62 +121,65 @@ async fn sixty_four_concurrent_clients_are_acknowledged_once_each_and_batched() 
 async fn a_retried_request_id_returns_the_first_result_and_can_be_looked_up() {
     let _serial = common::serial().await;
     let cluster = Cluster::start(1, Options::default()).await;
-    let url = cluster.url(1);
-    let first = put(
-        &cluster.http,
-        &url,
-        "once",
-        json!({ "value": 1, "request_id": "req-1" }),
-    )
-    .await;
-    assert_eq!(first.0, 200);
-    let other = put(&cluster.http, &url, "once", json!({ "value": 2 })).await;
-    assert_eq!(other.0, 200);
+    let api = cluster.api(1);
+    let with_id = |request_id: &str| KvPut {
+        request_id: Some(request_id.into()),
+        ..KvPut::default()
+    };
+    let first = api.kv_put_with("once", &json!(1), &with_id("req-1")).await;
+    let first = first.expect("the first write");
+    api.kv_put("once", &json!(2)).await.expect("another write");
     // An identical retry after another write: it returns the first result and must
     // not apply again (the key keeps the later value 2).
-    let retry = put(
-        &cluster.http,
-        &url,
-        "once",
-        json!({ "value": 1, "request_id": "req-1" }),
-    )
-    .await;
-    assert_eq!(retry, first);
-    let (_, body) = get(&cluster.http, &url, "once").await;
+    let retry = api.kv_put_with("once", &json!(1), &with_id("req-1")).await;
+    assert_eq!(retry.expect("the retry"), first);
+    let body = api.kv_get("once", Consistency::Linearizable).await.unwrap();
     assert_eq!(body["value"], 2);
 
-    let (status, body) = send(cluster.http.get(format!("{url}/v1/requests/req-1"))).await;
-    assert_eq!(status, 200);
+    let body = (api.request_get("req-1", Consistency::Linearizable).await).unwrap();
     assert_eq!(body["applied"], true);
-    assert_eq!(body["index"], first.1["index"]);
+    assert_eq!(body["index"], first.index);
     assert_eq!(body["result"]["status"], 200);
     assert_eq!(
-        body["result"]["body"], first.1,
+        body["result"]["body"],
+        json!({ "version": first.version, "index": first.index }),
         "the lookup repeats the first answer"
     );
-    let (status, body) = send(cluster.http.get(format!("{url}/v1/requests/never-sent"))).await;
-    assert_eq!((status, body["applied"].clone()), (200, json!(false)));
+    let body = (api
+        .request_get("never-sent", Consistency::Linearizable)
+        .await)
+        .unwrap();
+    assert_eq!(body["applied"], json!(false));
 
     // A failed compare-and-set is a result too, and a retry gets the same 409.
-    let cas = json!({ "value": 9, "if_version": 1, "request_id": "req-cas" });
-    let refused = put(&cluster.http, &url, "once", cas.clone()).await;
-    assert_eq!(refused.0, 409);
-    assert_eq!(refused.1["error"]["code"], "cas_mismatch");
-    assert_eq!(put(&cluster.http, &url, "once", cas).await, refused);
+    let cas = KvPut {
+        if_version: Some(1),
+        ..with_id("req-cas")
+    };
+    let refused = api.kv_put_with("once", &json!(9), &cas).await.unwrap_err();
+    assert_eq!(
+        (refused.status(), refused.code()),
+        (Some(409), Some("cas_mismatch"))
+    );
+    let again = api.kv_put_with("once", &json!(9), &cas).await.unwrap_err();
+    assert_eq!(
+        again.api(),
+        refused.api(),
+        "the same refusal, details and all"
+    );
 
     // Reusing an id for a different request is refused, not silently answered.
-    let reused = put(
-        &cluster.http,
-        &url,
-        "elsewhere",
-        json!({ "value": 1, "request_id": "req-1" }),
-    )
-    .await;
     assert_eq!(
-        (reused.0, reused.1["error"]["code"].clone()),
-        (409, json!("request_id_conflict"))
+        refusal(
+            api.kv_put_with("elsewhere", &json!(1), &with_id("req-1"))
+                .await
+        ),
+        (409, "request_id_conflict".to_owned())
     );
-    assert_eq!(get(&cluster.http, &url, "elsewhere").await.0, 404);
+    assert_eq!(
+        refusal(api.kv_get("elsewhere", Consistency::Linearizable).await).0,
+        404
+    );
 }
 
 async fn expect_error(request: reqwest::RequestBuilder, status: u16, code: &str) {
@@ -325,8 +326,7 @@ async fn bad_input_gets_a_documented_4xx_and_never_hurts_the_node() {
     common::expect_too_large(oversized_raft).await;
 
     // Still healthy and serving.
-    let (status, _) = put(http, &url, "key", json!({ "value": "fine" })).await;
-    assert_eq!(status, 200);
+    cluster.api(1).kv_put("key", &json!("fine")).await.unwrap();
     let (status, body) = send(http.get(format!("{url}/health"))).await;
     assert_eq!((status, body["status"].clone()), (200, json!("ok")));
     assert!(!cluster.log(1).contains("panicked"), "{}", cluster.log(1));
@@ -337,16 +337,16 @@ async fn list_pages_through_a_prefix_and_delete_honours_if_version() {
     let _serial = common::serial().await;
     let cluster = Cluster::start(1, Options::default()).await;
     let url = cluster.url(1);
+    let api = cluster.api(1);
     for key in ["app/a", "app/b", "app/c", "other/x"] {
-        assert_eq!(
-            put(&cluster.http, &url, key, json!({ "value": key }))
-                .await
-                .0,
-            200
-        );
+        api.kv_put(key, &json!(key)).await.unwrap();
     }
-    let (status, page) = send(cluster.http.get(format!("{url}/v1/kv?prefix=app/&limit=2"))).await;
-    assert_eq!(status, 200);
+    let mut list = KvList {
+        prefix: Some("app/".into()),
+        limit: Some(2),
+        ..KvList::default()
+    };
+    let page = api.kv_list(&list).await.unwrap();
     let keys = |page: &Value| -> Vec<String> {
         page["items"]
             .as_array()
@@ -357,16 +357,13 @@ async fn list_pages_through_a_prefix_and_delete_honours_if_version() {
     };
     assert_eq!(keys(&page), vec!["app/a", "app/b"]);
     assert_eq!(page["next_after"], "app/b");
-    let (_, rest) = send(
-        cluster
-            .http
-            .get(format!("{url}/v1/kv?prefix=app/&limit=2&after=app/b")),
-    )
-    .await;
+    list.after = Some("app/b".into());
+    let rest = api.kv_list(&list).await.unwrap();
     assert_eq!(keys(&rest), vec!["app/c"]);
     assert_eq!(rest["next_after"], Value::Null);
 
-    // Regression: list views re-encode values; numbers must keep every digit.
+    // Regression: list views re-encode values; numbers must keep every digit (raw
+    // HTTP: the number must reach the server and come back as text unparsed).
     let big = "{\"value\": {\"n\": 123456789012345678901234567890}}";
     assert_eq!(
         send(cluster.http.put(format!("{url}/v1/kv/big/one")).body(big))
@@ -379,29 +376,30 @@ async fn list_pages_through_a_prefix_and_delete_honours_if_version() {
         listed.contains("123456789012345678901234567890"),
         "{listed}"
     );
-    let (_, current) = get(&cluster.http, &url, "app/a").await;
+    let current = api
+        .kv_get("app/a", Consistency::Linearizable)
+        .await
+        .unwrap();
     let version = current["version"].as_u64().unwrap();
-    let stale = json!({ "if_version": version + 100 });
-    let (status, body) = send(
-        cluster
-            .http
-            .delete(format!("{url}/v1/kv/app/a"))
-            .json(&stale),
-    )
-    .await;
+    let at = |if_version: u64| KvDelete {
+        if_version: Some(if_version),
+        ..KvDelete::default()
+    };
+    let stale = api
+        .kv_delete("app/a", &at(version + 100))
+        .await
+        .unwrap_err();
+    let refused = stale.api().expect("an API refusal");
     assert_eq!(
-        (status, body["error"]["current_version"].clone()),
-        (409, json!(version))
+        (refused.status, refused.detail("current_version")),
+        (409, &json!(version))
     );
-    let (status, body) = send(
-        cluster
-            .http
-            .delete(format!("{url}/v1/kv/app/a"))
-            .json(&json!({ "if_version": version })),
-    )
-    .await;
-    assert_eq!((status, body["deleted"].clone()), (200, json!(true)));
-    let (status, body) = send(cluster.http.delete(format!("{url}/v1/kv/app/a"))).await;
-    assert_eq!((status, body["deleted"].clone()), (200, json!(false)));
-    assert_eq!(get(&cluster.http, &url, "app/a").await.0, 404);
+    let deleted = api.kv_delete("app/a", &at(version)).await.unwrap();
+    assert!(deleted.deleted);
+    let deleted = api.kv_delete("app/a", &KvDelete::default()).await.unwrap();
+    assert!(!deleted.deleted);
+    assert_eq!(
+        refusal(api.kv_get("app/a", Consistency::Linearizable).await).0,
+        404
+    );
 }

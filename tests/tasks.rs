@@ -64,14 +64,7 @@ fn spawn_agent(
     record: Arc<Mutex<Record>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let http = common::client_builder()
-            .timeout(Duration::from_secs(5))
-            .build()
-            .unwrap();
-        let apis: Vec<Client> = urls
-            .iter()
-            .map(|url| Client::with_http(url, http.clone()).unwrap())
-            .collect();
+        let apis = common::apis(&urls, Duration::from_secs(5));
         let mut turn = 0usize;
         let mut last_keepalive = std::time::Instant::now();
         while !stop.load(Ordering::Relaxed) {

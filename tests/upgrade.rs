@@ -15,7 +15,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::ops::{load, read_back, same_state, wait_exited, wait_ready, WAIT};
-use common::{send, Cluster, Options};
+use common::{Cluster, Options};
+use conclave_client::{BarrierWait, Consistency};
 use serde_json::{json, Value};
 
 /// The previous release's binary, built on first use (idempotent).
@@ -37,8 +38,7 @@ fn previous_binary() -> PathBuf {
 }
 
 async fn cluster_view(cluster: &Cluster, id: u64) -> Option<Value> {
-    let (status, view) = send(cluster.http.get(format!("{}/v1/cluster", cluster.url(id)))).await;
-    (status == 200).then_some(view)
+    cluster.api(id).cluster_info().await.ok()
 }
 
 /// Stops node `id` with SIGTERM (a leader hands over first) and waits for its exit.
@@ -80,17 +80,13 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_write_and_then_u
         api.kv_put(&format!("old/{i}"), &json!(i)).await.unwrap();
     }
     let session = common::observer_session(&api, "upgrader", 600_000).await;
-    let (status, _) = send(
-        cluster
-            .http
-            .post(format!(
-                "{}/v1/barriers/old-barrier/wait",
-                cluster.url(leader)
-            ))
-            .json(&json!({"session_id": session, "parties": 1})),
-    )
-    .await;
-    assert_eq!(status, 200);
+    let arrive = BarrierWait {
+        session_id: session,
+        parties: 1,
+        wait_ms: None,
+    };
+    let waited = api.barrier_wait("old-barrier", &arrive).await.unwrap();
+    assert!(waited.released, "{waited:?}");
     for id in 1..=3 {
         cluster.api(id).snapshot().await.unwrap();
     }
@@ -162,19 +158,14 @@ async fn a_rolling_upgrade_from_the_previous_format_keeps_every_write_and_then_u
         !acknowledged.is_empty(),
         "the writer never got a write through"
     );
-    let linearizable = conclave_client::Consistency::default();
+    let linearizable = Consistency::default();
     read_back(&cluster, &[1, 2, 3], "load", &acknowledged).await;
     for i in 0..30 {
         let entry = api.kv_get(&format!("old/{i}"), linearizable).await.unwrap();
         assert_eq!(entry["value"], json!(i));
     }
-    let (status, barrier) = send(
-        cluster
-            .http
-            .get(format!("{}/v1/barriers/old-barrier", cluster.url(leader))),
-    )
-    .await;
-    assert_eq!(status, 200, "{barrier}");
+    let barrier = api.barrier_get("old-barrier", linearizable).await;
+    barrier.expect("the old release's barrier is readable");
     eprintln!(
         "rolling upgrade: {} writes acknowledged during it, all readable",
         acknowledged.len()

@@ -13,7 +13,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{put, send, Cluster, Options};
+use common::{acquire, stream_client, Cluster, Options};
+use conclave_client::SessionCreate;
 use serde_json::{json, Value};
 
 /// One SSE frame.
@@ -40,21 +41,9 @@ struct Sse {
     received: usize,
 }
 
-/// A client without a total timeout (a stream lasts), carrying `token`.
-fn stream_client(token: &str) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {token}").parse().unwrap(),
-    );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
-}
-
-/// Opens `url`; a refusal comes back as its status and JSON body.
+/// Opens `url` (raw HTTP: the SSE framing, `Last-Event-ID` and a stream that ends
+/// with its node are this file's subject; the client's resuming stream would hide
+/// them); a refusal comes back as its status and JSON body.
 async fn open(
     http: &reqwest::Client,
     url: &str,
@@ -142,13 +131,10 @@ async fn write_all(
     let numbers: Vec<u64> = range.collect();
     for group in numbers.chunks(8) {
         let writes = group.iter().map(|&n| {
-            let base = cluster.url(nodes[n as usize % nodes.len()]);
-            let http = cluster.http.clone();
+            let api = cluster.api(nodes[n as usize % nodes.len()]);
             async move {
-                let (status, body) =
-                    put(&http, &base, &format!("w/{n}"), json!({"value": n})).await;
-                assert_eq!(status, 200, "{body}");
-                (n, body["version"].as_u64().unwrap())
+                let written = api.kv_put(&format!("w/{n}"), &json!(n)).await;
+                (n, written.expect("written").version)
             }
         });
         versions.extend(futures_util::future::join_all(writes).await);
@@ -418,15 +404,9 @@ async fn retention_compaction_lag_the_watcher_bound_and_an_agents_own_stream() {
         .unwrap();
     let big = "x".repeat(100 * 1024);
     let mut written = 0;
+    let api = cluster.api(1);
     for n in 0..300 {
-        let (status, body) = put(
-            &cluster.http,
-            &base,
-            &format!("big/{n}"),
-            json!({"value": big}),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
+        api.kv_put(&format!("big/{n}"), &json!(big)).await.unwrap();
         written += big.len();
     }
     let mut lagged = None;
@@ -455,15 +435,15 @@ async fn retention_compaction_lag_the_watcher_bound_and_an_agents_own_stream() {
 
     // 5. An agent's own stream: its lock is lost in the same tick that expires its
     //    session, and another session's events are not in it.
-    let agent = stream_client(&common::token("agent-a", &["agent"]));
-    let (status, created) = send(
-        agent
-            .post(format!("{base}/v1/sessions"))
-            .json(&json!({"name": "a", "ttl_ms": 1000})),
-    )
-    .await;
-    assert_eq!(status, 200, "{created}");
-    let session = created["session_id"].as_u64().unwrap();
+    let agent_token = common::token("agent-a", &["agent"]);
+    let agent = stream_client(&agent_token);
+    let agent_api = common::api_as(&base, &agent_token);
+    let create = SessionCreate {
+        name: "a".into(),
+        ttl_ms: Some(1000),
+        ..SessionCreate::default()
+    };
+    let session = agent_api.session_create(&create).await.unwrap().session_id;
     let mut own = open(
         &agent,
         &format!("{base}/v1/watch?session_id={session}&types=session,lock"),
@@ -471,22 +451,9 @@ async fn retention_compaction_lag_the_watcher_bound_and_an_agents_own_stream() {
     )
     .await
     .unwrap();
-    let (status, body) = send(
-        agent
-            .post(format!("{base}/v1/locks/job/acquire"))
-            .json(&json!({"session_id": session})),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let other = common::observer_session(&cluster.api(1), "other", 60_000).await;
-    let (status, _) = send(
-        cluster
-            .http
-            .post(format!("{base}/v1/locks/other/acquire"))
-            .json(&json!({"session_id": other})),
-    )
-    .await;
-    assert_eq!(status, 200);
+    acquire(&agent_api, "job", session).await;
+    let other = common::observer_session(&api, "other", 60_000).await;
+    acquire(&api, "other", other).await;
     let granted = own.next_of("lock.granted", WAIT).await.unwrap();
     assert_eq!(granted.data["name"], "job");
     let expired = own
@@ -509,16 +476,9 @@ async fn retention_compaction_lag_the_watcher_bound_and_an_agents_own_stream() {
     let mut mine = open(&scoped, &format!("{base}/v1/watch?types=kv,lock"), None)
         .await
         .unwrap();
-    put(&cluster.http, &base, "secret/1", json!({"value": 1})).await;
-    let (status, _) = send(
-        cluster
-            .http
-            .post(format!("{base}/v1/locks/jobs/acquire"))
-            .json(&json!({"session_id": other})),
-    )
-    .await;
-    assert_eq!(status, 200);
-    put(&cluster.http, &base, "jobs/1", json!({"value": 2})).await;
+    api.kv_put("secret/1", &json!(1)).await.unwrap();
+    acquire(&api, "jobs", other).await;
+    api.kv_put("jobs/1", &json!(2)).await.unwrap();
     let frame = mine.next(WAIT).await.unwrap();
     assert_eq!(
         (frame.event.as_str(), &frame.data["key"]),

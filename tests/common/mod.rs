@@ -425,8 +425,13 @@ impl Drop for Cluster {
 
 /// A client builder that sends the admin token on every request.
 pub fn client_builder() -> reqwest::ClientBuilder {
+    client_builder_as(admin_token())
+}
+
+/// A client builder that sends `token` on every request.
+pub fn client_builder_as(token: &str) -> reqwest::ClientBuilder {
     let mut headers = reqwest::header::HeaderMap::new();
-    let bearer = format!("Bearer {}", admin_token());
+    let bearer = format!("Bearer {token}");
     headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
     reqwest::Client::builder()
         // Under the server's keep-alive idle timeout (`header_read_timeout_ms`, 30 s),
@@ -461,6 +466,54 @@ pub async fn observer_session(api: &conclave_client::Client, name: &str, ttl_ms:
 
 pub fn api(base: &str) -> conclave_client::Client {
     conclave_client::Client::with_http(base, client()).unwrap()
+}
+
+/// A typed client of the node at `base` that sends `token` instead of the admin's,
+/// each call once (no retry, no leader following, no generated ids): what a test of
+/// one node under a scoped token needs.
+pub fn api_as(base: &str, token: &str) -> conclave_client::Client {
+    conclave_client::Client::builder()
+        .endpoint(base)
+        .token(token)
+        .retry(false)
+        .discover(false)
+        .request_ids(false)
+        .build()
+        .unwrap()
+}
+
+/// A raw client carrying `token`, without a total timeout (a stream lasts; SSE
+/// framing is tested on the wire).
+pub fn stream_client(token: &str) -> reqwest::Client {
+    client_builder_as(token)
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// Typed clients of the nodes at `urls`, one per node, each sending every call
+/// once (a test that spreads its calls over the nodes and counts each failure
+/// itself), sharing one pool whose requests time out after `timeout`.
+pub fn apis(urls: &[String], timeout: Duration) -> Vec<conclave_client::Client> {
+    let http = client_builder().timeout(timeout).build().unwrap();
+    (urls.iter())
+        .map(|url| conclave_client::Client::with_http(url, http.clone()).unwrap())
+        .collect()
+}
+
+/// Takes lock `name` for `session_id` at once (it must be free).
+pub async fn acquire(
+    api: &conclave_client::Client,
+    name: &str,
+    session_id: u64,
+) -> conclave_client::Acquired {
+    let acquire = conclave_client::LockAcquire {
+        session_id,
+        ..conclave_client::LockAcquire::default()
+    };
+    api.lock_acquire(name, &acquire)
+        .await
+        .expect("lock granted")
 }
 
 /// The status and API error code of a call expected to be refused.
@@ -513,10 +566,14 @@ pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     (status, body)
 }
 
+/// `PUT /v1/kv/{key}` raw: for the wire-level tests (auth, admission, TLS,
+/// connections, decisions) that must see every status; semantic tests use the
+/// client.
 pub async fn put(http: &reqwest::Client, base: &str, key: &str, body: Value) -> (u16, Value) {
     send(http.put(format!("{base}/v1/kv/{key}")).json(&body)).await
 }
 
+/// `GET /v1/kv/{key}` raw, for the same wire-level tests.
 pub async fn get(http: &reqwest::Client, base: &str, key: &str) -> (u16, Value) {
     send(http.get(format!("{base}/v1/kv/{key}"))).await
 }

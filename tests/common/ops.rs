@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use conclave_client::{Client, Consistency, KvPut};
+use serde_json::json;
 
 use super::{send, Cluster};
 
@@ -26,16 +27,18 @@ pub async fn load(urls: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>) -> Vec<u
             let urls = urls.lock().unwrap();
             urls[n as usize % urls.len()].clone()
         };
-        let body = json!({"value": n, "request_id": format!("load-{n}")});
-        if let Ok(response) = http
-            .put(format!("{url}/v1/kv/load/{n}"))
-            .json(&body)
-            .send()
+        // A client of this one node that sends once: the writer picks the nodes.
+        let api = Client::with_http(&url, http.clone()).unwrap();
+        let options = KvPut {
+            request_id: Some(format!("load-{n}")),
+            ..KvPut::default()
+        };
+        if api
+            .kv_put_with(&format!("load/{n}"), &json!(n), &options)
             .await
+            .is_ok()
         {
-            if response.status().as_u16() == 200 {
-                acknowledged.push(n);
-            }
+            acknowledged.push(n);
         }
     }
     acknowledged
@@ -44,14 +47,17 @@ pub async fn load(urls: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>) -> Vec<u
 /// Reads `<prefix>/<n>` for every acknowledged `n`, linearizably, through `nodes`
 /// in turn: each must hold `n`.
 pub async fn read_back(cluster: &Cluster, nodes: &[u64], prefix: &str, acknowledged: &[u64]) {
+    let apis: Vec<Client> = nodes.iter().map(|&id| cluster.api(id)).collect();
     for (i, n) in acknowledged.iter().enumerate() {
-        let base = cluster.url(nodes[i % nodes.len()]);
-        let (status, body): (u16, Value) =
-            super::get(&cluster.http, &base, &format!("{prefix}/{n}")).await;
+        let key = format!("{prefix}/{n}");
+        let body = (apis[i % apis.len()]
+            .kv_get(&key, Consistency::Linearizable)
+            .await)
+            .unwrap_or_else(|error| panic!("acknowledged write {key}: {error}"));
         assert_eq!(
-            (status, body["value"].as_u64()),
-            (200, Some(*n)),
-            "acknowledged write {prefix}/{n}: {body}"
+            body["value"].as_u64(),
+            Some(*n),
+            "acknowledged write {key}: {body}"
         );
     }
 }
@@ -93,6 +99,7 @@ pub async fn same_state(cluster: &Cluster, nodes: &[u64]) {
     let equal = super::wait_until(WAIT, || async {
         let mut digests = Vec::new();
         for &id in nodes {
+            // `/v1/debug/state` has no typed call: raw HTTP.
             let (status, digest) = send(
                 cluster
                     .http
@@ -119,16 +126,11 @@ pub async fn leader(cluster: &Cluster, on: u64) -> Option<u64> {
     cluster.status(on).await?["leader_id"].as_u64()
 }
 
-/// Waits until node `id` answers `/ready` with 200.
+/// Waits until node `id` answers `/ready` with 200 (`ready: true`).
 pub async fn wait_ready(cluster: &Cluster, id: u64) -> bool {
+    let api = cluster.api(id);
     super::wait_until(WAIT, || async {
-        let response = cluster
-            .http
-            .get(format!("{}/ready", cluster.url(id)))
-            .send()
-            .await
-            .ok()?;
-        (response.status().as_u16() == 200).then_some(())
+        api.ready().await.ok()?.ready.then_some(())
     })
     .await
     .is_some()
