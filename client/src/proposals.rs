@@ -193,9 +193,20 @@ impl Client {
         consistency: Consistency,
     ) -> Result<Value, Error> {
         let id = proposal_id.to_string();
-        let query = query_pairs(&[wait_pair(wait)]);
-        self.read_query(&["v1", "proposals", &id], &query, consistency)
+        self.read_waiting(&["v1", "proposals", &id], wait, consistency)
             .await
+    }
+
+    /// `GET segments?wait_ms=`: a read the server may hold for `wait` (a decision's
+    /// long poll).
+    pub(crate) async fn read_waiting(
+        &self,
+        segments: &[&str],
+        wait: Option<Duration>,
+        consistency: Consistency,
+    ) -> Result<Value, Error> {
+        let query = query_pairs(&[wait_pair(wait)]);
+        self.read_query(segments, &query, consistency).await
     }
 
     /// `GET /v1/proposals`: `{"items": [view...], "next_after": id|null}`.

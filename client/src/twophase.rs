@@ -141,8 +141,7 @@ impl Client {
         consistency: Consistency,
     ) -> Result<Value, Error> {
         let id = id.to_string();
-        let query = query_pairs(&[wait_pair(wait)]);
-        self.read_query(&["v1", "2pc", &id], &query, consistency)
+        self.read_waiting(&["v1", "2pc", &id], wait, consistency)
             .await
     }
 
