@@ -1,40 +1,33 @@
 //! Proposals and two-phase commit on three real `conclave` processes with auth on:
 //! each participant and voter uses its own token (its subject is its name) and talks
-//! to its own node. Waits are the API's own `wait_ms` or condition polls, never
-//! fixed sleeps.
+//! to its own node, through the typed client. Waits are the API's own `wait_ms` or
+//! condition polls, never fixed sleeps.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{send, Cluster, Options};
-use serde_json::{json, Value};
+use common::{refusal, Cluster, Options};
+use conclave_client::{
+    Client, Consistency, LockAcquire, Party, ProposalCreate, ProposalList, Rule, SessionCreate,
+    TaskSubmit, TwoPhaseCreate, TwoPhaseList, TwoPhaseVote, Txn, TxnCompare, TxnOp, Vote,
+};
+use serde_json::json;
 
-/// A client whose every request carries `subject`'s token with `scopes`.
-fn client_of(subject: &str, scopes: &[&str]) -> reqwest::Client {
-    let mut headers = reqwest::header::HeaderMap::new();
-    let bearer = format!("Bearer {}", common::token(subject, scopes));
-    headers.insert(reqwest::header::AUTHORIZATION, bearer.parse().unwrap());
-    reqwest::Client::builder()
-        .default_headers(headers)
+const LINEAR: Consistency = Consistency::Linearizable;
+
+/// A client of the node at `base` whose every call carries `subject`'s token with
+/// `scopes`. Like a hand-made request it sends each call once and stays on that
+/// node, so a follower forwards what the leader must serve.
+fn client_of(base: &str, subject: &str, scopes: &[&str]) -> Client {
+    Client::builder()
+        .endpoint(base)
+        .token(common::token(subject, scopes))
+        .retry(false)
+        .discover(false)
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
-}
-
-async fn post(http: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
-    send(http.post(url).json(&body)).await
-}
-
-/// A transaction's view once decided (waiting on the server), from `base`.
-async fn decided(http: &reqwest::Client, base: &str, id: u64) -> Value {
-    let (status, view) = send(http.get(format!("{base}/v1/2pc/{id}?wait_ms=20000"))).await;
-    assert_eq!(status, 200, "{view}");
-    assert_ne!(
-        view["state"], "preparing",
-        "not decided within the wait: {view}"
-    );
-    view
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,43 +35,45 @@ async fn two_phase_commit_aborts_on_one_abort_and_on_silence_and_survives_a_lead
     let _serial = common::serial().await;
     let mut cluster = Cluster::start(3, Options::default()).await;
     let names = ["p1", "p2", "p3", "p4", "p5"];
-    let clients: Vec<reqwest::Client> = names
-        .iter()
-        .map(|name| client_of(name, &["agent:txn"]))
-        .collect();
     let urls: Vec<String> = (1..=3).map(|n| cluster.url(n)).collect();
     let url = |i: usize| urls[i % 3].clone();
-    let coordinator = client_of("coordinator", &["agent:txn"]);
+    // Participant `i` talking to the node at `base`.
+    let participant = |i: usize, base: &str| client_of(base, names[i], &["agent:txn"]);
+    let coordinator = |base: &str| client_of(base, "coordinator", &["agent:txn"]);
+    let parties = |names: &[&str]| names.iter().map(|&name| Party::from(name)).collect();
 
     // 1. Five participants; the fourth votes abort: everyone observes `aborted`.
-    let (status, created) = post(
-        &coordinator,
-        format!("{}/v1/2pc", url(0)),
-        json!({"participants": names, "timeout_ms": 60_000, "payload": {"step": 1}}),
-    )
-    .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["id"].as_u64().unwrap();
-    for (i, http) in clients.iter().enumerate() {
-        let vote = if i == 3 { "abort" } else { "commit" };
-        let (status, body) = post(
-            http,
-            format!("{}/v1/2pc/{id}/vote", url(i)),
-            json!({"participant": names[i], "vote": vote}),
-        )
-        .await;
-        if i <= 3 {
-            assert_eq!(status, 200, "{} voting: {body}", names[i]);
+    let create = TwoPhaseCreate {
+        participants: parties(&names),
+        timeout_ms: 60_000,
+        payload: Some(json!({"step": 1})),
+        ..TwoPhaseCreate::default()
+    };
+    let id = coordinator(&url(0))
+        .twophase_create(&create)
+        .await
+        .unwrap()
+        .id;
+    for (i, name) in names.iter().enumerate() {
+        let vote = if i == 3 {
+            TwoPhaseVote::Abort
         } else {
-            assert_eq!(
-                (status, body["error"]["code"].as_str()),
-                (409, Some("transaction_decided")),
-                "{body}"
-            );
+            TwoPhaseVote::Commit
+        };
+        let voted = participant(i, &url(i))
+            .twophase_vote(id, *name, vote, None)
+            .await;
+        if i <= 3 {
+            assert!(voted.is_ok(), "{name} voting: {voted:?}");
+        } else {
+            assert_eq!(refusal(voted), (409, "transaction_decided".into()));
         }
     }
-    for (i, http) in clients.iter().enumerate() {
-        let view = decided(http, &url(i), id).await;
+    for i in 0..names.len() {
+        let view = participant(i, &url(i))
+            .twophase_get(id, Some(Duration::from_secs(20)), LINEAR)
+            .await
+            .unwrap();
         assert_eq!(
             (view["state"].as_str(), view["reason"].as_str()),
             (Some("aborted"), Some("vote")),
@@ -86,66 +81,54 @@ async fn two_phase_commit_aborts_on_one_abort_and_on_silence_and_survives_a_lead
         );
     }
     // Nobody votes as another: p1's token cannot cast p2's vote (nor change its own).
-    let (status, body) = post(
-        &clients[0],
-        format!("{}/v1/2pc/{id}/vote", url(1)),
-        json!({"participant": "p2", "vote": "abort"}),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (403, Some("not_the_party")),
-        "{body}"
-    );
-    let (status, body) = post(
-        &clients[0],
-        format!("{}/v1/2pc/{id}/vote", url(0)),
-        json!({"participant": "p1", "vote": "abort"}),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("already_voted")),
-        "{body}"
-    );
-    // Each finds the decision awaiting its ack, acks, and the record goes with the last.
-    for (i, http) in clients.iter().enumerate() {
-        let base = url(i);
-        let query = format!(
-            "{base}/v1/2pc?participant={}&awaiting=true&wait_ms=5000",
-            names[i]
-        );
-        let (status, page) = send(http.get(query)).await;
-        assert_eq!(status, 200, "{page}");
-        assert_eq!(page["items"][0]["id"], id, "{page}");
-        let (status, body) = post(
-            http,
-            format!("{base}/v1/2pc/{id}/ack"),
-            json!({"participant": names[i]}),
-        )
+    let as_other = participant(0, &url(1))
+        .twophase_vote(id, "p2", TwoPhaseVote::Abort, None)
         .await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["removed"], i == 4, "{body}");
+    assert_eq!(refusal(as_other), (403, "not_the_party".into()));
+    let changed = participant(0, &url(0))
+        .twophase_vote(id, "p1", TwoPhaseVote::Abort, None)
+        .await;
+    assert_eq!(refusal(changed), (409, "already_voted".into()));
+    // Each finds the decision awaiting its ack, acks, and the record goes with the last.
+    for (i, name) in names.iter().enumerate() {
+        let client = participant(i, &url(i));
+        let awaiting = TwoPhaseList {
+            participant: Some((*name).into()),
+            awaiting: true,
+            wait: Some(Duration::from_secs(5)),
+            ..TwoPhaseList::default()
+        };
+        let page = client.twophase_list(&awaiting).await.unwrap();
+        assert_eq!(page["items"][0]["id"], id, "{page}");
+        let acked = client.twophase_ack(id, *name, None).await.unwrap();
+        assert_eq!(acked.removed, i == 4, "{acked:?}");
     }
-    let (status, _) = send(coordinator.get(format!("{}/v1/2pc/{id}", url(2)))).await;
-    assert_eq!(status, 404, "removed once all acked");
+    let gone = coordinator(&url(2)).twophase_get(id, None, LINEAR).await;
+    assert_eq!(
+        refusal(gone),
+        (404, "transaction_not_found".into()),
+        "removed once all acked"
+    );
 
     // 2. One participant stays silent: `aborted` at the timeout, by the replicated tick.
-    let (_, created) = post(
-        &coordinator,
-        format!("{}/v1/2pc", url(1)),
-        json!({"participants": ["p1", "p2"], "timeout_ms": 1_500}),
-    )
-    .await;
-    let silent = created["id"].as_u64().unwrap();
-    let (status, _) = post(
-        &clients[0],
-        format!("{}/v1/2pc/{silent}/vote", url(0)),
-        json!({"participant": "p1", "vote": "commit"}),
-    )
-    .await;
-    assert_eq!(status, 200);
-    let view = decided(&clients[0], &url(2), silent).await;
+    let create = TwoPhaseCreate {
+        participants: parties(&["p1", "p2"]),
+        timeout_ms: 1_500,
+        ..TwoPhaseCreate::default()
+    };
+    let silent = coordinator(&url(1))
+        .twophase_create(&create)
+        .await
+        .unwrap()
+        .id;
+    participant(0, &url(0))
+        .twophase_vote(silent, "p1", TwoPhaseVote::Commit, None)
+        .await
+        .unwrap();
+    let view = participant(0, &url(2))
+        .twophase_get(silent, Some(Duration::from_secs(20)), LINEAR)
+        .await
+        .unwrap();
     assert_eq!(
         (view["state"].as_str(), view["reason"].as_str()),
         (Some("aborted"), Some("timeout")),
@@ -158,63 +141,49 @@ async fn two_phase_commit_aborts_on_one_abort_and_on_silence_and_survives_a_lead
     let leader = cluster.wait_for_leader(Duration::from_secs(10)).await;
     let others: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
     let base = |n: u64| urls[n as usize - 1].clone();
-    let (_, created) = post(
-        &coordinator,
-        format!("{}/v1/2pc", base(others[0])),
-        json!({"participants": ["p1", "p2", "p3"], "timeout_ms": 60_000}),
-    )
-    .await;
-    let across = created["id"].as_u64().unwrap();
+    let create = TwoPhaseCreate {
+        participants: parties(&["p1", "p2", "p3"]),
+        timeout_ms: 60_000,
+        ..TwoPhaseCreate::default()
+    };
+    let across = coordinator(&base(others[0]))
+        .twophase_create(&create)
+        .await
+        .unwrap()
+        .id;
     for (i, name) in ["p1", "p2"].iter().enumerate() {
-        let (status, body) = post(
-            &clients[i],
-            format!("{}/v1/2pc/{across}/vote", base(others[i % 2])),
-            json!({"participant": name, "vote": "commit"}),
-        )
-        .await;
-        assert_eq!(
-            (status, body["state"].as_str()),
-            (200, Some("preparing")),
-            "{body}"
-        );
+        let voted = participant(i, &base(others[i % 2]))
+            .twophase_vote(across, *name, TwoPhaseVote::Commit, None)
+            .await
+            .unwrap();
+        assert_eq!(voted.state, "preparing", "{voted:?}");
     }
     cluster.kill(leader);
     let new_leader = cluster.wait_for_leader(Duration::from_secs(20)).await;
     assert_ne!(new_leader, leader);
     // p2's retry of its own vote across the failover is answered, not counted twice.
-    let (status, body) = post(
-        &clients[1],
-        format!("{}/v1/2pc/{across}/vote", base(others[1])),
-        json!({"participant": "p2", "vote": "commit"}),
-    )
-    .await;
-    assert_eq!(
-        (status, body["state"].as_str()),
-        (200, Some("preparing")),
-        "{body}"
-    );
-    let (status, body) = post(
-        &clients[2],
-        format!("{}/v1/2pc/{across}/vote", base(others[0])),
-        json!({"participant": "p3", "vote": "commit"}),
-    )
-    .await;
-    assert_eq!(
-        (status, body["state"].as_str()),
-        (200, Some("committed")),
-        "{body}"
-    );
+    let again = participant(1, &base(others[1]))
+        .twophase_vote(across, "p2", TwoPhaseVote::Commit, None)
+        .await
+        .unwrap();
+    assert_eq!(again.state, "preparing", "{again:?}");
+    let last = participant(2, &base(others[0]))
+        .twophase_vote(across, "p3", TwoPhaseVote::Commit, None)
+        .await
+        .unwrap();
+    assert_eq!(last.state, "committed", "{last:?}");
     cluster.spawn(leader);
     let mut seen = Vec::new();
     for (i, node) in [others[0], others[1], leader].into_iter().enumerate() {
         // The restarted node serves a stale read once it has caught up.
+        let client = participant(i, &base(node));
         let view = common::wait_until(Duration::from_secs(20), || async {
-            let url = format!("{}/v1/2pc/{across}?consistency=stale", base(node));
             // Until the restarted node listens again, its connection is refused.
-            let response = clients[i].get(url).send().await.ok()?;
-            let ok = response.status() == 200;
-            let view: Value = response.json().await.ok()?;
-            (ok && view["state"] != "preparing").then_some(view)
+            let view = client
+                .twophase_get(across, None, Consistency::Stale)
+                .await
+                .ok()?;
+            (view["state"] != "preparing").then_some(view)
         })
         .await
         .unwrap_or_else(|| panic!("node {node} never saw the decision\n{}", cluster.logs()));
@@ -237,91 +206,61 @@ async fn two_phase_commit_aborts_on_one_abort_and_on_silence_and_survives_a_lead
 async fn proposals_decide_early_wake_their_waiters_and_count_a_dead_session_as_abstaining() {
     let _serial = common::serial().await;
     let cluster = Cluster::start(3, Options::default()).await;
-    let planner = client_of("planner", &["agent:proposals"]);
-    let alice = client_of("alice", &["agent:proposals"]);
-    let bob = client_of("bob", &["agent:proposals"]);
-    let reader = client_of("auditor", &["read"]);
-    let (status, created) = post(
-        &planner,
-        format!("{}/v1/proposals", cluster.url(1)),
-        json!({"title": "deploy 1.2", "payload": {"release": "1.2"}, "voters": ["alice", "bob", "carol"],
-               "rule": {"threshold": 2}, "deadline_ms": 60_000}),
-    )
-    .await;
-    assert_eq!(status, 200, "{created}");
-    let id = created["proposal_id"].as_u64().unwrap();
+    // `subject`'s client of node `node`.
+    let agent =
+        |subject: &str, node: u64| client_of(&cluster.url(node), subject, &["agent:proposals"]);
+    let reader = |node: u64| client_of(&cluster.url(node), "auditor", &["read"]);
+    let create = ProposalCreate {
+        title: "deploy 1.2".into(),
+        payload: Some(json!({"release": "1.2"})),
+        voters: vec!["alice".into(), "bob".into(), "carol".into()],
+        rule: Rule::Threshold(2),
+        deadline_ms: 60_000,
+        ..ProposalCreate::default()
+    };
+    let id = agent("planner", 1)
+        .proposal_create(&create)
+        .await
+        .unwrap()
+        .proposal_id;
     // A waiter on another node is woken by the deciding vote.
     let waiter = {
-        let (http, url) = (
-            reader.clone(),
-            format!("{}/v1/proposals/{id}?wait_ms=30000", cluster.url(3)),
-        );
-        tokio::spawn(async move { send(http.get(url)).await })
+        let reader = reader(3);
+        tokio::spawn(async move {
+            reader
+                .proposal_get(id, Some(Duration::from_secs(30)), LINEAR)
+                .await
+        })
     };
-    let (status, page) = send(alice.get(format!(
-        "{}/v1/proposals?voter=alice&awaiting=true",
-        cluster.url(2)
-    )))
-    .await;
-    assert_eq!(
-        (status, page["items"][0]["proposal_id"].as_u64()),
-        (200, Some(id)),
-        "{page}"
-    );
-    let vote = |http: &reqwest::Client, node: u64, voter: &str, vote: &str| {
-        let (http, url) = (
-            http.clone(),
-            format!("{}/v1/proposals/{id}/votes", cluster.url(node)),
-        );
-        let body = json!({"voter": voter, "vote": vote});
-        async move { post(&http, url, body).await }
+    let awaiting = ProposalList {
+        voter: Some("alice".into()),
+        awaiting: true,
+        ..ProposalList::default()
     };
-    let (status, body) = vote(&alice, 2, "bob", "yes").await;
+    let page = agent("alice", 2).proposal_list(&awaiting).await.unwrap();
+    assert_eq!(page["items"][0]["proposal_id"].as_u64(), Some(id), "{page}");
+    let vote = |subject: &str, node: u64, voter: &str, vote: Vote| {
+        let (client, voter) = (agent(subject, node), voter.to_owned());
+        async move { client.proposal_vote(id, voter, vote, None).await }
+    };
+    let as_other = vote("alice", 2, "bob", Vote::Yes).await;
+    assert_eq!(refusal(as_other), (403, "not_the_party".into()));
+    let stranger = vote("alice", 2, "mallory", Vote::Yes).await;
+    assert_eq!(refusal(stranger), (403, "not_a_voter".into()));
+    let voted = vote("alice", 2, "alice", Vote::Yes).await.unwrap();
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (403, Some("not_the_party")),
-        "{body}"
+        (voted.state.as_str(), voted.tally.yes),
+        ("open", 1),
+        "{voted:?}"
     );
-    let (status, body) = vote(&alice, 2, "mallory", "yes").await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (403, Some("not_a_voter")),
-        "{body}"
-    );
-    let (status, body) = vote(&alice, 2, "alice", "yes").await;
-    assert_eq!(
-        (
-            status,
-            body["state"].as_str(),
-            body["tally"]["yes"].as_u64()
-        ),
-        (200, Some("open"), Some(1)),
-        "{body}"
-    );
-    let (status, body) = vote(&alice, 1, "alice", "yes").await;
-    assert_eq!(
-        (status, body["tally"]["yes"].as_u64()),
-        (200, Some(1)),
-        "the same vote again: {body}"
-    );
-    let (status, body) = vote(&alice, 1, "alice", "no").await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (409, Some("already_voted")),
-        "{body}"
-    );
-    let (status, body) = vote(&bob, 3, "bob", "yes").await;
-    assert_eq!(
-        (status, body["state"].as_str()),
-        (200, Some("accepted")),
-        "2 of 3 accepts: {body}"
-    );
-    let (status, view) = waiter.await.unwrap();
-    assert_eq!(
-        (status, view["state"].as_str()),
-        (200, Some("accepted")),
-        "{view}"
-    );
+    let again = vote("alice", 1, "alice", Vote::Yes).await.unwrap();
+    assert_eq!(again.tally.yes, 1, "the same vote again: {again:?}");
+    let changed = vote("alice", 1, "alice", Vote::No).await;
+    assert_eq!(refusal(changed), (409, "already_voted".into()));
+    let deciding = vote("bob", 3, "bob", Vote::Yes).await.unwrap();
+    assert_eq!(deciding.state, "accepted", "2 of 3 accepts: {deciding:?}");
+    let view = waiter.await.unwrap().unwrap();
+    assert_eq!(view["state"].as_str(), Some("accepted"), "{view}");
     let votes = view["tally"]["votes"].as_array().unwrap();
     let voters: Vec<(&str, &str)> = votes
         .iter()
@@ -329,73 +268,52 @@ async fn proposals_decide_early_wake_their_waiters_and_count_a_dead_session_as_a
         .collect();
     assert_eq!(voters, vec![("alice", "alice"), ("bob", "bob")]);
     assert_eq!(view["decided_at_index"], votes[1]["index"]);
-    let (status, body) = post(
-        &planner,
-        format!("{}/v1/proposals/{id}/votes", cluster.url(1)),
-        json!({"voter": "carol", "vote": "no"}),
-    )
-    .await;
-    assert_eq!(status, 403, "the planner is not carol: {body}");
+    let for_carol = vote("planner", 1, "carol", Vote::No).await;
+    assert_eq!(refusal(for_carol).0, 403, "the planner is not carol");
 
     // Session voters: one session ends before voting; it abstains and the unanimous
     // proposal is accepted at once instead of waiting for its deadline.
-    let agent = |name: &str| client_of(name, &["agent:proposals"]);
-    let (one, two) = (agent("agent-1"), agent("agent-2"));
+    let (one, two) = (agent("agent-1", 1), agent("agent-2", 1));
     let mut sessions = Vec::new();
-    for http in [&one, &two] {
-        let (status, body) = post(
-            http,
-            format!("{}/v1/sessions", cluster.url(1)),
-            json!({"name": "voter", "ttl_ms": 60_000}),
-        )
-        .await;
-        assert_eq!(status, 200, "{body}");
-        sessions.push(body["session_id"].as_u64().unwrap());
+    for client in [&one, &two] {
+        let create = SessionCreate {
+            name: "voter".into(),
+            ttl_ms: Some(60_000),
+            ..SessionCreate::default()
+        };
+        sessions.push(client.session_create(&create).await.unwrap().session_id);
     }
-    let (status, created) = post(
-        &planner,
-        format!("{}/v1/proposals", cluster.url(2)),
-        json!({"title": "all agree?", "voters": sessions, "voters_are_sessions": true,
-               "rule": "unanimous", "deadline_ms": 600_000}),
-    )
-    .await;
-    assert_eq!(status, 200, "{created}");
-    let unanimous = created["proposal_id"].as_u64().unwrap();
-    let (status, body) = post(
-        &two,
-        format!("{}/v1/proposals/{unanimous}/votes", cluster.url(3)),
-        json!({"voter": sessions[0], "vote": "yes"}),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (403, Some("not_session_owner")),
-        "{body}"
-    );
-    let (status, body) = post(
-        &one,
-        format!("{}/v1/proposals/{unanimous}/votes", cluster.url(3)),
-        json!({"voter": sessions[0], "vote": "yes"}),
-    )
-    .await;
-    assert_eq!(
-        (status, body["state"].as_str()),
-        (200, Some("open")),
-        "{body}"
-    );
-    let (status, _) =
-        send(two.delete(format!("{}/v1/sessions/{}", cluster.url(2), sessions[1]))).await;
-    assert_eq!(status, 200);
-    let (status, view) = send(reader.get(format!(
-        "{}/v1/proposals/{unanimous}?wait_ms=10000",
-        cluster.url(1)
-    )))
-    .await;
-    assert_eq!(
-        (status, view["state"].as_str()),
-        (200, Some("accepted")),
-        "{view}"
-    );
+    let create = ProposalCreate {
+        title: "all agree?".into(),
+        voters: sessions
+            .iter()
+            .map(|&session| Party::from(session))
+            .collect(),
+        voters_are_sessions: Some(true),
+        rule: Rule::Unanimous,
+        deadline_ms: 600_000,
+        ..ProposalCreate::default()
+    };
+    let unanimous = agent("planner", 2)
+        .proposal_create(&create)
+        .await
+        .unwrap()
+        .proposal_id;
+    let not_owner = agent("agent-2", 3)
+        .proposal_vote(unanimous, sessions[0], Vote::Yes, None)
+        .await;
+    assert_eq!(refusal(not_owner), (403, "not_session_owner".into()));
+    let voted = agent("agent-1", 3)
+        .proposal_vote(unanimous, sessions[0], Vote::Yes, None)
+        .await
+        .unwrap();
+    assert_eq!(voted.state, "open", "{voted:?}");
+    agent("agent-2", 2).session_end(sessions[1]).await.unwrap();
+    let view = reader(1)
+        .proposal_get(unanimous, Some(Duration::from_secs(10)), LINEAR)
+        .await
+        .unwrap();
+    assert_eq!(view["state"].as_str(), Some("accepted"), "{view}");
     let last = &view["tally"]["votes"][1];
     assert_eq!(
         (
@@ -407,17 +325,15 @@ async fn proposals_decide_early_wake_their_waiters_and_count_a_dead_session_as_a
         "{view}"
     );
     // A bad rule is refused before anything is proposed.
-    let (status, body) = post(
-        &planner,
-        format!("{}/v1/proposals", cluster.url(1)),
-        json!({"title": "x", "voters": ["a"], "rule": {"threshold": 2}, "deadline_ms": 1000}),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_rule")),
-        "{body}"
-    );
+    let bad = ProposalCreate {
+        title: "x".into(),
+        voters: vec!["a".into()],
+        rule: Rule::Threshold(2),
+        deadline_ms: 1000,
+        ..ProposalCreate::default()
+    };
+    let refused = agent("planner", 1).proposal_create(&bad).await;
+    assert_eq!(refusal(refused), (400, "invalid_rule".into()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,126 +341,172 @@ async fn a_txn_applies_all_or_nothing_is_idempotent_and_checks_every_ops_scope()
     let _serial = common::serial().await;
     let cluster = Cluster::start(1, Options::default()).await;
     let base = cluster.url(1);
-    let admin = &cluster.http;
+    let admin = cluster.api(1);
     for (key, value) in [("acct/a", 10), ("acct/b", 0)] {
-        let (status, _) = common::put(admin, &base, key, json!({"value": value})).await;
-        assert_eq!(status, 200);
+        admin.kv_put(key, &json!(value)).await.unwrap();
     }
     let version = |key: &'static str| {
-        let (http, base) = (admin.clone(), base.clone());
+        let admin = admin.clone();
         async move {
-            common::get(&http, &base, key).await.1["version"]
+            admin.kv_get(key, LINEAR).await.unwrap()["version"]
                 .as_u64()
                 .unwrap()
         }
     };
-    let bank = client_of("bank", &["agent:txn", "agent:kv:acct/"]);
-    let transfer = json!({
-        "compare": [{"key": "acct/a", "version": version("acct/a").await},
-                    {"key": "acct/b", "version": version("acct/b").await},
-                    {"key": "acct/a", "value": 10}],
-        "success": [{"put": {"key": "acct/a", "value": 5}}, {"put": {"key": "acct/b", "value": 5}}],
-        "failure": [],
-        "request_id": "transfer-1"});
-    let (status, first) = post(&bank, format!("{base}/v1/txn"), transfer.clone()).await;
+    let put = |key: &str, value: i64| TxnOp::Put {
+        key: key.into(),
+        value: json!(value),
+        if_version: None,
+        session_id: None,
+    };
+    let bank = client_of(&base, "bank", &["agent:txn", "agent:kv:acct/"]);
+    let transfer = Txn {
+        compare: vec![
+            TxnCompare::KeyVersion {
+                key: "acct/a".into(),
+                version: version("acct/a").await,
+            },
+            TxnCompare::KeyVersion {
+                key: "acct/b".into(),
+                version: version("acct/b").await,
+            },
+            TxnCompare::KeyValue {
+                key: "acct/a".into(),
+                value: json!(10),
+            },
+        ],
+        success: vec![put("acct/a", 5), put("acct/b", 5)],
+        failure: vec![],
+        request_id: Some("transfer-1".into()),
+    };
+    let first = bank.txn(&transfer).await.unwrap();
+    assert!(first.succeeded, "{first:?}");
+    let index = first.index;
     assert_eq!(
-        (status, first["succeeded"].as_bool()),
-        (200, Some(true)),
-        "{first}"
-    );
-    let index = first["index"].as_u64().unwrap();
-    assert_eq!(
-        first["results"],
-        json!([{"version": index}, {"version": index}]),
-        "{first}"
+        first.results,
+        [json!({"version": index}), json!({"version": index})],
+        "{first:?}"
     );
     // The same request again answers the same, applying nothing twice.
-    let (status, again) = post(&bank, format!("{base}/v1/txn"), transfer.clone()).await;
-    assert_eq!((status, &again), (200, &first));
+    let again = bank.txn(&transfer).await.unwrap();
+    assert_eq!(again, first);
     // The same compares now fail: the (empty) failure branch is taken.
-    let mut stale = transfer.clone();
-    stale["request_id"] = json!("transfer-2");
-    let (status, body) = post(&bank, format!("{base}/v1/txn"), stale).await;
+    let stale = Txn {
+        request_id: Some("transfer-2".into()),
+        ..transfer.clone()
+    };
+    let otherwise = bank.txn(&stale).await.unwrap();
     assert_eq!(
-        (status, body["succeeded"].as_bool(), body["results"].clone()),
-        (200, Some(false), json!([])),
-        "{body}"
+        (otherwise.succeeded, otherwise.results.is_empty()),
+        (false, true),
+        "{otherwise:?}"
     );
-    assert_eq!(common::get(admin, &base, "acct/a").await.1["value"], 5);
+    assert_eq!(admin.kv_get("acct/a", LINEAR).await.unwrap()["value"], 5);
 
     // Every op and compare needs the scope its own route would.
-    let outside = json!({"success": [{"put": {"key": "other/x", "value": 1}}]});
-    let (status, body) = post(&bank, format!("{base}/v1/txn"), outside).await;
+    let outside = Txn {
+        success: vec![put("other/x", 1)],
+        ..Txn::default()
+    };
+    assert_eq!(refusal(bank.txn(&outside).await), (403, "forbidden".into()));
+    let peek = Txn {
+        compare: vec![TxnCompare::KeyExists {
+            key: "secret/k".into(),
+            exists: true,
+        }],
+        ..Txn::default()
+    };
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (403, Some("forbidden")),
-        "{body}"
+        refusal(bank.txn(&peek).await).0,
+        403,
+        "a compare reads its key"
     );
-    let peek = json!({"compare": [{"key": "secret/k", "exists": true}], "success": []});
-    let (status, _) = post(&bank, format!("{base}/v1/txn"), peek).await;
-    assert_eq!(status, 403, "a compare reads its key");
-    let no_txn = client_of("kv-only", &["agent:kv"]);
-    let (status, _) = post(&no_txn, format!("{base}/v1/txn"), json!({"success": []})).await;
-    assert_eq!(status, 403, "the route needs agent:txn");
+    let no_txn = client_of(&base, "kv-only", &["agent:kv"]);
+    assert_eq!(
+        refusal(no_txn.txn(&Txn::default()).await).0,
+        403,
+        "the route needs agent:txn"
+    );
 
     // A refused op aborts everything and names itself.
-    let (_, holder) = post(
-        admin,
-        format!("{base}/v1/sessions"),
-        json!({"name": "h", "ttl_ms": 60_000}),
-    )
-    .await;
-    let (_, other) = post(
-        admin,
-        format!("{base}/v1/sessions"),
-        json!({"name": "o", "ttl_ms": 60_000}),
-    )
-    .await;
-    let (holder, other) = (
-        holder["session_id"].as_u64().unwrap(),
-        other["session_id"].as_u64().unwrap(),
-    );
-    let (status, held) = post(
-        admin,
-        format!("{base}/v1/locks/db/acquire"),
-        json!({"session_id": holder}),
-    )
-    .await;
-    assert_eq!(status, 200, "{held}");
-    let blocked = json!({"success": [{"put": {"key": "acct/c", "value": 1}},
-                                     {"acquire_lock": {"name": "db", "session_id": other}}]});
-    let (status, body) = post(admin, format!("{base}/v1/txn"), blocked).await;
+    let mut sessions = Vec::new();
+    for name in ["h", "o"] {
+        let create = SessionCreate {
+            name: name.into(),
+            ttl_ms: Some(60_000),
+            ..SessionCreate::default()
+        };
+        sessions.push(admin.session_create(&create).await.unwrap().session_id);
+    }
+    let (holder, other) = (sessions[0], sessions[1]);
+    let acquire = LockAcquire {
+        session_id: holder,
+        ..LockAcquire::default()
+    };
+    let held = admin.lock_acquire("db", &acquire).await.unwrap();
+    let blocked = Txn {
+        success: vec![
+            put("acct/c", 1),
+            TxnOp::AcquireLock {
+                name: "db".into(),
+                session_id: other,
+                mode: None,
+            },
+        ],
+        ..Txn::default()
+    };
+    let refused = admin.txn(&blocked).await.expect_err("lock held");
     assert_eq!(
         (
-            status,
-            body["error"]["code"].as_str(),
-            body["error"]["op_index"].as_u64()
+            refused.status(),
+            refused.code(),
+            refused.api().unwrap().detail("op_index").as_u64()
         ),
-        (409, Some("lock_held"), Some(1)),
-        "{body}"
+        (Some(409), Some("lock_held"), Some(1)),
+        "{refused:?}"
     );
     assert_eq!(
-        common::get(admin, &base, "acct/c").await.0,
+        refusal(admin.kv_get("acct/c", LINEAR).await).0,
         404,
         "nothing applied"
     );
     // Ops of other rooms, with the lock's token as a compare (a fenced write).
-    let token = held["fencing_token"].as_u64().unwrap();
-    let mixed = json!({"compare": [{"lock": "db", "fencing_token": token}],
-                       "success": [{"submit_task": {"kind": "k", "payload": {"n": 1}}},
-                                   {"acquire_semaphore": {"name": "pool", "session_id": other, "limit": 2}},
-                                   {"release_lock": {"name": "db", "session_id": holder, "fencing_token": token}},
-                                   {"delete": {"key": "acct/b"}}]});
-    let (status, body) = post(admin, format!("{base}/v1/txn"), mixed).await;
-    assert_eq!(
-        (status, body["succeeded"].as_bool()),
-        (200, Some(true)),
-        "{body}"
-    );
-    let results = &body["results"];
+    let token = held.fencing_token;
+    let mixed = Txn {
+        compare: vec![TxnCompare::LockToken {
+            lock: "db".into(),
+            fencing_token: token,
+        }],
+        success: vec![
+            TxnOp::SubmitTask(TaskSubmit {
+                kind: "k".into(),
+                payload: Some(json!({"n": 1})),
+                ..TaskSubmit::default()
+            }),
+            TxnOp::AcquireSemaphore {
+                name: "pool".into(),
+                session_id: other,
+                permits: None,
+                limit: 2,
+            },
+            TxnOp::ReleaseLock {
+                name: "db".into(),
+                session_id: holder,
+                fencing_token: token,
+            },
+            TxnOp::Delete {
+                key: "acct/b".into(),
+                if_version: None,
+            },
+        ],
+        ..Txn::default()
+    };
+    let applied = admin.txn(&mixed).await.unwrap();
+    assert!(applied.succeeded, "{applied:?}");
+    let results = &applied.results;
     assert!(
         results[0]["task_id"].is_u64() && results[1]["fencing_token"].is_u64(),
-        "{body}"
+        "{applied:?}"
     );
     assert_eq!(
         (
@@ -552,15 +514,21 @@ async fn a_txn_applies_all_or_nothing_is_idempotent_and_checks_every_ops_scope()
             results[3]["deleted"].as_bool()
         ),
         (Some(true), Some(true)),
-        "{body}"
+        "{applied:?}"
     );
     // Shape: two ops on one key are refused before anything is proposed.
-    let twice =
-        json!({"success": [{"put": {"key": "acct/a", "value": 1}}, {"delete": {"key": "acct/a"}}]});
-    let (status, body) = post(admin, format!("{base}/v1/txn"), twice).await;
+    let twice = Txn {
+        success: vec![
+            put("acct/a", 1),
+            TxnOp::Delete {
+                key: "acct/a".into(),
+                if_version: None,
+            },
+        ],
+        ..Txn::default()
+    };
     assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_txn")),
-        "{body}"
+        refusal(admin.txn(&twice).await),
+        (400, "invalid_txn".into())
     );
 }

@@ -23,9 +23,9 @@ pub(crate) struct Policy {
     pub request_ids: bool,
     /// Follow leader hints to members not in the list (from `GET /v1/cluster`).
     pub discover: bool,
-    /// Overall time of one call, retries included (plus the body's `wait_ms`).
+    /// Overall time of one call, retries included (plus the request's `wait_ms`).
     pub timeout: Option<Duration>,
-    /// Longest single attempt (plus the body's `wait_ms`).
+    /// Longest single attempt (plus the request's `wait_ms`).
     pub attempt_timeout: Option<Duration>,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
@@ -126,7 +126,7 @@ impl ClientBuilder {
     }
 
     /// Longest single attempt before it counts as lost (default 10 s, plus the
-    /// body's `wait_ms`), so a paused node does not take the whole call.
+    /// request's `wait_ms`), so a paused node does not take the whole call.
     pub fn attempt_timeout(mut self, timeout: Duration) -> ClientBuilder {
         self.policy.attempt_timeout = Some(timeout);
         self

@@ -95,19 +95,25 @@ impl<'a> Call<'a> {
     }
 
     /// How long the server may hold the request (`wait_ms` of a long poll, a blocking
-    /// acquire): added to the call's deadline.
+    /// acquire, in the body or, for a waiting `GET`, in the query): added to the
+    /// call's deadline.
     fn server_wait(&self) -> Duration {
         // A complete's or fail's `claim_next` long-polls like a claim.
-        let wait_ms = self
+        let in_body = self
             .body
             .as_ref()
             .and_then(|body| {
                 body.get("wait_ms")
                     .or_else(|| body.get("claim_next")?.get("wait_ms"))
             })
-            .and_then(Value::as_u64)
-            .unwrap_or(0);
-        Duration::from_millis(wait_ms)
+            .and_then(Value::as_u64);
+        let in_query = || {
+            self.query
+                .iter()
+                .find(|(name, _)| *name == "wait_ms")
+                .and_then(|(_, value)| value.parse().ok())
+        };
+        Duration::from_millis(in_body.or_else(in_query).unwrap_or(0))
     }
 }
 
@@ -375,11 +381,14 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_wait_in_the_body_extends_the_deadline() {
+    fn a_wait_in_the_body_or_query_extends_the_deadline() {
         let call = Call::new(Method::POST, &["v1"], Retry::Once).body(json!({"wait_ms": 1500}));
         assert_eq!(call.server_wait(), Duration::from_millis(1500));
         let call = Call::new(Method::POST, &["v1"], Retry::Once).body(json!({"value": 1}));
         assert_eq!(call.server_wait(), Duration::ZERO);
+        let query = vec![("state", "open".to_owned()), ("wait_ms", "2500".to_owned())];
+        let call = Call::new(Method::GET, &["v1"], Retry::Repeatable).query(query);
+        assert_eq!(call.server_wait(), Duration::from_millis(2500));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Cluster and node operations: `GET /v1/cluster`, member add/remove/promote,
-//! leadership transfer, snapshot, `GET /v1/requests/{request_id}`, `/health` and
-//! `/ready`. These are served by the receiving node unless noted, so the answer is
-//! that node's view.
+//! leadership transfer, snapshot, `GET /v1/requests/{request_id}`, `/health`,
+//! `/ready`, `GET /v1/debug/state` and `/metrics`. These are served by the
+//! receiving node unless noted, so the answer is that node's view.
 
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
@@ -43,6 +43,19 @@ pub struct Ready {
     pub leader_id: Option<u64>,
     pub commit_index: Option<u64>,
     pub last_applied_index: Option<u64>,
+}
+
+/// Answer of `GET /v1/debug/state`: the node's applied position and a hash of its
+/// whole state (equal applied index must mean equal hash).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DebugState {
+    pub node_id: u64,
+    /// Raft log index of the last applied entry (`None` before any).
+    pub last_applied_index: Option<u64>,
+    pub last_command_index: u64,
+    pub cluster_time_ms: u64,
+    /// 16 hex digits.
+    pub state_hash: String,
 }
 
 impl Client {
@@ -121,6 +134,22 @@ impl Client {
     pub async fn health(&self) -> Result<Health, Error> {
         let call = Call::new(Method::GET, &["health"], Retry::Repeatable).pinned();
         self.execute(call).await?.decode()
+    }
+
+    /// `GET /v1/debug/state` of the first endpoint (`admin`).
+    pub async fn debug_state(&self) -> Result<DebugState, Error> {
+        let call = Call::new(Method::GET, &["v1", "debug", "state"], Retry::Repeatable).pinned();
+        self.execute(call).await?.decode()
+    }
+
+    /// `GET /metrics` of the first endpoint: the Prometheus text.
+    pub async fn metrics_text(&self) -> Result<String, Error> {
+        let call = Call::new(Method::GET, &["metrics"], Retry::Repeatable).pinned();
+        let crate::call::Answer { status, body } = self.execute(call).await?;
+        if !status.is_success() {
+            return Err(crate::error::from_error_body(status.as_u16(), &body));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
     /// `GET /ready`: `Ok` for both `200` and `503` (check `ready`).

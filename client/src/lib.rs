@@ -1,7 +1,8 @@
 //! `conclave-client`: a typed HTTP client for Conclave's API as implemented today
 //! (`docs/api.md`): key/value, request lookup, sessions, tasks, locks, semaphores,
-//! barriers, elections, cluster operations, `/health` and `/ready`, watch; and the
-//! helpers agents build on them (`docs/client.md`).
+//! barriers, elections (and their lists), proposals, `/v1/txn`, two-phase commit,
+//! cluster operations, `/health`, `/ready`, `/v1/debug/state`, `/metrics`, watch;
+//! and the helpers agents build on them (`docs/client.md`).
 //!
 //! It speaks only HTTP + JSON and must not depend on the server crate (`conclave`)
 //! or any of its types, so agents and tools can use it without linking the server.
@@ -17,7 +18,8 @@
 //!   generated `request_id`s. `endpoints.rs`: the endpoint list and leader map.
 //! - `error.rs`: [`Error`] and [`ApiError`] (status, stable `code`, `message`).
 //! - `kv.rs`, `sessions.rs`, `tasks.rs`, `primitives.rs` (locks, semaphores,
-//!   barriers, elections), `cluster.rs` (cluster, requests, health, ready): one
+//!   barriers, elections, their lists), `proposals.rs`, `twophase.rs`, `txn.rs`,
+//!   `cluster.rs` (cluster, requests, health, ready, debug state, metrics): one
 //!   `impl Client` block per API area, with its request and response types.
 //! - Helpers for agents, built on those methods only: `session.rs` ([`Session`]:
 //!   background keepalive, local lease deadline, Live/Jeopardy/Expired), `lock.rs`
@@ -36,21 +38,27 @@ mod error;
 mod kv;
 mod lock;
 mod primitives;
+mod proposals;
 mod session;
 mod sessions;
 mod sse;
 mod tasks;
+mod twophase;
+mod txn;
 mod watch;
 mod worker;
 
 pub use builder::ClientBuilder;
-pub use cluster::{Health, MemberAdd, Ready, Snapshot};
+pub use cluster::{DebugState, Health, MemberAdd, Ready, Snapshot};
 pub use error::{ApiError, Error};
 pub use kv::{Deleted, KvDelete, KvList, KvPut, Written};
 pub use lock::{LockGuard, LockLoss, LockOptions};
 pub use primitives::{
     Acquired, BarrierWait, BarrierWaited, Campaign, Campaigned, LockAcquire, LockMode, Release,
-    Released, Resign, SemaphoreAcquire,
+    Released, Resign, RoomList, SemaphoreAcquire,
+};
+pub use proposals::{
+    Party, ProposalCreate, ProposalCreated, ProposalList, ProposalVoted, Rule, Tally, Vote,
 };
 pub use serde_json::Value;
 pub use session::{Session, SessionOptions, SessionState};
@@ -59,6 +67,8 @@ pub use tasks::{
     Claimed, Finished, Heartbeat, HeartbeatSent, TaskComplete, TaskFail, TaskList, TaskSubmit,
     TaskSubmitted, TaskWritten,
 };
+pub use twophase::{TwoPhaseAcked, TwoPhaseCreate, TwoPhaseList, TwoPhaseVote, TwoPhaseWritten};
+pub use txn::{Txn, TxnCompare, TxnOp, TxnResult};
 pub use watch::{Event, Watch, WatchOptions, WatchStart};
 pub use worker::{TaskContext, TaskFailure, WorkerOptions, WorkerReport};
 
@@ -231,8 +241,33 @@ impl Client {
         segments: &[&str],
         body: &B,
     ) -> Result<T, Error> {
-        let (body, retry) = self.with_request_id(to_value(body)?);
-        let call = Call::new(method, segments, retry).body(body);
+        self.write_with_id(method, segments, body, None).await
+    }
+
+    /// Like [`Client::write_idempotent`] for a write whose repeat is idempotent by
+    /// nature (a vote cast again answers the current state): retried like a read
+    /// even when it carries no `request_id`.
+    pub(crate) async fn write_repeatable<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: &B,
+    ) -> Result<T, Error> {
+        let retry = Some(Retry::Repeatable);
+        self.write_with_id(method, segments, body, retry).await
+    }
+
+    /// A write with a `request_id` (given or generated), retried as `retry` says, or
+    /// as its `request_id` allows when `None`.
+    async fn write_with_id<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: &B,
+        retry: Option<Retry>,
+    ) -> Result<T, Error> {
+        let (body, with_id) = self.with_request_id(to_value(body)?);
+        let call = Call::new(method, segments, retry.unwrap_or(with_id)).body(body);
         self.execute(call).await?.decode()
     }
 

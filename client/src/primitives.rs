@@ -1,12 +1,13 @@
 //! The coordination primitives: locks, semaphores, barriers and elections
 //! (`/v1/locks`, `/v1/semaphores`, `/v1/barriers`, `/v1/elections`). A name is one
-//! percent-encoded path segment. A `GET` of an unknown name is an empty view.
+//! percent-encoded path segment. A `GET` of an unknown name is an empty view; a
+//! room's list (`GET /v1/locks`, ...) shows the resources in use by name.
 
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{Client, Consistency, Error};
+use crate::{query_pairs, Client, Consistency, Error};
 
 /// A lock's mode.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -131,7 +132,51 @@ pub struct Resign {
     pub request_id: Option<String>,
 }
 
+/// Query of a room's list (`GET /v1/locks`, `/v1/semaphores`, `/v1/barriers`,
+/// `/v1/elections`). `Default` lists from the first name, a full page.
+#[derive(Debug, Clone, Default)]
+pub struct RoomList {
+    /// Only names starting with it.
+    pub prefix: Option<String>,
+    /// Start strictly after this name (a page's `next_after`).
+    pub after: Option<String>,
+    pub limit: Option<u32>,
+    pub consistency: Consistency,
+}
+
 impl Client {
+    /// `GET /v1/locks`: `{"items": [view...], "next_after": name|null}`, each item as
+    /// [`Client::lock_get`] shows it.
+    pub async fn lock_list(&self, list: &RoomList) -> Result<Value, Error> {
+        self.room_list("locks", list).await
+    }
+
+    /// `GET /v1/semaphores`: a page of views, as for [`Client::lock_list`].
+    pub async fn semaphore_list(&self, list: &RoomList) -> Result<Value, Error> {
+        self.room_list("semaphores", list).await
+    }
+
+    /// `GET /v1/barriers`: a page of views, as for [`Client::lock_list`].
+    pub async fn barrier_list(&self, list: &RoomList) -> Result<Value, Error> {
+        self.room_list("barriers", list).await
+    }
+
+    /// `GET /v1/elections`: a page of views, as for [`Client::lock_list`].
+    pub async fn election_list(&self, list: &RoomList) -> Result<Value, Error> {
+        self.room_list("elections", list).await
+    }
+
+    /// `GET /v1/{room}?prefix=&after=&limit=`.
+    async fn room_list(&self, room: &str, list: &RoomList) -> Result<Value, Error> {
+        let query = query_pairs(&[
+            ("prefix", list.prefix.clone()),
+            ("after", list.after.clone()),
+            ("limit", list.limit.map(|limit| limit.to_string())),
+        ]);
+        self.read_query(&["v1", room], &query, list.consistency)
+            .await
+    }
+
     /// `POST /v1/locks/{name}/acquire`.
     pub async fn lock_acquire(&self, name: &str, acquire: &LockAcquire) -> Result<Acquired, Error> {
         self.write_idempotent(Method::POST, &["v1", "locks", name, "acquire"], acquire)
