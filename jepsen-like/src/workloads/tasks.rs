@@ -168,6 +168,8 @@ impl Client {
 struct Record {
     submits: Vec<Submit>,
     claims: Vec<Claim>,
+    /// Claims made by a completion's `claim_next` (also in `claims`).
+    claims_by_finish: u64,
     finishes: Vec<Finish>,
     ops: Vec<Op>,
     lease_stalls: u64,
@@ -260,6 +262,7 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
     for handle in agent_handles {
         let part = handle.await?;
         record.claims.extend(part.claims);
+        record.claims_by_finish += part.claims_by_finish;
         record.finishes.extend(part.finishes);
         record.ops.extend(part.ops);
         record.lease_stalls += part.lease_stalls;
@@ -350,6 +353,7 @@ pub async fn run(mut context: Context) -> anyhow::Result<WorkloadResult> {
         "unknown_submits_resolved": resolved_submits,
         "unknown_submits_unresolved": unresolved_submits,
         "claims": record.claims.len(),
+        "claims_by_finish": record.claims_by_finish,
         "tasks_delivered_more_than_once": deliveries.values().filter(|n| **n > 1).count(),
         "completions_acknowledged": record.finishes.iter().filter(|f| f.kind == FinishKind::Complete && f.status == Status::Ok).count(),
         "completions_refused_stale_token": refused("stale_fencing_token"),
@@ -732,6 +736,7 @@ impl Client {
         if let Some((next_id, next_token, _)) = next {
             // Answered after the finish's answer arrived: the recorded window holds
             // the real one, so the lease-order check stays sound.
+            record.claims_by_finish += 1;
             record.claims.push(Claim {
                 task_id: next_id,
                 token: next_token,
