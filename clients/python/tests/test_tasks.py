@@ -65,3 +65,22 @@ def test_task_context_manager(client: Client, uid: str) -> None:
         with task:
             task.result = claim.task["payload"] + 1
     assert client.get_task(tid)["result"] == 4
+
+
+def test_complete_with_claim_next_gets_the_next_task_in_one_command(
+    client: Client, uid: str
+) -> None:
+    cap = f"cap-{uid}"
+    first = client.submit_task(f"{uid}-a", 1, required_capabilities=[cap])
+    second = client.submit_task(f"{uid}-b", 2, required_capabilities=[cap])
+    with client.session(uid, capabilities=[cap], capacity=1) as s:
+        claim = client.claim(s.id, wait_ms=2000)
+        assert claim is not None and claim.task_id == first
+        done = client.complete_task(first, claim.fencing_token, "one", claim_next=0)
+        assert done["state"] == "succeeded"
+        nxt = conclave.Claim.from_json(done["next"])
+        # Claimed by the completion's own command.
+        assert (nxt.task_id, nxt.index) == (second, done["index"])
+        done = client.fail_task(second, nxt.fencing_token, "no", retryable=False,
+                                claim_next=200)
+        assert (done["state"], done["next"]) == ("dead", None)

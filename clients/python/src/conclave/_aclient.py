@@ -504,18 +504,37 @@ class AsyncClient:
 
     async def complete_task(
         self, task_id: int, fencing_token: int, result: Json = None, *,
-        request_id: Optional[str] = None,
+        request_id: Optional[str] = None, claim_next: Optional[int] = None,
     ) -> View:
+        """Completes the task. With ``claim_next`` (a wait in ms) the answer's
+        ``next`` is the session's next task, claimed by the same command when one is
+        ready, else waited for (``None`` when none came): a task cycle's second
+        request. With a wait the call is not retried after an unknown outcome (like
+        a claim); with ``claim_next=0`` it is one command, retried with its id."""
         body = {"fencing_token": fencing_token, "result": result}
-        out: View = await self._write("POST", f"/v1/tasks/{task_id}/complete", body, request_id)
-        return out
+        return await self._finish("complete", task_id, body, request_id, claim_next)
 
     async def fail_task(
         self, task_id: int, fencing_token: int, error: str, *, retryable: bool = True,
-        request_id: Optional[str] = None,
+        request_id: Optional[str] = None, claim_next: Optional[int] = None,
     ) -> View:
+        """Fails the task; ``claim_next`` as :meth:`complete_task`."""
         body = {"fencing_token": fencing_token, "error": error, "retryable": retryable}
-        out: View = await self._write("POST", f"/v1/tasks/{task_id}/fail", body, request_id)
+        return await self._finish("fail", task_id, body, request_id, claim_next)
+
+    async def _finish(
+        self, verb: str, task_id: int, body: Dict[str, Any], request_id: Optional[str],
+        claim_next: Optional[int],
+    ) -> View:
+        path = f"/v1/tasks/{task_id}/{verb}"
+        if claim_next is None:
+            out: View = await self._write("POST", path, body, request_id)
+            return out
+        wait_ms = min(claim_next, MAX_WAIT_MS)
+        body["claim_next"] = {"wait_ms": wait_ms}
+        out = await self._write(
+            "POST", path, body, request_id, safe=wait_ms == 0, wait_ms=wait_ms
+        )
         return out
 
     def worker(
