@@ -106,72 +106,44 @@ async fn a_tls_cluster_serves_clients_and_peers_over_tls_with_mutual_peer_auth()
     assert_eq!((status, &read["value"]), (200, &json!("secret")), "{read}");
 
     // The CLI speaks HTTPS with --ca: a write through the follower, read back
-    // from the leader; without --ca it cannot connect (exit 3, unavailable).
-    let at = |id: u64| format!("localhost:{}", cluster.node(id).port);
-    let ca = ours.ca.as_os_str();
-    let (ok, out) = common::cli(&[
-        "kv".as_ref(),
-        "put".as_ref(),
-        "cli-over-tls".as_ref(),
-        "yes".as_ref(),
-        "--endpoint".as_ref(),
-        at(follower).as_ref(),
-        "--ca".as_ref(),
-        ca,
-    ]);
-    assert!(ok, "{out}");
-    let (ok, out) = common::cli(&[
-        "kv".as_ref(),
-        "get".as_ref(),
-        "cli-over-tls".as_ref(),
-        "--json".as_ref(),
-        "--endpoint".as_ref(),
-        at(leader).as_ref(),
-        "--ca".as_ref(),
-        ca,
-    ]);
-    assert!(ok, "{out}");
-    let read: Value = serde_json::from_str(&out).unwrap();
+    // from the leader, the status; without --ca, or with another CA, it fails.
+    // `conclave ARGS --endpoint localhost:PORT-of-node [--ca CA]`: its exit code
+    // and stdout.
+    let run = |args: &[&str], node: u64, ca: Option<&Path>| {
+        let at = format!("localhost:{}", cluster.node(node).port);
+        let os = |a: &'static str| std::ffi::OsStr::new(a);
+        let mut all: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+        all.extend([os("--endpoint"), std::ffi::OsStr::new(&at)]);
+        if let Some(ca) = ca {
+            all.extend([os("--ca"), ca.as_os_str()]);
+        }
+        let output = common::cli_output(&all, Some(common::admin_token()));
+        let text = String::from_utf8_lossy(&output.stdout).to_string()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), text)
+    };
+    let ca = Some(ours.ca.as_path());
+    let (code, out) = run(&["kv", "put", "cli-over-tls", "yes"], follower, ca);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(&["kv", "get", "cli-over-tls", "--json"], leader, ca);
+    assert_eq!(code, Some(0), "{out}");
+    let read: Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(read["value"], json!("yes"), "{out}");
-    let (ok, out) = common::cli(&[
-        "status".as_ref(),
-        "--endpoint".as_ref(),
-        at(follower).as_ref(),
-        "--ca".as_ref(),
-        ca,
-    ]);
-    assert!(ok && out.contains(&format!("leader {leader} ")), "{out}");
-    let refused = common::cli_output(
-        &[
-            "kv".as_ref(),
-            "get".as_ref(),
-            "cli-over-tls".as_ref(),
-            "--endpoint".as_ref(),
-            at(leader).as_ref(),
-        ],
-        Some(common::admin_token()),
+    let (code, out) = run(&["status"], follower, ca);
+    assert!(
+        code == Some(0) && out.contains(&format!("leader {leader} ")),
+        "{out}"
     );
     // The node took the connection and dropped the plain request unanswered: what
     // the CLI cannot tell from a lost answer (exit 4, indeterminate).
-    assert_eq!(refused.status.code(), Some(4), "plain HTTP to a TLS node");
-    let rogue_ca = rogue.ca.as_os_str();
-    let refused = common::cli_output(
-        &[
-            "kv".as_ref(),
-            "get".as_ref(),
-            "cli-over-tls".as_ref(),
-            "--endpoint".as_ref(),
-            at(leader).as_ref(),
-            "--ca".as_ref(),
-            rogue_ca,
-        ],
-        Some(common::admin_token()),
+    let (code, out) = run(&["kv", "get", "cli-over-tls"], leader, None);
+    assert_eq!(code, Some(4), "plain HTTP to a TLS node: {out}");
+    let (code, out) = run(
+        &["kv", "get", "cli-over-tls"],
+        leader,
+        Some(rogue.ca.as_path()),
     );
-    assert_eq!(
-        refused.status.code(),
-        Some(3),
-        "a CA that did not sign the node"
-    );
+    assert_eq!(code, Some(3), "a CA that did not sign the node: {out}");
 
     // Plain HTTP to a TLS listener gets no answer.
     let plain = reqwest::Client::new();
