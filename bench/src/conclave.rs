@@ -1,15 +1,16 @@
 //! The Conclave side: every workload over Conclave's HTTP API (docs/api.md) through
 //! the client library (`conclave-client`). A bench client talks to one node, as a
-//! client of that node only ([`Nodes`]): the library's `Client` is built with that
-//! node as its only endpoint, retries, generated `request_id`s and leader discovery
-//! off, so each operation is one request to that node and every failure (a `503
-//! no_leader` included) is counted once, by kind, never retried away. All clients
-//! share one connection pool; each holds its own HTTP/1.1 connection while its
+//! client of that node only ([`Nodes`]): `Client::with_http(node, pool)`, the
+//! library's client of one node that sends each call once — no retry, no generated
+//! `request_id`, no leader discovery, no client-side timeout — so each operation is
+//! one request to that node and every failure (a `503 no_leader` included) is
+//! counted once, by kind, never retried away. All clients share one connection pool
+//! that carries the bearer token; each holds its own HTTP/1.1 connection while its
 //! request is in flight. Also finds the leader (`GET /v1/cluster`) for `--placement
 //! leader` and for `failover`.
 //!
 //! Must not depend on the etcd side; the raw HTTP left in the bench (the watch
-//! streams of `watch_fanout.rs`) uses [`http_pool`] and [`token`] from here.
+//! streams of `watch_fanout.rs`) uses [`http_client`] from here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,31 +26,31 @@ use crate::cli::{Placement, RunArgs, Workload};
 use crate::driver::{closed_loop, Measured, Outcome, Progress, Tally};
 use crate::report::Report;
 
-/// The bench never had a client-side timeout on Conclave calls (the driver's window
-/// decides what counts); the library always sets one, so it is set beyond any run.
-const NO_TIMEOUT: Duration = Duration::from_secs(3600);
 /// How long a `GET /v1/cluster` (leader discovery, log indexes) may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `CONCLAVE_TOKEN` (set by `compare.sh`), trimmed, when the variable is set.
-pub fn token() -> Option<String> {
-    std::env::var("CONCLAVE_TOKEN")
-        .ok()
-        .map(|token| token.trim().to_owned())
-}
-
-/// The settings of the bench's connection pools.
-pub fn http_pool() -> reqwest::ClientBuilder {
-    reqwest::Client::builder()
+/// The bench's connection pool; it sends `CONCLAVE_TOKEN` (set by `compare.sh`) as
+/// its bearer token when the variable is set.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Ok(token) = std::env::var("CONCLAVE_TOKEN") {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", token.trim()).parse()?,
+        );
+    }
+    Ok(reqwest::Client::builder()
         // Under the server's keep-alive idle timeout (`header_read_timeout_ms`, 30 s),
         // so a pooled connection is never reused just as the server closes it.
         .pool_idle_timeout(Duration::from_secs(10))
+        .default_headers(headers)
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
+        .build()?)
 }
 
 /// One `conclave_client::Client` per node URL, in the order given, all over one
-/// pool. A client of one node, sending each call once (see the module docs).
+/// pool: a client of one node, sending each call once (see the module docs).
 #[derive(Clone)]
 pub struct Nodes {
     urls: Vec<String>,
@@ -58,30 +59,12 @@ pub struct Nodes {
 
 impl Nodes {
     pub fn connect(urls: &[String]) -> anyhow::Result<Nodes> {
-        Nodes::with_timeout(urls, NO_TIMEOUT)
-    }
-
-    /// Clients whose calls fail as `timeout` after `timeout`.
-    pub fn with_timeout(urls: &[String], timeout: Duration) -> anyhow::Result<Nodes> {
         anyhow::ensure!(!urls.is_empty(), "no Conclave URL given");
-        let pool = http_pool().build()?;
+        let pool = http_client()?;
         let clients = urls
             .iter()
             .map(|url| {
-                let builder = Client::builder()
-                    .endpoint(url.as_str())
-                    .http(pool.clone())
-                    .retry(false)
-                    .request_ids(false)
-                    .discover(false)
-                    .timeout(timeout)
-                    .attempt_timeout(timeout);
-                match token() {
-                    Some(token) => builder.token(token),
-                    None => builder,
-                }
-                .build()
-                .with_context(|| format!("a client of {url}"))
+                Client::with_http(url, pool.clone()).with_context(|| format!("a client of {url}"))
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Nodes {

@@ -40,8 +40,11 @@ impl Writer {
         match self {
             Writer::Conclave(api) => {
                 let key = format!("failover/{}", sequence % 100);
-                let put = api.kv_put(&key, &json!(sequence)).await;
-                put.map(drop).map_err(conclave::kind)
+                let value = json!(sequence);
+                match tokio::time::timeout(WRITE_TIMEOUT, api.kv_put(&key, &value)).await {
+                    Ok(put) => put.map(drop).map_err(conclave::kind),
+                    Err(_) => Err("timeout".to_owned()),
+                }
             }
             Writer::Etcd(etcd) => {
                 let key = format!("failover/{}", sequence % 100).into_bytes();
@@ -127,7 +130,7 @@ pub async fn run(args: &RunArgs, progress: Arc<Progress>) -> anyhow::Result<Repo
     let writer_url = cluster.nodes[(cluster.leader_index + 1) % cluster.nodes.len()].clone();
     let writer = Arc::new(match args.target {
         Target::Conclave => {
-            let writer = Nodes::with_timeout(&[writer_url], WRITE_TIMEOUT)?;
+            let writer = Nodes::connect(&[writer_url])?;
             Writer::Conclave(writer.client(0).clone())
         }
         Target::Etcd => Writer::Etcd(Etcd::connect(&writer_url).await?),

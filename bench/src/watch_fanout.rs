@@ -85,7 +85,7 @@ pub async fn run(
     let prefix: Arc<str> = format!("watch-fanout/{started_ms}/").into();
 
     // Every watcher on its own connection, out of a pool of their own.
-    let streams_http = streams_http()?;
+    let streams_http = crate::conclave::http_client()?;
     let mut opening = Vec::with_capacity(args.watchers);
     for index in 0..args.watchers {
         let url = all.url(index).to_owned();
@@ -266,20 +266,6 @@ pub async fn run(
         json!("no: the bench has no etcd watch client"),
     );
     Ok((measured, extra))
-}
-
-/// The watchers' pool: the bench's pool settings, the bearer token on every request.
-fn streams_http() -> anyhow::Result<reqwest::Client> {
-    let mut headers = reqwest::header::HeaderMap::new();
-    if let Some(token) = crate::conclave::token() {
-        headers.insert(
-            reqwest::header::AUTHORIZATION,
-            format!("Bearer {token}").parse()?,
-        );
-    }
-    Ok(crate::conclave::http_pool()
-        .default_headers(headers)
-        .build()?)
 }
 
 /// Sends a watch's request; a non-2xx answer is a failure of kind `http <status>`.
