@@ -127,6 +127,28 @@ impl Drop for Node {
     }
 }
 
+/// Runs `command` (a measured run) with `--json FILE` added; asserts it succeeded and
+/// returns its stdout and the one JSON line it wrote.
+fn run_to_json(command: &mut Command) -> (String, serde_json::Value) {
+    let out = tempfile::tempdir().expect("temp dir");
+    let json = out.path().join("results.jsonl");
+    let run = command
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("running conclave-bench");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "exit {}: {stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let line = std::fs::read_to_string(&json).expect("json file");
+    let line = serde_json::from_str(line.trim()).expect("one JSON line");
+    (stdout, line)
+}
+
 /// The status code of a plain HTTP/1.1 GET, or `None` if the node does not answer.
 fn http_status(port: u16, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -180,27 +202,14 @@ fn a_short_put_run_against_one_node_succeeds_and_records_a_json_line() {
 #[test]
 fn a_put_run_against_a_node_without_a_leader_counts_each_503_once() {
     let node = Node::start_without_leader();
-    let out = tempfile::tempdir().expect("temp dir");
-    let json = out.path().join("results.jsonl");
     // The node holds a write about 3 s waiting for a leader, then answers `503
     // no_leader`: each client sees at least one within 5 s. A client that retried
     // 503s would still be retrying at the end of the window, and count nothing.
-    let run = bench()
-        .args(["--urls", &node.url(), "--workload", "put", "--clients", "2"])
-        .args(["--duration", "5", "--json"])
-        .arg(&json)
-        .output()
-        .expect("running conclave-bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "exit {}: {stdout}\n{}",
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
+    let (_, line) = run_to_json(
+        bench()
+            .args(["--urls", &node.url(), "--workload", "put", "--clients", "2"])
+            .args(["--duration", "5"]),
     );
-    let line: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(&json).expect("json file").trim())
-            .expect("one JSON line");
     assert_eq!(line["ops"], 0, "{line}");
     let errors = line["errors"].as_u64().unwrap_or(0);
     assert!(errors >= 2, "{line}");
@@ -214,31 +223,18 @@ fn a_put_run_against_a_node_without_a_leader_counts_each_503_once() {
 #[test]
 fn a_short_mixed_run_against_one_node_has_no_errors() {
     let node = Node::start();
-    let out = tempfile::tempdir().expect("temp dir");
-    let json = out.path().join("results.jsonl");
-    let run = bench()
-        .args([
-            "--urls",
-            &node.url(),
-            "--workload",
-            "mixed",
-            "--clients",
-            "2",
-        ])
-        .args(["--duration", "2", "--json"])
-        .arg(&json)
-        .output()
-        .expect("running conclave-bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "exit {}: {stdout}\n{}",
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
+    let (_, line) = run_to_json(
+        bench()
+            .args([
+                "--urls",
+                &node.url(),
+                "--workload",
+                "mixed",
+                "--clients",
+                "2",
+            ])
+            .args(["--duration", "2"]),
     );
-    let line: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(&json).expect("json file").trim())
-            .expect("one JSON line");
     assert_eq!(line["workload"], "mixed");
     assert_eq!(line["errors"], 0, "{line}");
     for kind in [
@@ -252,26 +248,13 @@ fn a_short_mixed_run_against_one_node_has_no_errors() {
 #[test]
 fn a_short_watch_fanout_run_delivers_every_write_to_every_watcher() {
     let node = Node::start();
-    let out = tempfile::tempdir().expect("temp dir");
-    let json = out.path().join("results.jsonl");
-    let run = bench()
-        .args(["--urls", &node.url(), "--workload", "watch-fanout"])
-        .args(["--watchers", "4", "--clients", "2", "--duration", "2"])
-        .args(["--pids", &node.child.id().to_string(), "--json"])
-        .arg(&json)
-        .output()
-        .expect("running conclave-bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "exit {}: {stdout}\n{}",
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
+    let (stdout, line) = run_to_json(
+        bench()
+            .args(["--urls", &node.url(), "--workload", "watch-fanout"])
+            .args(["--watchers", "4", "--clients", "2", "--duration", "2"])
+            .args(["--pids", &node.child.id().to_string()]),
     );
     assert!(stdout.contains("watch-fanout watchers=4"), "{stdout}");
-    let line: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(&json).expect("json file").trim())
-            .expect("one JSON line");
     assert_eq!(line["workload"], "watch-fanout");
     assert_eq!(line["errors"], 0, "{line}");
     assert_eq!(line["missing"], 0, "{line}");
