@@ -1,18 +1,35 @@
-//! The Conclave side: every workload over Conclave's HTTP API (docs/api.md) with
-//! reqwest, each client holding its own HTTP/1.1 connection. Also finds the leader
-//! (`GET /v1/cluster`) for `--placement leader` and for `failover`.
+//! The Conclave side: every workload over Conclave's HTTP API (docs/api.md) through
+//! the client library (`conclave-client`). A bench client talks to one node, as a
+//! client of that node only ([`Nodes`]): `Client::with_http(node, pool)`, the
+//! library's client of one node that sends each call once — no retry, no generated
+//! `request_id`, no leader discovery, no client-side timeout — so each operation is
+//! one request to that node and every failure (a `503 no_leader` included) is
+//! counted once, by kind, never retried away. All clients share one connection pool
+//! that carries the bearer token; each holds its own HTTP/1.1 connection while its
+//! request is in flight. Also finds the leader (`GET /v1/cluster`) for `--placement
+//! leader` and for `failover`.
+//!
+//! Must not depend on the etcd side; the raw HTTP left in the bench (the watch
+//! streams of `watch_fanout.rs`) uses [`http_client`] from here.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use conclave_client::{
+    Claimed, Client, Consistency, Error, LockAcquire, Release, SessionCreate, TaskComplete,
+    TaskSubmit,
+};
 use serde_json::{json, Map, Value};
 
 use crate::cli::{Placement, RunArgs, Workload};
 use crate::driver::{closed_loop, Measured, Outcome, Progress, Tally};
 use crate::report::Report;
 
-/// The bench's HTTP client; it sends `CONCLAVE_TOKEN` (set by `compare.sh`) as
+/// How long a `GET /v1/cluster` (leader discovery, log indexes) may take.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The bench's connection pool; it sends `CONCLAVE_TOKEN` (set by `compare.sh`) as
 /// its bearer token when the variable is set.
 pub fn http_client() -> anyhow::Result<reqwest::Client> {
     let mut headers = reqwest::header::HeaderMap::new();
@@ -25,38 +42,79 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
     Ok(reqwest::Client::builder()
         // Under the server's keep-alive idle timeout (`header_read_timeout_ms`, 30 s),
         // so a pooled connection is never reused just as the server closes it.
-        .pool_idle_timeout(std::time::Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(10))
         .default_headers(headers)
         .pool_max_idle_per_host(1024)
         .tcp_nodelay(true)
         .build()?)
 }
 
+/// One `conclave_client::Client` per node URL, in the order given, all over one
+/// pool: a client of one node, sending each call once (see the module docs).
+#[derive(Clone)]
+pub struct Nodes {
+    urls: Vec<String>,
+    clients: Vec<Client>,
+}
+
+impl Nodes {
+    pub fn connect(urls: &[String]) -> anyhow::Result<Nodes> {
+        anyhow::ensure!(!urls.is_empty(), "no Conclave URL given");
+        let pool = http_client()?;
+        let clients = urls
+            .iter()
+            .map(|url| {
+                Client::with_http(url, pool.clone()).with_context(|| format!("a client of {url}"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Nodes {
+            urls: urls.to_vec(),
+            clients,
+        })
+    }
+
+    /// The client of bench client `index`: node `index` mod the node count.
+    pub fn client(&self, index: usize) -> &Client {
+        &self.clients[index % self.clients.len()]
+    }
+
+    /// The URL of node `index` mod the node count, as given.
+    pub fn url(&self, index: usize) -> &str {
+        &self.urls[index % self.urls.len()]
+    }
+
+    pub fn len(&self) -> usize {
+        self.clients.len()
+    }
+}
+
 /// Per-client state handed to every operation.
 #[derive(Clone)]
-struct Client {
-    http: reqwest::Client,
-    url: Arc<str>,
+struct Agent {
+    api: Client,
     index: usize,
     session: u64,
     lock: Arc<str>,
 }
 
 pub async fn run(args: &RunArgs, progress: Arc<Progress>) -> anyhow::Result<Report> {
-    let http = http_client()?;
-    let urls = targets(args, &http).await?;
+    let all = Nodes::connect(&args.urls)?;
+    let targets = match args.placement {
+        Placement::Spread => all.clone(),
+        Placement::Leader => Nodes::connect(&[leader(&all).await?.url])?,
+    };
     let (measured, extra) = match args.workload {
         Workload::Put | Workload::Get | Workload::StaleGet => {
-            (key_value(args, &http, &urls, progress).await?, Map::new())
+            (key_value(args, &targets, progress).await?, Map::new())
         }
-        Workload::TaskCycle => (task_cycle(args, &http, &urls, progress).await?, Map::new()),
+        Workload::TaskCycle => (task_cycle(args, &targets, progress).await?, Map::new()),
         Workload::Lock | Workload::ContendedLock => {
-            (lock_cycle(args, &http, &urls, progress).await?, Map::new())
+            (lock_cycle(args, &targets, progress).await?, Map::new())
         }
-        Workload::Keepalive => keepalive(args, &http, &urls[0], progress).await?,
-        Workload::Mixed => crate::mixed::run(args, &http, &urls, progress).await?,
-        Workload::Footprint => crate::footprint::run(args, &http, &urls, progress).await?,
-        Workload::WatchFanout => crate::watch_fanout::run(args, &http, &urls, progress).await?,
+        Workload::Keepalive => keepalive(args, targets.client(0), progress).await?,
+        Workload::Mixed => crate::mixed::run(args, &targets, progress).await?,
+        Workload::Footprint => crate::footprint::run(args, &targets, &all, progress).await?,
+        Workload::WatchFanout => crate::watch_fanout::run(args, &targets, &all, progress).await?,
         Workload::Failover => unreachable!("failover has its own runner"),
     };
     Ok(Report {
@@ -69,33 +127,20 @@ pub async fn run(args: &RunArgs, progress: Arc<Progress>) -> anyhow::Result<Repo
     })
 }
 
-/// The URLs clients are spread over: all of them, or only the leader's.
-async fn targets(args: &RunArgs, http: &reqwest::Client) -> anyhow::Result<Vec<String>> {
-    match args.placement {
-        Placement::Spread => Ok(args.urls.clone()),
-        Placement::Leader => Ok(vec![leader(http, &args.urls).await?.url]),
-    }
-}
-
 /// The current leader as seen by the first node that knows one.
 pub struct Leader {
     pub id: u64,
     pub url: String,
 }
 
-pub async fn cluster_status(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
-    Ok(http
-        .get(format!("{url}/v1/cluster"))
-        .timeout(Duration::from_secs(2))
-        .send()
-        .await?
-        .json()
-        .await?)
+/// `GET /v1/cluster` of `node`: its view of Raft and the membership.
+pub async fn cluster_status(node: &Client) -> anyhow::Result<Value> {
+    Ok(tokio::time::timeout(STATUS_TIMEOUT, node.cluster_info()).await??)
 }
 
-pub async fn leader(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<Leader> {
-    for url in urls {
-        let Ok(status) = cluster_status(http, url).await else {
+pub async fn leader(nodes: &Nodes) -> anyhow::Result<Leader> {
+    for index in 0..nodes.len() {
+        let Ok(status) = cluster_status(nodes.client(index)).await else {
             continue;
         };
         let Some(id) = status["leader_id"].as_u64() else {
@@ -112,67 +157,26 @@ pub async fn leader(http: &reqwest::Client, urls: &[String]) -> anyhow::Result<L
             url: format!("http://{addr}"),
         });
     }
-    anyhow::bail!("no node in {urls:?} knows a leader")
+    anyhow::bail!("no node in {:?} knows a leader", nodes.urls)
 }
 
-fn clients(http: &reqwest::Client, urls: &[String], count: usize) -> Vec<Client> {
-    (0..count)
-        .map(|index| Client {
-            http: http.clone(),
-            url: urls[index % urls.len()].as_str().into(),
-            index,
-            session: 0,
-            lock: "".into(),
-        })
-        .collect()
-}
-
-async fn key_value(
-    args: &RunArgs,
-    http: &reqwest::Client,
-    urls: &[String],
-    progress: Arc<Progress>,
-) -> anyhow::Result<Measured> {
-    let value: Arc<str> = json!({ "value": "x".repeat(64) }).to_string().into();
-    if args.workload != Workload::Put {
-        for client in 0..args.clients {
-            let seed = http
-                .put(format!("{}/v1/kv/bench/{client}", urls[0]))
-                .body(value.to_string());
-            succeeded(seed)
-                .await
-                .map_err(|kind| anyhow::anyhow!("seeding key {client}: {kind}"))?;
+/// The kind a failed call is counted under, as the bench always named them: `http
+/// <status>` for an answer that is not a success, `timeout` / `connect` /
+/// `transport` when none came, `bad json` for a success it could not read.
+pub fn kind(error: Error) -> String {
+    match error {
+        Error::Api(api) => format!("http {}", api.status),
+        Error::Unexpected { status, .. } if !(200..300).contains(&status) => {
+            format!("http {status}")
         }
+        Error::Unexpected { .. } => "bad json".to_owned(),
+        Error::Transport(error) => transport_error(&error),
+        Error::DeadlineExceeded => "timeout".to_owned(),
+        other => other.to_string(),
     }
-    let workload = args.workload;
-    let duration = Duration::from_secs(args.duration);
-    closed_loop(
-        clients(http, urls, args.clients),
-        duration,
-        progress,
-        move |client, sequence| {
-            let value = value.clone();
-            async move {
-                let (url, index) = (&client.url, client.index);
-                let request = match workload {
-                    Workload::Put => client
-                        .http
-                        .put(format!("{url}/v1/kv/bench/{index}/{}", sequence % 1000))
-                        .body(value.to_string()),
-                    Workload::StaleGet => client
-                        .http
-                        .get(format!("{url}/v1/kv/bench/{index}?consistency=stale")),
-                    _ => client.http.get(format!("{url}/v1/kv/bench/{index}")),
-                };
-                let response = succeeded(request).await?;
-                response.bytes().await.map(drop).map_err(transport_error)
-            }
-        },
-    )
-    .await
 }
 
-fn transport_error(error: reqwest::Error) -> String {
+pub fn transport_error(error: &reqwest::Error) -> String {
     let kind = if error.is_timeout() {
         "timeout"
     } else if error.is_connect() {
@@ -183,51 +187,133 @@ fn transport_error(error: reqwest::Error) -> String {
     kind.to_owned()
 }
 
-/// Sends the request; a non-2xx answer is a failure of kind `http <status>`.
-pub async fn succeeded(request: reqwest::RequestBuilder) -> Result<reqwest::Response, String> {
-    let response = request.send().await.map_err(transport_error)?;
-    match response.status() {
-        status if status.is_success() => Ok(response),
-        status => Err(format!("http {}", status.as_u16())),
-    }
+fn clients(nodes: &Nodes, count: usize) -> Vec<Agent> {
+    (0..count)
+        .map(|index| Agent {
+            api: nodes.client(index).clone(),
+            index,
+            session: 0,
+            lock: "".into(),
+        })
+        .collect()
 }
 
-/// POSTs `body`; the answer's JSON (`Null` for `204`), or the failure's kind.
-pub async fn json_post(http: &reqwest::Client, url: String, body: Value) -> Result<Value, String> {
-    let response = succeeded(http.post(url).json(&body)).await?;
-    if response.status() == reqwest::StatusCode::NO_CONTENT {
-        return Ok(Value::Null);
+async fn key_value(
+    args: &RunArgs,
+    nodes: &Nodes,
+    progress: Arc<Progress>,
+) -> anyhow::Result<Measured> {
+    let value = Arc::new(json!("x".repeat(64)));
+    if args.workload != Workload::Put {
+        for client in 0..args.clients {
+            nodes
+                .client(0)
+                .kv_put(&format!("bench/{client}"), &value)
+                .await
+                .map_err(|error| anyhow::anyhow!("seeding key {client}: {}", kind(error)))?;
+        }
     }
-    response.json().await.map_err(|_| "bad json".to_owned())
+    let workload = args.workload;
+    let duration = Duration::from_secs(args.duration);
+    closed_loop(
+        clients(nodes, args.clients),
+        duration,
+        progress,
+        move |client, sequence| {
+            let value = value.clone();
+            async move {
+                let (api, index) = (&client.api, client.index);
+                let done = match workload {
+                    Workload::Put => api
+                        .kv_put(&format!("bench/{index}/{}", sequence % 1000), &value)
+                        .await
+                        .map(drop),
+                    Workload::StaleGet => api
+                        .kv_get(&format!("bench/{index}"), Consistency::Stale)
+                        .await
+                        .map(drop),
+                    _ => api
+                        .kv_get(&format!("bench/{index}"), Consistency::Linearizable)
+                        .await
+                        .map(drop),
+                };
+                done.map_err(kind)
+            }
+        },
+    )
+    .await
 }
 
 /// The task id and fencing token of a claim's answer; `claimed nothing` when its
 /// wait ended without a task.
-pub fn claimed_task(claimed: &Value) -> Result<(u64, u64), String> {
-    let task_id = claimed["task"]["task_id"]
-        .as_u64()
-        .ok_or("claimed nothing")?;
-    let token = claimed["fencing_token"]
-        .as_u64()
-        .ok_or("no fencing token")?;
-    Ok((task_id, token))
+pub fn claimed_task(claimed: Result<Option<Claimed>, Error>) -> Result<(u64, u64), String> {
+    let claimed = claimed.map_err(kind)?.ok_or("claimed nothing")?;
+    let task_id = claimed.task["task_id"].as_u64().ok_or("claimed nothing")?;
+    Ok((task_id, claimed.fencing_token))
+}
+
+/// A session's body: `name`, `capabilities`, `capacity` task slots, `ttl_ms`.
+pub fn session(name: String, capabilities: &[&str], capacity: u32, ttl_ms: u64) -> SessionCreate {
+    SessionCreate {
+        name,
+        capabilities: Some(capabilities.iter().map(|c| (*c).to_owned()).collect()),
+        capacity: Some(capacity),
+        ttl_ms: Some(ttl_ms),
+        ..SessionCreate::default()
+    }
+}
+
+/// A task's body: `kind`, `payload`, `required_capabilities`.
+pub fn task(kind: &str, payload: Value, required: Vec<String>) -> TaskSubmit {
+    TaskSubmit {
+        kind: kind.to_owned(),
+        payload: Some(payload),
+        required_capabilities: Some(required),
+        ..TaskSubmit::default()
+    }
+}
+
+/// A lock acquire by `session_id`, waiting up to `wait_ms`.
+pub fn acquire(session_id: u64, wait_ms: u64) -> LockAcquire {
+    LockAcquire {
+        session_id,
+        wait_ms: Some(wait_ms),
+        ..LockAcquire::default()
+    }
+}
+
+/// A release of the grant `fencing_token` of `session_id`.
+pub fn release(session_id: u64, fencing_token: u64) -> Release {
+    Release {
+        session_id,
+        fencing_token,
+        ..Release::default()
+    }
+}
+
+/// A completion of the assignment `fencing_token` with `result`.
+pub fn complete(fencing_token: u64, result: Value) -> TaskComplete {
+    TaskComplete {
+        fencing_token,
+        result: Some(result),
+        ..TaskComplete::default()
+    }
 }
 
 /// Opens one session per client (`capacity` task slots).
-async fn with_sessions(
-    args: &RunArgs,
-    http: &reqwest::Client,
-    urls: &[String],
-    capacity: u64,
-) -> anyhow::Result<Vec<Client>> {
+async fn with_sessions(args: &RunArgs, nodes: &Nodes, capacity: u32) -> anyhow::Result<Vec<Agent>> {
     let mut opened = Vec::new();
-    for mut client in clients(http, urls, args.clients) {
-        let body = json!({ "name": format!("bench-{}", client.index), "capabilities": ["bench"],
-            "capacity": capacity, "ttl_ms": args.ttl_secs() * 1000 });
-        let session = json_post(http, format!("{}/v1/sessions", client.url), body)
-            .await
-            .map_err(|kind| anyhow::anyhow!("opening a session: {kind}"))?;
-        client.session = session["session_id"].as_u64().context("session_id")?;
+    for mut client in clients(nodes, args.clients) {
+        let body = session(
+            format!("bench-{}", client.index),
+            &["bench"],
+            capacity,
+            args.ttl_secs() * 1000,
+        );
+        let created = client.api.session_create(&body).await;
+        client.session = created
+            .map_err(|error| anyhow::anyhow!("opening a session: {}", kind(error)))?
+            .session_id;
         opened.push(client);
     }
     Ok(opened)
@@ -237,23 +323,23 @@ async fn with_sessions(
 /// claims whatever is assigned to it, and completes it. One op = one full cycle.
 async fn task_cycle(
     args: &RunArgs,
-    http: &reqwest::Client,
-    urls: &[String],
+    nodes: &Nodes,
     progress: Arc<Progress>,
 ) -> anyhow::Result<Measured> {
-    let agents = with_sessions(args, http, urls, 1).await?;
+    let agents = with_sessions(args, nodes, 1).await?;
+    let submit = Arc::new(task("bench", json!("x"), vec!["bench".into()]));
     let duration = Duration::from_secs(args.duration);
-    closed_loop(agents, duration, progress, |agent, _| async move {
-        let (http, url) = (&agent.http, &agent.url);
-        let task = json!({ "kind": "bench", "payload": "x", "required_capabilities": ["bench"] });
-        let claim = json!({ "session_id": agent.session, "wait_ms": 1000 });
-        json_post(http, format!("{url}/v1/tasks"), task).await?;
-        let claimed = json_post(http, format!("{url}/v1/tasks/claim"), claim).await?;
-        let (task_id, token) = claimed_task(&claimed)?;
-        let done = json!({ "fencing_token": token, "result": 1 });
-        json_post(http, format!("{url}/v1/tasks/{task_id}/complete"), done)
-            .await
-            .map(drop)
+    closed_loop(agents, duration, progress, move |agent, _| {
+        let submit = submit.clone();
+        async move {
+            let api = &agent.api;
+            api.task_submit(&submit).await.map_err(kind)?;
+            let (task_id, token) = claimed_task(api.task_claim(agent.session, 1000).await)?;
+            api.task_complete(task_id, &complete(token, json!(1)))
+                .await
+                .map(drop)
+                .map_err(kind)
+        }
     })
     .await
 }
@@ -262,12 +348,11 @@ async fn task_cycle(
 /// `contended-lock`) on one lock for all. One op = one acquire + release.
 async fn lock_cycle(
     args: &RunArgs,
-    http: &reqwest::Client,
-    urls: &[String],
+    nodes: &Nodes,
     progress: Arc<Progress>,
 ) -> anyhow::Result<Measured> {
     let contended = args.workload == Workload::ContendedLock;
-    let mut lockers = with_sessions(args, http, urls, 0).await?;
+    let mut lockers = with_sessions(args, nodes, 0).await?;
     for locker in &mut lockers {
         locker.lock = if contended {
             "bench-lock".into()
@@ -277,20 +362,21 @@ async fn lock_cycle(
     }
     let duration = Duration::from_secs(args.duration);
     closed_loop(lockers, duration, progress, |locker, _| async move {
-        let (http, url, lock) = (&locker.http, &locker.url, &locker.lock);
-        let acquire = json!({ "session_id": locker.session, "wait_ms": 5000 });
-        let granted = json_post(http, format!("{url}/v1/locks/{lock}/acquire"), acquire).await?;
-        let token = granted["fencing_token"].as_u64().ok_or("not granted")?;
-        let release = json!({ "session_id": locker.session, "fencing_token": token });
-        json_post(http, format!("{url}/v1/locks/{lock}/release"), release)
+        let (api, lock, session) = (&locker.api, &locker.lock, locker.session);
+        let granted = api
+            .lock_acquire(lock, &acquire(session, 5000))
+            .await
+            .map_err(kind)?;
+        api.lock_release(lock, &release(session, granted.fencing_token))
             .await
             .map(drop)
+            .map_err(kind)
     })
     .await
 }
 
-async fn last_log_index(http: &reqwest::Client, url: &str) -> anyhow::Result<u64> {
-    cluster_status(http, url).await?["last_log_index"]
+async fn last_log_index(node: &Client) -> anyhow::Result<u64> {
+    cluster_status(node).await?["last_log_index"]
         .as_u64()
         .context("no last_log_index")
 }
@@ -299,23 +385,25 @@ async fn last_log_index(http: &reqwest::Client, url: &str) -> anyhow::Result<u64
 /// `--duration` seconds; reports the Raft log entries per second that costs.
 async fn keepalive(
     args: &RunArgs,
-    http: &reqwest::Client,
-    url: &str,
+    node: &Client,
     progress: Arc<Progress>,
 ) -> anyhow::Result<(Measured, Map<String, Value>)> {
     // Created concurrently, with a TTL well above the time creating them all takes.
     let creators: Vec<_> = (0..args.clients)
         .map(|client| {
-            let (http, url) = (http.clone(), url.to_owned());
+            let node = node.clone();
             let (clients, total, ttl_ms) = (args.clients, args.sessions, args.ttl_secs() * 1000);
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 for i in (client..total).step_by(clients) {
-                    let body =
-                        json!({ "name": format!("ka-{i}"), "capacity": 0, "ttl_ms": ttl_ms });
-                    if let Ok(created) = json_post(&http, format!("{url}/v1/sessions"), body).await
-                    {
-                        ids.push(created["session_id"].as_u64().unwrap_or(0));
+                    let body = SessionCreate {
+                        name: format!("ka-{i}"),
+                        capacity: Some(0),
+                        ttl_ms: Some(ttl_ms),
+                        ..SessionCreate::default()
+                    };
+                    if let Ok(created) = node.session_create(&body).await {
+                        ids.push(created.session_id);
                     }
                 }
                 ids
@@ -327,11 +415,11 @@ async fn keepalive(
         sessions.extend(creator.await?);
     }
     let sessions = Arc::new(sessions);
-    let before = last_log_index(http, url).await?;
+    let before = last_log_index(node).await?;
     let started = Instant::now();
     let senders: Vec<_> = (0..args.clients)
         .map(|client| {
-            let (http, sessions, url) = (http.clone(), sessions.clone(), url.to_owned());
+            let (node, sessions) = (node.clone(), sessions.clone());
             let (clients, seconds, progress) = (args.clients, args.duration, progress.clone());
             tokio::spawn(async move {
                 let mut tally = Tally::default();
@@ -339,8 +427,8 @@ async fn keepalive(
                     tokio::time::sleep_until((started + Duration::from_secs(second)).into()).await;
                     for id in sessions.iter().skip(client).step_by(clients) {
                         let sent = Instant::now();
-                        let url = format!("{url}/v1/sessions/{id}/keepalive");
-                        let outcome: Outcome = succeeded(http.post(url)).await.map(drop);
+                        let outcome: Outcome =
+                            node.session_keepalive(*id).await.map(drop).map_err(kind);
                         tally.record(sent, outcome, &progress);
                     }
                 }
@@ -353,7 +441,7 @@ async fn keepalive(
         total.merge(sender.await?);
     }
     let elapsed = started.elapsed();
-    let entries = last_log_index(http, url).await? - before;
+    let entries = last_log_index(node).await? - before;
     let entries_per_sec = entries as f64 / elapsed.as_secs_f64();
     println!(
         "keepalive sessions={} log_entries={entries} entries/s={entries_per_sec:.1} over {:.1}s",

@@ -3,8 +3,11 @@
 //! comes from `--pids`, in the order of the node list), and the report gives the
 //! time from the kill until the first write *sent after the kill* is acknowledged,
 //! and until a survivor names a new leader. After the kill, writes start every
-//! 5 ms without waiting for earlier ones, so no client timeout shapes the result. Owns the kill; never restarts anything
-//! (the caller's script does).
+//! 5 ms without waiting for earlier ones, so no client timeout shapes the result.
+//! Conclave's writer is a client-library client of its one node that sends each
+//! write once (`conclave::Nodes`): the `503`s and refused connections of the
+//! election are counted, not retried elsewhere. Owns the kill; never restarts
+//! anything (the caller's script does).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map};
 
 use crate::cli::{RunArgs, Target};
-use crate::conclave;
+use crate::conclave::{self, Nodes};
 use crate::driver::{Outcome, Progress, Tally};
 use crate::etcd::{self, Etcd};
 use crate::report::Report;
@@ -28,19 +31,20 @@ const STEADY: Duration = Duration::from_secs(1);
 const GIVE_UP: Duration = Duration::from_secs(30);
 
 enum Writer {
-    Conclave { http: reqwest::Client, url: String },
+    Conclave(conclave_client::Client),
     Etcd(Etcd),
 }
 
 impl Writer {
     async fn write(&self, sequence: u64) -> Outcome {
         match self {
-            Writer::Conclave { http, url } => {
-                let request = http
-                    .put(format!("{url}/v1/kv/failover/{}", sequence % 100))
-                    .timeout(WRITE_TIMEOUT)
-                    .body(json!({ "value": sequence }).to_string());
-                conclave::succeeded(request).await.map(drop)
+            Writer::Conclave(api) => {
+                let key = format!("failover/{}", sequence % 100);
+                let value = json!(sequence);
+                match tokio::time::timeout(WRITE_TIMEOUT, api.kv_put(&key, &value)).await {
+                    Ok(put) => put.map(drop).map_err(conclave::kind),
+                    Err(_) => Err("timeout".to_owned()),
+                }
             }
             Writer::Etcd(etcd) => {
                 let key = format!("failover/{}", sequence % 100).into_bytes();
@@ -57,15 +61,18 @@ impl Writer {
 /// The cluster as the measurement needs it: who leads, and how to ask survivors.
 struct Cluster {
     nodes: Vec<String>,
+    /// Conclave's nodes, in the order of `nodes`; `None` for etcd.
+    conclave: Option<Nodes>,
     leader_index: usize,
     leader_id: u64,
 }
 
 impl Cluster {
-    async fn discover(args: &RunArgs, http: &reqwest::Client) -> anyhow::Result<Self> {
+    async fn discover(args: &RunArgs) -> anyhow::Result<Self> {
         match args.target {
             Target::Conclave => {
-                let leader = conclave::leader(http, &args.urls).await?;
+                let nodes = Nodes::connect(&args.urls)?;
+                let leader = conclave::leader(&nodes).await?;
                 let leader_index = args
                     .urls
                     .iter()
@@ -73,6 +80,7 @@ impl Cluster {
                     .ok_or_else(|| anyhow::anyhow!("leader {} is not in --urls", leader.url))?;
                 Ok(Self {
                     nodes: args.urls.clone(),
+                    conclave: Some(nodes),
                     leader_index,
                     leader_id: leader.id,
                 })
@@ -81,6 +89,7 @@ impl Cluster {
                 let (leader_index, leader_id) = etcd::leader(&args.endpoints).await?;
                 Ok(Self {
                     nodes: args.endpoints.clone(),
+                    conclave: None,
                     leader_index,
                     leader_id,
                 })
@@ -89,17 +98,17 @@ impl Cluster {
     }
 
     /// Whether a surviving node names a leader other than the killed one.
-    async fn new_leader_known(&self, target: Target, http: &reqwest::Client) -> bool {
+    async fn new_leader_known(&self) -> bool {
         for (index, node) in self.nodes.iter().enumerate() {
             if index == self.leader_index {
                 continue;
             }
-            let leader = match target {
-                Target::Conclave => conclave::cluster_status(http, node)
+            let leader = match &self.conclave {
+                Some(nodes) => conclave::cluster_status(nodes.client(index))
                     .await
                     .ok()
                     .and_then(|status| status["leader_id"].as_u64()),
-                Target::Etcd => match Etcd::connect(node).await {
+                None => match Etcd::connect(node).await {
                     Ok(etcd) => etcd.status().await.ok().map(|status| status.leader),
                     Err(_) => None,
                 },
@@ -113,18 +122,17 @@ impl Cluster {
 }
 
 pub async fn run(args: &RunArgs, progress: Arc<Progress>) -> anyhow::Result<Report> {
-    let http = conclave::http_client()?;
-    let cluster = Cluster::discover(args, &http).await?;
+    let cluster = Cluster::discover(args).await?;
     anyhow::ensure!(
         args.pids.len() == cluster.nodes.len() && cluster.nodes.len() >= 3,
         "failover needs at least 3 nodes and one --pids entry per node, in the same order"
     );
     let writer_url = cluster.nodes[(cluster.leader_index + 1) % cluster.nodes.len()].clone();
     let writer = Arc::new(match args.target {
-        Target::Conclave => Writer::Conclave {
-            http: http.clone(),
-            url: writer_url,
-        },
+        Target::Conclave => {
+            let writer = Nodes::connect(&[writer_url])?;
+            Writer::Conclave(writer.client(0).clone())
+        }
         Target::Etcd => Writer::Etcd(Etcd::connect(&writer_url).await?),
     });
     let mut tally = Tally::default();
@@ -143,7 +151,7 @@ pub async fn run(args: &RunArgs, progress: Arc<Progress>) -> anyhow::Result<Repo
     );
     let election = async {
         while killed_at.elapsed() < GIVE_UP {
-            if cluster.new_leader_known(args.target, &http).await {
+            if cluster.new_leader_known().await {
                 return Some(killed_at.elapsed());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

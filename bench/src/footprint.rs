@@ -5,8 +5,9 @@
 //! every task stays queued. Then it waits until every node has applied all of it
 //! and reports the time taken; `main.rs` then reads each node's RSS (`--pids`).
 //!
-//! Every request is one op; any failure (a non-2xx answer included) is an error,
-//! counted by kind. `--duration` is not used: the run lasts as long as storing takes.
+//! Every request is one op, one call of the client library on the client's node
+//! (`conclave::Nodes`: one attempt, no retry); any failure (a non-2xx answer
+//! included) is an error, counted by kind. `--duration` is not used: the run lasts as long as storing takes.
 //! The data is left behind.
 
 use std::sync::Arc;
@@ -15,7 +16,9 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Map, Value};
 
 use crate::cli::RunArgs;
-use crate::conclave::{cluster_status, succeeded};
+use conclave_client::Client;
+
+use crate::conclave::{cluster_status, kind, session, task, Nodes};
 use crate::driver::{Measured, Outcome, Progress, Tally};
 
 /// Session lifetime: well beyond the run and the RSS reading.
@@ -25,8 +28,8 @@ const UNSERVED: &str = "footprint-unserved";
 
 pub async fn run(
     args: &RunArgs,
-    http: &reqwest::Client,
-    urls: &[String],
+    nodes: &Nodes,
+    all: &Nodes,
     progress: Arc<Progress>,
 ) -> anyhow::Result<(Measured, Map<String, Value>)> {
     let started = Instant::now();
@@ -40,14 +43,13 @@ pub async fn run(
         let phase_started = Instant::now();
         let workers: Vec<_> = (0..args.clients)
             .map(|client| {
-                let (http, progress) = (http.clone(), progress.clone());
-                let url = urls[client % urls.len()].clone();
+                let (api, progress) = (nodes.client(client).clone(), progress.clone());
                 let clients = args.clients;
                 tokio::spawn(async move {
                     let mut tally = Tally::default();
                     for i in (client..count).step_by(clients) {
                         let sent = Instant::now();
-                        let outcome = store(&http, &url, phase, i).await;
+                        let outcome = store(&api, phase, i).await;
                         tally.record(sent, outcome, &progress);
                     }
                     tally
@@ -64,7 +66,7 @@ pub async fn run(
         );
     }
     let stored = started.elapsed();
-    let caught_up = wait_applied(http, &args.urls).await;
+    let caught_up = wait_applied(all).await;
     let elapsed = started.elapsed();
     let measured = total.finish(stored);
     println!(
@@ -101,36 +103,29 @@ impl Phase {
 }
 
 /// Stores session or task number `i`.
-async fn store(http: &reqwest::Client, url: &str, phase: Phase, i: usize) -> Outcome {
-    let (path, body) = match phase {
-        Phase::Sessions => (
-            "sessions",
-            json!({ "name": format!("footprint-{i}"), "capabilities": ["footprint"],
-                "capacity": 1, "ttl_ms": TTL_MS }),
-        ),
-        Phase::Tasks => (
-            "tasks",
-            json!({ "kind": "footprint", "payload": "x".repeat(64),
-                "required_capabilities": [UNSERVED] }),
-        ),
+async fn store(api: &Client, phase: Phase, i: usize) -> Outcome {
+    let stored = match phase {
+        Phase::Sessions => {
+            let body = session(format!("footprint-{i}"), &["footprint"], 1, TTL_MS);
+            api.session_create(&body).await.map(drop)
+        }
+        Phase::Tasks => {
+            let body = task("footprint", json!("x".repeat(64)), vec![UNSERVED.into()]);
+            api.task_submit(&body).await.map(drop)
+        }
     };
-    let response = succeeded(http.post(format!("{url}/v1/{path}")).json(&body)).await?;
-    response
-        .bytes()
-        .await
-        .map(drop)
-        .map_err(|_| "transport".into())
+    stored.map_err(kind)
 }
 
 /// Waits (30 s at most) until every node has applied the leader's last log index,
 /// so that the RSS read next is of nodes holding all the data. False on giving up.
-async fn wait_applied(http: &reqwest::Client, urls: &[String]) -> bool {
+async fn wait_applied(nodes: &Nodes) -> bool {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut target = None;
     while Instant::now() < deadline {
         let mut statuses = Vec::new();
-        for url in urls {
-            statuses.push(cluster_status(http, url).await.ok());
+        for index in 0..nodes.len() {
+            statuses.push(cluster_status(nodes.client(index)).await.ok());
         }
         if target.is_none() {
             target = statuses

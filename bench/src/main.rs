@@ -8,7 +8,8 @@
 //! - `cli.rs`: flags and subcommands;
 //! - `driver.rs`: the closed loop and the per-second progress line;
 //! - `conclave.rs`, `etcd.rs` (+ `etcd_proto.rs`, hand-written protobuf): the
-//!   workloads of each system;
+//!   workloads of each system; Conclave's through its client library
+//!   (`conclave-client`, one client per node, each call sent once);
 //! - `mixed.rs`, `footprint.rs`: the Conclave-only agent mix and the memory held
 //!   by 100,000 stored tasks and 10,000 sessions;
 //! - `failover.rs`: kill the leader, time the first acknowledged write after it;

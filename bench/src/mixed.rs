@@ -9,17 +9,20 @@
 //! **Every HTTP request is one op** (keepalives included): ops/s is requests per
 //! second, and p50/p99/max are over all requests of every kind together. The JSON
 //! line adds `ops_by_kind`: per kind of request, its count and p50/p99 in µs.
+//!
+//! Each request is one call of the client library on the agent's node
+//! (`conclave::Nodes`: one attempt, no retry), so what fails is counted as it fails.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use conclave_client::{Client, Consistency};
 use serde_json::{json, Map, Value};
 
 use crate::cli::RunArgs;
-use crate::conclave::{claimed_task, json_post, succeeded};
+use crate::conclave::{acquire, claimed_task, complete, kind, release, session, task, Nodes};
 use crate::driver::{Measured, Outcome, Progress, Tally};
 
 /// One in this many iterations also takes the lock shared by all agents.
@@ -32,10 +35,9 @@ const CLAIM_WAIT_MS: u64 = 1_000;
 /// Wait for the shared lock; below the TTL so keepalives keep up.
 const SHARED_WAIT_MS: u64 = 2_000;
 
-/// One agent: its connection pool, node and session.
+/// One agent: the client of its node, and its session.
 struct Agent {
-    http: reqwest::Client,
-    url: String,
+    api: Client,
     index: usize,
     session: u64,
 }
@@ -75,23 +77,21 @@ impl Recorder {
 
 pub async fn run(
     args: &RunArgs,
-    http: &reqwest::Client,
-    urls: &[String],
+    nodes: &Nodes,
     progress: Arc<Progress>,
 ) -> anyhow::Result<(Measured, Map<String, Value>)> {
     let mut agents = Vec::with_capacity(args.clients);
     for index in 0..args.clients {
-        let url = urls[index % urls.len()].clone();
-        let body = json!({ "name": format!("mixed-{index}"),
-            "capabilities": ["bench", format!("mixed-{index}")], "capacity": 1,
-            "ttl_ms": TTL_MS, "metadata": { "bench": "mixed" } });
-        let session = json_post(http, format!("{url}/v1/sessions"), body)
-            .await
-            .map_err(|kind| anyhow::anyhow!("opening a session: {kind}"))?;
-        let session = session["session_id"].as_u64().context("session_id")?;
+        let api = nodes.client(index).clone();
+        let own = format!("mixed-{index}");
+        let mut body = session(own.clone(), &["bench", &own], 1, TTL_MS);
+        body.metadata = Some(json!({ "bench": "mixed" }));
+        let created = api.session_create(&body).await;
+        let session = created
+            .map_err(|error| anyhow::anyhow!("opening a session: {}", kind(error)))?
+            .session_id;
         agents.push(Agent {
-            http: http.clone(),
-            url,
+            api,
             index,
             session,
         });
@@ -110,8 +110,7 @@ pub async fn run(
                 };
                 agent_loop(&agent, &mut recorder).await;
                 // Ending the session frees its lock and task slot at once.
-                let url = format!("{}/v1/sessions/{}", agent.url, agent.session);
-                let _ = agent.http.delete(url).send().await;
+                let _ = agent.api.session_end(agent.session).await;
                 recorder.by_kind
             })
         })
@@ -168,9 +167,14 @@ pub async fn run(
 /// The agent's iterations until the deadline; a failed step skips the steps that
 /// depend on it, never the rest of the iteration.
 async fn agent_loop(agent: &Agent, recorder: &mut Recorder) {
-    let (http, url, index, session) = (&agent.http, &agent.url, agent.index, agent.session);
-    let payload = "x".repeat(64);
-    let value = json!({ "value": "v".repeat(64) }).to_string();
+    let (api, index, session) = (&agent.api, agent.index, agent.session);
+    let submit = task(
+        "mixed",
+        json!("x".repeat(64)),
+        vec![format!("mixed-{index}")],
+    );
+    let value = json!("v".repeat(64));
+    let key = format!("mixed/{index}");
     let own_lock = format!("mixed-lock-{index}");
     let mut renewed = Instant::now();
     let mut iteration = 0u64;
@@ -178,31 +182,26 @@ async fn agent_loop(agent: &Agent, recorder: &mut Recorder) {
         iteration += 1;
         if renewed.elapsed() >= KEEPALIVE_EVERY {
             renewed = Instant::now();
-            let keepalive = format!("{url}/v1/sessions/{session}/keepalive");
-            let sent = succeeded(http.post(keepalive));
+            let sent = async { api.session_keepalive(session).await.map_err(kind) };
             if recorder.op("keepalive", sent).await.is_none() {
                 return;
             }
         }
 
         // Task: submit (assigned to this session in the same apply), claim, complete.
-        let task = json!({ "kind": "mixed", "payload": payload,
-            "required_capabilities": [format!("mixed-{index}")] });
-        let submit = json_post(http, format!("{url}/v1/tasks"), task);
-        let Some(submitted) = recorder.op("submit", submit).await else {
+        let submitted = async { api.task_submit(&submit).await.map_err(kind) };
+        let Some(submitted) = recorder.op("submit", submitted).await else {
             return;
         };
         if submitted.is_ok() {
-            let claim = json!({ "session_id": session, "wait_ms": CLAIM_WAIT_MS });
-            let claimed = json_post(http, format!("{url}/v1/tasks/claim"), claim);
-            let claimed = async { claimed_task(&claimed.await?) };
+            let claimed = async { claimed_task(api.task_claim(session, CLAIM_WAIT_MS).await) };
             let Some(claimed) = recorder.op("claim", claimed).await else {
                 return;
             };
             if let Ok((task_id, token)) = claimed {
-                let done = json!({ "fencing_token": token, "result": { "ok": true } });
-                let complete = json_post(http, format!("{url}/v1/tasks/{task_id}/complete"), done);
-                if recorder.op("complete", complete).await.is_none() {
+                let done = complete(token, json!({ "ok": true }));
+                let completed = async { api.task_complete(task_id, &done).await.map_err(kind) };
+                if recorder.op("complete", completed).await.is_none() {
                     return;
                 }
             }
@@ -219,19 +218,19 @@ async fn agent_loop(agent: &Agent, recorder: &mut Recorder) {
             ));
         }
         for (lock, wait_ms, acquire_kind, release_kind) in locks {
-            let acquire = json!({ "session_id": session, "wait_ms": wait_ms });
-            let granted = json_post(http, format!("{url}/v1/locks/{lock}/acquire"), acquire);
             let granted = async {
-                granted.await?["fencing_token"]
-                    .as_u64()
-                    .ok_or_else(|| "not granted".to_owned())
+                let granted = api.lock_acquire(lock, &acquire(session, wait_ms)).await;
+                granted.map(|granted| granted.fencing_token).map_err(kind)
             };
             let Some(granted) = recorder.op(acquire_kind, granted).await else {
                 return;
             };
             if let Ok(token) = granted {
-                let release = json!({ "session_id": session, "fencing_token": token });
-                let released = json_post(http, format!("{url}/v1/locks/{lock}/release"), release);
+                let released = async {
+                    api.lock_release(lock, &release(session, token))
+                        .await
+                        .map_err(kind)
+                };
                 if recorder.op(release_kind, released).await.is_none() {
                     return;
                 }
@@ -239,19 +238,13 @@ async fn agent_loop(agent: &Agent, recorder: &mut Recorder) {
         }
 
         // Key/value: write its own key, read it back linearizably.
-        let key = format!("{url}/v1/kv/mixed/{index}");
-        let put = succeeded(http.put(&key).body(value.clone()));
-        let put = async { put.await.map(drop) };
+        let put = async { api.kv_put(&key, &value).await.map_err(kind) };
         if recorder.op("put", put).await.is_none() {
             return;
         }
         let get = async {
-            let response = succeeded(http.get(&key)).await?;
-            response
-                .bytes()
-                .await
-                .map(drop)
-                .map_err(|_| "transport".into())
+            let read = api.kv_get(&key, Consistency::Linearizable).await;
+            read.map(drop).map_err(kind)
         };
         if recorder.op("get", get).await.is_none() {
             return;

@@ -1,7 +1,8 @@
 //! End-to-end checks of the `conclave-bench` binary: short put, `mixed` and
 //! `watch-fanout` runs against one real `conclave` node (the debug binary `cargo test
-//! --workspace` builds; override with `CONCLAVE_BINARY`), and the `summary` / `chart`
-//! subcommands on synthetic JSON lines. Nothing here measures performance.
+//! --workspace` builds; override with `CONCLAVE_BINARY`), a put run against a node
+//! that has no leader (each `503` counted, not retried away), and the `summary` /
+//! `chart` subcommands on synthetic JSON lines. Nothing here measures performance.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -31,6 +32,39 @@ struct Node {
 
 impl Node {
     fn start() -> Self {
+        let mut node = Self::spawn(|command, _, data| {
+            command.arg("--data-dir").arg(data.join("node"));
+        });
+        node.wait_ready(Duration::from_secs(20));
+        node
+    }
+
+    /// Node 1 of a 3-node cluster whose other two members never start: it answers
+    /// but never has a leader, so every write is `503 no_leader`.
+    fn start_without_leader() -> Self {
+        let mut node = Self::spawn(|command, port, data| {
+            let config = data.join("node1.toml");
+            let text = format!(
+                "node_id = 1\ndata_dir = {:?}\ninitial_members = [1, 2, 3]\n",
+                data.join("node1").display().to_string()
+            );
+            std::fs::write(&config, text).expect("writing the config");
+            // Node i listens on base + i.
+            command
+                .arg("--config")
+                .arg(config)
+                .env("CONCLAVE_BASE_PORT", (port - 1).to_string())
+                .env(
+                    "CONCLAVE_CLUSTER_SECRET",
+                    "0123456789abcdef0123456789abcdef",
+                );
+        });
+        node.wait_status("/health", 200, Duration::from_secs(20));
+        node
+    }
+
+    /// Starts `conclave serve` on a free port, `configure` adding its arguments.
+    fn spawn(configure: impl FnOnce(&mut Command, u16, &std::path::Path)) -> Self {
         let binary = conclave_binary();
         assert!(
             binary.exists(),
@@ -42,22 +76,20 @@ impl Node {
             .expect("a free port")
             .port();
         let data = tempfile::tempdir().expect("temp dir");
-        let child = Command::new(binary)
-            .args(["serve", "--data-dir"])
-            .arg(data.path().join("node"))
+        let mut command = Command::new(binary);
+        command
+            .arg("serve")
             .env("CONCLAVE_BASE_PORT", port.to_string())
             .env("CONCLAVE_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting conclave");
-        let mut node = Self {
+            .stderr(Stdio::null());
+        configure(&mut command, port, data.path());
+        let child = command.spawn().expect("starting conclave");
+        Self {
             child,
             port,
             _data: data,
-        };
-        node.wait_ready(Duration::from_secs(20));
-        node
+        }
     }
 
     fn url(&self) -> String {
@@ -66,12 +98,17 @@ impl Node {
 
     /// Polls `GET /ready` until it answers 200 (a leader is known and applied).
     fn wait_ready(&mut self, limit: Duration) {
+        self.wait_status("/ready", 200, limit);
+    }
+
+    /// Polls `GET path` until it answers `status`.
+    fn wait_status(&mut self, path: &str, status: u16, limit: Duration) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("polling conclave") {
                 panic!("conclave exited before it was ready: {status}");
             }
-            if http_status(self.port, "/ready") == Some(200) {
+            if http_status(self.port, path) == Some(status) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -88,6 +125,28 @@ impl Drop for Node {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Runs `command` (a measured run) with `--json FILE` added; asserts it succeeded and
+/// returns its stdout and the one JSON line it wrote.
+fn run_to_json(command: &mut Command) -> (String, serde_json::Value) {
+    let out = tempfile::tempdir().expect("temp dir");
+    let json = out.path().join("results.jsonl");
+    let run = command
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("running conclave-bench");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "exit {}: {stdout}\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let line = std::fs::read_to_string(&json).expect("json file");
+    let line = serde_json::from_str(line.trim()).expect("one JSON line");
+    (stdout, line)
 }
 
 /// The status code of a plain HTTP/1.1 GET, or `None` if the node does not answer.
@@ -141,33 +200,41 @@ fn a_short_put_run_against_one_node_succeeds_and_records_a_json_line() {
 }
 
 #[test]
+fn a_put_run_against_a_node_without_a_leader_counts_each_503_once() {
+    let node = Node::start_without_leader();
+    // The node holds a write about 3 s waiting for a leader, then answers `503
+    // no_leader`: each client sees at least one within 5 s. A client that retried
+    // 503s would still be retrying at the end of the window, and count nothing.
+    let (_, line) = run_to_json(
+        bench()
+            .args(["--urls", &node.url(), "--workload", "put", "--clients", "2"])
+            .args(["--duration", "5"]),
+    );
+    assert_eq!(line["ops"], 0, "{line}");
+    let errors = line["errors"].as_u64().unwrap_or(0);
+    assert!(errors >= 2, "{line}");
+    assert_eq!(
+        line["error_kinds"],
+        serde_json::json!({ "http 503": errors }),
+        "{line}"
+    );
+}
+
+#[test]
 fn a_short_mixed_run_against_one_node_has_no_errors() {
     let node = Node::start();
-    let out = tempfile::tempdir().expect("temp dir");
-    let json = out.path().join("results.jsonl");
-    let run = bench()
-        .args([
-            "--urls",
-            &node.url(),
-            "--workload",
-            "mixed",
-            "--clients",
-            "2",
-        ])
-        .args(["--duration", "2", "--json"])
-        .arg(&json)
-        .output()
-        .expect("running conclave-bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "exit {}: {stdout}\n{}",
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
+    let (_, line) = run_to_json(
+        bench()
+            .args([
+                "--urls",
+                &node.url(),
+                "--workload",
+                "mixed",
+                "--clients",
+                "2",
+            ])
+            .args(["--duration", "2"]),
     );
-    let line: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(&json).expect("json file").trim())
-            .expect("one JSON line");
     assert_eq!(line["workload"], "mixed");
     assert_eq!(line["errors"], 0, "{line}");
     for kind in [
@@ -181,26 +248,13 @@ fn a_short_mixed_run_against_one_node_has_no_errors() {
 #[test]
 fn a_short_watch_fanout_run_delivers_every_write_to_every_watcher() {
     let node = Node::start();
-    let out = tempfile::tempdir().expect("temp dir");
-    let json = out.path().join("results.jsonl");
-    let run = bench()
-        .args(["--urls", &node.url(), "--workload", "watch-fanout"])
-        .args(["--watchers", "4", "--clients", "2", "--duration", "2"])
-        .args(["--pids", &node.child.id().to_string(), "--json"])
-        .arg(&json)
-        .output()
-        .expect("running conclave-bench");
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "exit {}: {stdout}\n{}",
-        run.status,
-        String::from_utf8_lossy(&run.stderr)
+    let (stdout, line) = run_to_json(
+        bench()
+            .args(["--urls", &node.url(), "--workload", "watch-fanout"])
+            .args(["--watchers", "4", "--clients", "2", "--duration", "2"])
+            .args(["--pids", &node.child.id().to_string()]),
     );
     assert!(stdout.contains("watch-fanout watchers=4"), "{stdout}");
-    let line: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(&json).expect("json file").trim())
-            .expect("one JSON line");
     assert_eq!(line["workload"], "watch-fanout");
     assert_eq!(line["errors"], 0, "{line}");
     assert_eq!(line["missing"], 0, "{line}");
