@@ -21,7 +21,9 @@
 #   PLACEMENT=spread    spread: clients round-robin over all 3 nodes (followers
 #                       forward to the leader), both systems; leader: all to the leader
 #   ETCD_CLIENTS_PER_CONNECTION=8  etcd clients sharing one HTTP/2 connection
-#   ONLY_CONCLAVE_ROWS=1  0 skips task-cycle/mixed/keepalive
+#   ONLY_CONCLAVE_ROWS=1  0 skips task-cycle/task-cycle-next/mixed/keepalive (each
+#                       round runs task-cycle, submit → claim → complete, then
+#                       task-cycle-next, submit → complete with claim_next: an A/B)
 #   FOOTPRINT=1          0 skips the footprint run (64 clients, on a fresh Conclave
 #                       cluster, once; about 30 s)
 #   FOOTPRINT_SESSIONS=10000 FOOTPRINT_TASKS=100000  what the footprint run stores
@@ -34,6 +36,12 @@
 #                       Reports events delivered/s, delivery lag p50/p99/max, missing
 #                       and duplicate deliveries (errors) and each node's CPU
 #   WATCH_WATCHERS=100 WATCH_CLIENTS=64 WATCH_DURATION=20 WATCH_ROUNDS=1
+#   STEADY=0            1 adds the steady-load step (#16) after the side-by-side rows:
+#                       put at each of STEADY_CLIENTS for STEADY_DURATION s on each
+#                       system, with each system's Raft term and leader read before
+#                       and after; steady.md reports leader changes, term changes
+#                       and errors by kind (a 503 no_leader is a leader lost)
+#   STEADY_CLIENTS="256 1024" STEADY_DURATION=60
 #   ETCD=1              0: no etcd at all (neither installed nor started): side-by-side
 #                       workloads and failover run on Conclave alone. A watch fan-out
 #                       on its own: ETCD=0 WORKLOADS="" ONLY_CONCLAVE_ROWS=0
@@ -67,6 +75,9 @@ WATCH_WATCHERS=${WATCH_WATCHERS:-100}
 WATCH_CLIENTS=${WATCH_CLIENTS:-64}
 WATCH_DURATION=${WATCH_DURATION:-20}
 WATCH_ROUNDS=${WATCH_ROUNDS:-1}
+STEADY=${STEADY:-0}
+STEADY_CLIENTS=${STEADY_CLIENTS-"256 1024"}
+STEADY_DURATION=${STEADY_DURATION:-60}
 ETCD=${ETCD:-1}
 conclave_port=${CONCLAVE_BENCH_PORT:-17100}
 etcd_port=${ETCD_BENCH_PORT:-17200}
@@ -286,11 +297,51 @@ for workload in $WORKLOADS; do
   done
 done
 
+# "term leader" of a system as member/node 1 sees it (etcd's leader is a member id).
+raft_term() {
+  if [ "$1" = etcd ]; then
+    curl -s "http://127.0.0.1:$((etcd_port + 1))/v3/maintenance/status" -d '{}' |
+      python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["header"]["raft_term"], s["leader"])'
+  else
+    curl -s -H "authorization: Bearer $CONCLAVE_TOKEN" "http://127.0.0.1:$((conclave_port + 1))/v1/cluster" |
+      python3 -c 'import json,sys; s=json.load(sys.stdin); print(s["term"], s["leader_id"])'
+  fi
+}
+
+if [ "$STEADY" = 1 ]; then
+  {
+    echo "| system | clients | seconds | ops/s | p99 ms | term before → after | leader before → after | errors | error kinds |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+  } > "$out/steady.md"
+  for clients in $STEADY_CLIENTS; do
+    for system in $systems; do
+      [ "$system" != conclave-baseline ] || continue
+      log "steady put clients=$clients ${STEADY_DURATION}s: $system"
+      read -r term_before leader_before < <(raft_term "$system")
+      bench "$system" --workload put --clients "$clients" --duration "$STEADY_DURATION" \
+        --placement "$PLACEMENT"
+      read -r term_after leader_after < <(raft_term "$system")
+      tail -1 "$out/results.jsonl" | python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read())
+system, clients, seconds, tb, ta, lb, la = sys.argv[1:]
+kinds = ", ".join(f"{k}: {v}" for k, v in sorted(r.get("error_kinds", {}).items())) or "-"
+rate, p99, errors = r["ops_per_sec"], r["p99_us"] / 1000, r["errors"]
+print(f"| {system} | {clients} | {seconds} | {rate:.0f} | {p99:.1f} | {tb} → {ta} | {lb} → {la} | {errors} | {kinds} |")
+' "$system" "$clients" "$STEADY_DURATION" "$term_before" "$term_after" "$leader_before" "$leader_after" >> "$out/steady.md"
+    done
+  done
+  cat "$out/steady.md" | tee -a "$out/runs.log"
+fi
+
 if [ "$ONLY_CONCLAVE_ROWS" = 1 ]; then
   for clients in $CLIENTS; do
     for round in $(seq 1 "$ROUNDS"); do
       log "task-cycle clients=$clients round $round/$ROUNDS: conclave"
       bench conclave --workload task-cycle --clients "$clients" --duration "$DURATION" \
+        --placement "$PLACEMENT"
+      log "task-cycle-next clients=$clients round $round/$ROUNDS: conclave"
+      bench conclave --workload task-cycle-next --clients "$clients" --duration "$DURATION" \
         --placement "$PLACEMENT"
     done
   done

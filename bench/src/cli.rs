@@ -65,6 +65,10 @@ pub enum Workload {
     StaleGet,
     /// Conclave only: each client is an agent; submit → claim → complete.
     TaskCycle,
+    /// Conclave only: the task cycle in two requests (#16): submit, then complete
+    /// the held task with `claim_next`, which claims the next one in the same
+    /// command.
+    TaskCycleNext,
     /// Conclave only: `--sessions` sessions renewed once a second.
     Keepalive,
     /// Conclave only: agents with sessions mixing tasks, locks and key/value

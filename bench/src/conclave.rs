@@ -108,6 +108,7 @@ pub async fn run(args: &RunArgs, progress: Arc<Progress>) -> anyhow::Result<Repo
             (key_value(args, &targets, progress).await?, Map::new())
         }
         Workload::TaskCycle => (task_cycle(args, &targets, progress).await?, Map::new()),
+        Workload::TaskCycleNext => (task_cycle_next(args, &targets, progress).await?, Map::new()),
         Workload::Lock | Workload::ContendedLock => {
             (lock_cycle(args, &targets, progress).await?, Map::new())
         }
@@ -339,6 +340,48 @@ async fn task_cycle(
                 .await
                 .map(drop)
                 .map_err(kind)
+        }
+    })
+    .await
+}
+
+/// The task cycle in two requests: each agent (capacity 1) holds a claimed task; an
+/// op submits one task and completes the held one with `claim_next` (no wait), which
+/// assigns and claims the oldest queued task — usually the one just submitted — in
+/// the completion's own command. An agent holding nothing (its first op, or after a
+/// completion found nothing queued) claims instead of completing. One op = one
+/// submit + one complete-and-claim: a cycle, as `task-cycle`'s.
+async fn task_cycle_next(
+    args: &RunArgs,
+    nodes: &Nodes,
+    progress: Arc<Progress>,
+) -> anyhow::Result<Measured> {
+    type Held = Arc<std::sync::Mutex<Option<(u64, u64)>>>;
+    let agents: Vec<(Agent, Held)> = with_sessions(args, nodes, 1)
+        .await?
+        .into_iter()
+        .map(|agent| (agent, Held::default()))
+        .collect();
+    let submit = Arc::new(task("bench", json!("x"), vec!["bench".into()]));
+    let duration = Duration::from_secs(args.duration);
+    closed_loop(agents, duration, progress, move |(agent, held), _| {
+        let submit = submit.clone();
+        async move {
+            let api = &agent.api;
+            api.task_submit(&submit).await.map_err(kind)?;
+            let holding = held.lock().expect("held lock").take();
+            let Some((task_id, token)) = holding else {
+                let claimed = claimed_task(api.task_claim(agent.session, 1000).await)?;
+                *held.lock().expect("held lock") = Some(claimed);
+                return Ok(());
+            };
+            let done = api
+                .task_complete_and_claim(task_id, &complete(token, json!(1)), 0)
+                .await
+                .map_err(kind)?;
+            let next = done.next.map(|next| claimed_task(Ok(Some(next))));
+            *held.lock().expect("held lock") = next.and_then(Result::ok);
+            Ok(())
         }
     })
     .await

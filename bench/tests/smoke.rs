@@ -246,6 +246,19 @@ fn a_short_mixed_run_against_one_node_has_no_errors() {
 }
 
 #[test]
+fn a_short_task_cycle_next_run_completes_cycles_without_errors() {
+    let node = Node::start();
+    let (_, line) = run_to_json(
+        bench()
+            .args(["--urls", &node.url(), "--workload", "task-cycle-next"])
+            .args(["--clients", "2", "--duration", "2"]),
+    );
+    assert_eq!(line["workload"], "task-cycle-next");
+    assert_eq!(line["errors"], 0, "{line}");
+    assert!(line["ops"].as_u64().unwrap_or(0) > 2, "{line}");
+}
+
+#[test]
 fn a_short_watch_fanout_run_delivers_every_write_to_every_watcher() {
     let node = Node::start();
     let (stdout, line) = run_to_json(
