@@ -42,6 +42,8 @@
 #                       and after; steady.md reports leader changes, term changes
 #                       and errors by kind (a 503 no_leader is a leader lost)
 #   STEADY_CLIENTS="256 1024" STEADY_DURATION=60
+#   KEEP_LOGS=0         1 copies every node's log into the results folder's logs/ at exit
+#                       (to read what happened around a term change)
 #   ETCD=1              0: no etcd at all (neither installed nor started): side-by-side
 #                       workloads and failover run on Conclave alone. A watch fan-out
 #                       on its own: ETCD=0 WORKLOADS="" ONLY_CONCLAVE_ROWS=0
@@ -78,6 +80,7 @@ WATCH_ROUNDS=${WATCH_ROUNDS:-1}
 STEADY=${STEADY:-0}
 STEADY_CLIENTS=${STEADY_CLIENTS-"256 1024"}
 STEADY_DURATION=${STEADY_DURATION:-60}
+KEEP_LOGS=${KEEP_LOGS:-0}
 ETCD=${ETCD:-1}
 conclave_port=${CONCLAVE_BENCH_PORT:-17100}
 etcd_port=${ETCD_BENCH_PORT:-17200}
@@ -104,6 +107,9 @@ cleanup() {
   local name
   for name in "${!pid_of[@]}"; do stop_pid "${pid_of[$name]}"; done
   [ -z "${baseline_tree:-}" ] || git -C "$root" worktree remove --force "$baseline_tree" > /dev/null 2>&1 || true
+  if [ "$KEEP_LOGS" = 1 ]; then
+    mkdir -p "$out/logs" && cp "$work"/*.log "$out/logs/" 2>/dev/null || true
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT

@@ -5,8 +5,6 @@
 //! deterministically during apply, so every replica forgets the same ids at the same
 //! command.
 
-use std::collections::BTreeMap;
-
 use serde::{Deserialize, Serialize};
 
 use super::command::Applied;
@@ -35,10 +33,12 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Persistent (copy-on-write) maps, as [`super::kv::KvMap`]: a snapshot build copies
+/// the table in O(1) instead of 100,000 records under the state lock (#16).
 pub struct RequestTable {
-    by_id: BTreeMap<String, RequestRecord>,
+    by_id: imbl::OrdMap<String, RequestRecord>,
     /// (applied_at_ms, command index) → request id: the forgetting order.
-    by_age: BTreeMap<(u64, u64), String>,
+    by_age: imbl::OrdMap<(u64, u64), String>,
 }
 
 impl RequestTable {
@@ -74,7 +74,7 @@ impl RequestTable {
     /// Forgets every request applied more than the retention period before `now_ms`.
     pub fn expire(&mut self, now_ms: u64) {
         let horizon = now_ms.saturating_sub(Replicated::REQUEST_ID_RETENTION_MS);
-        while let Some((&(at, _), _)) = self.by_age.first_key_value() {
+        while let Some(&((at, _), _)) = self.by_age.get_min() {
             if at >= horizon {
                 break;
             }
@@ -83,8 +83,51 @@ impl RequestTable {
     }
 
     fn forget_oldest(&mut self) {
-        if let Some((_, id)) = self.by_age.pop_first() {
+        let Some(&(oldest, _)) = self.by_age.get_min() else {
+            return;
+        };
+        if let Some(id) = self.by_age.remove(&oldest) {
             self.by_id.remove(&id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::sm::command::Outcome;
+
+    /// The table as the previous release stored it.
+    #[derive(Serialize)]
+    struct BTreeTable {
+        by_id: BTreeMap<String, RequestRecord>,
+        by_age: BTreeMap<(u64, u64), String>,
+    }
+
+    #[test]
+    fn the_table_encodes_as_the_btree_maps_it_replaced_and_forgets_oldest_first() {
+        let mut table = RequestTable::default();
+        for n in 0..5u64 {
+            let applied = Applied {
+                index: 10 + n,
+                outcome: Outcome::Upgraded { format: 8 },
+            };
+            table.insert(format!("id-{}", 4 - n), applied, n, 1_000 + n);
+        }
+        let old = BTreeTable {
+            by_id: table.by_id.clone().into_iter().collect(),
+            by_age: table.by_age.clone().into_iter().collect(),
+        };
+        let bytes = crate::codec::encode(&old).expect("encode");
+        assert_eq!(crate::codec::encode(&table).expect("encode"), bytes);
+        let read: RequestTable = crate::codec::decode(&bytes).expect("decode");
+        assert_eq!(read, table);
+        // Applied at 1,000 + n: a retention horizon past 1,002 forgets ids 4, 3, 2.
+        table.expire(1_003 + Replicated::REQUEST_ID_RETENTION_MS);
+        assert_eq!(table.len(), 2);
+        assert!(table.get("id-4").is_none() && table.get("id-2").is_none());
+        assert!(table.get("id-1").is_some() && table.get("id-0").is_some());
     }
 }

@@ -263,7 +263,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
                 tracing::error!(
                     node = self.target,
                     matched,
-                    "node {} lost log entries it had acknowledged (wiped?): not replicating                      to it; remove it and add it again (or restart it with --join)",
+                    "node {} lost log entries it had acknowledged (wiped?): not replicating to it; remove it and add it again (or restart it with --join)",
                     self.target
                 );
                 let error = std::io::Error::other("the peer's log went back");

@@ -10,11 +10,11 @@
 mod command;
 #[cfg(test)]
 mod ephemeral_tests;
+#[cfg(test)]
+mod persistent_tests;
 mod rules;
 
 pub use command::{KvCommand, KvOutcome};
-
-use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -30,7 +30,8 @@ pub struct KvEntry {
     pub session_id: Option<u64>,
 }
 
-pub type KvMap = BTreeMap<String, KvEntry>;
+/// A persistent (copy-on-write) map: cloning it for a snapshot build is O(1) (#16).
+pub type KvMap = imbl::OrdMap<String, KvEntry>;
 
 fn version_of(kv: &KvMap, key: &str) -> u64 {
     kv.get(key).map_or(0, |entry| entry.version)
