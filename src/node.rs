@@ -64,7 +64,8 @@ pub async fn run(
     let hub = crate::watch::Hub::new(crate::watch::HubLimits::of(&config.limits));
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let observer: Arc<dyn store::ApplyObserver> = metrics.clone();
-    let (log_store, state_machine) = store::open(&db, hub.clone(), Some(observer))?;
+    let (log_store, state_machine) =
+        store::open(&db, &config.data_dir, hub.clone(), Some(observer))?;
 
     let mut http = reqwest::Client::builder()
         .tcp_nodelay(true)

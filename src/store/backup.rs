@@ -126,7 +126,7 @@ pub fn restore(
         ),
     };
     let data = codec::encode(&backup.state).map_err(|e| write(&e))?;
-    super::state_machine::write_snapshot(&db, meta, data).map_err(|e| write(&e))?;
+    super::state_machine::write_snapshot(data_dir, meta, data).map_err(|e| write(&e))?;
     let meta_tree = db.open_tree("meta").map_err(|e| write(&e))?;
     if let Some(log_id) = backup.last_log_id {
         // The log is empty and purged up to the snapshot; the vote is in its term,
@@ -165,12 +165,12 @@ pub struct LogExport {
     pub entries: Vec<Vec<u8>>,
 }
 
-/// Exports `db`'s snapshot and the log after it up to index `up_to`. A purge between
+/// Exports the snapshot (of `db` and data directory `dir`) and the log after it up to index `up_to`. A purge between
 /// reading the snapshot and the log (a newer snapshot) is retried.
-pub fn export(db: &sled::Db, up_to: u64) -> Result<Vec<u8>, String> {
+pub fn export(db: &sled::Db, dir: &Path, up_to: u64) -> Result<Vec<u8>, String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
     for _ in 0..EXPORT_ATTEMPTS {
-        let snapshot = super::state_machine::read_snapshot(db)?;
+        let snapshot = super::state_machine::read_snapshot(db, dir)?;
         let from = snapshot
             .as_ref()
             .and_then(|(log_id, _)| log_id.map(|l| l.index + 1))

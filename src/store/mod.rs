@@ -21,6 +21,7 @@ pub mod backup;
 pub mod identity;
 #[allow(clippy::result_large_err)]
 pub mod log_store;
+mod snapshot_file;
 #[allow(clippy::result_large_err)]
 pub mod state_machine;
 
@@ -136,9 +137,11 @@ fn migrate(db: &sled::Db, meta: &sled::Tree, found: u32) -> Result<(), sled::Err
     Ok(())
 }
 
-/// Opens both halves of the Raft storage over one `Db`; applied events go to `hub`.
+/// Opens both halves of the Raft storage over one `Db` (opened in data directory
+/// `dir`, which also holds the snapshot file); applied events go to `hub`.
 pub fn open(
     db: &sled::Db,
+    dir: &Path,
     hub: crate::watch::Hub,
     observer: Option<std::sync::Arc<dyn ApplyObserver>>,
 ) -> Result<(LogStore, StateMachineStore), OpenError> {
@@ -146,7 +149,7 @@ pub fn open(
         path: String::new(),
         source,
     })?;
-    let state_machine = StateMachineStore::open_with(db, hub)?.observed_by(observer);
+    let state_machine = StateMachineStore::open_with(db, dir, hub)?.observed_by(observer);
     Ok((log, state_machine))
 }
 

@@ -10,6 +10,7 @@
 //! purges the log up to it right after.
 
 use std::io::Cursor;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
@@ -28,29 +29,35 @@ use crate::watch::Hub;
 
 const CURRENT_SNAPSHOT_KEY: &[u8] = b"current";
 
-/// The current snapshot of `db` as (its log id, its encoded state), if any (for
-/// `backup::export`).
-pub(super) fn read_snapshot(db: &sled::Db) -> Result<Option<super::backup::SnapshotData>, String> {
+/// The stored snapshot's bytes (an encoded [`StoredSnapshot`]): data directory
+/// `dir`'s snapshot file, or where a previous release kept it, `db`'s `snapshot` tree.
+fn read_stored(db: &sled::Db, dir: &Path) -> Result<Option<Vec<u8>>, String> {
+    if let Some(bytes) = super::snapshot_file::read(dir).map_err(|e| e.to_string())? {
+        return Ok(Some(bytes));
+    }
     let tree = db.open_tree("snapshot").map_err(|e| e.to_string())?;
-    let Some(bytes) = tree.get(CURRENT_SNAPSHOT_KEY).map_err(|e| e.to_string())? else {
+    let bytes = tree.get(CURRENT_SNAPSHOT_KEY).map_err(|e| e.to_string())?;
+    Ok(bytes.map(|bytes| bytes.to_vec()))
+}
+
+/// The current snapshot of the store in `db` and `dir` as (its log id, its encoded
+/// state), if any (for `backup::export`).
+pub(super) fn read_snapshot(
+    db: &sled::Db,
+    dir: &Path,
+) -> Result<Option<super::backup::SnapshotData>, String> {
+    let Some(bytes) = read_stored(db, dir)? else {
         return Ok(None);
     };
     let stored: StoredSnapshot = codec::decode(&bytes).map_err(|e| e.to_string())?;
     Ok(Some((stored.meta.last_log_id, stored.data)))
 }
 
-/// Writes `data` with `meta` as the current snapshot of `db`'s `snapshot` tree, as
-/// a build would (for `backup::restore`; the caller flushes).
-pub(super) fn write_snapshot(
-    db: &sled::Db,
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-) -> Result<(), String> {
+/// Writes `data` with `meta` as data directory `dir`'s current snapshot, durably, as
+/// a build would (for `backup::restore`).
+pub(super) fn write_snapshot(dir: &Path, meta: SnapshotMeta, data: Vec<u8>) -> Result<(), String> {
     let bytes = codec::encode(&StoredSnapshot { meta, data }).map_err(|e| e.to_string())?;
-    let tree = db.open_tree("snapshot").map_err(|e| e.to_string())?;
-    tree.insert(CURRENT_SNAPSHOT_KEY, bytes)
-        .map_err(|e| e.to_string())?;
-    Ok(())
+    super::snapshot_file::write(dir, &bytes).map_err(|e| e.to_string())
 }
 
 /// The applied state: what the log up to `last_applied` produced.
@@ -70,8 +77,11 @@ struct StoredSnapshot {
 
 struct Shared {
     applied: RwLock<AppliedState>,
+    /// Where a previous release kept the snapshot (emptied once a file replaces it).
     snapshots: sled::Tree,
     db: sled::Db,
+    /// The data directory: the snapshot file's (`snapshot_file`).
+    dir: PathBuf,
     /// Serializes snapshot persistence so an older build never overwrites a newer
     /// install; holds the `last_log_id` of the stored snapshot.
     persisted: tokio::sync::Mutex<Option<LogId>>,
@@ -133,13 +143,13 @@ fn lower_priority() {
 impl StateMachineStore {
     /// Opens the store, restoring the latest persisted snapshot if any, with a watch
     /// hub of default limits.
-    pub fn open(db: &sled::Db) -> Result<Self, OpenError> {
-        Self::open_with(db, Hub::default())
+    pub fn open(db: &sled::Db, dir: &Path) -> Result<Self, OpenError> {
+        Self::open_with(db, dir, Hub::default())
     }
 
     /// Opens the store feeding `hub`: its history starts after the restored
     /// snapshot and is rebuilt from the log tail openraft re-applies.
-    pub fn open_with(db: &sled::Db, hub: Hub) -> Result<Self, OpenError> {
+    pub fn open_with(db: &sled::Db, dir: &Path, hub: Hub) -> Result<Self, OpenError> {
         let sled_error = |source| OpenError::Sled {
             path: String::new(),
             source,
@@ -147,7 +157,11 @@ impl StateMachineStore {
         let snapshots = db.open_tree("snapshot").map_err(sled_error)?;
         let mut applied = AppliedState::default();
         let mut persisted = None;
-        if let Some(bytes) = snapshots.get(CURRENT_SNAPSHOT_KEY).map_err(sled_error)? {
+        let stored = read_stored(db, dir).map_err(|message| OpenError::Sled {
+            path: dir.display().to_string(),
+            source: sled::Error::Io(std::io::Error::other(message)),
+        })?;
+        if let Some(bytes) = stored {
             let corrupt = |source| OpenError::Corrupt {
                 path: String::from("snapshot"),
                 source,
@@ -169,6 +183,7 @@ impl StateMachineStore {
                 applied: RwLock::new(applied),
                 snapshots,
                 db: db.clone(),
+                dir: dir.to_path_buf(),
                 persisted: tokio::sync::Mutex::new(persisted),
                 applied_index: watch::channel(applied_index).0,
                 builds: AtomicU64::new(0),
@@ -199,7 +214,7 @@ impl StateMachineStore {
     /// `backup::export` of this node's storage up to its applied index.
     pub fn export_log(&self) -> Result<Vec<u8>, String> {
         let applied = self.read().last_applied.map_or(0, |log_id| log_id.index);
-        super::backup::export(&self.shared.db, applied)
+        super::backup::export(&self.shared.db, &self.shared.dir, applied)
     }
 
     /// The cluster's format as last applied here, and what peers speak.
@@ -234,38 +249,47 @@ impl StateMachineStore {
         let signature = Some(stored.meta.signature());
         let write_error =
             |e: openraft::AnyError| StorageIOError::write_snapshot(signature.clone(), e);
-        // Encoding and sled's insert copy the whole snapshot: in the background.
-        let tree = self.shared.snapshots.clone();
-        let (stored, inserted) = in_background(move || {
-            let inserted = codec::encode(&stored)
+        // Encoding and writing copy the whole snapshot: in the background, into a
+        // file of its own (`snapshot_file`: why not sled).
+        let dir = self.shared.dir.clone();
+        let (stored, written) = in_background(move || {
+            let written = codec::encode(&stored)
                 .map_err(|e| e.to_string())
                 .and_then(|bytes| {
-                    tree.insert(CURRENT_SNAPSHOT_KEY, bytes)
-                        .map(drop)
-                        .map_err(|e| e.to_string())
+                    // FSYNC (in `snapshot_file::write`): the snapshot is durable
+                    // before openraft may purge the log behind it.
+                    super::snapshot_file::write(&dir, &bytes).map_err(|e| e.to_string())
                 });
-            (stored, inserted)
+            (stored, written)
         })
         .await
         .map_err(|e| write_error(openraft::AnyError::new(&e)))?;
-        inserted.map_err(|e| write_error(openraft::AnyError::error(e)))?;
-        // FSYNC: the snapshot is durable before openraft may purge the log behind it.
-        self.shared
-            .db
-            .flush_async()
-            .await
-            .map_err(|e| write_error(openraft::AnyError::new(&e)))?;
+        written.map_err(|e| write_error(openraft::AnyError::error(e)))?;
+        // A previous release's copy in sled is now stale (the file wins on open):
+        // dropped without a flush of its own; the next log append's flushes it.
+        if self
+            .shared
+            .snapshots
+            .contains_key(CURRENT_SNAPSHOT_KEY)
+            .unwrap_or(false)
+        {
+            self.shared
+                .snapshots
+                .remove(CURRENT_SNAPSHOT_KEY)
+                .map_err(|e| write_error(openraft::AnyError::new(&e)))?;
+        }
         *persisted = stored.meta.last_log_id;
         Ok(stored)
     }
 
-    fn load_current(&self) -> Result<Option<StoredSnapshot>, StorageError> {
-        match self
-            .shared
-            .snapshots
-            .get(CURRENT_SNAPSHOT_KEY)
+    /// The stored snapshot (read off the runtime: it may be tens of megabytes).
+    async fn load_current(&self) -> Result<Option<StoredSnapshot>, StorageError> {
+        let (db, dir) = (self.shared.db.clone(), self.shared.dir.clone());
+        let bytes = in_background(move || read_stored(&db, &dir))
+            .await
             .map_err(read_error)?
-        {
+            .map_err(|e| read_error(std::io::Error::other(e)))?;
+        match bytes {
             Some(bytes) => Ok(Some(codec::decode(&bytes).map_err(read_error)?)),
             None => Ok(None),
         }
@@ -412,9 +436,63 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.load_current()?.map(|stored| Snapshot {
+        Ok(self.load_current().await?.map(|stored| Snapshot {
             meta: stored.meta,
             snapshot: Box::new(Cursor::new(stored.data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data directory of the previous release keeps its snapshot in sled's tree:
+    /// it is restored from there, and the next build moves it into the file.
+    #[tokio::test]
+    async fn a_snapshot_kept_in_sled_by_the_previous_release_is_restored_then_moved_to_the_file() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let options = super::super::StoreOptions {
+            cache_capacity_bytes: 16 * 1024 * 1024,
+        };
+        let db = super::super::open_db(dir.path(), &options).expect("open");
+        let mut state = State::default();
+        crate::sm::kv::put(&mut state.kv, "k", "\"v\"", None, None, 4);
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(1, 1), 5);
+        let stored = StoredSnapshot {
+            meta: SnapshotMeta {
+                last_log_id: Some(log_id),
+                last_membership: StoredMembership::default(),
+                snapshot_id: "1-5-0".into(),
+            },
+            data: codec::encode(&state).expect("encode"),
+        };
+        let tree = db.open_tree("snapshot").expect("tree");
+        tree.insert(
+            CURRENT_SNAPSHOT_KEY,
+            codec::encode(&stored).expect("encode"),
+        )
+        .expect("insert");
+
+        let mut store = StateMachineStore::open(&db, dir.path()).expect("open the store");
+        assert_eq!(store.read().last_applied, Some(log_id));
+        assert!(store.read().state.kv.contains_key("k"));
+        assert!(!super::super::snapshot_file::path(dir.path()).exists());
+
+        // A build at the restored index is already stored; one entry later it is not.
+        let next = LogId::new(openraft::CommittedLeaderId::new(1, 1), 6);
+        let blank = Entry {
+            log_id: next,
+            payload: EntryPayload::Blank,
+        };
+        store.apply(vec![blank]).await.expect("apply");
+        store.build_snapshot().await.expect("build");
+        assert!(super::super::snapshot_file::path(dir.path()).exists());
+        assert!(!tree.contains_key(CURRENT_SNAPSHOT_KEY).expect("read"));
+        let reopened = StateMachineStore::open(&db, dir.path()).expect("reopen");
+        assert_eq!(reopened.read().last_applied, Some(next));
+        assert!(reopened.read().state.kv.contains_key("k"));
+        let (exported, _) = read_snapshot(&db, dir.path()).expect("read").expect("some");
+        assert_eq!(exported, Some(next));
     }
 }

@@ -20,7 +20,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
         )
         .expect("open");
         let (log, state_machine) =
-            open(&db, crate::watch::Hub::default(), None).expect("open stores");
+            open(&db, dir.path(), crate::watch::Hub::default(), None).expect("open stores");
         Ok((dir, log, state_machine))
     }
 }
