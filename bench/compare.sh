@@ -42,6 +42,15 @@
 #                       and after; steady.md reports leader changes, term changes
 #                       and errors by kind (a 503 no_leader is a leader lost)
 #   STEADY_CLIENTS="256 1024" STEADY_DURATION=60
+#   NODE_WORKER_THREADS=  N sets TOKIO_WORKER_THREADS=N for every Conclave node only
+#                       (not the generator); unset: tokio's default, one per core
+#   SCALE_TASKS=        e.g. "1000 100000 900000": the scale step (#16) after everything
+#                       else, Conclave only, a fresh cluster per N: N queued tasks and
+#                       SCALE_SESSIONS sessions stored, then task-cycle at SCALE_CLIENTS,
+#                       a snapshot on each node, a follower restarted, a node added;
+#                       scale.md. Alone: ETCD=0 WORKLOADS="" ONLY_CONCLAVE_ROWS=0
+#                       FAILOVER_ROUNDS=0 FOOTPRINT=0 SCALE_TASKS="1000 100000 900000"
+#   SCALE_SESSIONS=10000 SCALE_CLIENTS=64
 #   KEEP_LOGS=0         1 copies every node's log into the results folder's logs/ at exit
 #                       (to read what happened around a term change)
 #   ETCD=1              0: no etcd at all (neither installed nor started): side-by-side
@@ -81,6 +90,9 @@ STEADY=${STEADY:-0}
 STEADY_CLIENTS=${STEADY_CLIENTS-"256 1024"}
 STEADY_DURATION=${STEADY_DURATION:-60}
 KEEP_LOGS=${KEEP_LOGS:-0}
+SCALE_TASKS=${SCALE_TASKS-}
+SCALE_SESSIONS=${SCALE_SESSIONS:-10000}
+SCALE_CLIENTS=${SCALE_CLIENTS:-64}
 ETCD=${ETCD:-1}
 conclave_port=${CONCLAVE_BENCH_PORT:-17100}
 etcd_port=${ETCD_BENCH_PORT:-17200}
@@ -134,7 +146,8 @@ start_conclave() {
   local i=$1
   local config="$work/conclave-node$i.toml"
   sed -e "s|^data_dir = .*|data_dir = \"$work/conclave-node$i\"|" "config/node$i.toml" > "$config"
-  CONCLAVE_BASE_PORT=$conclave_port "$bin/conclave" serve --config "$config" \
+  env ${NODE_WORKER_THREADS:+TOKIO_WORKER_THREADS=$NODE_WORKER_THREADS} \
+    CONCLAVE_BASE_PORT=$conclave_port "$bin/conclave" serve --config "$config" \
     >> "$work/conclave-node$i.log" 2>&1 &
   pid_of[conclave$i]=$!
   disown
@@ -146,7 +159,8 @@ start_baseline() {
   local config="$work/conclave-baseline-node$i.toml"
   sed -e "s|^data_dir = .*|data_dir = \"$work/conclave-baseline-node$i\"|" \
     "$baseline_tree/config/node$i.toml" > "$config"
-  CONCLAVE_BASE_PORT=$baseline_port "$baseline_bin/conclave" serve --config "$config" \
+  env ${NODE_WORKER_THREADS:+TOKIO_WORKER_THREADS=$NODE_WORKER_THREADS} \
+    CONCLAVE_BASE_PORT=$baseline_port "$baseline_bin/conclave" serve --config "$config" \
     >> "$work/conclave-baseline-node$i.log" 2>&1 &
   pid_of[conclave-baseline$i]=$!
   disown
@@ -288,7 +302,7 @@ log "clusters up: conclave pids $(pids_of conclave)$([ "$ETCD" = 1 ] && echo ", 
   echo "- conclave: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' + uncommitted changes'), release build"
   [ -z "$BASELINE" ] || echo "- conclave-baseline: $baseline_rev, release build, same settings, ports $((baseline_port + 1))-$((baseline_port + 3))"
   echo "- load average before the run (1/5/15 min): $load_before"
-  echo "- settings: ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" PLACEMENT=$PLACEMENT ETCD_CLIENTS_PER_CONNECTION=$ETCD_CLIENTS_PER_CONNECTION ONLY_CONCLAVE_ROWS=$ONLY_CONCLAVE_ROWS FOOTPRINT=$FOOTPRINT FOOTPRINT_SESSIONS=$FOOTPRINT_SESSIONS FOOTPRINT_TASKS=$FOOTPRINT_TASKS WATCH_FANOUT=$WATCH_FANOUT WATCH_WATCHERS=$WATCH_WATCHERS WATCH_CLIENTS=$WATCH_CLIENTS WATCH_DURATION=$WATCH_DURATION WATCH_ROUNDS=$WATCH_ROUNDS ETCD=$ETCD"
+  echo "- settings: ROUNDS=$ROUNDS DURATION=$DURATION CLIENTS=\"$CLIENTS\" WORKLOADS=\"$WORKLOADS\" PLACEMENT=$PLACEMENT ETCD_CLIENTS_PER_CONNECTION=$ETCD_CLIENTS_PER_CONNECTION ONLY_CONCLAVE_ROWS=$ONLY_CONCLAVE_ROWS FOOTPRINT=$FOOTPRINT FOOTPRINT_SESSIONS=$FOOTPRINT_SESSIONS FOOTPRINT_TASKS=$FOOTPRINT_TASKS WATCH_FANOUT=$WATCH_FANOUT WATCH_WATCHERS=$WATCH_WATCHERS WATCH_CLIENTS=$WATCH_CLIENTS WATCH_DURATION=$WATCH_DURATION WATCH_ROUNDS=$WATCH_ROUNDS ETCD=$ETCD NODE_WORKER_THREADS=${NODE_WORKER_THREADS:-default}"
 } > "$out/machine.md"
 
 for workload in $WORKLOADS; do
@@ -410,6 +424,90 @@ if [ "$FOOTPRINT" = 1 ]; then
   log "footprint $FOOTPRINT_SESSIONS sessions + $FOOTPRINT_TASKS tasks, 64 clients: conclave pids $(pids_of conclave)"
   bench conclave --workload footprint --sessions "$FOOTPRINT_SESSIONS" --tasks "$FOOTPRINT_TASKS" --clients 64 \
     --placement "$PLACEMENT"
+fi
+
+# The scale step (#16), Conclave only, after everything else (etcd and a baseline
+# stopped): for each N of SCALE_TASKS a fresh cluster stores SCALE_SESSIONS sessions and
+# N queued tasks (the footprint workload; they require a capability nobody offers, so
+# they stay queued), then: task-cycle at SCALE_CLIENTS clients, ROUNDS × DURATION s
+# (what a submit, a claim and a completion cost with N stored); a snapshot built on
+# each node in turn (POST /v1/cluster/snapshot waits for it); a follower stopped and
+# restarted (time until a write through it is answered); and a fourth node added
+# (`conclave member add`: the leader sends it the snapshot, it installs it and catches
+# up, and is promoted). scale.md has one row per N.
+if [ -n "$SCALE_TASKS" ]; then
+  if [ "$ETCD" = 1 ]; then for i in 1 2 3; do stop_pid "${pid_of[etcd$i]}"; done; fi
+  if [ -n "$BASELINE" ]; then for i in 1 2 3; do stop_pid "${pid_of[conclave-baseline$i]}"; done; fi
+  {
+    echo "| tasks stored | sessions | store s | RSS MiB per node | task-cycle cycles/s, p50 / p99 ms | snapshot MiB | snapshot build s (nodes 1/2/3) | restart to serving s | add a node (snapshot install + catch-up) s |"
+    echo "|---|---|---|---|---|---|---|---|---|"
+  } > "$out/scale.md"
+  auth=(-H "authorization: Bearer $CONCLAVE_TOKEN")
+  # Seconds (two decimals) since $1, a `date +%s%N`.
+  seconds_since() { local ms=$(( ($(date +%s%N) - $1) / 1000000 )); printf '%d.%02d' $((ms / 1000)) $((ms % 1000 / 10)); }
+  for tasks in $SCALE_TASKS; do
+    for i in 1 2 3 4; do [ -z "${pid_of[conclave$i]:-}" ] || stop_pid "${pid_of[conclave$i]}"; done
+    unset 'pid_of[conclave4]'
+    for i in 1 2 3 4; do rm -rf "$work/conclave-node$i"; done
+    for i in 1 2 3; do start_conclave "$i"; done
+    for i in 1 2 3; do wait_writable conclave "$i"; done
+    log "scale: $SCALE_SESSIONS sessions + $tasks tasks, 64 clients: conclave pids $(pids_of conclave)"
+    bench conclave --workload footprint --sessions "$SCALE_SESSIONS" --tasks "$tasks" --clients 64 \
+      --placement "$PLACEMENT"
+    stored=$(tail -1 "$out/results.jsonl")
+    cycles=""
+    for round in $(seq 1 "$ROUNDS"); do
+      log "scale: task-cycle clients=$SCALE_CLIENTS with $tasks tasks stored, round $round/$ROUNDS"
+      bench conclave --workload task-cycle --clients "$SCALE_CLIENTS" --duration "$DURATION" \
+        --placement "$PLACEMENT"
+      cycles+="$(tail -1 "$out/results.jsonl")"$'\n'
+    done
+    builds=""
+    for i in 1 2 3; do
+      log "scale: snapshot on node $i"
+      t0=$(date +%s%N)
+      curl -sf "${auth[@]}" -X POST "http://127.0.0.1:$((conclave_port + i))/v1/cluster/snapshot" > /dev/null ||
+        echo "snapshot on node $i was refused" >&2
+      builds+="${builds:+ / }$(seconds_since "$t0")"
+    done
+    bytes=$(curl -sf "${auth[@]}" "http://127.0.0.1:$((conclave_port + 1))/metrics" |
+      sed -n 's/^conclave_raft_snapshot_bytes \([0-9.e+]*\)$/\1/p')
+    log "scale: restart node 3"
+    stop_pid "${pid_of[conclave3]}"
+    t0=$(date +%s%N)
+    start_conclave 3
+    wait_writable conclave 3
+    restart=$(seconds_since "$t0")
+    log "scale: add node 4"
+    config="$work/conclave-node4.toml"
+    sed -e "s|^data_dir = .*|data_dir = \"$work/conclave-node4\"|" config/node4.toml > "$config"
+    CONCLAVE_BASE_PORT=$conclave_port "$bin/conclave" serve --config "$config" \
+      >> "$work/conclave-node4.log" 2>&1 &
+    pid_of[conclave4]=$!
+    disown
+    for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$((conclave_port + 4))/ready" > /dev/null && break; sleep 0.1; done
+    t0=$(date +%s%N)
+    "$bin/conclave" member add 4 "127.0.0.1:$((conclave_port + 4))" \
+      --raft-addr "127.0.0.1:$((conclave_port + 1004))" --addr "127.0.0.1:$((conclave_port + 1))" \
+      --timeout 120s > /dev/null 2>> "$out/progress.log" || echo "adding node 4 failed" >&2
+    added=$(seconds_since "$t0")
+    printf '%s\n' "$stored" | python3 -c '
+import json, statistics, sys
+stored = json.loads(sys.stdin.readline())
+tasks, sessions, builds, restart, added, bytes_, cycles = sys.argv[1:]
+rows = [json.loads(line) for line in cycles.splitlines() if line.strip()]
+rate = statistics.median(r["ops_per_sec"] for r in rows)
+p50 = statistics.median(r["p50_us"] for r in rows) / 1000
+p99 = statistics.median(r["p99_us"] for r in rows) / 1000
+rss = " / ".join(str(round(v / 1024)) if v else "gone" for v in stored.get("rss_kib", [])) or "?"
+mib = f"{float(bytes_) / 1048576:.1f}" if bytes_ else "?"
+secs = stored["applied_s"]
+print(f"| {int(tasks):,} | {int(sessions):,} | {secs:.1f} | {rss} | {rate:,.0f}, {p50:.1f} / {p99:.1f} | {mib} | {builds} | {restart} | {added} |")
+' "$tasks" "$SCALE_SESSIONS" "$builds" "$restart" "$added" "$bytes" "$cycles" >> "$out/scale.md"
+    stop_pid "${pid_of[conclave4]}"
+    unset 'pid_of[conclave4]'
+  done
+  cat "$out/scale.md" | tee -a "$out/runs.log"
 fi
 
 "$bin/conclave-bench" summary --input "$out/results.jsonl" > "$out/table.md"

@@ -223,13 +223,17 @@ impl BatchTask {
             let raft = self.raft.clone();
             let write_timeout = self.write_timeout;
             let inflight = self.metrics.inflight_batches.clone();
+            let commit_seconds = self.metrics.commit_seconds.clone();
             inflight.inc();
             tokio::spawn(async move {
                 let batch = Batch {
                     leader_time_ms,
                     submissions,
                 };
+                // The node's clock, for the metric only.
+                let proposed = std::time::Instant::now();
                 let outcome = tokio::time::timeout(write_timeout, raft.client_write(batch)).await;
+                commit_seconds.observe(proposed.elapsed().as_secs_f64());
                 drop(permit);
                 inflight.dec();
                 deliver(outcome, replies);
