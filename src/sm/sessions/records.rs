@@ -12,9 +12,15 @@
 //! task then looks at the profiles holding its rarest required capability, never at
 //! sessions one by one. The grouping is derived (not serialized) and rebuilt when a
 //! `Sessions` is decoded.
+//!
+//! The records and the indexes are persistent maps and sets (`imbl`, since #16), as
+//! the task records are (see `tasks::records`): a snapshot build's copy of the state
+//! under its lock is a pointer copy. They encode byte for byte as the `BTreeMap`s and
+//! `BTreeSet`s they replaced (`records_tests`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 pub type SessionId = u64;
@@ -82,9 +88,9 @@ pub struct NewSession {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct RoomByProfile {
     /// (load, id) of the sessions with room, per capability set.
-    by_profile: BTreeMap<BTreeSet<String>, BTreeSet<(u32, SessionId)>>,
+    by_profile: OrdMap<BTreeSet<String>, OrdSet<(u32, SessionId)>>,
     /// The capability sets in `by_profile` that have each capability.
-    profiles_by_capability: BTreeMap<String, BTreeSet<BTreeSet<String>>>,
+    profiles_by_capability: OrdMap<String, OrdSet<BTreeSet<String>>>,
 }
 
 impl RoomByProfile {
@@ -93,8 +99,7 @@ impl RoomByProfile {
             sessions.insert(entry);
             return;
         }
-        self.by_profile
-            .insert(profile.clone(), BTreeSet::from([entry]));
+        self.by_profile.insert(profile.clone(), OrdSet::unit(entry));
         for capability in profile {
             self.profiles_by_capability
                 .entry(capability.clone())
@@ -125,7 +130,7 @@ impl RoomByProfile {
     /// The least (load, id) among sessions with room whose capabilities include
     /// `required` (not empty): a look at each profile that has the rarest of them.
     fn best(&self, required: &BTreeSet<String>) -> Option<(u32, SessionId)> {
-        let mut rarest: Option<&BTreeSet<BTreeSet<String>>> = None;
+        let mut rarest: Option<&OrdSet<BTreeSet<String>>> = None;
         for capability in required {
             let profiles = self.profiles_by_capability.get(capability)?;
             if rarest.is_none_or(|fewest| profiles.len() < fewest.len()) {
@@ -133,11 +138,11 @@ impl RoomByProfile {
             }
         }
         #[cfg(test)]
-        crate::sm::tasks::count_assignment_work(rarest.map_or(0, BTreeSet::len));
+        crate::sm::tasks::count_assignment_work(rarest.map_or(0, OrdSet::len));
         rarest?
             .iter()
             .filter(|profile| required.is_subset(profile))
-            .filter_map(|profile| self.by_profile.get(profile)?.first().copied())
+            .filter_map(|profile| self.by_profile.get(profile)?.get_min().copied())
             .min()
     }
 }
@@ -145,11 +150,11 @@ impl RoomByProfile {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StoredSessions")]
 pub struct Sessions {
-    by_id: BTreeMap<SessionId, Session>,
+    by_id: OrdMap<SessionId, Session>,
     /// (expires_at_ms, id): the expiry order.
-    by_expiry: BTreeSet<(u64, SessionId)>,
+    by_expiry: OrdSet<(u64, SessionId)>,
     /// (load, id) of sessions with room: the assignment order.
-    with_room: BTreeSet<(u32, SessionId)>,
+    with_room: OrdSet<(u32, SessionId)>,
     /// The entries of `with_room` grouped by capability set (derived).
     #[serde(skip)]
     room_by_profile: RoomByProfile,
@@ -159,9 +164,9 @@ pub struct Sessions {
 /// the same order, so decoding rebuilds that index.
 #[derive(Deserialize)]
 struct StoredSessions {
-    by_id: BTreeMap<SessionId, Session>,
-    by_expiry: BTreeSet<(u64, SessionId)>,
-    with_room: BTreeSet<(u32, SessionId)>,
+    by_id: OrdMap<SessionId, Session>,
+    by_expiry: OrdSet<(u64, SessionId)>,
+    with_room: OrdSet<(u32, SessionId)>,
 }
 
 impl From<StoredSessions> for Sessions {
@@ -292,18 +297,19 @@ impl Sessions {
 
     /// The earliest session due to expire at or before `now_ms`, if any.
     pub fn next_expired(&self, now_ms: u64) -> Option<SessionId> {
-        crate::sm::time::first_due(&self.by_expiry, now_ms)
+        let &(at, id) = self.by_expiry.get_min()?;
+        (at <= now_ms).then_some(id)
     }
 
     /// When the next session expires.
     pub fn next_expiry_ms(&self) -> Option<u64> {
-        crate::sm::time::first_at(&self.by_expiry)
+        self.by_expiry.get_min().map(|&(at, _)| at)
     }
 
     /// Panics unless the room indexes match what the session records alone give.
     #[cfg(test)]
     pub fn assert_indexes_consistent(&self) {
-        let with_room: BTreeSet<(u32, SessionId)> = self
+        let with_room: OrdSet<(u32, SessionId)> = self
             .by_id
             .values()
             .filter(|session| session.has_room())
@@ -321,3 +327,7 @@ impl Sessions {
         );
     }
 }
+
+#[cfg(test)]
+#[path = "records_tests.rs"]
+mod tests;

@@ -20,9 +20,17 @@
 //! its `dependents` and resetting a dead task's attempts as `retry` moves it out of
 //! the terminal states with a new time, leave it alone). So the index needs no new
 //! field.
+//!
+//! The records and every index are persistent maps and sets (`imbl`, since #16): a
+//! snapshot build clones the state under its lock, and their clone is a pointer copy
+//! (a `BTreeMap`'s copy grows with its size: a million-key KV map took 0.12–1.22 s,
+//! the node frozen meanwhile; docs/performance.md). They encode byte for byte as the `BTreeMap`s and `BTreeSet`s they
+//! replaced (`records_tests`), so snapshots and logs of the previous release read
+//! unchanged.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
+use imbl::{OrdMap, OrdSet};
 use serde::{Deserialize, Serialize};
 
 use crate::sm::sessions::SessionId;
@@ -138,22 +146,21 @@ pub type QueuePosition = (i64, TaskId);
 /// equal sets of records always give equal indexes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct CapabilityQueues {
-    by_capabilities: BTreeMap<BTreeSet<String>, BTreeSet<QueuePosition>>,
+    by_capabilities: OrdMap<BTreeSet<String>, OrdSet<QueuePosition>>,
     /// The first position of every queue in `by_capabilities`.
-    heads: BTreeSet<QueuePosition>,
+    heads: OrdSet<QueuePosition>,
 }
 
 impl CapabilityQueues {
     fn insert(&mut self, required: &BTreeSet<String>, position: QueuePosition) {
         if !self.by_capabilities.contains_key(required) {
-            self.by_capabilities
-                .insert(required.clone(), BTreeSet::new());
+            self.by_capabilities.insert(required.clone(), OrdSet::new());
         }
         let queue = self
             .by_capabilities
             .get_mut(required)
             .expect("inserted above");
-        let old_head = queue.first().copied();
+        let old_head = queue.get_min().copied();
         queue.insert(position);
         if old_head.is_none_or(|head| position < head) {
             if let Some(head) = old_head {
@@ -167,13 +174,13 @@ impl CapabilityQueues {
         let Some(queue) = self.by_capabilities.get_mut(required) else {
             return;
         };
-        let was_head = queue.first() == Some(&position);
-        if !queue.remove(&position) {
+        let was_head = queue.get_min() == Some(&position);
+        if queue.remove(&position).is_none() {
             return;
         }
         if was_head {
             self.heads.remove(&position);
-            if let Some(&next) = queue.first() {
+            if let Some(&next) = queue.get_min() {
                 self.heads.insert(next);
             }
         }
@@ -186,32 +193,32 @@ impl CapabilityQueues {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StoredTasks")]
 pub struct Tasks {
-    by_id: BTreeMap<TaskId, Task>,
+    by_id: OrdMap<TaskId, Task>,
     /// (-priority, id) of queued tasks: highest priority first, FIFO within one.
-    queued: BTreeSet<QueuePosition>,
+    queued: OrdSet<QueuePosition>,
     /// (due_ms, id): the next timer first.
-    timers: BTreeSet<(u64, TaskId)>,
+    timers: OrdSet<(u64, TaskId)>,
     /// Assigned tasks per session.
-    by_session: BTreeMap<SessionId, BTreeSet<TaskId>>,
-    by_idempotency_key: BTreeMap<String, TaskId>,
+    by_session: OrdMap<SessionId, OrdSet<TaskId>>,
+    by_idempotency_key: OrdMap<String, TaskId>,
     /// The same queued tasks as `queued`, per required-capability set (derived).
     #[serde(skip)]
     capability_queues: CapabilityQueues,
     /// (became terminal at = `updated_at_ms`, id) of every terminal task: the oldest
     /// first (derived).
     #[serde(skip)]
-    terminal: BTreeSet<(u64, TaskId)>,
+    terminal: OrdSet<(u64, TaskId)>,
 }
 
 /// [`Tasks`] as serialized: every field but the derived `capability_queues` and
 /// `terminal`, in the same order, so decoding rebuilds those indexes from the records.
 #[derive(Deserialize)]
 struct StoredTasks {
-    by_id: BTreeMap<TaskId, Task>,
-    queued: BTreeSet<QueuePosition>,
-    timers: BTreeSet<(u64, TaskId)>,
-    by_session: BTreeMap<SessionId, BTreeSet<TaskId>>,
-    by_idempotency_key: BTreeMap<String, TaskId>,
+    by_id: OrdMap<TaskId, Task>,
+    queued: OrdSet<QueuePosition>,
+    timers: OrdSet<(u64, TaskId)>,
+    by_session: OrdMap<SessionId, OrdSet<TaskId>>,
+    by_idempotency_key: OrdMap<String, TaskId>,
 }
 
 impl From<StoredTasks> for Tasks {
@@ -307,17 +314,18 @@ impl Tasks {
 
     /// The earliest task timer due at or before `now_ms`.
     pub fn next_due(&self, now_ms: u64) -> Option<TaskId> {
-        crate::sm::time::first_due(&self.timers, now_ms)
+        let &(at, id) = self.timers.get_min()?;
+        (at <= now_ms).then_some(id)
     }
 
     pub fn next_timer_ms(&self) -> Option<u64> {
-        crate::sm::time::first_at(&self.timers)
+        self.timers.get_min().map(|&(at, _)| at)
     }
 
     /// (when it became terminal, id) of the terminal task that became terminal first
     /// (the lower id among equals).
     pub fn oldest_terminal(&self) -> Option<(u64, TaskId)> {
-        self.terminal.first().copied()
+        self.terminal.get_min().copied()
     }
 
     /// The oldest terminal task (as [`Self::oldest_terminal`]) not in `except`.
@@ -362,7 +370,7 @@ impl Tasks {
 
     fn unindex(&mut self, id: TaskId, task: &Task) {
         let position = (-i64::from(task.spec.priority), id);
-        if self.queued.remove(&position) {
+        if self.queued.remove(&position).is_some() {
             self.capability_queues
                 .remove(&task.spec.required_capabilities, position);
         }
@@ -420,7 +428,7 @@ impl Tasks {
         // A key maps to the one stored task submitted with it (a key is forgotten
         // only with its task), so the key map is derivable too.
         assert_eq!(self, &rebuilt, "task indexes match the records");
-        let terminal: BTreeSet<(u64, TaskId)> = self
+        let terminal: OrdSet<(u64, TaskId)> = self
             .by_id
             .values()
             .filter(|task| task.state.is_terminal())
@@ -428,11 +436,12 @@ impl Tasks {
             .collect();
         assert_eq!(terminal, self.terminal, "terminal holds the terminal tasks");
         let queues = &self.capability_queues;
-        let mut seen = BTreeSet::new();
+        let mut seen = OrdSet::new();
         for (required, queue) in &queues.by_capabilities {
             assert!(!queue.is_empty(), "no empty queue is kept");
             for position in queue {
-                assert!(seen.insert(*position), "{position:?} in two queues");
+                let first = seen.insert(*position).is_none();
+                assert!(first, "{position:?} in two queues");
                 let task = &self.by_id[&position.1];
                 assert_eq!(&task.spec.required_capabilities, required);
                 assert_eq!(task.state, TaskState::Queued);
@@ -442,11 +451,15 @@ impl Tasks {
             seen, self.queued,
             "the queues hold exactly the queued tasks"
         );
-        let heads: BTreeSet<QueuePosition> = queues
+        let heads: OrdSet<QueuePosition> = queues
             .by_capabilities
             .values()
-            .filter_map(|queue| queue.first().copied())
+            .filter_map(|queue| queue.get_min().copied())
             .collect();
         assert_eq!(heads, queues.heads, "heads are the first of each queue");
     }
 }
+
+#[cfg(test)]
+#[path = "records_tests.rs"]
+mod tests;
