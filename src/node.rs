@@ -93,6 +93,12 @@ pub async fn run(
         formats.clone(),
     );
     let campaigner = network.campaigner();
+    let leader_reads = campaigner.clone();
+    let read_index: crate::replica::read_index::LeaderCall =
+        Arc::new(move |leader, raft_addr, timeout| {
+            let leader_reads = leader_reads.clone();
+            Box::pin(async move { leader_reads.read_index(leader, &raft_addr, timeout).await })
+        });
     let peer_call: server::PeerCall = Arc::new(move |path, target, raft_addr, term| {
         let campaigner = campaigner.clone();
         Box::pin(async move { campaigner.ask(path, target, &raft_addr, term).await })
@@ -125,6 +131,7 @@ pub async fn run(
         crate::replica::PeerNotes {
             acks,
             removed: removed.clone(),
+            read_index,
         },
         metrics.proposer.clone(),
     );
@@ -178,6 +185,7 @@ pub async fn run(
         max_snapshot_bytes: config.limits.max_snapshot_bytes as u64,
         snapshot_receipt: Default::default(),
         removed,
+        read_timeout: std::time::Duration::from_millis(config.limits.read_timeout_ms),
     });
     // Two listeners, two routers: a client route is a 404 on the peer listener and
     // `/raft/*` a 404 on the client one.

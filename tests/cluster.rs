@@ -56,7 +56,8 @@ async fn write_through_a_follower_is_read_linearizably_through_the_third_node() 
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["version"], index);
 
-    // The default read is linearizable: the third node forwards it to the leader.
+    // The default read is linearizable: the third node serves it itself after the
+    // leader's read index (#16), and forwards nothing.
     let body = (cluster
         .api(reader)
         .kv_get("greeting", Consistency::Linearizable)
@@ -64,6 +65,38 @@ async fn write_through_a_follower_is_read_linearizably_through_the_third_node() 
         .expect("the write is read through the third node");
     assert_eq!(body["value"], json!({ "hello": "world" }));
     assert_eq!(body["version"], index);
+    // Read-your-writes across nodes, 40 times: each write acknowledged by the leader
+    // is read at once through each follower. A follower serving its own state
+    // without the leader's read index would often be a heartbeat behind here.
+    for round in 0..40u64 {
+        let version = cluster
+            .api(leader)
+            .kv_put("counter", &json!(round))
+            .await
+            .expect("written")
+            .version;
+        for &follower in &others {
+            let body = (cluster.api(follower))
+                .kv_get("counter", Consistency::Linearizable)
+                .await
+                .expect("read through a follower");
+            assert_eq!(
+                (body["value"].clone(), body["version"].as_u64()),
+                (json!(round), Some(version)),
+                "round {round}, node {follower}"
+            );
+        }
+    }
+    let metrics = cluster.api(reader).metrics_text().await.expect("metrics");
+    let forwarded = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("conclave_http_forwarded_total "))
+        .map(|value| value.trim().parse::<f64>().unwrap());
+    assert_eq!(
+        forwarded,
+        Some(0.0),
+        "the reads were served on node {reader}"
+    );
 
     // ?redirect=true answers 307 with the leader's URL instead of forwarding.
     let no_follow = common::client_builder()

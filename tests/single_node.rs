@@ -320,6 +320,38 @@ async fn bad_input_gets_a_documented_4xx_and_never_hurts_the_node() {
     )
     .await;
     expect_error(raft(SECRET, "2"), 421, "wrong_node").await;
+    // A follower's read-index request (#16) needs the secret like every /raft/* route;
+    // with it, this node (the leader) answers its read index: what it has applied.
+    let read_index = |secret: &str| {
+        http.post(format!("{raft_url}/raft/read_index"))
+            .header("x-conclave-secret", secret)
+            .header("x-conclave-target", "1")
+            .header("x-conclave-format", &format)
+            .header("x-conclave-cluster", &cluster.cluster_id)
+    };
+    expect_error(
+        http.post(format!("{raft_url}/raft/read_index")),
+        401,
+        "unauthorized",
+    )
+    .await;
+    expect_error(
+        read_index("wrong-secret-of-the-same-length"),
+        401,
+        "unauthorized",
+    )
+    .await;
+    let reply = read_index(SECRET).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let answer: Result<u64, conclave::replica::read_index::ReadError> =
+        conclave::codec::decode(&reply.bytes().await.unwrap()).unwrap();
+    let applied = cluster.status(1).await.unwrap()["last_applied_index"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        matches!(answer, Ok(index) if index >= 1 && index <= applied),
+        "{answer:?}, applied {applied}"
+    );
     expect_error(raft(SECRET, "1"), 400, "invalid_body").await;
     expect_error(raft_with_format(SECRET, "1", "999"), 400, "format_mismatch").await;
     let oversized_raft = raft(SECRET, "1").body(vec![0u8; 2 * 1024 * 1024 + 16 * 1024]);

@@ -71,6 +71,8 @@ impl std::ops::Deref for StateRef<'_> {
 pub struct PeerNotes {
     pub acks: crate::raft_types::PeerAcks,
     pub removed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// How a follower asks the leader for its read index (`read_index`).
+    pub read_index: read_index::LeaderCall,
 }
 
 /// See the module doc. Built once by `node::run`.
@@ -105,7 +107,11 @@ impl Replica {
         peers: PeerNotes,
         proposer_metrics: crate::metrics::ProposerMetrics,
     ) -> Self {
-        let PeerNotes { acks, removed } = peers;
+        let PeerNotes {
+            acks,
+            removed,
+            read_index,
+        } = peers;
         let proposer = Proposer::spawn(
             raft.clone(),
             state_machine.clone(),
@@ -127,7 +133,7 @@ impl Replica {
             node_id,
             cluster: cluster_view::spawn(node_id, raft.clone(), removed.clone()),
             removed,
-            reads: ReadIndex::spawn(raft.clone(), limits),
+            reads: ReadIndex::spawn(raft.clone(), limits, Some(read_index)),
             raft,
             state_machine,
             proposer,

@@ -9,6 +9,13 @@
 //! done), the request is forwarded once to the new leader. `?consistency=stale`
 //! reads are always served locally. Forwarding has a bounded deadline: a connection
 //! that never opened is 503 (not applied); a write lost after sending is 504.
+//!
+//! Routes placed `FollowerRead` (the KV reads) are served where they arrive, leader
+//! or follower ([`read_here_or_forward_to_leader`]): a follower's read barrier asks
+//! the leader for its read index and waits for its own apply (`replica::read_index`),
+//! so the read stays linearizable without the leader parsing, serving or answering
+//! it. Only when that finds no leader to ask (`no_leader`, nothing read) is the read
+//! forwarded as above, once; `?redirect=true` redirects as for any leader route.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -81,6 +88,25 @@ pub async fn serve_here_or_forward_to_leader(
     request: Request,
     next: Next,
 ) -> Response {
+    here_or_leader(app, request, next, false).await
+}
+
+/// Serves a linearizable read here, leader or follower (see the module doc); forwards
+/// it as [`serve_here_or_forward_to_leader`] does when no leader could be asked.
+pub async fn read_here_or_forward_to_leader(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    here_or_leader(app, request, next, true).await
+}
+
+async fn here_or_leader(
+    app: AppState,
+    request: Request,
+    next: Next,
+    follower_read: bool,
+) -> Response {
     let routing = routing_of(request.method(), request.uri());
     let planted_bug = app.replica.stale_reads_bug() && request.method() == Method::GET;
     if routing.stale_read || planted_bug {
@@ -101,7 +127,8 @@ pub async fn serve_here_or_forward_to_leader(
     if leader.is_none() && !forwarded {
         leader = wait_for_leader(&app).await;
     }
-    if forwarded || leader == Some(app.node_id) {
+    let read_here = follower_read && !routing.redirect && leader.is_some();
+    if forwarded || read_here || leader == Some(app.node_id) {
         let response = next
             .run(Request::from_parts(parts, Body::from(body.clone())))
             .await;

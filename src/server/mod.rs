@@ -265,11 +265,20 @@ pub fn router(app: AppState) -> Router {
     let mut router = Router::new();
     for route in routes::table() {
         let mut handler = route.handler;
-        if route.place == routes::Place::Leader {
-            handler = handler.route_layer(axum::middleware::from_fn_with_state(
-                app.clone(),
-                forward::serve_here_or_forward_to_leader,
-            ));
+        match route.place {
+            routes::Place::Leader => {
+                handler = handler.route_layer(axum::middleware::from_fn_with_state(
+                    app.clone(),
+                    forward::serve_here_or_forward_to_leader,
+                ));
+            }
+            routes::Place::FollowerRead => {
+                handler = handler.route_layer(axum::middleware::from_fn_with_state(
+                    app.clone(),
+                    forward::read_here_or_forward_to_leader,
+                ));
+            }
+            routes::Place::Local => {}
         }
         let gate = routes::Gate {
             app: app.clone(),

@@ -133,7 +133,7 @@ fn responses(route: &Route) -> Value {
             json!({"description": "no task was claimable within wait_ms"}),
         );
     }
-    if route.place == routes::Place::Leader {
+    if route.place != routes::Place::Local {
         responses.insert(
             "307".into(),
             json!({"description": "?redirect=true on a follower: the leader's URL in Location"}),

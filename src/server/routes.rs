@@ -61,6 +61,10 @@ pub enum Access {
 pub enum Place {
     /// On the leader: a follower forwards it (`forward`).
     Leader,
+    /// A linearizable read any member serves from its own state machine after the
+    /// leader's read index (`replica::read_index`); a follower forwards it only when
+    /// it cannot get one (no leader known or reachable) or with `?redirect=true`.
+    FollowerRead,
     /// On the node that received it.
     Local,
 }
@@ -151,13 +155,13 @@ pub fn table() -> Vec<Route> {
     use Access::*;
     use Kind::*;
     use Param::{Path, Query};
-    use Place::{Leader, Local};
+    use Place::{FollowerRead, Leader, Local};
     let (get, put, post, delete) = (Method::GET, Method::PUT, Method::POST, Method::DELETE);
     let key = Path("key");
     let name = Path("name");
     vec![
-        route(get.clone(), "/v1/kv", ReadOf(Kv, Query("prefix")), Leader, resource::list::<kv::ListQuery>).query::<kv::ListQuery>(),
-        route(get.clone(), "/v1/kv/{*key}", ReadOf(Kv, key), Leader, kv::get).query::<ReadQuery>(),
+        route(get.clone(), "/v1/kv", ReadOf(Kv, Query("prefix")), FollowerRead, resource::list::<kv::ListQuery>).query::<kv::ListQuery>(),
+        route(get.clone(), "/v1/kv/{*key}", ReadOf(Kv, key), FollowerRead, kv::get).query::<ReadQuery>(),
         route(put, "/v1/kv/{*key}", AgentOf(Kv, key), Leader, propose::<kv::PutBody>).body::<kv::PutBody>(),
         route(delete.clone(), "/v1/kv/{*key}", AgentOf(Kv, key), Leader, propose::<kv::DeleteBody>).optional_body::<kv::DeleteBody>(),
         route(get.clone(), "/v1/requests/{request_id}", Read, Leader, requests::get).query::<ReadQuery>(),

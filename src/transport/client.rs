@@ -136,6 +136,45 @@ impl Campaigner {
     }
 }
 
+impl Campaigner {
+    /// Asks leader `target` (peer listener `raft_addr`) for its read index
+    /// (`POST /raft/read_index`, an empty body): its answer, or `Err` when the call
+    /// failed (unreachable, refused, cut), so that nothing is known.
+    pub async fn read_index(
+        &self,
+        target: NodeId,
+        raft_addr: &str,
+        timeout: Duration,
+    ) -> Result<Result<u64, crate::replica::read_index::ReadError>, String> {
+        let addr = self
+            .dial_overrides
+            .get(&target)
+            .map_or(raft_addr, String::as_str);
+        let body = codec::encode(&()).map_err(|e| e.to_string())?;
+        let mut post = self
+            .http
+            .post(format!("{}://{addr}/raft/read_index", self.scheme));
+        if let Some(cluster) = self.identity.get() {
+            post = post.header(CLUSTER_HEADER, &*cluster);
+        }
+        let response = post
+            .header(SECRET_HEADER, &*self.secret)
+            .header(TARGET_HEADER, target.to_string())
+            .header(FORMAT_HEADER, self.formats.active().to_string())
+            .timeout(timeout)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!("node {target} refused: HTTP {status}"));
+        }
+        codec::decode(&bytes).map_err(|e| e.to_string())
+    }
+}
+
 /// A client for one peer.
 pub struct PeerClient {
     http: reqwest::Client,

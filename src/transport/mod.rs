@@ -5,7 +5,9 @@
 //! `server` is the `/raft/*` router each node serves, admitting only requests that
 //! carry the cluster secret, this cluster's id, this node's id and a format
 //! version this binary reads (its own or the previous one, for rolling upgrades);
-//! `snapshot_receipt` admits snapshot chunks in order. This module must not depend
+//! `snapshot_receipt` admits snapshot chunks in order. Besides openraft's RPCs the
+//! peer listener serves a leadership transfer's last step, a removed node's notice and
+//! a follower's read-index request (`replica::read_index`). This module must not depend
 //! on the client API (`server`: its `ApiError`, extractors or handlers) so peer and
 //! client traffic stay apart; `node` composes the two routers.
 

@@ -40,6 +40,8 @@ pub struct Peers {
     /// Set when the leader says this node was removed (`/raft/removed`); shared
     /// with the replica (`/ready`, the cluster view).
     pub removed: Arc<std::sync::atomic::AtomicBool>,
+    /// How long a follower's read-index request may take here (`limits.read_timeout_ms`).
+    pub read_timeout: std::time::Duration,
 }
 
 /// The `/raft/*` routes.
@@ -51,6 +53,7 @@ pub fn router(peers: Arc<Peers>) -> Router {
         .route("/raft/snapshot", post(snapshot))
         .route("/raft/campaign", post(campaign))
         .route("/raft/removed", post(removed))
+        .route("/raft/read_index", post(read_index))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(peers)
 }
@@ -194,6 +197,15 @@ pub async fn campaign(State(peers): PeerState, request: Request) -> Result<Respo
         return Ok(reply(&false));
     }
     Ok(reply(&peers.raft.trigger().elect().await.is_ok()))
+}
+
+/// A follower's linearizable read (`replica::read_index`): confirm leadership with a
+/// quorum and answer the read index (`Ok(index)`), or why not (`NotLeader` with a
+/// hint, `Unavailable`). The body is empty.
+pub async fn read_index(State(peers): PeerState, request: Request) -> Result<Response, Refusal> {
+    let () = admit(&peers, request).await?;
+    let answer = crate::replica::read_index::leader_read_index(&peers.raft, peers.read_timeout);
+    Ok(reply(&answer.await))
 }
 
 /// The leader of term `T` (the body) removed this node: it stops campaigning (a
