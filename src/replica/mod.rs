@@ -133,7 +133,7 @@ impl Replica {
             node_id,
             cluster: cluster_view::spawn(node_id, raft.clone(), removed.clone()),
             removed,
-            reads: ReadIndex::spawn(raft.clone(), limits, Some(read_index)),
+            reads: ReadIndex::spawn(raft.clone(), limits, read_index),
             raft,
             state_machine,
             proposer,

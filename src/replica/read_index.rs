@@ -62,10 +62,9 @@ pub struct ReadIndex {
 }
 
 impl ReadIndex {
-    /// Starts the batching task. Without `leader` a follower's read is `NotLeader`
-    /// (forwarded by the HTTP layer); with it the follower reads from its own state
-    /// machine after the leader's read index.
-    pub fn spawn(raft: Raft, limits: &Limits, leader: Option<LeaderCall>) -> Self {
+    /// Starts the batching task; on a follower a round asks the leader through
+    /// `leader` (see the module doc).
+    pub fn spawn(raft: Raft, limits: &Limits, leader: LeaderCall) -> Self {
         let (queue, receiver) = mpsc::channel(limits.max_queued_reads);
         tokio::spawn(run(
             raft,
@@ -94,7 +93,7 @@ async fn run(
     raft: Raft,
     mut receiver: mpsc::Receiver<Waiter>,
     timeout: Duration,
-    leader: Option<LeaderCall>,
+    leader: LeaderCall,
 ) {
     while let Some(first) = receiver.recv().await {
         let mut waiters = vec![first];
@@ -102,10 +101,9 @@ async fn run(
             waiters.push(next);
         }
         let result = match confirm(&raft, timeout).await {
-            Err(ReadError::NotLeader { leader: hint }) => match &leader {
-                Some(call) => read_through_leader(&raft, call, hint, timeout).await,
-                None => Err(ReadError::NotLeader { leader: hint }),
-            },
+            Err(ReadError::NotLeader { leader: hint }) => {
+                read_through_leader(&raft, &leader, hint, timeout).await
+            }
             other => other.map(|_| ()),
         };
         for waiter in waiters {

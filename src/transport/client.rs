@@ -105,38 +105,13 @@ impl Campaigner {
         raft_addr: &str,
         term: u64,
     ) -> Result<(), String> {
-        let addr = self
-            .dial_overrides
-            .get(&target)
-            .map_or(raft_addr, String::as_str);
-        let body = codec::encode(&term).map_err(|e| e.to_string())?;
-        let mut post = self.http.post(format!("{}://{addr}{path}", self.scheme));
-        if let Some(cluster) = self.identity.get() {
-            post = post.header(CLUSTER_HEADER, &*cluster);
-        }
-        let response = post
-            .header(SECRET_HEADER, &*self.secret)
-            .header(TARGET_HEADER, target.to_string())
-            .header(FORMAT_HEADER, self.formats.active().to_string())
-            .timeout(Duration::from_secs(2))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        let status = response.status();
-        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            return Err(format!("node {target} refused: HTTP {status}"));
-        }
-        match codec::decode::<bool>(&bytes) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(format!("node {target} is no longer in term {term}")),
-            Err(e) => Err(e.to_string()),
+        let timeout = Duration::from_secs(2);
+        match self.post(path, target, raft_addr, &term, timeout).await? {
+            true => Ok(()),
+            false => Err(format!("node {target} is no longer in term {term}")),
         }
     }
-}
 
-impl Campaigner {
     /// Asks leader `target` (peer listener `raft_addr`) for its read index
     /// (`POST /raft/read_index`, an empty body): its answer, or `Err` when the call
     /// failed (unreachable, refused, cut), so that nothing is known.
@@ -146,14 +121,26 @@ impl Campaigner {
         raft_addr: &str,
         timeout: Duration,
     ) -> Result<Result<u64, crate::replica::read_index::ReadError>, String> {
+        self.post("/raft/read_index", target, raft_addr, &(), timeout)
+            .await
+    }
+
+    /// One peer RPC: `body` encoded to node `target`'s `path` with the cluster's
+    /// headers, within `timeout`; the decoded 200 reply, or why there is none.
+    async fn post<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        path: &str,
+        target: NodeId,
+        raft_addr: &str,
+        body: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, String> {
         let addr = self
             .dial_overrides
             .get(&target)
             .map_or(raft_addr, String::as_str);
-        let body = codec::encode(&()).map_err(|e| e.to_string())?;
-        let mut post = self
-            .http
-            .post(format!("{}://{addr}/raft/read_index", self.scheme));
+        let body = codec::encode(body).map_err(|e| e.to_string())?;
+        let mut post = self.http.post(format!("{}://{addr}{path}", self.scheme));
         if let Some(cluster) = self.identity.get() {
             post = post.header(CLUSTER_HEADER, &*cluster);
         }
