@@ -20,9 +20,12 @@ src="$out/src-$base"
 rm -rf "$src"
 mkdir -p "$src"
 git -C "$here" archive "$base" | tar -x -C "$src"
-# No debug info: a smaller, faster build of a binary that is only run.
+# No debug info and no optimization, dependencies included: the cheapest build of a
+# binary that tests/upgrade.rs runs for a few seconds under a light load (this is
+# most of the stage's time on a fresh machine; docs/testing.md, "CI time").
 CARGO_PROFILE_DEV_DEBUG=0 CARGO_TARGET_DIR="$out/target" \
-    cargo build --quiet --manifest-path "$src/Cargo.toml" -p conclave --features test-switches >&2
+    cargo build --quiet --manifest-path "$src/Cargo.toml" -p conclave --features test-switches \
+    --config 'profile.dev.package."*".opt-level=0' --config 'profile.dev.package."*".debug=false' >&2
 cp "$out/target/debug/conclave" "$bin.tmp"
 mv "$bin.tmp" "$bin"
 rm -rf "$src"
