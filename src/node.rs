@@ -66,6 +66,10 @@ pub async fn run(
     let observer: Arc<dyn store::ApplyObserver> = metrics.clone();
     let (log_store, state_machine) =
         store::open(&db, &config.data_dir, hub.clone(), Some(observer))?;
+    // A leader's own appends flush in the background; nothing is applied before
+    // it is on this node's disk (`store::durable`).
+    let log_store = log_store.owned_by(config.node_id);
+    let state_machine = state_machine.applying_when_durable(log_store.durable());
 
     let mut http = reqwest::Client::builder()
         .tcp_nodelay(true)
@@ -89,8 +93,11 @@ pub async fn run(
         identity.clone(),
         config.peer_dial_addrs.clone(),
         scheme,
-        acks.clone(),
-        formats.clone(),
+        transport::client::Shared {
+            acks: acks.clone(),
+            formats: formats.clone(),
+            durable: log_store.durable(),
+        },
     );
     let campaigner = network.campaigner();
     let leader_reads = campaigner.clone();

@@ -2,17 +2,22 @@
 //!
 //! Contract (openraft 0.9.25 storage-v2): entries are consecutive with no holes;
 //! openraft issues every call here from its single RaftCore task, so writes are
-//! serialized. An append or a vote is on disk before openraft is told it is
-//! (each `FSYNC` below). Readers are cheap clones used by replication tasks.
+//! serialized. A vote, and an append from another leader, are on disk before
+//! openraft is told they are (each `FSYNC` below). A leader's own append is told
+//! written at once and flushed in the background (`durable`, which says why that
+//! keeps every applied or acknowledged entry on disk on a quorum). Readers are cheap
+//! clones used by replication tasks.
 
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{OptionalSend, StorageIOError};
 
+use super::durable::{Durable, Flusher};
 use crate::codec;
-use crate::raft_types::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::raft_types::{Entry, LogId, NodeId, StorageError, TypeConfig, Vote};
 
 const VOTE_KEY: &[u8] = b"vote";
 const COMMITTED_KEY: &[u8] = b"committed";
@@ -24,6 +29,25 @@ pub struct LogStore {
     db: sled::Db,
     log: sled::Tree,
     meta: sled::Tree,
+    durable: Arc<Durable>,
+    flusher: Arc<Flusher>,
+    /// This node, once known ([`Self::owned_by`]): only then are its own appends as
+    /// leader flushed in the background. `None` (openraft's suite): every append
+    /// flushes first.
+    node: Option<NodeId>,
+    /// The vote last saved, as the role test of `append` needs it.
+    vote: Arc<Mutex<Option<Vote>>>,
+}
+
+/// How [`LogStore::write_entries`] left an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// On disk (an append from another leader): the durable point covers it.
+    Flushed,
+    /// This node's own entries as leader: written, flushing in the background.
+    Flushing,
+    /// Nothing to write.
+    Empty,
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -37,12 +61,92 @@ fn index_of(key: &[u8]) -> u64 {
 }
 
 impl LogStore {
-    pub fn new(db: &sled::Db) -> Result<Self, sled::Error> {
-        Ok(Self {
+    pub fn new(db: &sled::Db) -> Result<Self, StorageError> {
+        let log = db.open_tree("log").map_err(|e| StorageIOError::read(&e))?;
+        let meta = db.open_tree("meta").map_err(|e| StorageIOError::read(&e))?;
+        let mut store = Self {
             db: db.clone(),
-            log: db.open_tree("log")?,
-            meta: db.open_tree("meta")?,
-        })
+            log,
+            meta,
+            durable: Durable::new(None),
+            flusher: Flusher::new(db.clone(), Durable::new(None)),
+            node: None,
+            vote: Arc::default(),
+        };
+        // Everything read back from the directory is on disk.
+        let on_disk = match store.last_entry_log_id()? {
+            Some(last) => Some(last),
+            None => store.read_meta(LAST_PURGED_KEY)?,
+        };
+        store.durable = Durable::new(on_disk);
+        store.flusher = Flusher::new(db.clone(), store.durable.clone());
+        store.vote = Arc::new(Mutex::new(store.read_meta(VOTE_KEY)?));
+        Ok(store)
+    }
+
+    /// The store of node `node`: its own appends as leader are acknowledged before
+    /// their flush (module doc, `durable`).
+    pub fn owned_by(mut self, node: NodeId) -> Self {
+        self.node = Some(node);
+        self
+    }
+
+    /// The durable point this store advances.
+    pub fn durable(&self) -> Arc<Durable> {
+        self.durable.clone()
+    }
+
+    /// Writes an append's entries and makes them durable: before returning for
+    /// another leader's entries, in the background for this node's own as leader
+    /// (module doc). `append` tells openraft once this returns.
+    pub async fn write_entries(&mut self, entries: Vec<Entry>) -> Result<Written, StorageError> {
+        let Some(last) = entries.last().map(|entry| entry.log_id) else {
+            return Ok(Written::Empty);
+        };
+        let mut batch = sled::Batch::default();
+        for entry in &entries {
+            let bytes = codec::encode(entry)
+                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            batch.insert(&index_key(entry.log_id.index), bytes);
+        }
+        // One atomic batch within the log tree: readable as soon as this returns.
+        self.log
+            .apply_batch(batch)
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        if self.own_leader_entries(&entries) {
+            // FSYNC (background, `durable::Flusher`): the leader's own entries go to
+            // its followers now, in parallel with its own flush; they are applied
+            // (so answered) only once that flush covers them.
+            self.flusher.request(last);
+            return Ok(Written::Flushing);
+        }
+        // FSYNC: another leader's entries are durable before this node acks them
+        // (the leader counts this ack toward the commit quorum).
+        self.flush()
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        self.durable.advance(last);
+        Ok(Written::Flushed)
+    }
+
+    /// Whether every entry of an append is this node's own, written as the leader
+    /// of the vote it holds: only those may be acknowledged before their flush. An
+    /// append from another leader (or of this node's entries of an earlier term,
+    /// sent back by a later leader) is acknowledged only once on disk.
+    fn own_leader_entries(&self, entries: &[Entry]) -> bool {
+        let Some(node) = self.node else {
+            return false;
+        };
+        let vote = *self.vote.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(vote) = vote else {
+            return false;
+        };
+        vote.is_committed()
+            && vote.leader_id().voted_for() == Some(node)
+            && !entries.is_empty()
+            && entries
+                .iter()
+                .all(|entry| entry.log_id.leader_id == *vote.leader_id())
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -131,6 +235,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.flush()
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
+        *self.vote.lock().unwrap_or_else(|e| e.into_inner()) = Some(*vote);
         Ok(())
     }
 
@@ -141,7 +246,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // No fsync of its own: it rides on the next append's or vote's flush. Losing
         // it costs only a later re-apply from the last snapshot, never correctness.
-        self.write_meta(COMMITTED_KEY, &committed)
+        // Never past the durable point (`durable`, rule 3): a restart must find
+        // every entry up to the committed id in its log.
+        self.write_meta(
+            COMMITTED_KEY,
+            &super::durable::clamp_commit(committed, self.durable.get()),
+        )
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -157,27 +267,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            let bytes = codec::encode(&entry)
-                .map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
-            batch.insert(&index_key(entry.log_id.index), bytes);
-        }
-        // One atomic batch within the log tree: readable as soon as this returns.
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_logs(&e))?;
-        // FSYNC: the entries are durable before openraft counts them (the leader
-        // counts its own append toward the commit quorum; a follower acks after this).
-        match self.flush().await {
-            Ok(()) => {
+        match self.write_entries(entries.into_iter().collect()).await {
+            Ok(_) => {
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
-            Err(e) => {
-                let error = StorageIOError::write_logs(&e);
-                callback.log_io_completed(Err(e));
-                Err(error.into())
+            Err(error) => {
+                callback.log_io_completed(Err(std::io::Error::other(error.to_string())));
+                Err(error)
             }
         }
     }

@@ -18,6 +18,7 @@
 // openraft's storage traits fix the error type (`StorageError`, ~224 bytes); the
 // helpers here return it as the traits do rather than boxing and unboxing it.
 pub mod backup;
+pub mod durable;
 pub mod identity;
 #[allow(clippy::result_large_err)]
 pub mod log_store;
@@ -62,6 +63,8 @@ pub enum OpenError {
         stored: String,
         configured: String,
     },
+    #[error("reading the Raft log in {path}: {reason}")]
+    Storage { path: String, reason: String },
     #[error("data directory {path}: {source}")]
     Corrupt {
         path: String,
@@ -145,9 +148,9 @@ pub fn open(
     hub: crate::watch::Hub,
     observer: Option<std::sync::Arc<dyn ApplyObserver>>,
 ) -> Result<(LogStore, StateMachineStore), OpenError> {
-    let log = LogStore::new(db).map_err(|source| OpenError::Sled {
-        path: String::new(),
-        source,
+    let log = LogStore::new(db).map_err(|error| OpenError::Storage {
+        path: dir.display().to_string(),
+        reason: error.to_string(),
     })?;
     let state_machine = StateMachineStore::open_with(db, dir, hub)?.observed_by(observer);
     Ok((log, state_machine))

@@ -96,6 +96,9 @@ struct Shared {
     formats: crate::raft_types::Formats,
     /// Shown every apply and snapshot build (the node's metrics), if any.
     observer: Option<Arc<dyn super::ApplyObserver>>,
+    /// The log's durable point: nothing is applied before it covers it
+    /// (`super::durable`, rule 1). `None`: no wait (a store without a log).
+    durable: Option<Arc<super::durable::Durable>>,
 }
 
 /// The state-machine store. Cloning shares it (openraft gets one clone, the HTTP
@@ -190,6 +193,7 @@ impl StateMachineStore {
                 hub,
                 formats,
                 observer: None,
+                durable: None,
             }),
         })
     }
@@ -200,6 +204,16 @@ impl StateMachineStore {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.observer = observer;
         }
+        self
+    }
+
+    /// Applies an entry only once `durable` covers it (`super::durable`, rule 1).
+    /// Call before the store is shared (it panics otherwise: a store that skipped
+    /// the wait would apply a leader's entries before its flush).
+    pub fn applying_when_durable(mut self, durable: Arc<super::durable::Durable>) -> Self {
+        Arc::get_mut(&mut self.shared)
+            .expect("applying_when_durable before the store is cloned")
+            .durable = Some(durable);
         self
     }
 
@@ -357,6 +371,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let (Some(durable), Some(last)) = (&self.shared.durable, entries.last()) {
+            // A leader's own entries may be committed before its background flush
+            // ends; they are applied (and so answered) only once on its disk.
+            durable.wait_for(last.log_id).await;
+        }
         let mut responses = Vec::new();
         let mut events = Vec::new();
         let last_index = {

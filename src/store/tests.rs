@@ -187,3 +187,110 @@ fn open_without_flusher(path: &std::path::Path) -> sled::Db {
 /// How often [`open_without_flusher`] retries a directory whose lock an earlier,
 /// dropped handle still holds (20 ms apart: 10 s in all).
 const REOPEN_ATTEMPTS: u32 = 500;
+
+mod early_leader_acks {
+    //! `durable`'s three rules at the store: which appends are acknowledged before
+    //! their flush, the committed id stored, and apply waiting for the durable point.
+    use openraft::storage::{RaftLogStorage, RaftStateMachine};
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::raft_types::{Entry, LogId, Vote};
+    use crate::store::log_store::Written;
+
+    fn blank(term: u64, leader: u64, index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, leader), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn stores(dir: &std::path::Path) -> (LogStore, StateMachineStore) {
+        let db = open_db(
+            dir,
+            &StoreOptions {
+                cache_capacity_bytes: 16 * 1024 * 1024,
+            },
+        )
+        .expect("open");
+        open(&db, dir, crate::watch::Hub::default(), None).expect("open stores")
+    }
+
+    #[tokio::test]
+    async fn only_a_leaders_own_entries_are_acknowledged_before_their_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, _) = stores(dir.path());
+        let mut log = log.owned_by(1);
+        // Leader of term 2: its own entries flush in the background.
+        log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+        let written = log.write_entries(vec![blank(2, 1, 1), blank(2, 1, 2)]);
+        assert_eq!(written.await.unwrap(), Written::Flushing);
+        log.durable().wait_for(blank(2, 1, 2).log_id).await;
+        // A candidate's vote (not committed) is not leadership.
+        log.save_vote(&Vote::new(3, 1)).await.unwrap();
+        let written = log.write_entries(vec![blank(2, 1, 3)]).await.unwrap();
+        assert_eq!(written, Written::Flushed);
+        // Node 2 leads term 4: its entries, and this node's own of an earlier term
+        // sent back by it, are on disk before they are acknowledged.
+        log.save_vote(&Vote::new_committed(4, 2)).await.unwrap();
+        let written = log.write_entries(vec![blank(2, 1, 4)]).await.unwrap();
+        assert_eq!(written, Written::Flushed);
+        assert_eq!(log.durable().get(), Some(blank(2, 1, 4).log_id));
+        let written = log.write_entries(vec![blank(4, 2, 5)]).await.unwrap();
+        assert_eq!(written, Written::Flushed);
+        assert_eq!(log.durable().get(), Some(blank(4, 2, 5).log_id));
+        // Leader again (term 5): an append mixing in another leader's entry flushes.
+        log.save_vote(&Vote::new_committed(5, 1)).await.unwrap();
+        let mixed = vec![blank(4, 2, 6), blank(5, 1, 7)];
+        assert_eq!(log.write_entries(mixed).await.unwrap(), Written::Flushed);
+        // A store that does not know its node (openraft's suite) always flushes.
+        let dir = tempfile::tempdir().unwrap();
+        let (mut anonymous, _) = stores(dir.path());
+        anonymous
+            .save_vote(&Vote::new_committed(2, 1))
+            .await
+            .unwrap();
+        let written = anonymous.write_entries(vec![blank(2, 1, 1)]).await.unwrap();
+        assert_eq!(written, Written::Flushed);
+    }
+
+    #[tokio::test]
+    async fn the_committed_id_stored_never_passes_the_durable_point() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = stores(dir.path());
+        log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+        log.write_entries(vec![blank(2, 1, 1), blank(2, 1, 2)])
+            .await
+            .unwrap();
+        log.save_committed(Some(blank(2, 1, 5).log_id))
+            .await
+            .unwrap();
+        assert_eq!(
+            log.read_committed().await.unwrap(),
+            Some(blank(2, 1, 2).log_id)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_applied_only_once_the_durable_point_covers_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, machine) = stores(dir.path());
+        let durable = durable::Durable::new(None);
+        let mut machine = machine.applying_when_durable(durable.clone());
+        let apply = {
+            let mut machine = machine.clone();
+            tokio::spawn(async move { machine.apply(vec![blank(2, 1, 1)]).await })
+        };
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!apply.is_finished(), "applied before its flush");
+        assert_eq!(machine.applied_state().await.unwrap().0, None);
+        durable.advance(blank(2, 1, 1).log_id);
+        apply.await.unwrap().unwrap();
+        assert_eq!(
+            machine.applied_state().await.unwrap().0,
+            Some(blank(2, 1, 1).log_id)
+        );
+    }
+}

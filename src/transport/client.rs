@@ -41,9 +41,24 @@ pub struct Network {
     dial_overrides: Arc<BTreeMap<NodeId, String>>,
     /// `http`, or `https` with `[tls]` (every node of a cluster uses the same).
     scheme: &'static str,
-    acks: crate::raft_types::PeerAcks,
-    formats: crate::raft_types::Formats,
+    shared: Shared,
 }
+
+/// What a node's peer clients share with the rest of the node.
+#[derive(Clone)]
+pub struct Shared {
+    /// What peers acknowledged in this leader's term (see `PeerAcks`): kept across
+    /// clients, which openraft rebuilds after errors.
+    pub acks: crate::raft_types::PeerAcks,
+    pub formats: crate::raft_types::Formats,
+    /// The log's durable point: the commit index sent never passes it
+    /// (`store::durable`, rule 2).
+    pub durable: Arc<crate::store::durable::Durable>,
+}
+
+/// How long an AppendEntries waits for this leader's own flush to cover the commit
+/// index it carries before sending a lower one (the next RPC carries the rest).
+const COMMIT_FLUSH_WAIT: Duration = Duration::from_millis(50);
 
 impl Network {
     pub fn new(
@@ -52,8 +67,7 @@ impl Network {
         identity: Arc<crate::store::ClusterIdentity>,
         dial_overrides: BTreeMap<NodeId, String>,
         scheme: &'static str,
-        acks: crate::raft_types::PeerAcks,
-        formats: crate::raft_types::Formats,
+        shared: Shared,
     ) -> Self {
         Self {
             http,
@@ -61,8 +75,7 @@ impl Network {
             identity,
             dial_overrides: Arc::new(dial_overrides),
             scheme,
-            acks,
-            formats,
+            shared,
         }
     }
 }
@@ -89,7 +102,7 @@ impl Network {
             identity: self.identity.clone(),
             dial_overrides: self.dial_overrides.clone(),
             scheme: self.scheme,
-            formats: self.formats.clone(),
+            formats: self.shared.formats.clone(),
         }
     }
 }
@@ -169,10 +182,7 @@ pub struct PeerClient {
     identity: Arc<crate::store::ClusterIdentity>,
     target: NodeId,
     base_url: String,
-    /// What peers acknowledged in this leader's term (see `PeerAcks`): kept across
-    /// clients, which openraft rebuilds after errors.
-    acks: crate::raft_types::PeerAcks,
-    formats: crate::raft_types::Formats,
+    shared: Shared,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -187,8 +197,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             identity: self.identity.clone(),
             target,
             base_url: format!("{}://{addr}", self.scheme),
-            acks: self.acks.clone(),
-            formats: self.formats.clone(),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -215,7 +224,7 @@ impl PeerClient {
         let response = post
             .header(SECRET_HEADER, &*self.secret)
             .header(TARGET_HEADER, self.target.to_string())
-            .header(FORMAT_HEADER, self.formats.active().to_string())
+            .header(FORMAT_HEADER, self.shared.formats.active().to_string())
             .timeout(option.hard_ttl())
             .body(body)
             .send()
@@ -235,7 +244,7 @@ impl PeerClient {
                 .get(SPEAKS_HEADER)
                 .and_then(|value| value.to_str().ok()?.parse().ok())
                 .unwrap_or(codec::PREVIOUS_FORMAT_VERSION);
-            self.formats.heard(self.target, speaks);
+            self.shared.formats.heard(self.target, speaks);
         }
         let bytes = response
             .bytes()
@@ -267,17 +276,28 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let term = request.vote.leader_id().term;
         let prev = request.prev_log_id.map(|log_id| log_id.index);
         let last = request.entries.last().map(|e| e.log_id.index).or(prev);
+        let mut request = request;
+        let durable = &self.shared.durable;
+        if let Some(commit) = request.leader_commit {
+            // Followers learn of a commit only once it is on this leader's disk too
+            // (`store::durable`, rule 2); its flush began before the entries were
+            // sent, so this rarely waits.
+            if !durable.wait_for_within(commit, COMMIT_FLUSH_WAIT).await {
+                request.leader_commit =
+                    crate::store::durable::clamp_commit(request.leader_commit, durable.get());
+            }
+        }
         let response: AppendEntriesResponse<NodeId> =
             self.call("/raft/append", &request, &option).await?;
-        let matched = self.acks.get(self.target, term);
+        let matched = self.shared.acks.get(self.target, term);
         match &response {
             AppendEntriesResponse::Success => {
                 if let Some(last) = last {
-                    self.acks.record(self.target, term, last);
+                    self.shared.acks.record(self.target, term, last);
                 }
             }
             AppendEntriesResponse::PartialSuccess(Some(upto)) => {
-                self.acks.record(self.target, term, upto.index);
+                self.shared.acks.record(self.target, term, upto.index);
             }
             // A peer that held index `matched` for this stream now says it has not
             // got `prev` ≤ it: its log went back (its directory was wiped, and it
@@ -310,7 +330,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let done = request.done;
         let response = self.call("/raft/snapshot", &request, &option).await?;
         if let (true, Some(last)) = (done, last) {
-            self.acks.record(self.target, term, last);
+            self.shared.acks.record(self.target, term, last);
         }
         Ok(response)
     }
