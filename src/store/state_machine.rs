@@ -439,6 +439,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             data,
         })
         .await?;
+        if let (Some(durable), Some(last)) = (&self.shared.durable, meta.last_log_id) {
+            // Everything up to the snapshot is on disk now, in the snapshot: a node
+            // that leads next sends its commit index without waiting for a flush.
+            durable.advance(last);
+        }
         let last_index = {
             let mut applied = self.write();
             // The commands up to the snapshot were skipped here: no history of them.

@@ -191,7 +191,7 @@ const REOPEN_ATTEMPTS: u32 = 500;
 mod early_leader_acks {
     //! `durable`'s three rules at the store: which appends are acknowledged before
     //! their flush, the committed id stored, and apply waiting for the durable point.
-    use openraft::storage::{RaftLogStorage, RaftStateMachine};
+    use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
     use openraft::{CommittedLeaderId, EntryPayload};
 
     use super::*;
@@ -292,5 +292,25 @@ mod early_leader_acks {
             machine.applied_state().await.unwrap().0,
             Some(blank(2, 1, 1).log_id)
         );
+    }
+
+    #[tokio::test]
+    async fn an_installed_snapshot_moves_the_durable_point_to_its_last_entry() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let (_, mut source) = stores(source_dir.path());
+        source
+            .apply(vec![blank(2, 1, 1), blank(2, 1, 2)])
+            .await
+            .unwrap();
+        let snapshot = source.build_snapshot().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (_, machine) = stores(dir.path());
+        let durable = durable::Durable::new(None);
+        let mut machine = machine.applying_when_durable(durable.clone());
+        machine
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(durable.get(), Some(blank(2, 1, 2).log_id));
     }
 }
