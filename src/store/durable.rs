@@ -20,6 +20,9 @@
 //! 3. **`save_committed` stores at most the durable point** (`log_store`): a restart
 //!    never finds a committed id beyond its log.
 //!
+//! The point starts at the last entry found on disk at start-up, moves with each
+//! flush of the log, and to a snapshot's last entry when one is installed.
+//!
 //! Ordering: [`LogId`]s compare by (term, leader, index), the order of entries in any
 //! one Raft log. A value left from a truncated suffix (term T) never covers an entry
 //! appended after the truncation: those carry a later term. sled flushes the whole
