@@ -78,16 +78,24 @@ impl Durable {
         let _ = point.wait_for(|point| *point >= Some(log_id)).await;
     }
 
-    /// Like [`wait_for`](Self::wait_for), for at most `limit`; whether it got there.
-    pub async fn wait_for_within(&self, log_id: LogId, limit: Duration) -> bool {
-        tokio::time::timeout(limit, self.wait_for(log_id))
-            .await
-            .is_ok()
+    /// The commit index a leader may send (rule 2): `leader_commit` once the point
+    /// covers it, waiting at most `limit` for that; after it, the point itself.
+    pub async fn commit_to_send(
+        &self,
+        leader_commit: Option<LogId>,
+        limit: Duration,
+    ) -> Option<LogId> {
+        let commit = leader_commit?;
+        if self.get() < Some(commit) {
+            // The wait's result is read back below.
+            let _ = tokio::time::timeout(limit, self.wait_for(commit)).await;
+        }
+        clamp_commit(Some(commit), self.get())
     }
 }
 
-/// The commit index a leader may send: `leader_commit`, but never past what is on
-/// its own disk (rule 2 above).
+/// A commit index bounded by the durable point: `leader_commit`, but never past
+/// `durable` (rules 2 and 3 above).
 pub fn clamp_commit(leader_commit: Option<LogId>, durable: Option<LogId>) -> Option<LogId> {
     leader_commit.min(durable)
 }
@@ -184,13 +192,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_wait_ends_when_the_point_covers_it_and_not_before() {
+    async fn a_commit_is_sent_once_on_disk_or_else_bounded_by_the_point() {
         let durable = Durable::new(Some(log_id(1, 1, 3)));
-        assert!(
-            !durable
-                .wait_for_within(log_id(1, 1, 4), Duration::from_millis(20))
-                .await
+        let limit = Duration::from_millis(20);
+        assert_eq!(
+            durable.commit_to_send(Some(log_id(1, 1, 2)), limit).await,
+            Some(log_id(1, 1, 2))
         );
+        assert_eq!(durable.commit_to_send(None, limit).await, None);
+        // Not on disk within the limit: the point is sent instead.
+        assert_eq!(
+            durable.commit_to_send(Some(log_id(1, 1, 4)), limit).await,
+            Some(log_id(1, 1, 3))
+        );
+        // On disk during the wait: sent whole.
+        let sent = {
+            let durable = durable.clone();
+            tokio::spawn(async move {
+                durable
+                    .commit_to_send(Some(log_id(1, 1, 5)), Duration::from_secs(60))
+                    .await
+            })
+        };
+        durable.advance(log_id(1, 1, 6));
+        assert_eq!(sent.await.unwrap(), Some(log_id(1, 1, 5)));
+    }
+
+    #[tokio::test]
+    async fn a_wait_ends_when_the_point_covers_it() {
+        let durable = Durable::new(Some(log_id(1, 1, 3)));
         let waiter = {
             let durable = durable.clone();
             tokio::spawn(async move { durable.wait_for(log_id(1, 1, 4)).await })
@@ -208,7 +238,10 @@ mod tests {
         db.insert(b"k", b"v").unwrap();
         flusher.request(log_id(1, 1, 1));
         flusher.request(log_id(1, 1, 2));
-        durable.wait_for(log_id(1, 1, 2)).await;
+        let flushed = durable.wait_for(log_id(1, 1, 2));
+        tokio::time::timeout(Duration::from_secs(30), flushed)
+            .await
+            .expect("the flusher advanced the point");
         assert_eq!(durable.get(), Some(log_id(1, 1, 2)));
     }
 }

@@ -64,24 +64,18 @@ impl LogStore {
     pub fn new(db: &sled::Db) -> Result<Self, StorageError> {
         let log = db.open_tree("log").map_err(|e| StorageIOError::read(&e))?;
         let meta = db.open_tree("meta").map_err(|e| StorageIOError::read(&e))?;
-        let mut store = Self {
+        // Everything read back from the directory is on disk.
+        let durable = Durable::new(last_log_id(&log, &meta)?);
+        let vote = read_meta(&meta, VOTE_KEY)?;
+        Ok(Self {
             db: db.clone(),
             log,
             meta,
-            durable: Durable::new(None),
-            flusher: Flusher::new(db.clone(), Durable::new(None)),
+            flusher: Flusher::new(db.clone(), durable.clone()),
+            durable,
             node: None,
-            vote: Arc::default(),
-        };
-        // Everything read back from the directory is on disk.
-        let on_disk = match store.last_entry_log_id()? {
-            Some(last) => Some(last),
-            None => store.read_meta(LAST_PURGED_KEY)?,
-        };
-        store.durable = Durable::new(on_disk);
-        store.flusher = Flusher::new(db.clone(), store.durable.clone());
-        store.vote = Arc::new(Mutex::new(store.read_meta(VOTE_KEY)?));
-        Ok(store)
+            vote: Arc::new(Mutex::new(vote)),
+        })
     }
 
     /// The store of node `node`: its own appends as leader are acknowledged before
@@ -143,20 +137,9 @@ impl LogStore {
         };
         vote.is_committed()
             && vote.leader_id().voted_for() == Some(node)
-            && !entries.is_empty()
             && entries
                 .iter()
                 .all(|entry| entry.log_id.leader_id == *vote.leader_id())
-    }
-
-    fn read_meta<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &[u8],
-    ) -> Result<Option<T>, StorageError> {
-        let bytes = self.meta.get(key).map_err(|e| StorageIOError::read(&e))?;
-        bytes
-            .map(|bytes| codec::decode(&bytes).map_err(|e| StorageIOError::read(&e).into()))
-            .transpose()
     }
 
     fn write_meta<T: serde::Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
@@ -174,17 +157,28 @@ impl LogStore {
             .map(|_| ())
             .map_err(std::io::Error::other)
     }
+}
 
-    fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        match self.log.last().map_err(|e| StorageIOError::read_logs(&e))? {
-            Some((_, bytes)) => {
-                let entry: Entry =
-                    codec::decode(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
-                Ok(Some(entry.log_id))
-            }
-            None => Ok(None),
+fn read_meta<T: serde::de::DeserializeOwned>(
+    meta: &sled::Tree,
+    key: &[u8],
+) -> Result<Option<T>, StorageError> {
+    let bytes = meta.get(key).map_err(|e| StorageIOError::read(&e))?;
+    bytes
+        .map(|bytes| codec::decode(&bytes).map_err(|e| StorageIOError::read(&e).into()))
+        .transpose()
+}
+
+/// The last entry's id, or the purge point if the log is empty.
+fn last_log_id(log: &sled::Tree, meta: &sled::Tree) -> Result<Option<LogId>, StorageError> {
+    let last_entry = match log.last().map_err(|e| StorageIOError::read_logs(&e))? {
+        Some((_, bytes)) => {
+            let entry: Entry = codec::decode(&bytes).map_err(|e| StorageIOError::read_logs(&e))?;
+            Some(entry.log_id)
         }
-    }
+        None => None,
+    };
+    Ok(last_entry.or(read_meta(meta, LAST_PURGED_KEY)?))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -217,8 +211,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged_log_id: Option<LogId> = self.read_meta(LAST_PURGED_KEY)?;
-        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        let last_purged_log_id: Option<LogId> = read_meta(&self.meta, LAST_PURGED_KEY)?;
+        let last_log_id = last_log_id(&self.log, &self.meta)?;
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -240,7 +234,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.read_meta(VOTE_KEY)
+        read_meta(&self.meta, VOTE_KEY)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
@@ -255,7 +249,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.read_meta::<Option<LogId>>(COMMITTED_KEY)?.flatten())
+        Ok(read_meta::<Option<LogId>>(&self.meta, COMMITTED_KEY)?.flatten())
     }
 
     async fn append<I>(

@@ -270,23 +270,20 @@ impl PeerClient {
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        request: AppendEntriesRequest<TypeConfig>,
+        mut request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         let term = request.vote.leader_id().term;
         let prev = request.prev_log_id.map(|log_id| log_id.index);
         let last = request.entries.last().map(|e| e.log_id.index).or(prev);
-        let mut request = request;
-        let durable = &self.shared.durable;
-        if let Some(commit) = request.leader_commit {
-            // Followers learn of a commit only once it is on this leader's disk too
-            // (`store::durable`, rule 2); its flush began before the entries were
-            // sent, so this rarely waits.
-            if !durable.wait_for_within(commit, COMMIT_FLUSH_WAIT).await {
-                request.leader_commit =
-                    crate::store::durable::clamp_commit(request.leader_commit, durable.get());
-            }
-        }
+        // Followers learn of a commit only once it is on this leader's disk too
+        // (`store::durable`, rule 2); its flush began before the entries were sent,
+        // so this rarely waits.
+        request.leader_commit = self
+            .shared
+            .durable
+            .commit_to_send(request.leader_commit, COMMIT_FLUSH_WAIT)
+            .await;
         let response: AppendEntriesResponse<NodeId> =
             self.call("/raft/append", &request, &option).await?;
         let matched = self.shared.acks.get(self.target, term);
