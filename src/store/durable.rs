@@ -15,8 +15,8 @@
 //!    that acknowledge only after their own flush (a follower's append still flushes
 //!    before its callback), so at apply time all of that quorum has it on disk.
 //! 2. **the commit index a leader sends never passes its durable point**
-//!    (`transport::client`, [`clamp_commit`]): followers apply only what is on the
-//!    leader's disk too.
+//!    (`transport::client`, [`Durable::commit_to_send`]): followers apply only what
+//!    is on the leader's disk too.
 //! 3. **`save_committed` stores at most the durable point** (`log_store`): a restart
 //!    never finds a committed id beyond its log.
 //!
